@@ -1,0 +1,15 @@
+#ifndef CT_EMBEDDED_H
+#define CT_EMBEDDED_H
+#include <stddef.h>
+
+struct ct_embedded {
+  const char *module; /* "ctcli.cli" */
+  const char *chunk;  /* "@lua/ctcli/cli.lua" */
+  const char *source;
+  size_t len;
+};
+
+/* Generated at build time from lua/; ends with an all-zero entry. */
+extern const struct ct_embedded ct_embedded_modules[];
+
+#endif

@@ -1,0 +1,201 @@
+/* The Lua host: builds the state, installs module searchers, enters Lua
+   only through lua_pcall with a message handler. */
+#include "ct.h"
+#include "embedded.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <archive.h>
+
+#ifndef CTCLI_VERSION
+#define CTCLI_VERSION "0.0.0"
+#endif
+
+int luaopen_cjson(lua_State *L);
+
+int ct_oserror(lua_State *L, int err, const char *what) {
+  luaL_pushfail(L);
+  if (what)
+    lua_pushfstring(L, "%s: %s", what, strerror(err));
+  else
+    lua_pushstring(L, strerror(err));
+  lua_pushinteger(L, err);
+  return 3;
+}
+
+int ct_error(lua_State *L, int err, const char *fmt, ...) {
+  va_list ap;
+  luaL_pushfail(L);
+  va_start(ap, fmt);
+  lua_pushvfstring(L, fmt, ap);
+  va_end(ap);
+  lua_pushinteger(L, err);
+  return 3;
+}
+
+/* Searcher 1: CTCLI_LUA_DIR/<a>/<b>.lua. */
+static int search_lua_dir(lua_State *L) {
+  const char *name = luaL_checkstring(L, 1);
+  const char *dir = getenv("CTCLI_LUA_DIR");
+  if (!dir || !*dir) {
+    lua_pushliteral(L, "\n\tCTCLI_LUA_DIR is not set");
+    return 1;
+  }
+  const char *rel = luaL_gsub(L, name, ".", "/");
+  const char *path = lua_pushfstring(L, "%s/%s.lua", dir, rel);
+  FILE *f = fopen(path, "r");
+  if (!f) {
+    lua_pushfstring(L, "\n\tno file '%s' in CTCLI_LUA_DIR", path);
+    return 1;
+  }
+  fclose(f);
+  if (luaL_loadfilex(L, path, "t") != LUA_OK)
+    return luaL_error(L, "error loading module '%s' from '%s':\n\t%s", name, path, lua_tostring(L, -1));
+  lua_pushstring(L, path);
+  return 2;
+}
+
+/* Searcher 2: the copy compiled into the binary. */
+static int search_embedded(lua_State *L) {
+  const char *name = luaL_checkstring(L, 1);
+  for (const struct ct_embedded *m = ct_embedded_modules; m->module; m++) {
+    if (strcmp(m->module, name) != 0) continue;
+    if (luaL_loadbufferx(L, m->source, m->len, m->chunk, "t") != LUA_OK)
+      return luaL_error(L, "error loading embedded module '%s':\n\t%s", name, lua_tostring(L, -1));
+    lua_pushstring(L, m->chunk + 1);
+    return 2;
+  }
+  lua_pushfstring(L, "\n\tno embedded module '%s'", name);
+  return 1;
+}
+
+static void install_searchers(lua_State *L) {
+  lua_getglobal(L, "package");
+  lua_getfield(L, -1, "searchers");
+  /* Ours go first, before preload and the path searchers. */
+  lua_Integer n = (lua_Integer)luaL_len(L, -1);
+  for (lua_Integer i = n; i >= 1; i--) {
+    lua_rawgeti(L, -1, i);
+    lua_rawseti(L, -2, i + 2);
+  }
+  lua_pushcfunction(L, search_lua_dir);
+  lua_rawseti(L, -2, 1);
+  lua_pushcfunction(L, search_embedded);
+  lua_rawseti(L, -2, 2);
+  lua_pop(L, 2);
+}
+
+static int luaopen_ct(lua_State *L) {
+  static const struct {
+    const char *name;
+    lua_CFunction open;
+  } groups[] = {
+      {"fs", luaopen_ct_fs},     {"archive", luaopen_ct_archive}, {"proc", luaopen_ct_proc},
+      {"oci", luaopen_ct_oci},   {"lock", luaopen_ct_lock},       {"hash", luaopen_ct_hash},
+      {"term", luaopen_ct_term}, {"time", luaopen_ct_time},
+  };
+  lua_newtable(L);
+  for (size_t i = 0; i < sizeof groups / sizeof groups[0]; i++) {
+    /* Registered as "ct.<group>" so no group shadows a module named like it. */
+    lua_pushfstring(L, "ct.%s", groups[i].name);
+    luaL_requiref(L, lua_tostring(L, -1), groups[i].open, 0);
+    lua_setfield(L, -3, groups[i].name);
+    lua_pop(L, 1);
+  }
+  lua_pushliteral(L, CTCLI_VERSION);
+  lua_setfield(L, -2, "version");
+  lua_pushstring(L, archive_version_details());
+  lua_setfield(L, -2, "libarchive_version");
+  lua_pushliteral(L, LUA_RELEASE);
+  lua_setfield(L, -2, "lua_version");
+  return 1;
+}
+
+lua_State *ct_newstate(void) {
+  lua_State *L = luaL_newstate();
+  if (!L) return NULL;
+  luaL_openlibs(L);
+  /* Modules come only from CTCLI_LUA_DIR or the binary: no relative or
+     system search paths (a runner that wants them sets them itself). */
+  lua_getglobal(L, "package");
+  lua_pushliteral(L, "");
+  lua_setfield(L, -2, "path");
+  lua_pushliteral(L, "");
+  lua_setfield(L, -2, "cpath");
+  lua_pop(L, 1);
+  luaL_requiref(L, "ct", luaopen_ct, 0);
+  lua_pop(L, 1);
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+  lua_pushcfunction(L, luaopen_cjson);
+  lua_setfield(L, -2, "cjson");
+  lua_pop(L, 1);
+  install_searchers(L);
+  return L;
+}
+
+static int msghandler(lua_State *L) {
+  const char *msg = lua_tostring(L, 1);
+  if (!msg) {
+    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;
+    msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+  }
+  luaL_traceback(L, L, msg, 1);
+  return 1;
+}
+
+static int report(lua_State *L, int status) {
+  if (status == LUA_OK) return 0;
+  const char *msg = lua_tostring(L, -1);
+  /* A thrown error is a bug in ctcli: the message handler added a traceback. */
+  fprintf(stderr, "ctcli: internal error: %s\n", msg ? msg : "(no message)");
+  lua_pop(L, 1);
+  return 70;
+}
+
+int ct_runmain(lua_State *L, const char *mod, int argc, char **argv) {
+  lua_pushcfunction(L, msghandler);
+  int base = lua_gettop(L);
+  lua_getglobal(L, "require");
+  lua_pushstring(L, mod);
+  int st = lua_pcall(L, 1, 1, base);
+  if (st != LUA_OK) return report(L, st);
+  lua_newtable(L);
+  for (int i = 0; i < argc; i++) {
+    lua_pushstring(L, argv[i]);
+    lua_rawseti(L, -2, i + 1);
+  }
+  st = lua_pcall(L, 1, 1, base);
+  if (st != LUA_OK) return report(L, st);
+  int code = (int)lua_tointeger(L, -1);
+  lua_settop(L, base - 1);
+  return code;
+}
+
+int ct_runfile(lua_State *L, const char *path, int argc, char **argv) {
+  lua_pushcfunction(L, msghandler);
+  int base = lua_gettop(L);
+  lua_createtable(L, argc, 1);
+  lua_pushstring(L, path);
+  lua_rawseti(L, -2, 0);
+  for (int i = 0; i < argc; i++) {
+    lua_pushstring(L, argv[i]);
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_setglobal(L, "arg");
+  if (luaL_loadfilex(L, path, "t") != LUA_OK) {
+    fprintf(stderr, "ctcli-lua: %s\n", lua_tostring(L, -1));
+    return 1;
+  }
+  for (int i = 0; i < argc; i++) lua_pushstring(L, argv[i]);
+  int st = lua_pcall(L, argc, 0, base);
+  if (st != LUA_OK) {
+    fprintf(stderr, "ctcli-lua: %s\n", lua_tostring(L, -1));
+    return 1;
+  }
+  lua_settop(L, base - 1);
+  return 0;
+}

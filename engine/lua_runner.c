@@ -1,0 +1,18 @@
+/* ctcli-lua SCRIPT [ARGS]: runs a Lua script inside the ctcli engine (with
+   `ct`, `cjson` and the bundled modules), as `nvim -ll` does; the test
+   suite runs busted through it. */
+#include "ct.h"
+
+#include <stdio.h>
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    fprintf(stderr, "usage: ctcli-lua SCRIPT [ARGS...]\n");
+    return 2;
+  }
+  lua_State *L = ct_newstate();
+  if (!L) return 1;
+  int code = ct_runfile(L, argv[1], argc - 2, argv + 2);
+  lua_close(L);
+  return code;
+}
