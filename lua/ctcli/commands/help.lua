@@ -1,0 +1,19 @@
+-- help [COMMAND]: the command list, or one command's usage and options.
+local cli = require("ctcli.cli")
+
+return {
+  summary = "Show the commands, or one command's usage and options",
+  usage = "help [COMMAND]",
+  max_args = 1,
+  run = function(ctx)
+    local name = ctx.args[1]
+    local text = cli.help_text(name)
+    if not text then
+      local hint = cli.suggest(name, cli.COMMANDS)
+      error(cli.usage_error("unknown command '" .. name .. "'",
+        hint and ("did you mean '" .. hint .. "'?") or "run 'ctcli help' for the list of commands"))
+    end
+    io.stdout:write(text, "\n")
+    return true
+  end,
+}

@@ -1,0 +1,33 @@
+-- version: ctcli's version; with -v also Lua, libarchive, runc and umoci.
+local ct = require("ct")
+local json = require("ctcli.json")
+local ui = require("ctcli.ui")
+local tools = require("ctcli.tools")
+
+return {
+  summary = "Print the version (with -v: Lua, libarchive, runc and umoci too)",
+  usage = "version",
+  max_args = 0,
+  run = function(ctx)
+    local info = { ctcli = ct.version }
+    if ctx.verbose or ctx.json then
+      info.lua = ct.lua_version
+      info.libarchive = ct.libarchive_version
+      local t = tools.resolve(ctx)
+      info.runc = { path = t.runc, source = t.source, version = tools.version(t.runc) }
+      info.umoci = { path = t.umoci, source = t.source, version = tools.version(t.umoci) }
+    end
+    if ctx.json then
+      ui.print(json.encode(info, true))
+    elseif ctx.verbose then
+      ui.print("ctcli %s", info.ctcli)
+      ui.print("lua %s", info.lua)
+      ui.print("%s", info.libarchive)
+      ui.print("runc %s (%s, %s)", info.runc.version or "not found", info.runc.path or "-", info.runc.source)
+      ui.print("umoci %s (%s, %s)", info.umoci.version or "not found", info.umoci.path or "-", info.umoci.source)
+    else
+      ui.print("ctcli %s", info.ctcli)
+    end
+    return true
+  end,
+}

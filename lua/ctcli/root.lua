@@ -1,0 +1,142 @@
+-- The root directory: its layout (DESIGN §3), creating it, recognising it
+-- (also a root made by the Go ctcli) and its exclusive lock.
+local ct = require("ct")
+
+local M = {}
+
+M.FORMAT = 1
+M.MARKER = ".ctcli-init"
+
+-- paths(root) -> table of the absolute paths ctcli uses under root.
+function M.paths(root)
+  local p = {
+    root = root,
+    marker = root .. "/" .. M.MARKER,
+    state = root .. "/state",
+    format = root .. "/state/format",
+    lock = root .. "/state/lock",
+    journal = root .. "/state/journal.json",
+    wanted = root .. "/state/wanted.json",
+    config = root .. "/config",
+    data = root .. "/data",
+    logs = root .. "/logs",
+    ctcli_log = root .. "/logs/ctcli.log",
+    current = root .. "/current-release",
+    releases = root .. "/releases",
+    backups = root .. "/releases/backups",
+    images = root .. "/images",
+    trusted_keys = root .. "/trusted-keys",
+    hooks = root .. "/hooks",
+    runc_root = root .. "/runc-root",
+    tmp = root .. "/tmp",
+  }
+  return p
+end
+
+-- Directories of a root and their modes: config and data hold the apps'
+-- secrets and state, so they are not world-readable.
+local layout = {
+  { "state", 493 }, { "config", 448 }, { "data", 448 }, { "logs", 493 },
+  { "releases", 493 }, { "releases/backups", 448 }, { "images", 493 },
+  { "trusted-keys", 493 }, { "hooks", 448 }, { "runc-root", 448 }, { "tmp", 448 },
+}
+
+-- absolute(path) -> the path made absolute (not resolving symlinks).
+function M.absolute(path)
+  if path:sub(1, 1) ~= "/" then
+    local cwd = os.getenv("PWD")
+    local real = ct.fs.realpath(".")
+    path = (real or cwd or ".") .. "/" .. path
+  end
+  -- normalise "//", "/./" and a trailing "/"
+  local parts = {}
+  for seg in path:gmatch("[^/]+") do
+    if seg == ".." then
+      parts[#parts] = nil
+    elseif seg ~= "." then
+      parts[#parts + 1] = seg
+    end
+  end
+  return "/" .. table.concat(parts, "/")
+end
+
+-- is_root(root) -> true when root carries the marker of ctcli (ours or the Go tool's).
+function M.is_root(root)
+  local st = ct.fs.stat(root .. "/" .. M.MARKER)
+  return st ~= nil
+end
+
+-- is_legacy(root) -> true for a root the Go ctcli made (marker, no state/format).
+function M.is_legacy(root)
+  return M.is_root(root) and not ct.fs.exists(root .. "/state/format")
+end
+
+-- init(root) -> created (bool), or nil, msg. Idempotent: completes a
+-- partial layout, never touches what is there.
+function M.init(root)
+  local st = ct.fs.stat(root)
+  if st and st.type ~= "dir" then
+    return nil, root .. " exists and is not a directory"
+  end
+  local ok, err = ct.fs.mkdir(root, 493, true)
+  if not ok then return nil, err end
+  local created = not M.is_root(root)
+  for _, d in ipairs(layout) do
+    local path = root .. "/" .. d[1]
+    if not ct.fs.exists(path) then
+      ok, err = ct.fs.mkdir(path, d[2], true)
+      if not ok then return nil, err end
+      ct.fs.chmod(path, d[2])
+    end
+  end
+  local p = M.paths(root)
+  if not ct.fs.exists(p.format) then
+    ok, err = ct.fs.write_atomic(p.format, tostring(M.FORMAT) .. "\n")
+    if not ok then return nil, err end
+  end
+  if not ct.fs.exists(p.marker) then
+    ok, err = ct.fs.write_atomic(p.marker, "")
+    if not ok then return nil, err end
+  end
+  return created
+end
+
+-- open(root) -> paths, or nil, msg when root is not a ctcli root.
+function M.open(root)
+  if not ct.fs.exists(root) then
+    return nil, string.format("%s does not exist; create a root with 'ctcli --root %s init'", root, root)
+  end
+  if not M.is_root(root) then
+    return nil, string.format("%s is not a ctcli root (no %s); create one with 'ctcli --root %s init'",
+      root, M.MARKER, root)
+  end
+  local p = M.paths(root)
+  local fmt = ct.fs.read(p.format)
+  if fmt and tonumber(fmt) and tonumber(fmt) > M.FORMAT then
+    return nil, string.format("%s has layout version %s, newer than this ctcli understands (%d); use a newer ctcli",
+      root, fmt:gsub("%s+$", ""), M.FORMAT)
+  end
+  return p
+end
+
+-- lock(paths, command [, wait]) -> lock, or nil, msg naming the holder.
+function M.lock(p, command, wait)
+  if not ct.fs.exists(p.state) then
+    local ok, err = ct.fs.mkdir(p.state, 493, true)
+    if not ok then return nil, err end
+  end
+  local info = string.format("pid=%d command=%s since=%s\n", ct.proc.getpid(), command,
+    os.date("!%Y-%m-%dT%H:%M:%SZ"))
+  local lock, err, _, holder = ct.lock.acquire(p.lock, info, wait)
+  if lock then return lock end
+  if holder then
+    local pid = holder:match("pid=(%d+)") or "?"
+    local cmd = holder:match("command=(%S+)") or "?"
+    local since = holder:match("since=(%S+)") or "?"
+    return nil, string.format("another ctcli holds the root's lock (pid %s, command %s, since %s); wait for it or retry with --wait",
+      pid, cmd, since)
+  end
+  return nil, "cannot lock " .. p.lock .. ": " .. tostring(err)
+end
+
+return M

@@ -1,0 +1,122 @@
+-- Output for people and machines: plain lines, tables, colors (honouring
+-- NO_COLOR and --no-color), progress bars on a terminal, yes/no prompts.
+local ct = require("ct")
+
+local ui = {
+  color = false,
+  verbose = false,
+  json = false,
+  quiet_progress = false,
+}
+
+function ui.setup(opts)
+  ui.json = opts.json or false
+  ui.verbose = opts.verbose or false
+  local no_color = opts.no_color or (os.getenv("NO_COLOR") or "") ~= ""
+  ui.color = not no_color and ct.term.isatty(1)
+  ui.progress_enabled = not ui.json and ct.term.isatty(2)
+end
+
+local codes = { red = 31, green = 32, yellow = 33, blue = 34, bold = 1, dim = 2 }
+
+function ui.paint(color, s)
+  if not ui.color then return s end
+  return string.format("\27[%dm%s\27[0m", codes[color], s)
+end
+
+function ui.print(fmt, ...)
+  io.stdout:write(select("#", ...) > 0 and fmt:format(...) or fmt, "\n")
+end
+
+function ui.info(fmt, ...)
+  if ui.json then
+    io.stderr:write(select("#", ...) > 0 and fmt:format(...) or fmt, "\n")
+  else
+    ui.print(fmt, ...)
+  end
+end
+
+function ui.warn(fmt, ...)
+  io.stderr:write("warning: ", select("#", ...) > 0 and fmt:format(...) or fmt, "\n")
+end
+
+function ui.debug(fmt, ...)
+  if ui.verbose then
+    io.stderr:write(select("#", ...) > 0 and fmt:format(...) or fmt, "\n")
+  end
+end
+
+local function visible_len(s)
+  return utf8.len((s:gsub("\27%[[%d;]*m", ""))) or #s
+end
+
+-- table(headers, rows): aligned columns; rows are arrays of strings.
+function ui.table(headers, rows)
+  local widths = {}
+  for i, h in ipairs(headers) do widths[i] = visible_len(h) end
+  for _, r in ipairs(rows) do
+    for i, c in ipairs(r) do
+      widths[i] = math.max(widths[i] or 0, visible_len(tostring(c)))
+    end
+  end
+  local function line(cells, paint)
+    local parts = {}
+    for i, c in ipairs(cells) do
+      c = tostring(c)
+      local padn = widths[i] - visible_len(c)
+      parts[i] = (paint and ui.paint(paint, c) or c) .. (i < #cells and string.rep(" ", padn) or "")
+    end
+    ui.print(table.concat(parts, "  "))
+  end
+  line(headers, "bold")
+  for _, r in ipairs(rows) do line(r) end
+end
+
+-- confirm(question) -> true only on y/yes; end of input is "no".
+function ui.confirm(question)
+  local answer = ct.term.readline(question .. " [y/N] ")
+  if not answer then
+    io.stderr:write("\n")
+    return false
+  end
+  answer = answer:lower():gsub("^%s+", ""):gsub("%s+$", "")
+  return answer == "y" or answer == "yes"
+end
+
+-- progress(label) -> object with :update(done, total) and :finish(); draws a
+-- bar on stderr when it is a terminal, nothing otherwise.
+function ui.progress(label)
+  local p = { label = label, last = 0 }
+  function p.update(_, done, total)
+    if not ui.progress_enabled then return end
+    local now = ct.time.monotonic()
+    if now - p.last < 0.1 then return end
+    p.last = now
+    local width = math.max(10, math.min(40, ct.term.width() - #label - 30))
+    local frac = (total and total > 0) and math.min(1, done / total) or 0
+    local filled = math.floor(frac * width)
+    io.stderr:write(string.format("\r%s [%s%s] %s", label, string.rep("#", filled),
+      string.rep(".", width - filled), ui.bytes(done)))
+  end
+  function p.finish()
+    if ui.progress_enabled and p.last > 0 then io.stderr:write("\r\27[K") end
+  end
+  return p
+end
+
+function ui.bytes(n)
+  local units = { "B", "KB", "MB", "GB", "TB" }
+  local i = 1
+  while n >= 1024 and i < #units do n = n / 1024; i = i + 1 end
+  if i == 1 then return string.format("%d B", n) end
+  return string.format("%.1f %s", n, units[i])
+end
+
+function ui.duration(s)
+  if s < 60 then return string.format("%ds", math.floor(s)) end
+  if s < 3600 then return string.format("%dm%02ds", s // 60, math.floor(s % 60)) end
+  if s < 86400 then return string.format("%dh%02dm", s // 3600, (s % 3600) // 60) end
+  return string.format("%dd%02dh", s // 86400, (s % 86400) // 3600)
+end
+
+return ui
