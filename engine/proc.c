@@ -1,0 +1,1264 @@
+/* ct.proc: running programs (argv only, never a shell), process groups,
+   signals, and fork_call, the sandbox that runs a Lua function in a forked
+   copy of the state under a deadline. */
+#include "ct.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <math.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+/* Engine-internal (oci.c uses them; not part of the Lua contract). */
+enum { CT_START_GROUP = 1, CT_START_DETACH = 2, CT_START_FOREGROUND = 3 };
+pid_t ct_proc_start(const char *const *argv, char *const *envp, const char *cwd, const int fds[3],
+                    int mode, int *err, const char **what);
+int ct_proc_run(lua_State *L);
+
+#define PROCESS_MT "ct.process"
+#define RECORD_MAX (16u << 20) /* one fork_call record (a line or the result) */
+#define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+/* Set in a fork_call child: processes it starts stay in its process group,
+   so the parent's kill(-pgid) at the deadline reaches them too. */
+static int in_sandbox_child;
+
+/* ---------- small helpers ---------- */
+
+static double mono_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Milliseconds until deadline for poll(): -1 without one, at least 1 before it. */
+static int ms_until(double deadline) {
+  if (deadline <= 0) return -1;
+  double left = deadline - mono_now();
+  if (left <= 0) return 0;
+  double ms = ceil(left * 1000.0);
+  return ms > INT_MAX ? INT_MAX : (int)ms;
+}
+
+static int pidfd_open_(pid_t pid) {
+#ifdef SYS_pidfd_open
+  int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+  if (fd >= 0) fcntl(fd, F_SETFD, FD_CLOEXEC);
+  return fd;
+#else
+  (void)pid;
+  errno = ENOSYS;
+  return -1;
+#endif
+}
+
+/* Whether the child has exited, without reaping it (the zombie keeps its pid
+   and process group id reserved, so kill(-pid) stays safe). */
+static int has_exited(pid_t pid) {
+  siginfo_t si;
+  memset(&si, 0, sizeof si);
+  if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) != 0) return errno == ECHILD;
+  return si.si_pid == pid;
+}
+
+static int reap(pid_t pid, int *status) {
+  for (;;) {
+    pid_t r = waitpid(pid, status, 0);
+    if (r == pid) return 0;
+    if (r < 0 && errno != EINTR) return -1;
+  }
+}
+
+static void close_fd(int *fd) {
+  if (*fd >= 0) {
+    close(*fd);
+    *fd = -1;
+  }
+}
+
+static int set_nonblock(int fd) {
+  int fl = fcntl(fd, F_GETFL);
+  return fl < 0 ? -1 : fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+}
+
+static void decode_status(int status, int *code, int *sig) {
+  if (WIFSIGNALED(status)) {
+    *sig = WTERMSIG(status);
+    *code = 128 + *sig;
+  } else {
+    *sig = 0;
+    *code = WIFEXITED(status) ? WEXITSTATUS(status) : 255;
+  }
+}
+
+static void reset_signals(const sigset_t *mask) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = SIG_DFL;
+  sigemptyset(&sa.sa_mask);
+  for (int s = 1; s < NSIG; s++) {
+    if (s == SIGKILL || s == SIGSTOP) continue;
+    sigaction(s, &sa, NULL);
+  }
+  sigprocmask(SIG_SETMASK, mask, NULL);
+}
+
+/* ---------- the process record (spawn's userdata, and run's guard) ---------- */
+
+struct buf {
+  char *p;
+  size_t len, cap;
+};
+
+static int buf_grow(struct buf *b, size_t need) {
+  if (b->cap - b->len >= need) return 0;
+  size_t cap = b->cap ? b->cap : 65536;
+  while (cap - b->len < need) cap *= 2;
+  char *p = realloc(b->p, cap);
+  if (!p) return -1;
+  b->p = p;
+  b->cap = cap;
+  return 0;
+}
+
+struct proc {
+  pid_t pid;   /* 0: none */
+  pid_t owner; /* who started it: a forked copy of the state never touches it */
+  int group;   /* the child leads its own process group */
+  int pidfd;
+  int reaped, status;
+  int fds[6]; /* descriptors to close when done */
+  struct buf out, err, rec;
+};
+
+static struct proc *proc_new(lua_State *L) {
+  struct proc *p = lua_newuserdatauv(L, sizeof *p, 0);
+  memset(p, 0, sizeof *p);
+  p->owner = getpid();
+  p->pidfd = -1;
+  for (int i = 0; i < 6; i++) p->fds[i] = -1;
+  luaL_setmetatable(L, PROCESS_MT);
+  return p;
+}
+
+static void proc_kill(struct proc *p, int sig) {
+  if (p->pid <= 0 || p->reaped) return;
+  if (p->group)
+    kill(-p->pid, sig);
+  else
+    kill(p->pid, sig);
+}
+
+/* Kills a live child (its group), reaps it, releases everything. */
+static void proc_release(struct proc *p) {
+  if (p->owner != getpid()) return;
+  for (int i = 0; i < 6; i++) close_fd(&p->fds[i]);
+  close_fd(&p->pidfd);
+  if (p->pid > 0 && !p->reaped) {
+    proc_kill(p, SIGKILL);
+    if (reap(p->pid, &p->status) == 0 || errno == ECHILD) p->reaped = 1;
+  }
+  free(p->out.p);
+  free(p->err.p);
+  free(p->rec.p);
+  memset(&p->out, 0, sizeof p->out);
+  memset(&p->err, 0, sizeof p->err);
+  memset(&p->rec, 0, sizeof p->rec);
+}
+
+/* ---------- starting a child ---------- */
+
+struct start_error {
+  int stage; /* 0: exec, 1: chdir, 2: setup */
+  int err;
+};
+
+static void child_fail(int errfd, int stage, int err) {
+  struct start_error e = {stage, err};
+  ssize_t n;
+  do {
+    n = write(errfd, &e, sizeof e);
+  } while (n < 0 && errno == EINTR);
+  _exit(127);
+}
+
+/* Builds "dir/prog\0dir/prog\0..." for each PATH entry; NULL when prog has a
+   slash (exec it as given). */
+static char *path_candidates(const char *prog, char *const *envp, size_t *count) {
+  const char *path = NULL;
+  *count = 0;
+  if (strchr(prog, '/')) return NULL;
+  if (envp)
+    for (char *const *e = envp; *e; e++)
+      if (strncmp(*e, "PATH=", 5) == 0) path = *e + 5;
+  if (!path) path = getenv("PATH");
+  if (!path) path = DEFAULT_PATH;
+  size_t plen = strlen(prog), n = 1;
+  for (const char *s = path; *s; s++) n += *s == ':';
+  size_t size = strlen(path) + n * (plen + 3);
+  char *out = malloc(size);
+  if (!out) return NULL;
+  char *w = out;
+  const char *s = path;
+  for (;;) {
+    const char *end = strchrnul(s, ':');
+    size_t dl = (size_t)(end - s);
+    if (dl == 0) {
+      memcpy(w, "./", 2); /* an empty entry is the current directory */
+      w += 2;
+    } else {
+      memcpy(w, s, dl);
+      w += dl;
+      *w++ = '/';
+    }
+    memcpy(w, prog, plen + 1);
+    w += plen + 1;
+    (*count)++;
+    if (!*end) break;
+    s = end + 1;
+  }
+  return out;
+}
+
+/* Puts src on fd target in the child (src may be any number, even < 3). */
+static int child_dup(int src, int target) {
+  if (src == target) {
+    int fl = fcntl(src, F_GETFD);
+    return fl < 0 ? -1 : fcntl(src, F_SETFD, fl & ~FD_CLOEXEC);
+  }
+  return dup2(src, target) < 0 ? -1 : 0;
+}
+
+/* The child side between fork and exec: async-signal-safe calls only. */
+static void child_exec(const char *const *argv, char *const *envp, const char *cwd,
+                       const int fds[3], int mode, pid_t parent, const sigset_t *empty,
+                       const char *cands, size_t ncands, int errfd) {
+  if (mode == CT_START_DETACH || (mode == CT_START_GROUP && !in_sandbox_child)) {
+    if (setpgid(0, 0) != 0) child_fail(errfd, 2, errno);
+  }
+  if (mode != CT_START_DETACH) {
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) child_fail(errfd, 2, errno);
+    if (getppid() != parent) _exit(127); /* the parent is already gone */
+  }
+  /* Move sources out of 0..2 first so one dup2 cannot clobber another. */
+  int src[3];
+  for (int i = 0; i < 3; i++) {
+    src[i] = fds[i];
+    if (src[i] >= 0 && src[i] < 3 && src[i] != i) {
+      src[i] = fcntl(src[i], F_DUPFD_CLOEXEC, 3);
+      if (src[i] < 0) child_fail(errfd, 2, errno);
+    }
+  }
+  for (int i = 0; i < 3; i++)
+    if (src[i] >= 0 && child_dup(src[i], i) != 0) child_fail(errfd, 2, errno);
+  /* Nothing but 0..2 crosses exec, whatever a library opened without CLOEXEC. */
+  if (syscall(SYS_close_range, 3U, ~0U, 4U /* CLOSE_RANGE_CLOEXEC */) != 0) {
+    long max = sysconf(_SC_OPEN_MAX);
+    if (max < 0 || max > 65536) max = 65536;
+    for (int fd = 3; fd < max; fd++)
+      if (fd != errfd) fcntl(fd, F_SETFD, FD_CLOEXEC);
+  }
+  if (cwd && chdir(cwd) != 0) child_fail(errfd, 1, errno);
+  reset_signals(empty);
+  char *const *env = envp ? envp : environ;
+  if (!cands) {
+    execve(argv[0], (char *const *)argv, env);
+    child_fail(errfd, 0, errno);
+  }
+  int err = ENOENT, eacces = 0;
+  const char *c = cands;
+  for (size_t i = 0; i < ncands; i++) {
+    execve(c, (char *const *)argv, env);
+    err = errno;
+    if (err == EACCES)
+      eacces = 1;
+    else if (err != ENOENT && err != ENOTDIR && err != ELOOP && err != ENAMETOOLONG)
+      break;
+    c += strlen(c) + 1;
+  }
+  child_fail(errfd, 0, eacces && (err == ENOENT || err == ENOTDIR) ? EACCES : err);
+}
+
+/* Starts argv with fds[0..2] as its stdio (-1: keep ours). Modes:
+   CT_START_GROUP      own process group (not inside fork_call) + PDEATHSIG
+   CT_START_DETACH     own process group always, no PDEATHSIG (runc create)
+   CT_START_FOREGROUND our process group + PDEATHSIG (interactive)
+   Returns the pid, or -1 with *err and *what (the program or the cwd). */
+pid_t ct_proc_start(const char *const *argv, char *const *envp, const char *cwd, const int fds[3],
+                    int mode, int *err, const char **what) {
+  *what = argv[0];
+  if (!argv[0] || !argv[0][0]) {
+    *err = ENOENT;
+    return -1;
+  }
+  size_t ncands = 0;
+  char *cands = path_candidates(argv[0], envp, &ncands);
+  if (!cands && !strchr(argv[0], '/')) {
+    *err = ENOMEM;
+    return -1;
+  }
+  int ep[2];
+  if (pipe2(ep, O_CLOEXEC) != 0) {
+    *err = errno;
+    free(cands);
+    return -1;
+  }
+  /* Block every signal across fork so no handler of ours runs in the child
+     before it resets the dispositions. */
+  sigset_t all, old, empty;
+  sigfillset(&all);
+  sigemptyset(&empty);
+  sigprocmask(SIG_SETMASK, &all, &old);
+  pid_t parent = getpid();
+  pid_t pid = fork();
+  if (pid == 0) {
+    close(ep[0]);
+    child_exec(argv, envp, cwd, fds, mode, parent, &empty, cands, ncands, ep[1]);
+    _exit(127);
+  }
+  int fork_err = errno;
+  sigprocmask(SIG_SETMASK, &old, NULL);
+  free(cands);
+  close(ep[1]);
+  if (pid < 0) {
+    close(ep[0]);
+    *err = fork_err;
+    return -1;
+  }
+  /* Both sides set the group, so it exists whichever runs first. */
+  if (mode == CT_START_DETACH || (mode == CT_START_GROUP && !in_sandbox_child)) setpgid(pid, pid);
+  struct start_error se;
+  size_t got = 0;
+  while (got < sizeof se) {
+    ssize_t n = read(ep[0], (char *)&se + got, sizeof se - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    got += (size_t)n;
+  }
+  close(ep[0]);
+  if (got == sizeof se) {
+    int st;
+    reap(pid, &st);
+    *err = se.err;
+    if (se.stage == 1) *what = cwd;
+    return -1;
+  }
+  return pid;
+}
+
+/* ---------- argument parsing ---------- */
+
+/* argv at idx: a non-empty array of strings -> a NULL-terminated char* array
+   in a userdatum pushed on the stack (the strings stay anchored in the table). */
+static const char **check_argv(lua_State *L, int idx) {
+  luaL_checktype(L, idx, LUA_TTABLE);
+  lua_Integer n = luaL_len(L, idx);
+  luaL_argcheck(L, n >= 1, idx, "argv must be a non-empty array of strings");
+  const char **argv = lua_newuserdatauv(L, sizeof(char *) * (size_t)(n + 1), 1);
+  lua_newtable(L); /* anchors converted numbers */
+  for (lua_Integer i = 1; i <= n; i++) {
+    int t = lua_rawgeti(L, idx, i);
+    if (t != LUA_TSTRING && t != LUA_TNUMBER)
+      luaL_error(L, "bad argument #%d (argv[%d] must be a string, got %s)", idx, (int)i,
+                 luaL_typename(L, -1));
+    if (t == LUA_TNUMBER) lua_tostring(L, -1);
+    argv[i - 1] = lua_tostring(L, -1);
+    lua_rawseti(L, -2, i);
+  }
+  argv[n] = NULL;
+  lua_setiuservalue(L, -2, 1);
+  return argv;
+}
+
+/* Collects name=value strings of tab (idx) into out (a table at the top). */
+static void env_merge(lua_State *L, int out, int idx, const char *what) {
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    if (lua_type(L, -2) != LUA_TSTRING || !lua_isstring(L, -1))
+      luaL_error(L, "bad option '%s' (a table of string names to string values)", what);
+    const char *k = lua_tostring(L, -2);
+    if (!*k || strchr(k, '=')) luaL_error(L, "bad option '%s' (bad variable name '%s')", what, k);
+    lua_pushvalue(L, -2);
+    lua_pushvalue(L, -2);
+    lua_tostring(L, -1);
+    lua_rawset(L, out);
+    lua_pop(L, 1);
+  }
+}
+
+/* opts.env / opts.env_add -> envp (NULL: ours), pushed anchored on the stack. */
+static char **build_env(lua_State *L, int opts) {
+  int has_env = 0, has_add = 0;
+  if (opts) {
+    has_env = lua_getfield(L, opts, "env") != LUA_TNIL;
+    has_add = lua_getfield(L, opts, "env_add") != LUA_TNIL;
+  } else {
+    lua_pushnil(L);
+    lua_pushnil(L);
+  }
+  int ienv = lua_absindex(L, -2), iadd = lua_absindex(L, -1);
+  if (has_env && !lua_istable(L, ienv)) luaL_error(L, "bad option 'env' (a table expected)");
+  if (has_add && !lua_istable(L, iadd)) luaL_error(L, "bad option 'env_add' (a table expected)");
+  if (!has_env && !has_add) {
+    lua_pop(L, 2);
+    lua_pushnil(L);
+    return NULL;
+  }
+  lua_newtable(L);
+  int out = lua_gettop(L);
+  if (has_env) {
+    env_merge(L, out, ienv, "env");
+  } else {
+    for (char **e = environ; *e; e++) {
+      const char *eq = strchr(*e, '=');
+      if (!eq || eq == *e) continue;
+      lua_pushlstring(L, *e, (size_t)(eq - *e));
+      lua_pushstring(L, eq + 1);
+      lua_rawset(L, out);
+    }
+  }
+  if (has_add) env_merge(L, out, iadd, "env_add");
+  size_t n = 0;
+  lua_pushnil(L);
+  while (lua_next(L, out)) {
+    n++;
+    lua_pop(L, 1);
+  }
+  char **envp = lua_newuserdatauv(L, sizeof(char *) * (n + 1), 1);
+  lua_newtable(L);
+  size_t i = 0;
+  lua_pushnil(L);
+  while (lua_next(L, out)) {
+    lua_pushfstring(L, "%s=%s", lua_tostring(L, -2), lua_tostring(L, -1));
+    envp[i] = (char *)lua_tostring(L, -1);
+    lua_rawseti(L, -4, (lua_Integer)++i);
+    lua_pop(L, 1);
+  }
+  envp[n] = NULL;
+  lua_setiuservalue(L, -2, 1);
+  lua_replace(L, ienv);
+  lua_settop(L, ienv);
+  return envp;
+}
+
+enum dest { D_CAPTURE, D_INHERIT, D_NULL, D_APPEND, D_STDOUT };
+
+static enum dest check_dest(lua_State *L, int opts, const char *name, enum dest dflt,
+                            const char **path) {
+  *path = NULL;
+  if (!opts) return dflt;
+  int t = lua_getfield(L, opts, name);
+  enum dest d = dflt;
+  if (t == LUA_TSTRING) {
+    const char *s = lua_tostring(L, -1);
+    if (strcmp(s, "capture") == 0)
+      d = D_CAPTURE;
+    else if (strcmp(s, "inherit") == 0)
+      d = D_INHERIT;
+    else if (strcmp(s, "null") == 0)
+      d = D_NULL;
+    else if (strcmp(s, "stdout") == 0 && strcmp(name, "stderr") == 0)
+      d = D_STDOUT;
+    else
+      luaL_error(L, "bad option '%s' (unknown value '%s')", name, s);
+  } else if (t == LUA_TTABLE) {
+    if (lua_getfield(L, -1, "append") != LUA_TSTRING)
+      luaL_error(L, "bad option '%s' (expected {append=path})", name);
+    *path = lua_tostring(L, -1);
+    lua_pop(L, 1);
+    d = D_APPEND;
+  } else if (t != LUA_TNIL) {
+    luaL_error(L, "bad option '%s' (a string or {append=path} expected)", name);
+  }
+  lua_pop(L, 1); /* the path string stays anchored in opts */
+  return d;
+}
+
+struct opts {
+  const char **argv;
+  char **envp;
+  const char *cwd;
+  const char *in;
+  size_t in_len;
+  enum dest out, err;
+  const char *out_path, *err_path;
+  double timeout; /* 0: none */
+};
+
+static void check_opts(lua_State *L, struct opts *o, int spawn) {
+  memset(o, 0, sizeof *o);
+  lua_settop(L, 2);
+  o->argv = check_argv(L, 1);
+  int opts = 0;
+  if (!lua_isnoneornil(L, 2)) {
+    luaL_checktype(L, 2, LUA_TTABLE);
+    opts = 2;
+  }
+  o->envp = build_env(L, opts);
+  if (opts) {
+    int t = lua_getfield(L, opts, "cwd");
+    if (t != LUA_TNIL && t != LUA_TSTRING) luaL_error(L, "bad option 'cwd' (a string expected)");
+    o->cwd = lua_tostring(L, -1);
+    lua_pop(L, 1);
+    t = lua_getfield(L, opts, "stdin");
+    if (t != LUA_TNIL && t != LUA_TSTRING) luaL_error(L, "bad option 'stdin' (a string expected)");
+    o->in = lua_tolstring(L, -1, &o->in_len);
+    lua_pop(L, 1);
+    t = lua_getfield(L, opts, "timeout");
+    if (t != LUA_TNIL) {
+      if (spawn) luaL_error(L, "bad option 'timeout' (spawn takes none: use p:wait(timeout))");
+      int isnum;
+      double v = (double)lua_tonumberx(L, -1, &isnum);
+      if (!isnum || !(v > 0) || !isfinite(v))
+        luaL_error(L, "bad option 'timeout' (a positive number of seconds expected)");
+      o->timeout = v;
+    }
+    lua_pop(L, 1);
+  }
+  o->out = check_dest(L, opts, "stdout", spawn ? D_INHERIT : D_CAPTURE, &o->out_path);
+  o->err = check_dest(L, opts, "stderr", spawn ? D_INHERIT : D_CAPTURE, &o->err_path);
+  if (spawn && (o->out == D_CAPTURE || o->err == D_CAPTURE))
+    luaL_error(L, "bad option (spawn cannot capture: use \"inherit\", \"null\" or {append=path})");
+}
+
+/* Opens the child's side of one stream; *mine gets the parent's end of a pipe. */
+static int open_dest(enum dest d, const char *path, int *child, int *mine) {
+  int p[2];
+  switch (d) {
+  case D_CAPTURE:
+    if (pipe2(p, O_CLOEXEC) != 0) return -1;
+    *mine = p[0];
+    *child = p[1];
+    return 0;
+  case D_INHERIT:
+    return 0;
+  case D_NULL:
+    *child = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    return *child < 0 ? -1 : 0;
+  case D_APPEND:
+    *child = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    return *child < 0 ? -1 : 0;
+  case D_STDOUT:
+    return 0;
+  }
+  return 0;
+}
+
+/* fds slots in struct proc */
+enum { F_IN_CHILD, F_OUT_CHILD, F_ERR_CHILD, F_IN, F_OUT, F_ERR };
+
+/* Opens every stream and starts the child; on failure pushes nil, msg, errno
+   and returns 3, else 0. p->fds hold the parent's pipe ends afterwards. */
+static int start_with_opts(lua_State *L, struct proc *p, const struct opts *o, int spawn) {
+  const char *what = NULL;
+  int err = 0;
+  int *fd = p->fds;
+  /* stdin */
+  if (o->in && spawn) {
+    /* spawn cannot feed a pipe while the caller runs: a sealed-size memfd holds it */
+    fd[F_IN_CHILD] = memfd_create("ct-stdin", MFD_CLOEXEC);
+    if (fd[F_IN_CHILD] < 0) return ct_oserror(L, errno, "memfd_create");
+    size_t off = 0;
+    while (off < o->in_len) {
+      ssize_t n = write(fd[F_IN_CHILD], o->in + off, o->in_len - off);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return ct_oserror(L, errno, "memfd write");
+      off += (size_t)n;
+    }
+    lseek(fd[F_IN_CHILD], 0, SEEK_SET);
+  } else if (o->in) {
+    int pp[2];
+    if (pipe2(pp, O_CLOEXEC) != 0) return ct_oserror(L, errno, "pipe");
+    fd[F_IN_CHILD] = pp[0];
+    fd[F_IN] = pp[1];
+  } else {
+    fd[F_IN_CHILD] = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (fd[F_IN_CHILD] < 0) return ct_oserror(L, errno, "/dev/null");
+  }
+  if (open_dest(o->out, o->out_path, &fd[F_OUT_CHILD], &fd[F_OUT]) != 0)
+    return ct_oserror(L, errno, o->out_path ? o->out_path : "stdout");
+  if (open_dest(o->err, o->err_path, &fd[F_ERR_CHILD], &fd[F_ERR]) != 0)
+    return ct_oserror(L, errno, o->err_path ? o->err_path : "stderr");
+  int cfds[3] = {fd[F_IN_CHILD], fd[F_OUT_CHILD], fd[F_ERR_CHILD]};
+  if (o->err == D_STDOUT) cfds[2] = o->out == D_INHERIT ? 1 : fd[F_OUT_CHILD];
+  pid_t pid = ct_proc_start(o->argv, o->envp, o->cwd, cfds, CT_START_GROUP, &err, &what);
+  close_fd(&fd[F_IN_CHILD]);
+  close_fd(&fd[F_OUT_CHILD]);
+  close_fd(&fd[F_ERR_CHILD]);
+  if (pid < 0) return ct_oserror(L, err, what);
+  p->pid = pid;
+  p->group = !in_sandbox_child;
+  p->pidfd = pidfd_open_(pid);
+  return 0;
+}
+
+/* ---------- run ---------- */
+
+static int read_into(int *fd, struct buf *b) {
+  for (;;) {
+    if (buf_grow(b, 65536) != 0) return -1;
+    ssize_t n = read(*fd, b->p + b->len, b->cap - b->len);
+    if (n > 0) {
+      b->len += (size_t)n;
+      continue;
+    }
+    if (n == 0) {
+      close_fd(fd);
+      return 0;
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN) return 0;
+    close_fd(fd);
+    return 0;
+  }
+}
+
+/* The I/O loop: feeds stdin, drains stdout/stderr, watches the child and the
+   deadline. Returns 0, or an errno (out of memory). */
+static int run_loop(struct proc *p, const char *in, size_t in_len, double deadline,
+                    int *timed_out) {
+  int *fd = p->fds;
+  size_t in_off = 0;
+  int exited = 0, got_epipe = 0;
+  for (int i = F_IN; i <= F_ERR; i++)
+    if (fd[i] >= 0) set_nonblock(fd[i]);
+  if (fd[F_IN] >= 0 && in_len == 0) close_fd(&fd[F_IN]);
+  /* A child that stops reading must not kill us with SIGPIPE. */
+  sigset_t pipeset, old, pend;
+  sigemptyset(&pipeset);
+  sigaddset(&pipeset, SIGPIPE);
+  sigpending(&pend);
+  int was_pending = sigismember(&pend, SIGPIPE);
+  sigprocmask(SIG_BLOCK, &pipeset, &old);
+  int rc = 0;
+  for (;;) {
+    if (!exited && p->pidfd < 0) exited = has_exited(p->pid);
+    if (exited) close_fd(&fd[F_IN]);
+    if (exited && fd[F_OUT] < 0 && fd[F_ERR] < 0) break;
+    struct pollfd pf[4];
+    int n = 0, iin = -1, iout = -1, ierr = -1, ipid = -1;
+    if (fd[F_IN] >= 0) pf[iin = n++] = (struct pollfd){fd[F_IN], POLLOUT, 0};
+    if (fd[F_OUT] >= 0) pf[iout = n++] = (struct pollfd){fd[F_OUT], POLLIN, 0};
+    if (fd[F_ERR] >= 0) pf[ierr = n++] = (struct pollfd){fd[F_ERR], POLLIN, 0};
+    if (!exited && p->pidfd >= 0) pf[ipid = n++] = (struct pollfd){p->pidfd, POLLIN, 0};
+    int ms = ms_until(deadline);
+    if (ms == 0) {
+      if (!exited) *timed_out = 1;
+      break;
+    }
+    /* Without a pidfd, look at the child now and then. */
+    if (p->pidfd < 0 && !exited && (ms < 0 || ms > 50)) ms = 50;
+    if (poll(pf, (nfds_t)n, ms) < 0) {
+      if (errno == EINTR) continue;
+      rc = errno;
+      break;
+    }
+    if (ipid >= 0 && pf[ipid].revents) exited = 1;
+    if (iin >= 0 && pf[iin].revents) {
+      if (pf[iin].revents & (POLLERR | POLLNVAL)) {
+        close_fd(&fd[F_IN]);
+      } else {
+        size_t chunk = in_len - in_off > 65536 ? 65536 : in_len - in_off;
+        ssize_t w = write(fd[F_IN], in + in_off, chunk);
+        if (w > 0) {
+          in_off += (size_t)w;
+          if (in_off == in_len) close_fd(&fd[F_IN]);
+        } else if (w < 0 && errno != EAGAIN && errno != EINTR) {
+          if (errno == EPIPE) got_epipe = 1;
+          close_fd(&fd[F_IN]);
+        }
+      }
+    }
+    if (iout >= 0 && pf[iout].revents && read_into(&fd[F_OUT], &p->out) != 0) {
+      rc = ENOMEM;
+      break;
+    }
+    if (ierr >= 0 && pf[ierr].revents && read_into(&fd[F_ERR], &p->err) != 0) {
+      rc = ENOMEM;
+      break;
+    }
+  }
+  if (got_epipe && !was_pending) {
+    struct timespec zero = {0, 0};
+    sigtimedwait(&pipeset, NULL, &zero);
+  }
+  sigprocmask(SIG_SETMASK, &old, NULL);
+  return rc;
+}
+
+/* run(argv [, opts]) -> {code=, signal=, stdout=, stderr=, timed_out=} | nil, msg, errno */
+int ct_proc_run(lua_State *L) {
+  struct opts o;
+  check_opts(L, &o, 0);
+  struct proc *p = proc_new(L);
+  lua_toclose(L, -1);
+  int r = start_with_opts(L, p, &o, 0);
+  if (r) return r;
+  double deadline = o.timeout > 0 ? mono_now() + o.timeout : 0;
+  int timed_out = 0;
+  int rc = run_loop(p, o.in, o.in_len, deadline, &timed_out);
+  /* At a deadline (or on failure) the whole group goes, including any
+     grandchild that still holds our pipes. */
+  if (rc || timed_out || (deadline > 0 && ms_until(deadline) == 0)) proc_kill(p, SIGKILL);
+  for (int i = 0; i < 6; i++) close_fd(&p->fds[i]);
+  close_fd(&p->pidfd);
+  if (reap(p->pid, &p->status) != 0) return ct_oserror(L, errno, o.argv[0]);
+  p->reaped = 1;
+  if (rc) return ct_oserror(L, rc, o.argv[0]);
+  int code, sig;
+  decode_status(p->status, &code, &sig);
+  lua_createtable(L, 0, 5);
+  lua_pushinteger(L, code);
+  lua_setfield(L, -2, "code");
+  if (sig) {
+    lua_pushinteger(L, sig);
+    lua_setfield(L, -2, "signal");
+  }
+  lua_pushlstring(L, p->out.p ? p->out.p : "", p->out.len);
+  lua_setfield(L, -2, "stdout");
+  lua_pushlstring(L, p->err.p ? p->err.p : "", p->err.len);
+  lua_setfield(L, -2, "stderr");
+  lua_pushboolean(L, timed_out);
+  lua_setfield(L, -2, "timed_out");
+  return 1;
+}
+
+/* ---------- spawn and the process userdata ---------- */
+
+/* spawn(argv [, opts]) -> process | nil, msg, errno */
+static int p_spawn(lua_State *L) {
+  struct opts o;
+  check_opts(L, &o, 1);
+  struct proc *p = proc_new(L);
+  int r = start_with_opts(L, p, &o, 1);
+  if (r) {
+    proc_release(p);
+    return r;
+  }
+  return 1;
+}
+
+static struct proc *check_proc(lua_State *L) { return luaL_checkudata(L, 1, PROCESS_MT); }
+
+static int pr_pid(lua_State *L) {
+  struct proc *p = check_proc(L);
+  lua_pushinteger(L, p->pid);
+  return 1;
+}
+
+static int push_code(lua_State *L, int status) {
+  int code, sig;
+  decode_status(status, &code, &sig);
+  lua_pushinteger(L, code);
+  if (sig)
+    lua_pushinteger(L, sig);
+  else
+    lua_pushnil(L);
+  return 2;
+}
+
+/* p:wait([timeout]) -> code, signal | nil, "timeout" */
+static int pr_wait(lua_State *L) {
+  struct proc *p = check_proc(L);
+  double timeout = luaL_optnumber(L, 2, -1);
+  if (!lua_isnoneornil(L, 2))
+    luaL_argcheck(L, timeout >= 0 && isfinite(timeout), 2, "a non-negative number expected");
+  if (p->pid <= 0) return luaL_error(L, "process was never started");
+  if (p->reaped) return push_code(L, p->status);
+  if (timeout >= 0) {
+    double deadline = mono_now() + timeout;
+    while (!has_exited(p->pid)) {
+      int ms = ms_until(deadline);
+      if (ms == 0) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "timeout");
+        return 2;
+      }
+      if (p->pidfd >= 0) {
+        struct pollfd pf = {p->pidfd, POLLIN, 0};
+        poll(&pf, 1, ms);
+      } else {
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+      }
+    }
+  }
+  if (reap(p->pid, &p->status) != 0) return ct_oserror(L, errno, "waitpid");
+  p->reaped = 1;
+  close_fd(&p->pidfd);
+  return push_code(L, p->status);
+}
+
+static int check_signal(lua_State *L, int idx, int dflt);
+
+/* p:kill([sig=TERM]) -> true | nil, msg, errno */
+static int pr_kill(lua_State *L) {
+  struct proc *p = check_proc(L);
+  int sig = check_signal(L, 2, SIGTERM);
+  if (p->pid <= 0 || p->reaped) return ct_error(L, ESRCH, "process %d has exited", (int)p->pid);
+  if (kill(p->group ? -p->pid : p->pid, sig) != 0) return ct_oserror(L, errno, "kill");
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* p:close() / __gc / __close: kills (the group) and reaps a live child. */
+static int pr_close(lua_State *L) {
+  struct proc *p = check_proc(L);
+  proc_release(p);
+  return 0;
+}
+
+static const luaL_Reg process_methods[] = {
+    {"pid", pr_pid}, {"wait", pr_wait}, {"kill", pr_kill}, {"close", pr_close}, {NULL, NULL},
+};
+
+/* ---------- signals, kill, alive, getpid, exec ---------- */
+
+static const struct {
+  const char *name;
+  int sig;
+} signal_names[] = {
+    {"HUP", SIGHUP},       {"INT", SIGINT},   {"QUIT", SIGQUIT},   {"ILL", SIGILL},
+    {"TRAP", SIGTRAP},     {"ABRT", SIGABRT}, {"BUS", SIGBUS},     {"FPE", SIGFPE},
+    {"KILL", SIGKILL},     {"USR1", SIGUSR1}, {"SEGV", SIGSEGV},   {"USR2", SIGUSR2},
+    {"PIPE", SIGPIPE},     {"ALRM", SIGALRM}, {"TERM", SIGTERM},   {"CHLD", SIGCHLD},
+    {"CONT", SIGCONT},     {"STOP", SIGSTOP}, {"TSTP", SIGTSTP},   {"TTIN", SIGTTIN},
+    {"TTOU", SIGTTOU},     {"URG", SIGURG},   {"XCPU", SIGXCPU},   {"XFSZ", SIGXFSZ},
+    {"VTALRM", SIGVTALRM}, {"PROF", SIGPROF}, {"WINCH", SIGWINCH}, {"IO", SIGIO},
+    {"PWR", SIGPWR},       {"SYS", SIGSYS},
+};
+
+/* A signal number, or a name ("TERM" or "SIGTERM"). */
+static int check_signal(lua_State *L, int idx, int dflt) {
+  if (lua_isnoneornil(L, idx)) return dflt;
+  if (lua_type(L, idx) == LUA_TSTRING) {
+    const char *s = lua_tostring(L, idx);
+    if (strncmp(s, "SIG", 3) == 0) s += 3;
+    for (size_t i = 0; i < sizeof signal_names / sizeof signal_names[0]; i++)
+      if (strcmp(s, signal_names[i].name) == 0) return signal_names[i].sig;
+    return luaL_argerror(L, idx, lua_pushfstring(L, "unknown signal '%s'", lua_tostring(L, idx)));
+  }
+  lua_Integer sig = luaL_checkinteger(L, idx);
+  luaL_argcheck(L, sig >= 0 && sig < NSIG, idx, "not a signal number");
+  return (int)sig;
+}
+
+static pid_t check_pid(lua_State *L, int idx) {
+  lua_Integer pid = luaL_checkinteger(L, idx);
+  /* 0 and negatives mean groups or everything to kill(2): never by accident. */
+  luaL_argcheck(L, pid > 0 && pid <= INT_MAX, idx, "a positive pid expected");
+  return (pid_t)pid;
+}
+
+/* kill(pid, sig [, group]) -> true | nil, msg, errno */
+static int p_kill(lua_State *L) {
+  pid_t pid = check_pid(L, 1);
+  int sig = check_signal(L, 2, SIGTERM);
+  int group = lua_toboolean(L, 3);
+  if (kill(group ? -pid : pid, sig) != 0)
+    return ct_error(L, errno, "kill %d: %s", (int)pid, strerror(errno));
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* alive(pid) -> boolean; a zombie is not alive. */
+static int p_alive(lua_State *L) {
+  pid_t pid = check_pid(L, 1);
+  int alive = kill(pid, 0) == 0 || errno == EPERM;
+  if (alive) {
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+      ssize_t n = read(fd, buf, sizeof buf - 1);
+      close(fd);
+      if (n > 0) {
+        buf[n] = 0;
+        const char *rp = strrchr(buf, ')');
+        if (rp && rp[1] == ' ' && (rp[2] == 'Z' || rp[2] == 'X')) alive = 0;
+      }
+    }
+  }
+  lua_pushboolean(L, alive);
+  return 1;
+}
+
+static int p_getpid(lua_State *L) {
+  lua_pushinteger(L, getpid());
+  return 1;
+}
+
+/* exec(argv [, env]) replaces the process; returns nil, msg, errno on failure. */
+static int p_exec(lua_State *L) {
+  lua_settop(L, 2);
+  const char **argv = check_argv(L, 1);
+  char **envp = NULL;
+  if (!lua_isnoneornil(L, 2)) {
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_newtable(L);
+    lua_pushvalue(L, 2);
+    lua_setfield(L, -2, "env");
+    envp = build_env(L, lua_gettop(L));
+  }
+  size_t ncands = 0;
+  char *cands = path_candidates(argv[0], envp, &ncands);
+  if (!cands && !strchr(argv[0], '/')) return ct_oserror(L, ENOMEM, argv[0]);
+  fflush(NULL);
+  /* The new program starts with default dispositions and no blocked signal;
+     if exec fails, ours come back. */
+  struct sigaction saved[NSIG];
+  memset(saved, 0, sizeof saved);
+  sigset_t oldmask, empty;
+  sigemptyset(&empty);
+  sigprocmask(SIG_SETMASK, NULL, &oldmask);
+  for (int s = 1; s < NSIG; s++) sigaction(s, NULL, &saved[s]);
+  reset_signals(&empty);
+  char *const *env = envp ? envp : environ;
+  int err = ENOENT, eacces = 0;
+  if (!cands) {
+    execve(argv[0], (char *const *)argv, env);
+    err = errno;
+  } else {
+    const char *c = cands;
+    for (size_t i = 0; i < ncands; i++) {
+      execve(c, (char *const *)argv, env);
+      err = errno;
+      if (err == EACCES)
+        eacces = 1;
+      else if (err != ENOENT && err != ENOTDIR && err != ELOOP && err != ENAMETOOLONG)
+        break;
+      c += strlen(c) + 1;
+    }
+    if (eacces && (err == ENOENT || err == ENOTDIR)) err = EACCES;
+  }
+  for (int s = 1; s < NSIG; s++)
+    if (s != SIGKILL && s != SIGSTOP) sigaction(s, &saved[s], NULL);
+  sigprocmask(SIG_SETMASK, &oldmask, NULL);
+  free(cands);
+  return ct_oserror(L, err, argv[0]);
+}
+
+/* ---------- fork_call ---------- */
+
+enum {
+  R_LINE = 'L',
+  R_ERROR = 'E',
+  R_NIL = 'N',
+  R_TRUE = 'T',
+  R_FALSE = 'F',
+  R_STRING = 'S',
+  R_NUMBER = 'D'
+};
+
+static int write_all(int fd, const void *data, size_t len) {
+  const char *s = data;
+  while (len > 0) {
+    ssize_t n = write(fd, s, len);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return -1;
+    s += n;
+    len -= (size_t)n;
+  }
+  return 0;
+}
+
+static int write_record(int fd, char type, const char *data, size_t len) {
+  unsigned char hdr[5];
+  uint32_t n = (uint32_t)len;
+  hdr[0] = (unsigned char)type;
+  memcpy(hdr + 1, &n, 4);
+  if (write_all(fd, hdr, 5) != 0) return -1;
+  return len ? write_all(fd, data, len) : 0;
+}
+
+/* emit(str) in the child: one record to the parent. */
+static int fc_emit(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  luaL_argcheck(L, len <= RECORD_MAX, 1, "line too long");
+  int fd = (int)lua_tointeger(L, lua_upvalueindex(1));
+  if (write_record(fd, R_LINE, s, len) != 0) _exit(1); /* the parent is gone */
+  return 0;
+}
+
+/* The forked child: never returns. */
+static void fc_child(lua_State *L, int fd, const sigset_t *oldmask) {
+  pid_t parent = getppid();
+  int nested = in_sandbox_child;
+  in_sandbox_child = 1;
+  if (!nested) setpgid(0, 0);
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (getppid() != parent) _exit(1);
+  sigprocmask(SIG_SETMASK, oldmask, NULL);
+  /* A hook never reads the terminal (it is in a background group). */
+  int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (null >= 0) {
+    dup2(null, 0);
+    close(null);
+  }
+  lua_pushvalue(L, 1);
+  lua_pushinteger(L, fd);
+  lua_pushcclosure(L, fc_emit, 1);
+  int st = lua_pcall(L, 1, 1, 0);
+  int rc;
+  size_t len = 0;
+  const char *s;
+  if (st != LUA_OK) {
+    s = lua_tolstring(L, -1, &len);
+    if (!s) {
+      const char *tn = luaL_typename(L, -1);
+      if (luaL_callmeta(L, -1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+        s = lua_tostring(L, -1);
+      else
+        s = lua_pushfstring(L, "(error object is a %s value)", tn);
+      len = strlen(s);
+    }
+    rc = write_record(fd, R_ERROR, s, len > RECORD_MAX ? RECORD_MAX : len);
+  } else {
+    switch (lua_type(L, -1)) {
+    case LUA_TNIL:
+      rc = write_record(fd, R_NIL, NULL, 0);
+      break;
+    case LUA_TBOOLEAN:
+      rc = write_record(fd, lua_toboolean(L, -1) ? R_TRUE : R_FALSE, NULL, 0);
+      break;
+    case LUA_TNUMBER:
+      s = lua_tolstring(L, -1, &len);
+      rc = write_record(fd, R_NUMBER, s, len);
+      break;
+    case LUA_TSTRING:
+      s = lua_tolstring(L, -1, &len);
+      if (len > RECORD_MAX) {
+        s = "fork_call: the result is too long";
+        rc = write_record(fd, R_ERROR, s, strlen(s));
+      } else {
+        rc = write_record(fd, R_STRING, s, len);
+      }
+      break;
+    default:
+      s = lua_pushfstring(L, "fork_call: cannot return a %s (return a string, number or boolean)",
+                          luaL_typename(L, -1));
+      rc = write_record(fd, R_ERROR, s, strlen(s));
+      break;
+    }
+  }
+  fflush(stdout);
+  fflush(stderr);
+  _exit(rc == 0 ? 0 : 1);
+}
+
+/* Parses complete records from p->rec; lines go to the table at `lines`, the
+   final record to the stack slot `result` (type in *final). Returns -1 on a
+   malformed stream. */
+static int fc_parse(lua_State *L, struct proc *p, int lines, int result, int *final) {
+  size_t off = 0;
+  struct buf *b = &p->rec;
+  while (b->len - off >= 5) {
+    uint32_t n;
+    memcpy(&n, b->p + off + 1, 4);
+    if (n > RECORD_MAX || *final) return -1;
+    if (b->len - off - 5 < n) break;
+    char type = b->p[off];
+    const char *data = b->p + off + 5;
+    switch (type) {
+    case R_LINE:
+      lua_pushlstring(L, data, n);
+      lua_rawseti(L, lines, (lua_Integer)luaL_len(L, lines) + 1);
+      break;
+    case R_ERROR:
+    case R_STRING:
+      lua_pushlstring(L, data, n);
+      lua_replace(L, result);
+      *final = type;
+      break;
+    case R_NUMBER:
+      lua_pushlstring(L, data, n);
+      if (lua_stringtonumber(L, lua_tostring(L, -1)) == 0) lua_pushnil(L);
+      lua_replace(L, result);
+      lua_pop(L, 1);
+      *final = type;
+      break;
+    case R_NIL:
+    case R_TRUE:
+    case R_FALSE:
+      if (type == R_NIL)
+        lua_pushnil(L);
+      else
+        lua_pushboolean(L, type == R_TRUE);
+      lua_replace(L, result);
+      *final = type;
+      break;
+    default:
+      return -1;
+    }
+    off += 5 + n;
+  }
+  memmove(b->p, b->p + off, b->len - off);
+  b->len -= off;
+  return 0;
+}
+
+/* fork_call(fn [, timeout]) -> true, lines, result | false, lines, message */
+static int p_fork_call(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  double timeout = 0;
+  if (!lua_isnoneornil(L, 2)) {
+    timeout = luaL_checknumber(L, 2);
+    luaL_argcheck(L, timeout > 0 && isfinite(timeout), 2, "a positive number of seconds expected");
+  }
+  lua_settop(L, 2);
+  int pfd[2];
+  if (pipe2(pfd, O_CLOEXEC) != 0) return ct_oserror(L, errno, "pipe");
+  fflush(NULL); /* or the child would write our buffered output again */
+  sigset_t all, old;
+  sigfillset(&all);
+  sigprocmask(SIG_SETMASK, &all, &old);
+  pid_t pid = fork();
+  if (pid == 0) {
+    close(pfd[0]);
+    fc_child(L, pfd[1], &old);
+  }
+  int fork_err = errno;
+  sigprocmask(SIG_SETMASK, &old, NULL);
+  close(pfd[1]);
+  if (pid < 0) {
+    close(pfd[0]);
+    return ct_oserror(L, fork_err, "fork");
+  }
+  int nested = in_sandbox_child;
+  if (!nested) setpgid(pid, pid);
+  struct proc *p = proc_new(L); /* 3: the guard kills and reaps on any error */
+  p->pid = pid;
+  p->group = !nested;
+  p->fds[0] = pfd[0];
+  p->pidfd = pidfd_open_(pid);
+  lua_toclose(L, 3);
+  lua_newtable(L); /* 4: lines */
+  lua_pushnil(L);  /* 5: result */
+  set_nonblock(pfd[0]);
+  double deadline = timeout > 0 ? mono_now() + timeout : 0;
+  int final = 0, eof = 0, exited = 0, timed_out = 0, bad = 0;
+  while (!eof && !bad) {
+    if (!exited && p->pidfd < 0) exited = has_exited(pid);
+    int ms = exited ? 0 : ms_until(deadline);
+    if (ms == 0 && !exited) {
+      timed_out = 1;
+      break;
+    }
+    /* Once the child is gone, all it wrote is in the pipe: drain it without
+       waiting (a process it left behind may hold the pipe open). */
+    struct pollfd pf[2];
+    int n = 0, ipid = -1;
+    pf[n++] = (struct pollfd){p->fds[0], POLLIN, 0};
+    if (!exited && p->pidfd >= 0) pf[ipid = n++] = (struct pollfd){p->pidfd, POLLIN, 0};
+    if (!exited && p->pidfd < 0 && (ms < 0 || ms > 50)) ms = 50;
+    int r = poll(pf, (nfds_t)n, ms);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) break;
+    if (ipid >= 0 && pf[ipid].revents) exited = 1;
+    if (pf[0].revents) {
+      if (buf_grow(&p->rec, 65536) != 0) return luaL_error(L, "not enough memory");
+      ssize_t got = read(p->fds[0], p->rec.p + p->rec.len, p->rec.cap - p->rec.len);
+      if (got > 0) {
+        p->rec.len += (size_t)got;
+        if (fc_parse(L, p, 4, 5, &final) != 0) bad = 1;
+        continue;
+      }
+      if (got < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+      eof = 1;
+    } else if (exited) {
+      break; /* nothing more to read now */
+    }
+  }
+  /* The stream ended without a result (a crash, or the hook exec'd): wait
+     for the child itself, within the deadline, to tell what became of it. */
+  while (eof && !final && !bad && !exited && !timed_out) {
+    int ms = ms_until(deadline);
+    if (ms == 0) {
+      timed_out = 1;
+      break;
+    }
+    if (p->pidfd >= 0) {
+      struct pollfd pf = {p->pidfd, POLLIN, 0};
+      if (poll(&pf, 1, ms) > 0) exited = 1;
+    } else {
+      struct timespec nap = {0, 10 * 1000 * 1000};
+      nanosleep(&nap, NULL);
+      exited = has_exited(pid);
+    }
+  }
+  /* Whatever the hook left running in its group goes with it. */
+  proc_kill(p, SIGKILL);
+  close_fd(&p->fds[0]);
+  close_fd(&p->pidfd);
+  if (reap(pid, &p->status) == 0) p->reaped = 1;
+  if (timed_out && !(final && !bad)) {
+    lua_pushboolean(L, 0);
+    lua_pushvalue(L, 4);
+    char secs[64];
+    snprintf(secs, sizeof secs, "%.14g", timeout);
+    lua_pushfstring(L, "timed out after %ss", secs);
+    return 3;
+  }
+  if (final && !bad) {
+    lua_pushboolean(L, final != R_ERROR);
+    lua_pushvalue(L, 4);
+    lua_pushvalue(L, 5);
+    return 3;
+  }
+  lua_pushboolean(L, 0);
+  lua_pushvalue(L, 4);
+  if (bad)
+    lua_pushliteral(L, "hook process sent a malformed record");
+  else if (p->reaped && WIFSIGNALED(p->status))
+    lua_pushfstring(L, "hook process died (signal %d)", WTERMSIG(p->status));
+  else
+    lua_pushfstring(L, "hook process exited (status %d) without a result",
+                    p->reaped && WIFEXITED(p->status) ? WEXITSTATUS(p->status) : -1);
+  return 3;
+}
+
+/* ---------- the module ---------- */
+
+static const luaL_Reg proc_funcs[] = {
+    {"run", ct_proc_run},       {"spawn", p_spawn},   {"kill", p_kill},
+    {"alive", p_alive},         {"getpid", p_getpid}, {"exec", p_exec},
+    {"fork_call", p_fork_call}, {"signals", NULL},    {NULL, NULL},
+};
+
+int luaopen_ct_proc(lua_State *L) {
+  if (luaL_newmetatable(L, PROCESS_MT)) {
+    luaL_newlib(L, process_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, pr_close);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, pr_close);
+    lua_setfield(L, -2, "__close");
+    lua_pushliteral(L, "ct.process");
+    lua_setfield(L, -2, "__name");
+  }
+  lua_pop(L, 1);
+  luaL_newlib(L, proc_funcs);
+  lua_createtable(L, 0, (int)(sizeof signal_names / sizeof signal_names[0]));
+  for (size_t i = 0; i < sizeof signal_names / sizeof signal_names[0]; i++) {
+    lua_pushinteger(L, signal_names[i].sig);
+    lua_setfield(L, -2, signal_names[i].name);
+  }
+  lua_setfield(L, -2, "signals");
+  return 1;
+}

@@ -1,0 +1,155 @@
+/* ct.oci against the real runc and umoci, with a busybox bundle built here. */
+#include "harness.h"
+
+#include <unistd.h>
+
+/* A state with globals ct, proc, oci, cjson, tmp, id, rt, helpers, and a
+   bundle at tmp/bundle whose container prints a line and sleeps. */
+static lua_State *O(void) {
+  if (geteuid() != 0) t_skip("runc tests need root");
+  lua_State *L = t_state();
+  lua_pushstring(L, t_tmpdir());
+  lua_setglobal(L, "tmp");
+  T_LUA(L,
+        "ct = require('ct') proc = ct.proc oci = ct.oci cjson = require('cjson') "
+        "id = 'cttest-' .. proc.getpid() "
+        "rt = {runc = 'runc', root = tmp .. '/runc-root'} "
+        "function sh(argv) local r, msg = proc.run(argv, {timeout = 60}) "
+        "  assert(r, msg) "
+        "  assert(r.code == 0, table.concat(argv, ' ') .. ': ' .. r.stderr) return r end "
+        "function slurp(path) local f = io.open(path, 'rb') if not f then return '' end "
+        "  local s = f:read('a') f:close() return s end "
+        "function spit(path, s) local f = assert(io.open(path, 'wb')) f:write(s) f:close() end "
+        "function eventually(what, fn) "
+        "  for _ = 1, 1000 do if fn() then return true end ct.time.sleep(0.01) end "
+        "  error('timed out waiting for ' .. what) end "
+        "function state(cid) local r = assert(oci.runc(rt, {'state', cid})) "
+        "  if r.code ~= 0 then return nil, r.stderr end return cjson.decode(r.stdout) end "
+        /* Always removes the container, whatever happened; then fails if body did. */
+        "function with_container(cid, body) "
+        "  local ok, err = pcall(body) "
+        "  pcall(proc.run, {'runc', '--root', rt.root, 'delete', '--force', cid}, {timeout = 60}) "
+        "  assert(ok, err) return true end "
+        "bundle = tmp .. '/bundle' "
+        "sh({'mkdir', '-p', bundle .. '/rootfs/bin'}) "
+        "sh({'cp', '/bin/busybox', bundle .. '/rootfs/bin/busybox'}) "
+        "for _, n in ipairs({'sh', 'sleep', 'echo', 'cat'}) do "
+        "  sh({'ln', '-s', 'busybox', bundle .. '/rootfs/bin/' .. n}) end "
+        "sh({'runc', 'spec', '--bundle', bundle}) "
+        "local cfg = cjson.decode(slurp(bundle .. '/config.json')) "
+        "cfg.process.terminal = false "
+        "cfg.process.args = {'/bin/sh', '-c', 'echo hello-from-container; exec sleep 1000'} "
+        "cfg.root.path = bundle .. '/rootfs' "
+        "cfg.root.readonly = false "
+        "spit(bundle .. '/config.json', cjson.encode(cfg)) "
+        "return true");
+  lua_pop(L, 1);
+  return L;
+}
+
+DEFINE_TEST(oci_container_lifecycle) {
+  lua_State *L = O();
+  T_LUA(
+      L,
+      "local log = tmp .. '/app.log' "
+      "local pidf = tmp .. '/init.pid' "
+      "return with_container(id, function() "
+      "  assert(oci.create(rt, id, bundle, {log = log, pid_file = pidf})) "
+      "  local st = assert(state(id)) "
+      "  assert(st.status == 'created', st.status) "
+      "  local init = assert(tonumber(slurp(pidf))) "
+      "  assert(init == st.pid and proc.alive(init)) "
+      /* the init is outside our process group */
+      "  local stat = slurp('/proc/' .. init .. '/stat') "
+      "  local pgrp = tonumber(stat:match('^%d+ %b() %a %d+ (%d+)')) "
+      "  local mine = tonumber(slurp('/proc/self/stat'):match('^%d+ %b() %a %d+ (%d+)')) "
+      "  assert(pgrp and pgrp ~= mine, stat) "
+      "  local r = assert(oci.runc(rt, {'start', id})) "
+      "  assert(r.code == 0, r.stderr) "
+      "  eventually('the container output', function() "
+      "    return slurp(log):find('hello-from-container', 1, true) end) "
+      "  assert(state(id).status == 'running') "
+      "  r = assert(oci.runc(rt, {'exec', id, 'echo', 'hi'}, {timeout = 60})) "
+      "  assert(r.code == 0 and r.stdout == 'hi\\n', r.stderr) "
+      "  assert(oci.exec_tty(rt, id, {'sh', '-c', 'exit 3'}) == 3) "
+      "  r = assert(oci.runc(rt, {'kill', id, 'KILL'})) "
+      "  assert(r.code == 0, r.stderr) "
+      "  eventually('the container to stop', function() return state(id).status == 'stopped' end) "
+      "  r = assert(oci.runc(rt, {'delete', id})) "
+      "  assert(r.code == 0, r.stderr) "
+      "  assert(state(id) == nil) "
+      "end)");
+}
+
+DEFINE_TEST(oci_created_container_outlives_its_caller) {
+  /* Created inside fork_call, whose whole process group is killed when it
+     returns: the container's init must not be in it, nor get a parent-death
+     signal from runc create. */
+  lua_State *L = O();
+  T_LUA(L, "local log = tmp .. '/app.log' "
+           "return with_container(id, function() "
+           "  local ok, lines, res = proc.fork_call(function() "
+           "    local done, msg = oci.create(rt, id, bundle, {log = log}) "
+           "    return done and 'created' or msg end, 60) "
+           "  assert(ok and res == 'created', tostring(res)) "
+           "  ct.time.sleep(0.3) "
+           "  local st = assert(state(id)) "
+           "  assert(st.status == 'created' and proc.alive(st.pid), st.status) "
+           "  assert(oci.runc(rt, {'start', id}).code == 0) "
+           "  eventually('the container output', function() "
+           "    return slurp(log):find('hello-from-container', 1, true) end) "
+           "end)");
+}
+
+DEFINE_TEST(oci_create_failure_names_runc_error) {
+  lua_State *L = O();
+  T_LUA(L, "local log = tmp .. '/app.log' "
+           "spit(log, 'an older line\\n') "
+           "sh({'mkdir', '-p', tmp .. '/empty-bundle'}) "
+           "return with_container(id, function() "
+           "  local ok, msg = oci.create(rt, id, tmp .. '/empty-bundle', {log = log}) "
+           "  assert(ok == nil, 'created without a config.json') "
+           "  local prefix = 'runc create ' .. id .. ': ' "
+           "  assert(msg:sub(1, #prefix) == prefix and #msg > #prefix, msg) "
+           "  assert(not msg:find('an older line', 1, true), msg) "
+           "  assert(msg:find('config.json', 1, true), msg) "
+           "  assert(slurp(log):sub(1, 14) == 'an older line\\n') "
+           "  local r, m, e = oci.create({runc = tmp .. '/no-runc', root = rt.root}, id, bundle, "
+           "    {log = log}) "
+           "  assert(r == nil and e == 2 and m == tmp .. '/no-runc: No such file or directory', m) "
+           "  r, m, e = oci.create(rt, id, bundle, {log = tmp .. '/no/such/dir/log'}) "
+           "  assert(r == nil and e == 2, m) "
+           "  assert(not pcall(oci.create, rt, id, bundle, {})) "
+           "  assert(not pcall(oci.create, {runc = 'runc'}, id, bundle, {log = log})) "
+           "  assert(not pcall(oci.runc, rt, 'list')) "
+           "end)");
+}
+
+DEFINE_TEST(oci_runc_wrapper_passes_root_and_options) {
+  lua_State *L = O();
+  T_LUA(L, "local r = assert(oci.runc(rt, {'list', '--format', 'json'}, {timeout = 60})) "
+           "assert(r.code == 0, r.stderr) "
+           "assert(r.stdout == 'null\\n' or r.stdout:sub(1, 1) == '[', r.stdout) "
+           "r = assert(oci.runc(rt, {'state', 'cttest-no-such-container'})) "
+           "assert(r.code ~= 0 and r.stderr ~= '') "
+           "r = assert(oci.runc(rt, {'state', 'cttest-no-such-container'}, {stderr = 'stdout'})) "
+           "assert(r.code ~= 0 and r.stderr == '' and r.stdout ~= '') "
+           "return true");
+}
+
+DEFINE_TEST(oci_unpack_runs_umoci) {
+  lua_State *L = O();
+  T_LUA(L, "local layout = tmp .. '/layout' "
+           "sh({'umoci', 'init', '--layout', layout}) "
+           "sh({'umoci', 'new', '--image', layout .. ':app'}) "
+           "local dest = tmp .. '/unpacked' "
+           "assert(oci.unpack('umoci', layout, 'app', dest, {timeout = 120})) "
+           "assert(proc.run({'test', '-d', dest .. '/rootfs'}).code == 0) "
+           "assert(proc.run({'test', '-f', dest .. '/config.json'}).code == 0) "
+           "local ok, msg = oci.unpack('umoci', layout, 'nosuch', tmp .. '/other') "
+           "assert(ok == nil and msg:sub(1, 21) == 'umoci unpack nosuch: ' and #msg > 21, msg) "
+           "assert(msg:find('nosuch', 22, true), msg) "
+           "local r, m, e = oci.unpack(tmp .. '/no-umoci', layout, 'app', tmp .. '/x') "
+           "assert(r == nil and e == 2, m) "
+           "return true");
+}
