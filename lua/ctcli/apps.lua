@@ -1,0 +1,139 @@
+-- What commands do with the apps of a release: choose them, prepare their
+-- files, start and stop them in dependency order, read their state.
+local ct = require("ct")
+local bundle = require("ctcli.bundle")
+local release = require("ctcli.release")
+local runtime = require("ctcli.runtime")
+local store = require("ctcli.store")
+
+local M = {}
+
+-- select(rel, names) -> array of app records (all when names is empty) | nil, msg
+function M.select(rel, names)
+  if not names or #names == 0 then
+    local out = {}
+    for _, n in ipairs(rel.order) do out[#out + 1] = rel.by_name[n] end
+    return out
+  end
+  local known = {}
+  for _, n in ipairs(rel.order) do known[#known + 1] = n end
+  local want = {}
+  for _, n in ipairs(names) do
+    if not rel.by_name[n] then
+      return nil, string.format("unknown app '%s'; this release has: %s", n, table.concat(known, ", "))
+    end
+    want[n] = true
+  end
+  local out = {}
+  for _, n in ipairs(rel.order) do
+    if want[n] then out[#out + 1] = rel.by_name[n] end
+  end
+  return out
+end
+
+-- prepare_files(paths, app): the app's config, data and logs directories.
+-- A config file missing on the host is seeded from the image's copy (read
+-- beneath the rootfs, so a symlink in the image never leads outside); one
+-- already there is never overwritten. A new data path starts with the
+-- image's content at that path, as a container volume does.
+function M.prepare_files(paths, app)
+  local hp = bundle.host_paths(paths, app.name)
+  local rootfs = store.dir(paths, app.name, app.image.digest) .. "/rootfs"
+  for _, dir in ipairs({ hp.config, hp.data, hp.logs }) do
+    local ok, err = ct.fs.mkdir(dir, 448, true)
+    if not ok then return nil, err end
+  end
+  for _, p in ipairs(app.configs or {}) do
+    local host = hp.config .. p
+    if not ct.fs.exists(host) then
+      local parent = host:match("^(.*)/[^/]+$")
+      local ok, err = ct.fs.mkdir(parent, 448, true)
+      if not ok then return nil, err end
+      if not ct.fs.copy_beneath(rootfs, p, host) then
+        -- The image has no such file: an empty one keeps the bind mount valid.
+        ok, err = ct.fs.write_atomic(host, "", 384)
+        if not ok then return nil, err end
+      end
+    end
+  end
+  for _, p in ipairs(app.data or {}) do
+    local host = hp.data .. p
+    if not ct.fs.exists(host) then
+      local parent = host:match("^(.*)/[^/]+$")
+      local ok, err = ct.fs.mkdir(parent, 448, true)
+      if not ok then return nil, err end
+      local src = ct.fs.realpath(rootfs .. p)
+      local st = src and src:sub(1, #rootfs + 1) == rootfs .. "/" and ct.fs.stat(src)
+      if st and st.type == "dir" then
+        ok, err = ct.fs.copytree(src, host)
+      else
+        ok, err = ct.fs.mkdir(host, 493)
+      end
+      if not ok then return nil, err end
+    end
+  end
+  return true
+end
+
+function M.container(ctx, rel, app, tools)
+  tools = tools or release.tools(rel)
+  return {
+    rt = runtime.rt(ctx.paths, tools),
+    id = runtime.container_id(ctx.paths.root, app.name),
+    bundle = release.bundle_dir(rel, app.name),
+    logdir = bundle.host_paths(ctx.paths, app.name).logs,
+    signal = app.stop_signal,
+    timeout = app.stop_timeout,
+    app = app,
+  }
+end
+
+-- states(ctx, rel) -> map app name -> runc state (nil when no container).
+function M.states(ctx, rel)
+  local tools = release.tools(rel)
+  local list, err = runtime.list(runtime.rt(ctx.paths, tools))
+  if not list then return nil, err end
+  local out = {}
+  for _, app in ipairs(rel.apps) do
+    out[app.name] = list[runtime.container_id(ctx.paths.root, app.name)]
+  end
+  return out
+end
+
+-- start(ctx, rel, apps, report) -> started names | nil, msg
+function M.start(ctx, rel, list, report)
+  local tools = release.tools(rel)
+  local started = {}
+  for _, app in ipairs(list) do
+    local ok, err = M.prepare_files(ctx.paths, app)
+    if not ok then return nil, "cannot prepare " .. app.name .. ": " .. err end
+    local c = M.container(ctx, rel, app, tools)
+    local res, note = runtime.start(c)
+    if not res then return nil, "cannot start " .. app.name .. ": " .. note end
+    if report then report(app, note) end
+    started[#started + 1] = app.name
+  end
+  return started
+end
+
+-- stop(ctx, rel, apps, force) -> true | nil, msg; reverse dependency order,
+-- in parallel within a level.
+function M.stop(ctx, rel, list, force)
+  local tools = release.tools(rel)
+  local want = {}
+  for _, app in ipairs(list) do want[app.name] = app end
+  local levels = rel.levels or { rel.order }
+  for i = #levels, 1, -1 do
+    local batch = {}
+    for _, n in ipairs(levels[i]) do
+      if want[n] then batch[#batch + 1] = M.container(ctx, rel, want[n], tools) end
+    end
+    if #batch > 0 then
+      local ok, err = runtime.stop_many(batch, force)
+      if not ok then return nil, err end
+    end
+  end
+  return true
+end
+
+return M

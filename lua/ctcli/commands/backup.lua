@@ -1,0 +1,41 @@
+-- backup [--ignore-data] [--gzip]: one archive of the current release,
+-- config/ and data/ under releases/backups/.
+local backup = require("ctcli.backup")
+local common = require("ctcli.common")
+local journal = require("ctcli.journal")
+local json = require("ctcli.json")
+local ui = require("ctcli.ui")
+
+return {
+  summary = "Back up the current release, configs and data into releases/backups/",
+  usage = "backup [--ignore-data] [--gzip]",
+  description = "Writes releases/backups/<time>-<release>.tar.zst (multi-threaded zstd; --gzip\n" ..
+    "for .tar.gz) and its backup-info.json beside it. The archive holds the\n" ..
+    "release with each app's rootfs, config/ and, unless --ignore-data, data/.\n" ..
+    "Running apps are paused while it is written, so their data is consistent.",
+  options = {
+    { "--ignore-data", help = "leave data/ out" },
+    { "--gzip", help = "write a .tar.gz instead of .tar.zst" },
+  },
+  max_args = 0,
+  needs_root = true, needs_lock = true,
+  run = function(ctx)
+    local rel, err = common.current_or_fail(ctx, "backup")
+    if not rel then return nil, err end
+    local j, jerr = journal.begin(ctx.paths, "backup", { release = rel.id })
+    if not j then return nil, jerr end
+    j:step("archive")
+    local info, berr = backup.create(ctx, rel, {
+      data = not ctx.opts.ignore_data, gzip = ctx.opts.gzip, journal = j,
+    })
+    j:finish()
+    if not info then return nil, berr end
+    if ctx.json then
+      ui.print(json.encode(info, true))
+    else
+      ui.print("backed up %s to %s (%s%s)", rel.id, info.path, ui.bytes(info.bytes or 0),
+        info.data and "" or ", without data")
+    end
+    return true
+  end,
+}

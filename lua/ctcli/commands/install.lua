@@ -1,0 +1,72 @@
+-- install PKG: the first release of a root.
+local apps = require("ctcli.apps")
+local backup = require("ctcli.backup")
+local deploy = require("ctcli.deploy")
+local journal = require("ctcli.journal")
+local release = require("ctcli.release")
+local ui = require("ctcli.ui")
+local json = require("ctcli.json")
+local ct = require("ct")
+
+return {
+  summary = "Install a package as the root's first release and start its apps",
+  usage = "install [--no-start] PKG",
+  description = "Extracts PKG (either package format) into tmp/, validates it, unpacks each\n" ..
+    "app's image, builds releases/<id>/, points current-release at it and starts\n" ..
+    "the apps. Refused when a release is installed: use 'ctcli upgrade'.",
+  options = {
+    { "--no-start", help = "install without starting the apps" },
+  },
+  min_args = 1, max_args = 1,
+  needs_root = true, needs_lock = true,
+  run = function(ctx)
+    local file = ctx.args[1]
+    local cur, cerr = release.current(ctx.paths)
+    if cur then
+      return nil, string.format("release %s (%s %s) is installed; use 'ctcli upgrade %s'",
+        cur.id, cur.name, cur.version, file)
+    elseif cerr then
+      return nil, cerr
+    end
+    local j, jerr = journal.begin(ctx.paths, "install", { package = file })
+    if not j then return nil, jerr end
+    local pkg, perr = deploy.open(ctx, file, j)
+    if not pkg then j:finish() return nil, perr end
+    local rel, berr = deploy.build(ctx, pkg, j, nil)
+    pkg.cleanup()
+    if not rel then j:finish() return nil, berr end
+    j:step("files")
+    for _, app in ipairs(rel.apps) do
+      local ok, err = apps.prepare_files(ctx.paths, app)
+      if not ok then
+        ct.fs.rmtree(rel.dir)
+        j:finish()
+        return nil, "cannot prepare the files of " .. app.name .. ": " .. err
+      end
+    end
+    j:step("swap")
+    local ok, serr = release.swap(ctx.paths, rel.id)
+    if not ok then ct.fs.rmtree(rel.dir) j:finish() return nil, serr end
+    -- The zero backup: what the root looked like right after the install.
+    j:step("backup")
+    local info, berr2 = backup.create(ctx, rel, { data = true, reason = "install", journal = j })
+    if not info then ui.warn("installed, but the zero backup failed: %s", berr2) end
+    local started = {}
+    if not ctx.opts.no_start then
+      j:step("start")
+      local list = apps.select(rel)
+      local res, err = apps.start(ctx, rel, list)
+      if not res then j:finish() return nil, "installed " .. rel.id .. ", but " .. err end
+      started = res
+    end
+    j:finish()
+    if ctx.json then
+      ui.print(json.encode({ release = rel.id, name = rel.name, version = rel.version,
+        started = json.array(started) }))
+    else
+      ui.print("installed %s %s as release %s", rel.name, rel.version, rel.id)
+      if #started > 0 then ui.print("started %s", table.concat(started, ", ")) end
+    end
+    return true
+  end,
+}

@@ -1,0 +1,48 @@
+-- list-releases: kept releases and backups, newest first.
+local ct = require("ct")
+local backup = require("ctcli.backup")
+local json = require("ctcli.json")
+local release = require("ctcli.release")
+local ui = require("ctcli.ui")
+
+return {
+  summary = "List the kept releases and the backups, newest first",
+  usage = "list-releases",
+  max_args = 0,
+  needs_root = true,
+  run = function(ctx)
+    local target = ct.fs.readlink(ctx.paths.current)
+    local cur_id = target and target:match("([^/]+)$")
+    local doc = { releases = json.array(), backups = json.array() }
+    for _, r in ipairs(release.list(ctx.paths)) do
+      doc.releases[#doc.releases + 1] = {
+        id = r.id, name = r.name, version = r.version, created = r.created,
+        current = r.id == cur_id, previous = r.previous or json.null,
+      }
+    end
+    for _, b in ipairs(backup.list(ctx.paths)) do
+      doc.backups[#doc.backups + 1] = {
+        path = b.path, release = b.release or json.null, version = b.version or json.null,
+        created = b.created, data = b.data, format = b.format, bytes = b.bytes or json.null,
+      }
+    end
+    if ctx.json then
+      ui.print(json.encode(doc, true))
+      return true
+    end
+    if #doc.releases == 0 and #doc.backups == 0 then
+      ui.print("no releases and no backups in %s", ctx.root)
+      return true
+    end
+    local rows = {}
+    for _, r in ipairs(doc.releases) do
+      rows[#rows + 1] = { r.current and "*" or "", "release", r.id, r.name .. " " .. r.version, r.created }
+    end
+    for _, b in ipairs(doc.backups) do
+      rows[#rows + 1] = { "", b.data and "backup" or "backup (no data)", b.path:match("[^/]+$"),
+        b.version ~= json.null and tostring(b.version) or "-", tostring(b.created) }
+    end
+    ui.table({ "", "KIND", "ID", "VERSION", "CREATED" }, rows)
+    return true
+  end,
+}

@@ -1,0 +1,59 @@
+-- release-info: the current release and its apps.
+local json = require("ctcli.json")
+local release = require("ctcli.release")
+local ui = require("ctcli.ui")
+
+return {
+  summary = "Show the current release: id, version, created, previous, and its apps",
+  usage = "release-info",
+  max_args = 0,
+  needs_root = true,
+  run = function(ctx)
+    local rel, err = release.current(ctx.paths)
+    if err then return nil, err end
+    if not rel then
+      if ctx.json then
+        ui.print(json.encode({ root = ctx.root, release = json.null }))
+      else
+        ui.print("no release installed in %s", ctx.root)
+      end
+      return true
+    end
+    local tools = release.tools(rel)
+    local doc = {
+      id = rel.id, name = rel.name, version = rel.version, commit = rel.commit,
+      time = rel.time, created = rel.created, previous = rel.previous or json.null,
+      format = rel.format, source = rel.source, signer = rel.signer or json.null,
+      runtime = { runc = tools.runc, umoci = tools.umoci, from = rel.runtime },
+      apps = json.array(),
+    }
+    for _, name in ipairs(rel.order) do
+      local a = rel.by_name[name]
+      doc.apps[#doc.apps + 1] = {
+        name = a.name, version = a.version, image = a.image.ref, digest = a.image.digest,
+        commit = a.commit or json.null, built_at = a.built_at or json.null,
+      }
+    end
+    if ctx.json then
+      ui.print(json.encode(doc, true))
+      return true
+    end
+    ui.print("release    %s", doc.id)
+    ui.print("name       %s %s", doc.name, doc.version)
+    ui.print("created    %s", doc.created)
+    ui.print("previous   %s", rel.previous or "-")
+    ui.print("package    %s (%s format)", doc.source or "-", doc.format)
+    ui.print("runc       %s (%s)", tools.runc or "not found", rel.runtime and rel.runtime.runc or "host")
+    ui.print("umoci      %s (%s)", tools.umoci or "not found", rel.runtime and rel.runtime.umoci or "host")
+    ui.print("signed     %s", rel.signer or "no")
+    ui.print("")
+    local rows = {}
+    for _, a in ipairs(doc.apps) do
+      rows[#rows + 1] = { a.name, a.version or "-", a.image, a.digest:sub(1, 19),
+        a.commit ~= json.null and a.commit:sub(1, 12) or "-",
+        a.built_at ~= json.null and a.built_at or "-" }
+    end
+    ui.table({ "APP", "VERSION", "IMAGE", "DIGEST", "COMMIT", "BUILT" }, rows)
+    return true
+  end,
+}

@@ -1,0 +1,188 @@
+-- rollback [ARCHIVE | RELEASE-ID]: back to a kept release, or restore a backup.
+local ct = require("ct")
+local apps = require("ctcli.apps")
+local json = require("ctcli.json")
+local journal = require("ctcli.journal")
+local release = require("ctcli.release")
+local store = require("ctcli.store")
+local ui = require("ctcli.ui")
+
+-- running_names(ctx, rel) -> names of the apps of rel that run now
+local function running_names(ctx, rel)
+  if not rel then return {} end
+  local states = apps.states(ctx, rel) or {}
+  local out = {}
+  for _, name in ipairs(rel.order) do
+    local st = states[name]
+    if st and (st.status == "running" or st.status == "paused") then out[#out + 1] = name end
+  end
+  return out
+end
+
+-- changed(a, b, name): whether the app differs between releases a and b.
+local function changed(a, b, name)
+  local x, y = a.by_name[name], b.by_name[name]
+  if not x or not y or x.image.digest ~= y.image.digest then return true end
+  return ct.fs.read(release.bundle_dir(a, name) .. "/config.json") ~=
+    ct.fs.read(release.bundle_dir(b, name) .. "/config.json")
+end
+
+-- switch(ctx, cur, target, j) -> started names | nil, msg: stops what
+-- differs, swaps, starts what ran before (unchanged apps keep running).
+local function switch(ctx, cur, target, j, restore_files)
+  local running = running_names(ctx, cur)
+  local to_stop, to_start = {}, json.array()
+  if not cur then
+    for _, name in ipairs(target.order) do to_start[#to_start + 1] = name end
+  end
+  for _, name in ipairs(running) do
+    if changed(cur, target, name) or restore_files then
+      to_stop[#to_stop + 1] = cur.by_name[name]
+      if target.by_name[name] then to_start[#to_start + 1] = name end
+    end
+  end
+  local stopping = json.array()
+  for _, app in ipairs(to_stop) do stopping[#stopping + 1] = app.name end
+  j:set("stopped", stopping)
+  j:set("restart", to_start)
+  j:step("stop")
+  if cur then
+    local ok, err = apps.stop(ctx, cur, to_stop)
+    if not ok then return nil, err end
+  end
+  if restore_files then
+    j:step("restore-files")
+    local ok, err = restore_files()
+    if not ok then return nil, err end
+  end
+  j:step("swap")
+  local ok, err = release.swap(ctx.paths, target.id)
+  if not ok then return nil, err end
+  j:step("start")
+  return apps.start(ctx, target, apps.select(target, to_start))
+end
+
+-- Replaces dir with the restored copy, keeping the old one until it is in place.
+local function replace_dir(ctx, dir, restored)
+  if not ct.fs.exists(restored) then return true end
+  local old = ct.fs.mkdtemp(ctx.paths.tmp .. "/old-" .. dir:match("[^/]+$") .. "-XXXXXX")
+  if ct.fs.exists(dir) then
+    local ok, err = ct.fs.rename(dir, old .. "/dir")
+    if not ok then return nil, err end
+  end
+  local ok, err = ct.fs.rename(restored, dir)
+  if not ok then
+    ct.fs.rename(old .. "/dir", dir)
+    return nil, err
+  end
+  ct.fs.rmtree(old)
+  return true
+end
+
+local function from_archive(ctx, cur, file, j)
+  local dir, err = ct.fs.mkdtemp(ctx.paths.tmp .. "/restore-XXXXXX")
+  if not dir then return nil, err end
+  local function fail(msg) ct.fs.rmtree(dir) return nil, msg end
+  j:step("extract")
+  local bar = ui.progress("restoring " .. file:match("[^/]+$"))
+  local size = ct.fs.size(file) or 0
+  local stats, xerr = ct.archive.extract(file, dir, {
+    preserve = true, check_space = true,
+    progress = function(_, read) bar:update(read, size) end,
+  })
+  bar:finish()
+  if not stats then return fail(xerr) end
+  local text = ct.fs.read(dir .. "/backup-info.json")
+  local info = text and json.decode(text)
+  if not info or not ct.fs.exists(dir .. "/current-release/release.json") then
+    return fail(file .. ": not a backup of this ctcli (no backup-info.json and current-release/release.json);" ..
+      " backups of the Go ctcli are listed but their restore is not supported yet")
+  end
+  local id = info.release
+  j:set("release", id)
+  j:step("place")
+  for _, key in ipairs(ct.fs.dir(dir .. "/images") or {}) do
+    if not ct.fs.exists(ctx.paths.images .. "/" .. key) then
+      local ok, rerr = ct.fs.rename(dir .. "/images/" .. key, ctx.paths.images .. "/" .. key)
+      if not ok then return fail(rerr) end
+    end
+  end
+  if not ct.fs.exists(release.dir(ctx.paths, id)) then
+    local ok, rerr = ct.fs.rename(dir .. "/current-release", release.dir(ctx.paths, id))
+    if not ok then return fail(rerr) end
+  end
+  local target, lerr = release.load(ctx.paths, id)
+  if not target then return fail(lerr) end
+  for _, app in ipairs(target.apps) do
+    if not store.has(ctx.paths, app.name, app.image.digest) then
+      return fail(string.format("%s: the backup lacks the image of %s", file, app.name))
+    end
+    -- The bundle names the root's paths: regenerate it for this root.
+    local cfg, cerr = release.app_config(ctx.paths, app)
+    if not cfg then return fail(cerr) end
+    ct.fs.write_atomic(release.bundle_dir(target, app.name) .. "/config.json", cfg)
+  end
+  local started, serr = switch(ctx, cur, target, j, function()
+    local ok, rerr = replace_dir(ctx, ctx.paths.config, dir .. "/config")
+    if ok and info.data then ok, rerr = replace_dir(ctx, ctx.paths.data, dir .. "/data") end
+    return ok, rerr
+  end)
+  ct.fs.rmtree(dir)
+  if not started then return nil, serr end
+  return target, started, info
+end
+
+return {
+  summary = "Go back to the previous release, a kept release, or a backup archive",
+  usage = "rollback [ARCHIVE | RELEASE-ID]",
+  description = "With no argument, switches current-release back to the previous release.\n" ..
+    "With a RELEASE-ID, to that kept release (configs and data stay as they are).\n" ..
+    "With a backup ARCHIVE (see list-releases), restores its release, configs and,\n" ..
+    "when the backup has them, data. Apps that were running run again afterwards.",
+  max_args = 1,
+  needs_root = true, needs_lock = true,
+  run = function(ctx)
+    local cur, cerr = release.current(ctx.paths)
+    if cerr then return nil, cerr end
+    local arg = ctx.args[1]
+    local j, jerr = journal.begin(ctx.paths, "rollback", { from = cur and cur.id or json.null, target = arg })
+    if not j then return nil, jerr end
+    local target, started, info
+    if arg and ct.fs.exists(arg) and not arg:match("^%d+T%d+Z%-%x+$") then
+      target, started, info = from_archive(ctx, cur, arg, j)
+      if not target then j:finish() return nil, started end
+    else
+      if not cur then
+        j:finish()
+        return nil, "no release is installed; give a backup archive to restore (see 'ctcli list-releases')"
+      end
+      local id = arg or cur.previous
+      if not id then
+        for _, r in ipairs(release.list(ctx.paths)) do
+          if r.id ~= cur.id then id = r.id break end
+        end
+      end
+      if not id then j:finish() return nil, "there is no other kept release to roll back to" end
+      if id == cur.id then j:finish() return nil, id .. " is already the current release" end
+      local lerr
+      target, lerr = release.load(ctx.paths, id)
+      if not target then
+        j:finish()
+        return nil, string.format("no kept release %s (%s); see 'ctcli list-releases'", id, lerr)
+      end
+      local serr
+      started, serr = switch(ctx, cur, target, j)
+      if not started then j:finish() return nil, serr end
+    end
+    j:finish()
+    if ctx.json then
+      ui.print(json.encode({ release = target.id, from = cur and cur.id or json.null,
+        started = json.array(started), data_restored = info and info.data or false }))
+    else
+      ui.print("rolled back to %s (%s %s)%s", target.id, target.name, target.version,
+        info and (info.data and ", configs and data restored" or ", configs restored") or "")
+      if #started > 0 then ui.print("started %s", table.concat(started, ", ")) end
+    end
+    return true
+  end,
+}

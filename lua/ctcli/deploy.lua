@@ -1,0 +1,61 @@
+-- The slow half of install and upgrade, done before any app stops: open the
+-- package, unpack the images the store lacks, build the release directory.
+local ct = require("ct")
+local package = require("ctcli.package")
+local release = require("ctcli.release")
+local store = require("ctcli.store")
+local tools_mod = require("ctcli.tools")
+local ui = require("ctcli.ui")
+
+local M = {}
+
+-- The package's own umoci when it ships one, else the host's.
+local function package_umoci(pkg)
+  local rt = pkg.release.runtime or {}
+  if rt.umoci then return pkg.dir .. "/" .. rt.umoci end
+  return tools_mod.which("umoci")
+end
+
+-- unpack(ctx, pkg) -> true | nil, msg: images missing from the store.
+function M.unpack(ctx, pkg)
+  local jobs = {}
+  for _, app in ipairs(pkg.release.apps) do
+    if not store.has(ctx.paths, app.name, app.image.digest) then
+      jobs[#jobs + 1] = {
+        name = app.name, digest = app.image.digest, ref = app.image.ref,
+        layout = pkg.dir .. "/" .. app.image.layout,
+      }
+    end
+  end
+  if #jobs > 0 then
+    ui.info("unpacking %d image%s", #jobs, #jobs == 1 and "" or "s")
+  end
+  return store.unpack_all(ctx.paths, package_umoci(pkg), jobs, function(job)
+    ui.debug("unpacked %s (%s)", job.name, job.digest:sub(8, 19))
+  end)
+end
+
+-- build(ctx, pkg, journal, previous) -> staged release placed in releases/ | nil, msg
+function M.build(ctx, pkg, journal, previous)
+  journal:step("unpack")
+  local ok, err = M.unpack(ctx, pkg)
+  if not ok then return nil, err end
+  journal:step("stage")
+  local staged, serr = release.stage(ctx.paths, pkg, {
+    previous = previous, source = pkg.file and pkg.file:match("[^/]+$"),
+  })
+  if not staged then return nil, serr end
+  journal:set("release", staged.id)
+  journal:step("place")
+  ok, err = release.place(ctx.paths, staged)
+  if not ok then ct.fs.rmtree(staged.dir) return nil, err end
+  return release.load(ctx.paths, staged.id)
+end
+
+-- open(ctx, file, journal) -> pkg | nil, msg
+function M.open(ctx, file, journal)
+  journal:step("extract")
+  return package.open(ctx.paths, file)
+end
+
+return M

@@ -1,0 +1,79 @@
+-- The journal (state/journal.json): a changing command writes what it is
+-- about to do before doing it, step by step, so the next command can finish
+-- or undo an interrupted one. CTCLI_FAULT=<command>:<step> makes ctcli kill
+-- itself with SIGKILL when it reaches that step (the crash tests use it).
+local ct = require("ct")
+local json = require("ctcli.json")
+
+local M = {}
+local Journal = {}
+Journal.__index = Journal
+
+local function save(j)
+  return ct.fs.write_atomic(j.path, json.encode(j.doc, true) .. "\n")
+end
+
+local function fault(command, step)
+  local f = os.getenv("CTCLI_FAULT")
+  if f and f == command .. ":" .. step then
+    ct.proc.kill(ct.proc.getpid(), ct.proc.signals.KILL)
+    ct.time.sleep(10)
+  end
+end
+
+-- begin(paths, command, data) -> journal | nil, msg
+function M.begin(paths, command, data)
+  local j = setmetatable({
+    path = paths.journal,
+    doc = { command = command, pid = ct.proc.getpid(), started = os.date("!%Y-%m-%dT%H:%M:%SZ"),
+            steps = json.array(), data = data or {} },
+  }, Journal)
+  local ok, err = save(j)
+  if not ok then return nil, "cannot write the journal: " .. err end
+  return j
+end
+
+-- step(name): records that the step named is about to run (and the one
+-- before it is done).
+function Journal:step(name)
+  fault(self.doc.command, name)
+  local steps = self.doc.steps
+  if #steps > 0 then steps[#steps].done = true end
+  steps[#steps + 1] = { name = name, done = false }
+  local ok, err = save(self)
+  if not ok then error("cannot write the journal: " .. err) end
+end
+
+-- set(key, value): adds to what recovery needs to know.
+function Journal:set(key, value)
+  self.doc.data[key] = value
+  local ok, err = save(self)
+  if not ok then error("cannot write the journal: " .. err) end
+end
+
+function Journal:reached(name)
+  for _, s in ipairs(self.doc.steps) do
+    if s.name == name then return true end
+  end
+  return false
+end
+
+-- finish(): the command completed (or was undone); the journal goes.
+function Journal:finish()
+  fault(self.doc.command, "finish")
+  ct.fs.unlink(self.path)
+  ct.fs.fsync(self.path:match("^(.*)/[^/]+$"))
+end
+
+-- pending(paths) -> the journal of an interrupted command, or nil.
+function M.pending(paths)
+  local text = ct.fs.read(paths.journal)
+  if not text then return nil end
+  local doc = json.decode(text)
+  if not doc then return nil end
+  return setmetatable({ path = paths.journal, doc = doc }, Journal)
+end
+
+M.fault = fault
+
+return M

@@ -1,0 +1,175 @@
+-- Reading a package: extract it (securely, with limits) into the root's
+-- tmp/, recognise its format (manifest.json, or the original meta.json +
+-- package/ layout), validate it and check each app's image in its OCI layout.
+local ct = require("ct")
+local json = require("ctcli.json")
+local manifest = require("ctcli.manifest")
+local ui = require("ctcli.ui")
+
+local M = {}
+
+-- Limits on what a package may unpack to (an archive bomb is refused
+-- before it fills the disk; the free-space budget is checked as it goes).
+M.MAX_ENTRIES = 500000
+M.MAX_BYTES = 64 * 1024 * 1024 * 1024
+
+local function read_json(path, label)
+  local text, err = ct.fs.read(path)
+  if not text then return nil, err end
+  local v, jerr = json.decode(text)
+  if v == nil then return nil, label .. ": " .. jerr end
+  return v, nil, text
+end
+
+-- image(dir, image) -> {digest=, manifest=, config=} | nil, msg
+-- Finds ref in the OCI layout's index.json and checks the manifest's digest
+-- (and the declared one) against the blob's bytes.
+function M.image(dir, image, label)
+  local layout = dir .. "/" .. image.layout
+  local index, err = read_json(layout .. "/index.json", label .. "/index.json")
+  if not index then
+    return nil, string.format("%s: no OCI image layout at %s (%s)", label, image.layout, err)
+  end
+  local desc
+  for _, m in ipairs(type(index.manifests) == "table" and index.manifests or {}) do
+    local ann = type(m.annotations) == "table" and m.annotations or {}
+    if ann["org.opencontainers.image.ref.name"] == image.ref then desc = m end
+  end
+  if not desc then
+    return nil, string.format("%s: image %s has no tag '%s'", label, image.layout, image.ref)
+  end
+  local digest = desc.digest
+  if type(digest) ~= "string" or not digest:match("^sha256:%x+$") then
+    return nil, string.format("%s: tag '%s' has no sha256 digest", label, image.ref)
+  end
+  local function blob(d)
+    return layout .. "/blobs/sha256/" .. d:sub(8)
+  end
+  local actual, herr = ct.hash.sha256_file(blob(digest))
+  if not actual then
+    return nil, string.format("%s: image manifest %s is missing (%s)", label, digest, herr)
+  end
+  if "sha256:" .. actual ~= digest then
+    return nil, string.format("%s: blob %s does not match its digest (sha256:%s)", label, digest, actual)
+  end
+  local mf, merr = read_json(blob(digest), label .. ": manifest " .. digest)
+  if not mf then return nil, merr end
+  local config_digest = type(mf.config) == "table" and mf.config.digest or nil
+  if image.digest and image.digest ~= digest and image.digest ~= config_digest then
+    return nil, string.format("%s: image %s:%s has digest %s, the package declares %s",
+      label, image.layout, image.ref, digest, image.digest)
+  end
+  if type(config_digest) == "string" then
+    local c = ct.hash.sha256_file(blob(config_digest))
+    if "sha256:" .. tostring(c) ~= config_digest then
+      return nil, string.format("%s: config blob %s is missing or does not match its digest", label, config_digest)
+    end
+  end
+  for _, layer in ipairs(type(mf.layers) == "table" and mf.layers or {}) do
+    if type(layer.digest) ~= "string" or not ct.fs.exists(blob(layer.digest)) then
+      return nil, string.format("%s: layer %s is missing from %s", label, tostring(layer.digest), image.layout)
+    end
+  end
+  return { digest = digest, config_digest = config_digest, manifest = mf }
+end
+
+local function problems_error(problems, file)
+  local lines = manifest.format_problems(problems, file)
+  local msg = lines[1]
+  if #lines > 1 then
+    msg = string.format("%s (and %d more problem%s:\n  %s)", lines[1], #lines - 1,
+      #lines > 2 and "s" or "", table.concat(lines, "\n  ", 2))
+  end
+  return msg
+end
+
+local function read_legacy(dir)
+  local meta, err = read_json(dir .. "/meta.json", "meta.json")
+  if not meta then return nil, err end
+  local appsdir = dir .. "/package/apps"
+  local names = ct.fs.dir(appsdir)
+  if not names then return nil, "package/apps: missing; not a ctcli package" end
+  local apps = {}
+  for _, name in ipairs(names) do
+    local base = "package/apps/" .. name
+    local pc, perr = read_json(dir .. "/" .. base .. "/package-config.json", base .. "/package-config.json")
+    if not pc then return nil, perr end
+    local v, verr = read_json(dir .. "/" .. base .. "/version.json", base .. "/version.json")
+    if not v then return nil, verr end
+    apps[#apps + 1] = {
+      name = name, package_config = pc, version = v, layout = base .. "/skopeo",
+      hooks = ct.fs.exists(dir .. "/" .. base .. "/hooks.lua") and (base .. "/hooks.lua") or nil,
+    }
+  end
+  local present = {}
+  for _, f in ipairs({ "package/runc.amd64", "package/umoci.amd64" }) do
+    if ct.fs.exists(dir .. "/" .. f) then present[f] = true end
+  end
+  local doc, problems = manifest.from_legacy(meta, apps, present)
+  if not doc then return nil, problems_error(problems, "meta.json") end
+  return doc
+end
+
+-- read_dir(dir) -> pkg | nil, msg: a package already extracted into dir.
+function M.read_dir(dir, label)
+  local pkg = { dir = dir, label = label }
+  if ct.fs.exists(dir .. "/manifest.json") then
+    pkg.format = "manifest"
+    local text, err = ct.fs.read(dir .. "/manifest.json")
+    if not text then return nil, err end
+    pkg.manifest_text = text
+    local doc, problems = manifest.parse(text, "manifest.json")
+    if not doc then return nil, label .. ": " .. problems_error(problems, "manifest.json") end
+    local vp = manifest.validate(doc, "manifest.json")
+    if #vp > 0 then return nil, label .. ": " .. problems_error(vp, "manifest.json") end
+    pkg.doc = doc
+  elseif ct.fs.exists(dir .. "/meta.json") then
+    pkg.format = "legacy"
+    local doc, err = read_legacy(dir)
+    if not doc then return nil, label .. ": " .. err end
+    pkg.doc = doc
+    pkg.manifest_text = json.encode(doc, true)
+  else
+    return nil, label .. ": not a ctcli package (no manifest.json, no meta.json)"
+  end
+  pkg.release = manifest.normalize(pkg.doc)
+  for _, app in ipairs(pkg.release.apps) do
+    local img, err = M.image(dir, app.image, label .. ": app " .. app.name)
+    if not img then return nil, err end
+    app.image.digest = img.digest
+    app.image.config_digest = img.config_digest
+  end
+  return pkg
+end
+
+-- open(paths, file) -> pkg | nil, msg. The caller must call pkg:cleanup().
+function M.open(paths, file)
+  local st = ct.fs.stat(file)
+  if not st then return nil, file .. ": no such package" end
+  if st.type ~= "file" then return nil, file .. ": not a file" end
+  local label = file:match("[^/]+$")
+  local dir, err = ct.fs.mkdtemp(paths.tmp .. "/package-XXXXXX")
+  if not dir then return nil, "cannot create a staging directory: " .. err end
+  local cleanup = function() ct.fs.rmtree(dir) end
+  local bar = ui.progress("extracting " .. label)
+  local stats, xerr = ct.archive.extract(file, dir, {
+    max_entries = M.MAX_ENTRIES, max_bytes = M.MAX_BYTES, check_space = true,
+    progress = function(_, read) bar:update(read, st.size) end,
+  })
+  bar:finish()
+  if not stats then
+    cleanup()
+    return nil, xerr
+  end
+  local pkg, perr = M.read_dir(dir, label)
+  if not pkg then
+    cleanup()
+    return nil, perr
+  end
+  pkg.file = file
+  pkg.size = st.size
+  pkg.cleanup = cleanup
+  return pkg
+end
+
+return M

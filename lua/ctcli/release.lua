@@ -1,0 +1,191 @@
+-- Releases: releases/<id>/ (release.json, apps/<app>/config.json, bin/,
+-- hooks/), ids, the current-release symlink and its atomic swap.
+local ct = require("ct")
+local json = require("ctcli.json")
+local bundle = require("ctcli.bundle")
+local store = require("ctcli.store")
+local runtime = require("ctcli.runtime")
+
+local M = {}
+
+-- new_id(manifest_text) -> "<UTC yyyymmddThhmmssZ>-<8 hex of the manifest's sha256>"
+function M.new_id(manifest_text)
+  return os.date("!%Y%m%dT%H%M%SZ") .. "-" .. ct.hash.sha256(manifest_text):sub(1, 8)
+end
+
+function M.dir(paths, id)
+  return paths.releases .. "/" .. id
+end
+
+-- load(paths, id) -> release table (with .dir) | nil, msg
+function M.load(paths, id)
+  local dir = M.dir(paths, id)
+  local text, err = ct.fs.read(dir .. "/release.json")
+  if not text then return nil, err end
+  local rel, jerr = json.decode(text)
+  if not rel then return nil, dir .. "/release.json: " .. jerr end
+  rel.dir = dir
+  rel.by_name = {}
+  for _, app in ipairs(rel.apps) do rel.by_name[app.name] = app end
+  return rel
+end
+
+-- current(paths) -> release | nil (no release) | nil, msg
+function M.current(paths)
+  local st = ct.fs.lstat(paths.current)
+  if not st then return nil end
+  if st.type == "dir" then
+    return nil, paths.current .. " is a directory made by the Go ctcli; this ctcli reads such roots only through 'rollback' of a backup"
+  end
+  local target = ct.fs.readlink(paths.current)
+  if not target then return nil, "cannot read " .. paths.current end
+  local id = target:match("([^/]+)$")
+  return M.load(paths, id)
+end
+
+-- list(paths) -> kept releases, newest first (ids sort by time).
+function M.list(paths)
+  local out = {}
+  for _, id in ipairs(ct.fs.dir(paths.releases) or {}) do
+    if id ~= "backups" and id:match("^%d+T%d+Z%-%x+$") then
+      local rel = M.load(paths, id)
+      if rel then out[#out + 1] = rel end
+    end
+  end
+  table.sort(out, function(a, b) return a.id > b.id end)
+  return out
+end
+
+-- swap(paths, id): points current-release at releases/<id> with one rename.
+function M.swap(paths, id)
+  local tmp = paths.root .. "/.current-release.new"
+  ct.fs.unlink(tmp)
+  local ok, err = ct.fs.symlink("releases/" .. id, tmp)
+  if not ok then return nil, err end
+  ok, err = ct.fs.rename(tmp, paths.current)
+  if not ok then ct.fs.unlink(tmp) return nil, err end
+  return ct.fs.fsync(paths.root)
+end
+
+-- The fields of an app kept in release.json.
+local APP_FIELDS = {
+  "name", "version", "entrypoint", "env", "workdir", "configs", "data", "logs", "depends_on",
+  "healthcheck", "stop_signal", "stop_timeout", "hooks", "hook_timeout", "migrations",
+  "network", "resources", "commit", "built_at",
+}
+
+local function app_record(app)
+  local r = {}
+  for _, k in ipairs(APP_FIELDS) do r[k] = app[k] end
+  r.image = { ref = app.image.ref, digest = app.image.digest, config_digest = app.image.config_digest }
+  return r
+end
+
+-- app_config(paths, app) -> config.json text for app (a release.json app record).
+function M.app_config(paths, app)
+  local info, err = store.image_info(paths, app.name, app.image.digest)
+  if not info then return nil, err end
+  return bundle.config({
+    paths = paths, app = app, image = info.process,
+    rootfs = store.dir(paths, app.name, app.image.digest) .. "/rootfs",
+    id = runtime.container_id(paths.root, app.name),
+    resolv_conf = ct.fs.exists("/etc/resolv.conf"),
+  })
+end
+
+-- stage(paths, pkg, opts) -> {id=, dir=, release=} built in tmp/ (images must
+-- be in the store already). opts: previous (id), source (file name).
+function M.stage(paths, pkg, opts)
+  local model = pkg.release
+  local id = M.new_id(pkg.manifest_text)
+  local dir, err = ct.fs.mkdtemp(paths.tmp .. "/release-XXXXXX")
+  if not dir then return nil, err end
+  local function fail(e) ct.fs.rmtree(dir) return nil, e end
+  local rel = {
+    id = id, name = model.name, version = model.version, commit = model.commit, time = model.time,
+    meta = model.meta, format = pkg.format, created = os.date("!%Y-%m-%dT%H:%M:%SZ"),
+    previous = opts.previous, source = opts.source, signer = opts.signer,
+    apps = json.array(), order = model.order, levels = model.levels,
+    runtime = { runc = "host", umoci = "host" },
+  }
+  ct.fs.mkdir(dir .. "/bin", 493)
+  for _, tool in ipairs({ "runc", "umoci" }) do
+    local src = model.runtime and model.runtime[tool]
+    if src then
+      local ok, cerr = ct.fs.copyfile(pkg.dir .. "/" .. src, dir .. "/bin/" .. tool, 493)
+      if not ok then return fail(cerr) end
+      rel.runtime[tool] = "release"
+    end
+  end
+  ct.fs.mkdir(dir .. "/apps", 493)
+  ct.fs.mkdir(dir .. "/hooks", 493)
+  for _, app in ipairs(model.apps) do
+    local rec = app_record(app)
+    if app.hooks then
+      local ok, cerr = ct.fs.copyfile(pkg.dir .. "/" .. app.hooks, dir .. "/hooks/" .. app.name .. ".lua", 420)
+      if not ok then return fail(cerr) end
+      rec.hooks = "hooks/" .. app.name .. ".lua"
+    end
+    local cfg, cerr = M.app_config(paths, rec)
+    if not cfg then return fail(cerr) end
+    ct.fs.mkdir(dir .. "/apps/" .. app.name, 493)
+    local ok, werr = ct.fs.write_atomic(dir .. "/apps/" .. app.name .. "/config.json", cfg)
+    if not ok then return fail(werr) end
+    rel.apps[#rel.apps + 1] = rec
+  end
+  local ok, werr = ct.fs.write_atomic(dir .. "/release.json", json.encode(rel, true) .. "\n")
+  if not ok then return fail(werr) end
+  return { id = id, dir = dir, release = rel }
+end
+
+-- place(paths, staged) -> moves a staged release into releases/<id>.
+function M.place(paths, staged)
+  local final = M.dir(paths, staged.id)
+  if ct.fs.exists(final) then
+    return nil, "release " .. staged.id .. " already exists"
+  end
+  local ok, err = ct.fs.rename(staged.dir, final)
+  if not ok then return nil, err end
+  staged.dir = final
+  return ct.fs.fsync(paths.releases)
+end
+
+-- prune(paths, keep) -> removed release ids: keeps the newest `keep`
+-- releases (and always the current one), then the images no kept release uses.
+function M.prune(paths, keep)
+  local cur = ct.fs.readlink(paths.current)
+  local cur_id = cur and cur:match("([^/]+)$")
+  local removed = {}
+  local kept = 0
+  for _, rel in ipairs(M.list(paths)) do
+    if rel.id == cur_id or kept < keep then
+      kept = kept + 1
+    else
+      local ok = ct.fs.rmtree(rel.dir)
+      if ok then removed[#removed + 1] = rel.id end
+    end
+  end
+  local users = store.users(paths)
+  local freed = {}
+  for _, key in ipairs(ct.fs.dir(paths.images) or {}) do
+    if not users[key] then
+      local bytes = ct.fs.du(paths.images .. "/" .. key)
+      if ct.fs.rmtree(paths.images .. "/" .. key) then
+        freed[#freed + 1] = { image = key, bytes = bytes or 0 }
+      end
+    end
+  end
+  return removed, freed
+end
+
+-- bundle_dir(rel, app_name)
+function M.bundle_dir(rel, name)
+  return rel.dir .. "/apps/" .. name
+end
+
+-- tools(rel) -> the runc/umoci a release uses.
+function M.tools(rel)
+  return require("ctcli.tools").for_release(rel and rel.dir)
+end
+
+return M

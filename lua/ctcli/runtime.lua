@@ -1,0 +1,148 @@
+-- Containers: ids, state, start, stop (in parallel within a dependency
+-- level), exec. Every runc call goes through the release's runc with the
+-- root's runc-root.
+local ct = require("ct")
+local json = require("ctcli.json")
+
+local M = {}
+
+local SIGNALS = {
+  SIGHUP = 1, SIGINT = 2, SIGQUIT = 3, SIGKILL = 9, SIGUSR1 = 10, SIGUSR2 = 12, SIGTERM = 15,
+}
+
+-- The Go tool's container ids: md5 of the absolute root, then the app, so
+-- several roots never collide and its containers are recognised.
+function M.container_id(root, app)
+  return ct.hash.md5(root) .. "-" .. app
+end
+
+function M.rt(paths, tools)
+  return { runc = tools.runc, root = paths.runc_root }
+end
+
+local function runc_error(what, r, err)
+  if not r then return what .. ": " .. tostring(err) end
+  local msg = (r.stderr ~= "" and r.stderr or r.stdout):gsub("%s+$", "")
+  msg = msg:match("msg=\"(.-)\"") or msg:match("[^\n]*$")
+  return what .. ": " .. msg
+end
+
+-- list(rt) -> map id -> {status=, pid=, created=} for every container of runc-root.
+function M.list(rt)
+  if not rt.runc then return nil, "runc not found: install it or ship it in the package" end
+  local r, err = ct.oci.runc(rt, { "list", "--format", "json" }, { timeout = 30 })
+  if not r or r.code ~= 0 then return nil, runc_error("runc list", r, err) end
+  local out = {}
+  local items = json.decode(r.stdout ~= "" and r.stdout or "null") or {}
+  for _, c in ipairs(items) do
+    out[c.id] = { status = c.status, pid = c.pid, created = c.created, bundle = c.bundle }
+  end
+  return out
+end
+
+function M.state(rt, id)
+  local r = ct.oci.runc(rt, { "state", id }, { timeout = 30 })
+  if not r or r.code ~= 0 then return nil end
+  return json.decode(r.stdout)
+end
+
+-- running(st) -> whether a listed container counts as running.
+function M.running(st)
+  return st ~= nil and (st.status == "running" or st.status == "paused")
+end
+
+-- alive(pid): a zombie (exited, not yet reaped by its new parent) is gone.
+local function alive(pid)
+  local stat = ct.fs.read("/proc/" .. pid .. "/stat")
+  if not stat then return false end
+  local state = stat:match("%) (%a)")
+  return state ~= "Z" and state ~= "X"
+end
+M.alive = alive
+
+local function rotate_log(logdir)
+  local log = logdir .. "/stdout-stderr.log"
+  local st = ct.fs.stat(log)
+  if not st or st.size == 0 then return end
+  -- Keep the last five logs of earlier runs, as the Go tool rotated on start.
+  for i = 4, 1, -1 do
+    local from = string.format("%s.%d", log, i)
+    if ct.fs.exists(from) then ct.fs.rename(from, string.format("%s.%d", log, i + 1)) end
+  end
+  ct.fs.rename(log, log .. ".1")
+end
+
+-- start(c) where c = {rt=, id=, bundle=, logdir=}; a stopped leftover
+-- container with the same id is deleted first.
+function M.start(c)
+  local st = M.state(c.rt, c.id)
+  if st then
+    if st.status == "running" or st.status == "paused" then return true, "already running" end
+    ct.oci.runc(c.rt, { "delete", "--force", c.id }, { timeout = 30 })
+  end
+  ct.fs.mkdir(c.logdir, 493, true)
+  rotate_log(c.logdir)
+  local ok, err = ct.oci.create(c.rt, c.id, c.bundle, { log = c.logdir .. "/stdout-stderr.log" })
+  if not ok then
+    ct.oci.runc(c.rt, { "delete", "--force", c.id }, { timeout = 30 })
+    return nil, tostring(err):match('msg="(.-)"') or err
+  end
+  local r, rerr = ct.oci.runc(c.rt, { "start", c.id }, { timeout = 30 })
+  if not r or r.code ~= 0 then
+    ct.oci.runc(c.rt, { "delete", "--force", c.id }, { timeout = 30 })
+    return nil, runc_error("runc start " .. c.id, r, rerr)
+  end
+  return true
+end
+
+-- stop_many(list) where each item is {rt=, id=, signal=, timeout=}: sends
+-- every stop signal first, then waits for all together, so N apps cost one
+-- timeout; SIGKILL for those past it; then deletes the containers.
+function M.stop_many(items, force)
+  local waiting = {}
+  for _, c in ipairs(items) do
+    local st = M.state(c.rt, c.id)
+    if st then
+      if st.status == "paused" then ct.oci.runc(c.rt, { "resume", c.id }, { timeout = 30 }) end
+      if st.status == "running" or st.status == "paused" then
+        local sig = force and "KILL" or (c.signal or "SIGTERM"):gsub("^SIG", "")
+        ct.oci.runc(c.rt, { "kill", c.id, sig }, { timeout = 30 })
+        c.pid = st.pid
+        c.deadline = ct.time.monotonic() + (force and 0 or (c.timeout or 10))
+        waiting[#waiting + 1] = c
+      else
+        c.pid = nil
+        waiting[#waiting + 1] = c
+      end
+    end
+  end
+  local pending = #waiting
+  while pending > 0 do
+    pending = 0
+    local now = ct.time.monotonic()
+    for _, c in ipairs(waiting) do
+      if c.pid and alive(c.pid) then
+        if now >= c.deadline and not c.killed then
+          ct.oci.runc(c.rt, { "kill", "--all", c.id, "KILL" }, { timeout = 30 })
+          c.killed = true
+        end
+        -- SIGKILL cannot be ignored; past 10 s more, runc delete --force finishes it.
+        if now < c.deadline + 10 then pending = pending + 1 end
+      end
+    end
+    if pending > 0 then ct.time.sleep(0.02) end
+  end
+  local errors = {}
+  for _, c in ipairs(waiting) do
+    local r, err = ct.oci.runc(c.rt, { "delete", "--force", c.id }, { timeout = 30 })
+    if not r or r.code ~= 0 then
+      errors[#errors + 1] = runc_error("runc delete " .. c.id, r, err)
+    end
+  end
+  if #errors > 0 then return nil, table.concat(errors, "; ") end
+  return true
+end
+
+M.SIGNALS = SIGNALS
+
+return M

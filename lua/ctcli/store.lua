@@ -1,0 +1,137 @@
+-- The image store: images/<app>@<digest>/{rootfs/, image.json}, one per app
+-- and image digest, shared by every release that has that app at that
+-- digest. umoci unpacks into tmp/; the rootfs is renamed into place (no copy).
+local ct = require("ct")
+local json = require("ctcli.json")
+
+local M = {}
+
+function M.key(app_name, digest)
+  return app_name .. "@" .. digest
+end
+
+function M.dir(paths, app_name, digest)
+  return paths.images .. "/" .. M.key(app_name, digest)
+end
+
+function M.has(paths, app_name, digest)
+  local d = M.dir(paths, app_name, digest)
+  return ct.fs.exists(d .. "/rootfs") and ct.fs.exists(d .. "/image.json")
+end
+
+-- image_info(paths, app_name, digest) -> {args=, env=, cwd=, user=} from image.json
+function M.image_info(paths, app_name, digest)
+  local text, err = ct.fs.read(M.dir(paths, app_name, digest) .. "/image.json")
+  if not text then return nil, err end
+  return json.decode(text)
+end
+
+-- What the image itself says about its process, read from the runtime
+-- config umoci generates (we never edit that file; we write our own).
+local function process_of(bundle)
+  local text = ct.fs.read(bundle .. "/config.json")
+  local cfg = text and json.decode(text) or {}
+  local p = type(cfg.process) == "table" and cfg.process or {}
+  return {
+    args = p.args or json.array(),
+    env = p.env or json.array(),
+    cwd = p.cwd or "/",
+    user = type(p.user) == "table" and { uid = p.user.uid or 0, gid = p.user.gid or 0 } or { uid = 0, gid = 0 },
+  }
+end
+
+-- unpack_all(paths, umoci, jobs) -> true | nil, msg
+-- jobs: array of {name=, digest=, layout= (absolute), ref=}. Runs the
+-- unpacks in parallel over the cores; each lands in images/ by rename.
+function M.unpack_all(paths, umoci, jobs, on_done)
+  if #jobs == 0 then return true end
+  if not umoci then return nil, "umoci not found: install it or ship it in the package" end
+  local workers = 2
+  local f = io.open("/proc/cpuinfo")
+  if f then
+    local n = 0
+    for line in f:lines() do if line:match("^processor") then n = n + 1 end end
+    f:close()
+    if n > 0 then workers = n end
+  end
+  local running, failed = {}, nil
+  local next_job = 1
+  local function launch(job)
+    local dir, err = ct.fs.mkdtemp(paths.tmp .. "/unpack-" .. job.name .. "-XXXXXX")
+    if not dir then return nil, err end
+    job.tmp = dir
+    job.bundle = dir .. "/bundle"
+    job.errlog = dir .. "/umoci.log"
+    local p, serr = ct.proc.spawn({ umoci, "unpack", "--image", job.layout .. ":" .. job.ref, job.bundle },
+      { stdout = "null", stderr = { append = job.errlog } })
+    if not p then return nil, serr end
+    job.proc = p
+    return true
+  end
+  local function finish(job)
+    local code = job.proc:wait()
+    job.proc:close()
+    if code ~= 0 then
+      local log = ct.fs.read(job.errlog) or ""
+      local last = ""
+      for line in log:gmatch("[^\n]+") do last = line end
+      ct.fs.rmtree(job.tmp)
+      return nil, string.format("unpacking the image of %s failed: %s", job.name, last)
+    end
+    local info = process_of(job.bundle)
+    local ok, err = ct.fs.write_atomic(job.bundle .. "/image.json", json.encode({
+      app = job.name, digest = job.digest, process = info,
+    }, true))
+    if not ok then ct.fs.rmtree(job.tmp) return nil, err end
+    local final = M.dir(paths, job.name, job.digest)
+    local img = job.tmp .. "/image"
+    ct.fs.mkdir(img, 493)
+    ok, err = ct.fs.rename(job.bundle .. "/rootfs", img .. "/rootfs")
+    if ok then ok, err = ct.fs.rename(job.bundle .. "/image.json", img .. "/image.json") end
+    if ok and ct.fs.exists(final) then
+      -- A leftover from an interrupted run: the complete copy we just made wins.
+      ct.fs.rmtree(final)
+    end
+    if ok then ok, err = ct.fs.rename(img, final) end
+    ct.fs.rmtree(job.tmp)
+    if not ok then return nil, err end
+    if on_done then on_done(job) end
+    return true
+  end
+  while next_job <= #jobs or #running > 0 do
+    while not failed and next_job <= #jobs and #running < workers do
+      local job = jobs[next_job]
+      next_job = next_job + 1
+      local ok, err = launch(job)
+      if not ok then failed = err break end
+      running[#running + 1] = job
+    end
+    if #running == 0 then break end
+    -- Wait for the oldest: unpacks are of similar cost, and a simple FIFO
+    -- keeps every core busy without a wait-any primitive.
+    local job = table.remove(running, 1)
+    local ok, err = finish(job)
+    if not ok and not failed then failed = err end
+  end
+  if failed then return nil, failed end
+  return true
+end
+
+-- users(paths) -> map image key -> list of release ids using it
+function M.users(paths)
+  local users = {}
+  for _, id in ipairs(ct.fs.dir(paths.releases) or {}) do
+    local text = ct.fs.read(paths.releases .. "/" .. id .. "/release.json")
+    local rel = text and json.decode(text)
+    if rel and type(rel.apps) == "table" then
+      for _, app in ipairs(rel.apps) do
+        local k = M.key(app.name, app.image.digest)
+        users[k] = users[k] or {}
+        table.insert(users[k], id)
+      end
+    end
+  end
+  return users
+end
+
+return M
