@@ -1,0 +1,165 @@
+-- Shared by the specs: temp roots, running the real ctcli binary, building
+-- real packages with mkpkg (cached per spec run), hashing a tree, and
+-- cleaning up every container a root started, by id.
+local ct = require("ct")
+local json = require("ctcli.json")
+
+local H = {}
+
+H.bin = os.getenv("CTCLI_BIN") or "ctcli"
+H.src = os.getenv("CTCLI_SOURCE_DIR") or "."
+H.mkpkg = H.src .. "/tests/support/mkpkg"
+
+local tmpbase = os.getenv("TMPDIR")
+if not tmpbase or tmpbase == "" then tmpbase = "/tmp" end
+
+local made = {}
+
+-- tmpdir() -> a fresh directory removed by H.cleanup()
+function H.tmpdir()
+  local d = assert(ct.fs.mkdtemp(tmpbase .. "/ctcli-spec-XXXXXX"))
+  made[#made + 1] = d
+  return d
+end
+
+-- need_root(): a spec that runs containers; skipped off root, never under CI.
+function H.need_root()
+  local r = ct.proc.run({ "id", "-u" })
+  if r and r.stdout:match("^0") then return true end
+  if os.getenv("CI") == "true" then error("these specs need root, and CI=true allows no skips") end
+  io.stderr:write("SKIP: these specs run runc containers and need root\n")
+  os.exit(77)
+end
+
+-- ctcli(root, args..., opts) -> result {code, stdout, stderr}
+function H.ctcli(root, args, opts)
+  opts = opts or {}
+  local argv = { H.bin }
+  if root then argv[#argv + 1] = "--root"; argv[#argv + 1] = root end
+  for _, a in ipairs(args) do argv[#argv + 1] = a end
+  local r = assert(ct.proc.run(argv, {
+    stdin = opts.stdin, env_add = opts.env, timeout = opts.timeout or 300, cwd = opts.cwd,
+  }))
+  return r
+end
+
+-- ok(root, args) -> stdout; fails the spec with ctcli's stderr otherwise.
+function H.ok(root, args, opts)
+  local r = H.ctcli(root, args, opts)
+  if r.code ~= 0 then
+    error(string.format("ctcli %s exited %d:\n%s%s", table.concat(args, " "), r.code, r.stdout, r.stderr), 2)
+  end
+  return r.stdout
+end
+
+function H.json(root, args)
+  local out = H.ok(root, { "--json", table.unpack(args) })
+  return assert(json.decode(out))
+end
+
+-- root() -> a fresh, initialised root
+function H.root()
+  local r = H.tmpdir() .. "/root"
+  H.ok(r, { "init" })
+  H.roots = H.roots or {}
+  H.roots[#H.roots + 1] = r
+  return r
+end
+
+local pkg_cache = {}
+local pkg_dir
+
+-- package(args) -> path of a package built by mkpkg with these arguments
+-- (built once per spec file).
+function H.package(args)
+  local key = table.concat(args, " ")
+  if pkg_cache[key] then return pkg_cache[key] end
+  pkg_dir = pkg_dir or H.tmpdir()
+  local out = string.format("%s/pkg-%d.tar.gz", pkg_dir, #made + (function()
+    local n = 0
+    for _ in pairs(pkg_cache) do n = n + 1 end
+    return n
+  end)())
+  local argv = { H.mkpkg, "--out", out, "--workdir", pkg_dir }
+  for _, a in ipairs(args) do argv[#argv + 1] = a end
+  local r = assert(ct.proc.run(argv, { timeout = 300 }))
+  if r.code ~= 0 then error("mkpkg failed: " .. r.stderr) end
+  pkg_cache[key] = out
+  return out
+end
+
+-- tree_hash(dir, skip) -> one hash of every path, type, mode and content
+-- under dir (symlink targets too); skip is a set of relative paths to leave out.
+function H.tree_hash(dir, skip)
+  skip = skip or {}
+  local parts = {}
+  local function walk(rel)
+    local path = rel == "" and dir or (dir .. "/" .. rel)
+    local st = ct.fs.lstat(path)
+    if not st then return end
+    local line = rel .. "|" .. st.type .. "|" .. string.format("%o", st.mode)
+    if st.type == "file" then
+      line = line .. "|" .. ct.hash.sha256_file(path)
+    elseif st.type == "link" then
+      line = line .. "|" .. ct.fs.readlink(path)
+    end
+    parts[#parts + 1] = line
+    if st.type == "dir" then
+      for _, name in ipairs(ct.fs.dir(path) or {}) do
+        local child = rel == "" and name or (rel .. "/" .. name)
+        if not skip[child] then walk(child) end
+      end
+    end
+  end
+  walk("")
+  return ct.hash.sha256(table.concat(parts, "\n")), parts
+end
+
+-- The parts of a root that ctcli changes while running apps, left out when
+-- comparing a root before and after a command that must change nothing.
+H.VOLATILE = { ["runc-root"] = true, ["logs"] = true, ["state/lock"] = true }
+
+function H.root_hash(root)
+  return H.tree_hash(root, H.VOLATILE)
+end
+
+function H.container_id(root, app)
+  return ct.hash.md5(root) .. "-" .. app
+end
+
+-- cleanup(): kills and deletes every container of the roots this spec
+-- made (by id, from each root's runc-root), then removes the temp dirs.
+function H.cleanup()
+  for _, root in ipairs(H.roots or {}) do
+    local rr = root .. "/runc-root"
+    local r = ct.proc.run({ "runc", "--root", rr, "list", "-q" }, { timeout = 30 })
+    if r and r.code == 0 then
+      for id in r.stdout:gmatch("%S+") do
+        ct.proc.run({ "runc", "--root", rr, "kill", id, "KILL" }, { timeout = 30 })
+        ct.proc.run({ "runc", "--root", rr, "delete", "--force", id }, { timeout = 30 })
+      end
+    end
+  end
+  H.roots = {}
+  for i = #made, 1, -1 do ct.fs.rmtree(made[i]) end
+  made = {}
+  pkg_cache = {}
+  pkg_dir = nil
+end
+
+-- wait_for(fn, seconds) -> fn's first truthy result, or nil after seconds
+function H.wait_for(fn, seconds)
+  local deadline = ct.time.monotonic() + (seconds or 5)
+  repeat
+    local v = fn()
+    if v then return v end
+    ct.time.sleep(0.05)
+  until ct.time.monotonic() > deadline
+  return nil
+end
+
+function H.read(path)
+  return ct.fs.read(path)
+end
+
+return H
