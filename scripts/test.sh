@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# test.sh: installs what the tests need, builds ctcli twice (Debug, and
+# Sanitize with AddressSanitizer + UBSan) and runs every test with ctest in
+# both builds. Extra arguments go to ctest (e.g. -R lua.cli).
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+"$here/scripts/install-deps.sh"
+status=0
+for type in Debug Sanitize; do
+  dir=$("$here/scripts/build.sh" "$type")
+  echo "== ctest ($type build)"
+  # Each run gets its own TMPDIR; the specs put their roots under it.
+  tmp=$(mktemp -d)
+  if ! (cd "$dir" && TMPDIR="$tmp" ASAN_OPTIONS=detect_leaks=1 ctest -j2 --output-on-failure "$@"); then
+    status=1
+  fi
+  rm -rf "$tmp"
+done
+exit $status
