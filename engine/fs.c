@@ -53,12 +53,15 @@ static void close_keep_errno(int fd) {
   errno = e;
 }
 
+/* errno after a failed call, never 0 (callers treat 0 as success). */
+static int last_err(void) { return errno ? errno : EIO; }
+
 static int write_all(int fd, const char *p, size_t len) {
   while (len > 0) {
     ssize_t n = write(fd, p, len);
     if (n < 0) {
       if (errno == EINTR) continue;
-      return errno;
+      return last_err();
     }
     p += n;
     len -= (size_t)n;
@@ -134,7 +137,7 @@ static char *join_path(const char *root, const char *rel) {
   memcpy(p, root, a);
   if (b) {
     size_t i = a;
-    if (a == 0 || root[a - 1] != '/') p[i++] = '/';
+    if (a > 0 && root[a - 1] != '/') p[i++] = '/';
     if (rel[0] == '/' && i > 0 && p[i - 1] == '/') rel++, b--;
     memcpy(p + i, rel, b);
     p[i + b] = '\0';
@@ -155,11 +158,11 @@ struct fserr {
 
 static int fserr_set(struct fserr *e, int err, const char *root, const char *rel, const char *msg) {
   if (e->err) return e->err; /* keep the first failure */
-  e->err = err;
+  e->err = err ? err : EIO;
   e->path = join_path(root, rel);
   e->fallback = root;
   e->msg = msg;
-  return err;
+  return e->err;
 }
 
 static int fserr_push(lua_State *L, struct fserr *e) {
@@ -252,10 +255,10 @@ static int read_names(int fd, struct names *out) {
   out->v = NULL;
   out->n = 0;
   int dfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-  if (dfd < 0) return errno;
+  if (dfd < 0) return last_err();
   DIR *d = fdopendir(dfd);
   if (!d) {
-    int e = errno;
+    int e = last_err();
     close(dfd);
     return e;
   }
@@ -266,7 +269,7 @@ static int read_names(int fd, struct names *out) {
     errno = 0;
     struct dirent *de = readdir(d);
     if (!de) {
-      err = errno;
+      err = errno; /* 0 at the end */
       break;
     }
     const char *nm = de->d_name;
@@ -427,10 +430,10 @@ static int walk_next(struct walk *w, const char **name) {
 /* Reopens a parked directory through "..", checking it is the same one. */
 static int reopen_parent(int childfd, dev_t dev, ino_t ino, int *out) {
   int fd = openat(childfd, "..", DIR_FLAGS | O_NOFOLLOW);
-  if (fd < 0) return errno;
+  if (fd < 0) return last_err();
   struct stat st;
   if (fstat(fd, &st) != 0) {
-    int e = errno;
+    int e = last_err();
     close(fd);
     return e;
   }
@@ -470,7 +473,7 @@ static const char *walk_popped_name(struct walk *w) {
 /* Owner rwx on a directory we are about to empty (a no-op for root, which
    needs none; a non-root owner cannot empty a read-only directory). */
 static void ensure_rwx(int fd, const struct stat *st) {
-  if (0) (void)fchmod(fd, (st->st_mode & 07777) | 0700);
+  if ((st->st_mode & 0700) != 0700) (void)fchmod(fd, (st->st_mode & 07777) | 0700);
 }
 
 /* Is the directory open at fd the root of a mount? With no kernel support
@@ -486,6 +489,7 @@ static int is_mount_root(int fd, const struct stat *parent, const struct stat *s
 /* Opens a directory entry to empty it; one without read/search permission
    gets u+rwx first. */
 static int rm_open_dir(int dirfd, const char *name, int *out) {
+  *out = -1;
   int fd = openat(dirfd, name, DIR_FLAGS | O_NOFOLLOW);
   if (fd < 0 && errno == EACCES) {
     if (fchmodat(dirfd, name, 0700, AT_SYMLINK_NOFOLLOW) == 0)
@@ -493,7 +497,7 @@ static int rm_open_dir(int dirfd, const char *name, int *out) {
     else
       errno = EACCES;
   }
-  if (fd < 0) return errno;
+  if (fd < 0) return last_err();
   *out = fd;
   return 0;
 }
@@ -502,6 +506,10 @@ static const char MSG_MOUNT[] = "is a mount point (not removing across it)";
 
 /* Removes path and everything under it. Returns 0 or an errno (with *e). */
 static int do_rmtree(const char *path, struct fserr *e) {
+  const char *last = strrchr(path, '/');
+  last = last ? last + 1 : path;
+  if (last[0] == '.' && (last[1] == '\0' || (last[1] == '.' && last[2] == '\0')))
+    return fserr_set(e, EINVAL, path, "", "refusing to remove '.' or '..'");
   struct stat st;
   if (lstat(path, &st) != 0) return errno == ENOENT ? 0 : fserr_set(e, errno, path, "", NULL);
   if (!S_ISDIR(st.st_mode)) {
@@ -1093,7 +1101,7 @@ static int atomic_begin(struct atomic *a, int dirfd, const char *base) {
              rnd[2], rnd[3], rnd[4], rnd[5]);
     a->fd = openat(dirfd, a->tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (a->fd >= 0) return 0;
-    if (errno != EEXIST) return errno;
+    if (errno != EEXIST) return last_err();
   }
   return EEXIST;
 }
@@ -1132,6 +1140,7 @@ static int atomic_commit(struct atomic *a, const char *base, mode_t mode) {
 /* Opens the directory of a host path for writing `base` in it (base points
    into path). Returns 0 or an errno. */
 static int open_parent(const char *path, int *dirfd, const char **base) {
+  *dirfd = -1;
   const char *slash = strrchr(path, '/');
   *base = slash ? slash + 1 : path;
   if (!**base) return path[0] ? EISDIR : ENOENT;
@@ -1147,7 +1156,7 @@ static int open_parent(const char *path, int *dirfd, const char **base) {
     *dirfd = open(dir, DIR_FLAGS);
     free(dir);
   }
-  return *dirfd < 0 ? errno : 0;
+  return *dirfd < 0 ? last_err() : 0;
 }
 
 /* Writes data (or the rest of fd `from` when data is NULL) to base in
@@ -1201,16 +1210,18 @@ static const char MSG_NOT_REG[] = "not a regular file";
 static int open_reg_beneath(const char *dir, const char *rel, int *out, struct stat *st,
                             const char **msg) {
   *msg = NULL;
+  *out = -1;
+  memset(st, 0, sizeof *st);
   int root = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
-  if (root < 0) return errno;
+  if (root < 0) return last_err();
   int pfd = openat2_in_root(root, rel, O_PATH);
   if (pfd < 0) {
     close_keep_errno(root);
-    return errno;
+    return last_err();
   }
   int err = 0;
   if (fstat(pfd, st) != 0) {
-    err = errno;
+    err = last_err();
   } else if (S_ISDIR(st->st_mode)) {
     err = EISDIR;
   } else if (!S_ISREG(st->st_mode)) {
@@ -1231,7 +1242,7 @@ static int open_reg_beneath(const char *dir, const char *rel, int *out, struct s
         errno = ESTALE;
       }
     }
-    if (fd < 0) err = errno;
+    if (fd < 0) err = last_err();
     else *out = fd;
   }
   close(pfd);
@@ -1298,12 +1309,12 @@ static int fs_exists(lua_State *L) {
 
 /* mkdir(2), then the exact mode (the umask does not apply). */
 static int mkdir_exact(const char *path, mode_t mode) {
-  if (mkdir(path, mode) != 0) return errno;
+  if (mkdir(path, mode) != 0) return last_err();
   int fd = open(path, DIR_FLAGS | O_NOFOLLOW);
-  if (fd < 0) return errno;
+  if (fd < 0) return last_err();
   struct stat st;
   int err = 0;
-  if (fstat(fd, &st) != 0 || ((st.st_mode & 07777) != mode && fchmod(fd, mode) != 0)) err = errno;
+  if (fstat(fd, &st) != 0 || ((st.st_mode & 07777) != mode && fchmod(fd, mode) != 0)) err = last_err();
   close(fd);
   return err;
 }
@@ -1587,20 +1598,21 @@ static int fs_read_beneath(lua_State *L) {
 
 /* Splits rel into its parent (resolved in dir) and last component. */
 static int open_parent_beneath(const char *dir, const char *rel, int *dirfd, const char **base) {
+  *dirfd = -1;
   const char *slash = strrchr(rel, '/');
   *base = slash ? slash + 1 : rel;
   if (!**base) return rel[0] ? EISDIR : ENOENT;
   if ((*base)[0] == '.' && ((*base)[1] == '\0' || ((*base)[1] == '.' && (*base)[2] == '\0')))
     return EISDIR;
   int root = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
-  if (root < 0) return errno;
+  if (root < 0) return last_err();
   char *parent = slash ? strndup(rel, (size_t)(slash - rel) + (slash == rel)) : strdup(".");
   if (!parent) {
     close(root);
     return ENOMEM;
   }
   *dirfd = openat2_in_root(root, parent, O_RDONLY | O_DIRECTORY);
-  int err = *dirfd < 0 ? errno : 0;
+  int err = *dirfd < 0 ? last_err() : 0;
   free(parent);
   close(root);
   return err;
