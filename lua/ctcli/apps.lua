@@ -2,6 +2,8 @@
 -- files, start and stop them in dependency order, read their state.
 local ct = require("ct")
 local bundle = require("ctcli.bundle")
+local health = require("ctcli.health")
+local hooks = require("ctcli.hooks")
 local release = require("ctcli.release")
 local runtime = require("ctcli.runtime")
 local store = require("ctcli.store")
@@ -100,37 +102,81 @@ function M.states(ctx, rel)
   return out
 end
 
--- start(ctx, rel, apps, report) -> started names | nil, msg
-function M.start(ctx, rel, list, report)
+-- hooks_for(ctx, rel, opts) -> a hook context running rel's hooks.
+-- opts: from, to (release models, for the versions), fired
+function M.hooks_for(ctx, rel, opts)
+  opts = opts or {}
+  return hooks.context(ctx, {
+    base = rel.dir, release_id = rel.id, runc = release.tools(rel).runc, bundle_dir = rel.dir,
+    from = opts.from, to = opts.to, fired = opts.fired,
+  })
+end
+
+-- start(ctx, rel, list, opts) -> started names | nil, msg, step, started
+-- opts.hooks: a hook context (pre_start -> start -> post_start per app);
+-- opts.health: run each started app's health check afterwards.
+function M.start(ctx, rel, list, opts)
+  opts = opts or {}
   local tools = release.tools(rel)
+  local hc = opts.hooks
   local started = {}
   for _, app in ipairs(list) do
     local ok, err = M.prepare_files(ctx.paths, app)
-    if not ok then return nil, "cannot prepare " .. app.name .. ": " .. err end
+    if not ok then return nil, "cannot prepare " .. app.name .. ": " .. err, "start", started end
+    if hc then
+      ok, err = hooks.run(hc, app, "pre_start")
+      if not ok then return nil, err, "pre_start", started end
+    end
     local c = M.container(ctx, rel, app, tools)
     local res, note = runtime.start(c)
-    if not res then return nil, "cannot start " .. app.name .. ": " .. note end
-    if report then report(app, note) end
+    if not res then return nil, "cannot start " .. app.name .. ": " .. note, "start", started end
     started[#started + 1] = app.name
+    if hc then
+      ok, err = hooks.run(hc, app, "post_start")
+      if not ok then return nil, err, "post_start", started end
+    end
+  end
+  if opts.health then
+    local rt = runtime.rt(ctx.paths, tools)
+    for _, name in ipairs(started) do
+      local ok, err = health.check(ctx.paths, rt, rel.by_name[name])
+      if not ok then return nil, err, "health", started end
+    end
   end
   return started
 end
 
--- stop(ctx, rel, apps, force) -> true | nil, msg; reverse dependency order,
--- in parallel within a level.
-function M.stop(ctx, rel, list, force)
+-- stop(ctx, rel, list, opts) -> true | nil, msg, step; reverse dependency
+-- order, in parallel within a level. opts.force: SIGKILL at once;
+-- opts.hooks: pre_stop before and post_stop after, per app.
+function M.stop(ctx, rel, list, opts)
+  if type(opts) ~= "table" then opts = { force = opts } end
   local tools = release.tools(rel)
+  local hc = opts.hooks
   local want = {}
   for _, app in ipairs(list) do want[app.name] = app end
   local levels = rel.levels or { rel.order }
   for i = #levels, 1, -1 do
     local batch = {}
     for _, n in ipairs(levels[i]) do
-      if want[n] then batch[#batch + 1] = M.container(ctx, rel, want[n], tools) end
+      if want[n] then
+        if hc then
+          local ok, err = hooks.run(hc, want[n], "pre_stop")
+          if not ok then return nil, err, "pre_stop" end
+        end
+        batch[#batch + 1] = M.container(ctx, rel, want[n], tools)
+      end
     end
     if #batch > 0 then
-      local ok, err = runtime.stop_many(batch, force)
-      if not ok then return nil, err end
+      local ok, err = runtime.stop_many(batch, opts.force)
+      if not ok then return nil, err, "stop" end
+      for _, c in ipairs(batch) do health.forget(ctx.paths, c.app.name) end
+      if hc then
+        for _, c in ipairs(batch) do
+          local hok, herr = hooks.run(hc, c.app, "post_stop")
+          if not hok then return nil, herr, "post_stop" end
+        end
+      end
     end
   end
   return true

@@ -1,6 +1,7 @@
 -- install PKG: the first release of a root.
 local apps = require("ctcli.apps")
 local backup = require("ctcli.backup")
+local hooks = require("ctcli.hooks")
 local deploy = require("ctcli.deploy")
 local journal = require("ctcli.journal")
 local release = require("ctcli.release")
@@ -32,6 +33,20 @@ return {
     if not j then return nil, jerr end
     local pkg, perr = deploy.open(ctx, file, j)
     if not pkg then j:finish() return nil, perr end
+    for _, app in ipairs(pkg.release.apps) do
+      local ok, err = hooks.check(hooks.sources(ctx.paths, app, pkg.dir))
+      if not ok then pkg.cleanup() j:finish() return nil, err end
+    end
+    local pkg_hc = hooks.context(ctx, { base = pkg.dir, to = pkg.release })
+    j:step("pre_install")
+    for _, app in ipairs(pkg.release.apps) do
+      local ok, err = hooks.run(pkg_hc, app, "pre_install")
+      if not ok then
+        pkg.cleanup()
+        j:finish()
+        return nil, "pre_install of " .. app.name .. " refused the install: " .. err
+      end
+    end
     local rel, berr = deploy.build(ctx, pkg, j, nil)
     pkg.cleanup()
     if not rel then j:finish() return nil, berr end
@@ -45,19 +60,32 @@ return {
       end
     end
     j:step("swap")
-    local ok, serr = release.swap(ctx.paths, rel.id)
-    if not ok then ct.fs.rmtree(rel.dir) j:finish() return nil, serr end
+    local swapped, serr = release.swap(ctx.paths, rel.id)
+    if not swapped then ct.fs.rmtree(rel.dir) j:finish() return nil, serr end
     -- The zero backup: what the root looked like right after the install.
     j:step("backup")
     local info, berr2 = backup.create(ctx, rel, { data = true, reason = "install", journal = j })
     if not info then ui.warn("installed, but the zero backup failed: %s", berr2) end
+    local hc = apps.hooks_for(ctx, rel, { to = rel })
+    j:step("migrate")
+    for _, app in ipairs(rel.apps) do
+      local ran, merr = hooks.migrate(hc, app)
+      if not ran then j:finish() return nil, "installed " .. rel.id .. ", but " .. merr end
+    end
     local started = {}
     if not ctx.opts.no_start then
       j:step("start")
-      local list = apps.select(rel)
-      local res, err = apps.start(ctx, rel, list)
+      local res, err = apps.start(ctx, rel, apps.select(rel), { health = true })
       if not res then j:finish() return nil, "installed " .. rel.id .. ", but " .. err end
       started = res
+    end
+    j:step("post_install")
+    for _, app in ipairs(rel.apps) do
+      local ok, err = hooks.run(hc, app, "post_install")
+      if not ok then
+        j:finish()
+        return nil, "installed " .. rel.id .. ", but post_install of " .. app.name .. " failed: " .. err
+      end
     end
     j:finish()
     if ctx.json then

@@ -13,9 +13,10 @@ return {
     if not rel then return nil, err end
     local list, serr = apps.select(rel, ctx.args)
     if not list then return nil, serr end
-    local ok, sterr = apps.stop(ctx, rel, list)
+    local hc = apps.hooks_for(ctx, rel)
+    local ok, sterr = apps.stop(ctx, rel, list, { hooks = hc })
     if not ok then return nil, sterr end
-    local started, aerr = apps.start(ctx, rel, list)
+    local started, aerr = apps.start(ctx, rel, list, { hooks = hc, health = true })
     if not started then return nil, aerr end
     if ctx.json then
       ui.print(json.encode({ restarted = json.array(started) }))

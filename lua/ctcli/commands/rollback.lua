@@ -1,6 +1,7 @@
 -- rollback [ARCHIVE | RELEASE-ID]: back to a kept release, or restore a backup.
 local ct = require("ct")
 local apps = require("ctcli.apps")
+local hooks = require("ctcli.hooks")
 local json = require("ctcli.json")
 local journal = require("ctcli.journal")
 local release = require("ctcli.release")
@@ -45,8 +46,15 @@ local function switch(ctx, cur, target, j, restore_files)
   for _, app in ipairs(to_stop) do stopping[#stopping + 1] = app.name end
   j:set("stopped", stopping)
   j:set("restart", to_start)
-  j:step("stop")
   if cur then
+    -- pre_rollback comes from the release being left, and may veto.
+    local leaving = apps.hooks_for(ctx, cur, { from = cur, to = target })
+    j:step("pre_rollback")
+    for _, app in ipairs(to_stop) do
+      local ok, err = hooks.run(leaving, app, "pre_rollback")
+      if not ok then return nil, "pre_rollback of " .. app.name .. " refused the rollback: " .. err end
+    end
+    j:step("stop")
     local ok, err = apps.stop(ctx, cur, to_stop)
     if not ok then return nil, err end
   end
@@ -56,10 +64,18 @@ local function switch(ctx, cur, target, j, restore_files)
     if not ok then return nil, err end
   end
   j:step("swap")
-  local ok, err = release.swap(ctx.paths, target.id)
-  if not ok then return nil, err end
+  local swapped, swap_err = release.swap(ctx.paths, target.id)
+  if not swapped then return nil, swap_err end
   j:step("start")
-  return apps.start(ctx, target, apps.select(target, to_start))
+  local started, err = apps.start(ctx, target, apps.select(target, to_start), { health = true })
+  if not started then return nil, err end
+  local restored = apps.hooks_for(ctx, target, { from = cur, to = target })
+  j:step("post_rollback")
+  for _, name in ipairs(started) do
+    local ok, herr = hooks.run(restored, target.by_name[name], "post_rollback")
+    if not ok then return nil, "rolled back, but post_rollback of " .. name .. " failed: " .. herr end
+  end
+  return started
 end
 
 -- Replaces dir with the restored copy, keeping the old one until it is in place.

@@ -24,7 +24,7 @@ return {
         todo[#todo + 1] = app
       end
     end
-    local started, sterr = apps.start(ctx, rel, todo)
+    local started, sterr = apps.start(ctx, rel, todo, { hooks = apps.hooks_for(ctx, rel), health = true })
     if not started then return nil, sterr end
     if ctx.json then
       ui.print(json.encode({ started = json.array(started), already_running = json.array(already) }))

@@ -2,6 +2,7 @@
 -- from one `runc list`.
 local ct = require("ct")
 local apps = require("ctcli.apps")
+local health = require("ctcli.health")
 local journal = require("ctcli.journal")
 local json = require("ctcli.json")
 local release = require("ctcli.release")
@@ -36,6 +37,7 @@ return {
       local states, serr = apps.states(ctx, rel)
       if not states then return nil, serr end
       local now = ct.time.now()
+      local checks = health.read(ctx.paths)
       for _, name in ipairs(rel.order) do
         local app = rel.by_name[name]
         local st = states[name]
@@ -47,6 +49,7 @@ return {
           uptime = (st and st.status == "running" and created) and math.max(0, math.floor(now - created)) or json.null,
           version = app.version,
           image = app.image.digest,
+          health = (st and st.status == "running" and app.healthcheck and checks[name] and checks[name].status) or json.null,
         }
       end
     end
@@ -71,10 +74,10 @@ return {
       rows[#rows + 1] = {
         a.name, state, a.pid ~= json.null and tostring(a.pid) or "-",
         a.uptime ~= json.null and ui.duration(a.uptime) or "-",
-        a.version or "-", a.image:sub(8, 19),
+        a.health ~= json.null and a.health or "-", a.version or "-", a.image:sub(8, 19),
       }
     end
-    ui.table({ "APP", "STATE", "PID", "UPTIME", "VERSION", "IMAGE" }, rows)
+    ui.table({ "APP", "STATE", "PID", "UPTIME", "HEALTH", "VERSION", "IMAGE" }, rows)
     return true
   end,
 }

@@ -22,7 +22,7 @@ return {
     for _, app in ipairs(list) do
       if states[app.name] then todo[#todo + 1] = app else stopped_already[#stopped_already + 1] = app.name end
     end
-    local ok, sterr = apps.stop(ctx, rel, todo, ctx.opts.force)
+    local ok, sterr = apps.stop(ctx, rel, todo, { force = ctx.opts.force, hooks = apps.hooks_for(ctx, rel) })
     if not ok then return nil, sterr end
     local names = {}
     for _, app in ipairs(todo) do names[#names + 1] = app.name end

@@ -1,26 +1,83 @@
--- upgrade PKG: diff, ask, build the new release while the old one runs,
--- then stop only the changed apps, swap, start them again.
+-- upgrade PKG: diff, ask, run pre_upgrade, build the new release while the
+-- old one runs, back up, stop only the changed apps, swap, migrate, start,
+-- check health, post_upgrade; on a failure after the swap, roll back.
 local ct = require("ct")
 local apps = require("ctcli.apps")
 local backup = require("ctcli.backup")
 local common = require("ctcli.common")
 local deploy = require("ctcli.deploy")
+local hooks = require("ctcli.hooks")
 local journal = require("ctcli.journal")
 local json = require("ctcli.json")
 local plan = require("ctcli.plan")
 local release = require("ctcli.release")
 local ui = require("ctcli.ui")
 
+-- Restores the data of the named apps from a backup archive.
+local function restore_data(ctx, archive, names)
+  local dir, err = ct.fs.mkdtemp(ctx.paths.tmp .. "/restore-XXXXXX")
+  if not dir then return nil, err end
+  local ok, xerr = ct.archive.extract(archive, dir, { preserve = true, only = { "data" } })
+  if not ok then ct.fs.rmtree(dir) return nil, xerr end
+  for _, name in ipairs(names) do
+    local live = ctx.paths.data .. "/" .. name
+    local saved = dir .. "/data/" .. name
+    local aside = dir .. "/replaced-" .. name
+    if ct.fs.exists(live) then ct.fs.rename(live, aside) end
+    if ct.fs.exists(saved) then
+      local rok, rerr = ct.fs.rename(saved, live)
+      if not rok then ct.fs.rmtree(dir) return nil, rerr end
+    end
+  end
+  ct.fs.rmtree(dir)
+  return true
+end
+
+-- Undoes an upgrade that failed after its swap: stop the new apps, swap
+-- back, restore the changed apps' data, start the previous apps, then
+-- post_rollback. A failing pre_rollback is logged and the rollback goes on.
+local function auto_rollback(ctx, s)
+  local new_hc = apps.hooks_for(ctx, s.rel, { from = s.rel, to = s.cur })
+  for _, app in ipairs(s.affected) do
+    local ok, err = hooks.run(new_hc, app, "pre_rollback")
+    if not ok then ui.warn("pre_rollback of %s failed (rolling back anyway): %s", app.name, err) end
+  end
+  local problems = {}
+  local ok, err = apps.stop(ctx, s.rel, s.affected)
+  if not ok then problems[#problems + 1] = err end
+  ok, err = release.swap(ctx.paths, s.cur.id)
+  if not ok then return nil, "could not switch back: " .. tostring(err) end
+  local names = {}
+  for _, app in ipairs(s.affected) do names[#names + 1] = app.name end
+  ok, err = restore_data(ctx, s.backup, names)
+  if not ok then problems[#problems + 1] = "restoring data: " .. tostring(err) end
+  local old_hc = apps.hooks_for(ctx, s.cur, { from = s.rel, to = s.cur })
+  local started, serr = apps.start(ctx, s.cur, apps.select(s.cur, s.stopped), { health = false })
+  if not started then problems[#problems + 1] = serr end
+  for _, name in ipairs(s.stopped) do
+    local app = s.cur.by_name[name]
+    local hok, herr = hooks.run(old_hc, app, "post_rollback")
+    if not hok then problems[#problems + 1] = herr end
+  end
+  ct.fs.rmtree(s.rel.dir)
+  release.prune(ctx.paths, math.huge)
+  if #problems > 0 then return nil, table.concat(problems, "; ") end
+  return true
+end
+
 return {
   summary = "Upgrade to a package: show the changes, ask, swap the changed apps",
-  usage = "upgrade [--keep N] PKG",
+  usage = "upgrade [--keep N] [--no-rollback] PKG",
   description = "Extracts and validates PKG and prints, per app, whether it is added, changed,\n" ..
-    "removed or unchanged. After a yes (or -y) it unpacks the changed images and\n" ..
-    "builds the new release while the old one runs, then stops only the changed\n" ..
-    "and removed apps, swaps current-release and starts the changed apps that were\n" ..
-    "running, and the added ones. Unchanged apps keep running. Data and configs stay.",
+    "removed or unchanged. After a yes (or -y) it runs pre_upgrade, unpacks the\n" ..
+    "changed images and builds the new release while the old one runs, backs up,\n" ..
+    "stops only the changed and removed apps, swaps current-release, runs pending\n" ..
+    "migrations, starts the changed apps that were running (and the added ones),\n" ..
+    "checks their health and runs post_upgrade. When a step after the swap fails,\n" ..
+    "it rolls back to the previous release and restores the changed apps' data.",
   options = {
     { "--keep", arg = "N", type = "number", help = "releases to keep after a successful upgrade (default 3)" },
+    { "--no-rollback", help = "on a failure, leave the new release in place for debugging" },
   },
   min_args = 1, max_args = 1,
   needs_root = true, needs_lock = true,
@@ -39,11 +96,17 @@ return {
     end
 
     local diff = plan.diff(ctx.paths, cur, pkg.release)
-    local changed, removed, added = {}, {}, {}
+    local changed, removed, added, affected = {}, {}, {}, {}
     for _, d in ipairs(diff) do
       if d.change == "changed" then changed[#changed + 1] = d.new
       elseif d.change == "added" then added[#added + 1] = d.new
       elseif d.change == "removed" then removed[#removed + 1] = d.old end
+      if d.change == "changed" or d.change == "added" then affected[#affected + 1] = d.new end
+    end
+    -- A hook file that does not compile stops the upgrade before anything changes.
+    for _, app in ipairs(pkg.release.apps) do
+      local ok, err = hooks.check(hooks.sources(ctx.paths, app, pkg.dir))
+      if not ok then return abort(err) end
     end
     if not ctx.json then
       ui.print("upgrade %s %s (%s) -> %s %s", cur.name, cur.version, cur.id,
@@ -51,41 +114,57 @@ return {
       plan.print(diff)
     end
     if not ctx.yes and not ui.confirm("Proceed with the upgrade?") then
-      return abort("upgrade cancelled; nothing changed", 1)
+      return abort("upgrade cancelled; nothing changed")
+    end
+
+    -- pre_upgrade comes from the new release's hooks and may veto.
+    local pkg_hc = hooks.context(ctx, {
+      base = pkg.dir, runc = release.tools(cur).runc, bundle_dir = cur.dir,
+      from = cur, to = pkg.release,
+    })
+    j:step("pre_upgrade")
+    for _, app in ipairs(affected) do
+      local ok, err = hooks.run(pkg_hc, app, "pre_upgrade")
+      if not ok then return abort("pre_upgrade of " .. app.name .. " refused the upgrade: " .. err) end
     end
 
     local rel, berr = deploy.build(ctx, pkg, j, cur.id)
     pkg.cleanup()
     if not rel then j:finish() return nil, berr end
+    local function undo_build(msg)
+      ct.fs.rmtree(rel.dir)
+      release.prune(ctx.paths, math.huge)
+      j:finish()
+      return nil, msg
+    end
 
     j:step("files")
     for _, app in ipairs(rel.apps) do
       local prepared, err = apps.prepare_files(ctx.paths, app)
-      if not prepared then
-        ct.fs.rmtree(rel.dir)
-        j:finish()
-        return nil, "cannot prepare the files of " .. app.name .. ": " .. err
-      end
+      if not prepared then return undo_build("cannot prepare the files of " .. app.name .. ": " .. err) end
     end
-    -- A backup of the release being left, its configs and data: what an
-    -- automatic rollback restores.
+
+    -- The backup an automatic rollback restores data from.
     j:step("backup")
     local info, bk_err = backup.create(ctx, cur, { data = true, reason = "upgrade", journal = j })
-    if not info then ct.fs.rmtree(rel.dir) j:finish() return nil, "the pre-upgrade backup failed: " .. bk_err end
+    if not info then return undo_build("the pre-upgrade backup failed: " .. bk_err) end
     j:set("backup", info.path)
     ct.fs.syncfs(ctx.paths.root)
 
     -- From here the old release's apps go down: everything slow is done.
     local states, serr = apps.states(ctx, cur)
-    if not states then ct.fs.rmtree(rel.dir) j:finish() return nil, serr end
+    if not states then return undo_build(serr) end
     local any_running = false
-    for _, st in pairs(states) do if st.status == "running" or st.status == "paused" then any_running = true end end
-    local to_stop, restart = {}, json.array()
+    for _, st in pairs(states) do
+      if st.status == "running" or st.status == "paused" then any_running = true end
+    end
+    local to_stop, restart, stopping = {}, json.array(), json.array()
     for _, list in ipairs({ changed, removed }) do
       for _, app in ipairs(list) do
         local st = states[app.name]
         if st then
           to_stop[#to_stop + 1] = cur.by_name[app.name]
+          stopping[#stopping + 1] = app.name
           if (st.status == "running" or st.status == "paused") and rel.by_name[app.name] then
             restart[#restart + 1] = app.name
           end
@@ -95,23 +174,65 @@ return {
     if any_running then
       for _, app in ipairs(added) do restart[#restart + 1] = app.name end
     end
-    local stopping = json.array()
-    for _, app in ipairs(to_stop) do stopping[#stopping + 1] = app.name end
     j:set("stopped", stopping)
     j:set("restart", restart)
     j:step("stop")
-    local ok, stop_err = apps.stop(ctx, cur, to_stop)
-    if not ok then return nil, "stopping the changed apps failed: " .. stop_err end
+    local old_hc = apps.hooks_for(ctx, cur, { from = cur, to = rel })
+    local ok, stop_err, stop_step = apps.stop(ctx, cur, to_stop, { hooks = old_hc })
+    if not ok then
+      if stop_step == "pre_stop" then
+        local started = apps.start(ctx, cur, apps.select(cur, stopping))
+        if not started then ui.warn("could not start the stopped apps again") end
+        ct.fs.unlink(info.path)
+        ct.fs.unlink(info.path:gsub("%.tar%.%a+$", ".json"))
+        return undo_build("pre_stop refused the upgrade: " .. stop_err)
+      end
+      return nil, "stopping the changed apps failed: " .. stop_err
+    end
     j:step("swap")
     local swapped, swap_err = release.swap(ctx.paths, rel.id)
     if not swapped then return nil, "cannot switch current-release: " .. tostring(swap_err) end
-    j:step("start")
-    local start_list = apps.select(rel, restart)
-    local started, start_err = apps.start(ctx, rel, start_list)
-    if not started then
-      j:finish()
-      return nil, string.format("upgraded to %s, but %s", rel.id, start_err)
+
+    local new_hc = apps.hooks_for(ctx, rel, { from = cur, to = rel })
+    local failed_step, failure
+    j:step("migrate")
+    for _, app in ipairs(affected) do
+      local ran, merr = hooks.migrate(new_hc, rel.by_name[app.name])
+      if not ran then failed_step, failure = "migration", merr break end
+      if #ran > 0 then ui.info("%s: ran migration%s %s", app.name, #ran == 1 and "" or "s", table.concat(ran, ", ")) end
     end
+    local started = {}
+    if not failed_step then
+      j:step("start")
+      local res, start_err, step, partial = apps.start(ctx, rel, apps.select(rel, restart), { hooks = new_hc, health = true })
+      if res then started = res else failed_step, failure, started = step, start_err, partial or {} end
+    end
+    if not failed_step then
+      j:step("post_upgrade")
+      for _, app in ipairs(affected) do
+        local pok, perr2 = hooks.run(new_hc, rel.by_name[app.name], "post_upgrade")
+        if not pok then failed_step, failure = "post_upgrade", perr2 break end
+      end
+    end
+
+    if failed_step then
+      if ctx.opts.no_rollback then
+        j:finish()
+        return nil, string.format("upgrade to %s failed at %s: %s; left in place (--no-rollback)",
+          rel.id, failed_step, failure)
+      end
+      j:step("rollback")
+      local rok, rerr = auto_rollback(ctx, { cur = cur, rel = rel, affected = affected,
+        stopped = stopping, backup = info.path })
+      j:finish()
+      if not rok then
+        return nil, string.format("upgrade to %s failed at %s: %s; the rollback to %s had problems: %s",
+          rel.id, failed_step, failure, cur.id, rerr)
+      end
+      return nil, string.format("upgrade to %s failed at %s: %s; rolled back to %s",
+        rel.id, failed_step, failure, cur.id)
+    end
+
     j:step("prune")
     local pruned = release.prune(ctx.paths, math.max(1, math.floor(ctx.opts.keep or 3)))
     j:finish()

@@ -1,0 +1,371 @@
+-- Per-app Lua hooks and migrations. Every call runs in a forked child (its
+-- own process group) under a deadline: the parent kills the whole group,
+-- and any `runc exec` the hook started, when it passes. The chunk gets a
+-- fresh environment, is loaded as text only, and sees the host only through
+-- ctx. The sandbox prevents accidents, not attacks: trust in a package's
+-- hooks comes from its signature.
+local ct = require("ct")
+local json = require("ctcli.json")
+local bundle = require("ctcli.bundle")
+local store = require("ctcli.store")
+
+local M = {}
+
+M.POINTS = {
+  "pre_install", "post_install", "pre_upgrade", "post_upgrade", "pre_start", "post_start",
+  "pre_stop", "post_stop", "pre_rollback", "post_rollback",
+}
+M.DEFAULT_TIMEOUT = 60
+
+-- sources(paths, app, base) -> array of {label=, text=}: the package's hook
+-- file (base is the release dir, or the extracted package before one
+-- exists), then the operator's <root>/hooks/<app>.lua.
+function M.sources(paths, app, base, package_rel)
+  local out = {}
+  local rel = package_rel or app.hooks
+  if rel then
+    local text = ct.fs.read(base .. "/" .. rel)
+    if text then out[#out + 1] = { label = (package_rel or app.hooks), text = text } end
+  end
+  local op = paths.hooks .. "/" .. app.name .. ".lua"
+  local text = ct.fs.read(op)
+  if text then out[#out + 1] = { label = op, text = text } end
+  return out
+end
+
+-- check(sources) -> true | nil, msg: every file compiles as text (nothing runs).
+function M.check(sources)
+  for _, s in ipairs(sources) do
+    if s.text:sub(1, 4) == "\27Lua" then
+      return nil, s.label .. ": precompiled (binary) hook files are refused; ship the source"
+    end
+    local ok, err = load(s.text, "@" .. s.label, "t", {})
+    if not ok then return nil, err end
+  end
+  return true
+end
+
+local function copy(t)
+  local c = {}
+  for k, v in pairs(t) do c[k] = v end
+  return c
+end
+
+-- The environment a hook file runs in: no io, no os beyond the clock and
+-- getenv, no require/dofile/loadfile/debug/package, no bytecode.
+local function sandbox_env(log)
+  local env = {
+    assert = assert, error = error, ipairs = ipairs, next = next, pairs = pairs,
+    pcall = pcall, xpcall = xpcall, select = select, tonumber = tonumber, tostring = tostring,
+    type = type, rawequal = rawequal, rawget = rawget, rawset = rawset, rawlen = rawlen,
+    setmetatable = setmetatable, getmetatable = getmetatable,
+    string = copy(string), table = copy(table), math = copy(math), utf8 = copy(utf8),
+    os = { time = os.time, date = os.date, clock = os.clock, getenv = os.getenv },
+    print = function(...)
+      local parts = {}
+      for i = 1, select("#", ...) do parts[i] = tostring((select(i, ...))) end
+      log(table.concat(parts, "\t"))
+    end,
+    _VERSION = _VERSION,
+  }
+  env.string.dump = nil
+  env.load = function(chunk, name, mode, e)
+    if type(chunk) ~= "string" then error("load: only text chunks are allowed here", 2) end
+    if mode ~= nil and mode ~= "t" then error("load: only text mode is allowed here", 2) end
+    if type(e) ~= "table" then error("load: give an explicit environment table", 2) end
+    return load(chunk, name, "t", e)
+  end
+  env._G = env
+  return env
+end
+
+-- Resolves a host path under one of the app's own directories.
+local function beneath(dirs, path)
+  if type(path) ~= "string" then error("expected a path string", 3) end
+  for _, base in ipairs(dirs) do
+    if path == base then return nil end
+    if path:sub(1, #base + 1) == base .. "/" then return base, path:sub(#base + 2) end
+  end
+  error(string.format("%s is outside this app's config, data and logs directories", path), 3)
+end
+
+-- The ctx a hook function gets (built in the child).
+local function make_ctx(info, emit, workdir)
+  local hp = info.paths
+  local dirs = { hp.config, hp.data, hp.logs }
+  local exec_n = 0
+  local ctx = {
+    app = info.app, phase = info.phase, from_version = info.from_version,
+    to_version = info.to_version, release = info.release,
+    paths = { config = hp.config, data = hp.data, logs = hp.logs, rootfs = hp.rootfs },
+    json = { encode = json.encode, decode = json.decode },
+  }
+  function ctx.log(msg) emit("log\t" .. tostring(msg)) end
+  function ctx.fail(msg) error(tostring(msg), 2) end
+  function ctx.run(argv, opts)
+    opts = opts or {}
+    if type(argv) ~= "table" then error("ctx.run: argv must be an array of strings", 2) end
+    local r, err = ct.proc.run(argv, { stdin = opts.stdin, env_add = opts.env, cwd = opts.cwd, timeout = opts.timeout })
+    if not r then return nil, err end
+    return { code = r.code, stdout = r.stdout, stderr = r.stderr }
+  end
+  function ctx.exec(argv, opts)
+    opts = opts or {}
+    if type(argv) ~= "table" then error("ctx.exec: argv must be an array of strings", 2) end
+    exec_n = exec_n + 1
+    local pidfile = string.format("%s/exec-%d.pid", workdir, exec_n)
+    local full
+    if info.running then
+      full = { info.runc, "--root", info.runc_root, "exec", "--pid-file", pidfile, info.container }
+    else
+      -- The app is stopped: a temporary container of its bundle runs the command.
+      local tdir = string.format("%s/bundle-%d", workdir, exec_n)
+      ct.fs.mkdir(tdir, 448)
+      local cfg = json.decode(ct.fs.read(info.bundle .. "/config.json"))
+      cfg.process.args = json.array()
+      for i, a in ipairs(argv) do cfg.process.args[i] = a end
+      ct.fs.write_atomic(tdir .. "/config.json", json.encode(cfg))
+      local tid = string.format("%s-hook-%d-%d", info.container, ct.proc.getpid(), exec_n)
+      ct.fs.append(workdir .. "/temporary-ids", tid .. "\n")
+      full = { info.runc, "--root", info.runc_root, "run", "--pid-file", pidfile, "--bundle", tdir, tid }
+      local r, err = ct.proc.run(full, { stdin = opts.stdin, timeout = opts.timeout })
+      ct.proc.run({ info.runc, "--root", info.runc_root, "delete", "--force", tid })
+      if not r then return nil, err end
+      return { code = r.code, stdout = r.stdout, stderr = r.stderr }
+    end
+    for _, a in ipairs(argv) do full[#full + 1] = a end
+    local r, err = ct.proc.run(full, { stdin = opts.stdin, timeout = opts.timeout })
+    if not r then return nil, err end
+    return { code = r.code, stdout = r.stdout, stderr = r.stderr }
+  end
+  function ctx.read(path)
+    local base, rel = beneath(dirs, path)
+    if not base then return nil end
+    local data = ct.fs.read_beneath(base, rel)
+    return data
+  end
+  function ctx.write(path, text)
+    local base, rel = beneath(dirs, path)
+    if not base then error("cannot write a directory", 2) end
+    if type(text) ~= "string" then error("ctx.write: text must be a string", 2) end
+    -- The app's own directory is ours to create (before its first start);
+    -- deeper parents must exist, so no symlink an app planted is followed.
+    if not ct.fs.exists(base) then ct.fs.mkdir(base, 448, true) end
+    local ok, err = ct.fs.write_beneath(base, rel, text, 384)
+    if not ok then error("ctx.write " .. path .. ": " .. tostring(err), 2) end
+    return true
+  end
+  return ctx
+end
+
+-- Loads a source in the child and returns its table.
+local function load_source(src, env)
+  local chunk, err = load(src.text, "@" .. src.label, "t", env)
+  if not chunk then error(err, 0) end
+  local t = chunk()
+  if type(t) ~= "table" then error(src.label .. ": a hook file must return a table of functions", 0) end
+  return t
+end
+
+-- Runs fn(emit) in a sandboxed child under the deadline; kills what it
+-- started when the deadline passes. -> ok, result_or_error, log lines
+local function in_child(hc, timeout, fn)
+  local workdir = ct.fs.mkdtemp(hc.paths.tmp .. "/hook-XXXXXX")
+  local ok, lines, result = ct.proc.fork_call(function(emit)
+    -- The string metatable reaches the real library: take dump out of it.
+    string.dump = nil -- luacheck: ignore 122
+    return fn(emit, workdir)
+  end, timeout)
+  if not ok then
+    -- Commands it ran inside containers are not in its process group.
+    for _, f in ipairs(ct.fs.dir(workdir) or {}) do
+      if f:match("%.pid$") then
+        local pid = tonumber(ct.fs.read(workdir .. "/" .. f) or "")
+        if pid then ct.proc.kill(pid, ct.proc.signals.KILL) end
+      end
+    end
+    for tid in (ct.fs.read(workdir .. "/temporary-ids") or ""):gmatch("%S+") do
+      ct.proc.run({ hc.runc, "--root", hc.paths.runc_root, "delete", "--force", tid }, { timeout = 30 })
+    end
+  end
+  ct.fs.rmtree(workdir)
+  return ok, result, lines or {}
+end
+
+local function log_line(hc, app, point, msg)
+  local line = string.format("%s %s %s: %s", os.date("!%Y-%m-%dT%H:%M:%SZ"), app, point, msg)
+  ct.fs.append(hc.paths.ctcli_log, line .. "\n")
+  if hc.print then hc.print(string.format("%s %s: %s", app, point, msg)) end
+end
+
+local function relay(hc, app, point, lines)
+  for _, l in ipairs(lines) do
+    local msg = l:match("^log\t(.*)$")
+    if msg then log_line(hc, app, point, msg) end
+  end
+end
+
+-- info(hc, app, point, extra) -> the plain data the child's ctx is made of.
+local function info_for(hc, app, point)
+  local hp = bundle.host_paths(hc.paths, app.name)
+  return {
+    app = app.name, phase = point, from_version = hc.from_versions and hc.from_versions[app.name],
+    to_version = hc.to_versions and hc.to_versions[app.name], release = hc.release_id,
+    paths = { config = hp.config, data = hp.data, logs = hp.logs,
+      rootfs = store.dir(hc.paths, app.name, app.image.digest) .. "/rootfs" },
+    running = hc.running[app.name],
+    runc = hc.runc, runc_root = hc.paths.runc_root,
+    container = ct.hash.md5(hc.paths.root) .. "-" .. app.name,
+    bundle = hc.bundle_dir and (hc.bundle_dir .. "/apps/" .. app.name) or nil,
+  }
+end
+
+-- context(ctx, opts) -> a hook context. opts: base (the dir app.hooks is
+-- relative to), release_id, from (release the apps come from), to (release
+-- model they go to), runc, bundle_dir, fired.
+function M.context(ctx, opts)
+  local from_versions, to_versions = {}, {}
+  for _, a in ipairs(opts.from and opts.from.apps or {}) do from_versions[a.name] = a.version end
+  for _, a in ipairs(opts.to and opts.to.apps or {}) do to_versions[a.name] = a.version end
+  local hc = {
+    paths = ctx.paths, base = opts.base, release_id = opts.release_id,
+    runc = opts.runc or require("ctcli.tools").which("runc"),
+    bundle_dir = opts.bundle_dir, from_versions = from_versions, to_versions = to_versions,
+    timeout = ctx.hook_timeout, fired = opts.fired,
+    print = function(line) io.stderr:write(line, "\n") end,
+  }
+  hc.running = setmetatable({}, { __index = function(_, name)
+    if not hc.runc then return false end
+    local r = ct.oci.runc({ runc = hc.runc, root = ctx.paths.runc_root },
+      { "state", ct.hash.md5(ctx.paths.root) .. "-" .. name }, { timeout = 30 })
+    local st = r and r.code == 0 and json.decode(r.stdout)
+    return st and st.status == "running" or false
+  end })
+  return hc
+end
+
+-- run(hc, app, point) -> true | nil, msg. hc (a hook context) = {paths=,
+-- base= (dir the app's hook path is relative to), release_id=, runc=,
+-- running= {name=true}, from_versions=, to_versions=, timeout=, print=,
+-- fired= (array to record "app:point" in)}.
+function M.run(hc, app, point)
+  local sources = M.sources(hc.paths, app, hc.base)
+  if #sources == 0 then return true end
+  local ok, err = M.check(sources)
+  if not ok then return nil, err end
+  local info = info_for(hc, app, point)
+  for _, src in ipairs(sources) do
+    local timeout = app.hook_timeout or hc.timeout or M.DEFAULT_TIMEOUT
+    local done, result, lines = in_child(hc, timeout, function(emit, workdir)
+      local ctx = make_ctx(info, emit, workdir)
+      local t = load_source(src, sandbox_env(ctx.log))
+      local f = t[point]
+      if f == nil then return "absent" end
+      if type(f) ~= "function" then error(src.label .. ": " .. point .. " is not a function", 0) end
+      f(ctx)
+      return "ran"
+    end)
+    relay(hc, app.name, point, lines)
+    if not done then
+      if tostring(result):match("^timed out") then
+        return nil, string.format("%s hook of %s (%s) hit its time limit of %gs and was killed",
+          point, app.name, src.label, timeout)
+      end
+      return nil, result
+    end
+    if result == "ran" and hc.fired then hc.fired[#hc.fired + 1] = app.name .. ":" .. point end
+  end
+  return true
+end
+
+-- The migration record lives with the data it describes.
+local function record_path(hc, app)
+  return bundle.host_paths(hc.paths, app.name).data .. "/.ctcli/migrations.json"
+end
+
+function M.applied(hc, app)
+  local text = ct.fs.read(record_path(hc, app))
+  local rec = text and json.decode(text) or {}
+  local done = {}
+  for _, r in ipairs(rec) do done[r.id] = r end
+  return done, rec
+end
+
+-- migration_ids(hc, app) -> ordered ids defined for app | nil, msg
+function M.migration_ids(hc, app)
+  local sources = M.sources(hc.paths, app, hc.base)
+  if #sources == 0 then return {} end
+  local ok, err = M.check(sources)
+  if not ok then return nil, err end
+  local info = info_for(hc, app, "migrations")
+  local done, result = in_child(hc, app.hook_timeout or hc.timeout or M.DEFAULT_TIMEOUT, function(emit, workdir)
+    local ctx = make_ctx(info, emit, workdir)
+    local ids = {}
+    for _, src in ipairs(sources) do
+      local t = load_source(src, sandbox_env(ctx.log))
+      if type(t.migrations) == "table" then
+        for id in pairs(t.migrations) do ids[#ids + 1] = tostring(id) end
+      end
+    end
+    return json.encode(json.array(ids))
+  end)
+  if not done then return nil, result end
+  local defined = json.decode(result) or {}
+  local set = {}
+  for _, id in ipairs(defined) do set[id] = true end
+  local order = {}
+  if app.migrations then
+    for _, id in ipairs(app.migrations) do
+      if not set[id] then
+        return nil, string.format("migration %s of %s is listed in the manifest but no hook file defines it", id, app.name)
+      end
+      order[#order + 1] = id
+    end
+  else
+    for id in pairs(set) do order[#order + 1] = id end
+    table.sort(order)
+  end
+  return order
+end
+
+-- migrate(hc, app) -> ran ids | nil, msg: each pending migration once, in
+-- order, recorded under data/<app>/.ctcli/ as soon as it succeeds.
+function M.migrate(hc, app)
+  local order, err = M.migration_ids(hc, app)
+  if not order then return nil, err end
+  local done, rec = M.applied(hc, app)
+  local ran = {}
+  for _, id in ipairs(order) do
+    if not done[id] then
+      local sources = M.sources(hc.paths, app, hc.base)
+      local info = info_for(hc, app, "migration " .. id)
+      local timeout = app.hook_timeout or hc.timeout or M.DEFAULT_TIMEOUT
+      local ok, result, lines = in_child(hc, timeout, function(emit, workdir)
+        local ctx = make_ctx(info, emit, workdir)
+        for _, src in ipairs(sources) do
+          local t = load_source(src, sandbox_env(ctx.log))
+          local f = type(t.migrations) == "table" and t.migrations[id]
+          if f then f(ctx) return "ran" end
+        end
+        return "absent"
+      end)
+      relay(hc, app.name, "migration " .. id, lines)
+      if not ok then
+        if tostring(result):match("^timed out") then
+          return nil, string.format("migration %s of %s hit its time limit of %gs and was killed", id, app.name, timeout)
+        end
+        return nil, string.format("migration %s of %s: %s", id, app.name, result)
+      end
+      rec[#rec + 1] = { id = id, release = hc.release_id, time = os.date("!%Y-%m-%dT%H:%M:%SZ") }
+      local dir = bundle.host_paths(hc.paths, app.name).data .. "/.ctcli"
+      ct.fs.mkdir(dir, 448, true)
+      local wok, werr = ct.fs.write_atomic(record_path(hc, app), json.encode(json.array(rec), true) .. "\n", 384)
+      if not wok then return nil, werr end
+      if hc.fired then hc.fired[#hc.fired + 1] = app.name .. ":migration:" .. id end
+      ran[#ran + 1] = id
+    end
+  end
+  return ran
+end
+
+return M
