@@ -39,22 +39,22 @@
 /* ---- the job: what one call holds, freed on every path ---- */
 
 struct job {
-  struct archive *rd;                      /* an archive being read */
-  struct archive *wr;                      /* the disk, or an archive being written */
-  struct archive_entry *entry;             /* create: the entry being built */
+  struct archive *rd;                       /* an archive being read */
+  struct archive *wr;                       /* the disk, or an archive being written */
+  struct archive_entry *entry;              /* create: the entry being built */
   struct archive_entry_linkresolver *links; /* create: hard link detection */
-  DIR *dir;                                /* create: a directory being listed */
-  int fd;                                  /* the archive file */
-  int file_fd;                             /* create: the file being added */
-  char *tmp;                               /* create: temp file, removed unless renamed */
-  char *buf;                               /* create: copy buffer */
-  struct stat st;                          /* the archive file's stat (reading) */
-  int progress;                            /* stack index of the progress callback, or 0 */
+  DIR *dir;                                 /* create: a directory being listed */
+  int fd;                                   /* the archive file */
+  int file_fd;                              /* create: the file being added */
+  char *tmp;                                /* create: temp file, removed unless renamed */
+  char *buf;                                /* create: copy buffer */
+  struct stat st;                           /* the archive file's stat (reading) */
+  /* Stack indices (0: none) of the progress callback and the warnings table. */
+  int progress, warnings;
   double last_progress;
-  int warnings;                            /* stack index of the warnings table, or 0 */
   lua_Integer nwarnings;
-  int err;
-  char msg[2 * PATH_MAX + 256];
+  int err;                      /* the failure: errno ... */
+  char msg[2 * PATH_MAX + 256]; /* ... and message */
 };
 
 static void job_close(struct job *j) {
@@ -110,8 +110,7 @@ static int job_fail(struct job *j, int err, const char *fmt, ...) {
 }
 
 /* A libarchive failure on `a`: "<who>: [<entry>: ]<libarchive's message>". */
-static int job_fail_archive(struct job *j, struct archive *a, const char *who,
-                            const char *entry) {
+static int job_fail_archive(struct job *j, struct archive *a, const char *who, const char *entry) {
   const char *s = archive_error_string(a);
   if (!s) s = "unknown libarchive error";
   if (entry) return job_fail(j, archive_errno(a), "%s: %s: %s", who, entry, s);
@@ -344,9 +343,30 @@ static int wanted(const struct extract *x, const char *name) {
 static int extract_write_failed(struct extract *x) {
   struct archive *w = x->j->wr;
   if (archive_errno(w) == ENOSPC)
-    return job_fail(x->j, ENOSPC, "%s: %s: not enough space in %s: %s", x->src, x->name, x->dest,
-                    archive_error_string(w) ? archive_error_string(w) : strerror(ENOSPC));
+    return job_fail(x->j, ENOSPC, "%s: %s: not enough space in %s (%s)", x->src, x->name, x->dest,
+                    strerror(ENOSPC));
   return job_fail_archive(x->j, w, x->src, x->name);
+}
+
+/* Refuses a path under dest one of whose directories is a symlink.
+   libarchive's SECURE_SYMLINKS checks the same; this one names the
+   symlink and says EPERM. */
+static int check_parents(struct extract *x, const char *full, const char *what) {
+  char buf[PATH_MAX];
+  size_t n = strlen(full);
+  memcpy(buf, full, n + 1);
+  for (size_t i = x->destlen + 1; i < n; i++) {
+    if (buf[i] != '/') continue;
+    buf[i] = '\0';
+    struct stat st;
+    if (lstat(buf, &st) != 0 || !(S_ISDIR(st.st_mode) || S_ISLNK(st.st_mode)))
+      return 0; /* not there yet (or not a directory: libarchive says so) */
+    if (S_ISLNK(st.st_mode))
+      return job_fail(x->j, EPERM, "%s: %s: refusing %s through the symlink %s", x->src, x->name,
+                      what, buf + x->destlen + 1);
+    buf[i] = '/';
+  }
+  return 0;
 }
 
 /* Refuses what a package may never hold, else checks the limits, rewrites
@@ -365,29 +385,27 @@ static int extract_entry(struct extract *x, struct archive_entry *e) {
   switch (archive_entry_filetype(e)) {
   case AE_IFREG:
   case AE_IFDIR:
-  case AE_IFLNK:
-    break;
+  case AE_IFLNK: break;
   case AE_IFCHR:
-  case AE_IFBLK:
-    return job_fail(j, EPERM, "%s: %s: refusing a device node", x->src, x->name);
-  case AE_IFIFO:
-    return job_fail(j, EPERM, "%s: %s: refusing a fifo", x->src, x->name);
-  case AE_IFSOCK:
-    return job_fail(j, EPERM, "%s: %s: refusing a socket", x->src, x->name);
+  case AE_IFBLK: return job_fail(j, EPERM, "%s: %s: refusing a device node", x->src, x->name);
+  case AE_IFIFO: return job_fail(j, EPERM, "%s: %s: refusing a fifo", x->src, x->name);
+  case AE_IFSOCK: return job_fail(j, EPERM, "%s: %s: refusing a socket", x->src, x->name);
   default:
-    if (!hard) return job_fail(j, EPERM, "%s: %s: refusing an entry of unknown type", x->src, x->name);
+    if (!hard)
+      return job_fail(j, EPERM, "%s: %s: refusing an entry of unknown type", x->src, x->name);
   }
   if (hard) {
     char target[PATH_MAX];
     why = clean_name(hard, target, sizeof target);
     if (!why && !target[0]) why = "refusing a link to the archive's root";
-    if (why)
-      return job_fail(j, EPERM, "%s: %s: hard link to %s: %s", x->src, x->name, hard, why);
+    if (why) return job_fail(j, EPERM, "%s: %s: hard link to %s: %s", x->src, x->name, hard, why);
     if (join_path(x->link, sizeof x->link, x->dest, x->destlen, target) != 0)
       return job_fail(j, ENAMETOOLONG, "%s: %s: hard link target too long", x->src, x->name);
   }
   if (join_path(x->path, sizeof x->path, x->dest, x->destlen, x->name) != 0)
     return job_fail(j, ENAMETOOLONG, "%s: %s: path too long under %s", x->src, x->name, x->dest);
+  if (check_parents(x, x->path, "a path") < 0) return -1;
+  if (hard && check_parents(x, x->link, "a hard link") < 0) return -1;
 
   int64_t size = archive_entry_size_is_set(e) ? archive_entry_size(e) : 0;
   if (size < 0 || (archive_entry_filetype(e) != AE_IFREG && !hard)) size = 0;
@@ -395,8 +413,8 @@ static int extract_entry(struct extract *x, struct archive_entry *e) {
     return job_fail(j, EFBIG, "%s: %s: the archive holds more than max_entries (%jd) entries",
                     x->src, x->name, (intmax_t)x->max_entries);
   if (x->max_bytes >= 0 && size > x->max_bytes - x->bytes)
-    return job_fail(j, EFBIG, "%s: %s: the archive holds more than max_bytes (%jd) bytes",
-                    x->src, x->name, (intmax_t)x->max_bytes);
+    return job_fail(j, EFBIG, "%s: %s: the archive holds more than max_bytes (%jd) bytes", x->src,
+                    x->name, (intmax_t)x->max_bytes);
   if (x->check_space) {
     int64_t need = (size + x->block - 1) / x->block * x->block;
     if (need > x->space_left)
@@ -431,13 +449,14 @@ static int extract_entry(struct extract *x, struct archive_entry *e) {
     if (r < ARCHIVE_WARN) return job_fail_archive(j, j->rd, x->src, x->name);
     if (r == ARCHIVE_WARN)
       job_warn(x->L, j, "%s: %s: %s", x->src, x->name, archive_error_string(j->rd));
-    if (archive_write_data_block(j->wr, buf, len, off) < ARCHIVE_WARN)
-      return extract_write_failed(x);
+    /* A failed write(2) (ENOSPC, EIO) comes back as ARCHIVE_WARN. */
+    if (archive_write_data_block(j->wr, buf, len, off) < ARCHIVE_OK) return extract_write_failed(x);
     x->done += (lua_Integer)len;
     job_progress(x->L, j, x->done, j->rd, 0);
   }
   r = archive_write_finish_entry(j->wr);
-  if (r < ARCHIVE_WARN) return extract_write_failed(x);
+  if (r < ARCHIVE_WARN || (r == ARCHIVE_WARN && archive_errno(j->wr) == ENOSPC))
+    return extract_write_failed(x);
   if (r == ARCHIVE_WARN)
     job_warn(x->L, j, "%s: %s: %s", x->src, x->name, archive_error_string(j->wr));
   return 0;
@@ -457,8 +476,9 @@ static int extract_run(struct extract *x, const char *dest) {
     x->block = vfs.f_frsize ? (int64_t)vfs.f_frsize : 4096;
     x->space_left = (int64_t)vfs.f_bavail * x->block;
     if ((int64_t)j->st.st_size > x->space_left)
-      return job_fail(j, ENOSPC, "%s: not enough space in %s: need at least %jd bytes more, %jd free",
-                      x->src, x->dest, (intmax_t)j->st.st_size, (intmax_t)x->space_left);
+      return job_fail(j, ENOSPC,
+                      "%s: not enough space in %s: need at least %jd bytes more, %jd free", x->src,
+                      x->dest, (intmax_t)j->st.st_size, (intmax_t)x->space_left);
   }
   j->wr = archive_write_disk_new();
   if (!j->wr) return job_fail(j, ENOMEM, "%s: %s", x->src, strerror(ENOMEM));
@@ -670,8 +690,7 @@ static int add_entry(struct create *c, const struct stat *st) {
   e = j->entry;
   int r = archive_write_header(j->wr, e);
   if (r < ARCHIVE_WARN) return create_write_failed(c);
-  if (r == ARCHIVE_WARN)
-    job_warn(c->L, j, "%s: %s", c->host, archive_error_string(j->wr));
+  if (r == ARCHIVE_WARN) job_warn(c->L, j, "%s: %s", c->host, archive_error_string(j->wr));
   if (S_ISREG(st->st_mode) && !archive_entry_hardlink(e) && st->st_size > 0 &&
       copy_file(c, (int64_t)st->st_size) < 0)
     return -1;
@@ -763,8 +782,8 @@ static int add_tree(struct create *c) {
   return S_ISDIR(st.st_mode) ? add_children(c) : 0;
 }
 
-static int set_filter(struct create *c, const char *format, lua_Integer threads,
-                      lua_Integer level, int has_level) {
+static int set_filter(struct create *c, const char *format, lua_Integer threads, lua_Integer level,
+                      int has_level) {
   struct archive *a = c->j->wr;
   char value[32];
   if (strcmp(format, "zstd") == 0) {
@@ -831,7 +850,8 @@ static int create_run(struct create *c, int list, lua_Integer n, const char *for
     const char *why = clean_name(name, c->name, sizeof c->name);
     if (why) return job_fail(j, EINVAL, "%s: %s: %s", c->dest, name, why);
     size_t pl = strlen(path);
-    if (pl + 1 > sizeof c->host) return job_fail(j, ENAMETOOLONG, "%s: %s", path, strerror(ENAMETOOLONG));
+    if (pl + 1 > sizeof c->host)
+      return job_fail(j, ENAMETOOLONG, "%s: %s", path, strerror(ENAMETOOLONG));
     memcpy(c->host, path, pl + 1);
     c->hostlen = pl;
     c->namelen = strlen(c->name);
@@ -853,9 +873,12 @@ static int create_run(struct create *c, int list, lua_Integer n, const char *for
   /* The rename is durable once the directory is synced. */
   char *slash = strrchr(c->dest, '/');
   char dir[PATH_MAX];
-  if (!slash) snprintf(dir, sizeof dir, ".");
-  else if (slash == c->dest) snprintf(dir, sizeof dir, "/");
-  else snprintf(dir, sizeof dir, "%.*s", (int)(slash - c->dest), c->dest);
+  if (!slash)
+    snprintf(dir, sizeof dir, ".");
+  else if (slash == c->dest)
+    snprintf(dir, sizeof dir, "/");
+  else
+    snprintf(dir, sizeof dir, "%.*s", (int)(slash - c->dest), c->dest);
   int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd >= 0) {
     fsync(dfd);
@@ -894,8 +917,8 @@ static int ar_create(lua_State *L) {
   lua_createtable(L, (int)(2 * n), 0);
   int list = lua_gettop(L);
   for (lua_Integer i = 1; i <= n; i++) {
-    if (lua_rawgeti(L, 2, i) != LUA_TTABLE ||
-        lua_getfield(L, -1, "name") != LUA_TSTRING || lua_getfield(L, -2, "path") != LUA_TSTRING)
+    if (lua_rawgeti(L, 2, i) != LUA_TTABLE || lua_getfield(L, -1, "name") != LUA_TSTRING ||
+        lua_getfield(L, -2, "path") != LUA_TSTRING)
       luaL_error(L, "bad argument #2 to 'create' (entry %I is not {name=string, path=string})",
                  (LUA_INTEGER)i);
     lua_rawseti(L, list, 2 * i);
@@ -982,8 +1005,7 @@ static int ar_list(lua_State *L) {
 }
 
 /* Finds `want` (a cleaned name) from the start of src; 1 found, 0 not, -1 error. */
-static int find_entry(struct job *j, const char *src, const char *want,
-                      struct archive_entry **e) {
+static int find_entry(struct job *j, const char *src, const char *want, struct archive_entry **e) {
   char cur[PATH_MAX];
   if (open_reader(j, src) < 0) return -1;
   for (;;) {
@@ -996,8 +1018,7 @@ static int find_entry(struct job *j, const char *src, const char *want,
 }
 
 /* Reads the current entry's data into a string pushed on the stack. */
-static int read_data(lua_State *L, struct job *j, const char *src, const char *name,
-                     int64_t size) {
+static int read_data(lua_State *L, struct job *j, const char *src, const char *name, int64_t size) {
   luaL_Buffer b;
   char *p = luaL_buffinitsize(L, &b, (size_t)size);
   size_t got = 0;
@@ -1047,8 +1068,8 @@ static int ar_read_entry(lua_State *L) {
   else if (archive_entry_filetype(e) != AE_IFREG && !archive_entry_hardlink(e))
     job_fail(j, EINVAL, "%s: %s: not a regular file (%s)", src, name, type_name(e));
   else if (max >= 0 && size > max)
-    job_fail(j, EFBIG, "%s: %s: %jd bytes, more than the limit of %jd", src, name,
-             (intmax_t)size, (intmax_t)max);
+    job_fail(j, EFBIG, "%s: %s: %jd bytes, more than the limit of %jd", src, name, (intmax_t)size,
+             (intmax_t)max);
   else if (read_data(L, j, src, name, size) == 0) {
     job_close(j);
     return 1;
@@ -1071,12 +1092,8 @@ static int ar_detect(lua_State *L) {
 }
 
 static const luaL_Reg archive_funcs[] = {
-    {"extract", ar_extract},
-    {"create", ar_create},
-    {"list", ar_list},
-    {"read_entry", ar_read_entry},
-    {"detect", ar_detect},
-    {NULL, NULL},
+    {"extract", ar_extract},       {"create", ar_create}, {"list", ar_list},
+    {"read_entry", ar_read_entry}, {"detect", ar_detect}, {NULL, NULL},
 };
 
 int luaopen_ct_archive(lua_State *L) {
