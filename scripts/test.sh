@@ -11,6 +11,8 @@ for type in Debug Sanitize; do
   echo "== ctest ($type build)"
   # Each run gets its own TMPDIR; the specs put their roots under it.
   tmp=$(mktemp -d)
+  # Specs drop privileges in places (an unprivileged child): keep the dir traversable, as /tmp is.
+  chmod 755 "$tmp"
   if ! (cd "$dir" && TMPDIR="$tmp" ASAN_OPTIONS=detect_leaks=1 ctest -j2 --output-on-failure "$@"); then
     status=1
   fi

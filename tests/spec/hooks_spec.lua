@@ -68,6 +68,33 @@ describe("hooks", function()
     -- ctx.log lines land in logs/ctcli.log
   end)
 
+  it("runs the package's hook file, then the operator's, at each point", function()
+    local dir = H.tmpdir()
+    local function tagged(tag)
+      return string.format([[
+local function rec(point)
+  return function(ctx)
+    local path = ctx.paths.logs .. "/order.log"
+    ctx.write(path, (ctx.read(path) or "") .. point .. " %s\n")
+  end
+end
+return { post_install = rec("post_install"), pre_stop = rec("pre_stop"), post_start = rec("post_start") }
+]], tag)
+    end
+    assert(ct.fs.write_atomic(dir .. "/web.lua", tagged("package")))
+    local pkg = H.package({ "--format", "manifest", "--app", "web:hooks=" .. dir .. "/web.lua" })
+    local root = H.root()
+    write_hook(root, "web", tagged("operator"))
+    H.ok(root, { "install", pkg })
+    H.ok(root, { "restart" })
+    assert.equals(table.concat({
+      "post_install package", "post_install operator",
+      "pre_stop package", "pre_stop operator",
+      "post_start package", "post_start operator", "",
+    }, "\n"), ct.fs.read(root .. "/logs/web/order.log"))
+    assert.truthy(ct.fs.exists(root .. "/current-release/hooks/web.lua"))
+  end)
+
   it("lets a failing pre_upgrade veto the upgrade, leaving the root byte-identical", function()
     local root = H.root()
     H.ok(root, { "install", v1 })

@@ -19,11 +19,13 @@ local function wait_log(root, app, text)
   return H.wait_for(function() return log_of(root, app):find(text, 1, true) end, 5)
 end
 
-describe("lifecycle", function()
+for _, format in ipairs({ "legacy", "manifest" }) do
+describe("lifecycle (" .. format .. " packages)", function()
   local v1, v2
   setup(function()
-    v1 = H.package({ "--version", "1.0.0", "--app", "web:mark=web-one", "--app", "worker:mark=worker-one" })
-    v2 = H.package({ "--version", "1.1.0", "--app", "web:mark=web-two,version=1.1.0", "--app", "worker:mark=worker-one,version=1.0.0" })
+    v1 = H.package({ "--format", format, "--version", "1.0.0", "--app", "web:mark=web-one", "--app", "worker:mark=worker-one" })
+    v2 = H.package({ "--format", format, "--version", "1.1.0", "--app", "web:mark=web-two,version=1.1.0",
+      "--app", "worker:mark=worker-one,version=1.0.0" })
   end)
   teardown(H.cleanup)
 
@@ -214,3 +216,4 @@ describe("lifecycle", function()
     assert.truthy(r.stderr:find("command upgrade", 1, true))
   end)
 end)
+end
