@@ -70,6 +70,7 @@ function M.create(ctx, rel, opts)
       ct.oci.runc(rt, { "pause", runtime.container_id(p.root, n) }, { timeout = 30 })
     end
   end
+  if opts.journal then opts.journal:set("archive", archive) end
   local bar = ui.progress("backup")
   local res, err = ct.archive.create(archive, entries, {
     format = opts.gzip and "gzip" or "zstd",
@@ -84,6 +85,33 @@ function M.create(ctx, rel, opts)
   if not ok then ct.fs.unlink(archive) return nil, werr end
   info.path = archive
   return info
+end
+
+-- restore_data(ctx, archive, names) -> true | nil, msg: puts the data of
+-- the named apps back as the backup has it. Each app's directory is
+-- exchanged with the restored copy in one renameat2, so a crash never
+-- leaves it missing.
+function M.restore_data(ctx, archive, names)
+  local dir, err = ct.fs.mkdtemp(ctx.paths.tmp .. "/restore-XXXXXX")
+  if not dir then return nil, err end
+  local ok, xerr = ct.archive.extract(archive, dir, { preserve = true, only = { "data" } })
+  if not ok then ct.fs.rmtree(dir) return nil, xerr end
+  ct.fs.mkdir(dir .. "/data", 448, true)
+  for _, name in ipairs(names) do
+    local live = ctx.paths.data .. "/" .. name
+    local saved = dir .. "/data/" .. name
+    if not ct.fs.exists(saved) then ct.fs.mkdir(saved, 448) end
+    local rok, rerr
+    if ct.fs.exists(live) then
+      rok, rerr = ct.fs.exchange(live, saved)
+    else
+      rok, rerr = ct.fs.rename(saved, live)
+    end
+    if not rok then ct.fs.rmtree(dir) return nil, rerr end
+  end
+  ct.fs.fsync(ctx.paths.data)
+  ct.fs.rmtree(dir)
+  return true
 end
 
 -- list(paths) -> backups newest first: ours (<stamp>-<id>.json beside the

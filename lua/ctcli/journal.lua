@@ -36,12 +36,20 @@ end
 -- step(name): records that the step named is about to run (and the one
 -- before it is done).
 function Journal:step(name)
-  fault(self.doc.command, name)
+  -- A step a command does not declare is a bug: the crash tests enumerate the declared ones.
+  local cmd = require("ctcli.cli").command(self.doc.command)
+  if cmd and cmd.steps then
+    local known = false
+    for _, s in ipairs(cmd.steps) do if s == name then known = true end end
+    if not known then error("journal: step '" .. name .. "' is not declared by " .. self.doc.command) end
+  end
   local steps = self.doc.steps
   if #steps > 0 then steps[#steps].done = true end
   steps[#steps + 1] = { name = name, done = false }
   local ok, err = save(self)
   if not ok then error("cannot write the journal: " .. err) end
+  -- The kill comes after the journal says the step began: the hardest case.
+  fault(self.doc.command, name)
 end
 
 -- set(key, value): adds to what recovery needs to know.

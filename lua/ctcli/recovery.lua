@@ -1,9 +1,13 @@
--- Completing or undoing an interrupted command from its journal. The rule:
--- before its swap step, a command is undone (the old release, its apps
--- running again); after it, completed (the new release, its apps started).
+-- Completing or undoing an interrupted command from its journal, so that a
+-- kill at any instant leaves the root on the old release or the new one,
+-- with configs and data intact. The rule: before its swap step a command is
+-- undone (the old release, its stopped apps started again); after it, it is
+-- completed (pending migrations, then the apps it meant to start). An
+-- upgrade that had already failed and was rolling back is rolled back.
 local ct = require("ct")
 local apps = require("ctcli.apps")
 local backup = require("ctcli.backup")
+local hooks = require("ctcli.hooks")
 local journal = require("ctcli.journal")
 local release = require("ctcli.release")
 
@@ -14,18 +18,21 @@ local function current_id(paths)
   return t and t:match("([^/]+)$")
 end
 
--- A config/ or data/ moved aside by a restore that did not finish goes back.
-local function put_back_dirs(paths)
+-- A config/ or data/ that a restore moved aside: back in place on undo.
+local function put_back_dirs(paths, undo)
   for _, name in ipairs({ "config", "data" }) do
     local dir = paths.root .. "/" .. name
-    if not ct.fs.exists(dir) then
-      for _, t in ipairs(ct.fs.dir(paths.tmp) or {}) do
-        if t:match("^old%-" .. name .. "%-") and ct.fs.exists(paths.tmp .. "/" .. t .. "/dir") then
-          ct.fs.rename(paths.tmp .. "/" .. t .. "/dir", dir)
+    for _, t in ipairs(ct.fs.dir(paths.tmp) or {}) do
+      local old = paths.tmp .. "/" .. t .. "/dir"
+      if t:match("^old%-" .. name .. "%-") and ct.fs.exists(old) and (undo or not ct.fs.exists(dir)) then
+        if ct.fs.exists(dir) then
+          ct.fs.exchange(old, dir)
+        else
+          ct.fs.rename(old, dir)
         end
       end
-      if not ct.fs.exists(dir) then ct.fs.mkdir(dir, 448, true) end
     end
+    if not ct.fs.exists(dir) then ct.fs.mkdir(dir, 448, true) end
   end
 end
 
@@ -37,12 +44,17 @@ local function clean_tmp(paths)
   end
 end
 
-local function start_names(ctx, rel, names, notes)
-  if not rel or not names or #names == 0 then return end
-  local list = {}
-  for _, n in ipairs(names) do
-    if rel.by_name[n] then list[#list + 1] = rel.by_name[n] end
+local function by_names(rel, names)
+  local out = {}
+  for _, n in ipairs(names or {}) do
+    if rel.by_name[n] then out[#out + 1] = rel.by_name[n] end
   end
+  return out
+end
+
+local function start_names(ctx, rel, names, notes)
+  if not rel then return end
+  local list = by_names(rel, names)
   local states = apps.states(ctx, rel) or {}
   local todo = {}
   for _, app in ipairs(list) do
@@ -58,6 +70,34 @@ local function start_names(ctx, rel, names, notes)
   end
 end
 
+local function migrate(ctx, rel, names, notes)
+  local hc = apps.hooks_for(ctx, rel)
+  for _, app in ipairs(by_names(rel, names)) do
+    local ran, err = hooks.migrate(hc, app)
+    if not ran then
+      notes[#notes + 1] = "a migration failed: " .. err
+      return false
+    end
+    if #ran > 0 then notes[#notes + 1] = app.name .. " ran migrations " .. table.concat(ran, ", ") end
+  end
+  return true
+end
+
+-- Finishes the automatic rollback of an upgrade that had failed.
+local function finish_rollback(ctx, d, notes)
+  local p = ctx.paths
+  local new = d.release and release.load(p, d.release)
+  local old = release.load(p, d.from)
+  if new then apps.stop(ctx, new, by_names(new, d.affected)) end
+  if current_id(p) ~= d.from then release.swap(p, d.from) end
+  if d.backup then
+    local ok, err = backup.restore_data(ctx, d.backup, d.affected or {})
+    if not ok then notes[#notes + 1] = "restoring data failed: " .. err end
+  end
+  start_names(ctx, old, d.stopped, notes)
+  if new then ct.fs.rmtree(new.dir) end
+end
+
 -- run(ctx) -> nil when there was nothing to do, else a one-line summary.
 function M.run(ctx)
   local j = journal.pending(ctx.paths)
@@ -66,15 +106,18 @@ function M.run(ctx)
   local d = doc.data or {}
   local notes = {}
   local p = ctx.paths
-  put_back_dirs(p)
   local cur = current_id(p)
-  local swapped = j:reached("swap") and d.release and cur == d.release
-  if doc.command == "rollback" then swapped = j:reached("swap") and cur ~= d.from end
-  if doc.command == "delete" then swapped = j:reached("unlink") end
+  local swapped
+  if doc.command == "delete" then
+    swapped = j:reached("unlink")
+  else
+    swapped = j:reached("swap") and d.release ~= nil and cur == d.release
+  end
   local outcome
   if doc.command == "backup" then
     local rel = release.current(p)
     if rel and d.paused then backup.resume(ctx, rel, d.paused) end
+    if d.archive and not ct.fs.exists((d.archive:gsub("%.tar%.%a+$", ".json"))) then ct.fs.unlink(d.archive) end
     outcome = "undone (the partial backup was removed)"
   elseif doc.command == "delete" then
     if swapped then
@@ -86,12 +129,22 @@ function M.run(ctx)
       start_names(ctx, release.current(p), d.running, notes)
       outcome = "undone"
     end
+  elseif doc.command == "upgrade" and j:reached("rollback") then
+    finish_rollback(ctx, d, notes)
+    outcome = "rolled back to " .. tostring(d.from) .. " (the upgrade had failed)"
   elseif swapped then
+    put_back_dirs(p, false)
     local rel = release.current(p)
     if d.paused and rel then backup.resume(ctx, rel, d.paused) end
-    start_names(ctx, rel, d.restart, notes)
+    if rel and doc.command ~= "rollback" then
+      local names = d.affected
+      if doc.command == "install" then names = rel.order end
+      migrate(ctx, rel, names, notes)
+    end
+    start_names(ctx, rel, d.restart or (doc.command == "install" and rel and rel.order), notes)
     outcome = "completed"
   else
+    put_back_dirs(p, true)
     local rel = release.current(p)
     if d.paused and rel then backup.resume(ctx, rel, d.paused) end
     if d.release and d.release ~= cur and doc.command ~= "rollback" then
@@ -99,8 +152,13 @@ function M.run(ctx)
     end
     start_names(ctx, rel, d.stopped, notes)
     outcome = "undone"
+    -- start and stop record the wanted state first and change no release:
+    -- nothing to undo; running the command again finishes it.
+    if doc.command == "start" or doc.command == "stop" then outcome = "nothing to undo" end
   end
   clean_tmp(p)
+  -- Images only an undone release used go too (never one a kept release uses).
+  release.prune(p, math.huge)
   j:finish()
   local line = string.format("recovered an interrupted '%s' (pid %s, %s): %s", doc.command,
     tostring(doc.pid), tostring(doc.started), outcome)

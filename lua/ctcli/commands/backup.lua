@@ -19,6 +19,8 @@ return {
   },
   max_args = 0,
   needs_root = true, needs_lock = true,
+  -- The journaled steps, in order (CTCLI_FAULT=backup:<step> kills ctcli there).
+  steps = { "archive", "finish" },
   run = function(ctx)
     local rel, err = common.current_or_fail(ctx, "backup")
     if not rel then return nil, err end

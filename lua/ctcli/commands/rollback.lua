@@ -44,6 +44,7 @@ local function switch(ctx, cur, target, j, restore_files)
   end
   local stopping = json.array()
   for _, app in ipairs(to_stop) do stopping[#stopping + 1] = app.name end
+  j:set("release", target.id)
   j:set("stopped", stopping)
   j:set("restart", to_start)
   if cur then
@@ -78,21 +79,22 @@ local function switch(ctx, cur, target, j, restore_files)
   return started
 end
 
--- Replaces dir with the restored copy, keeping the old one until it is in place.
+-- Moves dir aside (kept in tmp/ until the rollback is done, so recovery
+-- can put it back) and puts the restored copy in its place.
 local function replace_dir(ctx, dir, restored)
   if not ct.fs.exists(restored) then return true end
-  local old = ct.fs.mkdtemp(ctx.paths.tmp .. "/old-" .. dir:match("[^/]+$") .. "-XXXXXX")
+  local old, err = ct.fs.mkdtemp(ctx.paths.tmp .. "/old-" .. dir:match("[^/]+$") .. "-XXXXXX")
+  if not old then return nil, err end
   if ct.fs.exists(dir) then
-    local ok, err = ct.fs.rename(dir, old .. "/dir")
-    if not ok then return nil, err end
+    local ok, rerr = ct.fs.rename(dir, old .. "/dir")
+    if not ok then return nil, rerr end
   end
-  local ok, err = ct.fs.rename(restored, dir)
+  local ok, rerr = ct.fs.rename(restored, dir)
   if not ok then
     ct.fs.rename(old .. "/dir", dir)
-    return nil, err
+    return nil, rerr
   end
-  ct.fs.rmtree(old)
-  return true
+  return ct.fs.fsync(ctx.paths.root)
 end
 
 local function from_archive(ctx, cur, file, j)
@@ -144,6 +146,10 @@ local function from_archive(ctx, cur, file, j)
     return ok, rerr
   end)
   ct.fs.rmtree(dir)
+  -- What the restore replaced goes only now that the rollback is complete.
+  for _, t in ipairs(ct.fs.dir(ctx.paths.tmp) or {}) do
+    if t:match("^old%-") then ct.fs.rmtree(ctx.paths.tmp .. "/" .. t) end
+  end
   if not started then return nil, serr end
   return target, started, info
 end
@@ -157,6 +163,8 @@ return {
     "when the backup has them, data. Apps that were running run again afterwards.",
   max_args = 1,
   needs_root = true, needs_lock = true,
+  -- The journaled steps, in order (CTCLI_FAULT=rollback:<step> kills ctcli there).
+  steps = { "extract", "place", "pre_rollback", "stop", "restore-files", "swap", "start", "post_rollback", "finish" },
   run = function(ctx)
     local cur, cerr = release.current(ctx.paths)
     if cerr then return nil, cerr end

@@ -13,26 +13,6 @@ local plan = require("ctcli.plan")
 local release = require("ctcli.release")
 local ui = require("ctcli.ui")
 
--- Restores the data of the named apps from a backup archive.
-local function restore_data(ctx, archive, names)
-  local dir, err = ct.fs.mkdtemp(ctx.paths.tmp .. "/restore-XXXXXX")
-  if not dir then return nil, err end
-  local ok, xerr = ct.archive.extract(archive, dir, { preserve = true, only = { "data" } })
-  if not ok then ct.fs.rmtree(dir) return nil, xerr end
-  for _, name in ipairs(names) do
-    local live = ctx.paths.data .. "/" .. name
-    local saved = dir .. "/data/" .. name
-    local aside = dir .. "/replaced-" .. name
-    if ct.fs.exists(live) then ct.fs.rename(live, aside) end
-    if ct.fs.exists(saved) then
-      local rok, rerr = ct.fs.rename(saved, live)
-      if not rok then ct.fs.rmtree(dir) return nil, rerr end
-    end
-  end
-  ct.fs.rmtree(dir)
-  return true
-end
-
 -- Undoes an upgrade that failed after its swap: stop the new apps, swap
 -- back, restore the changed apps' data, start the previous apps, then
 -- post_rollback. A failing pre_rollback is logged and the rollback goes on.
@@ -49,7 +29,7 @@ local function auto_rollback(ctx, s)
   if not ok then return nil, "could not switch back: " .. tostring(err) end
   local names = {}
   for _, app in ipairs(s.affected) do names[#names + 1] = app.name end
-  ok, err = restore_data(ctx, s.backup, names)
+  ok, err = backup.restore_data(ctx, s.backup, names)
   if not ok then problems[#problems + 1] = "restoring data: " .. tostring(err) end
   local old_hc = apps.hooks_for(ctx, s.cur, { from = s.rel, to = s.cur })
   local started, serr = apps.start(ctx, s.cur, apps.select(s.cur, s.stopped), { health = false })
@@ -81,6 +61,9 @@ return {
   },
   min_args = 1, max_args = 1,
   needs_root = true, needs_lock = true,
+  -- The journaled steps, in order (CTCLI_FAULT=upgrade:<step> kills ctcli there).
+  steps = { "extract", "pre_upgrade", "unpack", "stage", "place", "files", "backup", "stop", "swap", "migrate",
+    "start", "post_upgrade", "rollback", "prune", "finish" },
   run = function(ctx)
     local file = ctx.args[1]
     local cur, cerr = common.current_or_fail(ctx, "upgrade")
@@ -174,6 +157,9 @@ return {
     if any_running then
       for _, app in ipairs(added) do restart[#restart + 1] = app.name end
     end
+    local affected_names = json.array()
+    for _, app in ipairs(affected) do affected_names[#affected_names + 1] = app.name end
+    j:set("affected", affected_names)
     j:set("stopped", stopping)
     j:set("restart", restart)
     j:step("stop")
