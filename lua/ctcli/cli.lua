@@ -22,6 +22,8 @@ cli.GLOBAL_OPTIONS = {
   { "--no-color", help = "no colors (also when NO_COLOR is set)" },
   { "-v", "--verbose", help = "more detail; tracebacks on internal errors" },
   { "--hook-timeout", arg = "SECONDS", type = "number", help = "time limit of one hook (default 60)" },
+  { "--wait", arg = "SECONDS", optional_arg = true, default_arg = "86400", type = "number",
+    help = "when another ctcli holds the root, wait for it (up to SECONDS) instead of failing" },
   { "-h", "--help", help = "show help" },
 }
 
@@ -191,7 +193,7 @@ local function format_options(specs)
   local width = 0
   for _, spec in ipairs(specs) do
     local names = table.concat(spec, ", ")
-    if spec.arg then names = names .. " " .. spec.arg end
+    if spec.arg then names = names .. (spec.optional_arg and (" [" .. spec.arg .. "]") or (" " .. spec.arg)) end
     rows[#rows + 1] = { names, spec.help or "" }
     width = math.max(width, #names)
   end
@@ -282,7 +284,7 @@ local function run(parsed)
     if not paths then return nil, err end
     ctx.paths = paths
     if cmd.needs_lock then
-      local lock, lerr = rootmod.lock(paths, parsed.name, parsed.opts.wait or g.wait)
+      local lock, lerr = rootmod.lock(paths, parsed.name, g.wait)
       if not lock then return nil, lerr end
       ctx.lock = lock
       local note = require("ctcli.recovery").run(ctx)
