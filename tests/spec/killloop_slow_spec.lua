@@ -1,0 +1,68 @@
+-- 20 kills from outside (SIGKILL at spread-out instants) during upgrades
+-- of a large package; after each, recovery leaves one whole release, the
+-- data as it was, tmp/ empty and the apps running. Label "slow": run with
+-- `ctest -L slow` (see README).
+local ct = require("ct")
+local json = require("ctcli.json")
+local H = require("support.helpers")
+
+H.need_root()
+
+local function current(root)
+  local t = ct.fs.readlink(root .. "/current-release")
+  return t and t:match("([^/]+)$")
+end
+
+local function running(root)
+  local r = ct.proc.run({ "runc", "--root", root .. "/runc-root", "list", "--format", "json" })
+  local n = 0
+  for _, c in ipairs(json.decode(r.stdout ~= "" and r.stdout or "[]") or {}) do
+    if c.status == "running" then n = n + 1 end
+  end
+  return n
+end
+
+describe("kill -9 from outside during large upgrades", function()
+  teardown(H.cleanup)
+
+  it("always recovers to one whole release with the data intact", function()
+    local pkgs = {
+      H.package({ "--version", "1.0.0", "--app", "a:payload=60,health=none", "--app", "b:payload=60,health=none",
+        "--app", "c:payload=60,health=none" }),
+      H.package({ "--version", "2.0.0", "--app", "a:payload=61,version=2.0.0,health=none",
+        "--app", "b:payload=61,version=2.0.0,health=none", "--app", "c:payload=60,health=none" }),
+    }
+    local root = H.root()
+    H.ok(root, { "install", pkgs[1] })
+    assert(ct.fs.write_atomic(root .. "/data/a/var/lib/a/precious", "keep me\n"))
+    local data_before = ct.fs.read(root .. "/data/a/var/lib/a/precious")
+    -- One upgrade run to its end tells how long one takes.
+    local t0 = ct.time.monotonic()
+    H.ok(root, { "-y", "upgrade", pkgs[2] })
+    local duration = ct.time.monotonic() - t0
+    local outcomes = {}
+    local target = 1
+    for i = 1, 20 do
+      local at = duration * i / 20
+      local p = assert(ct.proc.spawn({ H.bin, "--root", root, "-y", "upgrade", pkgs[target] },
+        { stdout = "null", stderr = "null" }))
+      -- spread the kills over the upgrade's whole run (a few seconds)
+      ct.time.sleep(at)
+      p:kill(ct.proc.signals.KILL)
+      p:wait(30)
+      p:close()
+      local rec = H.ctcli(root, { "recover" })
+      assert.equals(0, rec.code, rec.stderr)
+      local id = current(root)
+      local rel = json.decode(ct.fs.read(root .. "/releases/" .. id .. "/release.json"))
+      outcomes[#outcomes + 1] = string.format("%.2fs: %s", at, rel.version)
+      assert.equals(3, #rel.apps)
+      assert.equals(3, running(root), "apps not running after kill " .. i)
+      assert.same({}, ct.fs.dir(root .. "/tmp"))
+      assert.equals(data_before, ct.fs.read(root .. "/data/a/var/lib/a/precious"))
+      -- next time, upgrade towards the other package
+      target = rel.version == "2.0.0" and 1 or 2
+    end
+    io.stderr:write(string.format("upgrade takes %.2fs; kill outcomes: %s\n", duration, table.concat(outcomes, "; ")))
+  end)
+end)
