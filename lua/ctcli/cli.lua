@@ -11,6 +11,7 @@ local cli = {}
 cli.COMMANDS = {
   "init", "install", "upgrade",
   "delete", "start", "stop", "restart", "status", "logs", "exec", "backup", "rollback", "release-info", "list-releases", "recover",
+  "validate", "pack", "keygen", "sign", "verify", "plan", "inspect", "convert",
 
   "help", "version",
 }

@@ -42,7 +42,7 @@ function M.build(ctx, pkg, journal, previous)
   if not ok then return nil, err end
   journal:step("stage")
   local staged, serr = release.stage(ctx.paths, pkg, {
-    previous = previous, source = pkg.file and pkg.file:match("[^/]+$"),
+    previous = previous, source = pkg.file and pkg.file:match("[^/]+$"), signer = pkg.signer,
   })
   if not staged then return nil, serr end
   journal:set("release", staged.id)

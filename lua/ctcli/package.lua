@@ -4,6 +4,7 @@
 local ct = require("ct")
 local json = require("ctcli.json")
 local manifest = require("ctcli.manifest")
+local signing = require("ctcli.signing")
 local ui = require("ctcli.ui")
 
 local M = {}
@@ -110,8 +111,22 @@ local function read_legacy(dir)
   return doc
 end
 
--- read_dir(dir) -> pkg | nil, msg: a package already extracted into dir.
-function M.read_dir(dir, label)
+-- M.DELTA: the manifest key of a delta package (pack --base): the apps whose
+-- image layouts it leaves out, by image digest, and the base it relies on.
+M.DELTA = "x-ctcli-delta"
+
+-- delta_of(doc) -> {base=, images={app=digest}} | nil
+function M.delta_of(doc)
+  local d = type(doc) == "table" and doc[M.DELTA]
+  if type(d) ~= "table" or type(d.images) ~= "table" then return nil end
+  return d
+end
+
+-- read_dir(dir [, label [, opts]]) -> pkg | nil, msg: a package already
+-- extracted into dir. opts.have(app_name, digest): whether the root's image
+-- store holds an image a delta package leaves out.
+function M.read_dir(dir, label, opts)
+  opts = opts or {}
   local pkg = { dir = dir, label = label }
   if ct.fs.exists(dir .. "/manifest.json") then
     pkg.format = "manifest"
@@ -133,11 +148,23 @@ function M.read_dir(dir, label)
     return nil, label .. ": not a ctcli package (no manifest.json, no meta.json)"
   end
   pkg.release = manifest.normalize(pkg.doc)
+  local delta = M.delta_of(pkg.doc)
+  pkg.delta = delta
   for _, app in ipairs(pkg.release.apps) do
-    local img, err = M.image(dir, app.image, label .. ": app " .. app.name)
-    if not img then return nil, err end
-    app.image.digest = img.digest
-    app.image.config_digest = img.config_digest
+    local needed = delta and delta.images[app.name]
+    if needed then
+      if not (opts.have and opts.have(app.name, needed)) then
+        return nil, string.format("%s: a delta package (base %s) without the image of %s (%s); "
+          .. "this root does not hold it: upgrade from the base release first, or use the full package",
+          label, tostring(delta.base), app.name, needed)
+      end
+      app.image.digest = needed
+    else
+      local img, err = M.image(dir, app.image, label .. ": app " .. app.name)
+      if not img then return nil, err end
+      app.image.digest = img.digest
+      app.image.config_digest = img.config_digest
+    end
   end
   return pkg
 end
@@ -161,11 +188,21 @@ function M.open(paths, file)
     cleanup()
     return nil, xerr
   end
-  local pkg, perr = M.read_dir(dir, label)
+  -- With trusted keys, the signature and every file's digest are checked
+  -- before anything else reads the package.
+  local signer, serr = signing.enforce(paths, dir, label)
+  if serr then
+    cleanup()
+    return nil, serr
+  end
+  local pkg, perr = M.read_dir(dir, label, { have = function(name, digest)
+    return require("ctcli.store").has(paths, name, digest)
+  end })
   if not pkg then
     cleanup()
     return nil, perr
   end
+  pkg.signer = signer
   pkg.file = file
   pkg.size = st.size
   pkg.cleanup = cleanup

@@ -1,0 +1,109 @@
+-- inspect PKG: the release and apps a package holds, its signature status
+-- and sizes, without installing it.
+local ct = require("ct")
+local json = require("ctcli.json")
+local package = require("ctcli.package")
+local pkgtool = require("ctcli.pkgtool")
+local root = require("ctcli.root")
+local signing = require("ctcli.signing")
+local ui = require("ctcli.ui")
+
+local function signature_status(ctx, dir)
+  local keys = {}
+  for _, path in ipairs(ctx.opts.key or {}) do
+    local k, err = signing.read_key(path)
+    if not k then return nil, err end
+    keys[#keys + 1] = k
+  end
+  if #keys == 0 and root.is_root(ctx.root) then keys = signing.trusted_keys(root.paths(ctx.root)) end
+  local signed = ct.fs.exists(dir .. "/" .. signing.SIGNATURE)
+  if #keys == 0 then
+    return { status = signed and "signed (not checked: no --key, no trusted keys)" or "unsigned", signed = signed }
+  end
+  local key, err = signing.check_dir(dir, keys)
+  if key then return { status = "verified", signer = signing.label(key), signed = true } end
+  return { status = "failed: " .. err, signed = signed }
+end
+
+local function layers_of(dir, app)
+  local layout = dir .. "/" .. app.image.layout
+  local blob = layout .. "/blobs/sha256/" .. app.image.digest:sub(8)
+  local mf = json.decode(ct.fs.read(blob) or "") or {}
+  local out = {}
+  for _, l in ipairs(type(mf.layers) == "table" and mf.layers or {}) do
+    out[#out + 1] = { digest = l.digest, size = math.tointeger(l.size) or 0 }
+  end
+  table.sort(out, function(a, b) return a.size > b.size end)
+  return out
+end
+
+return {
+  summary = "Show what a package holds: release, apps, signature, sizes",
+  usage = "inspect PKG [--key PUB]...",
+  description = "Extracts PKG into a temporary directory (never into a root) and prints its\n" ..
+    "release and apps as release-info shows an installed one, whether it is signed\n" ..
+    "and by which key (checked against --key, else the root's trusted keys when\n" ..
+    "--root names one), the size of each app's image and its largest layers.",
+  options = {
+    { "--key", arg = "PUB", multiple = true, help = "a public key to check the signature against" },
+  },
+  min_args = 1, max_args = 1,
+  run = function(ctx)
+    local file = ctx.args[1]
+    local dir, cleanup = pkgtool.extract(file)
+    if not dir then return nil, cleanup end
+    local sig, serr = signature_status(ctx, dir)
+    if not sig then cleanup() return nil, serr end
+    -- A delta's left-out images are listed, not looked for.
+    local pkg, perr = package.read_dir(dir, file:match("[^/]+$"), { have = function() return true end })
+    if not pkg then cleanup() return nil, perr end
+    local r = pkg.release
+    local doc = {
+      package = file, size = ct.fs.size(file), format = pkg.format,
+      compression = ct.archive.detect(file),
+      name = r.name, version = r.version, commit = r.commit or json.null, time = r.time or json.null,
+      signature = sig, apps = json.array({}), delta = pkg.delta or json.null,
+    }
+    for _, name in ipairs(r.order) do
+      local a
+      for _, x in ipairs(r.apps) do if x.name == name then a = x end end
+      local in_base = pkg.delta and pkg.delta.images[a.name]
+      local layers = in_base and {} or layers_of(dir, a)
+      local top = json.array({})
+      for i = 1, math.min(3, #layers) do top[i] = layers[i] end
+      doc.apps[#doc.apps + 1] = {
+        name = a.name, version = a.version, image = a.image.ref, digest = a.image.digest,
+        image_bytes = in_base and 0 or (ct.fs.du(dir .. "/" .. a.image.layout) or 0), largest_layers = top,
+        from_base = in_base and true or false,
+        depends_on = a.depends_on, hooks = a.hooks or json.null,
+        migrations = a.migrations or json.null,
+      }
+    end
+    cleanup()
+    if ctx.json then
+      ui.print(json.encode(doc, true))
+      return true
+    end
+    ui.print("package    %s (%s, %s format, %s)", file, ui.bytes(doc.size or 0), doc.format, doc.compression)
+    ui.print("release    %s %s", doc.name, doc.version)
+    ui.print("commit     %s", r.commit or "-")
+    ui.print("time       %s", r.time or "-")
+    ui.print("signature  %s%s", sig.status, sig.signer and (" by " .. sig.signer) or "")
+    if pkg.delta then
+      local needs = {}
+      for name, digest in pairs(pkg.delta.images) do needs[#needs + 1] = name .. "@" .. digest end
+      table.sort(needs)
+      ui.print("delta      of %s; needs in the root's image store: %s", tostring(pkg.delta.base), table.concat(needs, ", "))
+    end
+    ui.print("")
+    local rows = {}
+    for _, a in ipairs(doc.apps) do
+      local big = a.largest_layers[1]
+      rows[#rows + 1] = { a.name, a.version, a.digest:sub(1, 19), ui.bytes(a.image_bytes),
+        big and (big.digest:sub(8, 19) .. " " .. ui.bytes(big.size)) or "-",
+        #a.depends_on > 0 and table.concat(a.depends_on, ",") or "-" }
+    end
+    ui.table({ "APP", "VERSION", "DIGEST", "IMAGE SIZE", "LARGEST LAYER", "DEPENDS ON" }, rows)
+    return true
+  end,
+}

@@ -1,0 +1,75 @@
+-- verify PKG [--key PUB]: the signature, then every file against its digest.
+local ct = require("ct")
+local json = require("ctcli.json")
+local pkgtool = require("ctcli.pkgtool")
+local root = require("ctcli.root")
+local signing = require("ctcli.signing")
+local ui = require("ctcli.ui")
+
+-- keys_for(ctx) -> keys, source
+local function keys_for(ctx)
+  if ctx.opts.key then
+    local keys = {}
+    for _, path in ipairs(ctx.opts.key) do
+      local k, err = signing.read_key(path)
+      if not k then return nil, err end
+      keys[#keys + 1] = k
+    end
+    return keys, "--key"
+  end
+  if root.is_root(ctx.root) then
+    local keys = signing.trusted_keys(root.paths(ctx.root))
+    if #keys > 0 then return keys, ctx.root .. "/trusted-keys" end
+  end
+  return {}, nil
+end
+
+return {
+  summary = "Check a package's signature and every file's digest",
+  usage = "verify PKG [--key PUB]...",
+  description = "Checks manifest.sig against the public key(s) given with --key (else the\n" ..
+    "root's trusted-keys/*.pub), then every file of the package against its sha256\n" ..
+    "in manifest.json \"files\": a changed, missing or unlisted file fails, named.\n" ..
+    "Without any key the digests are checked and the signature is reported as not\n" ..
+    "checked. Exit status 1 on any failure.",
+  options = {
+    { "--key", arg = "PUB", multiple = true, help = "a public key to check the signature against (repeatable)" },
+  },
+  min_args = 1, max_args = 1,
+  run = function(ctx)
+    local file = ctx.args[1]
+    local keys, source = keys_for(ctx)
+    if not keys then return nil, source end
+    local dir, cleanup = pkgtool.extract(file)
+    if not dir then return nil, cleanup end
+    local text = ct.fs.read(dir .. "/" .. signing.MANIFEST)
+    local result = { package = file, signed = ct.fs.exists(dir .. "/" .. signing.SIGNATURE) }
+    local failure
+    if not text then
+      failure = "no manifest.json: a package in the original layout carries no digests or signature"
+    elseif #keys > 0 then
+      local key, err = signing.check_dir(dir, keys)
+      if key then result.signer = signing.label(key) else failure = err end
+    else
+      local doc = json.decode(text)
+      local ok, err = signing.check_files(dir, type(doc) == "table" and doc.files or nil)
+      if not ok then failure = err end
+    end
+    cleanup()
+    result.ok = failure == nil
+    result.error = failure
+    if ctx.json then
+      result.signature = result.signer and "verified" or (#keys == 0 and (result.signed and "not checked" or "unsigned")) or "failed"
+      ui.print(json.encode(result, true))
+      return failure and 1 or 0
+    end
+    if failure then return nil, file .. ": " .. failure end
+    if result.signer then
+      ui.print("%s: signature by %s verified; every file matches its digest", file, result.signer)
+    else
+      ui.print("%s: every file matches its digest; signature %s (no --key and no trusted keys)", file,
+        result.signed and "not checked" or "absent")
+    end
+    return true
+  end,
+}

@@ -1,0 +1,154 @@
+-- Package signatures and the trust model (DESIGN §4): a detached ed25519
+-- signature (manifest.sig) over the exact bytes of manifest.json, and the
+-- sha256 of every other file in the package listed in manifest.json "files".
+-- An operator trusts keys by putting .pub files in <root>/trusted-keys/;
+-- when it holds any, a package must be signed by one of them and hold
+-- exactly the files its manifest lists, each matching its digest.
+local ct = require("ct")
+local json = require("ctcli.json")
+
+local M = {}
+
+M.MANIFEST = "manifest.json"
+M.SIGNATURE = "manifest.sig"
+
+-- fingerprint(pub_pem) -> "sha256:<first 16 hex of the key's sha256>"
+function M.fingerprint(pub_pem)
+  return "sha256:" .. ct.hash.sha256(pub_pem):sub(1, 16)
+end
+
+-- read_key(path) -> {name=, path=, pem=, fingerprint=} | nil, msg
+function M.read_key(path)
+  local pem, err = ct.fs.read(path)
+  if not pem then return nil, "cannot read the key " .. path .. ": " .. tostring(err) end
+  local name = path:match("([^/]+)$"):gsub("%.pub$", ""):gsub("%.key$", "")
+  return { name = name, path = path, pem = pem, fingerprint = M.fingerprint(pem) }
+end
+
+-- trusted_keys(paths) -> array of keys in <root>/trusted-keys/*.pub (empty when none)
+function M.trusted_keys(paths)
+  local dir = paths.root .. "/trusted-keys"
+  local out = {}
+  for _, f in ipairs(ct.fs.dir(dir) or {}) do
+    if f:match("%.pub$") then
+      local k = M.read_key(dir .. "/" .. f)
+      if k then out[#out + 1] = k end
+    end
+  end
+  return out
+end
+
+-- signer_label(key) -> "name (sha256:...)"
+function M.label(key)
+  return string.format("%s (%s)", key.name, key.fingerprint)
+end
+
+-- sign(key_path, manifest_text) -> raw signature bytes | nil, msg
+function M.sign(key_path, manifest_text)
+  local pem, err = ct.fs.read(key_path)
+  if not pem then return nil, "cannot read the private key " .. key_path .. ": " .. tostring(err) end
+  local ok, sig = pcall(ct.hash.sign, pem, manifest_text)
+  if not ok or not sig then
+    return nil, key_path .. ": not an ed25519 private key (" .. tostring(sig) .. ")"
+  end
+  return sig
+end
+
+-- check_signature(manifest_text, sig, keys) -> key | nil, msg
+function M.check_signature(manifest_text, sig, keys)
+  if not sig then
+    return nil, "not signed (no " .. M.SIGNATURE .. ")"
+  end
+  for _, k in ipairs(keys) do
+    local ok, good = pcall(ct.hash.verify, k.pem, manifest_text, sig)
+    if ok and good then return k end
+  end
+  local names = {}
+  for _, k in ipairs(keys) do names[#names + 1] = M.label(k) end
+  return nil, string.format("%s: the signature does not match %s, or %s was changed after signing",
+    M.SIGNATURE, #names == 1 and ("the key " .. names[1]) or ("any of the keys " .. table.concat(names, ", ")),
+    M.MANIFEST)
+end
+
+-- files_of(dir) -> sorted relative paths of everything but directories under dir
+function M.files_of(dir)
+  local out = {}
+  local function walk(rel)
+    local path = rel == "" and dir or (dir .. "/" .. rel)
+    for _, name in ipairs(ct.fs.dir(path) or {}) do
+      local r = rel == "" and name or (rel .. "/" .. name)
+      local st = ct.fs.lstat(dir .. "/" .. r)
+      if st and st.type == "dir" then walk(r)
+      elseif st then out[#out + 1] = r end
+    end
+  end
+  walk("")
+  table.sort(out)
+  return out
+end
+
+-- check_files(dir, files) -> true | nil, msg: every file under dir (but the
+-- manifest and its signature) is listed and matches; every listed file exists.
+function M.check_files(dir, files)
+  if type(files) ~= "table" then
+    return nil, M.MANIFEST .. ": has no \"files\" digests; pack the package with 'ctcli pack'"
+  end
+  local seen = {}
+  for _, rel in ipairs(M.files_of(dir)) do
+    if rel ~= M.MANIFEST and rel ~= M.SIGNATURE then
+      local want = files[rel]
+      if not want then
+        return nil, rel .. ": the package holds a file its manifest does not list"
+      end
+      local st = ct.fs.lstat(dir .. "/" .. rel)
+      if st.type ~= "file" then return nil, rel .. ": not a regular file" end
+      local got = ct.hash.sha256_file(dir .. "/" .. rel)
+      if "sha256:" .. tostring(got) ~= want then
+        return nil, rel .. ": does not match its digest in " .. M.MANIFEST .. " (the file was changed after packing)"
+      end
+      seen[rel] = true
+    end
+  end
+  local missing = {}
+  for rel in pairs(files) do
+    if not seen[rel] then missing[#missing + 1] = rel end
+  end
+  table.sort(missing)
+  if #missing > 0 then
+    return nil, missing[1] .. ": listed in " .. M.MANIFEST .. " but missing from the package"
+      .. (#missing > 1 and string.format(" (and %d more)", #missing - 1) or "")
+  end
+  return true
+end
+
+-- check_dir(dir, keys) -> key | nil, msg: the signature of an extracted
+-- package against keys, then every file against the manifest's digests.
+function M.check_dir(dir, keys)
+  local text = ct.fs.read(dir .. "/" .. M.MANIFEST)
+  if not text then
+    return nil, "not signed (no " .. M.MANIFEST .. ": a package in the original layout cannot be signed; convert it with 'ctcli convert')"
+  end
+  local sig = ct.fs.read(dir .. "/" .. M.SIGNATURE)
+  local key, err = M.check_signature(text, sig, keys)
+  if not key then return nil, err end
+  local doc = json.decode(text)
+  if type(doc) ~= "table" then return nil, M.MANIFEST .. ": not valid JSON" end
+  local ok, ferr = M.check_files(dir, doc.files)
+  if not ok then return nil, ferr end
+  return key
+end
+
+-- enforce(paths, dir, label) -> signer label | nil (no trusted keys) | nil, msg.
+-- Called on a package extracted into tmp/, before anything else reads it.
+function M.enforce(paths, dir, label)
+  local keys = M.trusted_keys(paths)
+  if #keys == 0 then return nil end
+  local key, err = M.check_dir(dir, keys)
+  if not key then
+    return nil, string.format("%s: refused: %s (%s/trusted-keys holds %d trusted key%s)",
+      label, err, paths.root, #keys, #keys == 1 and "" or "s")
+  end
+  return M.label(key)
+end
+
+return M
