@@ -5,6 +5,8 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 "$here/scripts/install-deps.sh"
+# The Release build (-O2) sees warnings the others do not: it must build too.
+"$here/scripts/build.sh" Release >/dev/null
 status=0
 for type in Debug Sanitize; do
   dir=$("$here/scripts/build.sh" "$type")

@@ -119,7 +119,7 @@ function M.start(ctx, rel, list, opts)
   opts = opts or {}
   local tools = release.tools(rel)
   local hc = opts.hooks
-  local started = {}
+  local started, started_at = {}, {}
   for _, app in ipairs(list) do
     local ok, err = M.prepare_files(ctx.paths, app)
     if not ok then return nil, "cannot prepare " .. app.name .. ": " .. err, "start", started end
@@ -131,6 +131,7 @@ function M.start(ctx, rel, list, opts)
     local res, note = runtime.start(c)
     if not res then return nil, "cannot start " .. app.name .. ": " .. note, "start", started end
     started[#started + 1] = app.name
+    started_at[app.name] = ct.time.monotonic()
     if hc then
       ok, err = hooks.run(hc, app, "post_start")
       if not ok then return nil, err, "post_start", started end
@@ -139,7 +140,7 @@ function M.start(ctx, rel, list, opts)
   if opts.health then
     local rt = runtime.rt(ctx.paths, tools)
     for _, name in ipairs(started) do
-      local ok, err = health.check(ctx.paths, rt, rel.by_name[name])
+      local ok, err = health.check(ctx.paths, rt, rel.by_name[name], started_at[name])
       if not ok then return nil, err, "health", started end
     end
   end

@@ -46,10 +46,12 @@ function M.create(ctx, rel, opts)
   }
   for _, app in ipairs(rel.apps) do
     info.apps[app.name] = { version = app.version, digest = app.image.digest }
-    entries[#entries + 1] = {
-      name = "images/" .. store.key(app.name, app.image.digest),
-      path = store.dir(p, app.name, app.image.digest),
-    }
+    -- The rootfs and what the image says of its process; not the kept OCI
+    -- layout, which would double the archive (a restore gets it back by
+    -- reinstalling the package, should `reset` need it).
+    local key, dir = store.key(app.name, app.image.digest), store.dir(p, app.name, app.image.digest)
+    entries[#entries + 1] = { name = "images/" .. key .. "/rootfs", path = dir .. "/rootfs" }
+    entries[#entries + 1] = { name = "images/" .. key .. "/image.json", path = dir .. "/image.json" }
   end
   if opts.data then entries[#entries + 1] = { name = "data", path = p.data } end
   local info_tmp, terr = ct.fs.mkdtemp(p.tmp .. "/backup-XXXXXX")

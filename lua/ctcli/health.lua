@@ -29,8 +29,10 @@ function M.forget(paths, name)
   end
 end
 
--- check(paths, rt, app) -> true | nil, msg
-function M.check(paths, rt, app)
+-- check(paths, rt, app [, started_at]) -> true | nil, msg. started_at (a
+-- monotonic time) counts the app's start wait from its start, so apps
+-- started together wait together, not one after the other.
+function M.check(paths, rt, app, started_at)
   local hc = app.healthcheck
   if not hc then return true end
   local id = runtime.container_id(paths.root, app.name)
@@ -40,6 +42,7 @@ function M.check(paths, rt, app)
   else
     attempts, interval, wait = hc.retries or 3, hc.interval or 2, hc.start_period or 0
   end
+  if started_at then wait = wait - (ct.time.monotonic() - started_at) end
   if wait > 0 then ct.time.sleep(wait) end
   local last = ""
   for i = 1, attempts do

@@ -1040,7 +1040,7 @@ local function legacy_version(meta, problems)
   local v = meta.packageVersion
   if v == nil then
     legacy_report(problems, "meta.json", "packageVersion", "missing required key")
-  elseif math.tointeger(v) and v >= 0 then
+  elseif type(v) == "number" and math.tointeger(v) and v >= 0 then
     return tostring(math.tointeger(v))
   elseif type(v) == "string" and v ~= "" then
     return v

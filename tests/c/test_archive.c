@@ -649,7 +649,7 @@ static void make_tree(void) {
 }
 
 static void same_file(const char *a, const char *b) {
-  size_t na, nb;
+  size_t na = 0, nb = 0;
   char *x = read_file(a, &na), *y = read_file(b, &nb);
   if (!x || !y || na != nb || memcmp(x, y, na) != 0)
     t_fail(__FILE__, __LINE__, "%s and %s differ", a, b);

@@ -10,6 +10,7 @@ local hooks = require("ctcli.hooks")
 local journal = require("ctcli.journal")
 local json = require("ctcli.json")
 local plan = require("ctcli.plan")
+local preview = require("ctcli.preview")
 local release = require("ctcli.release")
 local ui = require("ctcli.ui")
 
@@ -92,9 +93,10 @@ return {
       if not ok then return abort(err) end
     end
     if not ctx.json then
-      ui.print("upgrade %s %s (%s) -> %s %s", cur.name, cur.version, cur.id,
-        pkg.release.name, pkg.release.version)
-      plan.print(diff)
+      -- The same plan `ctcli plan PKG` prints: changes, stops and starts, hooks, migrations, disk.
+      local p = preview.build(ctx, pkg, cur)
+      p.signature_text = pkg.signer and ("verified, signed by " .. pkg.signer) or nil
+      preview.print(p, cur)
     end
     if not ctx.yes and not ui.confirm("Proceed with the upgrade?") then
       return abort("upgrade cancelled; nothing changed")
