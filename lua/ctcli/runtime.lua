@@ -27,8 +27,50 @@ local function runc_error(what, r, err)
   return what .. ": " .. msg
 end
 
--- list(rt) -> map id -> {status=, pid=, created=} for every container of runc-root.
+-- runc's own view of a container, read from its state.json the way runc
+-- decides it (init gone: stopped; exec.fifo still there: created; cgroup
+-- frozen: paused; else running), without starting a runc process: status
+-- costs a few file reads. nil when a state file cannot be read.
+local function read_state(dir, id)
+  local text = ct.fs.read(dir .. "/" .. id .. "/state.json")
+  local st = text and json.decode(text)
+  if type(st) ~= "table" or type(st.init_process_pid) ~= "number" then return nil end
+  local pid = st.init_process_pid
+  local status = "stopped"
+  local stat = pid > 0 and ct.fs.read("/proc/" .. pid .. "/stat")
+  if stat then
+    local fields = {}
+    for f in stat:match("%) (.*)$"):gmatch("%S+") do fields[#fields + 1] = f end
+    -- fields[1] is the state; fields[20] the start time (field 22 of stat)
+    if fields[1] ~= "Z" and fields[1] ~= "X" and tonumber(fields[20]) == st.init_process_start then
+      status = "running"
+      if ct.fs.exists(dir .. "/" .. id .. "/exec.fifo") then
+        status = "created"
+      else
+        local freezer = type(st.cgroup_paths) == "table" and st.cgroup_paths.freezer
+        local fs = freezer and ct.fs.read(freezer .. "/freezer.state")
+        if fs and fs:match("^FROZEN") then status = "paused" end
+      end
+    end
+  end
+  return { status = status, pid = status ~= "stopped" and pid or 0, created = st.created }
+end
+
+-- list(rt) -> map id -> {status=, pid=, created=} for every container of
+-- runc-root: from the state files, else (one unreadable) from `runc list`.
 function M.list(rt)
+  local out = {}
+  local ok = true
+  for _, id in ipairs(ct.fs.dir(rt.root) or {}) do
+    local st = read_state(rt.root, id)
+    if not st then ok = false break end
+    out[id] = st
+  end
+  if ok then return out end
+  return M.runc_list(rt)
+end
+
+function M.runc_list(rt)
   if not rt.runc then return nil, "runc not found: install it or ship it in the package" end
   local r, err = ct.oci.runc(rt, { "list", "--format", "json" }, { timeout = 30 })
   if not r or r.code ~= 0 then return nil, runc_error("runc list", r, err) end
