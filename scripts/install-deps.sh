@@ -8,7 +8,7 @@ packages=(
   liblua5.4-dev lua5.4 lua-cjson-dev
   libarchive-dev libssl-dev
   runc umoci busybox-static
-  lua-busted lua-check
+  lua-busted lua-check ansible-core
   zstd gzip tar strace valgrind
 )
 

@@ -13,7 +13,7 @@ cli.COMMANDS = {
   "delete", "start", "stop", "restart", "status", "logs", "exec", "backup", "rollback", "release-info", "list-releases", "recover",
   "validate", "pack", "keygen", "sign", "verify", "plan", "inspect", "convert",
 
-  "help", "version",
+  "help", "version", "completion",
 }
 
 cli.GLOBAL_OPTIONS = {
