@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <limits.h>
+#include <openssl/evp.h>
 #include <pwd.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -48,6 +49,7 @@ struct job {
   int file_fd;                              /* create: the file being added */
   char *tmp;                                /* create: temp file, removed unless renamed */
   char *buf;                                /* create: copy buffer */
+  EVP_MD_CTX *md;                           /* list: the digest of an entry's data */
   struct stat st;                           /* the archive file's stat (reading) */
   /* Stack indices (0: none) of the progress callback and the warnings table. */
   int progress, warnings;
@@ -79,6 +81,8 @@ static void job_close(struct job *j) {
   j->tmp = NULL;
   free(j->buf);
   j->buf = NULL;
+  if (j->md) EVP_MD_CTX_free(j->md);
+  j->md = NULL;
 }
 
 static int job_gc(lua_State *L) {
@@ -965,9 +969,41 @@ static const char *type_name(struct archive_entry *e) {
   }
 }
 
-/* list(src) -> {{name=, type=, size=, mode=[, link=]}, ...} | nil, msg, errno */
+/* Streams the current entry's data through sha256; pushes the hex digest.
+   Returns 0 or -1 (the job holds the failure). */
+static int push_digest(lua_State *L, struct job *j, const char *src, const char *name) {
+  if (!j->md && !(j->md = EVP_MD_CTX_new())) return job_fail(j, ENOMEM, "%s: %s", src, strerror(ENOMEM));
+  if (EVP_DigestInit_ex(j->md, EVP_sha256(), NULL) != 1)
+    return job_fail(j, EIO, "%s: sha256 is not available", src);
+  for (;;) {
+    const void *block;
+    size_t len;
+    la_int64_t off;
+    int r = archive_read_data_block(j->rd, &block, &len, &off);
+    if (r == ARCHIVE_EOF) break;
+    if (r < ARCHIVE_WARN) return job_fail_archive(j, j->rd, src, name);
+    /* Sparse entries: the holes read as zeros, as extract writes them. */
+    if (len && EVP_DigestUpdate(j->md, block, len) != 1) return job_fail(j, EIO, "%s: sha256 failed", src);
+  }
+  unsigned char d[EVP_MAX_MD_SIZE];
+  unsigned int n = 0;
+  if (EVP_DigestFinal_ex(j->md, d, &n) != 1) return job_fail(j, EIO, "%s: sha256 failed", src);
+  char hex[2 * EVP_MAX_MD_SIZE + 1];
+  for (unsigned int i = 0; i < n; i++) snprintf(hex + 2 * i, 3, "%02x", d[i]);
+  lua_pushstring(L, hex);
+  return 0;
+}
+
+/* list(src [, opts]) -> {{name=, type=, size=, mode=[, link=][, sha256=]}, ...}
+   | nil, msg, errno. opts.digests: the sha256 of every regular file's data,
+   read as one stream (memory flat in the archive's size; nothing extracted). */
 static int ar_list(lua_State *L) {
   const char *src = luaL_checkstring(L, 1);
+  int digests = 0;
+  if (!lua_isnoneornil(L, 2)) {
+    luaL_checktype(L, 2, LUA_TTABLE);
+    digests = opt_bool(L, 2, "digests");
+  }
   lua_settop(L, 1);
   struct job *j = job_new(L);
   lua_newtable(L);
@@ -997,6 +1033,10 @@ static int ar_list(lua_State *L) {
     if (link) {
       lua_pushstring(L, link);
       lua_setfield(L, -2, "link");
+    }
+    if (digests && !archive_entry_hardlink(e) && archive_entry_filetype(e) == AE_IFREG) {
+      if (push_digest(L, j, src, name ? name : "") < 0) return job_error(L, j);
+      lua_setfield(L, -2, "sha256");
     }
     lua_rawseti(L, -2, ++n);
   }

@@ -121,6 +121,64 @@ function M.check_files(dir, files)
   return true
 end
 
+-- check_archive(file, keys) -> key (or true without keys) | nil, msg: the
+-- signature, then every file's digest, read from the archive as one stream
+-- (nothing is extracted; memory stays flat in the package's size).
+function M.check_archive(file, keys)
+  local text = ct.archive.read_entry(file, M.MANIFEST, 16 * 1024 * 1024)
+  if not text then
+    return nil, "no " .. M.MANIFEST .. ": a package in the original layout carries no digests or signature"
+  end
+  local key = true
+  if keys and #keys > 0 then
+    local sig = ct.archive.read_entry(file, M.SIGNATURE, 4096)
+    local err
+    key, err = M.check_signature(text, sig, keys)
+    if not key then return nil, err end
+  end
+  local doc = json.decode(text)
+  local files = type(doc) == "table" and doc.files or nil
+  if type(files) ~= "table" then
+    return nil, M.MANIFEST .. ": has no \"files\" digests; pack the package with 'ctcli pack'"
+  end
+  local entries, lerr = ct.archive.list(file, { digests = true })
+  if not entries then return nil, lerr end
+  local function clean(name) return (name:gsub("^%./", ""):gsub("/+$", "")) end
+  local by = {}
+  for _, e in ipairs(entries) do by[clean(e.name)] = e end
+  local seen = {}
+  for _, e in ipairs(entries) do
+    local rel = clean(e.name)
+    if rel ~= "" and rel ~= "." and rel ~= M.MANIFEST and rel ~= M.SIGNATURE and e.type ~= "dir" then
+      local want = files[rel]
+      if not want then return nil, rel .. ": the package holds a file its manifest does not list" end
+      local got
+      if e.type == "file" then
+        got = e.sha256
+      elseif e.type == "hardlink" then
+        local target = by[clean(e.link or "")]
+        got = target and target.sha256
+      else
+        return nil, rel .. ": not a regular file"
+      end
+      if "sha256:" .. tostring(got) ~= want then
+        return nil, rel .. ": does not match its digest in " .. M.MANIFEST .. " (the file was changed after packing)"
+      end
+      seen[rel] = true
+    end
+  end
+  local missing = {}
+  for rel in pairs(files) do
+    if not seen[rel] then missing[#missing + 1] = rel end
+  end
+  table.sort(missing)
+  if #missing > 0 then
+    return nil, missing[1] .. ": listed in " .. M.MANIFEST .. " but missing from the package"
+      .. (#missing > 1 and string.format(" (and %d more)", #missing - 1) or "")
+  end
+  return key
+end
+
 -- check_dir(dir, keys) -> key | nil, msg: the signature of an extracted
 -- package against keys, then every file against the manifest's digests.
 function M.check_dir(dir, keys)

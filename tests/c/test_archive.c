@@ -858,3 +858,28 @@ DEFINE_TEST(list_shows_special_files_without_extracting_them) {
           "assert(l[1].type == 'char' and l[2].type == 'block' and l[3].type == 'fifo') "
           "return true");
 }
+
+DEFINE_TEST(list_digests_stream_every_file) {
+  lua_State *L = t_state();
+  lua_pushstring(L, t_tmpdir());
+  lua_setglobal(L, "T");
+  T_LUA(L, "local ct = require('ct') "
+           "assert(ct.fs.mkdir(T .. '/d/sub', 493, true)) "
+           "local big = string.rep('0123456789abcdef', 400000) "
+           "assert(ct.fs.write_atomic(T .. '/d/sub/big', big)) "
+           "assert(ct.fs.write_atomic(T .. '/d/empty', '')) "
+           "assert(ct.fs.symlink('sub/big', T .. '/d/link')) "
+           "assert(ct.fs.link(T .. '/d/sub/big', T .. '/d/hard')) "
+           "assert(ct.archive.create(T .. '/a.tar.zst', {{name = 'p', path = T .. '/d'}})) "
+           "local seen = {} "
+           "for _, e in ipairs(assert(ct.archive.list(T .. '/a.tar.zst', {digests = true}))) do "
+           "  seen[e.name] = e end "
+           "assert(seen['p/hard'].sha256 == ct.hash.sha256(big)) "
+           "assert(seen['p/sub/big'].type == 'hardlink' and seen['p/sub/big'].link == 'p/hard') "
+           "assert(seen['p/empty'].sha256 == ct.hash.sha256('')) "
+           "for _, e in pairs(seen) do assert((e.sha256 ~= nil) == (e.type == 'file'), e.name) end "
+           "local plain = assert(ct.archive.list(T .. '/a.tar.zst')) "
+           "for _, e in ipairs(plain) do assert(e.sha256 == nil) end "
+           "assert(not pcall(ct.archive.list, T .. '/a.tar.zst', 5)) "
+           "return true");
+}

@@ -1,7 +1,6 @@
 -- verify PKG [--key PUB]: the signature, then every file against its digest.
 local ct = require("ct")
 local json = require("ctcli.json")
-local pkgtool = require("ctcli.pkgtool")
 local root = require("ctcli.root")
 local signing = require("ctcli.signing")
 local ui = require("ctcli.ui")
@@ -40,22 +39,16 @@ return {
     local file = ctx.args[1]
     local keys, source = keys_for(ctx)
     if not keys then return nil, source end
-    local dir, cleanup = pkgtool.extract(file)
-    if not dir then return nil, cleanup end
-    local text = ct.fs.read(dir .. "/" .. signing.MANIFEST)
-    local result = { package = file, signed = ct.fs.exists(dir .. "/" .. signing.SIGNATURE) }
+    if not ct.fs.exists(file) then return nil, file .. ": no such package" end
+    -- One streaming pass over the archive: nothing is extracted.
+    local result = { package = file, signed = ct.archive.read_entry(file, signing.SIGNATURE, 4096) ~= nil }
     local failure
-    if not text then
-      failure = "no manifest.json: a package in the original layout carries no digests or signature"
-    elseif #keys > 0 then
-      local key, err = signing.check_dir(dir, keys)
-      if key then result.signer = signing.label(key) else failure = err end
-    else
-      local doc = json.decode(text)
-      local ok, err = signing.check_files(dir, type(doc) == "table" and doc.files or nil)
-      if not ok then failure = err end
+    local key, err = signing.check_archive(file, keys)
+    if not key then
+      failure = err
+    elseif key ~= true then
+      result.signer = signing.label(key)
     end
-    cleanup()
     result.ok = failure == nil
     result.error = failure
     if ctx.json then
