@@ -16,7 +16,7 @@ local function log_of(root, app)
 end
 
 local function wait_log(root, app, text)
-  return H.wait_for(function() return log_of(root, app):find(text, 1, true) end, 5)
+  return H.wait_for(function() return log_of(root, app):find(text, 1, true) end, 20)
 end
 
 for _, format in ipairs({ "legacy", "manifest" }) do
@@ -56,7 +56,7 @@ describe("lifecycle (" .. format .. " packages)", function()
     assert.truthy(wait_log(root, "web", "web-one"))
     -- the config was seeded from the image and the data path bound
     assert.truthy(ct.fs.read(root .. "/config/web/etc/web/app.conf"):find("greeting", 1, true))
-    assert.truthy(H.wait_for(function() return ct.fs.exists(root .. "/data/web/var/lib/web/starts.log") end, 5))
+    assert.truthy(H.wait_for(function() return ct.fs.exists(root .. "/data/web/var/lib/web/starts.log") end, 20))
     -- the zero backup
     local list = H.json(root, { "list-releases" })
     assert.equals(1, #list.releases)

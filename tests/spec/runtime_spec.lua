@@ -19,7 +19,7 @@ describe("container state without spawning runc", function()
     -- c: its init killed from outside (the container stays, stopped)
     local st = runtime.state(rt, id("c"))
     ct.proc.kill(st.pid, ct.proc.signals.KILL)
-    assert.truthy(H.wait_for(function() return not runtime.alive(st.pid) end, 5))
+    assert.truthy(H.wait_for(function() return not runtime.alive(st.pid) end, 20))
     -- d: created but never started
     H.ok(root, { "stop", "d" })
     local r = ct.oci.create(rt, id("d"), root .. "/current-release/apps/d", { log = H.tmpdir() .. "/d.log" })
