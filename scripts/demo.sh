@@ -24,13 +24,17 @@ trap cleanup EXIT
 
 run() { echo "\$ ctcli $*"; "$bin" "$@"; echo; }
 
-echo "== building the demo package (two busybox apps) in $demo"
-"$here/tests/support/mkpkg" --out "$demo/demo-1.0.0.tar.gz" --version 1.0.0 \
-  --app web:mark=demo-web --app worker:heartbeat=2,depends=web --workdir "$demo" >/dev/null
-echo
+echo "== building the demo package in $demo: two busybox images, then manifests/demo packed"
+"$here/tests/support/mkpkg" --format manifest --out "$demo/images.tar.gz" --version 1.0.0 \
+  --app web:mark=demo-web --app worker:heartbeat=2 --workdir "$demo" >/dev/null
+mkdir "$demo/src"
+cp -r "$here/manifests/demo/manifest.json" "$here/manifests/demo/hooks" "$demo/src/"
+tar -xzf "$demo/images.tar.gz" -C "$demo/src" images
+run validate "$demo/src"
+run pack "$demo/src" -o "$demo/demo-1.0.0.tar.zst"
 
 run --root "$root" init
-run --root "$root" install "$demo/demo-1.0.0.tar.gz"
+run --root "$root" install "$demo/demo-1.0.0.tar.zst"
 run --root "$root" start
 run --root "$root" status
 sleep 1
