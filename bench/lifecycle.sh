@@ -375,8 +375,19 @@ timed bk_gzip_us "$work/backup-gzip" "$ctcli" --root "$big" --json backup --gzip
 bk_gzip_file=$(json_field "$work/backup-gzip.out" path)
 [[ -f $bk_gzip_file ]] || die "ctcli --root $big --json backup --gzip: no archive at '$bk_gzip_file'"
 all_running "$big" a b c || die "after 'ctcli backup': not every app is running (left paused?)"
-# The same directories as the backup: the release, the images, config, data.
-tar_dirs=("releases/$big_rel" images config data)
+# The same content as the backup: the release, its apps' rootfs and
+# image.json (not the other releases' images, nor the kept OCI layouts),
+# config, data.
+mapfile -t img_paths < <(lua5.4 - "$big/releases/$big_rel/release.json" <<'LUA'
+local cjson = require("cjson")
+local f = assert(io.open(arg[1])); local rel = cjson.decode(f:read("a")); f:close()
+for _, a in ipairs(rel.apps) do
+  local k = "images/" .. a.name .. "@" .. a.image.digest
+  print(k .. "/rootfs"); print(k .. "/image.json")
+end
+LUA
+)
+tar_dirs=("releases/$big_rel" "${img_paths[@]}" config data)
 timed tar_gz_us "$work/tar-gz" tar -C "$big" -czf "$work/tar-backup.tar.gz" "${tar_dirs[@]}"
 tar_zstd() { tar -C "$big" -cf - "${tar_dirs[@]}" | zstd -q -T0 -3 -o "$work/tar-backup.tar.zst"; }
 timed tar_zst_us "$work/tar-zst" tar_zstd
