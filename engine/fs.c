@@ -31,6 +31,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <linux/falloc.h>
 #include <linux/fs.h>
 #include <linux/openat2.h>
 
@@ -1758,6 +1759,95 @@ static int fs_size(lua_State *L) {
   return 1;
 }
 
+/* collapse(path, length [, copy_to]) -> bytes removed. Removes the first
+   `length` bytes of the file, rounded down to the filesystem's block size,
+   with fallocate(FALLOC_FL_COLLAPSE_RANGE): a writer appending with O_APPEND
+   loses nothing, its next write lands at the new end. With `copy_to`, those
+   bytes are first copied into that new file (created 0640, fsynced), so
+   nothing is removed before it is kept. 0 when less than a block would go.
+   A filesystem without the collapse (tmpfs, btrfs...) gives EOPNOTSUPP;
+   `copy_to` is then removed again. */
+static int fs_collapse(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  lua_Integer length = luaL_checkinteger(L, 2);
+  const char *copy_to = luaL_optstring(L, 3, NULL);
+  luaL_argcheck(L, length >= 0, 2, "negative length");
+  int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) return ct_oserror(L, errno, path);
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    int err = errno;
+    close(fd);
+    return ct_oserror(L, err, path);
+  }
+  if (!S_ISREG(st.st_mode)) {
+    close(fd);
+    return ct_oserror(L, EINVAL, path);
+  }
+  off_t blk = st.st_blksize > 0 ? st.st_blksize : 4096;
+  off_t n = (off_t)length;
+  if (n > st.st_size) n = st.st_size;
+  n -= n % blk;
+  /* The collapse may not reach the end of the file. */
+  if (n >= st.st_size) n = st.st_size - 1 - (st.st_size - 1) % blk;
+  if (n <= 0) {
+    close(fd);
+    lua_pushinteger(L, 0);
+    return 1;
+  }
+  int out = -1;
+  if (copy_to) {
+    out = open(copy_to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+    if (out < 0) {
+      int err = errno;
+      close(fd);
+      return ct_oserror(L, err, copy_to);
+    }
+    off_t in_off = 0;
+    char *buf = NULL;
+    while (in_off < n) {
+      ssize_t w = copy_file_range(fd, &in_off, out, NULL, (size_t)(n - in_off), 0);
+      if (w > 0) continue;
+      if (w < 0 && errno != EXDEV && errno != ENOSYS && errno != EOPNOTSUPP && errno != EINVAL) goto copy_failed;
+      /* no copy_file_range here (or 0 bytes): a plain read/write loop */
+      if (!buf && !(buf = malloc(1 << 20))) { errno = ENOMEM; goto copy_failed; }
+      size_t want = (size_t)(n - in_off) < (1u << 20) ? (size_t)(n - in_off) : (1u << 20);
+      ssize_t r = pread(fd, buf, want, in_off);
+      if (r <= 0) { if (r == 0) errno = EIO; goto copy_failed; }
+      for (ssize_t done = 0; done < r;) {
+        ssize_t k = write(out, buf + done, (size_t)(r - done));
+        if (k < 0) { if (errno == EINTR) continue; goto copy_failed; }
+        done += k;
+      }
+      in_off += r;
+    }
+    free(buf);
+    if (fsync(out) != 0) goto copy_failed_nobuf;
+    close(out);
+    out = -1;
+    goto collapse;
+  copy_failed:
+    free(buf);
+  copy_failed_nobuf: {
+      int err = errno;
+      close(out);
+      unlink(copy_to);
+      close(fd);
+      return ct_oserror(L, err, copy_to);
+    }
+  }
+collapse:
+  if (fallocate(fd, FALLOC_FL_COLLAPSE_RANGE, 0, n) != 0) {
+    int err = errno;
+    if (copy_to) unlink(copy_to);
+    close(fd);
+    return ct_oserror(L, err, path);
+  }
+  close(fd);
+  lua_pushinteger(L, (lua_Integer)n);
+  return 1;
+}
+
 static const luaL_Reg fs_funcs[] = {
     {"stat", fs_stat},
     {"lstat", fs_lstat},
@@ -1790,6 +1880,7 @@ static const luaL_Reg fs_funcs[] = {
     {"fsync", fs_fsync},
     {"syncfs", fs_syncfs},
     {"size", fs_size},
+    {"collapse", fs_collapse},
     {NULL, NULL},
 };
 

@@ -10,6 +10,7 @@ packages=(
   runc umoci busybox-static
   lua-busted lua-check ansible-core
   zstd gzip tar strace valgrind
+  systemd
 )
 
 missing=()

@@ -15,7 +15,7 @@ for type in Debug Sanitize; do
   tmp=$(mktemp -d)
   # Specs drop privileges in places (an unprivileged child): keep the dir traversable, as /tmp is.
   chmod 755 "$tmp"
-  if ! (cd "$dir" && TMPDIR="$tmp" ASAN_OPTIONS=detect_leaks=1 ctest -j2 -LE "slow|valgrind" --output-on-failure "$@"); then
+  if ! (cd "$dir" && TMPDIR="$tmp" ASAN_OPTIONS=detect_leaks=1 ctest -j3 -LE "slow|valgrind" --output-on-failure "$@"); then
     status=1
   fi
   rm -rf "$tmp"

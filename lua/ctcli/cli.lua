@@ -12,6 +12,7 @@ cli.COMMANDS = {
   "init", "install", "upgrade",
   "delete", "start", "stop", "restart", "status", "logs", "exec", "backup", "rollback", "release-info", "list-releases", "recover",
   "validate", "pack", "keygen", "sign", "verify", "plan", "inspect", "convert",
+  "enable", "disable", "rotate-logs", "reset", "images", "prune",
 
   "help", "version", "completion",
 }

@@ -152,9 +152,11 @@ function M.run(ctx)
     end
     start_names(ctx, rel, d.stopped, notes)
     outcome = "undone"
-    -- start and stop record the wanted state first and change no release:
-    -- nothing to undo; running the command again finishes it.
-    if doc.command == "start" or doc.command == "stop" then outcome = "nothing to undo" end
+    -- start and stop record the wanted state first and change no release;
+    -- prune and rotate-logs only remove what is not needed: nothing to undo,
+    -- running the command again finishes it.
+    local idempotent = { start = true, stop = true, prune = true, ["rotate-logs"] = true }
+    if idempotent[doc.command] then outcome = "nothing to undo" end
   end
   clean_tmp(p)
   -- Images only an undone release used go too (never one a kept release uses).

@@ -1,4 +1,4 @@
--- The image store: images/<app>@<digest>/{rootfs/, image.json}, one per app
+-- The image store: images/<app>@<digest>/{rootfs/, image.json, oci/}, one per app
 -- and image digest, shared by every release that has that app at that
 -- digest. umoci unpacks into tmp/; the rootfs is renamed into place (no copy).
 local ct = require("ct")
@@ -40,6 +40,44 @@ local function process_of(bundle)
   }
 end
 
+-- keep_layout(layout, ref, dest) -> true | nil, msg: an OCI layout at dest
+-- holding only ref's image (index.json, its manifest, config and layers),
+-- so `reset` can unpack the image again after the package is gone. Blobs
+-- are hard-linked where they can be (tmp/ and images/ share a filesystem).
+local function keep_layout(layout, ref, dest)
+  local index = json.decode(ct.fs.read(layout .. "/index.json") or "null")
+  local desc
+  for _, m in ipairs(type(index) == "table" and index.manifests or {}) do
+    local ann = type(m.annotations) == "table" and m.annotations or {}
+    if ann["org.opencontainers.image.ref.name"] == ref then desc = m end
+  end
+  local function blob(digest)
+    return "/blobs/" .. tostring(digest):gsub(":", "/", 1)
+  end
+  local manifest = desc and json.decode(ct.fs.read(layout .. blob(desc.digest)) or "null")
+  if type(manifest) ~= "table" or type(manifest.layers) ~= "table" then
+    -- Not a plain image manifest (an index of platforms...): keep it all.
+    return ct.fs.copytree(layout, dest)
+  end
+  local ok, err = ct.fs.mkdir(dest .. "/blobs/sha256", 493, true)
+  if not ok then return nil, err end
+  local digests = { desc.digest, manifest.config and manifest.config.digest }
+  for _, l in ipairs(manifest.layers) do digests[#digests + 1] = l.digest end
+  for _, d in ipairs(digests) do
+    local from, to = layout .. blob(d), dest .. blob(d)
+    if not ct.fs.exists(to) and not ct.fs.link(from, to) then
+      ok, err = ct.fs.copyfile(from, to, 420)
+      if not ok then return nil, err end
+    end
+  end
+  ok, err = ct.fs.copyfile(layout .. "/oci-layout", dest .. "/oci-layout", 420)
+  if ok then
+    ok, err = ct.fs.write_atomic(dest .. "/index.json",
+      json.encode({ schemaVersion = 2, manifests = json.array({ desc }) }) .. "\n", 420)
+  end
+  return ok, err
+end
+
 -- unpack_all(paths, umoci, jobs) -> true | nil, msg
 -- jobs: array of {name=, digest=, layout= (absolute), ref=}. Runs the
 -- unpacks in parallel over the cores; each lands in images/ by rename.
@@ -75,7 +113,14 @@ function M.unpack_all(paths, umoci, jobs, on_done)
       local log = ct.fs.read(job.errlog) or ""
       local last = ""
       for line in log:gmatch("[^\n]+") do last = line end
+      -- On a full disk umoci's log (in tmp/ too) may be cut short: ask the disk.
+      local vfs = ct.fs.statvfs(paths.tmp)
+      local full = log:find("no space left on device", 1, true) or (vfs and vfs.avail < 4 * 1024 * 1024)
       ct.fs.rmtree(job.tmp)
+      if full then
+        return nil, string.format("unpacking the image of %s failed: not enough space in %s (%s free)",
+          job.name, paths.tmp, vfs and (vfs.avail // 1024 .. " KiB") or "?")
+      end
       return nil, string.format("unpacking the image of %s failed: %s", job.name, last)
     end
     local info = process_of(job.bundle)
@@ -88,6 +133,8 @@ function M.unpack_all(paths, umoci, jobs, on_done)
     ct.fs.mkdir(img, 493)
     ok, err = ct.fs.rename(job.bundle .. "/rootfs", img .. "/rootfs")
     if ok then ok, err = ct.fs.rename(job.bundle .. "/image.json", img .. "/image.json") end
+    -- The image itself stays too (images/<key>/oci/), for `reset`.
+    if ok then ok, err = keep_layout(job.layout, job.ref, img .. "/oci") end
     if ok and ct.fs.exists(final) then
       -- A leftover from an interrupted run: the complete copy we just made wins.
       ct.fs.rmtree(final)

@@ -623,6 +623,41 @@ DEFINE_TEST(append_creates_and_appends) {
            "return true");
 }
 
+/* ---- collapse ---------------------------------------------------------- */
+
+DEFINE_TEST(collapse_removes_the_block_aligned_head_after_copying_it) {
+  lua_State *L = fs_state();
+  /* 3 blocks and a bit of numbered lines; the temp dir's filesystem must
+     allow the collapse (ext4, xfs), else the test says so. */
+  T_LUA(L, "local t = {} for i = 1, 3000 do t[#t + 1] = string.format('line %05d\\n', i) end "
+           "local all = table.concat(t) W(P('log'), all) "
+           "local n, msg, code = fs.collapse(P('log'), 10000, P('part')) "
+           "if not n then "
+           "  assert(code == 95 or code == 22, msg) "
+           "  assert(not fs.exists(P('part')), 'the copy stays after a refused collapse') "
+           "  io.stderr:write('note: no FALLOC_FL_COLLAPSE_RANGE here: ', msg, '\\n') return true "
+           "end "
+           "assert(n > 0 and n <= 10000 and n % 512 == 0, 'removed ' .. tostring(n)) "
+           "assert(R(P('part')) == all:sub(1, n)) "
+           "assert(R(P('log')) == all:sub(n + 1)) "
+           "assert(fs.stat(P('part')).mode == tonumber('640', 8)) "
+           /* less than a block: nothing; never the whole file */
+           "assert(fs.collapse(P('log'), 100) == 0) "
+           "local size = #all - n "
+           "local m = assert(fs.collapse(P('log'), size)) "
+           "assert(m < size and m > 0 and #R(P('log')) == size - m) "
+           /* appends after a collapse land at the new end */
+           "assert(fs.append(P('log'), 'tail\\n')) "
+           "assert(R(P('log')) == all:sub(n + m + 1) .. 'tail\\n') "
+           /* an existing copy_to is refused and nothing is removed */
+           "W(P('big'), all) "
+           "fails(P('part'), 17, fs.collapse(P('big'), 8192, P('part'))) "
+           "assert(R(P('big')) == all) "
+           "fails(P('none'), E.ENOENT, fs.collapse(P('none'), 4096)) "
+           "raises(fs.collapse, P('big'), -1) "
+           "return true");
+}
+
 /* ---- beneath a directory ----------------------------------------------- */
 
 DEFINE_TEST(read_beneath_stays_inside_the_directory) {
@@ -822,7 +857,7 @@ DEFINE_TEST(every_documented_function_is_there) {
            "  'rename', 'exchange', 'symlink', 'readlink', 'realpath', 'link', 'unlink', 'rmdir', "
            "  'dir', 'read', 'write_atomic', 'append', 'read_beneath', 'write_beneath', "
            "  'copy_beneath', 'chmod', 'chown', 'lchown', 'mkdtemp', 'du', 'statvfs', 'fsync', "
-           "  'syncfs', 'size'} "
+           "  'syncfs', 'size', 'collapse'} "
            "local n = 0 for _ in pairs(fs) do n = n + 1 end "
            "for _, k in ipairs(want) do assert(type(fs[k]) == 'function', k) end "
            "assert(n == #want, 'unexpected extra functions: ' .. n) "

@@ -6,6 +6,7 @@ local deploy = require("ctcli.deploy")
 local journal = require("ctcli.journal")
 local release = require("ctcli.release")
 local ui = require("ctcli.ui")
+local wanted = require("ctcli.wanted")
 local json = require("ctcli.json")
 local ct = require("ct")
 
@@ -75,7 +76,10 @@ return {
       if not ran then j:finish() return nil, "installed " .. rel.id .. ", but " .. merr end
     end
     local started = {}
-    if not ctx.opts.no_start then
+    if ctx.opts.no_start then
+      -- Not started on purpose: not wanted either, so a boot does not start them.
+      wanted.mark(ctx.paths, rel.order, false)
+    else
       j:step("start")
       local res, err = apps.start(ctx, rel, apps.select(rel), { health = true })
       if not res then j:finish() return nil, "installed " .. rel.id .. ", but " .. err end

@@ -69,20 +69,37 @@ return {
     local pos = st and copy_range(path, from, size) or 0
     if not ctx.opts.follow then return true end
     local ino = st and st.ino
+    -- rotate-logs cuts the head off the live file in place and counts the
+    -- bytes it removed in <log>.collapsed: keep our place across that.
+    local function collapsed()
+      return tonumber((ct.fs.read(path .. ".collapsed") or ""):match("%d+")) or 0
+    end
+    local cut = collapsed()
     while true do
       ct.time.sleep(0.2)
+      -- rotate-logs cuts holding this lock: no cut lands inside our read.
+      local lk = ct.lock.acquire(path .. ".lock", "logs -f", 30)
+      local c = collapsed()
       local now = ct.fs.stat(path)
       if now then
+        if now.ino == ino and c > cut then
+          if c - cut > pos then
+            io.stderr:write(string.format("ctcli: %d bytes were rotated before they were shown; see %s.*.zst\n",
+              c - cut - pos, path))
+          end
+          pos, cut = math.max(0, pos - (c - cut)), c
+        elseif now.ino == ino and now.size < pos then
+          pos = 0
+        end
         if now.ino ~= ino then
           -- Rotated: finish the old file (now .1), then start the new one.
           local old = ct.fs.stat(path .. ".1")
           if old and old.ino == ino and old.size > pos then copy_range(path .. ".1", pos, old.size) end
           ino, pos = now.ino, 0
-        elseif now.size < pos then
-          pos = 0
         end
         if now.size > pos then pos = copy_range(path, pos, now.size) end
       end
+      if lk then lk:release() end
     end
   end,
 }

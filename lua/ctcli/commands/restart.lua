@@ -1,8 +1,10 @@
 -- restart [app...]: stop, then start, all apps or the named ones.
 local apps = require("ctcli.apps")
 local common = require("ctcli.common")
+local journal = require("ctcli.journal")
 local json = require("ctcli.json")
 local ui = require("ctcli.ui")
+local wanted = require("ctcli.wanted")
 
 return {
   summary = "Restart all apps, or the named ones",
@@ -14,9 +16,20 @@ return {
     local list, serr = apps.select(rel, ctx.args)
     if not list then return nil, serr end
     local hc = apps.hooks_for(ctx, rel)
+    local names = {}
+    for _, app in ipairs(list) do names[#names + 1] = app.name end
+    -- Recovery starts again what an interrupted restart stopped.
+    local j, jerr = journal.begin(ctx.paths, "restart", { stopped = json.array(names) })
+    if not j then return nil, jerr end
+    j:step("mark")
+    local mok, merr = wanted.mark(ctx.paths, names, true)
+    if not mok then j:finish() return nil, merr end
+    j:step("stop")
     local ok, sterr = apps.stop(ctx, rel, list, { hooks = hc })
-    if not ok then return nil, sterr end
+    if not ok then j:finish() return nil, sterr end
+    j:step("start")
     local started, aerr = apps.start(ctx, rel, list, { hooks = hc, health = true })
+    j:finish()
     if not started then return nil, aerr end
     if ctx.json then
       ui.print(json.encode({ restarted = json.array(started) }))

@@ -1,12 +1,18 @@
--- status: per app its state, pid, uptime, version and short image digest,
--- from one `runc list`.
+-- status: per app its state, wanted or not, pid, uptime, version and short
+-- image digest, from one `runc list`; -v adds memory and CPU from
+-- `runc events --stats`. A wanted app whose container stopped by itself is
+-- "exited": runc keeps no exit status of a detached container's init, so
+-- the code is reported only when known (null otherwise), and the time is
+-- when its cgroup last changed (the exit) or, failing that, its last output.
 local ct = require("ct")
 local apps = require("ctcli.apps")
 local health = require("ctcli.health")
 local journal = require("ctcli.journal")
 local json = require("ctcli.json")
 local release = require("ctcli.release")
+local runtime = require("ctcli.runtime")
 local ui = require("ctcli.ui")
+local wanted = require("ctcli.wanted")
 
 local function parse_time(s)
   if type(s) ~= "string" then return nil end
@@ -19,9 +25,60 @@ local function parse_time(s)
   return t + (local_now - utc_now)
 end
 
+local function iso(t)
+  return t and os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(t)) or json.null
+end
+
+-- cgroups(ctx, name) -> runc's cgroup paths of the app's container, or {}.
+local function cgroups(ctx, name)
+  local id = runtime.container_id(ctx.paths.root, name)
+  local text = ct.fs.read(ctx.paths.runc_root .. "/" .. id .. "/state.json")
+  local st = text and json.decode(text)
+  return st and type(st.cgroup_paths) == "table" and st.cgroup_paths or {}
+end
+
+-- oom_kills(ctx, name) -> processes the kernel killed for passing the
+-- memory limit (cgroup v2 memory.events, v1 memory.oom_control), or nil.
+local function oom_kills(ctx, name)
+  local cg = cgroups(ctx, name)
+  local text = (cg[""] and ct.fs.read(cg[""] .. "/memory.events")) or
+    (cg.memory and ct.fs.read(cg.memory .. "/memory.oom_control"))
+  return text and tonumber(text:match("oom_kill (%d+)"))
+end
+
+-- exit_time(ctx, name) -> epoch seconds of an exited app's exit, or nil.
+local function exit_time(ctx, name)
+  local paths = cgroups(ctx, name)
+  local cg = paths[""] or paths.memory
+  local ev = cg and ct.fs.stat(cg .. "/cgroup.events")
+  if ev and ev.mtime and ev.mtime > 0 then return ev.mtime end
+  local log = ct.fs.stat(ctx.paths.logs .. "/" .. name .. "/stdout-stderr.log")
+  return log and log.mtime
+end
+
+-- stats(rt, id) -> {memory=bytes, memory_limit=, cpu_seconds=, pids=} | nil
+local function stats(rt, id)
+  local r = ct.oci.runc(rt, { "events", "--stats", id }, { timeout = 10 })
+  if not r or r.code ~= 0 then return nil end
+  local ev = json.decode(r.stdout)
+  local d = ev and ev.data
+  if type(d) ~= "table" then return nil end
+  local mem = type(d.memory) == "table" and d.memory.usage or {}
+  local cpu = type(d.cpu) == "table" and d.cpu.usage or {}
+  local limit = mem.limit
+  if limit and limit >= 2 ^ 60 then limit = nil end
+  return {
+    memory = mem.usage or json.null,
+    memory_limit = limit or json.null,
+    cpu_seconds = cpu.total and (cpu.total / 1e9) or json.null,
+    pids = type(d.pids) == "table" and d.pids.current or json.null,
+  }
+end
+
 return {
-  summary = "Show each app's state, pid, uptime, version and image",
-  usage = "status",
+  summary = "Show each app's state, wanted state, pid, uptime, version and image",
+  usage = "status [-v]",
+  description = "-v (global) adds each running app's memory and CPU time (runc events --stats).",
   max_args = 0,
   needs_root = true,
   run = function(ctx)
@@ -38,13 +95,31 @@ return {
       if not states then return nil, serr end
       local now = ct.time.now()
       local checks = health.read(ctx.paths)
+      local want = wanted.read(ctx.paths)
+      local rt = runtime.rt(ctx.paths, release.tools(rel))
       for _, name in ipairs(rel.order) do
         local app = rel.by_name[name]
         local st = states[name]
         local created = st and parse_time(st.created)
+        local is_wanted = wanted.is_wanted(want, name)
+        local state = st and st.status or "stopped"
+        local exited = json.null
+        if st and st.status == "stopped" then
+          -- ctcli deletes the containers it stops: a stopped one still
+          -- listed exited by itself (or was killed from outside).
+          state = "exited"
+          exited = { code = json.null, at = iso(exit_time(ctx, name)) }
+        end
+        local rec = wanted.record(want, name) or {}
         doc.apps[#doc.apps + 1] = {
           name = name,
-          state = st and st.status or "stopped",
+          state = state,
+          wanted = is_wanted,
+          exited = exited,
+          restarts = tonumber(rec.restarts) or 0,
+          stats = (ctx.verbose and st and st.status == "running") and
+            (stats(rt, runtime.container_id(ctx.paths.root, name)) or json.null) or nil,
+          oom_kills = st and oom_kills(ctx, name) or json.null,
           pid = (st and st.status ~= "stopped" and st.pid ~= 0) and st.pid or json.null,
           uptime = (st and st.status == "running" and created) and math.max(0, math.floor(now - created)) or json.null,
           version = app.version,
@@ -69,15 +144,42 @@ return {
     local rows = {}
     for _, a in ipairs(doc.apps) do
       local state = a.state
-      if state == "running" then state = ui.paint("green", state)
+      if state == "exited" then
+        state = a.exited.code ~= json.null and string.format("exited (code %d)", a.exited.code) or "exited"
+        if a.exited.at ~= json.null then state = state .. " at " .. a.exited.at end
+        if type(a.oom_kills) == "number" and a.oom_kills > 0 then
+          state = state .. string.format(" (%d OOM kill%s)", a.oom_kills, a.oom_kills == 1 and "" or "s")
+        end
+        state = ui.paint(a.wanted and "red" or "dim", state)
+      elseif state == "running" then
+        state = ui.paint("green", state)
+        if type(a.oom_kills) == "number" and a.oom_kills > 0 then
+          state = state .. string.format(" (%d OOM kill%s)", a.oom_kills, a.oom_kills == 1 and "" or "s")
+        end
       elseif state == "stopped" then state = ui.paint("dim", state) end
-      rows[#rows + 1] = {
-        a.name, state, a.pid ~= json.null and tostring(a.pid) or "-",
+      local row = {
+        a.name, state, a.wanted and "yes" or "no", a.pid ~= json.null and tostring(a.pid) or "-",
         a.uptime ~= json.null and ui.duration(a.uptime) or "-",
         a.health ~= json.null and a.health or "-", a.version or "-", a.image:sub(8, 19),
       }
+      if ctx.verbose then
+        local s = type(a.stats) == "table" and a.stats or {}
+        local mem = s.memory and s.memory ~= json.null and ui.bytes(s.memory) or "-"
+        if s.memory_limit and s.memory_limit ~= json.null then mem = mem .. " / " .. ui.bytes(s.memory_limit) end
+        if type(a.oom_kills) == "number" and a.oom_kills > 0 then
+          mem = mem .. string.format(" (%d OOM kill%s)", a.oom_kills, a.oom_kills == 1 and "" or "s")
+        end
+        row[#row + 1] = mem
+        row[#row + 1] = (s.cpu_seconds and s.cpu_seconds ~= json.null) and string.format("%.2fs", s.cpu_seconds) or "-"
+      end
+      rows[#rows + 1] = row
     end
-    ui.table({ "APP", "STATE", "PID", "UPTIME", "HEALTH", "VERSION", "IMAGE" }, rows)
+    local headers = { "APP", "STATE", "WANTED", "PID", "UPTIME", "HEALTH", "VERSION", "IMAGE" }
+    if ctx.verbose then
+      headers[#headers + 1] = "MEMORY"
+      headers[#headers + 1] = "CPU"
+    end
+    ui.table(headers, rows)
     return true
   end,
 }

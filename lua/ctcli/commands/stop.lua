@@ -1,14 +1,20 @@
--- stop [app...]: stop all apps, or the named ones, in reverse dependency order.
+-- stop [app...]: stop all apps, or the named ones, in reverse dependency
+-- order, and mark them not wanted (boot leaves them stopped).
 local apps = require("ctcli.apps")
 local common = require("ctcli.common")
+local journal = require("ctcli.journal")
 local json = require("ctcli.json")
 local ui = require("ctcli.ui")
+local wanted = require("ctcli.wanted")
 
 return {
   summary = "Stop all apps, or the named ones (stop signal, timeout, then SIGKILL)",
-  usage = "stop [--force] [APP...]",
+  usage = "stop [--force] [--keep-wanted] [APP...]",
+  description = "Marks the apps as not wanted (state/wanted.json), so boot leaves them stopped;\n" ..
+    "--keep-wanted does not (the ExecStop of 'ctcli enable': a shutdown is no operator's stop).",
   options = {
     { "--force", help = "kill at once (SIGKILL, no timeout)" },
+    { "--keep-wanted", help = "leave the wanted state as it is" },
   },
   needs_root = true, needs_lock = true,
   run = function(ctx)
@@ -22,10 +28,20 @@ return {
     for _, app in ipairs(list) do
       if states[app.name] then todo[#todo + 1] = app else stopped_already[#stopped_already + 1] = app.name end
     end
-    local ok, sterr = apps.stop(ctx, rel, todo, { force = ctx.opts.force, hooks = apps.hooks_for(ctx, rel) })
-    if not ok then return nil, sterr end
-    local names = {}
+    local names, all = {}, {}
     for _, app in ipairs(todo) do names[#names + 1] = app.name end
+    for _, app in ipairs(list) do all[#all + 1] = app.name end
+    local j, jerr = journal.begin(ctx.paths, "stop", { apps = json.array(names) })
+    if not j then return nil, jerr end
+    j:step("mark")
+    if not ctx.opts.keep_wanted then
+      local mok, merr = wanted.mark(ctx.paths, all, false)
+      if not mok then j:finish() return nil, merr end
+    end
+    j:step("stop")
+    local ok, sterr = apps.stop(ctx, rel, todo, { force = ctx.opts.force, hooks = apps.hooks_for(ctx, rel) })
+    j:finish()
+    if not ok then return nil, sterr end
     if ctx.json then
       ui.print(json.encode({ stopped = json.array(names), not_running = json.array(stopped_already) }))
     else

@@ -1,0 +1,75 @@
+-- rotate-logs [--max-size SIZE] [--keep N]: rotate each app's
+-- stdout-stderr.log past SIZE while the app runs, compress the rotated part
+-- (zstd) and keep the newest N.
+local journal = require("ctcli.journal")
+local json = require("ctcli.json")
+local logrotate = require("ctcli.logrotate")
+local ui = require("ctcli.ui")
+local ct = require("ct")
+
+return {
+  summary = "Rotate the apps' stdout/stderr logs past a size, keeping N compressed parts",
+  usage = "rotate-logs [--max-size SIZE] [--keep N] [APP...]",
+  description = table.concat({
+    "A log past SIZE (default 100M; K, M, G suffixes) has its head moved to",
+    "logs/<app>/stdout-stderr.log.<UTC time>.zst while the app keeps writing: the",
+    "file is cut in place (fallocate COLLAPSE_RANGE), so no line is lost. Where the",
+    "filesystem cannot (tmpfs, btrfs), it is copied and truncated, with a warning.",
+    "The newest N parts are kept (default 5). 'ctcli enable' runs this daily.",
+  }, "\n"),
+  options = {
+    { "--max-size", arg = "SIZE", help = "rotate logs larger than this (default 100M)" },
+    { "--keep", arg = "N", type = "number", help = "rotated parts to keep per app (default 5)" },
+  },
+  needs_root = true, needs_lock = true,
+  run = function(ctx)
+    local max = logrotate.parse_size(ctx.opts.max_size or "100M")
+    if not max then
+      return nil, string.format("--max-size expects a size like 100M or 1G, got '%s'", ctx.opts.max_size)
+    end
+    local keep = math.floor(ctx.opts.keep or 5)
+    local names = ctx.args
+    if #names == 0 then
+      names = {}
+      for _, n in ipairs(ct.fs.dir(ctx.paths.logs) or {}) do
+        if ct.fs.exists(ctx.paths.logs .. "/" .. n .. "/" .. logrotate.LOG) then names[#names + 1] = n end
+      end
+    end
+    local j, jerr = journal.begin(ctx.paths, "rotate-logs", { apps = json.array(names) })
+    if not j then return nil, jerr end
+    j:step("rotate")
+    local report, failures = json.array(), {}
+    for _, name in ipairs(names) do
+      local dir = ctx.paths.logs .. "/" .. name
+      if not name:match("^[%w][%w._-]*$") or not ct.fs.exists(dir .. "/" .. logrotate.LOG) then
+        failures[#failures + 1] = string.format("%s: no log at %s/%s", name, dir, logrotate.LOG)
+      else
+        local res, err = logrotate.rotate(dir, { max_size = max, keep = keep })
+        if not res then
+          failures[#failures + 1] = name .. ": " .. tostring(err)
+        else
+          if res.warning then ui.warn("%s", res.warning) end
+          report[#report + 1] = {
+            app = name, rotated = res.rotated, part = res.part and res.part:match("[^/]+$") or json.null,
+            method = res.method or json.null, removed = json.array(res.removed),
+          }
+        end
+      end
+    end
+    j:finish()
+    if ctx.json then
+      ui.print(json.encode({ logs = report }))
+    else
+      for _, r in ipairs(report) do
+        if r.rotated > 0 then
+          ui.print("%s: rotated %s into %s", r.app, ui.bytes(r.rotated), r.part)
+        else
+          ui.info("%s: under %s, left as it is", r.app, ui.bytes(max))
+        end
+        for _, f in ipairs(r.removed) do ui.info("%s: removed %s", r.app, f) end
+      end
+    end
+    if #failures > 0 then return nil, "cannot rotate " .. table.concat(failures, "; ") end
+    return true
+  end,
+}
