@@ -9,10 +9,7 @@ local cli = require("ctcli.cli")
 
 H.need_root()
 
-local function current(root)
-  local t = ct.fs.readlink(root .. "/current-release")
-  return t and t:match("([^/]+)$")
-end
+local current = H.current
 
 local function release_of(root, id)
   local text = ct.fs.read(root .. "/releases/" .. id .. "/release.json")
@@ -35,13 +32,7 @@ local function assert_whole_releases(root)
 end
 
 local function running(root)
-  local out = {}
-  local r = ct.proc.run({ "runc", "--root", root .. "/runc-root", "list", "--format", "json" })
-  for _, c in ipairs(json.decode(r.stdout ~= "" and r.stdout or "[]") or {}) do
-    if c.status == "running" then out[#out + 1] = c.id:match("%-(.+)$") end
-  end
-  table.sort(out)
-  return table.concat(out, ",")
+  return table.concat(H.running(root), ",")
 end
 
 -- The fixture apps append to starts.log each time they start: that is the

@@ -43,11 +43,7 @@ local function cleanup()
   H.cleanup()
 end
 
-local function app_state(root, name)
-  for _, a in ipairs(H.json(root, { "status" }).apps) do
-    if a.name == name then return a end
-  end
-end
+local app_state = H.app_state
 
 -- The upgrade is refused: one line saying so, the release and its app as before.
 local function refused_upgrade(root, pkg, words)

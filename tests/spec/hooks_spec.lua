@@ -34,11 +34,7 @@ local function seq(root, app)
   return out
 end
 
-local function app_state(root, name)
-  for _, a in ipairs(H.json(root, { "status" }).apps) do
-    if a.name == name then return a end
-  end
-end
+local app_state = H.app_state
 
 describe("hooks", function()
   local v1, v2, v3

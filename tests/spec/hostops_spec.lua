@@ -7,11 +7,7 @@ local H = require("support.helpers")
 
 H.need_root()
 
-local function app_state(root, name)
-  for _, a in ipairs(H.json(root, { "status" }).apps) do
-    if a.name == name then return a end
-  end
-end
+local app_state = H.app_state
 
 local function runc_state(root, app)
   local r = ct.proc.run({ "runc", "--root", root .. "/runc-root", "state", H.container_id(root, app) })

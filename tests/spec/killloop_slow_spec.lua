@@ -8,18 +8,10 @@ local H = require("support.helpers")
 
 H.need_root()
 
-local function current(root)
-  local t = ct.fs.readlink(root .. "/current-release")
-  return t and t:match("([^/]+)$")
-end
+local current = H.current
 
 local function running(root)
-  local r = ct.proc.run({ "runc", "--root", root .. "/runc-root", "list", "--format", "json" })
-  local n = 0
-  for _, c in ipairs(json.decode(r.stdout ~= "" and r.stdout or "[]") or {}) do
-    if c.status == "running" then n = n + 1 end
-  end
-  return n
+  return #H.running(root)
 end
 
 describe("kill -9 from outside during large upgrades", function()

@@ -5,11 +5,7 @@ local H = require("support.helpers")
 
 H.need_root()
 
-local function app_state(root, name)
-  for _, a in ipairs(H.json(root, { "status" }).apps) do
-    if a.name == name then return a end
-  end
-end
+local app_state = H.app_state
 
 local function log_of(root, app)
   return ct.fs.read(root .. "/logs/" .. app .. "/stdout-stderr.log") or ""

@@ -123,6 +123,30 @@ function H.root_hash(root)
   return H.tree_hash(root, H.VOLATILE)
 end
 
+-- app_state(root, name) -> the app's entry of `status --json`
+function H.app_state(root, name)
+  for _, a in ipairs(H.json(root, { "status" }).apps) do
+    if a.name == name then return a end
+  end
+end
+
+-- current(root) -> the id current-release points at, or nil
+function H.current(root)
+  local t = ct.fs.readlink(root .. "/current-release")
+  return t and t:match("([^/]+)$")
+end
+
+-- running(root) -> sorted names of the apps whose containers run (from runc itself)
+function H.running(root)
+  local r = ct.proc.run({ "runc", "--root", root .. "/runc-root", "list", "--format", "json" })
+  local out = {}
+  for _, c in ipairs(json.decode(r.stdout ~= "" and r.stdout or "[]") or {}) do
+    if c.status == "running" then out[#out + 1] = c.id:match("^%x+%-(.+)$") end
+  end
+  table.sort(out)
+  return out
+end
+
 function H.container_id(root, app)
   return ct.hash.md5(root) .. "-" .. app
 end
