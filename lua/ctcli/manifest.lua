@@ -75,19 +75,7 @@ end
 local SIGNAL_SET = set_of(M.SIGNALS)
 local NETWORK_SET = set_of(M.NETWORKS)
 
-local function distance(a, b)
-  local prev = {}
-  for j = 0, #b do prev[j] = j end
-  for i = 1, #a do
-    local cur = { [0] = i }
-    for j = 1, #b do
-      local cost = a:byte(i) == b:byte(j) and 0 or 1
-      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
-    end
-    prev = cur
-  end
-  return prev[#b]
-end
+local distance = require("ctcli.text").distance
 
 -- suggest(word, candidates) -> the closest candidate within distance 2, or nil.
 local function suggest(word, candidates)

@@ -87,27 +87,23 @@ function M.files_of(dir)
   return out
 end
 
--- check_files(dir, files) -> true | nil, msg: every file under dir (but the
--- manifest and its signature) is listed and matches; every listed file exists.
-function M.check_files(dir, files)
+-- match(files, entries) -> true | nil, msg: entries ({rel=, kind=, sha256=},
+-- everything a package holds but directories, the manifest and its
+-- signature) are each listed in files with that digest, and every listed
+-- file is among them.
+local function match(files, entries)
   if type(files) ~= "table" then
     return nil, M.MANIFEST .. ": has no \"files\" digests; pack the package with 'ctcli pack'"
   end
   local seen = {}
-  for _, rel in ipairs(M.files_of(dir)) do
-    if rel ~= M.MANIFEST and rel ~= M.SIGNATURE then
-      local want = files[rel]
-      if not want then
-        return nil, rel .. ": the package holds a file its manifest does not list"
-      end
-      local st = ct.fs.lstat(dir .. "/" .. rel)
-      if st.type ~= "file" then return nil, rel .. ": not a regular file" end
-      local got = ct.hash.sha256_file(dir .. "/" .. rel)
-      if "sha256:" .. tostring(got) ~= want then
-        return nil, rel .. ": does not match its digest in " .. M.MANIFEST .. " (the file was changed after packing)"
-      end
-      seen[rel] = true
+  for _, e in ipairs(entries) do
+    local want = files[e.rel]
+    if not want then return nil, e.rel .. ": the package holds a file its manifest does not list" end
+    if e.kind ~= "file" then return nil, e.rel .. ": not a regular file" end
+    if "sha256:" .. tostring(e.sha256) ~= want then
+      return nil, e.rel .. ": does not match its digest in " .. M.MANIFEST .. " (the file was changed after packing)"
     end
+    seen[e.rel] = true
   end
   local missing = {}
   for rel in pairs(files) do
@@ -119,6 +115,22 @@ function M.check_files(dir, files)
       .. (#missing > 1 and string.format(" (and %d more)", #missing - 1) or "")
   end
   return true
+end
+
+-- check_files(dir, files) -> true | nil, msg: every file under dir (but the
+-- manifest and its signature) is listed and matches; every listed file exists.
+function M.check_files(dir, files)
+  local entries = {}
+  for _, rel in ipairs(M.files_of(dir)) do
+    if rel ~= M.MANIFEST and rel ~= M.SIGNATURE then
+      local st = ct.fs.lstat(dir .. "/" .. rel)
+      local e = { rel = rel, kind = st.type }
+      -- Only files that are listed are read: an unlisted one fails before.
+      if st.type == "file" and type(files) == "table" and files[rel] then e.sha256 = ct.hash.sha256_file(dir .. "/" .. rel) end
+      entries[#entries + 1] = e
+    end
+  end
+  return match(files, entries)
 end
 
 -- check_archive(file, keys) -> key (or true without keys) | nil, msg: the
@@ -137,45 +149,23 @@ function M.check_archive(file, keys)
     if not key then return nil, err end
   end
   local doc = json.decode(text)
-  local files = type(doc) == "table" and doc.files or nil
-  if type(files) ~= "table" then
-    return nil, M.MANIFEST .. ": has no \"files\" digests; pack the package with 'ctcli pack'"
-  end
-  local entries, lerr = ct.archive.list(file, { digests = true })
-  if not entries then return nil, lerr end
+  local listed, lerr = ct.archive.list(file, { digests = true })
+  if not listed then return nil, lerr end
   local function clean(name) return (name:gsub("^%./", ""):gsub("/+$", "")) end
   local by = {}
-  for _, e in ipairs(entries) do by[clean(e.name)] = e end
-  local seen = {}
-  for _, e in ipairs(entries) do
+  for _, e in ipairs(listed) do by[clean(e.name)] = e end
+  local entries = {}
+  for _, e in ipairs(listed) do
     local rel = clean(e.name)
     if rel ~= "" and rel ~= "." and rel ~= M.MANIFEST and rel ~= M.SIGNATURE and e.type ~= "dir" then
-      local want = files[rel]
-      if not want then return nil, rel .. ": the package holds a file its manifest does not list" end
-      local got
-      if e.type == "file" then
-        got = e.sha256
-      elseif e.type == "hardlink" then
-        local target = by[clean(e.link or "")]
-        got = target and target.sha256
-      else
-        return nil, rel .. ": not a regular file"
-      end
-      if "sha256:" .. tostring(got) ~= want then
-        return nil, rel .. ": does not match its digest in " .. M.MANIFEST .. " (the file was changed after packing)"
-      end
-      seen[rel] = true
+      -- A hard link holds no data: its content is its target's.
+      local target = e.type == "hardlink" and by[clean(e.link or "")] or e
+      local kind = (e.type == "file" or (e.type == "hardlink" and target)) and "file" or e.type
+      entries[#entries + 1] = { rel = rel, kind = kind, sha256 = target and target.sha256 }
     end
   end
-  local missing = {}
-  for rel in pairs(files) do
-    if not seen[rel] then missing[#missing + 1] = rel end
-  end
-  table.sort(missing)
-  if #missing > 0 then
-    return nil, missing[1] .. ": listed in " .. M.MANIFEST .. " but missing from the package"
-      .. (#missing > 1 and string.format(" (and %d more)", #missing - 1) or "")
-  end
+  local ok, merr = match(type(doc) == "table" and doc.files or nil, entries)
+  if not ok then return nil, merr end
   return key
 end
 
