@@ -79,7 +79,9 @@ return {
       return nil, msg
     end
 
-    local diff = plan.diff(ctx.paths, cur, pkg.release)
+    -- The same plan `ctcli plan PKG` prints: changes, stops and starts, hooks, migrations, disk.
+    local preview_plan = preview.build(ctx, pkg, cur)
+    local diff = preview_plan.diff
     local changed, removed, added, affected = {}, {}, {}, {}
     for _, d in ipairs(diff) do
       if d.change == "changed" then changed[#changed + 1] = d.new
@@ -93,10 +95,8 @@ return {
       if not ok then return abort(err) end
     end
     if not ctx.json then
-      -- The same plan `ctcli plan PKG` prints: changes, stops and starts, hooks, migrations, disk.
-      local p = preview.build(ctx, pkg, cur)
-      p.signature_text = pkg.signer and ("verified, signed by " .. pkg.signer) or nil
-      preview.print(p, cur)
+      preview_plan.signature_text = pkg.signer and ("verified, signed by " .. pkg.signer) or nil
+      preview.print(preview_plan, cur)
     end
     if not ctx.yes and not ui.confirm("Proceed with the upgrade?") then
       return abort("upgrade cancelled; nothing changed")
