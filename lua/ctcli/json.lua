@@ -101,7 +101,7 @@ local function encode_value(v, indent, depth, out)
       pad = string.rep(indent, depth)
       pad_in = string.rep(indent, depth + 1)
     end
-    if json.is_array(v) or (getmetatable(v) == array_mt) then
+    if json.is_array(v) then
       if #v == 0 then out[#out + 1] = "[]" return end
       out[#out + 1] = "[" .. nl
       for i = 1, #v do
