@@ -38,6 +38,27 @@ function M.trusted_keys(paths)
   return out
 end
 
+-- keys_for(key_paths, root_dir) -> keys, source | nil, msg: the keys given
+-- with --key, else the trusted keys of root_dir when it is a root (source
+-- says which; no keys at all is an empty list).
+function M.keys_for(key_paths, root_dir)
+  if key_paths and #key_paths > 0 then
+    local keys = {}
+    for _, path in ipairs(key_paths) do
+      local k, err = M.read_key(path)
+      if not k then return nil, err end
+      keys[#keys + 1] = k
+    end
+    return keys, "--key"
+  end
+  local root = require("ctcli.root")
+  if root_dir and root.is_root(root_dir) then
+    local keys = M.trusted_keys(root.paths(root_dir))
+    if #keys > 0 then return keys, root_dir .. "/trusted-keys" end
+  end
+  return {}, nil
+end
+
 -- signer_label(key) -> "name (sha256:...)"
 function M.label(key)
   return string.format("%s (%s)", key.name, key.fingerprint)

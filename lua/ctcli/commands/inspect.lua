@@ -4,18 +4,12 @@ local ct = require("ct")
 local json = require("ctcli.json")
 local package = require("ctcli.package")
 local pkgtool = require("ctcli.pkgtool")
-local root = require("ctcli.root")
 local signing = require("ctcli.signing")
 local ui = require("ctcli.ui")
 
 local function signature_status(ctx, dir)
-  local keys = {}
-  for _, path in ipairs(ctx.opts.key or {}) do
-    local k, err = signing.read_key(path)
-    if not k then return nil, err end
-    keys[#keys + 1] = k
-  end
-  if #keys == 0 and root.is_root(ctx.root) then keys = signing.trusted_keys(root.paths(ctx.root)) end
+  local keys, kerr = signing.keys_for(ctx.opts.key, ctx.root)
+  if not keys then return nil, kerr end
   local signed = ct.fs.exists(dir .. "/" .. signing.SIGNATURE)
   if #keys == 0 then
     return { status = signed and "signed (not checked: no --key, no trusted keys)" or "unsigned", signed = signed }

@@ -1,27 +1,8 @@
 -- verify PKG [--key PUB]: the signature, then every file against its digest.
 local ct = require("ct")
 local json = require("ctcli.json")
-local root = require("ctcli.root")
 local signing = require("ctcli.signing")
 local ui = require("ctcli.ui")
-
--- keys_for(ctx) -> keys, source
-local function keys_for(ctx)
-  if ctx.opts.key then
-    local keys = {}
-    for _, path in ipairs(ctx.opts.key) do
-      local k, err = signing.read_key(path)
-      if not k then return nil, err end
-      keys[#keys + 1] = k
-    end
-    return keys, "--key"
-  end
-  if root.is_root(ctx.root) then
-    local keys = signing.trusted_keys(root.paths(ctx.root))
-    if #keys > 0 then return keys, ctx.root .. "/trusted-keys" end
-  end
-  return {}, nil
-end
 
 return {
   summary = "Check a package's signature and every file's digest",
@@ -37,7 +18,7 @@ return {
   min_args = 1, max_args = 1,
   run = function(ctx)
     local file = ctx.args[1]
-    local keys, source = keys_for(ctx)
+    local keys, source = signing.keys_for(ctx.opts.key, ctx.root)
     if not keys then return nil, source end
     if not ct.fs.exists(file) then return nil, file .. ": no such package" end
     -- One streaming pass over the archive: nothing is extracted.
