@@ -244,6 +244,30 @@ static int child_dup(int src, int target) {
   return dup2(src, target) < 0 ? -1 : 0;
 }
 
+/* Runs argv[0], or each PATH candidate in turn (cands: ncands NUL-separated
+   paths) as execvp does; returns only on failure, with the errno to report
+   (EACCES when a candidate was not executable and none was found). Safe in a
+   child between fork and exec. */
+static int exec_candidates(const char *const *argv, char *const *env, const char *cands,
+                           size_t ncands) {
+  if (!cands) {
+    execve(argv[0], (char *const *)argv, env);
+    return errno;
+  }
+  int err = ENOENT, eacces = 0;
+  const char *c = cands;
+  for (size_t i = 0; i < ncands; i++) {
+    execve(c, (char *const *)argv, env);
+    err = errno;
+    if (err == EACCES)
+      eacces = 1;
+    else if (err != ENOENT && err != ENOTDIR && err != ELOOP && err != ENAMETOOLONG)
+      break;
+    c += strlen(c) + 1;
+  }
+  return eacces && (err == ENOENT || err == ENOTDIR) ? EACCES : err;
+}
+
 /* The child side between fork and exec: async-signal-safe calls only. */
 static void child_exec(const char *const *argv, char *const *envp, const char *cwd,
                        const int fds[3], int mode, pid_t parent, const sigset_t *empty,
@@ -275,23 +299,7 @@ static void child_exec(const char *const *argv, char *const *envp, const char *c
   }
   if (cwd && chdir(cwd) != 0) child_fail(errfd, 1, errno);
   reset_signals(empty);
-  char *const *env = envp ? envp : environ;
-  if (!cands) {
-    execve(argv[0], (char *const *)argv, env);
-    child_fail(errfd, 0, errno);
-  }
-  int err = ENOENT, eacces = 0;
-  const char *c = cands;
-  for (size_t i = 0; i < ncands; i++) {
-    execve(c, (char *const *)argv, env);
-    err = errno;
-    if (err == EACCES)
-      eacces = 1;
-    else if (err != ENOENT && err != ENOTDIR && err != ELOOP && err != ENAMETOOLONG)
-      break;
-    c += strlen(c) + 1;
-  }
-  child_fail(errfd, 0, eacces && (err == ENOENT || err == ENOTDIR) ? EACCES : err);
+  child_fail(errfd, 0, exec_candidates(argv, envp ? envp : environ, cands, ncands));
 }
 
 /* Starts argv with fds[0..2] as its stdio (-1: keep ours). Modes:
@@ -928,24 +936,7 @@ static int p_exec(lua_State *L) {
   sigprocmask(SIG_SETMASK, NULL, &oldmask);
   for (int s = 1; s < NSIG; s++) sigaction(s, NULL, &saved[s]);
   reset_signals(&empty);
-  char *const *env = envp ? envp : environ;
-  int err = ENOENT, eacces = 0;
-  if (!cands) {
-    execve(argv[0], (char *const *)argv, env);
-    err = errno;
-  } else {
-    const char *c = cands;
-    for (size_t i = 0; i < ncands; i++) {
-      execve(c, (char *const *)argv, env);
-      err = errno;
-      if (err == EACCES)
-        eacces = 1;
-      else if (err != ENOENT && err != ENOTDIR && err != ELOOP && err != ENAMETOOLONG)
-        break;
-      c += strlen(c) + 1;
-    }
-    if (eacces && (err == ENOENT || err == ENOTDIR)) err = EACCES;
-  }
+  int err = exec_candidates(argv, envp ? envp : environ, cands, ncands);
   for (int s = 1; s < NSIG; s++)
     if (s != SIGKILL && s != SIGSTOP) sigaction(s, &saved[s], NULL);
   sigprocmask(SIG_SETMASK, &oldmask, NULL);
