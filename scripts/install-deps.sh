@@ -9,7 +9,9 @@ packages=(
   libarchive-dev libssl-dev
   runc umoci busybox-static
   lua-busted lua-check ansible-core
-  zstd gzip tar strace valgrind
+  zstd gzip tar strace valgrind openssl
+  # checks of the generated completion and man page
+  zsh groff-base
   systemd
 )
 
