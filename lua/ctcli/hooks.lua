@@ -158,6 +158,11 @@ local function make_ctx(info, emit, workdir)
   return ctx
 end
 
+-- The time limit of one hook call: the app's own, else --hook-timeout, else 60 s.
+local function time_limit(hc, app)
+  return app.hook_timeout or hc.timeout or M.DEFAULT_TIMEOUT
+end
+
 -- Loads a source in the child and returns its table.
 local function load_source(src, env)
   local chunk, err = load(src.text, "@" .. src.label, "t", env)
@@ -255,7 +260,7 @@ function M.run(hc, app, point)
   if not ok then return nil, err end
   local info = info_for(hc, app, point)
   for _, src in ipairs(sources) do
-    local timeout = app.hook_timeout or hc.timeout or M.DEFAULT_TIMEOUT
+    local timeout = time_limit(hc, app)
     local done, result, lines = in_child(hc, timeout, function(emit, workdir)
       local ctx = make_ctx(info, emit, workdir)
       local t = load_source(src, sandbox_env(ctx.log))
@@ -291,14 +296,14 @@ function M.applied(hc, app)
   return done, rec
 end
 
--- migration_ids(hc, app) -> ordered ids defined for app | nil, msg
-function M.migration_ids(hc, app)
-  local sources = M.sources(hc.paths, app, hc.base)
+-- migration_ids(hc, app [, sources]) -> ordered ids defined for app | nil, msg
+function M.migration_ids(hc, app, sources)
+  sources = sources or M.sources(hc.paths, app, hc.base)
   if #sources == 0 then return {} end
   local ok, err = M.check(sources)
   if not ok then return nil, err end
   local info = info_for(hc, app, "migrations")
-  local done, result = in_child(hc, app.hook_timeout or hc.timeout or M.DEFAULT_TIMEOUT, function(emit, workdir)
+  local done, result = in_child(hc, time_limit(hc, app), function(emit, workdir)
     local ctx = make_ctx(info, emit, workdir)
     local ids = {}
     for _, src in ipairs(sources) do
@@ -331,15 +336,15 @@ end
 -- migrate(hc, app) -> ran ids | nil, msg: each pending migration once, in
 -- order, recorded under data/<app>/.ctcli/ as soon as it succeeds.
 function M.migrate(hc, app)
-  local order, err = M.migration_ids(hc, app)
+  local sources = M.sources(hc.paths, app, hc.base)
+  local order, err = M.migration_ids(hc, app, sources)
   if not order then return nil, err end
   local done, rec = M.applied(hc, app)
   local ran = {}
   for _, id in ipairs(order) do
     if not done[id] then
-      local sources = M.sources(hc.paths, app, hc.base)
       local info = info_for(hc, app, "migration " .. id)
-      local timeout = app.hook_timeout or hc.timeout or M.DEFAULT_TIMEOUT
+      local timeout = time_limit(hc, app)
       local ok, result, lines = in_child(hc, timeout, function(emit, workdir)
         local ctx = make_ctx(info, emit, workdir)
         for _, src in ipairs(sources) do
