@@ -18,6 +18,9 @@ int luaopen_ct_time(lua_State *L);
 int ct_oserror(lua_State *L, int err, const char *what);
 /* Pushes nil, msg, err and returns 3. */
 int ct_error(lua_State *L, int err, const char *fmt, ...);
+/* The descriptor of the ct.fs.File at idx, or -1 when it is not one;
+   raises if it is closed. The File keeps owning it. */
+int ct_testfile(lua_State *L, int idx);
 
 /* Creates a Lua state with the standard libraries, `ct`, `cjson` and the
    module searchers (CTCLI_LUA_DIR first, then the embedded copy). */

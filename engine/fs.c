@@ -13,6 +13,7 @@
    RESOLVE_NO_MAGICLINKS): `..`, absolute paths and symlinks (absolute or
    relative) all stay inside the given directory, as in a chroot. */
 #include "ct.h"
+#include "fs_int.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -40,24 +41,20 @@
 /* Directory levels of a walk whose descriptors stay open. */
 #define WALK_OPEN_LEVELS 32
 
-/* Chunk size of the read/write fallback copy and of reads into Lua. */
-#define COPY_BUFSIZE (128 * 1024)
-#define READ_CHUNK (64 * 1024)
 
-#define DIR_FLAGS (O_RDONLY | O_DIRECTORY | O_CLOEXEC)
 
 /* ---- small helpers ---------------------------------------------------- */
 
-static void close_keep_errno(int fd) {
+void close_keep_errno(int fd) {
   int e = errno;
   if (fd >= 0) close(fd);
   errno = e;
 }
 
 /* errno after a failed call, never 0 (callers treat 0 as success). */
-static int last_err(void) { return errno ? errno : EIO; }
+int last_err(void) { return errno ? errno : EIO; }
 
-static int write_all(int fd, const char *p, size_t len) {
+int write_all(int fd, const char *p, size_t len) {
   while (len > 0) {
     ssize_t n = write(fd, p, len);
     if (n < 0) {
@@ -70,19 +67,19 @@ static int write_all(int fd, const char *p, size_t len) {
   return 0;
 }
 
-static mode_t check_mode(lua_State *L, int arg) {
+mode_t check_mode(lua_State *L, int arg) {
   lua_Integer m = luaL_checkinteger(L, arg);
   luaL_argcheck(L, m >= 0 && m <= 07777, arg, "mode out of range (0 .. 07777)");
   return (mode_t)m;
 }
 
-static mode_t opt_mode(lua_State *L, int arg, mode_t def) {
+mode_t opt_mode(lua_State *L, int arg, mode_t def) {
   if (lua_isnoneornil(L, arg)) return def;
   return check_mode(L, arg);
 }
 
 /* uid/gid; -1 leaves it unchanged, as chown(2) does. */
-static unsigned check_id(lua_State *L, int arg) {
+unsigned check_id(lua_State *L, int arg) {
   lua_Integer v = luaL_checkinteger(L, arg);
   luaL_argcheck(L, v >= -1 && v < (lua_Integer)UINT32_MAX, arg, "id out of range");
   return (unsigned)v;
@@ -131,7 +128,7 @@ static int fd_guard_gc(lua_State *L) {
 }
 
 /* malloc'd "root/rel" (just root when rel is empty), or NULL. */
-static char *join_path(const char *root, const char *rel) {
+char *join_path(const char *root, const char *rel) {
   size_t a = strlen(root), b = rel ? strlen(rel) : 0;
   char *p = malloc(a + b + 2);
   if (!p) return NULL;
@@ -148,16 +145,8 @@ static char *join_path(const char *root, const char *rel) {
   return p;
 }
 
-/* A failure inside a multi-step operation: the errno, the path it concerns
-   and an optional message replacing strerror. */
-struct fserr {
-  int err;
-  char *path;        /* malloc'd; NULL → `fallback` */
-  const char *fallback;
-  const char *msg;   /* NULL → strerror(err) */
-};
 
-static int fserr_set(struct fserr *e, int err, const char *root, const char *rel, const char *msg) {
+int fserr_set(struct fserr *e, int err, const char *root, const char *rel, const char *msg) {
   if (e->err) return e->err; /* keep the first failure */
   e->err = err ? err : EIO;
   e->path = join_path(root, rel);
@@ -166,7 +155,7 @@ static int fserr_set(struct fserr *e, int err, const char *root, const char *rel
   return e->err;
 }
 
-static int fserr_push(lua_State *L, struct fserr *e) {
+int fserr_push(lua_State *L, struct fserr *e) {
   const char *path = e->path ? e->path : e->fallback;
   luaL_pushfail(L);
   lua_pushfstring(L, "%s: %s", path, e->msg ? e->msg : strerror(e->err));
@@ -177,7 +166,7 @@ static int fserr_push(lua_State *L, struct fserr *e) {
 }
 
 /* readlinkat into a malloc'd string of any length. */
-static char *readlink_alloc(int dirfd, const char *name) {
+char *readlink_alloc(int dirfd, const char *name) {
   size_t cap = 256;
   for (;;) {
     char *buf = malloc(cap);
@@ -200,7 +189,7 @@ static char *readlink_alloc(int dirfd, const char *name) {
   }
 }
 
-static const char *type_name(mode_t m) {
+const char *type_name(mode_t m) {
   switch (m & S_IFMT) {
   case S_IFREG: return "file";
   case S_IFDIR: return "dir";
@@ -218,7 +207,7 @@ static void set_int(lua_State *L, const char *k, lua_Integer v) {
   lua_setfield(L, -2, k);
 }
 
-static void push_stat(lua_State *L, const struct stat *st) {
+void push_stat(lua_State *L, const struct stat *st) {
   lua_createtable(L, 0, 9);
   lua_pushstring(L, type_name(st->st_mode));
   lua_setfield(L, -2, "type");
@@ -234,12 +223,8 @@ static void push_stat(lua_State *L, const struct stat *st) {
 
 /* ---- directory listings ------------------------------------------------ */
 
-struct names {
-  char **v;
-  size_t n;
-};
 
-static void names_free(struct names *ns) {
+void names_free(struct names *ns) {
   for (size_t i = 0; i < ns->n; i++) free(ns->v[i]);
   free(ns->v);
   ns->v = NULL;
@@ -252,7 +237,7 @@ static int cmp_names(const void *a, const void *b) {
 
 /* The sorted entry names of the directory open at fd (no "." / ".."); the
    descriptor itself stays open and usable. Returns 0 or an errno. */
-static int read_names(int fd, struct names *out) {
+int read_names(int fd, struct names *out) {
   out->v = NULL;
   out->n = 0;
   int dfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
@@ -302,10 +287,6 @@ static int read_names(int fd, struct names *out) {
 
 /* ---- a growing relative path ------------------------------------------ */
 
-struct pbuf {
-  char *p;
-  size_t len, cap;
-};
 
 /* Truncates to `len` and appends "/name" ("name" at the start). */
 static int pb_set(struct pbuf *b, size_t len, const char *name) {
@@ -331,29 +312,12 @@ static void pb_trunc(struct pbuf *b, size_t len) {
   b->len = len;
 }
 
-static const char *pb_str(const struct pbuf *b) { return b->p ? b->p : ""; }
+const char *pb_str(const struct pbuf *b) { return b->p ? b->p : ""; }
 
 /* ---- the iterative walker ---------------------------------------------- */
 
-struct frame {
-  int fd;           /* the source directory; -1 while parked */
-  int dfd;          /* the destination directory (copytree); -1 otherwise */
-  struct stat st;   /* the source directory */
-  dev_t ddev;       /* the destination directory, to verify a reopen */
-  ino_t dino;
-  int dual;
-  struct names names;
-  size_t next;      /* index of the next name */
-  size_t plen;      /* length of the relative path of this directory */
-};
 
-struct walk {
-  struct frame *f;
-  size_t depth, cap;
-  struct pbuf rel; /* relative path of the current entry / directory */
-};
 
-enum { EV_ENTRY = 1, EV_LEAVE = 2 };
 
 static void frame_close(struct frame *fr) {
   if (fr->fd >= 0) close(fr->fd);
@@ -361,7 +325,7 @@ static void frame_close(struct frame *fr) {
   fr->fd = fr->dfd = -1;
 }
 
-static void walk_free(struct walk *w) {
+void walk_free(struct walk *w) {
   for (size_t i = 0; i < w->depth; i++) {
     frame_close(&w->f[i]);
     names_free(&w->f[i].names);
@@ -371,11 +335,11 @@ static void walk_free(struct walk *w) {
   memset(w, 0, sizeof *w);
 }
 
-static struct frame *walk_top(struct walk *w) { return &w->f[w->depth - 1]; }
+struct frame *walk_top(struct walk *w) { return &w->f[w->depth - 1]; }
 
 /* Enters a directory: takes ownership of fd (and dfd, or -1), whose source
    stat is *st. Returns 0 or an errno (the descriptors are then closed). */
-static int walk_push(struct walk *w, int fd, int dfd, const struct stat *st) {
+int walk_push(struct walk *w, int fd, int dfd, const struct stat *st) {
   if (w->depth == w->cap) {
     size_t ncap = w->cap ? w->cap * 2 : 16;
     struct frame *nf = realloc(w->f, ncap * sizeof *nf);
@@ -417,7 +381,7 @@ static int walk_push(struct walk *w, int fd, int dfd, const struct stat *st) {
 /* The next event: EV_ENTRY with *name (w->rel is its relative path), or
    EV_LEAVE when the top directory has no more entries (w->rel is the
    directory's path); a negative errno on failure. */
-static int walk_next(struct walk *w, const char **name) {
+int walk_next(struct walk *w, const char **name) {
   struct frame *t = walk_top(w);
   if (t->next < t->names.n) {
     *name = t->names.v[t->next++];
@@ -448,7 +412,7 @@ static int reopen_parent(int childfd, dev_t dev, ino_t ino, int *out) {
 
 /* Leaves the top directory: its parent becomes the top, with open
    descriptors. w->rel keeps the left directory's path. Returns 0 or an errno. */
-static int walk_pop(struct walk *w) {
+int walk_pop(struct walk *w) {
   struct frame *t = walk_top(w);
   if (w->depth > 1) {
     struct frame *p = t - 1;
@@ -464,7 +428,7 @@ static int walk_pop(struct walk *w) {
 }
 
 /* The name in the (new) top directory of the directory just popped. */
-static const char *walk_popped_name(struct walk *w) {
+const char *walk_popped_name(struct walk *w) {
   struct frame *t = walk_top(w);
   return t->names.v[t->next - 1];
 }
@@ -505,6 +469,85 @@ static int rm_open_dir(int dirfd, const char *name, int *out) {
 
 static const char MSG_MOUNT[] = "is a mount point (not removing across it)";
 
+/* Empties the directory open at fd; see fs_int.h. */
+int empty_dir_fd(int fd, const struct stat *parent, const char *display, struct fserr *e) {
+  struct stat st;
+  int err;
+  if (fstat(fd, &st) != 0) {
+    err = errno;
+    close(fd);
+    return fserr_set(e, err, display, "", NULL);
+  }
+  if (is_mount_root(fd, parent, &st)) {
+    close(fd);
+    return fserr_set(e, EBUSY, display, "", MSG_MOUNT);
+  }
+  ensure_rwx(fd, &st);
+
+  struct walk w;
+  memset(&w, 0, sizeof w);
+  if ((err = walk_push(&w, fd, -1, &st))) {
+    fserr_set(e, err, display, "", NULL);
+    walk_free(&w);
+    return err;
+  }
+  for (;;) {
+    const char *name;
+    int ev = walk_next(&w, &name);
+    if (ev < 0) {
+      err = fserr_set(e, -ev, display, pb_str(&w.rel), NULL);
+      break;
+    }
+    struct frame *t = walk_top(&w);
+    if (ev == EV_ENTRY) {
+      if (unlinkat(t->fd, name, 0) == 0 || errno == ENOENT) continue;
+      if (errno != EISDIR) {
+        err = fserr_set(e, errno, display, pb_str(&w.rel), NULL);
+        break;
+      }
+      int cfd;
+      err = rm_open_dir(t->fd, name, &cfd);
+      if (err == ENOENT) {
+        err = 0;
+        continue;
+      }
+      if (err) {
+        fserr_set(e, err, display, pb_str(&w.rel), NULL);
+        break;
+      }
+      struct stat cst;
+      if (fstat(cfd, &cst) != 0) {
+        err = fserr_set(e, errno, display, pb_str(&w.rel), NULL);
+        close(cfd);
+        break;
+      }
+      if (is_mount_root(cfd, &t->st, &cst)) {
+        close(cfd);
+        err = fserr_set(e, EBUSY, display, pb_str(&w.rel), MSG_MOUNT);
+        break;
+      }
+      ensure_rwx(cfd, &cst);
+      if ((err = walk_push(&w, cfd, -1, &cst))) {
+        fserr_set(e, err, display, pb_str(&w.rel), NULL);
+        break;
+      }
+    } else {
+      if (w.depth == 1) break;
+      if ((err = walk_pop(&w))) {
+        fserr_set(e, err, display, pb_str(&w.rel), NULL);
+        break;
+      }
+      t = walk_top(&w);
+      if (unlinkat(t->fd, walk_popped_name(&w), AT_REMOVEDIR) != 0 && errno != ENOENT) {
+        err = fserr_set(e, errno, display, pb_str(&w.rel), NULL);
+        break;
+      }
+    }
+  }
+  walk_free(&w);
+  return err;
+}
+
 /* Removes path and everything under it. Returns 0 or an errno (with *e). */
 static int do_rmtree(const char *path, struct fserr *e) {
   const char *last = strrchr(path, '/');
@@ -520,95 +563,12 @@ static int do_rmtree(const char *path, struct fserr *e) {
   int fd, err = rm_open_dir(AT_FDCWD, path, &fd);
   if (err == ENOENT) return 0;
   if (err) return fserr_set(e, err, path, "", NULL);
-  if (fstat(fd, &st) != 0) {
-    err = errno;
-    close(fd);
-    return fserr_set(e, err, path, "", NULL);
-  }
-  if (is_mount_root(fd, NULL, &st)) {
-    close(fd);
-    return fserr_set(e, EBUSY, path, "", MSG_MOUNT);
-  }
-  ensure_rwx(fd, &st);
-
-  struct walk w;
-  memset(&w, 0, sizeof w);
-  if ((err = walk_push(&w, fd, -1, &st))) {
-    fserr_set(e, err, path, "", NULL);
-    walk_free(&w);
-    return err;
-  }
-  for (;;) {
-    const char *name;
-    int ev = walk_next(&w, &name);
-    if (ev < 0) {
-      err = fserr_set(e, -ev, path, pb_str(&w.rel), NULL);
-      break;
-    }
-    struct frame *t = walk_top(&w);
-    if (ev == EV_ENTRY) {
-      if (unlinkat(t->fd, name, 0) == 0 || errno == ENOENT) continue;
-      if (errno != EISDIR) {
-        err = fserr_set(e, errno, path, pb_str(&w.rel), NULL);
-        break;
-      }
-      int cfd;
-      err = rm_open_dir(t->fd, name, &cfd);
-      if (err == ENOENT) {
-        err = 0;
-        continue;
-      }
-      if (err) {
-        fserr_set(e, err, path, pb_str(&w.rel), NULL);
-        break;
-      }
-      struct stat cst;
-      if (fstat(cfd, &cst) != 0) {
-        err = fserr_set(e, errno, path, pb_str(&w.rel), NULL);
-        close(cfd);
-        break;
-      }
-      if (is_mount_root(cfd, &t->st, &cst)) {
-        close(cfd);
-        err = fserr_set(e, EBUSY, path, pb_str(&w.rel), MSG_MOUNT);
-        break;
-      }
-      ensure_rwx(cfd, &cst);
-      if ((err = walk_push(&w, cfd, -1, &cst))) {
-        fserr_set(e, err, path, pb_str(&w.rel), NULL);
-        break;
-      }
-    } else {
-      if (w.depth == 1) break;
-      if ((err = walk_pop(&w))) {
-        fserr_set(e, err, path, pb_str(&w.rel), NULL);
-        break;
-      }
-      t = walk_top(&w);
-      if (unlinkat(t->fd, walk_popped_name(&w), AT_REMOVEDIR) != 0 && errno != ENOENT) {
-        err = fserr_set(e, errno, path, pb_str(&w.rel), NULL);
-        break;
-      }
-    }
-  }
-  walk_free(&w);
-  if (!err && rmdir(path) != 0 && errno != ENOENT) err = fserr_set(e, errno, path, "", NULL);
+  if ((err = empty_dir_fd(fd, NULL, path, e))) return err;
+  if (rmdir(path) != 0 && errno != ENOENT) err = fserr_set(e, errno, path, "", NULL);
   return err;
 }
 
 /* ---- hard link table: (dev, ino) → first copy's relative path --------- */
-
-struct hl_entry {
-  dev_t dev;
-  ino_t ino;
-  char *rel; /* NULL in du, which only counts */
-  int used;
-};
-
-struct hlset {
-  struct hl_entry *v;
-  size_t cap, n;
-};
 
 static size_t hl_hash(dev_t dev, ino_t ino) {
   uint64_t h = (uint64_t)ino * 0x9E3779B97F4A7C15ull;
@@ -622,14 +582,14 @@ static struct hl_entry *hl_slot(struct hl_entry *v, size_t cap, dev_t dev, ino_t
   return &v[i];
 }
 
-static struct hl_entry *hl_find(struct hlset *h, dev_t dev, ino_t ino) {
+struct hl_entry *hl_find(struct hlset *h, dev_t dev, ino_t ino) {
   if (!h->cap) return NULL;
   struct hl_entry *s = hl_slot(h->v, h->cap, dev, ino);
   return s->used ? s : NULL;
 }
 
 /* Adds (dev, ino) with a copy of rel (or NULL). Returns 0 or ENOMEM. */
-static int hl_add(struct hlset *h, dev_t dev, ino_t ino, const char *rel) {
+int hl_add(struct hlset *h, dev_t dev, ino_t ino, const char *rel) {
   if ((h->n + 1) * 2 > h->cap) {
     size_t ncap = h->cap ? h->cap * 2 : 64;
     struct hl_entry *nv = calloc(ncap, sizeof *nv);
@@ -651,7 +611,7 @@ static int hl_add(struct hlset *h, dev_t dev, ino_t ino, const char *rel) {
   return 0;
 }
 
-static void hl_free(struct hlset *h) {
+void hl_free(struct hlset *h) {
   for (size_t i = 0; i < h->cap; i++)
     if (h->v[i].used) free(h->v[i].rel);
   free(h->v);
@@ -1021,9 +981,17 @@ static int do_du(const char *path, lua_Integer *bytes, lua_Integer *files, struc
     return 0;
   }
   int fd = open(path, DIR_FLAGS | O_NOFOLLOW);
-  if (fd < 0 || fstat(fd, &st) != 0) {
+  if (fd < 0) return fserr_set(e, errno, path, "", NULL);
+  return du_fd(fd, path, bytes, files, e);
+}
+
+/* Sizes under the directory open at fd; see fs_int.h. */
+int du_fd(int fd, const char *path, lua_Integer *bytes, lua_Integer *files, struct fserr *e) {
+  *bytes = *files = 0;
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
     int err = fserr_set(e, errno, path, "", NULL);
-    if (fd >= 0) close(fd);
+    close(fd);
     return err;
   }
   struct walk w;
@@ -1162,7 +1130,7 @@ static int open_parent(const char *path, int *dirfd, const char **base) {
 
 /* Writes data (or the rest of fd `from` when data is NULL) to base in
    dirfd atomically. Returns 0 or an errno. */
-static int atomic_write_at(int dirfd, const char *base, const char *data, size_t len, int from,
+int atomic_write_at(int dirfd, const char *base, const char *data, size_t len, int from,
                            mode_t mode) {
   struct atomic a;
   int err = atomic_begin(&a, dirfd, base);
@@ -1255,7 +1223,7 @@ static int open_reg_beneath(const char *dir, const char *rel, int *out, struct s
 
 /* Reads up to limit bytes (to EOF) and pushes them. Returns 0, or an errno
    with nothing pushed. */
-static int push_read(lua_State *L, int fd, size_t limit) {
+int push_read(lua_State *L, int fd, size_t limit) {
   luaL_Buffer b;
   luaL_buffinit(L, &b);
   size_t total = 0;
@@ -1759,6 +1727,16 @@ static int fs_size(lua_State *L) {
   return 1;
 }
 
+off_t collapse_len(const struct stat *st, off_t length) {
+  off_t blk = st->st_blksize > 0 ? st->st_blksize : 4096;
+  off_t n = length;
+  if (n > st->st_size) n = st->st_size;
+  n -= n % blk;
+  /* The collapse may not reach the end of the file. */
+  if (n >= st->st_size) n = st->st_size - 1 - (st->st_size - 1) % blk;
+  return n > 0 ? n : 0;
+}
+
 /* collapse(path, length [, copy_to]) -> bytes removed. Removes the first
    `length` bytes of the file, rounded down to the filesystem's block size,
    with fallocate(FALLOC_FL_COLLAPSE_RANGE): a writer appending with O_APPEND
@@ -1784,12 +1762,7 @@ static int fs_collapse(lua_State *L) {
     close(fd);
     return ct_oserror(L, EINVAL, path);
   }
-  off_t blk = st.st_blksize > 0 ? st.st_blksize : 4096;
-  off_t n = (off_t)length;
-  if (n > st.st_size) n = st.st_size;
-  n -= n % blk;
-  /* The collapse may not reach the end of the file. */
-  if (n >= st.st_size) n = st.st_size - 1 - (st.st_size - 1) % blk;
+  off_t n = collapse_len(&st, (off_t)length);
   if (n <= 0) {
     close(fd);
     lua_pushinteger(L, 0);
@@ -1891,5 +1864,6 @@ int luaopen_ct_fs(lua_State *L) {
   }
   lua_pop(L, 1);
   luaL_newlib(L, fs_funcs);
+  luaopen_ct_fs_beneath(L);
   return 1;
 }

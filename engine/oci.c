@@ -82,9 +82,19 @@ static void logrus_msg(lua_State *L) {
   lua_remove(L, -2);
 }
 
-/* The last non-empty line written to path from offset on, or nil. */
-static void push_log_tail(lua_State *L, const char *path, off_t from) {
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
+/* The last non-empty line written to the log open at logfd from offset
+   on, or nil. A write-only descriptor is reopened for reading through
+   /proc, which names that very file. */
+static void push_log_tail(lua_State *L, int logfd, off_t from) {
+  int fd = -1;
+  int fl = fcntl(logfd, F_GETFL);
+  if (fl >= 0 && (fl & O_ACCMODE) != O_WRONLY) {
+    fd = fcntl(logfd, F_DUPFD_CLOEXEC, 0);
+  } else {
+    char proc[48];
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", logfd);
+    fd = open(proc, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  }
   if (fd < 0) {
     lua_pushnil(L);
     return;
@@ -131,15 +141,17 @@ static int wait_child(pid_t pid, int *status) {
 }
 
 /* create(rt, id, bundle, opts) -> true | nil, msg, errno
-   opts: log (required), pid_file, timeout (seconds; kills runc create's group). */
+   opts: log (required: a ct.fs.File the caller opened, for append, beneath
+   the app's log dir), pid_file, timeout (seconds; kills runc create's group). */
 static int o_create(lua_State *L) {
   const char *runc, *root;
   check_rt(L, 1, &runc, &root);
   const char *id = luaL_checkstring(L, 2);
   const char *bundle = luaL_checkstring(L, 3);
   luaL_checktype(L, 4, LUA_TTABLE);
-  if (lua_getfield(L, 4, "log") != LUA_TSTRING) luaL_argerror(L, 4, "opts.log must be a path");
-  const char *log = lua_tostring(L, -1);
+  lua_getfield(L, 4, "log");
+  int logfd = ct_testfile(L, -1);
+  if (logfd < 0) luaL_argerror(L, 4, "opts.log must be a ct.fs.File open for writing");
   int t = lua_getfield(L, 4, "pid_file");
   if (t != LUA_TNIL && t != LUA_TSTRING) luaL_argerror(L, 4, "opts.pid_file must be a path");
   const char *pid_file = lua_tostring(L, -1);
@@ -165,16 +177,10 @@ static int o_create(lua_State *L) {
   argv[n++] = id;
   argv[n] = NULL;
 
-  int logfd = open(log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
-  if (logfd < 0) return ct_oserror(L, errno, log);
   struct stat st;
   off_t before = fstat(logfd, &st) == 0 ? st.st_size : 0;
   int nullfd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-  if (nullfd < 0) {
-    int e = errno;
-    close(logfd);
-    return ct_oserror(L, e, "/dev/null");
-  }
+  if (nullfd < 0) return ct_oserror(L, errno, "/dev/null");
   /* Its own process group and no PDEATHSIG: runc hands its own parent-death
      signal on to the container's init, which must outlive us. The init keeps
      the log descriptor, never a pipe of ours, so nothing here waits on it. */
@@ -183,7 +189,6 @@ static int o_create(lua_State *L) {
   const char *what = NULL;
   pid_t pid = ct_proc_start(argv, NULL, NULL, fds, CT_START_DETACH, &err, &what);
   close(nullfd);
-  close(logfd);
   if (pid < 0) return ct_oserror(L, err, what);
 
   int status = 0, timed_out = 0;
@@ -216,7 +221,7 @@ static int o_create(lua_State *L) {
   char secs[64];
   snprintf(secs, sizeof secs, "%.14g", timeout);
   if (timed_out) return ct_error(L, ETIMEDOUT, "runc create %s: timed out after %ss", id, secs);
-  push_log_tail(L, log, before);
+  push_log_tail(L, logfd, before);
   if (!lua_isnil(L, -1)) logrus_msg(L);
   const char *last = lua_tostring(L, -1);
   if (last) return fail(L, "runc create %s: %s", id, last);

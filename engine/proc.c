@@ -464,11 +464,12 @@ static char **build_env(lua_State *L, int opts) {
   return envp;
 }
 
-enum dest { D_CAPTURE, D_INHERIT, D_NULL, D_APPEND, D_STDOUT };
+enum dest { D_CAPTURE, D_INHERIT, D_NULL, D_APPEND, D_STDOUT, D_FILE };
 
 static enum dest check_dest(lua_State *L, int opts, const char *name, enum dest dflt,
-                            const char **path) {
+                            const char **path, int *filefd) {
   *path = NULL;
+  *filefd = -1;
   if (!opts) return dflt;
   int t = lua_getfield(L, opts, name);
   enum dest d = dflt;
@@ -490,8 +491,10 @@ static enum dest check_dest(lua_State *L, int opts, const char *name, enum dest 
     *path = lua_tostring(L, -1);
     lua_pop(L, 1);
     d = D_APPEND;
+  } else if (t == LUA_TUSERDATA && (*filefd = ct_testfile(L, -1)) >= 0) {
+    d = D_FILE; /* a ct.fs.File, which opts keeps alive */
   } else if (t != LUA_TNIL) {
-    luaL_error(L, "bad option '%s' (a string or {append=path} expected)", name);
+    luaL_error(L, "bad option '%s' (a string, {append=path} or a ct.fs.File expected)", name);
   }
   lua_pop(L, 1); /* the path string stays anchored in opts */
   return d;
@@ -505,6 +508,7 @@ struct opts {
   size_t in_len;
   enum dest out, err;
   const char *out_path, *err_path;
+  int out_fd, err_fd; /* D_FILE: a ct.fs.File's descriptor */
   double timeout; /* 0: none */
 };
 
@@ -538,14 +542,14 @@ static void check_opts(lua_State *L, struct opts *o, int spawn) {
     }
     lua_pop(L, 1);
   }
-  o->out = check_dest(L, opts, "stdout", spawn ? D_INHERIT : D_CAPTURE, &o->out_path);
-  o->err = check_dest(L, opts, "stderr", spawn ? D_INHERIT : D_CAPTURE, &o->err_path);
+  o->out = check_dest(L, opts, "stdout", spawn ? D_INHERIT : D_CAPTURE, &o->out_path, &o->out_fd);
+  o->err = check_dest(L, opts, "stderr", spawn ? D_INHERIT : D_CAPTURE, &o->err_path, &o->err_fd);
   if (spawn && (o->out == D_CAPTURE || o->err == D_CAPTURE))
     luaL_error(L, "bad option (spawn cannot capture: use \"inherit\", \"null\" or {append=path})");
 }
 
 /* Opens the child's side of one stream; *mine gets the parent's end of a pipe. */
-static int open_dest(enum dest d, const char *path, int *child, int *mine) {
+static int open_dest(enum dest d, const char *path, int filefd, int *child, int *mine) {
   int p[2];
   switch (d) {
   case D_CAPTURE:
@@ -560,6 +564,9 @@ static int open_dest(enum dest d, const char *path, int *child, int *mine) {
     return *child < 0 ? -1 : 0;
   case D_APPEND:
     *child = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    return *child < 0 ? -1 : 0;
+  case D_FILE:
+    *child = fcntl(filefd, F_DUPFD_CLOEXEC, 3);
     return *child < 0 ? -1 : 0;
   case D_STDOUT:
     return 0;
@@ -598,9 +605,9 @@ static int start_with_opts(lua_State *L, struct proc *p, const struct opts *o, i
     fd[F_IN_CHILD] = open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (fd[F_IN_CHILD] < 0) return ct_oserror(L, errno, "/dev/null");
   }
-  if (open_dest(o->out, o->out_path, &fd[F_OUT_CHILD], &fd[F_OUT]) != 0)
+  if (open_dest(o->out, o->out_path, o->out_fd, &fd[F_OUT_CHILD], &fd[F_OUT]) != 0)
     return ct_oserror(L, errno, o->out_path ? o->out_path : "stdout");
-  if (open_dest(o->err, o->err_path, &fd[F_ERR_CHILD], &fd[F_ERR]) != 0)
+  if (open_dest(o->err, o->err_path, o->err_fd, &fd[F_ERR_CHILD], &fd[F_ERR]) != 0)
     return ct_oserror(L, errno, o->err_path ? o->err_path : "stderr");
   int cfds[3] = {fd[F_IN_CHILD], fd[F_OUT_CHILD], fd[F_ERR_CHILD]};
   if (o->err == D_STDOUT) cfds[2] = o->out == D_INHERIT ? 1 : fd[F_OUT_CHILD];

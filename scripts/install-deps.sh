@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config git
   liblua5.4-dev lua5.4 lua-cjson-dev
-  libarchive-dev libssl-dev
+  libarchive-dev libssl-dev libzstd-dev
   runc umoci busybox-static
   lua-busted lua-check ansible-core
   zstd gzip tar strace valgrind openssl

@@ -124,7 +124,14 @@ function M.start(c)
   end
   ct.fs.mkdir(c.logdir, 493, true)
   rotate_log(c.logdir)
-  local ok, err = ct.oci.create(c.rt, c.id, c.bundle, { log = c.logdir .. "/stdout-stderr.log" })
+  local logs, lerr = ct.fs.opendir(c.logdir)
+  if not logs then return nil, lerr end
+  local log
+  log, lerr = logs:open("stdout-stderr.log", { write = true, create = true, append = true })
+  logs:close()
+  if not log then return nil, lerr end
+  local ok, err = ct.oci.create(c.rt, c.id, c.bundle, { log = log })
+  log:close()
   if not ok then
     ct.oci.runc(c.rt, { "delete", "--force", c.id }, { timeout = 30 })
     return nil, tostring(err):match('msg="(.-)"') or err
