@@ -143,6 +143,15 @@ static int open_beneath(int dirfd, const char *rel, int flags, mode_t mode) {
       if (fd >= 0) return (int)fd;
       /* EAGAIN: a rename raced the lookup; the kernel asks for a retry */
       if (errno == EINTR || (errno == EAGAIN && tries < 64)) continue;
+      if (errno == ENOTDIR && !(flags & O_PATH)) {
+        /* O_DIRECTORY on a final symlink says ENOTDIR: call it what it is */
+        int pfd = open_beneath(dirfd, rel, O_PATH, 0);
+        struct stat st;
+        int link = pfd >= 0 && fstat(pfd, &st) == 0 && S_ISLNK(st.st_mode);
+        if (pfd >= 0) close(pfd);
+        errno = link ? ELOOP : ENOTDIR;
+        return -1;
+      }
       if (errno != ENOSYS) return -1;
       use_openat2 = 0; /* a kernel before 5.6 */
       break;

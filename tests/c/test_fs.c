@@ -857,7 +857,7 @@ DEFINE_TEST(every_documented_function_is_there) {
            "  'rename', 'exchange', 'symlink', 'readlink', 'realpath', 'link', 'unlink', 'rmdir', "
            "  'dir', 'read', 'write_atomic', 'append', 'read_beneath', 'write_beneath', "
            "  'copy_beneath', 'chmod', 'chown', 'lchown', 'mkdtemp', 'du', 'statvfs', 'fsync', "
-           "  'syncfs', 'size', 'collapse'} "
+           "  'syncfs', 'size', 'collapse', 'opendir'} "
            "local n = 0 for _ in pairs(fs) do n = n + 1 end "
            "for _, k in ipairs(want) do assert(type(fs[k]) == 'function', k) end "
            "assert(n == #want, 'unexpected extra functions: ' .. n) "
