@@ -707,6 +707,7 @@ static int d_rename(lua_State *L) {
     to_idx = 4;
   }
   lua_settop(L, 4);
+  lua_pushvalue(L, 1); /* keeps this Dir alive while slot 1 holds todir */
   CHECK_REL(L, 2, from, from_display);
   /* the destination's display path comes from its own Dir */
   lua_pushvalue(L, to_idx);
