@@ -325,6 +325,7 @@ struct extract {
   char dest[PATH_MAX]; /* realpath: no symlink for libarchive's checks to trip on */
   size_t destlen;      /* 0 when dest is "/" */
   int preserve, check_space;
+  int skip_special; /* a backup's FIFOs, sockets and devices: skipped with a warning */
   lua_Integer max_entries, max_bytes; /* -1: no limit */
   int64_t block, space_left;
   const char **only; /* cleaned names; NULL: everything */
@@ -391,9 +392,15 @@ static int extract_entry(struct extract *x, struct archive_entry *e) {
   case AE_IFDIR:
   case AE_IFLNK: break;
   case AE_IFCHR:
-  case AE_IFBLK: return job_fail(j, EPERM, "%s: %s: refusing a device node", x->src, x->name);
-  case AE_IFIFO: return job_fail(j, EPERM, "%s: %s: refusing a fifo", x->src, x->name);
-  case AE_IFSOCK: return job_fail(j, EPERM, "%s: %s: refusing a socket", x->src, x->name);
+  case AE_IFBLK:
+  case AE_IFIFO:
+  case AE_IFSOCK: {
+    mode_t t = archive_entry_filetype(e);
+    const char *what = t == AE_IFIFO ? "a fifo" : t == AE_IFSOCK ? "a socket" : "a device node";
+    if (!x->skip_special) return job_fail(j, EPERM, "%s: %s: refusing %s", x->src, x->name, what);
+    job_warn(x->L, j, "%s: %s: skipped %s", x->src, x->name, what);
+    return 0;
+  }
   default:
     if (!hard)
       return job_fail(j, EPERM, "%s: %s: refusing an entry of unknown type", x->src, x->name);
@@ -546,6 +553,7 @@ static int ar_extract(lua_State *L) {
   x->src = src;
   x->preserve = opt_bool(L, 3, "preserve");
   x->check_space = opt_bool(L, 3, "check_space");
+  x->skip_special = opt_bool(L, 3, "skip_special");
   x->max_entries = opt_integer(L, 3, "max_entries", -1, 0);
   x->max_bytes = opt_integer(L, 3, "max_bytes", -1, 0);
   int progress = opt_progress(L, 3);

@@ -455,6 +455,22 @@ static int d_opendir(lua_State *L) {
   return 1;
 }
 
+/* Dir:copytree(rel, dst) -> true: the directory rel (resolved beneath, no
+   symlink on the way) copied to dst, a new path outside every app's tree.
+   The walk reads through the descriptor it checked, so a symlink swapped in
+   afterwards is copied as a symlink, never followed. */
+static int d_copytree(lua_State *L) {
+  struct handle *d = check_dir(L, 1);
+  const char *dst = luaL_checkstring(L, 3);
+  lua_settop(L, 3);
+  CHECK_REL(L, 2, rel, display);
+  int fd = open_beneath(d->fd, rel, DIR_FLAGS, 0);
+  if (fd < 0) return fail(L, last_err(), display, NULL);
+  struct fserr e = {0, NULL, NULL, NULL};
+  if (copytree_fd(fd, display, dst, &e)) return fserr_push(L, &e);
+  return push_true(L);
+}
+
 /* Dir:path([rel]) -> display path */
 static int d_path(lua_State *L) {
   luaL_checkudata(L, 1, DIR_MT);
@@ -1163,7 +1179,7 @@ static const luaL_Reg dir_methods[] = {
     {"list", d_list},         {"unlink", d_unlink},   {"rmdir", d_rmdir},
     {"rmtree", d_rmtree},     {"rename", d_rename},   {"chmod", d_chmod},
     {"chown", d_chown},       {"shift_tree", d_shift_tree},
-    {"du", d_du},             {"close", dir_close},   {NULL, NULL},
+    {"du", d_du},             {"copytree", d_copytree}, {"close", dir_close},   {NULL, NULL},
 };
 
 static const luaL_Reg file_methods[] = {

@@ -911,6 +911,17 @@ static int cp_entry(struct cp *c, struct frame *t, const char *name) {
 }
 
 static int do_copytree(const char *src, const char *dst, struct fserr *e) {
+  struct stat st;
+  if (lstat(src, &st) != 0) return fserr_set(e, errno, src, "", NULL);
+  if (!S_ISDIR(st.st_mode)) return fserr_set(e, ENOTDIR, src, "", NULL);
+  int sfd = open(src, DIR_FLAGS | O_NOFOLLOW);
+  if (sfd < 0) return fserr_set(e, errno, src, "", NULL);
+  return copytree_fd(sfd, src, dst, e);
+}
+
+/* Copies the directory open at sfd (taken over and closed) to dst; src
+   names it in messages. */
+int copytree_fd(int sfd, const char *src, const char *dst, struct fserr *e) {
   struct cp c;
   memset(&c, 0, sizeof c);
   c.src = src;
@@ -919,13 +930,13 @@ static int do_copytree(const char *src, const char *dst, struct fserr *e) {
   c.droot = -1;
   c.root = geteuid() == 0;
   struct stat st;
-  if (lstat(src, &st) != 0) return fserr_set(e, errno, src, "", NULL);
-  if (!S_ISDIR(st.st_mode)) return fserr_set(e, ENOTDIR, src, "", NULL);
-  int sfd = open(src, DIR_FLAGS | O_NOFOLLOW);
-  if (sfd < 0) return fserr_set(e, errno, src, "", NULL);
   if (fstat(sfd, &st) != 0) {
     close_keep_errno(sfd);
     return fserr_set(e, errno, src, "", NULL);
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    close(sfd);
+    return fserr_set(e, ENOTDIR, src, "", NULL);
   }
   if (mkdir(dst, 0700) != 0) {
     close_keep_errno(sfd);
@@ -1865,5 +1876,18 @@ int luaopen_ct_fs(lua_State *L) {
   lua_pop(L, 1);
   luaL_newlib(L, fs_funcs);
   luaopen_ct_fs_beneath(L);
+  /* The errnos Lua decides on, by name: no magic numbers in Lua. */
+  static const struct {
+    const char *name;
+    int value;
+  } errnos[] = {{"ENOENT", ENOENT}, {"EEXIST", EEXIST},   {"ENOTDIR", ENOTDIR}, {"EISDIR", EISDIR},
+                {"EINVAL", EINVAL}, {"ELOOP", ELOOP},     {"ENOSPC", ENOSPC},   {"EXDEV", EXDEV},
+                {"EBUSY", EBUSY},   {"EOPNOTSUPP", EOPNOTSUPP}};
+  lua_createtable(L, 0, (int)(sizeof errnos / sizeof errnos[0]));
+  for (size_t i = 0; i < sizeof errnos / sizeof errnos[0]; i++) {
+    lua_pushinteger(L, errnos[i].value);
+    lua_setfield(L, -2, errnos[i].name);
+  }
+  lua_setfield(L, -2, "errno");
   return 1;
 }

@@ -100,6 +100,9 @@ const char *walk_popped_name(struct walk *w);
 int empty_dir_fd(int fd, const struct stat *parent, const char *display, struct fserr *e);
 /* Apparent bytes and file count of the directory open at fd (taken over),
    symlinks not followed, hard links once. Returns 0 or an errno (with *e). */
+/* copytree_fd(sfd, src, dst, e): copy the directory open at sfd (closed
+   here) to the new directory dst; src is its name in messages. */
+int copytree_fd(int sfd, const char *src, const char *dst, struct fserr *e);
 int du_fd(int fd, const char *display, lua_Integer *bytes, lua_Integer *files, struct fserr *e);
 
 /* ---- hard link table ---- */

@@ -1,7 +1,7 @@
 -- What commands do with the apps of a release: choose them, prepare their
 -- files, start and stop them in dependency order, read their state.
 local ct = require("ct")
-local bundle = require("ctcli.bundle")
+local appfs = require("ctcli.appfs")
 local health = require("ctcli.health")
 local hooks = require("ctcli.hooks")
 local release = require("ctcli.release")
@@ -33,48 +33,10 @@ function M.select(rel, names)
   return out
 end
 
--- prepare_files(paths, app): the app's config, data and logs directories.
--- A config file missing on the host is seeded from the image's copy (read
--- beneath the rootfs, so a symlink in the image never leads outside); one
--- already there is never overwritten. A new data path starts with the
--- image's content at that path, as a container volume does.
+-- prepare_files(paths, app) -> true | nil, msg: the app's config, data
+-- and logs dirs, seeded from its image (appfs.prepare).
 function M.prepare_files(paths, app)
-  local hp = bundle.host_paths(paths, app.name)
-  local rootfs = store.dir(paths, app.name, app.image.digest) .. "/rootfs"
-  for _, dir in ipairs({ hp.config, hp.data, hp.logs }) do
-    local ok, err = ct.fs.mkdir(dir, 448, true)
-    if not ok then return nil, err end
-  end
-  for _, p in ipairs(app.configs or {}) do
-    local host = hp.config .. p
-    if not ct.fs.exists(host) then
-      local parent = host:match("^(.*)/[^/]+$")
-      local ok, err = ct.fs.mkdir(parent, 448, true)
-      if not ok then return nil, err end
-      if not ct.fs.copy_beneath(rootfs, p, host) then
-        -- The image has no such file: an empty one keeps the bind mount valid.
-        ok, err = ct.fs.write_atomic(host, "", 384)
-        if not ok then return nil, err end
-      end
-    end
-  end
-  for _, p in ipairs(app.data or {}) do
-    local host = hp.data .. p
-    if not ct.fs.exists(host) then
-      local parent = host:match("^(.*)/[^/]+$")
-      local ok, err = ct.fs.mkdir(parent, 448, true)
-      if not ok then return nil, err end
-      local src = ct.fs.realpath(rootfs .. p)
-      local st = src and src:sub(1, #rootfs + 1) == rootfs .. "/" and ct.fs.stat(src)
-      if st and st.type == "dir" then
-        ok, err = ct.fs.copytree(src, host)
-      else
-        ok, err = ct.fs.mkdir(host, 493)
-      end
-      if not ok then return nil, err end
-    end
-  end
-  return true
+  return appfs.prepare(paths, app, store.dir(paths, app.name, app.image.digest) .. "/rootfs")
 end
 
 function M.container(ctx, rel, app, tools)
@@ -83,7 +45,7 @@ function M.container(ctx, rel, app, tools)
     rt = runtime.rt(ctx.paths, tools),
     id = runtime.container_id(ctx.paths.root, app.name),
     bundle = release.bundle_dir(rel, app.name),
-    logdir = bundle.host_paths(ctx.paths, app.name).logs,
+    paths = ctx.paths,
     signal = app.stop_signal,
     timeout = app.stop_timeout,
     app = app,

@@ -4,6 +4,7 @@
 -- their data is consistent; the journal names them so a killed backup never
 -- leaves them frozen.
 local ct = require("ct")
+local appfs = require("ctcli.appfs")
 local json = require("ctcli.json")
 local apps = require("ctcli.apps")
 local release = require("ctcli.release")
@@ -96,11 +97,11 @@ end
 function M.restore_data(ctx, archive, names)
   local dir, err = ct.fs.mkdtemp(ctx.paths.tmp .. "/restore-XXXXXX")
   if not dir then return nil, err end
-  local ok, xerr = ct.archive.extract(archive, dir, { preserve = true, only = { "data" } })
+  local ok, xerr = ct.archive.extract(archive, dir, { preserve = true, only = { "data" }, skip_special = true })
   if not ok then ct.fs.rmtree(dir) return nil, xerr end
   ct.fs.mkdir(dir .. "/data", 448, true)
   for _, name in ipairs(names) do
-    local live = ctx.paths.data .. "/" .. name
+    local live = appfs.host_paths(ctx.paths, name).data
     local saved = dir .. "/data/" .. name
     if not ct.fs.exists(saved) then ct.fs.mkdir(saved, 448) end
     local rok, rerr

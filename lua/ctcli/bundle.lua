@@ -1,6 +1,7 @@
 -- The runc bundle of an app: our own config.json (never umoci's), built
 -- from the release model, the image's process and the root's paths. The
 -- result is deterministic, so two releases can compare it byte for byte.
+local appfs = require("ctcli.appfs")
 local json = require("ctcli.json")
 
 local M = {}
@@ -19,15 +20,6 @@ local MASKED = A {
   "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
 }
 local READONLY = A { "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger" }
-
--- Host paths of an app's persistent files.
-function M.host_paths(paths, app)
-  return {
-    config = paths.config .. "/" .. app,
-    data = paths.data .. "/" .. app,
-    logs = paths.logs .. "/" .. app,
-  }
-end
 
 local function bind(src, dst, ro)
   local opts = A { "rbind", "nosuid", "nodev" }
@@ -53,7 +45,7 @@ end
 -- config(args) -> the config.json text.
 -- args: paths, app (release model app), image (image.json process), rootfs, id
 function M.config(a)
-  local app, img, hp = a.app, a.image, M.host_paths(a.paths, a.app.name)
+  local app, img, hp = a.app, a.image, appfs.host_paths(a.paths, a.app.name)
   local env, seen = A {}, {}
   local overrides = app.env or {}
   for _, kv in ipairs(img.env or {}) do

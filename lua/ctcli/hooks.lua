@@ -6,7 +6,7 @@
 -- hooks comes from its signature.
 local ct = require("ct")
 local json = require("ctcli.json")
-local bundle = require("ctcli.bundle")
+local appfs = require("ctcli.appfs")
 local store = require("ctcli.store")
 
 local M = {}
@@ -212,7 +212,7 @@ end
 
 -- info(hc, app, point, extra) -> the plain data the child's ctx is made of.
 local function info_for(hc, app, point)
-  local hp = bundle.host_paths(hc.paths, app.name)
+  local hp = appfs.host_paths(hc.paths, app.name)
   return {
     app = app.name, phase = point, from_version = hc.from_versions and hc.from_versions[app.name],
     to_version = hc.to_versions and hc.to_versions[app.name], release = hc.release_id,
@@ -284,12 +284,8 @@ function M.run(hc, app, point)
 end
 
 -- The migration record lives with the data it describes.
-local function record_path(hc, app)
-  return bundle.host_paths(hc.paths, app.name).data .. "/.ctcli/migrations.json"
-end
-
 function M.applied(hc, app)
-  local text = ct.fs.read(record_path(hc, app))
+  local text = appfs.read_migrations(hc.paths, app.name)
   local rec = text and json.decode(text) or {}
   local done = {}
   for _, r in ipairs(rec) do done[r.id] = r end
@@ -362,9 +358,7 @@ function M.migrate(hc, app)
         return nil, string.format("migration %s of %s: %s", id, app.name, result)
       end
       rec[#rec + 1] = { id = id, release = hc.release_id, time = os.date("!%Y-%m-%dT%H:%M:%SZ") }
-      local dir = bundle.host_paths(hc.paths, app.name).data .. "/.ctcli"
-      ct.fs.mkdir(dir, 448, true)
-      local wok, werr = ct.fs.write_atomic(record_path(hc, app), json.encode(json.array(rec), true) .. "\n", 384)
+      local wok, werr = appfs.write_migrations(hc.paths, app.name, json.encode(json.array(rec), true) .. "\n")
       if not wok then return nil, werr end
       if hc.fired then hc.fired[#hc.fired + 1] = app.name .. ":migration:" .. id end
       ran[#ran + 1] = id

@@ -7,9 +7,10 @@
 -- in between (said so). Rotated parts are compressed with zstd and the
 -- newest N kept: stdout-stderr.log.<UTC stamp>.zst; read them in name order,
 -- then the live file (a line cut at the block boundary continues in the
--- next part). logs/<app>/stdout-stderr.log.collapsed holds the total bytes
--- removed from the live file so far, so a follower can keep its place; the
--- cut is made holding stdout-stderr.log.lock, which a follower takes to read.
+-- next part). A counter under state/logs/ holds the total bytes removed
+-- from the live file so far, so a follower can keep its place; the cut is
+-- made holding a lock there, which a follower takes to read. The log dir is
+-- the app's: everything in it is opened beneath it (appfs), never by path.
 local ct = require("ct")
 
 local M = {}
@@ -30,79 +31,102 @@ local function stamp()
   return os.date("!%Y%m%dT%H%M%S", math.floor(t)) .. string.format(".%06dZ", math.floor((t % 1) * 1e6))
 end
 
--- parts(dir) -> rotated parts of dir's log, oldest first.
-function M.parts(dir)
+-- parts(d) -> rotated parts in the logs Dir d, oldest first.
+function M.parts(d)
   local out = {}
-  for _, name in ipairs(ct.fs.dir(dir) or {}) do
+  for _, name in ipairs(d:list("") or {}) do
     if name:match("^stdout%-stderr%.log%.%d+T%d+%.%d+Z") then out[#out + 1] = name end
   end
   table.sort(out)
   return out
 end
 
-local function add_collapsed(dir, n)
-  local f = dir .. "/" .. M.LOG .. ".collapsed"
-  local total = tonumber((ct.fs.read(f) or ""):match("%d+")) or 0
-  return ct.fs.write_atomic(f, tostring(total + n) .. "\n")
+local function add_collapsed(counter, n)
+  local total = tonumber((ct.fs.read(counter) or ""):match("%d+")) or 0
+  return ct.fs.write_atomic(counter, tostring(total + n) .. "\n")
 end
 
-local function compress(part)
-  local r, err = ct.proc.run({ "zstd", "-q", "-f", "--rm", part }, { timeout = 3600 })
-  if not r then return nil, "zstd: " .. tostring(err) end
-  if r.code ~= 0 then return nil, "zstd " .. part .. ": " .. r.stderr:gsub("%s+$", "") end
-  return part .. ".zst"
+-- The cut part, compressed in process from the descriptor we hold (no
+-- external tool gets a path in a dir the app writes).
+local function compress(d, name, tmp)
+  local zname = name .. ".zst"
+  local src, err = d:open(tmp, {})
+  if not src then return nil, err end
+  local dst, derr = d:open(zname, { write = true, create = true, excl = true, mode = 416 })
+  if not dst then src:close() return nil, derr end
+  local ok, zerr = src:zstd_to(dst)
+  if ok then ok, zerr = dst:fsync() end
+  src:close()
+  dst:close()
+  if not ok then d:unlink(zname) return nil, zerr end
+  d:unlink(tmp)
+  return zname
 end
 
--- rotate(dir, opts) -> result | nil, msg
--- opts: max_size (bytes), keep (parts). result: {rotated=bytes, part=, removed={...},
--- method="collapse"|"truncate", warning=}; rotated=0 when under max_size.
-function M.rotate(dir, opts)
-  local log = dir .. "/" .. M.LOG
-  local st = ct.fs.stat(log)
+-- rotate(d, opts) -> result | nil, msg
+-- d: the app's logs Dir; opts: max_size (bytes), keep (parts), lock and
+-- counter (paths outside every container). result: {rotated=bytes, part=,
+-- removed={...}, method="collapse"|"truncate", warning=}; rotated=0 when
+-- under max_size.
+function M.rotate(d, opts)
   local res = { rotated = 0, removed = {} }
-  if st and st.type == "file" and st.size > opts.max_size then
-    local part = dir .. "/" .. M.LOG .. "." .. stamp()
+  local log, err = d:open(M.LOG, { write = true })
+  if not log then return nil, err end
+  local st = log:stat()
+  if st.size > opts.max_size then
+    local name = M.LOG .. "." .. stamp()
+    local tmp = name .. ".part"
+    local part, perr = d:open(tmp, { write = true, create = true, excl = true, mode = 416 })
+    if not part then log:close() return nil, perr end
     -- A follower (`logs -f`) holds the same lock while it reads, so the
     -- cut and its count never land in the middle of its read.
-    local lk = ct.lock.acquire(log .. ".lock", "rotate-logs", 30)
+    local lk = ct.lock.acquire(opts.lock, "rotate-logs", 30)
     -- The newest part of the log stays (up to 1 MiB, half of max_size):
     -- `logs --tail` still shows recent lines and a follower that is behind
     -- by less than that misses nothing.
     local tail = math.min(1024 * 1024, opts.max_size // 2)
-    local n, err, code = ct.fs.collapse(log, st.size - tail, part)
-    if n and n > 0 then add_collapsed(dir, n) end
-    if lk then lk:release() end
+    local n, cerr
+    log:seek("set", 0)
+    n, cerr = log:copy_to(part, st.size - tail)
+    local code
+    if n then n, cerr, code = log:collapse(n) end
+    if n and n > 0 then add_collapsed(opts.counter, n) end
     if n then
       res.method = "collapse"
-    elseif code == 95 or code == 22 then
-      -- EOPNOTSUPP/EINVAL: this filesystem has no collapse.
+      -- What was copied past the block boundary the collapse kept.
+      part:truncate(n)
+    elseif code == ct.fs.errno.EOPNOTSUPP or code == ct.fs.errno.EINVAL then
       res.method = "truncate"
       res.warning = string.format("%s: the filesystem cannot collapse a file (%s); copied and truncated, " ..
-        "so lines written during the copy are lost", log, err)
-      local ok, cerr = ct.fs.copyfile(log, part, 416)
-      if not ok then return nil, cerr end
-      n = ct.fs.stat(part).size
-      local f, ferr = io.open(log, "w")
-      if not f then return nil, ferr end
-      f:close()
-      add_collapsed(dir, n)
-    else
-      return nil, err
+        "so lines written during the copy are lost", d:path(M.LOG), cerr)
+      part:truncate(0)
+      log:seek("set", 0)
+      n, cerr = log:copy_to(part)
+      if n then log:truncate(0) add_collapsed(opts.counter, n) end
     end
+    if lk then lk:release() end
+    part:close()
+    log:close()
+    if not n then d:unlink(tmp) return nil, cerr end
     if n > 0 then
       res.rotated = n
-      local done, zerr = compress(part)
+      local done, zerr = compress(d, name, tmp)
       if done then
         res.part = done
       else
-        res.part = part
-        res.warning = (res.warning and res.warning .. "; " or "") .. "not compressed: " .. zerr
+        local rok = d:rename(tmp, name)
+        res.part = rok and name or tmp
+        res.warning = (res.warning and res.warning .. "; " or "") .. "not compressed: " .. tostring(zerr)
       end
+    else
+      d:unlink(tmp)
     end
+  else
+    log:close()
   end
-  local parts = M.parts(dir)
+  local parts = M.parts(d)
   for i = 1, #parts - opts.keep do
-    if ct.fs.unlink(dir .. "/" .. parts[i]) then res.removed[#res.removed + 1] = parts[i] end
+    if d:unlink(parts[i]) then res.removed[#res.removed + 1] = parts[i] end
   end
   return res
 end

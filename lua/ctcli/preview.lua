@@ -3,6 +3,7 @@
 -- hooks that would fire, pending migrations, disk space. It reads the root
 -- and the extracted package only; it changes nothing.
 local ct = require("ct")
+local appfs = require("ctcli.appfs")
 local apps = require("ctcli.apps")
 local json = require("ctcli.json")
 local lint = require("ctcli.lint")
@@ -38,7 +39,7 @@ local function migration_order(sources, app)
 end
 
 local function recorded(paths, name)
-  local text = ct.fs.read(paths.data .. "/" .. name .. "/.ctcli/migrations.json")
+  local text = appfs.read_migrations(paths, name)
   local rec = text and json.decode(text) or {}
   local done = {}
   for _, r in ipairs(type(rec) == "table" and rec or {}) do

@@ -2,6 +2,7 @@
 -- level), exec. Every runc call goes through the release's runc with the
 -- root's runc-root.
 local ct = require("ct")
+local appfs = require("ctcli.appfs")
 local json = require("ctcli.json")
 
 local M = {}
@@ -102,19 +103,7 @@ local function alive(pid)
 end
 M.alive = alive
 
-local function rotate_log(logdir)
-  local log = logdir .. "/stdout-stderr.log"
-  local st = ct.fs.stat(log)
-  if not st or st.size == 0 then return end
-  -- Keep the last five logs of earlier runs, as the Go tool rotated on start.
-  for i = 4, 1, -1 do
-    local from = string.format("%s.%d", log, i)
-    if ct.fs.exists(from) then ct.fs.rename(from, string.format("%s.%d", log, i + 1)) end
-  end
-  ct.fs.rename(log, log .. ".1")
-end
-
--- start(c) where c = {rt=, id=, bundle=, logdir=}; a stopped leftover
+-- start(c) where c = {rt=, id=, bundle=, paths=, app=}; a stopped leftover
 -- container with the same id is deleted first.
 function M.start(c)
   local st = M.state(c.rt, c.id)
@@ -122,15 +111,13 @@ function M.start(c)
     if st.status == "running" or st.status == "paused" then return true, "already running" end
     ct.oci.runc(c.rt, { "delete", "--force", c.id }, { timeout = 30 })
   end
-  ct.fs.mkdir(c.logdir, 493, true)
-  rotate_log(c.logdir)
-  local logs, lerr = ct.fs.opendir(c.logdir)
-  if not logs then return nil, lerr end
-  local log
-  log, lerr = logs:open("stdout-stderr.log", { write = true, create = true, append = true })
-  logs:close()
+  -- The app is stopped: nothing inside can change its trees between this
+  -- check and runc's bind mounts (runc follows symlinks in path strings).
+  local ok, err = appfs.check_binds(c.paths, c.app)
+  if not ok then return nil, err end
+  local log, lerr = appfs.open_run_log(c.paths, c.app.name)
   if not log then return nil, lerr end
-  local ok, err = ct.oci.create(c.rt, c.id, c.bundle, { log = log })
+  ok, err = ct.oci.create(c.rt, c.id, c.bundle, { log = log })
   log:close()
   if not ok then
     ct.oci.runc(c.rt, { "delete", "--force", c.id }, { timeout = 30 })

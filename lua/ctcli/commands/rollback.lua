@@ -104,12 +104,15 @@ local function from_archive(ctx, cur, file, j)
   j:step("extract")
   local bar = ui.progress("restoring " .. file:match("[^/]+$"))
   local size = ct.fs.size(file) or 0
+  -- A FIFO, socket or device the app made in its data holds nothing to
+  -- restore: skipped with a warning, so it never blocks the way back.
   local stats, xerr = ct.archive.extract(file, dir, {
-    preserve = true, check_space = true,
+    preserve = true, check_space = true, skip_special = true,
     progress = function(_, read) bar:update(read, size) end,
   })
   bar:finish()
   if not stats then return fail(xerr) end
+  for _, w in ipairs(stats.warnings or {}) do ui.warn("%s", w) end
   local text = ct.fs.read(dir .. "/backup-info.json")
   local info = text and json.decode(text)
   if not info or not ct.fs.exists(dir .. "/current-release/release.json") then

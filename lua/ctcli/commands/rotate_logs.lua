@@ -1,11 +1,11 @@
 -- rotate-logs [--max-size SIZE] [--keep N]: rotate each app's
 -- stdout-stderr.log past SIZE while the app runs, compress the rotated part
 -- (zstd) and keep the newest N.
+local appfs = require("ctcli.appfs")
 local journal = require("ctcli.journal")
 local json = require("ctcli.json")
 local logrotate = require("ctcli.logrotate")
 local ui = require("ctcli.ui")
-local ct = require("ct")
 
 return {
   summary = "Rotate the apps' stdout/stderr logs past a size, keeping N compressed parts",
@@ -30,21 +30,21 @@ return {
     local keep = math.floor(ctx.opts.keep or 5)
     local names = ctx.args
     if #names == 0 then
-      names = {}
-      for _, n in ipairs(ct.fs.dir(ctx.paths.logs) or {}) do
-        if ct.fs.exists(ctx.paths.logs .. "/" .. n .. "/" .. logrotate.LOG) then names[#names + 1] = n end
-      end
+      names = appfs.log_apps(ctx.paths)
     end
     local j, jerr = journal.begin(ctx.paths, "rotate-logs", { apps = json.array(names) })
     if not j then return nil, jerr end
     j:step("rotate")
     local report, failures = json.array(), {}
     for _, name in ipairs(names) do
-      local dir = ctx.paths.logs .. "/" .. name
-      if not name:match("^[%w][%w._-]*$") or not ct.fs.exists(dir .. "/" .. logrotate.LOG) then
-        failures[#failures + 1] = string.format("%s: no log at %s/%s", name, dir, logrotate.LOG)
+      local d = name:match("^[%w][%w._-]*$") and appfs.logs_dir(ctx.paths, name)
+      if not d or not d:exists(logrotate.LOG) then
+        if d then d:close() end
+        failures[#failures + 1] = string.format("%s: no log at %s/%s/%s", name, ctx.paths.logs, name, logrotate.LOG)
       else
-        local res, err = logrotate.rotate(dir, { max_size = max, keep = keep })
+        local res, err = logrotate.rotate(d, { max_size = max, keep = keep,
+          lock = appfs.rotation_lock(ctx.paths, name), counter = appfs.collapsed_file(ctx.paths, name) })
+        d:close()
         if not res then
           failures[#failures + 1] = name .. ": " .. tostring(err)
         else

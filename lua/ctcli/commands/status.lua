@@ -5,6 +5,7 @@
 -- the code is reported only when known (null otherwise), and the time is
 -- when its cgroup last changed (the exit) or, failing that, its last output.
 local ct = require("ct")
+local appfs = require("ctcli.appfs")
 local apps = require("ctcli.apps")
 local health = require("ctcli.health")
 local journal = require("ctcli.journal")
@@ -52,7 +53,7 @@ local function exit_time(ctx, name)
   local cg = paths[""] or paths.memory
   local ev = cg and ct.fs.stat(cg .. "/cgroup.events")
   if ev and ev.mtime and ev.mtime > 0 then return ev.mtime end
-  local log = ct.fs.stat(ctx.paths.logs .. "/" .. name .. "/stdout-stderr.log")
+  local log = appfs.log_stat(ctx.paths, name)
   return log and log.mtime
 end
 
