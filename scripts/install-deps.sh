@@ -9,7 +9,7 @@ packages=(
   libarchive-dev libssl-dev libzstd-dev
   runc umoci busybox-static
   lua-busted lua-check ansible-core
-  zstd gzip tar strace valgrind openssl
+  zstd gzip tar strace valgrind openssl inotify-tools
   # checks of the generated completion and man page
   zsh groff-base
   systemd
