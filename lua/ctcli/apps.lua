@@ -5,6 +5,7 @@ local bundle = require("ctcli.bundle")
 local health = require("ctcli.health")
 local hooks = require("ctcli.hooks")
 local release = require("ctcli.release")
+local rootmod = require("ctcli.root")
 local runtime = require("ctcli.runtime")
 local store = require("ctcli.store")
 
@@ -42,7 +43,7 @@ function M.prepare_files(paths, app)
   local hp = bundle.host_paths(paths, app.name)
   local rootfs = store.dir(paths, app.name, app.image.digest) .. "/rootfs"
   for _, dir in ipairs({ hp.config, hp.data, hp.logs }) do
-    local ok, err = ct.fs.mkdir(dir, 448, true)
+    local ok, err = ct.fs.mkdir(dir, rootmod.MODES.app_dir, true)
     if not ok then return nil, err end
   end
   for _, p in ipairs(app.configs or {}) do

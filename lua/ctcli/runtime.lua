@@ -3,6 +3,7 @@
 -- root's runc-root.
 local ct = require("ct")
 local json = require("ctcli.json")
+local rootmod = require("ctcli.root")
 
 local M = {}
 
@@ -122,7 +123,7 @@ function M.start(c)
     if st.status == "running" or st.status == "paused" then return true, "already running" end
     ct.oci.runc(c.rt, { "delete", "--force", c.id }, { timeout = 30 })
   end
-  ct.fs.mkdir(c.logdir, 493, true)
+  ct.fs.mkdir(c.logdir, rootmod.MODES.app_dir, true)
   rotate_log(c.logdir)
   local ok, err = ct.oci.create(c.rt, c.id, c.bundle, { log = c.logdir .. "/stdout-stderr.log" })
   if not ok then

@@ -3,6 +3,7 @@
 -- digest. umoci unpacks into tmp/; the rootfs is renamed into place (no copy).
 local ct = require("ct")
 local json = require("ctcli.json")
+local rootmod = require("ctcli.root")
 
 local M = {}
 
@@ -130,7 +131,7 @@ function M.unpack_all(paths, umoci, jobs, on_done)
     if not ok then ct.fs.rmtree(job.tmp) return nil, err end
     local final = M.dir(paths, job.name, job.digest)
     local img = job.tmp .. "/image"
-    ct.fs.mkdir(img, 493)
+    ct.fs.mkdir(img, rootmod.MODES.image_dir)
     ok, err = ct.fs.rename(job.bundle .. "/rootfs", img .. "/rootfs")
     if ok then ok, err = ct.fs.rename(job.bundle .. "/image.json", img .. "/image.json") end
     -- The image itself stays too (images/<key>/oci/), for `reset`.
