@@ -1055,6 +1055,103 @@ int du_fd(int fd, const char *path, lua_Integer *bytes, lua_Integer *files, stru
   return err;
 }
 
+/* ---- remove_devices ------------------------------------------------------ */
+
+/* The relative paths removed, in walk order (sorted per directory). */
+struct pathlist {
+  char **v;
+  size_t n, cap;
+};
+
+static void pathlist_free(struct pathlist *l) {
+  for (size_t i = 0; i < l->n; i++) free(l->v[i]);
+  free(l->v);
+  memset(l, 0, sizeof *l);
+}
+
+static int pathlist_add(struct pathlist *l, const char *rel) {
+  if (l->n == l->cap) {
+    size_t ncap = l->cap ? l->cap * 2 : 8;
+    char **nv = realloc(l->v, ncap * sizeof *nv);
+    if (!nv) return ENOMEM;
+    l->v = nv;
+    l->cap = ncap;
+  }
+  if (!(l->v[l->n] = strdup(rel))) return ENOMEM;
+  l->n++;
+  return 0;
+}
+
+/* Unlinks every character and block device node under path (an image's
+   rootfs: runc gives each container its own /dev, so a node there only
+   serves someone who reaches the tree from the host). Symlinks are never
+   followed and mount points never crossed. Returns 0 or an errno (with *e);
+   what was removed before a failure stays listed in *out. */
+static int do_remove_devices(const char *path, struct pathlist *out, struct fserr *e) {
+  int fd = open(path, DIR_FLAGS | O_NOFOLLOW);
+  struct stat st;
+  if (fd < 0 || fstat(fd, &st) != 0) {
+    int err = fserr_set(e, errno, path, "", NULL);
+    if (fd >= 0) close(fd);
+    return err;
+  }
+  struct walk w;
+  memset(&w, 0, sizeof w);
+  int err = walk_push(&w, fd, -1, &st);
+  if (err) fserr_set(e, err, path, "", NULL);
+  while (!err) {
+    const char *name;
+    int ev = walk_next(&w, &name);
+    if (ev < 0) {
+      err = fserr_set(e, -ev, path, pb_str(&w.rel), NULL);
+      break;
+    }
+    struct frame *t = walk_top(&w);
+    if (ev == EV_LEAVE) {
+      if (w.depth == 1) break;
+      if ((err = walk_pop(&w))) fserr_set(e, err, path, pb_str(&w.rel), NULL);
+      continue;
+    }
+    struct stat cst;
+    if (fstatat(t->fd, name, &cst, AT_SYMLINK_NOFOLLOW) != 0) {
+      if (errno == ENOENT) continue;
+      err = fserr_set(e, errno, path, pb_str(&w.rel), NULL);
+      break;
+    }
+    if (S_ISCHR(cst.st_mode) || S_ISBLK(cst.st_mode)) {
+      if (unlinkat(t->fd, name, 0) != 0 && errno != ENOENT) {
+        err = fserr_set(e, errno, path, pb_str(&w.rel), NULL);
+        break;
+      }
+      if ((err = pathlist_add(out, pb_str(&w.rel)))) {
+        fserr_set(e, err, path, pb_str(&w.rel), NULL);
+        break;
+      }
+      continue;
+    }
+    if (!S_ISDIR(cst.st_mode)) continue;
+    int cfd = openat(t->fd, name, DIR_FLAGS | O_NOFOLLOW);
+    if (cfd < 0) {
+      if (errno == ENOENT) continue;
+      err = fserr_set(e, errno, path, pb_str(&w.rel), NULL);
+      break;
+    }
+    if (fstat(cfd, &cst) != 0) {
+      err = fserr_set(e, errno, path, pb_str(&w.rel), NULL);
+      close(cfd);
+      break;
+    }
+    if (is_mount_root(cfd, &t->st, &cst)) {
+      err = fserr_set(e, EBUSY, path, pb_str(&w.rel), "is a mount point (not walking across it)");
+      close(cfd);
+      break;
+    }
+    if ((err = walk_push(&w, cfd, -1, &cst))) fserr_set(e, err, path, pb_str(&w.rel), NULL);
+  }
+  walk_free(&w);
+  return err;
+}
+
 /* ---- atomic replacement: temp file + fsync + rename + fsync dir -------- */
 
 struct atomic {
@@ -1685,6 +1782,25 @@ static int fs_du(lua_State *L) {
   return 2;
 }
 
+/* remove_devices(dir) -> list of the relative paths of the device nodes
+   removed under dir | nil, msg, errno */
+static int fs_remove_devices(lua_State *L) {
+  const char *path = check_tree_path(L, 1);
+  struct fserr e = {0, NULL, NULL, NULL};
+  struct pathlist removed = {NULL, 0, 0};
+  if (do_remove_devices(path, &removed, &e)) {
+    pathlist_free(&removed);
+    return fserr_push(L, &e);
+  }
+  lua_createtable(L, removed.n > INT_MAX ? INT_MAX : (int)removed.n, 0);
+  for (size_t i = 0; i < removed.n; i++) {
+    lua_pushstring(L, removed.v[i]);
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+  pathlist_free(&removed);
+  return 1;
+}
+
 /* statvfs(path) -> {size=, free=, avail=} in bytes, {files=, ffree=} inodes */
 static int fs_statvfs(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
@@ -1860,6 +1976,7 @@ static const luaL_Reg fs_funcs[] = {
     {"lchown", fs_lchown},
     {"mkdtemp", fs_mkdtemp},
     {"du", fs_du},
+    {"remove_devices", fs_remove_devices},
     {"statvfs", fs_statvfs},
     {"fsync", fs_fsync},
     {"syncfs", fs_syncfs},

@@ -3,6 +3,7 @@
 -- result is deterministic, so two releases can compare it byte for byte.
 local appfs = require("ctcli.appfs")
 local json = require("ctcli.json")
+local seccomp = require("ctcli.seccomp")
 
 local M = {}
 
@@ -21,10 +22,47 @@ local MASKED = A {
 }
 local READONLY = A { "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger" }
 
-local function bind(src, dst, ro)
+-- Every bind from the host is nosuid,nodev. noexec only on the host's own
+-- files: an app may run programs from its data and config (docs/security.md).
+local function bind(src, dst, ro, noexec)
   local opts = A { "rbind", "nosuid", "nodev" }
+  if noexec then opts[#opts + 1] = "noexec" end
   if ro then opts[#opts + 1] = "ro" end
   return { destination = dst, type = "bind", source = src, options = opts }
+end
+
+-- Hardened defaults (docs/security.md). With the host's network /sys is a
+-- bind of the host's, read-only all the way down (runc's "rro", runc >= 1.1):
+-- a plain "ro" bind leaves the host's cgroup mounts below it writable. Then
+-- the container's own cgroups, seen through its cgroup namespace, read-only,
+-- mounted over /sys/fs/cgroup, so it must come after /sys.
+local function sys_mounts(network)
+  local sys
+  if network == "isolated" then
+    sys = { destination = "/sys", type = "sysfs", source = "sysfs",
+      options = A { "nosuid", "noexec", "nodev", "ro" } }
+  else
+    -- sysfs cannot be mounted without an own network namespace: bind the host's.
+    sys = { destination = "/sys", type = "bind", source = "/sys",
+      options = A { "rbind", "nosuid", "noexec", "nodev", "ro", "rro" } }
+  end
+  local cgroup = { destination = "/sys/fs/cgroup", type = "cgroup", source = "cgroup",
+    options = A { "nosuid", "noexec", "nodev", "relatime", "ro" } }
+  return sys, cgroup
+end
+
+-- The rest of the hardened defaults, applied to a built config: a cgroup
+-- namespace, the seccomp allowlist and, when the app asks, a read-only rootfs.
+local function harden(cfg, app, machine)
+  local ns = cfg.linux.namespaces
+  ns[#ns + 1] = { type = "cgroup" }
+  -- runc 1.1 mounts a cgroup v1 tree as a tmpfs holding one read-only mount
+  -- per controller, and leaves that tmpfs writable: make it read-only too.
+  local ro = A { table.unpack(cfg.linux.readonlyPaths) }
+  ro[#ro + 1] = "/sys/fs/cgroup"
+  cfg.linux.readonlyPaths = ro
+  cfg.linux.seccomp = seccomp.profile(machine, cfg.process.capabilities.bounding)
+  cfg.root.readonly = app.read_only_rootfs == true
 end
 
 local function resources(app)
@@ -43,7 +81,8 @@ local function resources(app)
 end
 
 -- config(args) -> the config.json text.
--- args: paths, app (release model app), image (image.json process), rootfs, id
+-- args: paths, app (release model app), image (image.json process), rootfs, id,
+-- machine (uname -m, for the seccomp architectures)
 function M.config(a)
   local app, img, hp = a.app, a.image, appfs.host_paths(a.paths, a.app.name)
   local env, seen = A {}, {}
@@ -61,9 +100,9 @@ function M.config(a)
   end
 
   local mounts = A {
-    { destination = "/proc", type = "proc", source = "proc" },
+    { destination = "/proc", type = "proc", source = "proc", options = A { "nosuid", "noexec", "nodev" } },
     { destination = "/dev", type = "tmpfs", source = "tmpfs",
-      options = A { "nosuid", "strictatime", "mode=755", "size=65536k" } },
+      options = A { "nosuid", "noexec", "strictatime", "mode=755", "size=65536k" } },
     { destination = "/dev/pts", type = "devpts", source = "devpts",
       options = A { "nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5" } },
     { destination = "/dev/shm", type = "tmpfs", source = "shm",
@@ -71,17 +110,12 @@ function M.config(a)
     { destination = "/dev/mqueue", type = "mqueue", source = "mqueue", options = A { "nosuid", "noexec", "nodev" } },
   }
   local namespaces = A { { type = "pid" }, { type = "ipc" }, { type = "uts" }, { type = "mount" } }
-  if app.network == "isolated" then
-    table.insert(namespaces, 2, { type = "network" })
-    mounts[#mounts + 1] = { destination = "/sys", type = "sysfs", source = "sysfs",
-      options = A { "nosuid", "noexec", "nodev", "ro" } }
-  else
-    -- sysfs cannot be mounted without an own network namespace: bind the host's, read-only.
-    mounts[#mounts + 1] = { destination = "/sys", type = "bind", source = "/sys",
-      options = A { "rbind", "nosuid", "noexec", "nodev", "ro" } }
-  end
-  mounts[#mounts + 1] = bind("/etc/hosts", "/etc/hosts", true)
-  if a.resolv_conf then mounts[#mounts + 1] = bind("/etc/resolv.conf", "/etc/resolv.conf", true) end
+  if app.network == "isolated" then table.insert(namespaces, 2, { type = "network" }) end
+  local sys, cgroup = sys_mounts(app.network)
+  mounts[#mounts + 1] = sys
+  mounts[#mounts + 1] = cgroup
+  mounts[#mounts + 1] = bind("/etc/hosts", "/etc/hosts", true, true)
+  if a.resolv_conf then mounts[#mounts + 1] = bind("/etc/resolv.conf", "/etc/resolv.conf", true, true) end
   local own = {}
   for _, p in ipairs(app.configs or {}) do own[#own + 1] = bind(hp.config .. p, p, false) end
   for _, p in ipairs(app.data or {}) do own[#own + 1] = bind(hp.data .. p, p, false) end
@@ -117,6 +151,7 @@ function M.config(a)
       readonlyPaths = READONLY,
     },
   }
+  harden(cfg, app, a.machine)
   return json.encode(cfg, true) .. "\n"
 end
 

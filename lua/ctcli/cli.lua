@@ -277,6 +277,9 @@ local function run(parsed)
       local lock, lerr = rootmod.lock(paths, parsed.name, g.wait)
       if not lock then return nil, lerr end
       ctx.lock = lock
+      -- A root made by an older ctcli gets today's directory modes.
+      local tight, terr = rootmod.tighten(paths)
+      if not tight then lock:release() return nil, terr end
       local note = require("ctcli.recovery").run(ctx)
       if note then
         io.stderr:write("ctcli: ", note, "\n")

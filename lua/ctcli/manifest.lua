@@ -21,8 +21,8 @@ M.KNOWN_KEYS = {
   app = {
     "name", "version", "image", "entrypoint", "env", "workdir", "configs",
     "data", "logs", "depends_on", "healthcheck", "stop_signal", "stop_timeout",
-    "hooks", "hook_timeout", "migrations", "network", "resources", "commit",
-    "built_at",
+    "hooks", "hook_timeout", "migrations", "network", "resources", "read_only_rootfs",
+    "commit", "built_at",
   },
   image = { "layout", "ref", "digest" },
   healthcheck = { "command", "interval", "timeout", "retries", "start_period", "legacy_wait_for" },
@@ -592,6 +592,9 @@ local function check_app(ctx, seg, app, names, name_list)
     report(ctx, join(seg, "network"), 'expected "host" or "isolated"')
   end
   if app.resources ~= nil then check_resources(ctx, join(seg, "resources"), app.resources) end
+  if app.read_only_rootfs ~= nil and type(app.read_only_rootfs) ~= "boolean" then
+    report(ctx, join(seg, "read_only_rootfs"), "expected true or false")
+  end
   if app.commit ~= nil then check_string(ctx, join(seg, "commit"), app.commit) end
   if app.built_at ~= nil then check_string(ctx, join(seg, "built_at"), app.built_at) end
   return deps
@@ -793,6 +796,7 @@ local function normalize_app(a)
     hooks = a.hooks, hook_timeout = a.hook_timeout,
     migrations = a.migrations and array_copy(a.migrations) or nil,
     network = a.network or d.network,
+    read_only_rootfs = a.read_only_rootfs == true,
     commit = a.commit, built_at = a.built_at,
   }
   for _, field in ipairs({ "configs", "data" }) do

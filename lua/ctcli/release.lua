@@ -71,7 +71,7 @@ end
 local APP_FIELDS = {
   "name", "version", "entrypoint", "env", "workdir", "configs", "data", "logs", "depends_on",
   "healthcheck", "stop_signal", "stop_timeout", "hooks", "hook_timeout", "migrations",
-  "network", "resources", "commit", "built_at",
+  "network", "resources", "read_only_rootfs", "commit", "built_at",
 }
 
 local function app_record(app)
@@ -79,6 +79,21 @@ local function app_record(app)
   for _, k in ipairs(APP_FIELDS) do r[k] = app[k] end
   r.image = { ref = app.image.ref, digest = app.image.digest, config_digest = app.image.config_digest }
   return r
+end
+
+-- The machine's architecture (uname -m), read once: it picks the seccomp
+-- architectures of every bundle.
+local machine_name
+local function machine()
+  if not machine_name then
+    local text = ct.fs.read("/proc/sys/kernel/arch")
+    if not text then
+      local r = ct.proc.run({ "uname", "-m" })
+      text = r and r.code == 0 and r.stdout or ""
+    end
+    machine_name = text:match("^%s*(%S+)") or "x86_64"
+  end
+  return machine_name
 end
 
 -- app_config(paths, app) -> config.json text for app (a release.json app record).
@@ -90,6 +105,7 @@ function M.app_config(paths, app)
     rootfs = store.dir(paths, app.name, app.image.digest) .. "/rootfs",
     id = runtime.container_id(paths.root, app.name),
     resolv_conf = ct.fs.exists("/etc/resolv.conf"),
+    machine = machine(),
   })
 end
 

@@ -33,13 +33,28 @@ function M.paths(root)
   return p
 end
 
--- Directories of a root and their modes: config and data hold the apps'
--- secrets and state, so they are not world-readable.
-local layout = {
-  { "state", 493 }, { "config", 448 }, { "data", 448 }, { "logs", 493 },
-  { "releases", 493 }, { "releases/backups", 448 }, { "images", 493 },
-  { "trusted-keys", 493 }, { "hooks", 448 }, { "runc-root", 448 }, { "tmp", 448 },
+-- The modes of a root's directories, in one place (docs/security.md). No
+-- other host user may read or enter what an app wrote or can reach: its
+-- config, data and logs, its image's rootfs (which may hold setuid files
+-- the app planted), the bundles (their environment may hold secrets) and
+-- runc's state. state/, trusted-keys/ (public keys) stay readable.
+M.MODES = {
+  ["state"] = 493, ["config"] = 448, ["data"] = 448, ["logs"] = 448,
+  ["releases"] = 448, ["releases/backups"] = 448, ["images"] = 448,
+  ["trusted-keys"] = 493, ["hooks"] = 448, ["runc-root"] = 448, ["tmp"] = 448,
+  -- config/<app>, data/<app>, logs/<app>, and images/<app>@<digest>
+  app_dir = 448, image_dir = 448,
 }
+
+-- The directories of a root, in the order they are made.
+local layout = {
+  "state", "config", "data", "logs", "releases", "releases/backups", "images",
+  "trusted-keys", "hooks", "runc-root", "tmp",
+}
+
+-- Directories whose mode an older ctcli made wider than M.MODES: tightened
+-- by init and by every changing command (see M.tighten).
+local tightened = { "logs", "releases", "images", "runc-root" }
 
 -- absolute(path) -> the path made absolute (not resolving symlinks).
 function M.absolute(path)
@@ -82,14 +97,16 @@ function M.init(root)
   if not ok then return nil, err end
   local created = not M.is_root(root)
   for _, d in ipairs(layout) do
-    local path = root .. "/" .. d[1]
+    local path = root .. "/" .. d
     if not ct.fs.exists(path) then
-      ok, err = ct.fs.mkdir(path, d[2], true)
+      ok, err = ct.fs.mkdir(path, M.MODES[d], true)
       if not ok then return nil, err end
-      ct.fs.chmod(path, d[2])
+      ct.fs.chmod(path, M.MODES[d])
     end
   end
   local p = M.paths(root)
+  ok, err = M.tighten(p)
+  if not ok then return nil, err end
   if not ct.fs.exists(p.format) then
     ok, err = ct.fs.write_atomic(p.format, tostring(M.FORMAT) .. "\n")
     if not ok then return nil, err end
@@ -99,6 +116,32 @@ function M.init(root)
     if not ok then return nil, err end
   end
   return created
+end
+
+-- narrow(path, mode) -> true | nil, msg: takes from the directory at path
+-- every permission bit mode does not grant; a missing path is fine, a
+-- symlink is left alone (an operator's, e.g. images/ on another disk, is
+-- tightened at its target by the operator).
+local function narrow(path, mode)
+  local st = ct.fs.lstat(path)
+  if not st or st.type ~= "dir" or st.mode & ~mode == 0 then return true end
+  local ok, err = ct.fs.chmod(path, st.mode & mode)
+  if not ok then return nil, "cannot restrict the permissions of " .. path .. ": " .. tostring(err) end
+  return true
+end
+
+-- tighten(paths) -> true | nil, msg: brings a root made by an older ctcli
+-- (or the Go tool) to M.MODES, including each app's logs directory.
+function M.tighten(p)
+  for _, d in ipairs(tightened) do
+    local ok, err = narrow(p.root .. "/" .. d, M.MODES[d])
+    if not ok then return nil, err end
+  end
+  for _, name in ipairs(ct.fs.dir(p.logs) or {}) do
+    local ok, err = narrow(p.logs .. "/" .. name, M.MODES.app_dir)
+    if not ok then return nil, err end
+  end
+  return true
 end
 
 -- open(root) -> paths, or nil, msg when root is not a ctcli root.
@@ -122,7 +165,7 @@ end
 -- lock(paths, command [, wait]) -> lock, or nil, msg naming the holder.
 function M.lock(p, command, wait)
   if not ct.fs.exists(p.state) then
-    local ok, err = ct.fs.mkdir(p.state, 493, true)
+    local ok, err = ct.fs.mkdir(p.state, M.MODES.state, true)
     if not ok then return nil, err end
   end
   local info = string.format("pid=%d command=%s since=%s\n", ct.proc.getpid(), command,

@@ -3,6 +3,7 @@
 -- digest. umoci unpacks into tmp/; the rootfs is renamed into place (no copy).
 local ct = require("ct")
 local json = require("ctcli.json")
+local rootmod = require("ctcli.root")
 
 local M = {}
 
@@ -123,14 +124,22 @@ function M.unpack_all(paths, umoci, jobs, on_done)
       end
       return nil, string.format("unpacking the image of %s failed: %s", job.name, last)
     end
+    -- No device node from a layer reaches images/: runc gives every
+    -- container its own /dev, and a node in a rootfs would only serve
+    -- whoever reaches the tree from the host. The count stays in image.json.
+    local removed, derr = ct.fs.remove_devices(job.bundle .. "/rootfs")
+    if not removed then
+      ct.fs.rmtree(job.tmp)
+      return nil, string.format("unpacking the image of %s failed: %s", job.name, derr)
+    end
     local info = process_of(job.bundle)
     local ok, err = ct.fs.write_atomic(job.bundle .. "/image.json", json.encode({
-      app = job.name, digest = job.digest, process = info,
+      app = job.name, digest = job.digest, process = info, devices_removed = #removed,
     }, true))
     if not ok then ct.fs.rmtree(job.tmp) return nil, err end
     local final = M.dir(paths, job.name, job.digest)
     local img = job.tmp .. "/image"
-    ct.fs.mkdir(img, 493)
+    ct.fs.mkdir(img, rootmod.MODES.image_dir)
     ok, err = ct.fs.rename(job.bundle .. "/rootfs", img .. "/rootfs")
     if ok then ok, err = ct.fs.rename(job.bundle .. "/image.json", img .. "/image.json") end
     -- The image itself stays too (images/<key>/oci/), for `reset`.

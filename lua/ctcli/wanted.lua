@@ -8,6 +8,7 @@
 --                          "restarts": N, "last_restart": "<UTC>" } } }
 local ct = require("ct")
 local json = require("ctcli.json")
+local rootmod = require("ctcli.root")
 
 local M = {}
 
@@ -72,7 +73,7 @@ end
 -- log(paths, fmt, ...): one timestamped line in logs/ctcli.log.
 function M.log(paths, fmt, ...)
   local line = string.format("%s %s\n", now_utc(), string.format(fmt, ...))
-  ct.fs.mkdir(paths.logs, 493, true)
+  ct.fs.mkdir(paths.logs, rootmod.MODES.logs, true)
   return ct.fs.append(paths.ctcli_log, line)
 end
 

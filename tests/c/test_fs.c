@@ -803,6 +803,39 @@ DEFINE_TEST(du_counts_apparent_sizes_once) {
            "return true");
 }
 
+DEFINE_TEST(remove_devices_unlinks_device_nodes_only) {
+  if (geteuid() != 0) t_skip("creating device nodes needs root");
+  T_ASSERT(mkdir(tp("outside"), 0755) == 0);
+  T_ASSERT(mknod(tp("outside/null"), S_IFCHR | 0666, makedev(1, 3)) == 0);
+  T_ASSERT(mkdir(tp("r"), 0755) == 0);
+  T_ASSERT(mkdir(tp("r/dev"), 0755) == 0);
+  T_ASSERT(mkdir(tp("r/a"), 0755) == 0);
+  T_ASSERT(mkdir(tp("r/a/b"), 0755) == 0);
+  T_ASSERT(mknod(tp("r/dev/console"), S_IFCHR | 0600, makedev(5, 1)) == 0);
+  T_ASSERT(mknod(tp("r/a/b/sda"), S_IFBLK | 0660, makedev(8, 0)) == 0);
+  T_ASSERT(mknod(tp("r/a/wh"), S_IFCHR | 0000, makedev(0, 0)) == 0);
+  T_ASSERT(mknod(tp("r/a/fifo"), S_IFIFO | 0600, 0) == 0);
+  T_ASSERT(mknod(tp("r/a/sock"), S_IFSOCK | 0600, 0) == 0);
+  T_ASSERT(symlink(tp("outside"), tp("r/a/out")) == 0);
+  T_ASSERT(symlink(tp("outside/null"), tp("r/a/null-link")) == 0);
+  lua_State *L = fs_state();
+  T_LUA(L, "W(P('r/a/file'), 'x') "
+           "local removed = assert(fs.remove_devices(P('r'))) "
+           "assert(#removed == 3, #removed) "
+           "assert(removed[1] == 'a/b/sda' and removed[2] == 'a/wh' and removed[3] == 'dev/console', "
+           "  table.concat(removed, ' ')) "
+           "for _, p in ipairs(removed) do assert(not fs.lstat(P('r/' .. p)), p) end "
+           "assert(fs.lstat(P('r/a/fifo')).type == 'fifo' and fs.lstat(P('r/a/sock')).type == 'socket') "
+           "assert(fs.lstat(P('r/a/out')).type == 'link' and fs.lstat(P('r/a/null-link')).type == 'link') "
+           "assert(fs.lstat(P('outside/null')).type == 'char', 'a symlink is never followed') "
+           "assert(R(P('r/a/file')) == 'x') "
+           "assert(#assert(fs.remove_devices(P('r'))) == 0, 'nothing left') "
+           "fails(P('missing'), E.ENOENT, fs.remove_devices(P('missing'))) "
+           "fails(P('r/a/out'), nil, fs.remove_devices(P('r/a/out'))) "
+           "fails(P('r/a/file'), E.ENOTDIR, fs.remove_devices(P('r/a/file'))) "
+           "return true");
+}
+
 DEFINE_TEST(statvfs_fsync_syncfs_size) {
   lua_State *L = fs_state();
   T_LUA(L, "local v = assert(fs.statvfs(T)) "
@@ -828,7 +861,7 @@ DEFINE_TEST(wrong_argument_types_raise) {
   T_LUA(L, "W(P('f'), 'x') local f = P('f') "
            "for _, name in ipairs{'stat', 'lstat', 'exists', 'mkdir', 'rmtree', 'readlink', "
            "    'realpath', 'unlink', 'rmdir', 'dir', 'read', 'mkdtemp', 'du', 'statvfs', "
-           "    'fsync', 'syncfs', 'size'} do "
+           "    'fsync', 'syncfs', 'size', 'remove_devices'} do "
            "  raises(fs[name]) raises(fs[name], {}) raises(fs[name], nil) "
            "end "
            "for _, name in ipairs{'copytree', 'copyfile', 'rename', 'exchange', 'symlink', "
@@ -857,9 +890,10 @@ DEFINE_TEST(every_documented_function_is_there) {
            "  'rename', 'exchange', 'symlink', 'readlink', 'realpath', 'link', 'unlink', 'rmdir', "
            "  'dir', 'read', 'write_atomic', 'append', 'read_beneath', 'write_beneath', "
            "  'copy_beneath', 'chmod', 'chown', 'lchown', 'mkdtemp', 'du', 'statvfs', 'fsync', "
-           "  'syncfs', 'size', 'collapse', 'opendir'} "
-           "local n = 0 for _ in pairs(fs) do n = n + 1 end "
+           "  'syncfs', 'size', 'collapse', 'opendir', 'remove_devices'} "
+           "local n = 0 for k in pairs(fs) do if k ~= 'errno' then n = n + 1 end end "
            "for _, k in ipairs(want) do assert(type(fs[k]) == 'function', k) end "
            "assert(n == #want, 'unexpected extra functions: ' .. n) "
+           "assert(fs.errno.ENOENT == 2 and fs.errno.EOPNOTSUPP == 95 and fs.errno.ELOOP == 40) "
            "return true");
 }

@@ -274,6 +274,8 @@ describe("manifest", function()
         "apps.web.migrations", "\"0001\" is listed twice" },
       { "network is host or isolated", function(d) app(d, "web").network = "bridge" end,
         "apps.web.network", 'expected "host" or "isolated"' },
+      { "read_only_rootfs is a boolean", function(d) app(d, "web").read_only_rootfs = "yes" end,
+        "apps.web.read_only_rootfs", "expected true or false" },
       { "resources is an object", function(d) app(d, "web").resources = "big" end, "apps.web.resources", "expected an object" },
       { "resources.memory has a known unit", function(d) app(d, "web").resources = { memory = "256MB" } end,
         "apps.web.resources.memory", "expected a size like" },
@@ -490,6 +492,7 @@ describe("manifest", function()
       assert.equal("SIGTERM", app.stop_signal)
       assert.equal(10, app.stop_timeout)
       assert.equal("host", app.network)
+      assert.is_false(app.read_only_rootfs)
       assert.same({}, app.env)
       assert.is_nil(app.entrypoint)
       assert.is_nil(app.healthcheck)

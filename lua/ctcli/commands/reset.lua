@@ -60,6 +60,11 @@ return {
       local msg = r and (r.stderr:match("([^\n]+)%s*$") or r.stdout) or tostring(rerr)
       return fail(string.format("unpacking the image of %s again failed: %s", app.name, msg), tmp)
     end
+    -- As at install (store.lua): no device node from a layer reaches images/.
+    local removed, derr = ct.fs.remove_devices(tmp .. "/bundle/rootfs")
+    if not removed then
+      return fail(string.format("unpacking the image of %s again failed: %s", app.name, derr), tmp)
+    end
     local hc = apps.hooks_for(ctx, rel)
     if was_running then
       j:step("stop")
