@@ -138,10 +138,15 @@ local function make_ctx(info, emit, workdir)
     if not r then return nil, err end
     return { code = r.code, stdout = r.stdout, stderr = r.stderr }
   end
+  -- The app's dirs are its own to plant links and FIFOs in: a hook reads
+  -- and writes them beneath the dir, following no symlink (appfs rules).
   function ctx.read(path)
     local base, rel = beneath(dirs, path)
     if not base then return nil end
-    local data = ct.fs.read_beneath(base, rel)
+    local d = ct.fs.opendir(base)
+    if not d then return nil end
+    local data = d:read(rel)
+    d:close()
     return data
   end
   function ctx.write(path, text)
@@ -151,7 +156,12 @@ local function make_ctx(info, emit, workdir)
     -- The app's own directory is ours to create (before its first start);
     -- deeper parents must exist, so no symlink an app planted is followed.
     if not ct.fs.exists(base) then ct.fs.mkdir(base, 448, true) end
-    local ok, err = ct.fs.write_beneath(base, rel, text, 384)
+    local d, err = ct.fs.opendir(base)
+    local ok
+    if d then
+      ok, err = d:write_atomic(rel, text, 384)
+      d:close()
+    end
     if not ok then error("ctx.write " .. path .. ": " .. tostring(err), 2) end
     return true
   end
