@@ -22,7 +22,7 @@ M.KNOWN_KEYS = {
     "name", "version", "image", "entrypoint", "env", "workdir", "configs",
     "data", "logs", "depends_on", "healthcheck", "stop_signal", "stop_timeout",
     "hooks", "hook_timeout", "migrations", "network", "resources", "commit",
-    "built_at",
+    "built_at", "user_namespace",
   },
   image = { "layout", "ref", "digest" },
   healthcheck = { "command", "interval", "timeout", "retries", "start_period", "legacy_wait_for" },
@@ -592,6 +592,9 @@ local function check_app(ctx, seg, app, names, name_list)
     report(ctx, join(seg, "network"), 'expected "host" or "isolated"')
   end
   if app.resources ~= nil then check_resources(ctx, join(seg, "resources"), app.resources) end
+  if app.user_namespace ~= nil and type(app.user_namespace) ~= "boolean" then
+    report(ctx, join(seg, "user_namespace"), "expected true or false")
+  end
   if app.commit ~= nil then check_string(ctx, join(seg, "commit"), app.commit) end
   if app.built_at ~= nil then check_string(ctx, join(seg, "built_at"), app.built_at) end
   return deps
@@ -794,6 +797,8 @@ local function normalize_app(a)
     migrations = a.migrations and array_copy(a.migrations) or nil,
     network = a.network or d.network,
     commit = a.commit, built_at = a.built_at,
+    -- Only an opt-out is kept: absent means the default, a user namespace.
+    user_namespace = a.user_namespace == false and false or nil,
   }
   for _, field in ipairs({ "configs", "data" }) do
     for i = 1, length(a[field] or {}) do app[field][i] = clean_path(a[field][i]) end
