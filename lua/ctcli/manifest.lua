@@ -797,9 +797,9 @@ local function normalize_app(a)
     migrations = a.migrations and array_copy(a.migrations) or nil,
     network = a.network or d.network,
     commit = a.commit, built_at = a.built_at,
-    -- Only an opt-out is kept: absent means the default, a user namespace.
-    user_namespace = a.user_namespace == false and false or nil,
   }
+  -- Only an opt-out is kept: absent means the default, a user namespace.
+  if a.user_namespace == false then app.user_namespace = false end
   for _, field in ipairs({ "configs", "data" }) do
     for i = 1, length(a[field] or {}) do app[field][i] = clean_path(a[field][i]) end
   end

@@ -158,6 +158,13 @@ function M.desired(app, conf, range)
   return range or false, nil
 end
 
+-- opted_out(app, conf) -> "manifest" | "ctcli.json" when the app runs
+-- without a user namespace, else nil.
+function M.opted_out(app, conf)
+  local _, source = M.desired(app, conf, true)
+  return source
+end
+
 function M.equal(a, b)
   if not a or not b then return not a and not b end
   return a.uid == b.uid and a.gid == b.gid and a.size == b.size
@@ -271,7 +278,27 @@ local function own_dir(path, gid, mode)
   return ok, err
 end
 
+-- reachable(paths, m) -> true | nil, msg: the mapped root must search every
+-- directory above the root to reach the rootfs; say which one it cannot.
+local function reachable(paths, m)
+  if not m then return true end
+  local dir = paths.root
+  while dir do
+    local d = dir == "" and "/" or dir
+    local st = ct.fs.stat(d)
+    if st and st.mode & 1 == 0 and not (st.gid == m.gid and st.mode & 8 ~= 0) then
+      return nil, string.format("%s is not searchable by other users, so the root's user namespace (ids %d-%d) " ..
+        "cannot reach its images; run 'chmod o+x %s' (or opt the app out of the user namespace)",
+        d, m.uid, m.uid + m.size - 1, d)
+    end
+    dir = dir ~= "" and dir:match("^(.*)/[^/]*$") or nil
+  end
+  return true
+end
+
 function M.secure_dirs(paths, rel, app, m, range)
+  local rok, rerr = reachable(paths, m)
+  if not rok then return nil, rerr end
   local shared_gid = range and range.gid or 0
   local shared_mode = range and 456 or 448 -- 0710 : 0700
   local gid, mode = m and m.gid or 0, m and 456 or 448
@@ -356,11 +383,41 @@ function M.finish(paths, uc, rel, app, m)
   return record(paths, app.name, m)
 end
 
+-- adopt_restored(paths, dir, info) -> true | nil, msg: a backup extracted
+-- into dir (config/, data/, images/) made in a root with another range has
+-- its apps' trees and images shifted to this root's range (or to none when
+-- this root has none); the next start then moves each app as usual.
+function M.adopt_restored(paths, dir, info)
+  local range = M.range(paths)
+  local target = as_range(range)
+  for name, a in pairs(type(info.apps) == "table" and info.apps or {}) do
+    local m = type(a) == "table" and type(a.idmap) == "table" and a.idmap or nil
+    if m and math.type(m.uid) == "integer" and not M.equal(m, range) then
+      for _, sub in ipairs({ "data", "config" }) do
+        local ok, err = shift(dir .. "/" .. sub, name, m, target)
+        if not ok then return nil, "cannot re-own the restored " .. sub .. " of " .. name .. ": " .. tostring(err) end
+      end
+    end
+  end
+  for _, key in ipairs(ct.fs.dir(dir .. "/images") or {}) do
+    local idir = dir .. "/images/" .. key
+    local m = M.image_idmap(idir)
+    if type(m) == "table" and not M.equal(m, range) then
+      local ok, err = shift(idir, "rootfs", m, target)
+      if ok then ok, err = ct.fs.write_atomic(idir .. "/idmap", M.image_idmap_text(range), 420) end
+      if not ok then return nil, "cannot re-own the restored image " .. key .. ": " .. tostring(err) end
+    end
+  end
+  return true
+end
+
 ---------------------------------------------------------------------------
 -- Reporting
 
--- describe(m, source) -> "user namespace 200000-265535" | "privileged (...)"
+-- describe(m, source) -> "userns 200000-265535" | "userns" (m true) |
+-- "privileged (opted out in ...)" | "privileged"
 function M.describe(m, source)
+  if m == true then return "userns" end
   if m then return string.format("userns %d-%d", m.uid, m.uid + m.size - 1) end
   if source then return "privileged (opted out in " .. source .. ")" end
   return "privileged"

@@ -18,6 +18,9 @@ local made = {}
 -- tmpdir() -> a fresh directory removed by H.cleanup()
 function H.tmpdir()
   local d = assert(ct.fs.mkdtemp(tmpbase .. "/ctcli-spec-XXXXXX"))
+  -- Searchable by all: a root's apps run as ids of its range, which must
+  -- reach the root's images through the directories above it.
+  assert(ct.fs.chmod(d, 457))
   made[#made + 1] = d
   return d
 end
