@@ -131,7 +131,9 @@ static int wait_child(pid_t pid, int *status) {
 }
 
 /* create(rt, id, bundle, opts) -> true | nil, msg, errno
-   opts: log (required), pid_file, timeout (seconds; kills runc create's group). */
+   opts: log (required), pid_file, timeout (seconds; kills runc create's group),
+   log_uid/log_gid (the log's owner: the container's root, so it can reopen
+   its own stdout through /proc/self/fd/1 in a user namespace). */
 static int o_create(lua_State *L) {
   const char *runc, *root;
   check_rt(L, 1, &runc, &root);
@@ -150,6 +152,11 @@ static int o_create(lua_State *L) {
     if (!isnum || !(timeout > 0) || !isfinite(timeout))
       luaL_argerror(L, 4, "opts.timeout must be a positive number of seconds");
   }
+  lua_Integer log_uid = -1, log_gid = -1;
+  if (lua_getfield(L, 4, "log_uid") != LUA_TNIL) log_uid = luaL_checkinteger(L, -1);
+  if (lua_getfield(L, 4, "log_gid") != LUA_TNIL) log_gid = luaL_checkinteger(L, -1);
+  luaL_argcheck(L, log_uid >= -1 && log_uid < 4294967295LL && log_gid >= -1 && log_gid < 4294967295LL, 4,
+                "opts.log_uid/log_gid out of range");
   const char *argv[10];
   int n = 0;
   argv[n++] = runc;
@@ -167,6 +174,11 @@ static int o_create(lua_State *L) {
 
   int logfd = open(log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
   if (logfd < 0) return ct_oserror(L, errno, log);
+  if ((log_uid >= 0 || log_gid >= 0) && fchown(logfd, (uid_t)log_uid, (gid_t)log_gid) != 0) {
+    int e = errno;
+    close(logfd);
+    return ct_oserror(L, e, log);
+  }
   struct stat st;
   off_t before = fstat(logfd, &st) == 0 ? st.st_size : 0;
   int nullfd = open("/dev/null", O_RDONLY | O_CLOEXEC);

@@ -153,6 +153,7 @@ function M.start(ctx, rel, list, opts)
       mapping[app.name] = ok
     end
     local c = M.container(ctx, rel, app, tools)
+    c.idmap = mapping[app.name]
     local res, note = runtime.start(c)
     if not res then
       local hint = userns.hint(ctx.paths, app, mapping[app.name])

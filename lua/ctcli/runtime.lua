@@ -114,7 +114,7 @@ local function rotate_log(logdir)
   ct.fs.rename(log, log .. ".1")
 end
 
--- start(c) where c = {rt=, id=, bundle=, logdir=}; a stopped leftover
+-- start(c) where c = {rt=, id=, bundle=, logdir=, idmap=}; a stopped leftover
 -- container with the same id is deleted first.
 function M.start(c)
   local st = M.state(c.rt, c.id)
@@ -124,7 +124,8 @@ function M.start(c)
   end
   ct.fs.mkdir(c.logdir, 493, true)
   rotate_log(c.logdir)
-  local ok, err = ct.oci.create(c.rt, c.id, c.bundle, { log = c.logdir .. "/stdout-stderr.log" })
+  local ok, err = ct.oci.create(c.rt, c.id, c.bundle, { log = c.logdir .. "/stdout-stderr.log",
+    log_uid = c.idmap and c.idmap.uid or nil, log_gid = c.idmap and c.idmap.gid or nil })
   if not ok then
     ct.oci.runc(c.rt, { "delete", "--force", c.id }, { timeout = 30 })
     return nil, tostring(err):match('msg="(.-)"') or err
