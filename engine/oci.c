@@ -162,6 +162,11 @@ static int o_create(lua_State *L) {
     if (!isnum || !(timeout > 0) || !isfinite(timeout))
       luaL_argerror(L, 4, "opts.timeout must be a positive number of seconds");
   }
+  lua_Integer log_uid = -1, log_gid = -1;
+  if (lua_getfield(L, 4, "log_uid") != LUA_TNIL) log_uid = luaL_checkinteger(L, -1);
+  if (lua_getfield(L, 4, "log_gid") != LUA_TNIL) log_gid = luaL_checkinteger(L, -1);
+  luaL_argcheck(L, log_uid >= -1 && log_uid < 4294967295LL && log_gid >= -1 && log_gid < 4294967295LL, 4,
+                "opts.log_uid/log_gid out of range");
   const char *argv[10];
   int n = 0;
   argv[n++] = runc;

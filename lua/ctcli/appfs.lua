@@ -76,11 +76,11 @@ local function shift_runs(d)
   return d:rename(M.LOG, M.LOG .. ".1")
 end
 
--- open_run_log(paths, app) -> File for a new run's output | nil, msg
+-- open_run_log(paths, app [, idmap]) -> File for a new run's output | nil, msg
 -- The log of the previous run becomes .1 (when it holds anything: a
 -- restart that failed at once leaves an empty one, which is reused), and
 -- the new one is a file we create: never a path the app prepared.
-function M.open_run_log(paths, app)
+function M.open_run_log(paths, app, idmap)
   return with_dir(paths, app, "logs", true, function(d)
     local st = d:stat(M.LOG)
     if st and not (st.type == "file" and st.size == 0 and st.nlink == 1) then
@@ -90,7 +90,14 @@ function M.open_run_log(paths, app)
       local ok, err = d:unlink(M.LOG)
       if not ok then return nil, err end
     end
-    return d:open(M.LOG, { write = true, create = true, excl = true, append = true, mode = 416 })
+    local f, ferr = d:open(M.LOG, { write = true, create = true, excl = true, append = true, mode = 416 })
+    -- Owned by the container's root, so the app can reopen its own stdout
+    -- (/proc/self/fd/1, /dev/stdout) inside a user namespace.
+    if f and idmap then
+      local ok, cerr = d:chown(M.LOG, idmap.uid, idmap.gid)
+      if not ok then f:close() return nil, cerr end
+    end
+    return f, ferr
   end)
 end
 
@@ -101,6 +108,17 @@ function M.open_log(paths, app, name)
   return with_dir(paths, app, "logs", false, function(d)
     return d:open(name or M.LOG, {})
   end)
+end
+
+-- read_log_tail(paths, app, max) -> the last max bytes of the live log | nil
+function M.read_log_tail(paths, app, max)
+  local f = M.open_log(paths, app)
+  if not f then return nil end
+  local st = f:stat()
+  f:seek("set", math.max(0, st.size - max))
+  local text = f:read(max)
+  f:close()
+  return text
 end
 
 -- log_stat(paths, app [, name]) -> stat table (never follows) | nil
@@ -137,6 +155,21 @@ end
 function M.collapsed_file(paths, app)
   ct.fs.mkdir(paths.state .. "/logs", 448, true)
   return paths.state .. "/logs/" .. app .. ".collapsed"
+end
+
+-- shift_trees(paths, app, from, to) -> true | nil, msg: the app's config,
+-- data and logs re-owned from one id range to another (user namespaces),
+-- each beneath its handle, never following a link.
+function M.shift_trees(paths, app, from, to)
+  for _, kind in ipairs({ "data", "config", "logs" }) do
+    local d = M.dir(paths, app, kind, false)
+    if d then
+      local ok, err = d:shift_tree("", from, to)
+      d:close()
+      if not ok then return nil, err end
+    end
+  end
+  return true
 end
 
 -- ---- files an app's container binds ----------------------------------------

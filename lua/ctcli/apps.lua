@@ -7,6 +7,7 @@ local hooks = require("ctcli.hooks")
 local release = require("ctcli.release")
 local runtime = require("ctcli.runtime")
 local store = require("ctcli.store")
+local userns = require("ctcli.userns")
 
 local M = {}
 
@@ -37,6 +38,20 @@ end
 -- and logs dirs, seeded from its image (appfs.prepare).
 function M.prepare_files(paths, app)
   return appfs.prepare(paths, app, store.dir(paths, app.name, app.image.digest) .. "/rootfs")
+end
+
+-- move_to_mapping(paths, uc, rel, app) -> mapping | false | nil, msg: a
+-- stopped app's image and files moved to the mapping it is to run with,
+-- its bundle regenerated (see ctcli.userns). Done at every start: cheap
+-- when nothing moves, and it finishes a move a crash cut short.
+local function move_to_mapping(paths, uc, rel, app)
+  local m, err = userns.prepare_image(paths, uc, app)
+  if m == nil then return nil, err end
+  m, err = userns.prepare_files(paths, uc, app)
+  if m == nil then return nil, err end
+  local ok, ferr = userns.finish(paths, uc, rel, app, m)
+  if not ok then return nil, ferr end
+  return m
 end
 
 function M.container(ctx, rel, app, tools)
@@ -82,6 +97,10 @@ function M.start(ctx, rel, list, opts)
   local tools = release.tools(rel)
   local hc = opts.hooks
   local started, started_at = {}, {}
+  local uc, uerr = userns.context(ctx.paths)
+  if not uc then return nil, uerr, "start", started end
+  local states = M.states(ctx, rel) or {}
+  local mapping = {}
   for _, app in ipairs(list) do
     local ok, err = M.prepare_files(ctx.paths, app)
     if not ok then return nil, "cannot prepare " .. app.name .. ": " .. err, "start", started end
@@ -89,9 +108,19 @@ function M.start(ctx, rel, list, opts)
       ok, err = hooks.run(hc, app, "pre_start")
       if not ok then return nil, err, "pre_start", started end
     end
+    -- After pre_start, which may write into the app's trees as host root.
+    if not runtime.running(states[app.name]) then
+      ok, err = move_to_mapping(ctx.paths, uc, rel, app)
+      if ok == nil then return nil, "cannot prepare " .. app.name .. ": " .. err, "start", started end
+      mapping[app.name] = ok
+    end
     local c = M.container(ctx, rel, app, tools)
+    c.idmap = mapping[app.name]
     local res, note = runtime.start(c)
-    if not res then return nil, "cannot start " .. app.name .. ": " .. note, "start", started end
+    if not res then
+      local hint = userns.hint(ctx.paths, app, mapping[app.name])
+      return nil, "cannot start " .. app.name .. ": " .. note .. (hint and ("; " .. hint) or ""), "start", started
+    end
     started[#started + 1] = app.name
     started_at[app.name] = ct.time.monotonic()
     if hc then
@@ -103,7 +132,10 @@ function M.start(ctx, rel, list, opts)
     local rt = runtime.rt(ctx.paths, tools)
     for _, name in ipairs(started) do
       local ok, err = health.check(ctx.paths, rt, rel.by_name[name], started_at[name])
-      if not ok then return nil, err, "health", started end
+      if not ok then
+        local hint = userns.hint(ctx.paths, rel.by_name[name], mapping[name])
+        return nil, err .. (hint and ("; " .. hint) or ""), "health", started
+      end
     end
   end
   return started

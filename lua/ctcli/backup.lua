@@ -11,6 +11,7 @@ local release = require("ctcli.release")
 local runtime = require("ctcli.runtime")
 local store = require("ctcli.store")
 local ui = require("ctcli.ui")
+local userns = require("ctcli.userns")
 
 local M = {}
 
@@ -46,13 +47,19 @@ function M.create(ctx, rel, opts)
     { name = "config", path = p.config },
   }
   for _, app in ipairs(rel.apps) do
-    info.apps[app.name] = { version = app.version, digest = app.image.digest }
+    -- The mapping its config and data are owned in (false: none), so a
+    -- restore into another root (another range) can shift them.
+    info.apps[app.name] = { version = app.version, digest = app.image.digest,
+      idmap = userns.recorded(p, app.name) }
     -- The rootfs and what the image says of its process; not the kept OCI
     -- layout, which would double the archive (a restore gets it back by
     -- reinstalling the package, should `reset` need it).
     local key, dir = store.key(app.name, app.image.digest), store.dir(p, app.name, app.image.digest)
     entries[#entries + 1] = { name = "images/" .. key .. "/rootfs", path = dir .. "/rootfs" }
     entries[#entries + 1] = { name = "images/" .. key .. "/image.json", path = dir .. "/image.json" }
+    if ct.fs.exists(dir .. "/idmap") then
+      entries[#entries + 1] = { name = "images/" .. key .. "/idmap", path = dir .. "/idmap" }
+    end
   end
   if opts.data then entries[#entries + 1] = { name = "data", path = p.data } end
   local info_tmp, terr = ct.fs.mkdtemp(p.tmp .. "/backup-XXXXXX")

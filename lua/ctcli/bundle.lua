@@ -80,9 +80,20 @@ local function resources(app)
   return r
 end
 
+-- User namespace (see ctcli.userns): a.idmap {uid=, gid=, size=} adds the
+-- namespace and maps container ids 0..size-1 onto the root's range; false
+-- or nil leaves container root host root (an opted-out app).
+local function add_userns(cfg, idmap)
+  if not idmap then return end
+  table.insert(cfg.linux.namespaces, { type = "user" })
+  cfg.linux.uidMappings = A { { containerID = 0, hostID = idmap.uid, size = idmap.size } }
+  cfg.linux.gidMappings = A { { containerID = 0, hostID = idmap.gid, size = idmap.size } }
+end
+
 -- config(args) -> the config.json text.
 -- args: paths, app (release model app), image (image.json process), rootfs, id,
--- machine (uname -m, for the seccomp architectures)
+-- machine (uname -m, for the seccomp architectures), idmap (the mapping the app
+-- runs with, or false)
 function M.config(a)
   local app, img, hp = a.app, a.image, appfs.host_paths(a.paths, a.app.name)
   local env, seen = A {}, {}
@@ -152,6 +163,7 @@ function M.config(a)
     },
   }
   harden(cfg, app, a.machine)
+  add_userns(cfg, a.idmap)
   return json.encode(cfg, true) .. "\n"
 end
 

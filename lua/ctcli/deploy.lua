@@ -6,6 +6,7 @@ local release = require("ctcli.release")
 local store = require("ctcli.store")
 local tools_mod = require("ctcli.tools")
 local ui = require("ctcli.ui")
+local userns = require("ctcli.userns")
 
 local M = {}
 
@@ -19,11 +20,14 @@ end
 -- unpack(ctx, pkg) -> true | nil, msg: images missing from the store.
 function M.unpack(ctx, pkg)
   local jobs = {}
+  local uc, uerr = userns.context(ctx.paths)
+  if not uc then return nil, uerr end
   for _, app in ipairs(pkg.release.apps) do
     if not store.has(ctx.paths, app.name, app.image.digest) then
       jobs[#jobs + 1] = {
         name = app.name, digest = app.image.digest, ref = app.image.ref,
         layout = pkg.dir .. "/" .. app.image.layout,
+        idmap = userns.desired(app, uc.conf, uc.range),
       }
     end
   end

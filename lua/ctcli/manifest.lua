@@ -22,7 +22,7 @@ M.KNOWN_KEYS = {
     "name", "version", "image", "entrypoint", "env", "workdir", "configs",
     "data", "logs", "depends_on", "healthcheck", "stop_signal", "stop_timeout",
     "hooks", "hook_timeout", "migrations", "network", "resources", "read_only_rootfs",
-    "commit", "built_at",
+    "commit", "built_at", "user_namespace",
   },
   image = { "layout", "ref", "digest" },
   healthcheck = { "command", "interval", "timeout", "retries", "start_period", "legacy_wait_for" },
@@ -595,6 +595,9 @@ local function check_app(ctx, seg, app, names, name_list)
   if app.read_only_rootfs ~= nil and type(app.read_only_rootfs) ~= "boolean" then
     report(ctx, join(seg, "read_only_rootfs"), "expected true or false")
   end
+  if app.user_namespace ~= nil and type(app.user_namespace) ~= "boolean" then
+    report(ctx, join(seg, "user_namespace"), "expected true or false")
+  end
   if app.commit ~= nil then check_string(ctx, join(seg, "commit"), app.commit) end
   if app.built_at ~= nil then check_string(ctx, join(seg, "built_at"), app.built_at) end
   return deps
@@ -799,6 +802,8 @@ local function normalize_app(a)
     read_only_rootfs = a.read_only_rootfs == true,
     commit = a.commit, built_at = a.built_at,
   }
+  -- Only an opt-out is kept: absent means the default, a user namespace.
+  if a.user_namespace == false then app.user_namespace = false end
   for _, field in ipairs({ "configs", "data" }) do
     for i = 1, length(a[field] or {}) do app[field][i] = clean_path(a[field][i]) end
   end

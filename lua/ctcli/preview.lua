@@ -8,8 +8,11 @@ local apps = require("ctcli.apps")
 local json = require("ctcli.json")
 local lint = require("ctcli.lint")
 local plan = require("ctcli.plan")
+local rootconf = require("ctcli.rootconf")
 local store = require("ctcli.store")
+local tools = require("ctcli.tools")
 local ui = require("ctcli.ui")
+local userns = require("ctcli.userns")
 
 local M = {}
 
@@ -154,7 +157,17 @@ function M.build(ctx, pkg, cur)
   local backup = cur and ((ct.fs.du(paths.config) or 0) + (ct.fs.du(paths.data) or 0)) or 0
   local vfs = ct.fs.statvfs(paths.root) or {}
   local needed = extracted + 2 * images + backup
+  -- Which apps would run without a user namespace (container root = host root).
+  local conf = rootconf.load(paths) or { apps = {} }
+  local privileged = json.array({})
+  for _, app in ipairs(pkg.release.apps) do
+    local by = userns.opted_out(app, conf)
+    if by then privileged[#privileged + 1] = { app = app.name, opted_out_in = by } end
+  end
+  local runc_note = tools.refused_runc_note(pkg.release.runtime and pkg.release.runtime.runc
+    and (pkg.dir .. "/" .. pkg.release.runtime.runc))
   return {
+    privileged = privileged, runc = runc_note or json.null,
     from = cur and { id = cur.id, name = cur.name, version = cur.version } or json.null,
     to = { name = pkg.release.name, version = pkg.release.version },
     changes = plan.to_json(diff), diff = diff,
@@ -184,6 +197,11 @@ function M.print(p, cur)
   ui.print("migrate   %s", #ml > 0 and table.concat(ml, ", ") or "nothing pending")
   ui.print("disk      needs about %s, %s free%s", ui.bytes(p.disk.needed),
     p.disk.free ~= json.null and ui.bytes(p.disk.free) or "?", p.disk.enough and "" or " (NOT ENOUGH)")
+  local pl = {}
+  for _, x in ipairs(p.privileged) do pl[#pl + 1] = string.format("%s (opted out in %s)", x.app, x.opted_out_in) end
+  ui.print("privileged %s", #pl > 0 and (table.concat(pl, ", ") .. ": container root is host root")
+    or "none (every app runs in the root's user namespace)")
+  if p.runc ~= json.null then ui.print("runtime   %s", p.runc) end
   if p.signature_text then ui.print("signature %s", p.signature_text) end
   local delta = type(p.delta) == "table" and p.delta or nil
   if delta then

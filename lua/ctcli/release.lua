@@ -71,7 +71,7 @@ end
 local APP_FIELDS = {
   "name", "version", "entrypoint", "env", "workdir", "configs", "data", "logs", "depends_on",
   "healthcheck", "stop_signal", "stop_timeout", "hooks", "hook_timeout", "migrations",
-  "network", "resources", "read_only_rootfs", "commit", "built_at",
+  "network", "resources", "read_only_rootfs", "commit", "built_at", "user_namespace",
 }
 
 local function app_record(app)
@@ -96,16 +96,25 @@ local function machine()
   return machine_name
 end
 
--- app_config(paths, app) -> config.json text for app (a release.json app record).
-function M.app_config(paths, app)
+-- app_config(paths, app [, idmap]) -> config.json text for app (a
+-- release.json app record); idmap defaults to the mapping the app is to run
+-- with (the root's range unless it opts out; none before one is allocated).
+function M.app_config(paths, app, idmap)
   local info, err = store.image_info(paths, app.name, app.image.digest)
   if not info then return nil, err end
+  if idmap == nil then
+    local userns = require("ctcli.userns")
+    local conf, cerr = require("ctcli.rootconf").load(paths)
+    if not conf then return nil, cerr end
+    idmap = userns.desired(app, conf, userns.range(paths))
+  end
   return bundle.config({
     paths = paths, app = app, image = info.process,
     rootfs = store.dir(paths, app.name, app.image.digest) .. "/rootfs",
     id = runtime.container_id(paths.root, app.name),
     resolv_conf = ct.fs.exists("/etc/resolv.conf"),
     machine = machine(),
+    idmap = idmap,
   })
 end
 

@@ -38,12 +38,15 @@ end
 -- config, data and logs, its image's rootfs (which may hold setuid files
 -- the app planted), the bundles (their environment may hold secrets) and
 -- runc's state. state/, trusted-keys/ (public keys) stay readable.
+-- releases/ and images/ (and each image dir) are 0710: their group is the
+-- root's mapped root (ctcli.userns), which must get through to a bundle
+-- and a rootfs; no other host user is in that group.
 M.MODES = {
   ["state"] = 493, ["config"] = 448, ["data"] = 448, ["logs"] = 448,
-  ["releases"] = 448, ["releases/backups"] = 448, ["images"] = 448,
+  ["releases"] = 456, ["releases/backups"] = 448, ["images"] = 456,
   ["trusted-keys"] = 493, ["hooks"] = 448, ["runc-root"] = 448, ["tmp"] = 448,
   -- config/<app>, data/<app>, logs/<app>, and images/<app>@<digest>
-  app_dir = 448, image_dir = 448,
+  app_dir = 448, image_dir = 456,
 }
 
 -- The directories of a root, in the order they are made.

@@ -103,7 +103,7 @@ local function alive(pid)
 end
 M.alive = alive
 
--- start(c) where c = {rt=, id=, bundle=, paths=, app=}; a stopped leftover
+-- start(c) where c = {rt=, id=, bundle=, paths=, app=, idmap=}; a stopped leftover
 -- container with the same id is deleted first.
 function M.start(c)
   local st = M.state(c.rt, c.id)
@@ -115,7 +115,7 @@ function M.start(c)
   -- check and runc's bind mounts (runc follows symlinks in path strings).
   local ok, err = appfs.check_binds(c.paths, c.app)
   if not ok then return nil, err end
-  local log, lerr = appfs.open_run_log(c.paths, c.app.name)
+  local log, lerr = appfs.open_run_log(c.paths, c.app.name, c.idmap)
   if not log then return nil, lerr end
   ok, err = ct.oci.create(c.rt, c.id, c.bundle, { log = log })
   log:close()

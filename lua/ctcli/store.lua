@@ -80,7 +80,8 @@ local function keep_layout(layout, ref, dest)
 end
 
 -- unpack_all(paths, umoci, jobs) -> true | nil, msg
--- jobs: array of {name=, digest=, layout= (absolute), ref=}. Runs the
+-- jobs: array of {name=, digest=, layout= (absolute), ref=, idmap= (the
+-- mapping to unpack with, or false)}. Runs the
 -- unpacks in parallel over the cores; each lands in images/ by rename.
 function M.unpack_all(paths, umoci, jobs, on_done)
   if #jobs == 0 then return true end
@@ -101,8 +102,11 @@ function M.unpack_all(paths, umoci, jobs, on_done)
     job.tmp = dir
     job.bundle = dir .. "/bundle"
     job.errlog = dir .. "/umoci.log"
-    local p, serr = ct.proc.spawn({ umoci, "unpack", "--image", job.layout .. ":" .. job.ref, job.bundle },
-      { stdout = "null", stderr = { append = job.errlog } })
+    -- With the root's mapping the rootfs is owned by the mapped ids (job.idmap).
+    local argv = { umoci, "unpack" }
+    for _, a in ipairs(require("ctcli.userns").umoci_args(job.idmap)) do argv[#argv + 1] = a end
+    for _, a in ipairs({ "--image", job.layout .. ":" .. job.ref, job.bundle }) do argv[#argv + 1] = a end
+    local p, serr = ct.proc.spawn(argv, { stdout = "null", stderr = { append = job.errlog } })
     if not p then return nil, serr end
     job.proc = p
     return true
@@ -142,6 +146,9 @@ function M.unpack_all(paths, umoci, jobs, on_done)
     ct.fs.mkdir(img, rootmod.MODES.image_dir)
     ok, err = ct.fs.rename(job.bundle .. "/rootfs", img .. "/rootfs")
     if ok then ok, err = ct.fs.rename(job.bundle .. "/image.json", img .. "/image.json") end
+    if ok then
+      ok, err = ct.fs.write_atomic(img .. "/idmap", require("ctcli.userns").image_idmap_text(job.idmap), 420)
+    end
     -- The image itself stays too (images/<key>/oci/), for `reset`.
     if ok then ok, err = keep_layout(job.layout, job.ref, img .. "/oci") end
     if ok and ct.fs.exists(final) then

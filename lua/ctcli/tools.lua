@@ -14,13 +14,44 @@ local function which(name)
 end
 M.which = which
 
--- for_release(release_dir) -> {runc=, umoci=, source=}
+-- The hardened defaults (user namespaces, rro) need runc >= 1.1; an older
+-- runc a package ships is not used. Its version is asked once per process.
+M.MIN_RUNC = { 1, 1 }
+local runc_ok_cache = {}
+
+-- runc_too_old(path) -> the version of the runc at path when it is older
+-- than MIN_RUNC (or cannot tell its version), else nil.
+function M.runc_too_old(path)
+  if runc_ok_cache[path] == nil then
+    local v = M.version(path)
+    local major, minor = tostring(v):match("^v?(%d+)%.(%d+)")
+    major, minor = tonumber(major), tonumber(minor)
+    local old = not major or major < M.MIN_RUNC[1] or (major == M.MIN_RUNC[1] and minor < M.MIN_RUNC[2])
+    runc_ok_cache[path] = old and (v or "of unknown version") or false
+  end
+  return runc_ok_cache[path] or nil
+end
+
+-- refused_runc_note(path) -> a line saying a shipped runc is not used, or nil.
+function M.refused_runc_note(path)
+  if not path or not ct.fs.exists(path) then return nil end
+  local v = M.runc_too_old(path)
+  if not v then return nil end
+  return string.format("the package's runc %s is older than %d.%d and is not used: user namespaces and " ..
+    "the hardened defaults need runc >= %d.%d; the host's runc runs its apps", v,
+    M.MIN_RUNC[1], M.MIN_RUNC[2], M.MIN_RUNC[1], M.MIN_RUNC[2])
+end
+
+-- for_release(release_dir) -> {runc=, umoci=, source=, refused_runc=}
 function M.for_release(release_dir)
   local t = { source = "host" }
   if release_dir then
     local runc = release_dir .. "/bin/runc"
     local umoci = release_dir .. "/bin/umoci"
-    if ct.fs.exists(runc) then t.runc = runc; t.source = "release" end
+    if ct.fs.exists(runc) then
+      t.refused_runc = M.runc_too_old(runc)
+      if not t.refused_runc then t.runc = runc; t.source = "release" end
+    end
     if ct.fs.exists(umoci) then t.umoci = umoci; t.source = "release" end
   end
   t.runc = t.runc or which("runc")

@@ -18,6 +18,9 @@ local made = {}
 -- tmpdir() -> a fresh directory removed by H.cleanup()
 function H.tmpdir()
   local d = assert(ct.fs.mkdtemp(tmpbase .. "/ctcli-spec-XXXXXX"))
+  -- Searchable by all: a root's apps run as ids of its range, which must
+  -- reach the root's images through the directories above it.
+  assert(ct.fs.chmod(d, 457))
   made[#made + 1] = d
   return d
 end
@@ -31,14 +34,24 @@ function H.need_root()
   os.exit(77)
 end
 
+local subid
+-- subid_dir() -> where this spec's roots allocate their id ranges
+function H.subid_dir()
+  subid = subid or os.getenv("CTCLI_SUBID_DIR") or H.tmpdir()
+  return subid
+end
+
 -- ctcli(root, args..., opts) -> result {code, stdout, stderr}
 function H.ctcli(root, args, opts)
   opts = opts or {}
   local argv = { H.bin }
   if root then argv[#argv + 1] = "--root"; argv[#argv + 1] = root end
   for _, a in ipairs(args) do argv[#argv + 1] = a end
+  -- Never the host's /etc/subuid: ctest sets a directory per spec, else one here.
+  local env = { CTCLI_SUBID_DIR = H.subid_dir() }
+  for k, v in pairs(opts.env or {}) do env[k] = v end
   local r = assert(ct.proc.run(argv, {
-    stdin = opts.stdin, env_add = opts.env, timeout = opts.timeout or 300, cwd = opts.cwd,
+    stdin = opts.stdin, env_add = env, timeout = opts.timeout or 300, cwd = opts.cwd,
   }))
   return r
 end

@@ -5,7 +5,9 @@ local json = require("ctcli.json")
 local package = require("ctcli.package")
 local pkgtool = require("ctcli.pkgtool")
 local signing = require("ctcli.signing")
+local rootconf = require("ctcli.rootconf")
 local ui = require("ctcli.ui")
+local userns = require("ctcli.userns")
 
 local function signature_status(ctx, dir)
   local keys, kerr = signing.keys_for(ctx.opts.key, ctx.root)
@@ -52,6 +54,13 @@ return {
     local pkg, perr = package.read_dir(dir, file:match("[^/]+$"), { have = function() return true end })
     if not pkg then cleanup() return nil, perr end
     local r = pkg.release
+    -- With --root naming a root, its operator's overrides count too.
+    local conf = { apps = {} }
+    if ctx.root and ct.fs.exists(ctx.root .. "/.ctcli-init") and ct.fs.exists(ctx.root .. "/" .. rootconf.FILE) then
+      local cerr
+      conf, cerr = rootconf.load({ root = ctx.root })
+      if not conf then cleanup() return nil, cerr end
+    end
     local doc = {
       package = file, size = ct.fs.size(file), format = pkg.format,
       compression = ct.archive.detect(file),
@@ -71,6 +80,9 @@ return {
         from_base = in_base and true or false,
         depends_on = a.depends_on, hooks = a.hooks or json.null,
         migrations = a.migrations or json.null,
+        -- Without a user namespace container root is host root.
+        privileged = userns.opted_out(a, conf) ~= nil,
+        privileged_by = userns.opted_out(a, conf) or json.null,
       }
     end
     cleanup()
@@ -95,9 +107,10 @@ return {
       local big = a.largest_layers[1]
       rows[#rows + 1] = { a.name, a.version, a.digest:sub(1, 19), ui.bytes(a.image_bytes),
         big and (big.digest:sub(8, 19) .. " " .. ui.bytes(big.size)) or "-",
-        #a.depends_on > 0 and table.concat(a.depends_on, ",") or "-" }
+        #a.depends_on > 0 and table.concat(a.depends_on, ",") or "-",
+        userns.describe(not a.privileged, a.privileged_by ~= json.null and a.privileged_by or nil) }
     end
-    ui.table({ "APP", "VERSION", "DIGEST", "IMAGE SIZE", "LARGEST LAYER", "DEPENDS ON" }, rows)
+    ui.table({ "APP", "VERSION", "DIGEST", "IMAGE SIZE", "LARGEST LAYER", "DEPENDS ON", "ISOLATION" }, rows)
     return true
   end,
 }

@@ -10,6 +10,7 @@ local release = require("ctcli.release")
 local runtime = require("ctcli.runtime")
 local store = require("ctcli.store")
 local ui = require("ctcli.ui")
+local userns = require("ctcli.userns")
 
 return {
   summary = "Restore an app's rootfs to its image (configs and data untouched)",
@@ -54,8 +55,14 @@ return {
     if not tmp then return fail(terr) end
     -- umoci splits --image at the first ':', and the store's key has one
     -- (sha256:...): name the layout relative to its directory.
-    local r, rerr = ct.proc.run({ tools.umoci, "unpack", "--image", "oci:" .. app.image.ref, tmp .. "/bundle" },
-      { timeout = 3600, cwd = dir })
+    -- Unpacked with the mapping the app is to run with, recorded at the swap.
+    local uc, uerr = userns.context(ctx.paths)
+    if not uc then return fail(uerr, tmp) end
+    local idmap = userns.desired(app, uc.conf, uc.range)
+    local argv = { tools.umoci, "unpack" }
+    for _, a in ipairs(userns.umoci_args(idmap)) do argv[#argv + 1] = a end
+    for _, a in ipairs({ "--image", "oci:" .. app.image.ref, tmp .. "/bundle" }) do argv[#argv + 1] = a end
+    local r, rerr = ct.proc.run(argv, { timeout = 3600, cwd = dir })
     if not r or r.code ~= 0 then
       local msg = r and (r.stderr:match("([^\n]+)%s*$") or r.stdout) or tostring(rerr)
       return fail(string.format("unpacking the image of %s again failed: %s", app.name, msg), tmp)
@@ -77,6 +84,7 @@ return {
       if was_running then apps.start(ctx, rel, { app }, { hooks = hc }) end
       return fail("cannot swap the rootfs of " .. app.name .. ": " .. tostring(xerr), tmp)
     end
+    ct.fs.write_atomic(dir .. "/idmap", userns.image_idmap_text(idmap), 420)
     ct.fs.rmtree(tmp)
     local started
     if was_running then

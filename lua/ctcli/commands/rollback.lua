@@ -7,6 +7,7 @@ local journal = require("ctcli.journal")
 local release = require("ctcli.release")
 local store = require("ctcli.store")
 local ui = require("ctcli.ui")
+local userns = require("ctcli.userns")
 
 -- running_names(ctx, rel) -> names of the apps of rel that run now
 local function running_names(ctx, rel)
@@ -122,6 +123,8 @@ local function from_archive(ctx, cur, file, j)
   local id = info.release
   j:set("release", id)
   j:step("place")
+  local aok, aerr = userns.adopt_restored(ctx.paths, dir, info)
+  if not aok then return fail(aerr) end
   for _, key in ipairs(ct.fs.dir(dir .. "/images") or {}) do
     if not ct.fs.exists(ctx.paths.images .. "/" .. key) then
       local ok, rerr = ct.fs.rename(dir .. "/images/" .. key, ctx.paths.images .. "/" .. key)

@@ -11,8 +11,10 @@ local health = require("ctcli.health")
 local journal = require("ctcli.journal")
 local json = require("ctcli.json")
 local release = require("ctcli.release")
+local rootconf = require("ctcli.rootconf")
 local runtime = require("ctcli.runtime")
 local ui = require("ctcli.ui")
+local userns = require("ctcli.userns")
 local wanted = require("ctcli.wanted")
 
 local function parse_time(s)
@@ -98,6 +100,8 @@ return {
       local checks = health.read(ctx.paths)
       local want = wanted.read(ctx.paths)
       local rt = runtime.rt(ctx.paths, release.tools(rel))
+      local conf = rootconf.load(ctx.paths) or { apps = {} }
+      local range = userns.range(ctx.paths)
       for _, name in ipairs(rel.order) do
         local app = rel.by_name[name]
         local st = states[name]
@@ -112,6 +116,11 @@ return {
           exited = { code = json.null, at = iso(exit_time(ctx, name)) }
         end
         local rec = wanted.record(want, name) or {}
+        -- A running app: the mapping it started with (an app started before
+        -- user namespaces keeps none until its next start); else the one
+        -- its next start gives it.
+        local idmap, opted = userns.desired(app, conf, range)
+        if runtime.running(st) then idmap = userns.recorded(ctx.paths, name) end
         doc.apps[#doc.apps + 1] = {
           name = name,
           state = state,
@@ -126,6 +135,9 @@ return {
           version = app.version,
           image = app.image.digest,
           health = (st and st.status == "running" and app.healthcheck and checks[name] and checks[name].status) or json.null,
+          user_namespace = idmap or false,
+          privileged = not idmap,
+          opted_out = opted or json.null,
         }
       end
     end
@@ -172,6 +184,7 @@ return {
         end
         row[#row + 1] = mem
         row[#row + 1] = (s.cpu_seconds and s.cpu_seconds ~= json.null) and string.format("%.2fs", s.cpu_seconds) or "-"
+        row[#row + 1] = userns.describe(a.user_namespace, a.opted_out ~= json.null and a.opted_out or nil)
       end
       rows[#rows + 1] = row
     end
@@ -179,6 +192,7 @@ return {
     if ctx.verbose then
       headers[#headers + 1] = "MEMORY"
       headers[#headers + 1] = "CPU"
+      headers[#headers + 1] = "ISOLATION"
     end
     ui.table(headers, rows)
     return true

@@ -1,0 +1,80 @@
+-- The root's configuration file, <root>/ctcli.json: the operator's settings
+-- for this root (per-app overrides today; backup retention next). A missing
+-- file means the defaults; a broken one is refused with its JSON path, as a
+-- manifest is, so a typo never silently switches a protection off.
+local ct = require("ct")
+local json = require("ctcli.json")
+
+local M = {}
+
+M.FILE = "ctcli.json"
+
+-- Keys each object may hold; "x-" keys are the operator's own notes.
+local KNOWN = {
+  top = { apps = "object" },
+  app = { user_namespace = "boolean" },
+}
+
+local function check_object(problems, where, t, known, nested)
+  if type(t) ~= "table" or json.is_array(t) and next(t) ~= nil then
+    problems[#problems + 1] = where .. ": expected an object"
+    return
+  end
+  local keys = {}
+  for k in pairs(t) do keys[#keys + 1] = tostring(k) end
+  table.sort(keys)
+  for _, k in ipairs(keys) do
+    local v = t[k]
+    local path = where == "" and k or where .. "." .. k
+    if nested then
+      nested(problems, path, v)
+    elseif not known[k] and not k:match("^x%-") then
+      local names = {}
+      for n in pairs(known) do names[#names + 1] = n end
+      table.sort(names)
+      problems[#problems + 1] = string.format("%s: unknown key (known: %s)", path, table.concat(names, ", "))
+    elseif not known[k] then
+      goto continue -- the operator's own key
+    elseif known[k] == "boolean" and type(v) ~= "boolean" then
+      problems[#problems + 1] = path .. ": expected true or false"
+    elseif known[k] == "object" then
+      if k == "apps" then
+        check_object(problems, path, v, nil, function(p, ap, av)
+          check_object(p, ap, av, KNOWN.app)
+        end)
+      end
+    end
+    ::continue::
+  end
+end
+
+-- validate(doc) -> true | nil, "problem; problem"
+function M.validate(doc)
+  local problems = {}
+  check_object(problems, "", doc, KNOWN.top)
+  if #problems > 0 then return nil, table.concat(problems, "; ") end
+  return true
+end
+
+-- load(paths) -> conf | nil, msg. conf.apps[name] is a table (maybe empty).
+function M.load(paths)
+  local file = paths.root .. "/" .. M.FILE
+  local text, err, errno = ct.fs.read(file)
+  if not text then
+    if errno == 2 or not ct.fs.exists(file) then return { apps = {} } end
+    return nil, "cannot read " .. file .. ": " .. tostring(err)
+  end
+  local doc, jerr = json.decode(text)
+  if doc == nil then return nil, file .. ": not valid JSON: " .. tostring(jerr) end
+  local ok, verr = M.validate(doc)
+  if not ok then return nil, file .. ": " .. verr end
+  doc.apps = doc.apps or {}
+  return doc
+end
+
+-- app(conf, name) -> the operator's overrides of one app ({} when none).
+function M.app(conf, name)
+  return conf and conf.apps and conf.apps[name] or {}
+end
+
+return M
