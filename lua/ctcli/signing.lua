@@ -170,8 +170,14 @@ function M.check_archive(file, keys)
     if not key then return nil, err end
   end
   local doc = json.decode(text)
+  -- list refuses two entries of one name: read_entry above stops at the
+  -- first manifest.json, an extraction would keep the last.
   local listed, lerr = ct.archive.list(file, { digests = true })
-  if not listed then return nil, lerr end
+  if not listed then
+    -- The caller names the package already.
+    if lerr:sub(1, #file + 2) == file .. ": " then lerr = lerr:sub(#file + 3) end
+    return nil, lerr
+  end
   local function clean(name) return (name:gsub("^%./", ""):gsub("/+$", "")) end
   local by = {}
   for _, e in ipairs(listed) do by[clean(e.name)] = e end
