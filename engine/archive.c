@@ -247,6 +247,20 @@ static const char *clean_name(const char *name, char *out, size_t size) {
   return NULL;
 }
 
+/* Whether `name` (cleaned) was met before in this archive, remembering it
+   in the table at stack index `seen`. Two entries of one name would let a
+   reader that stops at the first (read_entry: the manifest it verifies) and
+   one that keeps the last (extract: what is installed) see different files. */
+static int seen_before(lua_State *L, int seen, const char *name) {
+  int was = lua_getfield(L, seen, name) != LUA_TNIL;
+  lua_pop(L, 1);
+  if (!was) {
+    lua_pushboolean(L, 1);
+    lua_setfield(L, seen, name);
+  }
+  return was;
+}
+
 /* out = dir "/" name; -1 when it would not fit in size (PATH_MAX keeps
    libarchive from its chdir-based handling of deep paths). */
 static int join_path(char *out, size_t size, const char *dir, size_t dirlen, const char *name) {
@@ -331,6 +345,8 @@ struct extract {
   const char **only; /* cleaned names; NULL: everything */
   size_t nonly;
   lua_Integer entries, bytes, done;
+  lua_Integer headers; /* entries read, written or not */
+  int seen;            /* stack index of the names met so far */
   char name[PATH_MAX]; /* the entry's cleaned name, for messages */
   char path[PATH_MAX]; /* dest/name */
   char link[PATH_MAX]; /* dest/hard link target */
@@ -383,7 +399,14 @@ static int extract_entry(struct extract *x, struct archive_entry *e) {
   if (!raw) return job_fail(j, EINVAL, "%s: an entry has a name that cannot be read", x->src);
   const char *why = clean_name(raw, x->name, sizeof x->name);
   if (why) return job_fail(j, EPERM, "%s: %s: %s", x->src, raw, why);
+  /* Every header counts against max_entries, written or not: an archive of
+     a million "./" entries costs as much to read as a million files. */
+  if (x->max_entries >= 0 && ++x->headers > x->max_entries)
+    return job_fail(j, EFBIG, "%s: %s: the archive holds more than max_entries (%jd) entries",
+                    x->src, x->name[0] ? x->name : raw, (intmax_t)x->max_entries);
   if (!x->name[0]) return 0; /* "./": dest itself is left as the caller made it */
+  if (seen_before(x->L, x->seen, x->name))
+    return job_fail(j, EPERM, "%s: %s: refusing a second entry of the same name", x->src, x->name);
   if (!wanted(x, x->name)) return 0;
 
   const char *hard = archive_entry_hardlink(e);
@@ -420,9 +443,6 @@ static int extract_entry(struct extract *x, struct archive_entry *e) {
 
   int64_t size = archive_entry_size_is_set(e) ? archive_entry_size(e) : 0;
   if (size < 0 || (archive_entry_filetype(e) != AE_IFREG && !hard)) size = 0;
-  if (x->max_entries >= 0 && x->entries >= x->max_entries)
-    return job_fail(j, EFBIG, "%s: %s: the archive holds more than max_entries (%jd) entries",
-                    x->src, x->name, (intmax_t)x->max_entries);
   if (x->max_bytes >= 0 && size > x->max_bytes - x->bytes)
     return job_fail(j, EFBIG, "%s: %s: the archive holds more than max_bytes (%jd) bytes", x->src,
                     x->name, (intmax_t)x->max_bytes);
@@ -560,6 +580,8 @@ static int ar_extract(lua_State *L) {
   read_only(L, x);
   lua_newtable(L);
   int warnings = lua_gettop(L);
+  lua_newtable(L);
+  x->seen = lua_gettop(L);
   x->j = job_new(L);
   x->j->progress = progress;
   x->j->warnings = warnings;
@@ -1004,7 +1026,9 @@ static int push_digest(lua_State *L, struct job *j, const char *src, const char 
 
 /* list(src [, opts]) -> {{name=, type=, size=, mode=[, link=][, sha256=]}, ...}
    | nil, msg, errno. opts.digests: the sha256 of every regular file's data,
-   read as one stream (memory flat in the archive's size; nothing extracted). */
+   read as one stream (memory flat in the archive's size; nothing extracted).
+   Two entries of the same name ("./a" and "a" are one name) are refused,
+   as extract refuses them. */
 static int ar_list(lua_State *L) {
   const char *src = luaL_checkstring(L, 1);
   int digests = 0;
@@ -1013,10 +1037,13 @@ static int ar_list(lua_State *L) {
     digests = opt_bool(L, 2, "digests");
   }
   lua_settop(L, 1);
+  lua_newtable(L);
+  int seen = lua_gettop(L);
   struct job *j = job_new(L);
   lua_newtable(L);
   if (open_reader(j, src) < 0) return job_error(L, j);
   lua_Integer n = 0;
+  char clean[PATH_MAX];
   for (;;) {
     struct archive_entry *e;
     int r = archive_read_next_header(j->rd, &e);
@@ -1027,6 +1054,13 @@ static int ar_list(lua_State *L) {
     }
     const char *name = archive_entry_pathname(e);
     if (!name) name = archive_entry_pathname_utf8(e);
+    /* A name extract would refuse otherwise is kept as it is for the check. */
+    const char *key = name ? name : "";
+    if (name && !clean_name(name, clean, sizeof clean)) key = clean;
+    if (key[0] && seen_before(L, seen, key)) {
+      job_fail(j, EPERM, "%s: %s: refusing a second entry of the same name", src, key);
+      return job_error(L, j);
+    }
     lua_createtable(L, 0, 5);
     lua_pushstring(L, name ? name : "");
     lua_setfield(L, -2, "name");

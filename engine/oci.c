@@ -305,6 +305,40 @@ static int o_unpack(lua_State *L) {
   return fail(L, "umoci unpack %s: exit status %d", ref, (int)code);
 }
 
+/* Runs the strings at stack index t (1..n) sharing our stdio, in our
+   process group (so a terminal's reads and signals reach it), and waits.
+   Pushes its exit code (128+signal) or nil, msg, errno. */
+static int run_foreground(lua_State *L, int t, lua_Integer n) {
+  const char **argv = lua_newuserdatauv(L, sizeof(char *) * (size_t)(n + 1), 0);
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_rawgeti(L, t, i);
+    argv[i - 1] = lua_tostring(L, -1); /* anchored in the table */
+    lua_pop(L, 1);
+  }
+  argv[n] = NULL;
+  /* Like system(): an interrupt at the terminal is the container's business;
+     we wait for runc to end. The child starts with default dispositions. */
+  struct sigaction ign, old_int, old_quit;
+  memset(&ign, 0, sizeof ign);
+  ign.sa_handler = SIG_IGN;
+  sigemptyset(&ign.sa_mask);
+  sigaction(SIGINT, &ign, &old_int);
+  sigaction(SIGQUIT, &ign, &old_quit);
+  int fds[3] = {-1, -1, -1};
+  int err = 0;
+  const char *what = NULL;
+  pid_t pid = ct_proc_start(argv, NULL, NULL, fds, CT_START_FOREGROUND, &err, &what);
+  int status = 0, werr = 0;
+  if (pid > 0 && wait_child(pid, &status) != 0) werr = errno;
+  sigaction(SIGINT, &old_int, NULL);
+  sigaction(SIGQUIT, &old_quit, NULL);
+  if (pid < 0) return ct_oserror(L, err, what);
+  if (werr) return ct_oserror(L, werr, "waitpid");
+  lua_pushinteger(L, WIFSIGNALED(status) ? 128 + WTERMSIG(status)
+                                         : (WIFEXITED(status) ? WEXITSTATUS(status) : 255));
+  return 1;
+}
+
 /* exec_tty(rt, id, argv) -> exit code (128+signal) | nil, msg, errno.
    runc exec sharing our stdio, with --tty when stdin is a terminal. */
 static int o_exec_tty(lua_State *L) {
@@ -328,39 +362,32 @@ static int o_exec_tty(lua_State *L) {
   lua_rawseti(L, 4, ++n);
   luaL_argcheck(L, luaL_len(L, 3) >= 1, 3, "argv must be a non-empty array of strings");
   n = append_args(L, 3, n, "argv");
-  const char **argv = lua_newuserdatauv(L, sizeof(char *) * (size_t)(n + 1), 0);
-  for (lua_Integer i = 1; i <= n; i++) {
-    lua_rawgeti(L, 4, i);
-    argv[i - 1] = lua_tostring(L, -1); /* anchored in the table */
-    lua_pop(L, 1);
+  return run_foreground(L, 4, n);
+}
+
+/* run_tty(rt, bundle, id) -> exit code (128+signal) | nil, msg, errno.
+   runc run of a bundle (a temporary container) sharing our stdio: stdin
+   included, so `echo hi | ctcli exec app cat` reads "hi". The bundle's
+   process.terminal says whether runc makes a terminal. */
+static int o_run_tty(lua_State *L) {
+  const char *runc, *root;
+  check_rt(L, 1, &runc, &root);
+  const char *bundle = luaL_checkstring(L, 2);
+  const char *id = luaL_checkstring(L, 3);
+  lua_settop(L, 3);
+  lua_newtable(L); /* 4: anchors the strings */
+  const char *args[] = {runc, "--root", root, "run", "--bundle", bundle, id};
+  lua_Integer n = 0;
+  for (size_t i = 0; i < sizeof args / sizeof args[0]; i++) {
+    lua_pushstring(L, args[i]);
+    lua_rawseti(L, 4, ++n);
   }
-  argv[n] = NULL;
-  /* Like system(): an interrupt at the terminal is the container's business;
-     we wait for runc exec to end. The child starts with default dispositions. */
-  struct sigaction ign, old_int, old_quit;
-  memset(&ign, 0, sizeof ign);
-  ign.sa_handler = SIG_IGN;
-  sigemptyset(&ign.sa_mask);
-  sigaction(SIGINT, &ign, &old_int);
-  sigaction(SIGQUIT, &ign, &old_quit);
-  int fds[3] = {-1, -1, -1};
-  int err = 0;
-  const char *what = NULL;
-  pid_t pid = ct_proc_start(argv, NULL, NULL, fds, CT_START_FOREGROUND, &err, &what);
-  int status = 0, werr = 0;
-  if (pid > 0 && wait_child(pid, &status) != 0) werr = errno;
-  sigaction(SIGINT, &old_int, NULL);
-  sigaction(SIGQUIT, &old_quit, NULL);
-  if (pid < 0) return ct_oserror(L, err, what);
-  if (werr) return ct_oserror(L, werr, "waitpid");
-  lua_pushinteger(L, WIFSIGNALED(status) ? 128 + WTERMSIG(status)
-                                         : (WIFEXITED(status) ? WEXITSTATUS(status) : 255));
-  return 1;
+  return run_foreground(L, 4, n);
 }
 
 static const luaL_Reg oci_funcs[] = {
     {"create", o_create},     {"runc", o_runc}, {"unpack", o_unpack},
-    {"exec_tty", o_exec_tty}, {NULL, NULL},
+    {"exec_tty", o_exec_tty}, {"run_tty", o_run_tty}, {NULL, NULL},
 };
 
 int luaopen_ct_oci(lua_State *L) {

@@ -7,6 +7,7 @@ local ct = require("ct")
 local appfs = require("ctcli.appfs")
 local json = require("ctcli.json")
 local apps = require("ctcli.apps")
+local manifest = require("ctcli.manifest")
 local release = require("ctcli.release")
 local runtime = require("ctcli.runtime")
 local store = require("ctcli.store")
@@ -122,6 +123,151 @@ function M.restore_data(ctx, archive, names)
   ct.fs.fsync(ctx.paths.data)
   ct.fs.rmtree(dir)
   return true
+end
+
+-- What a restore trusts. A backup is not signed: it is checked as strictly
+-- as its content allows before anything of it leaves tmp/ (check_restore).
+M.RELEASE_ID = "^%d%d%d%d%d%d%d%dT%d%d%d%d%d%dZ%-%x%x%x%x%x%x%x%x$"
+-- name -> the type it must have; nothing else may be at the top.
+local TOP = { ["backup-info.json"] = "file", ["current-release"] = "dir", config = "dir", data = "dir", images = "dir" }
+local RELEASE_TOP = { ["release.json"] = "file", apps = "dir", hooks = "dir", bin = "dir" }
+local TYPE_WORD = { file = "a regular file", dir = "a directory" }
+
+local function expect(dir, rel, want)
+  local st = ct.fs.lstat(dir .. "/" .. rel)
+  if not st then return nil, rel .. ": missing" end
+  if st.type ~= want then return nil, rel .. ": expected " .. TYPE_WORD[want] .. ", found a " .. st.type end
+  return true
+end
+
+-- Only the names of `allowed` (name -> type) under dir/rel, each of its type.
+local function only(dir, rel, allowed, what)
+  for _, name in ipairs(ct.fs.dir(dir .. "/" .. rel) or {}) do
+    local want = allowed(name)
+    local path = rel == "" and name or (rel .. "/" .. name)
+    if not want then return nil, path .. ": not part of " .. what end
+    local ok, err = expect(dir, path, want)
+    if not ok then return nil, err end
+  end
+  return true
+end
+
+-- No special file, and no setuid or setgid file outside the image trees
+-- (an image needs its own; nothing else may carry one onto the host). An
+-- app may have made one in its data: the bit is taken off (in tmp/, which
+-- no container sees) rather than the restore refused, so nothing an app
+-- plants can block the operator's way back. A setgid directory (group
+-- inheritance) is kept.
+local function walk_special(dir, rel, in_rootfs)
+  for _, name in ipairs(ct.fs.dir(dir .. "/" .. rel) or {}) do
+    local path = rel == "" and name or (rel .. "/" .. name)
+    local st = ct.fs.lstat(dir .. "/" .. path)
+    if not st then return nil, path .. ": cannot be read" end
+    if st.type ~= "file" and st.type ~= "dir" and st.type ~= "link" then
+      return nil, path .. ": a " .. st.type .. " (a backup holds no special files)"
+    end
+    if not in_rootfs and st.type == "file" and (st.mode & 3072) ~= 0 then
+      local ok, err = ct.fs.chmod(dir .. "/" .. path, st.mode & 1023)
+      if not ok then return nil, err end
+    end
+    if st.type == "dir" then
+      local ok, err = walk_special(dir, path, in_rootfs or path:match("^images/[^/]+/rootfs$") ~= nil)
+      if not ok then return nil, err end
+    end
+  end
+  return true
+end
+
+-- check_restore(dir) -> info, rel | nil, why: a backup extracted into dir
+-- holds only what create writes, with ids and names valid as a package's
+-- manifest must have them, and metadata that matches its content.
+function M.check_restore(dir)
+  local ok, err = only(dir, "", function(n) return TOP[n] end, "a ctcli backup")
+  if not ok then return nil, err end
+  local info = json.decode(ct.fs.read(dir .. "/backup-info.json") or "")
+  if type(info) ~= "table" then return nil, "backup-info.json: not a JSON object" end
+  if info.format ~= M.FORMAT then
+    return nil, "backup-info.json: format " .. tostring(info.format) .. ", expected " .. M.FORMAT
+  end
+  if type(info.release) ~= "string" or not info.release:match(M.RELEASE_ID) then
+    return nil, "backup-info.json: release " .. json.encode(info.release) .. " is not a release id"
+  end
+  if type(info.data) ~= "boolean" or type(info.apps) ~= "table" then
+    return nil, "backup-info.json: expected \"data\" (true or false) and \"apps\""
+  end
+  ok, err = only(dir, "current-release", function(n) return RELEASE_TOP[n] end, "a release")
+  if ok then ok, err = expect(dir, "current-release/release.json", "file") end
+  if not ok then return nil, err end
+  local rel = json.decode(ct.fs.read(dir .. "/current-release/release.json") or "")
+  if type(rel) ~= "table" or type(rel.apps) ~= "table" then
+    return nil, "current-release/release.json: not a release"
+  end
+  if rel.id ~= info.release then
+    return nil, string.format("current-release/release.json: release %s, backup-info.json says %s",
+      json.encode(rel.id), info.release)
+  end
+  -- The release's apps must pass the manifest validator, as a package's do
+  -- (names, mount paths, hooks paths): a restore regenerates their bundles.
+  local doc = { manifest_version = manifest.MANIFEST_VERSION, release = { name = rel.name, version = rel.version },
+    apps = json.array() }
+  for i, a in ipairs(rel.apps) do
+    local copy = {}
+    for k, v in pairs(type(a) == "table" and a or {}) do copy[k] = v end
+    local img = type(copy.image) == "table" and copy.image or {}
+    copy.image = { layout = "images", ref = img.ref, digest = img.digest }
+    doc.apps[i] = copy
+  end
+  local problems = manifest.validate(doc, "current-release/release.json")
+  if #problems > 0 then return nil, manifest.format_problems(problems)[1] end
+  local by_name = {}
+  for _, a in ipairs(rel.apps) do
+    if type(a.image) ~= "table" or type(a.image.digest) ~= "string" then
+      return nil, "current-release/release.json: app " .. a.name .. " has no image digest"
+    end
+    if a.hooks ~= nil and a.hooks ~= "hooks/" .. a.name .. ".lua" then
+      return nil, "current-release/release.json: app " .. a.name .. ": hooks " .. json.encode(a.hooks)
+        .. ", expected hooks/" .. a.name .. ".lua"
+    end
+    by_name[a.name] = a
+    local said = info.apps[a.name]
+    if type(said) ~= "table" or said.digest ~= a.image.digest then
+      return nil, "backup-info.json: app " .. a.name .. " does not match the backed-up release"
+    end
+  end
+  for name in pairs(info.apps) do
+    if not by_name[name] then return nil, "backup-info.json: app " .. tostring(name) .. " is not in the backed-up release" end
+  end
+  local checks = {
+    { "current-release/apps", function(n) return by_name[n] and "dir" end, "the release's apps" },
+    { "current-release/hooks", function(n)
+      local app = n:match("^(.*)%.lua$")
+      return app and by_name[app] and "file"
+    end, "the release's hook files" },
+    { "current-release/bin", function(n) return (n == "runc" or n == "umoci") and "file" end, "the release's tools" },
+    { "images", function(n)
+      local name, digest = n:match("^([^@]+)@(sha256:%x+)$")
+      return name and by_name[name] and by_name[name].image.digest == digest and "dir"
+    end, "the release's images" },
+    { "config", function(n) return manifest.valid_app_name(n) and "dir" end, "the apps' configs" },
+    { "data", function(n) return manifest.valid_app_name(n) and "dir" end, "the apps' data" },
+  }
+  for _, c in ipairs(checks) do
+    ok, err = only(dir, c[1], c[2], c[3])
+    if not ok then return nil, err end
+  end
+  for _, key in ipairs(ct.fs.dir(dir .. "/images") or {}) do
+    ok, err = only(dir, "images/" .. key, function(n)
+      return (n == "rootfs" and "dir") or (n == "image.json" and "file") or nil
+    end, "an image")
+    if not ok then return nil, err end
+  end
+  if info.data ~= (ct.fs.lstat(dir .. "/data") ~= nil) then
+    return nil, info.data and "backup-info.json says the backup holds data, and it has none"
+      or "data: backup-info.json says the backup holds no data"
+  end
+  ok, err = walk_special(dir, "", false)
+  if not ok then return nil, err end
+  return info, rel
 end
 
 -- list(paths) -> backups newest first: ours (<stamp>-<id>.json beside the

@@ -187,6 +187,9 @@ local function valid_app_name(v)
   return type(v) == "string" and #v <= APP_NAME_MAX and v:match(APP_NAME_PATTERN) ~= nil
 end
 
+-- valid_app_name(v): whether v may name an app (and its directories).
+M.valid_app_name = valid_app_name
+
 local function days_in_month(y, m)
   if m == 2 then
     local leap = (y % 4 == 0 and y % 100 ~= 0) or y % 400 == 0

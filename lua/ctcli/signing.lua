@@ -17,22 +17,48 @@ function M.fingerprint(pub_pem)
   return "sha256:" .. ct.hash.sha256(pub_pem):sub(1, 16)
 end
 
--- read_key(path) -> {name=, path=, pem=, fingerprint=} | nil, msg
-function M.read_key(path)
-  local pem, err = ct.fs.read(path)
-  if not pem then return nil, "cannot read the key " .. path .. ": " .. tostring(err) end
+-- parse_key(path, pem) -> key | nil, why: a key that parses as ed25519.
+local function parse_key(path, pem)
+  -- A malformed key is nil, msg; a good one is false (no signature matches "").
+  local good, kerr = ct.hash.verify(pem, "", "")
+  if good == nil then return nil, "not an ed25519 public key (" .. tostring(kerr) .. ")" end
   local name = path:match("([^/]+)$"):gsub("%.pub$", ""):gsub("%.key$", "")
   return { name = name, path = path, pem = pem, fingerprint = M.fingerprint(pem) }
 end
 
--- trusted_keys(paths) -> array of keys in <root>/trusted-keys/*.pub (empty when none)
+-- read_key(path) -> {name=, path=, pem=, fingerprint=} | nil, msg
+function M.read_key(path)
+  local pem, err = ct.fs.read(path)
+  if not pem then return nil, "cannot read the key " .. path .. ": " .. tostring(err) end
+  local k, why = parse_key(path, pem)
+  if not k then return nil, path .. ": " .. why end
+  return k
+end
+
+-- trusted_keys(paths) -> array of keys in <root>/trusted-keys/*.pub (empty
+-- when none) | nil, msg. One key that cannot be used (a dangling symlink, a
+-- directory, bad PEM) fails them all: skipping it could leave no key, and
+-- no key means no signature checking.
 function M.trusted_keys(paths)
   local dir = paths.root .. "/trusted-keys"
+  local names, derr = ct.fs.dir(dir)
+  if not names then
+    if not ct.fs.lstat(dir) then return {} end -- no such directory: nothing is trusted
+    return nil, string.format("cannot read the trusted keys in %s (%s); fix it or remove it", dir, tostring(derr))
+  end
+  table.sort(names)
   local out = {}
-  for _, f in ipairs(ct.fs.dir(dir) or {}) do
+  for _, f in ipairs(names) do
     if f:match("%.pub$") then
-      local k = M.read_key(dir .. "/" .. f)
-      if k then out[#out + 1] = k end
+      local path = dir .. "/" .. f
+      local pem, rerr = ct.fs.read(path)
+      local k, why = nil, rerr and ("cannot be read: " .. (tostring(rerr):match(": ([^:]+)$") or tostring(rerr)))
+      if pem then k, why = parse_key(path, pem) end
+      if not k then
+        return nil, string.format("the trusted key %s %s; every package is refused until it is fixed or removed",
+          path, why:match("^cannot") and why or ("is " .. why))
+      end
+      out[#out + 1] = k
     end
   end
   return out
@@ -53,7 +79,8 @@ function M.keys_for(key_paths, root_dir)
   end
   local root = require("ctcli.root")
   if root_dir and root.is_root(root_dir) then
-    local keys = M.trusted_keys(root.paths(root_dir))
+    local keys, err = M.trusted_keys(root.paths(root_dir))
+    if not keys then return nil, err end
     if #keys > 0 then return keys, root_dir .. "/trusted-keys" end
   end
   return {}, nil
@@ -170,8 +197,14 @@ function M.check_archive(file, keys)
     if not key then return nil, err end
   end
   local doc = json.decode(text)
+  -- list refuses two entries of one name: read_entry above stops at the
+  -- first manifest.json, an extraction would keep the last.
   local listed, lerr = ct.archive.list(file, { digests = true })
-  if not listed then return nil, lerr end
+  if not listed then
+    -- The caller names the package already.
+    if lerr:sub(1, #file + 2) == file .. ": " then lerr = lerr:sub(#file + 3) end
+    return nil, lerr
+  end
   local function clean(name) return (name:gsub("^%./", ""):gsub("/+$", "")) end
   local by = {}
   for _, e in ipairs(listed) do by[clean(e.name)] = e end
@@ -210,7 +243,8 @@ end
 -- enforce(paths, dir, label) -> signer label | nil (no trusted keys) | nil, msg.
 -- Called on a package extracted into tmp/, before anything else reads it.
 function M.enforce(paths, dir, label)
-  local keys = M.trusted_keys(paths)
+  local keys, kerr = M.trusted_keys(paths)
+  if not keys then return nil, label .. ": refused: " .. kerr end
   if #keys == 0 then return nil end
   local key, err = M.check_dir(dir, keys)
   if not key then

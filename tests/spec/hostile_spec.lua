@@ -35,6 +35,10 @@ local CASES = {
   { "missing-image.tar.gz", "a missing image", { "app web", "no OCI image layout at images/web" } },
   { "missing-tag.tar.gz", "a missing tag", { "app web", "has no tag 'v9.9.9'" } },
   { "digest-mismatch.tar.gz", "a blob whose digest does not match", { "app web", "does not match its digest" } },
+  { "duplicate-manifest.tar.gz", "a second manifest.json (as ./manifest.json) after the first",
+    { "manifest.json: refusing a second entry of the same name" } },
+  { "duplicate-entry.tar.gz", "a file named twice",
+    { "images/web/oci-layout: refusing a second entry of the same name" } },
 }
 
 -- A fresh root with a canary directory next to it.
@@ -87,6 +91,27 @@ describe("hostile packages", function()
     end)
   end
 
+  -- verify reads the archive as one stream (read_entry stops at the first
+  -- manifest.json); inspect and plan extract it, as install and upgrade do.
+  for _, cmd in ipairs({ "verify", "inspect", "plan" }) do
+    it("refuses two entries of one name in " .. cmd, function()
+      local root, canary = fresh()
+      H.ok(root, { "install", "--no-start", CORPUS .. "/valid.tar.gz" })
+      local before, canary_before = H.root_hash(root), H.tree_hash(canary)
+      for _, f in ipairs({ "duplicate-manifest.tar.gz", "duplicate-entry.tar.gz" }) do
+        local r = H.ctcli(root, { cmd, CORPUS .. "/" .. f })
+        assert.equals(1, r.code, r.stdout .. r.stderr)
+        local line = r.stderr:match("^([^\n]*)\n$")
+        assert.is_truthy(line, "not one line:\n" .. r.stderr)
+        assert.is_truthy(line:find(f, 1, true), line)
+        assert.is_truthy(line:find("refusing a second entry of the same name", 1, true), line)
+      end
+      assert.equals(before, (H.root_hash(root)))
+      assert.equals(canary_before, (H.tree_hash(canary)))
+      assert.same({}, tmp_entries(root))
+    end)
+  end
+
   it("strips setuid and setgid bits from package files and installs", function()
     local pkg = CORPUS .. "/setuid.tar.gz"
     local root, canary = fresh()
@@ -106,15 +131,25 @@ describe("hostile packages", function()
   end)
 
   it("refuses an archive with more entries than the limit (made at test time)", function()
-    -- MAX_ENTRIES + 1 empty files, all named the same so the disk holds one.
+    -- MAX_ENTRIES + 1 entries naming the archive's root ("./"): every header
+    -- counts against the limit, so no file need be written to reach it (two
+    -- entries of one other name are refused before, and as many distinct
+    -- files would take minutes to create). One ustar header written again
+    -- and again: a plain tar of 256 MiB, made in a second.
     local dir = H.tmpdir()
-    assert(ct.fs.write_atomic(dir .. "/empty", ""))
-    local entries = {}
-    for i = 1, package.MAX_ENTRIES + 1 do entries[i] = { name = "bomb/e", path = dir .. "/empty" } end
-    local pkg = dir .. "/entry-bomb.tar.gz"
-    assert(ct.archive.create(pkg, entries, { format = "gzip", mtime = 0, owner0 = true }))
-    entries = nil -- luacheck: ignore 311
-    collectgarbage()
-    refused(pkg, { "bomb/e", "more than max_entries (" .. package.MAX_ENTRIES .. ")" })
+    local h = "./" .. string.rep("\0", 98) .. "0000755\0" .. "0000000\0" .. "0000000\0"
+      .. "00000000000\0" .. "00000000000\0" .. "        " .. "5" .. string.rep("\0", 100) .. "ustar\0" .. "00"
+    local sum = 0
+    for i = 1, #h do sum = sum + h:byte(i) end
+    h = h:sub(1, 148) .. string.format("%06o\0 ", sum) .. h:sub(157)
+    h = h .. string.rep("\0", 512 - #h)
+    local pkg = dir .. "/entry-bomb.tar"
+    local f = assert(io.open(pkg, "wb"))
+    local block = string.rep(h, 1000)
+    for _ = 1, package.MAX_ENTRIES // 1000 do f:write(block) end
+    f:write(h, string.rep("\0", 1024))
+    f:close()
+    assert.equals(package.MAX_ENTRIES + 1, #assert(ct.archive.list(pkg)))
+    refused(pkg, { "./: the archive holds more than max_entries (" .. package.MAX_ENTRIES .. ")" })
   end)
 end)

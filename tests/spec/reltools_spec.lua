@@ -191,6 +191,42 @@ describe("release tools", function()
       assert.truthy(tostring(info.signer):find("^release %(sha256:"), tostring(info.signer))
     end)
 
+    -- Skipping a key that cannot be read would leave no key, and no key
+    -- turns signature checking off: every package is refused instead.
+    it("refuses every package while a trusted key cannot be used, naming the key", function()
+      local bad = {
+        { "a dangling symlink", function(path) assert(ct.fs.symlink(work .. "/no-such.pub", path)) end,
+          "cannot be read: No such file or directory" },
+        { "a directory", function(path) assert(ct.fs.mkdir(path, 493)) end, "cannot be read: Is a directory" },
+        { "bad PEM", function(path) assert(ct.fs.write_atomic(path, "-----BEGIN PUBLIC KEY-----\nnope\n")) end,
+          "is not an ed25519 public key" },
+      }
+      local unsigned = work .. "/unsigned-for-keys.pkg"
+      H.ok(nil, { "pack", src1, "-o", unsigned })
+      for _, b in ipairs(bad) do
+        local root = H.root()
+        local key_path = root .. "/trusted-keys/broken.pub"
+        b[2](key_path)
+        local before
+        -- Alone (today: no key, nothing checked) and beside a good key.
+        for _, with_good in ipairs({ false, true }) do
+          if with_good then assert(ct.fs.copyfile(pub, root .. "/trusted-keys/release.pub")) end
+          before = H.root_hash(root)
+          for _, argv in ipairs({ { "install", "--no-start", signed }, { "install", "--no-start", unsigned },
+                                  { "plan", signed }, { "verify", signed }, { "inspect", unsigned } }) do
+            local r = H.ctcli(root, argv)
+            local what = b[1] .. " (" .. table.concat(argv, " ") .. ", good key too: " .. tostring(with_good) .. ")"
+            assert.equal(1, r.code, what .. "\n" .. r.stdout .. r.stderr)
+            local line = r.stderr:match("^([^\n]*)\n$")
+            assert.truthy(line, what .. ": not one line:\n" .. r.stderr)
+            assert.truthy(line:find("the trusted key " .. key_path .. " " .. b[3], 1, true), what .. ": " .. line)
+            assert.truthy(line:find("every package is refused until it is fixed or removed", 1, true), line)
+            assert.equal(before, H.root_hash(root), what .. " changed the root")
+          end
+        end
+      end
+    end)
+
     it("refuses unsigned, wrongly signed, tampered, extra and missing files, root unchanged", function()
       local root = H.root()
       assert(ct.fs.copyfile(pub, root .. "/trusted-keys/release.pub"))

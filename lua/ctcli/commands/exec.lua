@@ -24,13 +24,14 @@ local function temporary(ctx, rel, app, argv)
   if not ok then ct.fs.rmtree(dir) lock:release() return nil, werr end
   local tools = release.tools(rel)
   local id = runtime.container_id(ctx.paths.root, app.name) .. "-exec-" .. ct.proc.getpid()
-  local r, rerr = ct.proc.run({ tools.runc, "--root", ctx.paths.runc_root, "run", "--bundle", dir, id },
-    { stdin = "inherit", stdout = "inherit", stderr = "inherit" })
+  -- Our own stdin, stdout and stderr (a pipe or a terminal), as runc exec
+  -- gets them when the app runs.
+  local code, rerr = ct.oci.run_tty(runtime.rt(ctx.paths, tools), dir, id)
   ct.proc.run({ tools.runc, "--root", ctx.paths.runc_root, "delete", "--force", id }, { timeout = 30 })
   ct.fs.rmtree(dir)
   lock:release()
-  if not r then return nil, rerr end
-  return r.code
+  if not code then return nil, rerr end
+  return code
 end
 
 return {

@@ -1,6 +1,7 @@
 -- rollback [ARCHIVE | RELEASE-ID]: back to a kept release, or restore a backup.
 local ct = require("ct")
 local apps = require("ctcli.apps")
+local backup = require("ctcli.backup")
 local hooks = require("ctcli.hooks")
 local json = require("ctcli.json")
 local journal = require("ctcli.journal")
@@ -114,12 +115,13 @@ local function from_archive(ctx, cur, file, j)
   bar:finish()
   if not stats then return fail(xerr) end
   for _, w in ipairs(stats.warnings or {}) do ui.warn("%s", w) end
-  local text = ct.fs.read(dir .. "/backup-info.json")
-  local info = text and json.decode(text)
-  if not info or not ct.fs.exists(dir .. "/current-release/release.json") then
+  if not ct.fs.exists(dir .. "/backup-info.json") or not ct.fs.exists(dir .. "/current-release/release.json") then
     return fail(file .. ": not a backup of this ctcli (no backup-info.json and current-release/release.json);" ..
       " backups of the Go ctcli are listed but their restore is not supported yet")
   end
+  -- Nothing leaves tmp/ before the whole backup is checked.
+  local info, why = backup.check_restore(dir)
+  if not info then return fail(file .. ": refused: " .. why) end
   local id = info.release
   j:set("release", id)
   j:step("place")
