@@ -257,7 +257,7 @@ function M.check_restore(dir)
   end
   for _, key in ipairs(ct.fs.dir(dir .. "/images") or {}) do
     ok, err = only(dir, "images/" .. key, function(n)
-      return (n == "rootfs" and "dir") or (n == "image.json" and "file") or nil
+      return (n == "rootfs" and "dir") or ((n == "image.json" or n == "idmap") and "file") or nil
     end, "an image")
     if not ok then return nil, err end
   end

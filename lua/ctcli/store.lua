@@ -144,6 +144,9 @@ function M.unpack_all(paths, umoci, jobs, on_done)
     local final = M.dir(paths, job.name, job.digest)
     local img = job.tmp .. "/image"
     ct.fs.mkdir(img, rootmod.MODES.image_dir)
+    -- The mapped root must get through to its rootfs (a migration's
+    -- temporary container runs before any start secures the dirs).
+    if job.idmap then ct.fs.lchown(img, 0, job.idmap.gid) end
     ok, err = ct.fs.rename(job.bundle .. "/rootfs", img .. "/rootfs")
     if ok then ok, err = ct.fs.rename(job.bundle .. "/image.json", img .. "/image.json") end
     if ok then

@@ -12,8 +12,9 @@ local mounts = {}
 -- A root inside a fresh 20 MiB tmpfs (unmounted by cleanup()).
 local function tmpfs_root()
   local mnt = H.tmpdir() .. "/mnt"
-  assert(ct.fs.mkdir(mnt, 448))
-  local r = assert(ct.proc.run({ "mount", "-t", "tmpfs", "-o", "size=20m,mode=0700", "tmpfs", mnt }))
+  -- traversable (0711, as /tmp is): the root's mapped root must reach its rootfs
+  assert(ct.fs.mkdir(mnt, 457))
+  local r = assert(ct.proc.run({ "mount", "-t", "tmpfs", "-o", "size=20m,mode=0711", "tmpfs", mnt }))
   assert(r.code == 0, "mount: " .. r.stderr)
   local root = mnt .. "/root"
   mounts[#mounts + 1] = { mnt = mnt, root = root }
