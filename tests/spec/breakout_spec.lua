@@ -193,6 +193,28 @@ describe("breakout", function()
     canary_untouched("backup/reset/rollback/prune")
   end)
 
+  it("cgroups, device nodes and setuid files: nothing the app makes reaches the host", function()
+    -- attack: write the host's cgroups (freeze or move host services,
+    -- leave its own cgroup), make a device node for host users, leave a
+    -- setuid-root shell in its data
+    local r = ok(root, { "exec", "web", "sh", "-c", table.concat({
+      "for f in /sys/fs/cgroup/*/cgroup.procs /sys/fs/cgroup/*/freezer.state; do " ..
+        "[ -e $f ] && (echo 1 > $f) 2>/dev/null && echo WROTE $f; done",
+      "mkdir /sys/fs/cgroup/pids/escape 2>/dev/null && echo WROTE mkdir",
+      "busybox mknod /var/lib/web/mem c 1 1 2>/dev/null && echo MADE mknod",
+      "cp /bin/busybox /var/lib/web/sh && chmod 4755 /var/lib/web/sh && echo made suid",
+    }, "; ") })
+    assert.is_nil(r.stdout:find("WROTE", 1, true), r.stdout)
+    assert.is_nil(r.stdout:find("MADE", 1, true), r.stdout)
+    assert.truthy(r.stdout:find("made suid", 1, true), r.stdout)
+    assert.is_nil(ct.fs.lstat(root .. "/data/web/var/lib/web/mem"))
+    local st = assert(ct.fs.lstat(root .. "/data/web/var/lib/web/sh"))
+    local range = json.decode(ct.fs.read(root .. "/state/idmap.json"))
+    assert.equals(range.uid, st.uid) -- setuid to an id no host user has
+    assert.equals(2048, st.mode & 2048)
+    canary_untouched("cgroups/mknod/setuid")
+  end)
+
   it("stop and delete --purge remove the app's trees without following a link", function()
     ok(root, { "stop" }, { timeout = 60 })
     ok(root, { "-y", "delete", "--purge" }, { timeout = 120 })
