@@ -8,6 +8,7 @@ local ct = require("ct")
 local json = require("ctcli.json")
 local appfs = require("ctcli.appfs")
 local store = require("ctcli.store")
+local runtime = require("ctcli.runtime")
 
 local M = {}
 
@@ -230,7 +231,7 @@ local function info_for(hc, app, point)
       rootfs = store.dir(hc.paths, app.name, app.image.digest) .. "/rootfs" },
     running = hc.running[app.name],
     runc = hc.runc, runc_root = hc.paths.runc_root,
-    container = ct.hash.md5(hc.paths.root) .. "-" .. app.name,
+    container = runtime.container_id(hc.paths, app.name),
     bundle = hc.bundle_dir and (hc.bundle_dir .. "/apps/" .. app.name) or nil,
   }
 end
@@ -252,7 +253,7 @@ function M.context(ctx, opts)
   hc.running = setmetatable({}, { __index = function(_, name)
     if not hc.runc then return false end
     local r = ct.oci.runc({ runc = hc.runc, root = ctx.paths.runc_root },
-      { "state", ct.hash.md5(ctx.paths.root) .. "-" .. name }, { timeout = 30 })
+      { "state", runtime.container_id(ctx.paths, name) }, { timeout = 30 })
     local st = r and r.code == 0 and json.decode(r.stdout)
     return st and st.status == "running" or false
   end })
