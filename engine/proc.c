@@ -144,6 +144,7 @@ struct proc {
   int reaped, status;
   int fds[6]; /* descriptors to close when done */
   struct buf out, err, rec;
+  char *cgroup; /* fork_call: the cgroup its child runs in (killed and removed when done) */
 };
 
 static struct proc *proc_new(lua_State *L) {
@@ -164,7 +165,9 @@ static void proc_kill(struct proc *p, int sig) {
     kill(p->pid, sig);
 }
 
-/* Kills a live child (its group), reaps it, releases everything. */
+static int cg_destroy(const char *path, double seconds);
+
+/* Kills a live child (its group, its cgroup), reaps it, releases everything. */
 static void proc_release(struct proc *p) {
   if (p->owner != getpid()) return;
   for (int i = 0; i < 6; i++) close_fd(&p->fds[i]);
@@ -172,6 +175,11 @@ static void proc_release(struct proc *p) {
   if (p->pid > 0 && !p->reaped) {
     proc_kill(p, SIGKILL);
     if (reap(p->pid, &p->status) == 0 || errno == ECHILD) p->reaped = 1;
+  }
+  if (p->cgroup) {
+    cg_destroy(p->cgroup, 10);
+    free(p->cgroup);
+    p->cgroup = NULL;
   }
   free(p->out.p);
   free(p->err.p);
@@ -951,6 +959,153 @@ static int p_exec(lua_State *L) {
   return ct_oserror(L, err, argv[0]);
 }
 
+/* ---------- cgroups: every process a fork_call child started ----------
+
+   A process group does not hold a process that calls setsid(); a cgroup
+   holds every descendant, whatever it does, until it is killed. The caller
+   names the cgroup (a directory to create in a mounted hierarchy); what it
+   can do is read from the files the kernel gives that directory:
+   cgroup.kill (v2, Linux >= 5.14), else freezing (v1 freezer.state, v2
+   cgroup.freeze) so nothing forks while the listed processes are killed,
+   else killing the listed processes until none is left. */
+
+static int cg_write(int dfd, const char *name, const char *text) {
+  int fd = openat(dfd, name, O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  size_t len = strlen(text);
+  ssize_t n;
+  do n = write(fd, text, len);
+  while (n < 0 && errno == EINTR);
+  int err = errno;
+  close(fd);
+  errno = err;
+  return n == (ssize_t)len ? 0 : -1;
+}
+
+/* Whether the file name of dfd starts with prefix. */
+static int cg_reads(int dfd, const char *name, const char *prefix) {
+  char buf[256];
+  int fd = openat(dfd, name, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return 0;
+  buf[n] = 0;
+  return strstr(buf, prefix) != NULL;
+}
+
+/* Sends sig to every process in cgroup.procs (if sig) -> how many are listed, -1 on error. */
+static int cg_signal_listed(int dfd, int sig) {
+  int fd = openat(dfd, "cgroup.procs", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  FILE *f = fdopen(fd, "r");
+  if (!f) {
+    close(fd);
+    return -1;
+  }
+  int count = 0, pid;
+  while (fscanf(f, "%d", &pid) == 1) {
+    if (pid <= 0) continue;
+    count++;
+    if (sig) kill(pid, sig);
+  }
+  fclose(f);
+  return count;
+}
+
+static void nap_ms(long ms) {
+  struct timespec t = {ms / 1000, (ms % 1000) * 1000000L};
+  nanosleep(&t, NULL);
+}
+
+/* One round: every process in the cgroup gets SIGKILL. */
+static void cg_kill_round(int dfd, double deadline) {
+  if (cg_write(dfd, "cgroup.kill", "1") == 0) return;
+  int v1 = cg_write(dfd, "freezer.state", "FROZEN") == 0;
+  int v2 = !v1 && cg_write(dfd, "cgroup.freeze", "1") == 0;
+  /* Freezing takes a moment (a task in an uninterruptible sleep longer);
+     kill anyway after a second: the next round catches what forked. */
+  double until = mono_now() + 1.0;
+  if (until > deadline) until = deadline;
+  while ((v1 && !cg_reads(dfd, "freezer.state", "FROZEN")) ||
+         (v2 && !cg_reads(dfd, "cgroup.events", "frozen 1"))) {
+    if (mono_now() >= until) break;
+    nap_ms(2);
+  }
+  cg_signal_listed(dfd, SIGKILL);
+  /* A frozen process dies of its SIGKILL once thawed. */
+  if (v1) cg_write(dfd, "freezer.state", "THAWED");
+  if (v2) cg_write(dfd, "cgroup.freeze", "0");
+}
+
+/* cg_destroy(path, seconds) -> 0 | errno: kills every process in the cgroup
+   at path, waits until it is empty and removes it. A missing one is done. */
+static int cg_destroy(const char *path, double seconds) {
+  int dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) return errno == ENOENT ? 0 : errno;
+  double deadline = mono_now() + seconds;
+  int err = 0;
+  for (;;) {
+    int n = cg_signal_listed(dfd, 0);
+    if (n < 0) {
+      err = errno;
+      break;
+    }
+    if (n == 0) break;
+    if (mono_now() >= deadline) {
+      err = EBUSY;
+      break;
+    }
+    cg_kill_round(dfd, deadline);
+    nap_ms(5);
+  }
+  close(dfd);
+  if (err) return err;
+  /* The last task leaves a moment after it is gone from cgroup.procs. */
+  while (rmdir(path) != 0) {
+    if (errno == ENOENT) return 0;
+    if (errno != EBUSY || mono_now() >= deadline) return errno;
+    nap_ms(5);
+  }
+  return 0;
+}
+
+/* cg_create(path, pid) -> 0 | errno (*what names the step): makes the
+   cgroup at path and moves pid into it. */
+static int cg_create(const char *path, pid_t pid, const char **what) {
+  *what = "create";
+  if (mkdir(path, 0755) != 0) return errno;
+  int dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  int err = dfd < 0 ? errno : 0;
+  if (!err) {
+    char num[32];
+    snprintf(num, sizeof num, "%d", (int)pid);
+    *what = "join";
+    if (cg_write(dfd, "cgroup.procs", num) != 0) err = errno;
+    close(dfd);
+  }
+  if (err) rmdir(path);
+  return err;
+}
+
+/* cgroup_kill(path [, seconds]) -> true | nil, msg, errno: kills every
+   process in the cgroup at path and removes it (waiting at most seconds,
+   default 10, for them to go). */
+static int p_cgroup_kill(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  double secs = luaL_optnumber(L, 2, 10);
+  luaL_argcheck(L, secs > 0 && isfinite(secs), 2, "a positive number of seconds expected");
+  int err = cg_destroy(path, secs);
+  if (err == EBUSY) {
+    char num[64];
+    snprintf(num, sizeof num, "%.14g", secs);
+    return ct_error(L, err, "cgroup %s: processes still in it after %ss", path, num);
+  }
+  if (err) return ct_error(L, err, "cgroup %s: %s", path, strerror(err));
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 /* ---------- fork_call ---------- */
 
 enum {
@@ -994,14 +1149,23 @@ static int fc_emit(lua_State *L) {
   return 0;
 }
 
-/* The forked child: never returns. */
-static void fc_child(lua_State *L, int fd, const sigset_t *oldmask) {
+/* The forked child: never returns. With go >= 0 it waits for the parent's
+   byte there (sent once it is in its cgroup) before it runs anything. */
+static void fc_child(lua_State *L, int fd, int go, const sigset_t *oldmask) {
   pid_t parent = getppid();
   int nested = in_sandbox_child;
   in_sandbox_child = 1;
   if (!nested) setpgid(0, 0);
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() != parent) _exit(1);
+  if (go >= 0) {
+    char c;
+    ssize_t n;
+    do n = read(go, &c, 1);
+    while (n < 0 && errno == EINTR);
+    if (n != 1) _exit(1); /* the parent is gone */
+    close(go);
+  }
   sigprocmask(SIG_SETMASK, oldmask, NULL);
   /* A hook never reads the terminal (it is in a background group). */
   int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -1111,7 +1275,28 @@ static int fc_parse(lua_State *L, struct proc *p, int lines, int result, int *fi
   return 0;
 }
 
-/* fork_call(fn [, timeout]) -> true, lines, result | false, lines, message */
+/* Releases a child waiting in fc_child. If it is gone (killed from outside)
+   the write fails with EPIPE, without a SIGPIPE killing us; the wait for
+   its result tells what became of it. */
+static void write_go(int fd) {
+  sigset_t pipeset, old, pend;
+  sigemptyset(&pipeset);
+  sigaddset(&pipeset, SIGPIPE);
+  sigpending(&pend);
+  int was_pending = sigismember(&pend, SIGPIPE);
+  sigprocmask(SIG_BLOCK, &pipeset, &old);
+  if (write_all(fd, "g", 1) != 0 && errno == EPIPE && !was_pending) {
+    struct timespec zero = {0, 0};
+    sigtimedwait(&pipeset, NULL, &zero);
+  }
+  sigprocmask(SIG_SETMASK, &old, NULL);
+}
+
+/* fork_call(fn [, timeout [, opts]]) -> true, lines, result [, note]
+   | false, lines, message [, note]. opts.cgroup: a cgroup directory to
+   create for the child (its parent must exist); every process in it is
+   killed when the call ends and the cgroup removed. When it cannot be made
+   the call runs without it and note says why. */
 static int p_fork_call(lua_State *L) {
   luaL_checktype(L, 1, LUA_TFUNCTION);
   double timeout = 0;
@@ -1119,9 +1304,31 @@ static int p_fork_call(lua_State *L) {
     timeout = luaL_checknumber(L, 2);
     luaL_argcheck(L, timeout > 0 && isfinite(timeout), 2, "a positive number of seconds expected");
   }
-  lua_settop(L, 2);
-  int pfd[2];
-  if (pipe2(pfd, O_CLOEXEC) != 0) return ct_oserror(L, errno, "pipe");
+  const char *cgroup = NULL;
+  lua_settop(L, 3);
+  if (!lua_isnil(L, 3)) {
+    luaL_checktype(L, 3, LUA_TTABLE);
+    lua_getfield(L, 3, "cgroup"); /* 4 */
+    if (!lua_isnil(L, 4)) {
+      luaL_argcheck(L, lua_type(L, 4) == LUA_TSTRING, 3, "cgroup: a path expected");
+      cgroup = lua_tostring(L, 4);
+    }
+  }
+  lua_settop(L, 4); /* 4: the cgroup path, then the note */
+  char *cg_path = cgroup ? strdup(cgroup) : NULL;
+  if (cgroup && !cg_path) return luaL_error(L, "not enough memory");
+  int pfd[2], gfd[2] = {-1, -1};
+  if (pipe2(pfd, O_CLOEXEC) != 0) {
+    free(cg_path);
+    return ct_oserror(L, errno, "pipe");
+  }
+  if (cg_path && pipe2(gfd, O_CLOEXEC) != 0) {
+    int err = errno;
+    close(pfd[0]);
+    close(pfd[1]);
+    free(cg_path);
+    return ct_oserror(L, err, "pipe");
+  }
   fflush(NULL); /* or the child would write our buffered output again */
   sigset_t all, old;
   sigfillset(&all);
@@ -1129,25 +1336,46 @@ static int p_fork_call(lua_State *L) {
   pid_t pid = fork();
   if (pid == 0) {
     close(pfd[0]);
-    fc_child(L, pfd[1], &old);
+    if (gfd[1] >= 0) close(gfd[1]);
+    fc_child(L, pfd[1], gfd[0], &old);
   }
   int fork_err = errno;
   sigprocmask(SIG_SETMASK, &old, NULL);
   close(pfd[1]);
+  close_fd(&gfd[0]);
   if (pid < 0) {
     close(pfd[0]);
+    close_fd(&gfd[1]);
+    free(cg_path);
     return ct_oserror(L, fork_err, "fork");
   }
   int nested = in_sandbox_child;
   if (!nested) setpgid(pid, pid);
-  struct proc *p = proc_new(L); /* 3: the guard kills and reaps on any error */
+  struct proc *p = proc_new(L); /* 5: the guard kills and reaps on any error */
   p->pid = pid;
   p->group = !nested;
   p->fds[0] = pfd[0];
+  p->fds[1] = gfd[1];
   p->pidfd = pidfd_open_(pid);
-  lua_toclose(L, 3);
-  lua_newtable(L); /* 4: lines */
-  lua_pushnil(L);  /* 5: result */
+  lua_toclose(L, 5);
+  lua_pushnil(L);
+  lua_replace(L, 4); /* 4: the note: why there is no cgroup */
+  /* Into its cgroup before it runs anything, so all it starts is there. */
+  if (cg_path) {
+    const char *what;
+    int err = cg_create(cg_path, pid, &what);
+    if (err) {
+      lua_pushfstring(L, "cannot %s cgroup %s: %s", what, cg_path, strerror(err));
+      lua_replace(L, 4);
+      free(cg_path);
+    } else {
+      p->cgroup = cg_path;
+    }
+    write_go(p->fds[1]);
+    close_fd(&p->fds[1]);
+  }
+  lua_newtable(L);   /* 6: lines */
+  lua_pushnil(L);    /* 7: result */
   set_nonblock(pfd[0]);
   double deadline = timeout > 0 ? mono_now() + timeout : 0;
   int final = 0, eof = 0, exited = 0, timed_out = 0, bad = 0;
@@ -1174,7 +1402,7 @@ static int p_fork_call(lua_State *L) {
       ssize_t got = read(p->fds[0], p->rec.p + p->rec.len, p->rec.cap - p->rec.len);
       if (got > 0) {
         p->rec.len += (size_t)got;
-        if (fc_parse(L, p, 4, 5, &final) != 0) bad = 1;
+        if (fc_parse(L, p, 6, 7, &final) != 0) bad = 1;
         continue;
       }
       if (got < 0 && (errno == EINTR || errno == EAGAIN)) continue;
@@ -1200,27 +1428,40 @@ static int p_fork_call(lua_State *L) {
       exited = has_exited(pid);
     }
   }
-  /* Whatever the hook left running in its group goes with it. */
+  /* Whatever the hook left running in its group, or anywhere in its
+     cgroup, goes with it. */
   proc_kill(p, SIGKILL);
   close_fd(&p->fds[0]);
   close_fd(&p->pidfd);
   if (reap(pid, &p->status) == 0) p->reaped = 1;
+  if (p->cgroup) {
+    int err = cg_destroy(p->cgroup, 10);
+    if (err) {
+      lua_pushfstring(L, "cannot empty and remove cgroup %s: %s", p->cgroup,
+                      err == EBUSY ? "processes still in it after 10s" : strerror(err));
+      lua_replace(L, 4);
+    }
+    free(p->cgroup);
+    p->cgroup = NULL;
+  }
   if (timed_out && !(final && !bad)) {
     lua_pushboolean(L, 0);
-    lua_pushvalue(L, 4);
+    lua_pushvalue(L, 6);
     char secs[64];
     snprintf(secs, sizeof secs, "%.14g", timeout);
     lua_pushfstring(L, "timed out after %ss", secs);
-    return 3;
+    lua_pushvalue(L, 4);
+    return 4;
   }
   if (final && !bad) {
     lua_pushboolean(L, final != R_ERROR);
+    lua_pushvalue(L, 6);
+    lua_pushvalue(L, 7);
     lua_pushvalue(L, 4);
-    lua_pushvalue(L, 5);
-    return 3;
+    return 4;
   }
   lua_pushboolean(L, 0);
-  lua_pushvalue(L, 4);
+  lua_pushvalue(L, 6);
   if (bad)
     lua_pushliteral(L, "hook process sent a malformed record");
   else if (p->reaped && WIFSIGNALED(p->status))
@@ -1228,7 +1469,8 @@ static int p_fork_call(lua_State *L) {
   else
     lua_pushfstring(L, "hook process exited (status %d) without a result",
                     p->reaped && WIFEXITED(p->status) ? WEXITSTATUS(p->status) : -1);
-  return 3;
+  lua_pushvalue(L, 4);
+  return 4;
 }
 
 /* ---------- the module ---------- */
@@ -1236,7 +1478,8 @@ static int p_fork_call(lua_State *L) {
 static const luaL_Reg proc_funcs[] = {
     {"run", ct_proc_run},       {"spawn", p_spawn},   {"kill", p_kill},
     {"alive", p_alive},         {"getpid", p_getpid}, {"exec", p_exec},
-    {"fork_call", p_fork_call}, {"signals", NULL},    {NULL, NULL},
+    {"fork_call", p_fork_call}, {"cgroup_kill", p_cgroup_kill},
+    {"signals", NULL},          {NULL, NULL},
 };
 
 int luaopen_ct_proc(lua_State *L) {

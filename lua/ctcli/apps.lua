@@ -58,7 +58,7 @@ function M.container(ctx, rel, app, tools)
   tools = tools or release.tools(rel)
   return {
     rt = runtime.rt(ctx.paths, tools),
-    id = runtime.container_id(ctx.paths.root, app.name),
+    id = runtime.container_id(ctx.paths, app.name),
     bundle = release.bundle_dir(rel, app.name),
     paths = ctx.paths,
     signal = app.stop_signal,
@@ -74,7 +74,7 @@ function M.states(ctx, rel)
   if not list then return nil, err end
   local out = {}
   for _, app in ipairs(rel.apps) do
-    out[app.name] = list[runtime.container_id(ctx.paths.root, app.name)]
+    out[app.name] = list[runtime.container_id(ctx.paths, app.name)]
   end
   return out
 end

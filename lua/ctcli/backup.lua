@@ -26,7 +26,7 @@ end
 function M.resume(ctx, rel, names)
   local rt = runtime.rt(ctx.paths, release.tools(rel))
   for _, n in ipairs(names or {}) do
-    ct.oci.runc(rt, { "resume", runtime.container_id(ctx.paths.root, n) }, { timeout = 30 })
+    ct.oci.runc(rt, { "resume", runtime.container_id(ctx.paths, n) }, { timeout = 30 })
   end
 end
 
@@ -78,7 +78,7 @@ function M.create(ctx, rel, opts)
     if opts.journal then opts.journal:set("paused", paused) end
     local rt = runtime.rt(p, release.tools(rel))
     for _, n in ipairs(paused) do
-      ct.oci.runc(rt, { "pause", runtime.container_id(p.root, n) }, { timeout = 30 })
+      ct.oci.runc(rt, { "pause", runtime.container_id(p, n) }, { timeout = 30 })
     end
   end
   if opts.journal then opts.journal:set("archive", archive) end

@@ -280,6 +280,10 @@ local function run(parsed)
       -- A root made by an older ctcli gets today's directory modes.
       local tight, terr = rootmod.tighten(paths)
       if not tight then lock:release() return nil, terr end
+      -- A root made before the id base was recorded gets its record now,
+      -- keeping the ids of the containers that run (see root.record_id_base).
+      local based, berr = rootmod.record_id_base(paths)
+      if not based then lock:release() return nil, berr end
       local note = require("ctcli.recovery").run(ctx)
       if note then
         io.stderr:write("ctcli: ", note, "\n")

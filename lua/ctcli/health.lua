@@ -35,7 +35,7 @@ end
 function M.check(paths, rt, app, started_at)
   local hc = app.healthcheck
   if not hc then return true end
-  local id = runtime.container_id(paths.root, app.name)
+  local id = runtime.container_id(paths, app.name)
   local attempts, interval, wait
   if hc.legacy_wait_for then
     attempts, interval, wait = 1, 0, hc.legacy_wait_for

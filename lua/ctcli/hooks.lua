@@ -1,6 +1,6 @@
 -- Per-app Lua hooks and migrations. Every call runs in a forked child (its
--- own process group) under a deadline: the parent kills the whole group,
--- and any `runc exec` the hook started, when it passes. The chunk gets a
+-- own process group and cgroup) under a deadline: the parent kills the
+-- whole cgroup, and any `runc exec` the hook started, when it passes. The chunk gets a
 -- fresh environment, is loaded as text only, and sees the host only through
 -- ctx. The sandbox prevents accidents, not attacks: trust in a package's
 -- hooks comes from its signature.
@@ -8,6 +8,8 @@ local ct = require("ct")
 local json = require("ctcli.json")
 local appfs = require("ctcli.appfs")
 local store = require("ctcli.store")
+local runtime = require("ctcli.runtime")
+local hookcgroup = require("ctcli.hookcgroup")
 
 local M = {}
 
@@ -182,15 +184,28 @@ local function load_source(src, env)
   return t
 end
 
--- Runs fn(emit) in a sandboxed child under the deadline; kills what it
--- started when the deadline passes. -> ok, result_or_error, log lines
-local function in_child(hc, timeout, fn)
+local log_line
+local cgroup_warned = false
+
+-- Runs fn(emit) in a sandboxed child, in a cgroup of its own, under the
+-- deadline. When the call ends, at the deadline or not, every process it
+-- started on the host is killed (the cgroup holds a `setsid` daemon too;
+-- without a cgroup, only its process group is, and the first call says so
+-- in the log). -> ok, result_or_error, log lines
+local function in_child(hc, timeout, fn, app_name, point)
   local workdir = ct.fs.mkdtemp(hc.paths.tmp .. "/hook-XXXXXX")
-  local ok, lines, result = ct.proc.fork_call(function(emit)
+  local cgroup, why = hookcgroup.next()
+  local ok, lines, result, note = ct.proc.fork_call(function(emit)
     -- The string metatable reaches the real library: take dump out of it.
     string.dump = nil -- luacheck: ignore 122
     return fn(emit, workdir)
-  end, timeout)
+  end, timeout, { cgroup = cgroup })
+  note = note or why
+  if note and not cgroup_warned then
+    cgroup_warned = true
+    log_line(hc, app_name, point, "no cgroup for hooks (" .. note .. "): a process a hook starts" ..
+      " in a new session (setsid) can outlive the hook")
+  end
   if not ok then
     -- Commands it ran inside containers are not in its process group.
     for _, f in ipairs(ct.fs.dir(workdir) or {}) do
@@ -207,7 +222,7 @@ local function in_child(hc, timeout, fn)
   return ok, result, lines or {}
 end
 
-local function log_line(hc, app, point, msg)
+function log_line(hc, app, point, msg)
   local line = string.format("%s %s %s: %s", os.date("!%Y-%m-%dT%H:%M:%SZ"), app, point, msg)
   ct.fs.append(hc.paths.ctcli_log, line .. "\n")
   if hc.print then hc.print(string.format("%s %s: %s", app, point, msg)) end
@@ -230,7 +245,7 @@ local function info_for(hc, app, point)
       rootfs = store.dir(hc.paths, app.name, app.image.digest) .. "/rootfs" },
     running = hc.running[app.name],
     runc = hc.runc, runc_root = hc.paths.runc_root,
-    container = ct.hash.md5(hc.paths.root) .. "-" .. app.name,
+    container = runtime.container_id(hc.paths, app.name),
     bundle = hc.bundle_dir and (hc.bundle_dir .. "/apps/" .. app.name) or nil,
   }
 end
@@ -252,7 +267,7 @@ function M.context(ctx, opts)
   hc.running = setmetatable({}, { __index = function(_, name)
     if not hc.runc then return false end
     local r = ct.oci.runc({ runc = hc.runc, root = ctx.paths.runc_root },
-      { "state", ct.hash.md5(ctx.paths.root) .. "-" .. name }, { timeout = 30 })
+      { "state", runtime.container_id(ctx.paths, name) }, { timeout = 30 })
     local st = r and r.code == 0 and json.decode(r.stdout)
     return st and st.status == "running" or false
   end })
@@ -279,7 +294,7 @@ function M.run(hc, app, point)
       if type(f) ~= "function" then error(src.label .. ": " .. point .. " is not a function", 0) end
       f(ctx)
       return "ran"
-    end)
+    end, app.name, point)
     relay(hc, app.name, point, lines)
     if not done then
       if tostring(result):match("^timed out") then
@@ -319,7 +334,7 @@ function M.migration_ids(hc, app, sources)
       end
     end
     return json.encode(json.array(ids))
-  end)
+  end, app.name, "migrations")
   if not done then return nil, result end
   local defined = json.decode(result) or {}
   local set = {}
@@ -359,7 +374,7 @@ function M.migrate(hc, app)
           if f then f(ctx) return "ran" end
         end
         return "absent"
-      end)
+      end, app.name, "migration " .. id)
       relay(hc, app.name, "migration " .. id, lines)
       if not ok then
         if tostring(result):match("^timed out") then

@@ -108,10 +108,20 @@ function M.app_config(paths, app, idmap)
     if not conf then return nil, cerr end
     idmap = userns.desired(app, conf, userns.range(paths))
   end
+  -- Host paths in the bundle are real paths: runc refuses a rootfs reached
+  -- through a symlink, and a root used through a symlink to it must give
+  -- the same config.json (an app is unchanged when its config.json is).
+  local real = ct.fs.realpath(paths.root)
+  local bpaths = paths
+  if real and real ~= paths.root then
+    bpaths = require("ctcli.root").paths(real)
+    bpaths.id_base = paths.id_base
+  end
+  local rootfs = store.dir(bpaths, app.name, app.image.digest) .. "/rootfs"
   return bundle.config({
-    paths = paths, app = app, image = info.process,
-    rootfs = store.dir(paths, app.name, app.image.digest) .. "/rootfs",
-    id = runtime.container_id(paths.root, app.name),
+    paths = bpaths, app = app, image = info.process,
+    rootfs = ct.fs.realpath(rootfs) or rootfs,
+    id = runtime.container_id(paths, app.name),
     resolv_conf = ct.fs.exists("/etc/resolv.conf"),
     machine = machine(),
     idmap = idmap,

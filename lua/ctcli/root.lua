@@ -17,6 +17,7 @@ function M.paths(root)
     lock = root .. "/state/lock",
     journal = root .. "/state/journal.json",
     wanted = root .. "/state/wanted.json",
+    id_base_file = root .. "/state/id-base",
     config = root .. "/config",
     data = root .. "/data",
     logs = root .. "/logs",
@@ -110,6 +111,8 @@ function M.init(root)
   local p = M.paths(root)
   ok, err = M.tighten(p)
   if not ok then return nil, err end
+  ok, err = M.record_id_base(p)
+  if not ok then return nil, err end
   if not ct.fs.exists(p.format) then
     ok, err = ct.fs.write_atomic(p.format, tostring(M.FORMAT) .. "\n")
     if not ok then return nil, err end
@@ -147,6 +150,67 @@ function M.tighten(p)
   return true
 end
 
+-- Container ids are `<md5 of an absolute root>-<app>` (the Go tool's, see
+-- runtime.container_id). The absolute root they are made from, the id base,
+-- is recorded in state/id-base when the root is made or first changed, and
+-- used ever after: a root reached through another path (a symlink) finds
+-- the same containers.
+
+-- read_id_base(p) -> the recorded base, false when there is none, or nil, msg.
+local function read_id_base(p)
+  local text = ct.fs.read(p.id_base_file)
+  if text == nil then
+    if ct.fs.lstat(p.id_base_file) then return nil, "cannot read " .. p.id_base_file end
+    return false
+  end
+  local base = text:match("^(/[^\n]*)\n?$")
+  if not base then
+    return nil, p.id_base_file .. " does not hold an absolute path; write the root's absolute path into it" ..
+      " (the one its container ids were made from)"
+  end
+  return base
+end
+
+-- guess_id_base(p) -> the base for a root with no record: of the path it was
+-- given and that path with symlinks resolved, the one whose md5 starts the
+-- id of a container in runc-root (ours or the Go tool's, which used the
+-- same ids), so running containers keep their ids; else the given path, as
+-- ids were always made before the record.
+local function guess_id_base(p)
+  local real = ct.fs.realpath(p.root)
+  local candidates = { p.root }
+  if real and real ~= p.root then candidates[2] = real end
+  local ids = ct.fs.dir(p.runc_root) or {}
+  for _, base in ipairs(candidates) do
+    local prefix = ct.hash.md5(base) .. "-"
+    for _, id in ipairs(ids) do
+      if id:sub(1, #prefix) == prefix then return base end
+    end
+  end
+  return p.root
+end
+
+-- id_base(p) -> the base container ids are made from (no write), or nil, msg.
+function M.id_base(p)
+  local base, err = read_id_base(p)
+  if base == nil then return nil, err end
+  return base or guess_id_base(p)
+end
+
+-- record_id_base(p) -> true | nil, msg: writes state/id-base when missing
+-- (a holder of the lock, or init) and sets p.id_base.
+function M.record_id_base(p)
+  local base, err = read_id_base(p)
+  if base == nil then return nil, err end
+  if not base then
+    base = guess_id_base(p)
+    local ok, werr = ct.fs.write_atomic(p.id_base_file, base .. "\n")
+    if not ok then return nil, "cannot record the container id base in " .. p.id_base_file .. ": " .. tostring(werr) end
+  end
+  p.id_base = base
+  return true
+end
+
 -- open(root) -> paths, or nil, msg when root is not a ctcli root.
 function M.open(root)
   if not ct.fs.exists(root) then
@@ -162,6 +226,9 @@ function M.open(root)
     return nil, string.format("%s has layout version %s, newer than this ctcli understands (%d); use a newer ctcli",
       root, fmt:gsub("%s+$", ""), M.FORMAT)
   end
+  local base, err = M.id_base(p)
+  if not base then return nil, err end
+  p.id_base = base
   return p
 end
 

@@ -12,9 +12,12 @@ local SIGNALS = {
 }
 
 -- The Go tool's container ids: md5 of the absolute root, then the app, so
--- several roots never collide and its containers are recognised.
-function M.container_id(root, app)
-  return ct.hash.md5(root) .. "-" .. app
+-- several roots never collide and its containers are recognised. The root
+-- is the one recorded in the root's state (paths.id_base, root.open), not
+-- the path this command was given, which may be a symlink to it.
+function M.container_id(paths, app)
+  assert(type(paths) == "table" and paths.id_base, "container_id needs the paths of an opened root")
+  return ct.hash.md5(paths.id_base) .. "-" .. app
 end
 
 function M.rt(paths, tools)

@@ -441,3 +441,110 @@ DEFINE_TEST(fork_call_kills_processes_started_by_fn) {
            "wait_dead(assert(tonumber(lines[1]))) "
            "return true");
 }
+
+/* A cgroup hierarchy this process may create cgroups in (the unified one,
+   else v1's freezer) as global `cgbase`, with a fresh parent `cgparent`
+   for the case; skips without one. */
+static lua_State *P_cgroup(void) {
+  if (geteuid() != 0) t_skip("making cgroups needs root");
+  const char *base = NULL;
+  if (access("/sys/fs/cgroup/cgroup.controllers", F_OK) == 0)
+    base = "/sys/fs/cgroup";
+  else if (access("/sys/fs/cgroup/freezer/cgroup.procs", F_OK) == 0)
+    base = "/sys/fs/cgroup/freezer";
+  else
+    t_skip("no cgroup v2 and no v1 freezer hierarchy mounted");
+  char parent[256];
+  snprintf(parent, sizeof parent, "%s/ctcli-test-%d", base, (int)getpid());
+  if (mkdir(parent, 0755) != 0) t_skip("cannot create a cgroup here");
+  lua_State *L = P();
+  lua_pushstring(L, parent);
+  lua_setglobal(L, "cgparent");
+  T_LUA(L, /* the case's body, then the parent removed whatever happened */
+        "function with_cgroups(body) "
+        "  local ok, err = pcall(body) "
+        "  for _, d in ipairs(ct.fs.dir(cgparent) or {}) do "
+        "    if ct.fs.stat(cgparent .. '/' .. d).type == 'dir' then proc.cgroup_kill(cgparent .. '/' .. d) end "
+        "  end "
+        "  ct.fs.rmdir(cgparent) "
+        "  if not ok then error(err, 0) end "
+        "end "
+        /* daemon(pidfile): a process in a session of its own, as a hook's
+           `setsid` daemon; returns its pid once it runs */
+        "function daemon(pidfile) "
+        "  proc.spawn({'setsid', 'sh', '-c', 'echo $$ > ' .. pidfile .. '.tmp && mv ' .. pidfile .. "
+        "    '.tmp ' .. pidfile .. ' && exec sleep 300'}, {stdout = 'null', stderr = 'null'}) "
+        "  for _ = 1, 500 do "
+        "    local f = io.open(pidfile) if f then local pid = tonumber(f:read('a')) f:close() return pid end "
+        "    ct.time.sleep(0.01) "
+        "  end "
+        "  error('the daemon did not start') "
+        "end "
+        "return true");
+  lua_pop(L, 1);
+  return L;
+}
+
+DEFINE_TEST(fork_call_cgroup_kills_a_setsid_daemon) {
+  lua_State *L = P_cgroup();
+  T_LUA(L,
+        "with_cgroups(function() "
+        /* without a cgroup, a new session escapes the process group */
+        "  local ok, lines, res = proc.fork_call(function() return daemon(tmp .. '/free') end, 10) "
+        "  assert(ok, res) "
+        "  local escaped = proc.alive(res) "
+        "  proc.kill(res, 'KILL') "
+        "  assert(escaped, 'the control daemon did not outlive its fork_call') "
+        /* in a cgroup: gone at the normal end of the call */
+        "  local cg = cgparent .. '/done' "
+        "  local note "
+        "  ok, lines, res, note = proc.fork_call(function() return daemon(tmp .. '/done') end, 10, {cgroup = cg}) "
+        "  assert(ok and note == nil, tostring(res) .. ' ' .. tostring(note)) "
+        "  wait_dead(res) "
+        "  assert(not ct.fs.exists(cg), 'the cgroup is still there') "
+        /* and at the deadline, the daemon started, the caller spinning */
+        "  cg = cgparent .. '/late' "
+        "  local t0 = ct.time.monotonic() "
+        "  ok, lines, res, note = proc.fork_call(function(emit) "
+        "    emit(tostring(daemon(tmp .. '/late'))) while true do end end, 1, {cgroup = cg}) "
+        "  assert(ok == false and res == 'timed out after 1s' and note == nil, tostring(res) .. tostring(note)) "
+        "  assert(ct.time.monotonic() - t0 < 10) "
+        "  wait_dead(tonumber(lines[1])) "
+        "  assert(not ct.fs.exists(cg), 'the cgroup is still there') "
+        "end) "
+        "return true");
+}
+
+DEFINE_TEST(fork_call_without_its_cgroup_runs_and_says_why) {
+  lua_State *L = P_cgroup();
+  T_LUA(L,
+        "with_cgroups(function() "
+        "  local cg = cgparent .. '/no/such/parent' "
+        "  local ok, lines, res, note = proc.fork_call(function() return 'ran' end, 10, {cgroup = cg}) "
+        "  assert(ok and res == 'ran', res) "
+        "  assert(note and note:find('cannot create cgroup ' .. cg, 1, true), tostring(note)) "
+        "  assert(not pcall(proc.fork_call, function() end, 1, {cgroup = 42})) "
+        "end) "
+        "return true");
+}
+
+DEFINE_TEST(cgroup_kill_empties_and_removes_a_cgroup) {
+  lua_State *L = P_cgroup();
+  T_LUA(L,
+        "with_cgroups(function() "
+        "  local cg = cgparent .. '/x' "
+        "  assert(ct.fs.mkdir(cg, 493)) "
+        /* two processes in it, one of them a forking shell */
+        "  local a = assert(proc.spawn({'sh', '-c', 'echo $$ > ' .. cg .. '/cgroup.procs && "
+        "    (sleep 300 &) && exec sleep 300'})) "
+        "  for _ = 1, 500 do "
+        "    local procs = slurp(cg .. '/cgroup.procs') "
+        "    if select(2, procs:gsub('%d+', '')) >= 2 then break end ct.time.sleep(0.01) "
+        "  end "
+        "  assert(proc.cgroup_kill(cg)) "
+        "  assert(a:wait() == 137) "
+        "  assert(not ct.fs.exists(cg)) "
+        "  assert(proc.cgroup_kill(cg), 'a missing cgroup is done') "
+        "end) "
+        "return true");
+}

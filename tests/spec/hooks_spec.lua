@@ -190,6 +190,61 @@ return { migrations = {
     assert.falsy(ps.stdout:find("sleep 300", 1, true), ps.stdout)
   end)
 
+  -- daemon_hook(point, dir, tail): a hook that starts a daemon in a session
+  -- of its own (setsid, as a hook starting a host service would), which
+  -- writes its pid to dir/pid and its cgroups to dir/cgroup, then runs tail.
+  local function daemon_hook(point, dir, tail)
+    local script = string.format("cat /proc/self/cgroup > %s/cgroup; echo $$ > %s/pid.tmp; mv %s/pid.tmp %s/pid;" ..
+      " exec sleep 300", dir, dir, dir, dir)
+    return string.format([[return { %s = function(ctx)
+  ctx.run({ "sh", "-c", "setsid sh -c '%s' </dev/null >/dev/null 2>&1 &" })
+  for _ = 1, 500 do
+    if ctx.run({ "test", "-s", "%s/pid" }).code == 0 then break end
+    ctx.run({ "sleep", "0.01" })
+  end
+  %s
+end }]], point, script, dir, tail)
+  end
+
+  -- hook_cgroup(dir) -> the host path of the cgroup the daemon ran in (the
+  -- unified hierarchy's, else the freezer's or the pids'), from dir/cgroup
+  local function hook_cgroup(dir)
+    local text = assert(H.read(dir .. "/cgroup"))
+    local unified = text:match("\n?0::(/[^\n]*ctcli%-hooks/[^\n]*)")
+    if unified and ct.fs.exists("/sys/fs/cgroup/cgroup.controllers") then return "/sys/fs/cgroup" .. unified end
+    for _, ctl in ipairs({ "freezer", "pids" }) do
+      local path = text:match("%d+:" .. ctl .. ":(/[^\n]*)")
+      if path then
+        assert.truthy(path:find("/ctcli-hooks/", 1, true), text)
+        return "/sys/fs/cgroup/" .. ctl .. path
+      end
+    end
+    error("the daemon was in no hook cgroup:\n" .. text)
+  end
+
+  it("kills a daemon a hook started in a new session, at its time limit and at its end", function()
+    local root = H.root()
+    H.ok(root, { "install", v1 })
+    H.ok(root, { "stop" })
+    local late = H.tmpdir()
+    write_hook(root, "web", daemon_hook("pre_start", late, "while true do end"))
+    local r = H.ctcli(root, { "--hook-timeout", "2", "start" })
+    assert.equals(1, r.code)
+    assert.truthy(r.stderr:find("time limit of 2s", 1, true), r.stderr)
+    assert.falsy(r.stderr:find("no cgroup for hooks", 1, true), r.stderr)
+    local pid = assert(tonumber(H.read(late .. "/pid")))
+    assert.is_false(ct.proc.alive(pid), "the daemon outlived the hook's time limit")
+    assert.is_false(ct.fs.exists(hook_cgroup(late)), "the hook's cgroup is still there")
+
+    -- a hook that returns leaves nothing running either
+    local done = H.tmpdir()
+    write_hook(root, "web", daemon_hook("pre_start", done, ""))
+    H.ok(root, { "start" })
+    pid = assert(tonumber(H.read(done .. "/pid")))
+    assert.is_false(ct.proc.alive(pid), "the daemon outlived its hook")
+    assert.is_false(ct.fs.exists(hook_cgroup(done)), "the hook's cgroup is still there")
+  end)
+
   describe("sandbox", function()
     local root
     setup(function()

@@ -160,8 +160,12 @@ function H.running(root)
   return out
 end
 
+-- container_id(root, app) -> the id ctcli gives the app's container: md5 of
+-- the base recorded in state/id-base (of root itself before one is recorded).
 function H.container_id(root, app)
-  return ct.hash.md5(root) .. "-" .. app
+  local rec = ct.fs.read(root .. "/state/id-base")
+  local base = rec and rec:match("^(/[^\n]*)") or root
+  return ct.hash.md5(base) .. "-" .. app
 end
 
 -- cleanup(): kills and deletes every container of the roots this spec

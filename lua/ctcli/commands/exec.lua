@@ -23,7 +23,7 @@ local function temporary(ctx, rel, app, argv)
   if ok then ok, werr = ct.fs.write_atomic(dir .. "/config.json", json.encode(cfg, true)) end
   if not ok then ct.fs.rmtree(dir) lock:release() return nil, werr end
   local tools = release.tools(rel)
-  local id = runtime.container_id(ctx.paths.root, app.name) .. "-exec-" .. ct.proc.getpid()
+  local id = runtime.container_id(ctx.paths, app.name) .. "-exec-" .. ct.proc.getpid()
   -- Our own stdin, stdout and stderr (a pipe or a terminal), as runc exec
   -- gets them when the app runs.
   local code, rerr = ct.oci.run_tty(runtime.rt(ctx.paths, tools), dir, id)
@@ -57,7 +57,7 @@ return {
     if st and st.status == "running" then
       local tools = release.tools(rel)
       local code, xerr = ct.oci.exec_tty(runtime.rt(ctx.paths, tools),
-        runtime.container_id(ctx.paths.root, app.name), argv)
+        runtime.container_id(ctx.paths, app.name), argv)
       if not code then return nil, xerr end
       return code
     end

@@ -34,7 +34,7 @@ end
 
 -- cgroups(ctx, name) -> runc's cgroup paths of the app's container, or {}.
 local function cgroups(ctx, name)
-  local id = runtime.container_id(ctx.paths.root, name)
+  local id = runtime.container_id(ctx.paths, name)
   local text = ct.fs.read(ctx.paths.runc_root .. "/" .. id .. "/state.json")
   local st = text and json.decode(text)
   return st and type(st.cgroup_paths) == "table" and st.cgroup_paths or {}
@@ -128,9 +128,10 @@ return {
           exited = exited,
           restarts = tonumber(rec.restarts) or 0,
           stats = (ctx.verbose and st and st.status == "running") and
-            (stats(rt, runtime.container_id(ctx.paths.root, name)) or json.null) or nil,
+            (stats(rt, runtime.container_id(ctx.paths, name)) or json.null) or nil,
           oom_kills = st and oom_kills(ctx, name) or json.null,
           pid = (st and st.status ~= "stopped" and st.pid ~= 0) and st.pid or json.null,
+          container = runtime.container_id(ctx.paths, name),
           uptime = (st and st.status == "running" and created) and math.max(0, math.floor(now - created)) or json.null,
           version = app.version,
           image = app.image.digest,
