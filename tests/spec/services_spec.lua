@@ -99,9 +99,9 @@ describe("real services (PostgreSQL 15, Redis, nginx from Debian)", function()
       if r.code ~= 0 then error("mksvcpkg failed: " .. r.stderr) end
       return out
     end
-    v1 = build(dir .. "/svc-1.tar.gz", "--version", "1.0.0")
+    v1 = build(dir .. "/svc-1.tar.zst", "--version", "1.0.0")
     -- The same images; only Redis's environment differs.
-    v2 = build(dir .. "/svc-2.tar.gz", "--version", "1.1.0", "--env", "redis:SERVICE_MARK=redis-two",
+    v2 = build(dir .. "/svc-2.tar.zst", "--version", "1.1.0", "--env", "redis:SERVICE_MARK=redis-two",
       "--app-version", "postgres:1.0.0", "--app-version", "nginx:1.0.0")
     root = H.root()
   end)
