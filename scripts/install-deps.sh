@@ -10,6 +10,9 @@ packages=(
   runc umoci busybox-static
   lua-busted lua-check ansible-core
   zstd gzip tar strace valgrind openssl inotify-tools
+  # tests/support/mkdebimg: Debian roots for the real-services tests (as root:
+  # no uidmap needed)
+  mmdebstrap
   # checks of the generated completion and man page
   zsh groff-base
   systemd
