@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # test.sh: installs what the tests need, builds ctcli twice (Debug, and
 # Sanitize with AddressSanitizer + UBSan) and runs every test with ctest in
-# both builds. Extra arguments go to ctest (e.g. -R lua.cli).
+# both builds (the sanitizer build leaves out the label heavy). Extra
+# arguments go to ctest (e.g. -R lua.cli).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 "$here/scripts/install-deps.sh"
@@ -15,7 +16,11 @@ for type in Debug Sanitize; do
   tmp=$(mktemp -d)
   # Specs drop privileges in places (an unprivileged child): keep the dir traversable, as /tmp is.
   chmod 755 "$tmp"
-  if ! (cd "$dir" && TMPDIR="$tmp" ASAN_OPTIONS=detect_leaks=1 ctest -j3 -LE "slow|valgrind" --output-on-failure "$@"); then
+  # The sanitizer build need not repeat the long end-to-end specs (label
+  # heavy: the crash matrix, Ansible, the real services): the Debug build runs them.
+  exclude="slow|valgrind"
+  [ "$type" = Sanitize ] && exclude="slow|valgrind|heavy"
+  if ! (cd "$dir" && TMPDIR="$tmp" ASAN_OPTIONS=detect_leaks=1 ctest -j3 -LE "$exclude" --output-on-failure "$@"); then
     status=1
   fi
   rm -rf "$tmp"
