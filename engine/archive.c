@@ -46,7 +46,6 @@ struct job {
   struct archive_entry_linkresolver *links; /* create: hard link detection */
   DIR *dir;                                 /* create: a directory being listed */
   int fd;                                   /* the archive file */
-  int file_fd;                              /* create: the file being added */
   char *tmp;                                /* create: temp file, removed unless renamed */
   char *buf;                                /* create: copy buffer */
   EVP_MD_CTX *md;                           /* list: the digest of an entry's data */
@@ -70,8 +69,6 @@ static void job_close(struct job *j) {
   j->links = NULL;
   if (j->dir) closedir(j->dir);
   j->dir = NULL;
-  if (j->file_fd >= 0) close(j->file_fd);
-  j->file_fd = -1;
   if (j->fd >= 0) close(j->fd);
   j->fd = -1;
   if (j->tmp) {
@@ -95,7 +92,7 @@ static int job_gc(lua_State *L) {
 static struct job *job_new(lua_State *L) {
   struct job *j = lua_newuserdatauv(L, sizeof *j, 0);
   memset(j, 0, sizeof *j);
-  j->fd = j->file_fd = -1;
+  j->fd = -1;
   luaL_setmetatable(L, JOB_MT);
   lua_toclose(L, -1);
   return j;
@@ -618,6 +615,7 @@ struct create {
   size_t hostlen;
   char name[PATH_MAX]; /* its name in the archive */
   size_t namelen;
+  int depth; /* 0: an entry the caller named; deeper: found in a directory */
 };
 
 static void set_names(struct create *c, struct archive_entry *e, const struct stat *st) {
@@ -642,19 +640,20 @@ static void set_names(struct create *c, struct archive_entry *e, const struct st
   if (c->gname[0]) archive_entry_set_gname(e, c->gname);
 }
 
-/* Adds the file's extended attributes to e; unreadable ones are left out. */
-static void add_xattrs(struct create *c, struct archive_entry *e) {
-  ssize_t n = llistxattr(c->host, NULL, 0);
+/* Adds the extended attributes of the file open at fd to e; unreadable
+   ones are left out. */
+static void add_xattrs(int fd, struct archive_entry *e) {
+  ssize_t n = flistxattr(fd, NULL, 0);
   if (n <= 0) return;
   char *list = malloc((size_t)n);
   if (!list) return;
-  n = llistxattr(c->host, list, (size_t)n);
+  n = flistxattr(fd, list, (size_t)n);
   for (ssize_t i = 0; n > 0 && i < n; i += (ssize_t)strlen(list + i) + 1) {
-    ssize_t vn = lgetxattr(c->host, list + i, NULL, 0);
+    ssize_t vn = fgetxattr(fd, list + i, NULL, 0);
     if (vn < 0) continue;
     void *v = malloc(vn ? (size_t)vn : 1);
     if (!v) continue;
-    vn = lgetxattr(c->host, list + i, v, (size_t)vn);
+    vn = fgetxattr(fd, list + i, v, (size_t)vn);
     if (vn >= 0) archive_entry_xattr_add_entry(e, list + i, v, (size_t)vn);
     free(v);
   }
@@ -669,12 +668,12 @@ static int create_write_failed(struct create *c) {
   return job_fail(c->j, archive_errno(w), "%s: %s: %s", c->dest, c->host, s ? s : "write error");
 }
 
-static int copy_file(struct create *c, int64_t size) {
+/* Streams size bytes of the regular file open at fd (checked by the
+   caller: the file that was stat'ed, never a path looked up again). */
+static int copy_file(struct create *c, int fd, int64_t size) {
   struct job *j = c->j;
-  j->file_fd = open(c->host, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
-  if (j->file_fd < 0) return job_fail(j, errno, "%s: %s", c->host, strerror(errno));
   while (size > 0) {
-    ssize_t n = read(j->file_fd, j->buf, size < BLOCK_SIZE ? (size_t)size : BLOCK_SIZE);
+    ssize_t n = read(fd, j->buf, size < BLOCK_SIZE ? (size_t)size : BLOCK_SIZE);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return job_fail(j, errno, "%s: %s", c->host, strerror(errno));
     if (n == 0) {
@@ -687,12 +686,12 @@ static int copy_file(struct create *c, int64_t size) {
     c->bytes += n;
     job_progress(c->L, j, c->bytes, j->wr, 0);
   }
-  close(j->file_fd);
-  j->file_fd = -1;
   return 0;
 }
 
-static int add_entry(struct create *c, const struct stat *st) {
+/* Adds one entry: st is the file's, base its name in the directory open at
+   pfd, fd the file itself when it is a regular file or a directory. */
+static int add_entry(struct create *c, const struct stat *st, int pfd, const char *base, int fd) {
   struct job *j = c->j;
   struct archive_entry *e = j->entry = archive_entry_new();
   if (!e) return job_fail(j, ENOMEM, "%s: %s", c->host, strerror(ENOMEM));
@@ -711,13 +710,13 @@ static int add_entry(struct create *c, const struct stat *st) {
   }
   if (S_ISLNK(st->st_mode)) {
     char target[PATH_MAX];
-    ssize_t n = readlink(c->host, target, sizeof target - 1);
+    ssize_t n = readlinkat(pfd, base, target, sizeof target - 1);
     if (n < 0) return job_fail(j, errno, "%s: %s", c->host, strerror(errno));
     target[n] = '\0';
     archive_entry_set_symlink(e, target);
   }
   if (!S_ISREG(st->st_mode)) archive_entry_set_size(e, 0);
-  if (c->xattrs) add_xattrs(c, e);
+  if (c->xattrs && fd >= 0) add_xattrs(fd, e);
   struct archive_entry *spare = NULL;
   archive_entry_linkify(j->links, &j->entry, &spare); /* the tar strategy keeps j->entry */
   if (spare) archive_entry_free(spare);
@@ -726,7 +725,7 @@ static int add_entry(struct create *c, const struct stat *st) {
   if (r < ARCHIVE_WARN) return create_write_failed(c);
   if (r == ARCHIVE_WARN) job_warn(c->L, j, "%s: %s", c->host, archive_error_string(j->wr));
   if (S_ISREG(st->st_mode) && !archive_entry_hardlink(e) && st->st_size > 0 &&
-      copy_file(c, (int64_t)st->st_size) < 0)
+      copy_file(c, fd, (int64_t)st->st_size) < 0)
     return -1;
   r = archive_write_finish_entry(j->wr);
   if (r < ARCHIVE_WARN) return create_write_failed(c);
@@ -741,15 +740,24 @@ static int cmp_names(const void *a, const void *b) {
   return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-static int add_tree(struct create *c);
+static int add_tree(struct create *c, int pfd, const char *base);
 
-/* Adds a directory's children in byte order of their names. */
-static int add_children(struct create *c) {
+/* Adds the children of the directory open at dfd in byte order of their
+   names, each looked up beneath dfd: a tree an app writes can swap a
+   directory for a symlink at any moment, and nothing is ever resolved
+   through one. */
+static int add_children(struct create *c, int dfd) {
   lua_State *L = c->L;
   struct job *j = c->j;
   luaL_checkstack(L, 4, "directory tree too deep");
-  j->dir = opendir(c->host);
-  if (!j->dir) return job_fail(j, errno, "%s: %s", c->host, strerror(errno));
+  int lfd = fcntl(dfd, F_DUPFD_CLOEXEC, 0);
+  if (lfd < 0) return job_fail(j, errno, "%s: %s", c->host, strerror(errno));
+  j->dir = fdopendir(lfd);
+  if (!j->dir) {
+    int e = errno;
+    close(lfd);
+    return job_fail(j, e, "%s: %s", c->host, strerror(e));
+  }
   lua_newtable(L); /* the names, kept alive while the pointers below are used */
   int names = lua_gettop(L);
   lua_Integer n = 0;
@@ -789,7 +797,10 @@ static int add_children(struct create *c) {
       memcpy(c->name, v[i], len + 1);
       c->namelen = len;
     }
-    if (add_tree(c) < 0) return -1;
+    c->depth++;
+    int r = add_tree(c, dfd, v[i]);
+    c->depth--;
+    if (r < 0) return -1;
     c->host[hostlen] = '\0';
     c->hostlen = hostlen;
     c->name[namelen] = '\0';
@@ -799,12 +810,23 @@ static int add_children(struct create *c) {
   return 0;
 }
 
-/* Adds c->host as c->name (nothing for an empty name: a directory's
-   contents go to the archive's top), then a directory's contents. */
-static int add_tree(struct create *c) {
+/* Adds base, in the directory open at pfd (AT_FDCWD and c->host for an
+   entry the caller named), as c->name (nothing for an empty name: a
+   directory's contents go to the archive's top), then a directory's
+   contents. A regular file or directory is opened without following a
+   symlink and must be the one lstat saw; one that an app swapped meanwhile
+   is left out with a warning (it cannot make ctcli read through a link,
+   block on a FIFO, or fail the backup). */
+static int add_tree(struct create *c, int pfd, const char *base) {
   struct job *j = c->j;
   struct stat st;
-  if (lstat(c->host, &st) != 0) return job_fail(j, errno, "%s: %s", c->host, strerror(errno));
+  if (fstatat(pfd, base, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+    if (c->depth && errno == ENOENT) {
+      job_warn(c->L, j, "%s: removed while being archived, left out", c->host);
+      return 0;
+    }
+    return job_fail(j, errno, "%s: %s", c->host, strerror(errno));
+  }
   if (st.st_dev == c->tmp_dev && st.st_ino == c->tmp_ino) return 0; /* our own output */
   if (S_ISSOCK(st.st_mode)) {
     job_warn(c->L, j, "%s: a socket, left out", c->host);
@@ -812,8 +834,27 @@ static int add_tree(struct create *c) {
   }
   if (!c->namelen && !S_ISDIR(st.st_mode))
     return job_fail(j, EINVAL, "%s: only a directory can be added with an empty name", c->host);
-  if (c->namelen && add_entry(c, &st) < 0) return -1;
-  return S_ISDIR(st.st_mode) ? add_children(c) : 0;
+  int fd = -1;
+  if (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode)) {
+    int flags = O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY | (S_ISDIR(st.st_mode) ? O_DIRECTORY : 0);
+    fd = openat(pfd, base, flags);
+    struct stat fst;
+    if (fd < 0 || fstat(fd, &fst) != 0 || fst.st_dev != st.st_dev || fst.st_ino != st.st_ino ||
+        (fst.st_mode & S_IFMT) != (st.st_mode & S_IFMT)) {
+      int e = fd < 0 ? errno : EAGAIN;
+      if (fd >= 0) close(fd);
+      if (!c->depth) return job_fail(j, e, "%s: %s", c->host, strerror(e));
+      job_warn(c->L, j, "%s: changed while being archived, left out", c->host);
+      return 0;
+    }
+    if (S_ISREG(fst.st_mode)) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    st = fst;
+  }
+  int r = 0;
+  if (c->namelen) r = add_entry(c, &st, pfd, base, fd);
+  if (!r && S_ISDIR(st.st_mode)) r = add_children(c, fd);
+  if (fd >= 0) close(fd);
+  return r;
 }
 
 static int set_filter(struct create *c, const char *format, lua_Integer threads, lua_Integer level,
@@ -889,7 +930,8 @@ static int create_run(struct create *c, int list, lua_Integer n, const char *for
     memcpy(c->host, path, pl + 1);
     c->hostlen = pl;
     c->namelen = strlen(c->name);
-    if (add_tree(c) < 0) return -1;
+    c->depth = 0;
+    if (add_tree(c, AT_FDCWD, c->host) < 0) return -1;
     lua_pop(c->L, 2);
   }
 

@@ -781,6 +781,7 @@ static int d_chown(lua_State *L) {
 
 struct idmap {
   uint32_t from_uid, from_gid, to_uid, to_gid, size;
+  int keep_setid; /* put back the setuid/setgid bits chown clears */
 };
 
 static uint32_t map_one(uint32_t id, uint32_t from, uint32_t to, uint32_t size, int *hit) {
@@ -792,7 +793,9 @@ static uint32_t map_one(uint32_t id, uint32_t from, uint32_t to, uint32_t size, 
 }
 
 /* Re-owns name in dirfd ("" with AT_EMPTY_PATH: dirfd itself) whose lstat is
-   *st. chown clears setuid/setgid on a regular file: they are put back.
+   *st. chown clears setuid/setgid on a regular file: they are put back
+   when m->keep_setid (an image's rootfs needs them; an app's own trees do
+   not, and a setuid file an app made must not become host root's).
    Returns 0 or an errno; *changed is incremented when it was re-owned. */
 static int shift_entry(int dirfd, const char *name, const struct stat *st, const struct idmap *m,
                        lua_Integer *changed) {
@@ -803,7 +806,7 @@ static int shift_entry(int dirfd, const char *name, const struct stat *st, const
   int flags = AT_SYMLINK_NOFOLLOW | (*name ? 0 : AT_EMPTY_PATH);
   if (fchownat(dirfd, name, uid, gid, flags) != 0) return errno == ENOENT ? 0 : last_err();
   (*changed)++;
-  if (S_ISREG(st->st_mode) && (st->st_mode & (S_ISUID | S_ISGID))) {
+  if (m->keep_setid && S_ISREG(st->st_mode) && (st->st_mode & (S_ISUID | S_ISGID))) {
     int fd = openat(dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) return errno == ENOENT ? 0 : last_err();
     struct stat now;
@@ -826,12 +829,18 @@ static uint32_t get_id(lua_State *L, int arg, const char *k) {
   return (uint32_t)v;
 }
 
-/* Dir:shift_tree(rel, from, to) -> entries changed */
+/* Dir:shift_tree(rel, from, to [, {keep_setid = true}]) -> entries changed */
 static int d_shift_tree(lua_State *L) {
   struct handle *d = check_dir(L, 1);
   luaL_checktype(L, 3, LUA_TTABLE);
   luaL_checktype(L, 4, LUA_TTABLE);
   struct idmap m;
+  m.keep_setid = 1;
+  if (!lua_isnoneornil(L, 5)) {
+    luaL_checktype(L, 5, LUA_TTABLE);
+    if (lua_getfield(L, 5, "keep_setid") != LUA_TNIL) m.keep_setid = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+  }
   m.from_uid = get_id(L, 3, "uid");
   m.from_gid = get_id(L, 3, "gid");
   m.size = get_id(L, 3, "size");

@@ -159,12 +159,14 @@ end
 
 -- shift_trees(paths, app, from, to) -> true | nil, msg: the app's config,
 -- data and logs re-owned from one id range to another (user namespaces),
--- each beneath its handle, never following a link.
+-- each beneath its handle, never following a link. A setuid or setgid bit
+-- on a file the app made is dropped (chown clears it): moved to an opted-out
+-- app's identity mapping it would otherwise be a setuid-root file.
 function M.shift_trees(paths, app, from, to)
   for _, kind in ipairs({ "data", "config", "logs" }) do
     local d = M.dir(paths, app, kind, false)
     if d then
-      local ok, err = d:shift_tree("", from, to)
+      local ok, err = d:shift_tree("", from, to, { keep_setid = false })
       d:close()
       if not ok then return nil, err end
     end

@@ -102,7 +102,10 @@ function M.start(ctx, rel, list, opts)
   local states = M.states(ctx, rel) or {}
   local mapping = {}
   for _, app in ipairs(list) do
-    local ok, err = M.prepare_files(ctx.paths, app)
+    -- A running app's trees are its own to change: seeding waits for a
+    -- start of a stopped app, when nothing inside can race it.
+    local ok, err = true, nil
+    if not runtime.running(states[app.name]) then ok, err = M.prepare_files(ctx.paths, app) end
     if not ok then return nil, "cannot prepare " .. app.name .. ": " .. err, "start", started end
     if hc then
       ok, err = hooks.run(hc, app, "pre_start")

@@ -120,7 +120,11 @@ local function make_ctx(info, emit, workdir)
     if info.running then
       full = { info.runc, "--root", info.runc_root, "exec", "--pid-file", pidfile, info.container }
     else
-      -- The app is stopped: a temporary container of its bundle runs the command.
+      -- The app is stopped: a temporary container of its bundle runs the
+      -- command. runc follows symlinks in bind sources: check them first,
+      -- each time (an earlier temporary container may have planted one).
+      local bok, berr = appfs.check_binds(info.root_paths, info.app_model)
+      if not bok then return nil, berr end
       local tdir = string.format("%s/bundle-%d", workdir, exec_n)
       ct.fs.mkdir(tdir, 448)
       local cfg = json.decode(ct.fs.read(info.bundle .. "/config.json"))
@@ -244,6 +248,7 @@ local function info_for(hc, app, point)
     paths = { config = hp.config, data = hp.data, logs = hp.logs,
       rootfs = store.dir(hc.paths, app.name, app.image.digest) .. "/rootfs" },
     running = hc.running[app.name],
+    root_paths = hc.paths, app_model = app,
     runc = hc.runc, runc_root = hc.paths.runc_root,
     container = runtime.container_id(hc.paths, app.name),
     bundle = hc.bundle_dir and (hc.bundle_dir .. "/apps/" .. app.name) or nil,

@@ -58,7 +58,7 @@ local layout = {
 
 -- Directories whose mode an older ctcli made wider than M.MODES: tightened
 -- by init and by every changing command (see M.tighten).
-local tightened = { "logs", "releases", "images", "runc-root" }
+local tightened = { "config", "data", "logs", "releases", "images", "runc-root" }
 
 -- absolute(path) -> the path made absolute (not resolving symlinks).
 function M.absolute(path)

@@ -101,3 +101,80 @@ describe("ct.fs.opendir", function()
     assert.equals(data, logs:read("copy"))
   end)
 end)
+
+-- Archiving a tree an app writes (a backup of its rootfs or data): every
+-- lookup is beneath a directory descriptor the walk holds, so a directory
+-- swapped for a symlink after it was entered is never read through.
+describe("ct.archive.create over a tree that changes under it", function()
+  teardown(H.cleanup)
+
+  it("reads a swapped directory's children from the directory it opened, not through the symlink", function()
+    local base = H.tmpdir()
+    local canary = base .. "/canary"
+    assert(ct.fs.mkdir(canary, octal("755")))
+    assert(ct.fs.write_atomic(canary .. "/shadow", "host secret\n"))
+    assert(ct.fs.mkdir(base .. "/tree/d", octal("755"), true))
+    assert(ct.fs.write_atomic(base .. "/tree/d/a", "first\n"))
+    assert(ct.fs.write_atomic(base .. "/tree/d/shadow", "inside\n"))
+    local out = base .. "/out.tar.zst"
+    local swapped = false
+    -- The first progress call comes right after the header of "d", before
+    -- its children are listed: the moment an app would swap it.
+    assert(ct.archive.create(out, { { name = "d", path = base .. "/tree/d" } }, {
+      progress = function()
+        if swapped then return end
+        swapped = true
+        assert(ct.fs.rename(base .. "/tree/d", base .. "/tree/d.old"))
+        assert(ct.fs.symlink(canary, base .. "/tree/d"))
+      end,
+    }))
+    assert.is_true(swapped)
+    assert.equals("inside\n", ct.archive.read_entry(out, "d/shadow"))
+    assert.equals("first\n", ct.archive.read_entry(out, "d/a"))
+  end)
+
+  it("leaves out a FIFO swapped in for a file instead of blocking on it", function()
+    local base = H.tmpdir()
+    assert(ct.fs.mkdir(base .. "/tree/d", octal("755"), true))
+    assert(ct.fs.write_atomic(base .. "/tree/d/a", "first\n"))
+    assert(ct.fs.write_atomic(base .. "/tree/d/b", "second\n"))
+    local out = base .. "/out.tar.zst"
+    local swapped = false
+    local res = assert(ct.archive.create(out, { { name = "d", path = base .. "/tree/d" } }, {
+      progress = function()
+        if swapped then return end
+        swapped = true
+        -- b was listed as a file; it becomes a FIFO before it is opened
+        assert(ct.fs.unlink(base .. "/tree/d/b"))
+        assert(ct.proc.run({ "mkfifo", base .. "/tree/d/b" }).code == 0)
+      end,
+    }))
+    assert.is_true(swapped)
+    assert.equals("first\n", ct.archive.read_entry(out, "d/a"))
+    assert.truthy(res)
+  end)
+end)
+
+describe("Dir:shift_tree", function()
+  teardown(H.cleanup)
+
+  it("keeps setuid bits for an image and drops them in an app's trees", function()
+    local base = H.tmpdir()
+    for _, n in ipairs({ "image", "app" }) do
+      assert(ct.fs.mkdir(base .. "/" .. n, octal("755")))
+      assert(ct.fs.write_atomic(base .. "/" .. n .. "/suid", "#!/bin/sh\n"))
+      assert(ct.fs.chown(base .. "/" .. n .. "/suid", 200000, 200000))
+      assert(ct.fs.chmod(base .. "/" .. n .. "/suid", octal("4755")))
+    end
+    local d = assert(ct.fs.opendir(base))
+    local from, to = { uid = 200000, gid = 200000, size = 65536 }, { uid = 0, gid = 0, size = 65536 }
+    assert(d:shift_tree("image", from, to))
+    assert(d:shift_tree("app", from, to, { keep_setid = false }))
+    d:close()
+    local img, app = ct.fs.lstat(base .. "/image/suid"), ct.fs.lstat(base .. "/app/suid")
+    assert.equals(0, img.uid)
+    assert.equals(octal("4755"), img.mode & octal("7777"))
+    assert.equals(0, app.uid)
+    assert.equals(octal("755"), app.mode & octal("7777"))
+  end)
+end)
