@@ -88,6 +88,9 @@ ctcli=$(realpath "$ctcli")
 # ------------------------------------------------------------ temp dir, exit
 tmp_base=$(realpath "${TMPDIR:-/tmp}")
 work=$(mktemp -d "$tmp_base/ctcli-bench.XXXXXX")
+# Searchable by all: a root's apps run as ids of its user-namespace range,
+# which must reach the root's images through this directory.
+chmod 711 "$work"
 roots=()
 bg_pids=()
 

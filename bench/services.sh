@@ -69,6 +69,9 @@ ctcli=$(realpath "$ctcli")
 
 tmp_base=$(realpath "${TMPDIR:-/tmp}")
 work=$(mktemp -d "$tmp_base/ctcli-bench-svc.XXXXXX")
+# Searchable by all: a root's apps run as ids of its user-namespace range,
+# which must reach the root's images through this directory.
+chmod 711 "$work"
 root=$work/root
 probe_pids=()
 
