@@ -16,9 +16,10 @@
 #   1. install of a ~300 MiB package (3 apps x 100 MiB incompressible payload)
 #      and of a small one (3 apps, no payload) vs `tar -xzf` + one
 #      `umoci unpack` per app, sequentially;
-#   2. the downtime of the one changed app during `upgrade -y` (old process
-#      gone -> new container running, polled every ~2 ms by a background
-#      loop), both sizes, and whether the unchanged apps kept their pids;
+#   2. the downtime of the one changed app during `upgrade -y` (first frozen
+#      by the backup, or its old process gone -> new container running,
+#      polled every ~2 ms by a background loop), both sizes, whether the
+#      unchanged apps kept their pids and the longest they were frozen;
 #   3. `stop` of 3 apps that ignore SIGTERM (stop timeout 10 s);
 #   4. `status --json` with 3 and with 10 running apps (hyperfine when
 #      installed, else N runs and the median);
@@ -87,6 +88,9 @@ ctcli=$(realpath "$ctcli")
 # ------------------------------------------------------------ temp dir, exit
 tmp_base=$(realpath "${TMPDIR:-/tmp}")
 work=$(mktemp -d "$tmp_base/ctcli-bench.XXXXXX")
+# Searchable by all: a root's apps run as ids of its user-namespace range,
+# which must reach the root's images through this directory.
+chmod 711 "$work"
 roots=()
 bg_pids=()
 
@@ -415,25 +419,60 @@ put backup_big_ctcli_vmhwm_mib "$(awk -v k="$bk_zstd_hwm" 'BEGIN { printf "%.1f"
   put backup_big_time_maxrss_mib "$(awk -v k="$bk_zstd_maxrss" 'BEGIN { printf "%.1f", k / 1024 }')"
 
 # -------------------------------------------------- 2. upgrade downtime
-# poll_downtime ROOT APP OLDPID OUT: in the background; waits (every ~2 ms)
-# for OLDPID to exit (t0), then for the app's container to be running with
-# a new init pid (t1) — runc's own test: state.json names a live init
-# process and exec.fifo is gone (`runc start` removes it). Writes
-# "t0_us t1_us newpid" to OUT.
+# freezer_path ROOT APP -> the app's freezer cgroup dir (runc's state.json), or nothing
+freezer_path() {
+  local js=""
+  { read -r js <"$1/runc-root/$(cid "$1" "$2")/state.json"; } 2>/dev/null
+  [[ $js =~ \"freezer\":\"([^\"]+)\" ]] && echo "${BASH_REMATCH[1]}"
+}
+
+# poll_downtime ROOT APP OLDPID OUT OTHER...: in the background; every ~2 ms
+# it reads APP's freezer state until the app is first frozen (the backup's
+# pause) or OLDPID exits, whichever comes first (t0), then waits for the
+# app's container to be running with a new init pid (t1) — runc's own
+# test: state.json names a live init process and exec.fifo is gone (`runc
+# start` removes it). All along it times the longest stretch any OTHER app
+# (unchanged) is seen frozen. Writes "t0_us t1_us newpid other_max_us" to OUT.
 poll_downtime() {
-  local root=$1 app=$2 old=$3 out=$4 id sd fd js p t0 t1 deadline
+  local root=$1 app=$2 old=$3 out=$4 id sd fd js p t0="" t1 deadline fz st o now other_max=0
+  shift 4
+  local others=("$@") ofz=() since=()
   set +e
   id=$(cid "$root" "$app")
   sd=$root/runc-root/$id
+  fz=$(freezer_path "$root" "$app")
+  for o in "${others[@]}"; do ofz+=("$(freezer_path "$root" "$o")") since+=(0); done
   exec {fd}<>"$work/sleep.fifo"
   deadline=$((${EPOCHREALTIME/./} + 900000000))
+  # others_frozen: the longest time an unchanged app stayed frozen so far
+  others_frozen() {
+    local i f
+    now=${EPOCHREALTIME/./}
+    for i in "${!ofz[@]}"; do
+      f=THAWED
+      [[ -n ${ofz[i]} ]] && { read -r f <"${ofz[i]}/freezer.state"; } 2>/dev/null
+      if [[ $f != THAWED ]]; then
+        ((since[i])) || since[i]=$now
+        ((now - since[i] > other_max)) && other_max=$((now - since[i]))
+      else
+        since[i]=0
+      fi
+    done
+  }
   while ! proc_gone "$old"; do
     ((${EPOCHREALTIME/./} < deadline)) || { echo "timeout waiting for pid $old to exit" >"$out"; exit 1; }
+    others_frozen
+    if [[ -z $t0 && -n $fz ]]; then
+      st=THAWED
+      { read -r st <"$fz/freezer.state"; } 2>/dev/null
+      [[ $st != THAWED ]] && t0=${EPOCHREALTIME/./}
+    fi
     read -r -t 0.002 -u "$fd" p
   done
-  t0=${EPOCHREALTIME/./}
+  [[ -n $t0 ]] || t0=${EPOCHREALTIME/./}
   while :; do
     ((${EPOCHREALTIME/./} < deadline)) || { echo "timeout waiting for $id to run again" >"$out"; exit 1; }
+    others_frozen
     if [[ ! -e $sd/exec.fifo ]]; then
       js=""
       { read -r js <"$sd/state.json"; } 2>/dev/null
@@ -447,22 +486,23 @@ poll_downtime() {
     fi
     read -r -t 0.002 -u "$fd" js
   done
-  echo "$t0 $t1 $p" >"$out"
+  echo "$t0 $t1 $p $other_max" >"$out"
 }
 
 # measure_upgrade ROOT PKG LABEL: upgrade -y with app a changed, b and c not.
-# Sets dt_us (downtime), up_us (upgrade wall time), kept ("yes"/"no").
+# Sets dt_us (downtime: pause + stop + start), up_us (upgrade wall time),
+# frozen_us (the longest an unchanged app was frozen), kept ("yes"/"no").
 measure_upgrade() {
   local root=$1 pkg=$2 label=$3 old before after poller newpid t0 t1 state
   all_running "$root" a b c || die "before the $label upgrade: not every app is running in $root"
   old=$(runc_pid "$root" a)
   before=$(status_pids "$root")
-  poll_downtime "$root" a "$old" "$work/poll-$label" &
+  poll_downtime "$root" a "$old" "$work/poll-$label" b c &
   poller=$!
   bg_pids+=("$poller")
   timed up_us "$work/upgrade-$label" "$ctcli" --root "$root" upgrade -y "$pkg"
   wait "$poller" || die "downtime poller ($label): $(cat "$work/poll-$label")"
-  read -r t0 t1 newpid <"$work/poll-$label"
+  read -r t0 t1 newpid frozen_us <"$work/poll-$label"
   dt_us=$((t1 - t0))
   state=$(runc_pid "$root" a)
   [[ $state == "$newpid" ]] ||
@@ -478,14 +518,16 @@ measure_upgrade "$big" "$pkgs/big2.tar.gz" big
 put upgrade_big_downtime_ms "$(us_to_ms "$dt_us")"
 put upgrade_big_wall_s "$(us_to_s "$up_us")"
 put upgrade_big_unchanged_kept_pids "$kept"
+put upgrade_big_unchanged_max_frozen_ms "$(us_to_ms "$frozen_us")"
 
 say "2. upgrade downtime: small package (3 upgrades, median)"
 new_root small small
 timed t "$work/install-small" "$ctcli" --root "$small" install "$pkgs/small1.tar.gz"
-dts=() ups=() small_kept=yes
+dts=() ups=() small_kept=yes small_frozen=0
 for k in 2 3 4; do
   measure_upgrade "$small" "$pkgs/small$k.tar.gz" "small$k"
   dts+=("$dt_us") ups+=("$up_us")
+  ((frozen_us > small_frozen)) && small_frozen=$frozen_us
   [[ $kept == yes ]] || small_kept=no
 done
 small_dt_us=$(printf '%s\n' "${dts[@]}" | median)
@@ -494,6 +536,7 @@ put upgrade_small_downtime_min_ms "$(us_to_ms "$(printf '%s\n' "${dts[@]}" | sor
 put upgrade_small_downtime_max_ms "$(us_to_ms "$(printf '%s\n' "${dts[@]}" | sort -n | tail -n 1)")"
 put upgrade_small_wall_s "$(us_to_s "$(printf '%s\n' "${ups[@]}" | median)")"
 put upgrade_small_unchanged_kept_pids "$small_kept"
+put upgrade_small_unchanged_max_frozen_ms "$(us_to_ms "$small_frozen")"
 
 # The big root is done with: free its disk and its containers now.
 retire_root "$big"
@@ -576,9 +619,11 @@ v() { echo "${results[$1]:-n/a}"; }
   row "  (min / max of 3) [ms]" "$(v upgrade_small_downtime_min_ms) / $(v upgrade_small_downtime_max_ms)" "" ""
   row "  upgrade wall time [s]" "$(v upgrade_small_wall_s)" "" ""
   row "  unchanged b, c kept their pids" "$(v upgrade_small_unchanged_kept_pids)" "" ""
+  row "  unchanged b, c: longest frozen [ms]" "$(v upgrade_small_unchanged_max_frozen_ms)" "" ""
   row "upgrade -y, big pkg: downtime of a [ms]" "$(v upgrade_big_downtime_ms)" "" ""
   row "  upgrade wall time [s]" "$(v upgrade_big_wall_s)" "" ""
   row "  unchanged b, c kept their pids" "$(v upgrade_big_unchanged_kept_pids)" "" ""
+  row "  unchanged b, c: longest frozen [ms]" "$(v upgrade_big_unchanged_max_frozen_ms)" "" ""
   row "stop, 3 apps ignoring SIGTERM (timeout 10 s) [s]" "$(v stop_3_ignore_term_s)" "" ""
   row "status --json, 3 running apps [ms]" "$(v status_3apps_ms)" "" ""
   row "status --json, 10 running apps [ms]" "$(v status_10apps_ms)" "" ""
@@ -596,7 +641,8 @@ v() { echo "${results[$1]:-n/a}"; }
   echo "baseline for install: tar -xzf + one umoci unpack per app, sequential; ratio = ctcli / baseline."
   echo "install includes ctcli's zero backup (zstd) and, without --no-start, starting the apps and their health"
   echo "checks (mkpkg's: waitFor 1 s each); upgrade includes the pre-upgrade backup and the changed app's health check."
-  echo "downtime: the changed app's old init process gone -> its new container running (polled every ~2 ms)."
+  echo "downtime: the changed app first frozen by the backup (or, unpaused, its old init gone) -> its new"
+  echo "  container running (polled every ~2 ms): pause + stop + start."
   echo "status: $(v status_method)."
   ((have_time)) || echo "/usr/bin/time not found (package 'time'): only ctcli's own VmHWM is reported."
 } | tee "$work/report.txt"

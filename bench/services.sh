@@ -69,6 +69,9 @@ ctcli=$(realpath "$ctcli")
 
 tmp_base=$(realpath "${TMPDIR:-/tmp}")
 work=$(mktemp -d "$tmp_base/ctcli-bench-svc.XXXXXX")
+# Searchable by all: a root's apps run as ids of its user-namespace range,
+# which must reach the root's images through this directory.
+chmod 711 "$work"
 root=$work/root
 probe_pids=()
 
@@ -182,23 +185,32 @@ stop_probes() {
   probe_pids=()
 }
 
-# probe_summary NAME -> "probes failed down_ms slowest_ms": down is the
-# longest stretch from a failed probe's start to the next good probe's end.
+# probe_summary NAME -> "probes failed down_ms slowest_ms gap_ms out_ms":
+# down is the longest stretch from a failed probe's start to the next good
+# probe's end; gap the longest time between two good answers' ends (a
+# pause, a stop and a start all show here, failed probes or not); out the
+# sum of the gaps over GAP_OUT_MS: the app's whole outage, pause + stop +
+# start as clients see it.
+GAP_OUT_MS=100
 probe_summary() {
-  awk '{ n++; lat = $2 - $1; if (lat > slow) slow = lat
+  awk -v limit=$((GAP_OUT_MS * 1000)) '{ n++; lat = $2 - $1; if (lat > slow) slow = lat
          if ($3 == "fail") { f++; if (!down_from) down_from = $1 }
-         else if (down_from) { d = $2 - down_from; if (d > down) down = d; down_from = 0 } }
+         else {
+           if (down_from) { d = $2 - down_from; if (d > down) down = d; down_from = 0 }
+           if (last) { g = $2 - last; if (g > gap) gap = g; if (g > limit) out += g }
+           last = $2 } }
        END { if (down_from) down = -1
-             printf "%d %d %s %.1f\n", n, f, down < 0 ? "never-back" : sprintf("%.1f", down / 1000), slow / 1000 }' \
+             printf "%d %d %s %.1f %.1f %.1f\n", n, f, down < 0 ? "never-back" : sprintf("%.1f", down / 1000), slow / 1000,
+               gap / 1000, out / 1000 }' \
     "$work/probe-$1.log"
 }
 
-# probe_line NAME -> "F failed, down D ms, slowest S ms" for the table.
+# probe_line NAME -> "F failed, down D ms, slowest S ms, gap G ms, out O ms" for the table.
 probe_line() {
-  local f d sl
-  read -r _ f d sl <<<"$(probe_summary "$1")"
+  local f d sl g o
+  read -r _ f d sl g o <<<"$(probe_summary "$1")"
   [[ $d == never-back ]] && d="not back when the probes stopped" || d="down $d ms"
-  printf '%s failed, %s, slowest %s ms' "$f" "$d" "$sl"
+  printf '%s failed, %s, slowest %s ms, longest gap %s ms, out %s ms' "$f" "$d" "$sl" "$g" "$o"
 }
 
 pids() { "$ctcli" --root "$root" --json status | lua5.4 -e '
@@ -298,7 +310,8 @@ ctcli with real services ($(nproc) CPUs; PostgreSQL table $(mib "$pg_bytes") MiB
 | upgrade changing PostgreSQL | $(s3 "$t_up_pg") s | tar -czf of the same data | $(ratio "$t_up_pg" "$t_tgz") |
 | upgrade changing Redis | $(s3 "$t_up_redis") s | tar -czf of the same data | $(ratio "$t_up_redis" "$t_tgz") |
 
-Probes every 10 ms (failed probes, longest outage, slowest answer):
+Probes every 10 ms (failed probes, longest outage, slowest answer, longest gap between two
+good answers, outage = sum of the gaps over ${GAP_OUT_MS} ms: pause + stop + start as clients see it):
 
 | during | postgres | redis | nginx |
 | --- | --- | --- | --- |

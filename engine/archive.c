@@ -884,7 +884,28 @@ static int set_filter(struct create *c, const char *format, lua_Integer threads,
   return 0;
 }
 
-/* The entries to add: a table at `list`, {name1, path1, name2, path2, ...}. */
+/* Calls an entry's `before` or `after` function (at list[k]), when it has
+   one: it returns true to go on, or nil, msg to fail the call with msg.
+   Its errors propagate (the job is closed on the way out). */
+static int entry_hook(struct create *c, int list, lua_Integer k, const char *which,
+                      const char *name) {
+  lua_State *L = c->L;
+  if (lua_rawgeti(L, list, k) == LUA_TNIL) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  lua_call(L, 0, 2);
+  if (lua_toboolean(L, -2)) {
+    lua_pop(L, 2);
+    return 0;
+  }
+  const char *msg = lua_tostring(L, -1);
+  job_fail(c->j, ECANCELED, "%s: %s: %s", c->dest, name, msg ? msg : which);
+  lua_pop(L, 2);
+  return -1;
+}
+
+/* The entries to add: a table at `list`, {name1, path1, before1, after1, ...}. */
 static int create_run(struct create *c, int list, lua_Integer n, const char *format,
                       lua_Integer threads, lua_Integer level, int has_level) {
   struct job *j = c->j;
@@ -919,19 +940,21 @@ static int create_run(struct create *c, int list, lua_Integer n, const char *for
   if (archive_write_open_fd(j->wr, j->fd) != ARCHIVE_OK) return create_write_failed(c);
 
   for (lua_Integer i = 1; i <= n; i++) {
-    lua_rawgeti(c->L, list, 2 * i - 1);
-    lua_rawgeti(c->L, list, 2 * i);
+    lua_rawgeti(c->L, list, 4 * i - 3);
+    lua_rawgeti(c->L, list, 4 * i - 2);
     const char *name = lua_tostring(c->L, -2), *path = lua_tostring(c->L, -1);
     const char *why = clean_name(name, c->name, sizeof c->name);
     if (why) return job_fail(j, EINVAL, "%s: %s: %s", c->dest, name, why);
     size_t pl = strlen(path);
     if (pl + 1 > sizeof c->host)
       return job_fail(j, ENAMETOOLONG, "%s: %s", path, strerror(ENAMETOOLONG));
+    if (entry_hook(c, list, 4 * i - 1, "refused by its 'before' function", name) < 0) return -1;
     memcpy(c->host, path, pl + 1);
     c->hostlen = pl;
     c->namelen = strlen(c->name);
     c->depth = 0;
     if (add_tree(c, AT_FDCWD, c->host) < 0) return -1;
+    if (entry_hook(c, list, 4 * i, "refused by its 'after' function", name) < 0) return -1;
     lua_pop(c->L, 2);
   }
 
@@ -964,7 +987,13 @@ static int create_run(struct create *c, int list, lua_Integer n, const char *for
   return 0;
 }
 
-/* create(dest, {{name=, path=}, ...} [, opts]) -> {entries=, bytes=, size=[, warnings=]} */
+/* create(dest, {{name=, path=[, before=, after=]}, ...} [, opts])
+     -> {entries=, bytes=, size=[, warnings=]}
+   Entries are written in the order given. An entry's `before` runs just
+   before its first file is read and its `after` just after its last one
+   (so a caller can hold a tree still only while it is read); either fails
+   the call by returning nil, msg. A failed call does not run the `after`
+   of the entry it failed in: the caller undoes what its `before` did. */
 static int ar_create(lua_State *L) {
   lua_settop(L, 3);
   struct create *c = lua_newuserdatauv(L, sizeof *c, 0); /* 4 */
@@ -990,15 +1019,23 @@ static int ar_create(lua_State *L) {
 
   /* 6: the entries, copied so a callback changing them changes nothing */
   lua_Integer n = (lua_Integer)lua_rawlen(L, 2);
-  lua_createtable(L, (int)(2 * n), 0);
+  lua_createtable(L, (int)(4 * n), 0);
   int list = lua_gettop(L);
   for (lua_Integer i = 1; i <= n; i++) {
     if (lua_rawgeti(L, 2, i) != LUA_TTABLE || lua_getfield(L, -1, "name") != LUA_TSTRING ||
         lua_getfield(L, -2, "path") != LUA_TSTRING)
       luaL_error(L, "bad argument #2 to 'create' (entry %I is not {name=string, path=string})",
                  (LUA_INTEGER)i);
-    lua_rawseti(L, list, 2 * i);
-    lua_rawseti(L, list, 2 * i - 1);
+    lua_rawseti(L, list, 4 * i - 2);
+    lua_rawseti(L, list, 4 * i - 3);
+    static const char *const hooks[] = {"before", "after"};
+    for (int h = 0; h < 2; h++) {
+      int ty = lua_getfield(L, -1, hooks[h]);
+      if (ty != LUA_TNIL && ty != LUA_TFUNCTION)
+        luaL_error(L, "bad argument #2 to 'create' (entry %I: '%s' is not a function)",
+                   (LUA_INTEGER)i, hooks[h]);
+      lua_rawseti(L, list, 4 * i - 1 + h);
+    }
     lua_pop(L, 1);
   }
   lua_newtable(L); /* 7: warnings */

@@ -1,8 +1,9 @@
 -- Backups: one self-contained archive of the current release (with each
--- app's rootfs), config/ and, unless left out, data/, plus its metadata,
--- under releases/backups/. Running apps are paused while it is written, so
--- their data is consistent; the journal names them so a killed backup never
--- leaves them frozen.
+-- app's rootfs), config/ and, unless left out, data/ (or only some apps'
+-- configs and data, for an upgrade), plus its metadata, under
+-- releases/backups/. A running app is paused only while its own config
+-- and data are read, so they are consistent; the journal names it so a
+-- killed backup never leaves it frozen.
 local ct = require("ct")
 local appfs = require("ctcli.appfs")
 local json = require("ctcli.json")
@@ -30,8 +31,25 @@ function M.resume(ctx, rel, names)
   end
 end
 
+-- The names under a root's config/ or data/, sorted (none when it is missing).
+local function children(dir)
+  local names = ct.fs.dir(dir) or {}
+  table.sort(names)
+  return names
+end
+
 -- create(ctx, rel, opts) -> info (with .archive) | nil, msg
--- opts: data (bool), gzip (bool), journal (for the paused apps), label
+-- opts: data (bool), gzip (bool), journal (for the paused apps), reason,
+-- only (app names: the configs and data of these apps alone, as an
+-- upgrade's backup holds them; default: all of config/ and data/).
+--
+-- What costs the apps nothing comes first: the release and the images are
+-- archived while every app runs. An image's rootfs is taken as immutable
+-- here although a running app can still write to it today (the layer
+-- store's read-only layers make that true); a backup never pauses an app
+-- for its rootfs. Then, with data, each running app is paused only while
+-- its own config and data are read, one app at a time, in release order;
+-- an app not named in `only` is never paused.
 function M.create(ctx, rel, opts)
   local p = ctx.paths
   local ext = opts.gzip and ".tar.gz" or ".tar.zst"
@@ -43,9 +61,17 @@ function M.create(ctx, rel, opts)
     reason = opts.reason or "backup", apps = {},
     archive = base .. ext,
   }
+  local wanted
+  if opts.only then
+    wanted = {}
+    info.only = json.array()
+    for _, n in ipairs(opts.only) do
+      wanted[n] = true
+      info.only[#info.only + 1] = n
+    end
+  end
   local entries = {
     { name = "current-release", path = rel.dir },
-    { name = "config", path = p.config },
   }
   for _, app in ipairs(rel.apps) do
     -- The mapping its config and data are owned in (false: none), so a
@@ -62,25 +88,67 @@ function M.create(ctx, rel, opts)
       entries[#entries + 1] = { name = "images/" .. key .. "/idmap", path = dir .. "/idmap" }
     end
   end
-  if opts.data then entries[#entries + 1] = { name = "data", path = p.data } end
   local info_tmp, terr = ct.fs.mkdtemp(p.tmp .. "/backup-XXXXXX")
   if not info_tmp then return nil, terr end
   ct.fs.write_atomic(info_tmp .. "/backup-info.json", json.encode(info, true) .. "\n")
   table.insert(entries, 1, { name = "backup-info.json", path = info_tmp .. "/backup-info.json" })
 
-  local paused = json.array()
-  if opts.data then
-    local states = apps.states(ctx, rel) or {}
-    for _, app in ipairs(rel.apps) do
+  -- config/ and data/ themselves (their mode, none of their content), then
+  -- each app's own trees as entries of their own.
+  local kinds = { "config" }
+  if opts.data then kinds[2] = "data" end
+  for _, kind in ipairs(kinds) do
+    local st = ct.fs.lstat(p[kind])
+    ct.fs.mkdir(info_tmp .. "/" .. kind, st and st.type == "dir" and (st.mode & 4095) or 448)
+    entries[#entries + 1] = { name = kind, path = info_tmp .. "/" .. kind }
+  end
+  local in_release = {}
+  local rt = runtime.rt(p, release.tools(rel))
+  local states = opts.data and apps.states(ctx, rel) or {}
+  local paused = nil -- the app paused now, if any
+  local function resume()
+    if not paused then return end
+    M.resume(ctx, rel, { paused })
+    paused = nil
+    if opts.journal then opts.journal:set("paused", json.array()) end
+  end
+  for _, app in ipairs(rel.apps) do
+    in_release[app.name] = true
+    if not wanted or wanted[app.name] then
+      local own = {}
+      for _, kind in ipairs(kinds) do
+        local dir = p[kind] .. "/" .. app.name
+        if ct.fs.lstat(dir) then own[#own + 1] = { name = kind .. "/" .. app.name, path = dir } end
+      end
       local st = states[app.name]
-      if st and st.status == "running" then paused[#paused + 1] = app.name end
-    end
-    if opts.journal then opts.journal:set("paused", paused) end
-    local rt = runtime.rt(p, release.tools(rel))
-    for _, n in ipairs(paused) do
-      ct.oci.runc(rt, { "pause", runtime.container_id(p, n) }, { timeout = 30 })
+      if #own > 0 and st and st.status == "running" then
+        local name = app.name
+        own[1].before = function()
+          -- Named in the journal first, so a killed backup never leaves it frozen.
+          if opts.journal then opts.journal:set("paused", json.array({ name })) end
+          paused = name
+          local r, rerr = ct.oci.runc(rt, { "pause", runtime.container_id(p, name) }, { timeout = 30 })
+          if r and r.code == 0 then return true end
+          -- An app that exited meanwhile holds its data still without a pause.
+          local now = apps.states(ctx, rel)
+          if now and now[name] and now[name].status ~= "running" and now[name].status ~= "paused" then return true end
+          return nil, "cannot pause " .. name .. ": " .. tostring(r and r.stderr or rerr)
+        end
+        own[#own].after = function() resume() return true end
+      end
+      for _, e in ipairs(own) do entries[#entries + 1] = e end
     end
   end
+  -- What lies in config/ or data/ for no app of the release (an app removed
+  -- earlier) runs nowhere: a full backup keeps it, without pausing.
+  if not wanted then
+    for _, kind in ipairs(kinds) do
+      for _, n in ipairs(children(p[kind])) do
+        if not in_release[n] then entries[#entries + 1] = { name = kind .. "/" .. n, path = p[kind] .. "/" .. n } end
+      end
+    end
+  end
+
   if opts.journal then opts.journal:set("archive", archive) end
   local bar = ui.progress("backup")
   local res, err = ct.archive.create(archive, entries, {
@@ -88,7 +156,8 @@ function M.create(ctx, rel, opts)
     progress = function(bytes) bar:update(bytes, 0) end,
   })
   bar:finish()
-  M.resume(ctx, rel, paused)
+  -- A failure while an app's trees were read leaves it paused: resume it.
+  resume()
   ct.fs.rmtree(info_tmp)
   if not res then return nil, "backup failed: " .. tostring(err) end
   info.bytes = ct.fs.size(archive)
@@ -195,6 +264,19 @@ function M.check_restore(dir)
   if type(info.data) ~= "boolean" or type(info.apps) ~= "table" then
     return nil, "backup-info.json: expected \"data\" (true or false) and \"apps\""
   end
+  -- "only": the backup holds the configs and data of these apps alone (an
+  -- upgrade's backup); a restore puts back theirs and leaves the others'.
+  local only_set
+  if info.only ~= nil then
+    if type(info.only) ~= "table" then return nil, "backup-info.json: \"only\" is not a list of app names" end
+    only_set = {}
+    for i, n in ipairs(info.only) do
+      if not manifest.valid_app_name(n) then
+        return nil, "backup-info.json: \"only\" item " .. i .. " is not an app name"
+      end
+      only_set[n] = true
+    end
+  end
   ok, err = only(dir, "current-release", function(n) return RELEASE_TOP[n] end, "a release")
   if ok then ok, err = expect(dir, "current-release/release.json", "file") end
   if not ok then return nil, err end
@@ -237,6 +319,10 @@ function M.check_restore(dir)
   for name in pairs(info.apps) do
     if not by_name[name] then return nil, "backup-info.json: app " .. tostring(name) .. " is not in the backed-up release" end
   end
+  for name in pairs(only_set or {}) do
+    if not by_name[name] then return nil, "backup-info.json: \"only\" names " .. name .. ", not in the backed-up release" end
+  end
+  local function app_dir(n) return manifest.valid_app_name(n) and (not only_set or only_set[n]) and "dir" end
   local checks = {
     { "current-release/apps", function(n) return by_name[n] and "dir" end, "the release's apps" },
     { "current-release/hooks", function(n)
@@ -248,8 +334,8 @@ function M.check_restore(dir)
       local name, digest = n:match("^([^@]+)@(sha256:%x+)$")
       return name and by_name[name] and by_name[name].image.digest == digest and "dir"
     end, "the release's images" },
-    { "config", function(n) return manifest.valid_app_name(n) and "dir" end, "the apps' configs" },
-    { "data", function(n) return manifest.valid_app_name(n) and "dir" end, "the apps' data" },
+    { "config", app_dir, only_set and "the configs of the apps it names in \"only\"" or "the apps' configs" },
+    { "data", app_dir, only_set and "the data of the apps it names in \"only\"" or "the apps' data" },
   }
   for _, c in ipairs(checks) do
     ok, err = only(dir, c[1], c[2], c[3])

@@ -9,6 +9,7 @@ local apps = require("ctcli.apps")
 local backup = require("ctcli.backup")
 local hooks = require("ctcli.hooks")
 local journal = require("ctcli.journal")
+local manifest = require("ctcli.manifest")
 local release = require("ctcli.release")
 
 local M = {}
@@ -33,6 +34,15 @@ local function put_back_dirs(paths, undo)
       end
     end
     if not ct.fs.exists(dir) then ct.fs.mkdir(dir, 448, true) end
+    -- One app's tree set aside by the restore of an upgrade's backup.
+    for _, t in ipairs(ct.fs.dir(paths.tmp) or {}) do
+      local app = t:match("^old%-" .. name .. "%.(.+)%-%w%w%w%w%w%w$")
+      local old = paths.tmp .. "/" .. t .. "/dir"
+      local live = app and manifest.valid_app_name(app) and dir .. "/" .. app
+      if live and ct.fs.exists(old) and (undo or not ct.fs.exists(live)) then
+        if ct.fs.exists(live) then ct.fs.exchange(old, live) else ct.fs.rename(old, live) end
+      end
+    end
   end
 end
 

@@ -225,7 +225,8 @@ static lua_State *S(void) {
     const char *name;
     int value;
   } errs[] = {{"ENOENT", ENOENT}, {"ENOSPC", ENOSPC}, {"EPERM", EPERM},    {"EFBIG", EFBIG},
-              {"EISDIR", EISDIR}, {"EINVAL", EINVAL}, {"ENOTDIR", ENOTDIR}};
+              {"EISDIR", EISDIR}, {"EINVAL", EINVAL}, {"ENOTDIR", ENOTDIR},
+              {"ECANCELED", ECANCELED}};
   for (size_t i = 0; i < sizeof errs / sizeof errs[0]; i++) {
     lua_pushinteger(L, errs[i].value);
     lua_setfield(L, -2, errs[i].name);
@@ -799,6 +800,38 @@ DEFINE_TEST(create_fails_cleanly_and_removes_its_temp_file) {
           "  {{name='x', path=T .. '/src'}})) "
           "return true");
   EXPECT_CHILDREN(t_tmpdir(), "src");
+}
+
+/* before/after run around their own entry only, in order: what a backup
+   needs to pause one app while its data is read and no longer. A `before`
+   that refuses fails the call without an `after`, and the temp file goes. */
+DEFINE_TEST(create_runs_each_entry_before_and_after_around_its_own_files) {
+  mkdirs(P("src/a"));
+  mkdirs(P("src/b"));
+  write_file(P("src/a/f"), "aaaa", 4, 0644);
+  write_file(P("src/b/g"), "bb", 2, 0644);
+  LUA_FMT("local log = {} "
+          "local function touch(p) local f = assert(io.open(T .. p, 'w')) f:close() end "
+          "local function mark(what, file) return function() "
+          "  log[#log + 1] = what if file then touch(file) end return true end end "
+          "ok(A.create(T .. '/o.tar', {"
+          "  {name='a', path=T .. '/src/a', before=mark('a+', '/src/a/early'), after=mark('a-', '/src/a/late')},"
+          "  {name='plain', path=T .. '/src/b'},"
+          "  {name='b', path=T .. '/src/b', before=mark('b+'), after=mark('b-')}}, {format='none'})) "
+          "assert(table.concat(log, ' ') == 'a+ a- b+ b-', table.concat(log, ' ')) "
+          "local names = {} for _, e in ipairs(ok(A.list(T .. '/o.tar'))) do names[#names + 1] = e.name end "
+          "assert(table.concat(names, ' ') == 'a/ a/early a/f plain/ plain/g b/ b/g', table.concat(names, ' ')) "
+          "local after = false "
+          "local _, e = refused({'o2.tar', 'b', 'frozen'}, A.create(T .. '/o2.tar', {"
+          "  {name='a', path=T .. '/src/a'},"
+          "  {name='b', path=T .. '/src/b', before=function() return nil, 'frozen' end,"
+          "   after=function() after = true return true end}}, {format='none'})) "
+          "assert(e == E.ECANCELED and not after) "
+          "refused({'o3.tar', 'a', \"'after'\"}, A.create(T .. '/o3.tar', {"
+          "  {name='a', path=T .. '/src/a', after=function() return false end}}, {format='none'})) "
+          "assert(not pcall(A.create, T .. '/o4.tar', {{name='a', path=T .. '/src/a', before=1}})) "
+          "return true");
+  EXPECT_CHILDREN(t_tmpdir(), "src", "o.tar");
 }
 
 DEFINE_TEST(create_does_not_archive_its_own_output) {

@@ -11,6 +11,7 @@ H.need_root()
 
 local MKSVCPKG = H.src .. "/tests/support/mksvcpkg"
 local PSQL = "/usr/lib/postgresql/15/bin/psql"
+local PROBE_TIMEOUT = 0.5 -- seconds an HTTP probe may take before it counts as failed
 
 -- listening() -> set of the TCP ports something listens on (IPv4 and IPv6)
 local function listening()
@@ -155,7 +156,29 @@ describe("real services (PostgreSQL 15, Redis, nginx from Debian)", function()
     assert.truthy(after:match("^2500 "), after)
 
     local before = pids()
-    H.ok(root, { "-y", "upgrade", v2 }, { timeout = 600 })
+    -- nginx, unchanged, answers all along: probed every 10 ms while the
+    -- upgrade backs up, stops, swaps and starts Redis.
+    local up = assert(ct.proc.spawn({ H.bin, "--root", root, "-y", "upgrade", v2 },
+      { stdout = "null", stderr = "null", env_add = { CTCLI_SUBID_DIR = H.subid_dir() } }))
+    -- A probe that takes longer than PROBE_TIMEOUT fails: a frozen nginx
+    -- delays answers rather than refusing them.
+    local probes, failed, slowest = 0, {}, 0
+    local code
+    repeat
+      local t0 = ct.time.monotonic()
+      local r = ct.proc.run({ "busybox", "wget", "-q", "-O", "-", string.format("http://127.0.0.1:%d/", port.nginx) },
+        { timeout = PROBE_TIMEOUT })
+      slowest = math.max(slowest, ct.time.monotonic() - t0)
+      probes = probes + 1
+      if not (r and r.code == 0 and r.stdout == "hello from nginx\n") then
+        failed[#failed + 1] = r and (r.timed_out and "timed out" or (tostring(r.code) .. " " .. r.stderr)) or "no answer"
+      end
+      code = up:wait(0.01)
+    until code
+    up:close()
+    assert.equals(0, code)
+    assert.is_true(probes >= 10, probes .. " probes")
+    assert.same({}, failed, string.format("%d of %d probes failed (slowest %.3f s)", #failed, probes, slowest))
     local now = pids()
     assert.equals(before.postgres, now.postgres)
     assert.equals(before.nginx, now.nginx)

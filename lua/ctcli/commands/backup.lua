@@ -12,7 +12,9 @@ return {
   description = "Writes releases/backups/<time>-<release>.tar.zst (multi-threaded zstd; --gzip\n" ..
     "for .tar.gz) and its backup-info.json beside it. The archive holds the\n" ..
     "release with each app's rootfs, config/ and, unless --ignore-data, data/.\n" ..
-    "Running apps are paused while it is written, so their data is consistent.",
+    "The release and images are written while every app runs; then each running\n" ..
+    "app is paused only while its own config and data are read, one at a time,\n" ..
+    "so its data is consistent (with --ignore-data nothing is paused).",
   options = {
     { "--ignore-data", help = "leave data/ out" },
     { "--gzip", help = "write a .tar.gz instead of .tar.zst" },

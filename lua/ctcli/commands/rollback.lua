@@ -82,10 +82,11 @@ local function switch(ctx, cur, target, j, restore_files)
 end
 
 -- Moves dir aside (kept in tmp/ until the rollback is done, so recovery
--- can put it back) and puts the restored copy in its place.
-local function replace_dir(ctx, dir, restored)
+-- can put it back) and puts the restored copy in its place. An app's own
+-- tree (label "config.<app>", "data.<app>") is kept as tmp/old-<label>-*.
+local function replace_dir(ctx, dir, restored, label)
   if not ct.fs.exists(restored) then return true end
-  local old, err = ct.fs.mkdtemp(ctx.paths.tmp .. "/old-" .. dir:match("[^/]+$") .. "-XXXXXX")
+  local old, err = ct.fs.mkdtemp(ctx.paths.tmp .. "/old-" .. (label or dir:match("[^/]+$")) .. "-XXXXXX")
   if not old then return nil, err end
   if ct.fs.exists(dir) then
     local ok, rerr = ct.fs.rename(dir, old .. "/dir")
@@ -149,9 +150,18 @@ local function from_archive(ctx, cur, file, j)
     ct.fs.write_atomic(release.bundle_dir(target, app.name) .. "/config.json", cfg)
   end
   local started, serr = switch(ctx, cur, target, j, function()
-    local ok, rerr = replace_dir(ctx, ctx.paths.config, dir .. "/config")
-    if ok and info.data then ok, rerr = replace_dir(ctx, ctx.paths.data, dir .. "/data") end
-    return ok, rerr
+    -- A backup of some apps (an upgrade's, "only") restores theirs alone.
+    local kinds = { "config" }
+    if info.data then kinds[2] = "data" end
+    for _, kind in ipairs(kinds) do
+      for _, name in ipairs(info.only or { false }) do
+        local live, saved, label = ctx.paths[kind], dir .. "/" .. kind, nil
+        if name then live, saved, label = live .. "/" .. name, saved .. "/" .. name, kind .. "." .. name end
+        local ok, rerr = replace_dir(ctx, live, saved, label)
+        if not ok then return ok, rerr end
+      end
+    end
+    return true
   end)
   ct.fs.rmtree(dir)
   -- What the restore replaced goes only now that the rollback is complete.

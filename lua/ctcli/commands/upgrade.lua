@@ -129,9 +129,15 @@ return {
       if not prepared then return undo_build("cannot prepare the files of " .. app.name .. ": " .. err) end
     end
 
-    -- The backup an automatic rollback restores data from.
+    -- The backup an automatic rollback restores data from: the configs and
+    -- data of the apps this upgrade stops, each paused only while its own
+    -- are read. An unchanged app is neither paused nor stopped.
     j:step("backup")
-    local info, bk_err = backup.create(ctx, cur, { data = true, reason = "upgrade", journal = j })
+    local going = {}
+    for _, list in ipairs({ changed, removed }) do
+      for _, app in ipairs(list) do going[#going + 1] = app.name end
+    end
+    local info, bk_err = backup.create(ctx, cur, { data = true, reason = "upgrade", journal = j, only = going })
     if not info then return undo_build("the pre-upgrade backup failed: " .. bk_err) end
     j:set("backup", info.path)
     ct.fs.syncfs(ctx.paths.root)
