@@ -9,6 +9,7 @@ local appfs = require("ctcli.appfs")
 local json = require("ctcli.json")
 local apps = require("ctcli.apps")
 local manifest = require("ctcli.manifest")
+local statefile = require("ctcli.statefile")
 local release = require("ctcli.release")
 local runtime = require("ctcli.runtime")
 local store = require("ctcli.store")
@@ -357,14 +358,15 @@ function M.check_restore(dir)
 end
 
 -- list(paths) -> backups newest first: ours (<stamp>-<id>.json beside the
--- archive) and the Go tool's (releases/<date>/backup-info.json + <uuid>.tar.gz).
+-- archive) and the Go tool's (releases/<date>/backup-info.json + <uuid>.tar.gz)
+-- | nil, msg when one of our records is broken.
 function M.list(paths)
   local out = {}
   for _, f in ipairs(ct.fs.dir(paths.backups) or {}) do
     if f:match("%.json$") then
-      local text = ct.fs.read(paths.backups .. "/" .. f)
-      local info = text and json.decode(text)
-      if info and info.archive and ct.fs.exists(paths.backups .. "/" .. info.archive) then
+      local info, err = statefile.read(paths, paths.backups .. "/" .. f, statefile.BACKUP_RECORD, statefile.HINT.backup)
+      if info == nil then return nil, err end
+      if info and ct.fs.exists(paths.backups .. "/" .. info.archive) then
         info.path = paths.backups .. "/" .. info.archive
         out[#out + 1] = info
       end
@@ -374,7 +376,8 @@ function M.list(paths)
     local dir = paths.releases .. "/" .. d
     if d ~= "backups" and ct.fs.exists(dir .. "/backup-info.json") then
       local text = ct.fs.read(dir .. "/backup-info.json")
-      local info = text and json.decode(text) or {}
+      local info = text and json.decode(text)
+      if type(info) ~= "table" then info = {} end
       for _, f in ipairs(ct.fs.dir(dir) or {}) do
         if f:match("%.tar%.gz$") then
           out[#out + 1] = { format = "go-ctcli", created = info.date or info.created or d, path = dir .. "/" .. f,

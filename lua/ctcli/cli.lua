@@ -284,7 +284,18 @@ local function run(parsed)
       -- keeping the ids of the containers that run (see root.record_id_base).
       local based, berr = rootmod.record_id_base(paths)
       if not based then lock:release() return nil, berr end
-      local note = require("ctcli.recovery").run(ctx)
+      -- Nothing acts on state it cannot read: a state file or a journal
+      -- that is broken stops the command here, before recovery too
+      -- (`recover --discard-journal` drops an unreadable journal, once
+      -- everything else reads).
+      local fine, serr = require("ctcli.statecheck").run(paths)
+      if not fine then lock:release() return nil, serr end
+      if cmd.before_recovery then
+        local done, derr = cmd.before_recovery(ctx)
+        if not done then lock:release() return nil, derr end
+      end
+      local note, rerr = require("ctcli.recovery").run(ctx)
+      if rerr then lock:release() return nil, rerr end
       if note then
         io.stderr:write("ctcli: ", note, "\n")
         ctx.recovered = true

@@ -4,6 +4,7 @@
 -- itself with SIGKILL when it reaches that step (the crash tests use it).
 local ct = require("ct")
 local json = require("ctcli.json")
+local statefile = require("ctcli.statefile")
 
 local M = {}
 local Journal = {}
@@ -73,13 +74,22 @@ function Journal:finish()
   ct.fs.fsync(self.path:match("^(.*)/[^/]+$"))
 end
 
--- pending(paths) -> the journal of an interrupted command, or nil.
+-- pending(paths) -> the journal of an interrupted command, or nil | nil,
+-- msg when it cannot be read: some command was interrupted, and what it
+-- left half done is unknown, so nothing may go on as if there were none.
 function M.pending(paths)
-  local text = ct.fs.read(paths.journal)
-  if not text then return nil end
-  local doc = json.decode(text)
-  if not doc then return nil end
+  local doc, err = statefile.read(paths, paths.journal, statefile.JOURNAL, statefile.HINT.journal)
+  if not doc then return nil, err end
   return setmetatable({ path = paths.journal, doc = doc }, Journal)
+end
+
+-- discard(paths) -> true | nil, msg: drops the journal unread (the
+-- operator's way out of a broken one, after checking the root).
+function M.discard(paths)
+  local ok, err = ct.fs.unlink(paths.journal)
+  if not ok and ct.fs.lstat(paths.journal) then return nil, "cannot remove " .. paths.journal .. ": " .. tostring(err) end
+  ct.fs.fsync(paths.state)
+  return true
 end
 
 M.fault = fault

@@ -108,10 +108,11 @@ local function finish_rollback(ctx, d, notes)
   if new then ct.fs.rmtree(new.dir) end
 end
 
--- run(ctx) -> nil when there was nothing to do, else a one-line summary.
+-- run(ctx) -> nil when there was nothing to do, else a one-line summary |
+-- nil, msg when the journal cannot be read (nothing is touched then).
 function M.run(ctx)
-  local j = journal.pending(ctx.paths)
-  if not j then return nil end
+  local j, jerr = journal.pending(ctx.paths)
+  if not j then return nil, jerr end
   local doc = j.doc
   local d = doc.data or {}
   local notes = {}
@@ -132,7 +133,7 @@ function M.run(ctx)
   elseif doc.command == "delete" then
     if swapped then
       ct.fs.unlink(p.current)
-      for _, r in ipairs(release.list(p)) do ct.fs.rmtree(r.dir) end
+      for _, r in ipairs(release.list(p) or {}) do ct.fs.rmtree(r.dir) end
       for _, key in ipairs(ct.fs.dir(p.images) or {}) do ct.fs.rmtree(p.images .. "/" .. key) end
       outcome = "completed"
     else
@@ -169,7 +170,8 @@ function M.run(ctx)
     if idempotent[doc.command] then outcome = "nothing to undo" end
   end
   clean_tmp(p)
-  -- Images only an undone release used go too (never one a kept release uses).
+  -- Images only an undone release used go too (never one a kept release
+  -- uses; nothing when a release cannot be read).
   release.prune(p, math.huge)
   j:finish()
   local line = string.format("recovered an interrupted '%s' (pid %s, %s): %s", doc.command,

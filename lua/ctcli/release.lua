@@ -5,6 +5,8 @@ local json = require("ctcli.json")
 local bundle = require("ctcli.bundle")
 local store = require("ctcli.store")
 local runtime = require("ctcli.runtime")
+local manifest = require("ctcli.manifest")
+local statefile = require("ctcli.statefile")
 
 local M = {}
 
@@ -17,18 +19,93 @@ function M.dir(paths, id)
   return paths.releases .. "/" .. id
 end
 
--- load(paths, id) -> release table (with .dir) | nil, msg
+-- The shape of release.json as the code uses it; the app records are
+-- checked by the manifest's validator as well (validate below).
+local APP_SHAPE = {
+  object = {
+    name = "string", version = "string", hooks = "string",
+    image = { object = { digest = "string", ref = "string", config_digest = "string" }, required = { "digest" } },
+  },
+  required = { "name", "image" },
+}
+local SHAPE = {
+  object = {
+    id = "string", name = "string", version = "string", previous = "string", created = "string",
+    source = "string", signer = "any", meta = "any", format = "any",
+    apps = { array = APP_SHAPE }, order = { array = "string" }, levels = { array = { array = "string" } },
+    runtime = { object = { runc = "string", umoci = "string" } },
+  },
+  required = { "id", "apps", "order" },
+}
+
+-- validate(doc, id) -> nil | what is wrong with a release.json (kept as releases/<id>/).
+function M.validate(doc, id)
+  local what = statefile.check(doc, SHAPE)
+  if what then return what end
+  if id and doc.id ~= id then return "id: " .. json.encode(doc.id) .. ", the directory says " .. id end
+  -- The app records pass the manifest validator, as a package's do.
+  local mdoc = { manifest_version = manifest.MANIFEST_VERSION, release = { name = doc.name, version = doc.version },
+    apps = json.array() }
+  for i, a in ipairs(doc.apps) do
+    local copy = {}
+    for k, v in pairs(a) do copy[k] = v end
+    copy.image = { layout = "images", ref = a.image.ref, digest = a.image.digest }
+    mdoc.apps[i] = copy
+  end
+  local problems = manifest.validate(mdoc, "")
+  if #problems > 0 then
+    local p = problems[1]
+    return (p.path ~= "" and (p.path .. ": ") or "") .. p.message
+  end
+  local names = {}
+  for _, a in ipairs(doc.apps) do names[a.name] = true end
+  for i, n in ipairs(doc.order) do
+    if not names[n] then return "order[" .. i .. "]: " .. json.encode(n) .. " is not an app of the release" end
+  end
+  for i, level in ipairs(doc.levels or {}) do
+    for k, n in ipairs(level) do
+      if not names[n] then
+        return string.format("levels[%d][%d]: %s is not an app of the release", i, k, json.encode(n))
+      end
+    end
+  end
+  return nil
+end
+
+local function is_current(paths, id)
+  local t = ct.fs.readlink(paths.current)
+  return t ~= nil and t:match("([^/]+)$") == id
+end
+
+-- hint(paths, id) -> how to repair a broken releases/<id>/release.json.
+function M.hint(paths, id)
+  local from = "put release.json back from a backup of " .. id ..
+    " (an archive in releases/backups/ holds it as current-release/release.json)"
+  if is_current(paths, id) then
+    return from .. "; it is the current release, so nothing changes the root until then"
+  end
+  return from .. ", or remove releases/" .. id .. " by hand; nothing changes the root until then"
+end
+
+-- load(paths, id) -> release table (with .dir) | nil, msg (one line naming
+-- the file, what is wrong and how to repair it).
 function M.load(paths, id)
   local dir = M.dir(paths, id)
-  local text, err = ct.fs.read(dir .. "/release.json")
-  if not text then return nil, err end
-  local rel, jerr = json.decode(text)
-  if not rel then return nil, dir .. "/release.json: " .. jerr end
+  local file = dir .. "/release.json"
+  local rel, err = statefile.read(paths, file, function(doc) return M.validate(doc, id) end, M.hint(paths, id))
+  if rel == false then
+    if not ct.fs.lstat(dir) then return nil, "release " .. id .. " does not exist" end
+    return nil, statefile.problem(paths, file, "missing", M.hint(paths, id))
+  end
+  if not rel then return nil, err end
   rel.dir = dir
   rel.by_name = {}
   for _, app in ipairs(rel.apps) do rel.by_name[app.name] = app end
   return rel
 end
+
+local POINTER_HINT = "point it at a kept release: 'ln -sfn releases/ID current-release' in the root" ..
+  " (ids as in releases/)"
 
 -- current(paths) -> release | nil (no release) | nil, msg
 function M.current(paths)
@@ -38,18 +115,33 @@ function M.current(paths)
     return nil, paths.current .. " is a directory made by the Go ctcli; this ctcli reads such roots only through 'rollback' of a backup"
   end
   local target = ct.fs.readlink(paths.current)
-  if not target then return nil, "cannot read " .. paths.current end
-  local id = target:match("([^/]+)$")
+  if not target then
+    return nil, statefile.problem(paths, paths.current, "not a symlink to a release", POINTER_HINT)
+  end
+  local id = target:match("^releases/([^/]+)$")
+  if not id or not M.is_id(id) then
+    return nil, statefile.problem(paths, paths.current, "points at " .. target .. ", not at releases/<id>", POINTER_HINT)
+  end
+  if not ct.fs.lstat(M.dir(paths, id)) then
+    return nil, statefile.problem(paths, paths.current, "points at " .. target .. ", which does not exist", POINTER_HINT)
+  end
   return M.load(paths, id)
 end
 
--- list(paths) -> kept releases, newest first (ids sort by time).
+function M.is_id(s)
+  return s:match("^%d+T%d+Z%-%x+$") ~= nil
+end
+
+-- list(paths) -> kept releases, newest first (ids sort by time) | nil, msg
+-- when one of them cannot be read: nothing may decide over the releases
+-- without seeing them all.
 function M.list(paths)
   local out = {}
   for _, id in ipairs(ct.fs.dir(paths.releases) or {}) do
-    if id ~= "backups" and id:match("^%d+T%d+Z%-%x+$") then
-      local rel = M.load(paths, id)
-      if rel then out[#out + 1] = rel end
+    if id ~= "backups" and M.is_id(id) then
+      local rel, err = M.load(paths, id)
+      if not rel then return nil, err end
+      out[#out + 1] = rel
     end
   end
   table.sort(out, function(a, b) return a.id > b.id end)
@@ -185,22 +277,30 @@ function M.place(paths, staged)
   return ct.fs.fsync(paths.releases)
 end
 
--- prune(paths, keep) -> removed release ids: keeps the newest `keep`
+-- prune(paths, keep) -> removed release ids, freed images | nil, msg: keeps the newest `keep`
 -- releases (and always the current one), then the images no kept release uses.
 function M.prune(paths, keep)
-  local cur = ct.fs.readlink(paths.current)
-  local cur_id = cur and cur:match("([^/]+)$")
+  -- Every release and the current pointer must read: an unreadable one
+  -- could be the one running, and its images would look unused.
+  local list, lerr = M.list(paths)
+  if not list then return nil, lerr end
+  local cur, cerr = M.current(paths)
+  if cerr then return nil, cerr end
+  local cur_id = cur and cur.id
   local removed = {}
+  local users = {}
   local kept = 0
-  for _, rel in ipairs(M.list(paths)) do
+  for _, rel in ipairs(list) do
     if rel.id == cur_id or kept < keep then
       kept = kept + 1
+      for _, app in ipairs(rel.apps) do users[store.key(app.name, app.image.digest)] = true end
+    elseif ct.fs.rmtree(rel.dir) then
+      removed[#removed + 1] = rel.id
     else
-      local ok = ct.fs.rmtree(rel.dir)
-      if ok then removed[#removed + 1] = rel.id end
+      -- Still there (in part): its images stay.
+      for _, app in ipairs(rel.apps) do users[store.key(app.name, app.image.digest)] = true end
     end
   end
-  local users = store.users(paths)
   local freed = {}
   for _, key in ipairs(ct.fs.dir(paths.images) or {}) do
     if not users[key] then

@@ -4,6 +4,7 @@
 local ct = require("ct")
 local json = require("ctcli.json")
 local rootmod = require("ctcli.root")
+local statefile = require("ctcli.statefile")
 
 local M = {}
 
@@ -20,11 +21,30 @@ function M.has(paths, app_name, digest)
   return ct.fs.exists(d .. "/rootfs") and ct.fs.exists(d .. "/image.json")
 end
 
--- image_info(paths, app_name, digest) -> {args=, env=, cwd=, user=} from image.json
+local function image_hint(key)
+  return string.format(statefile.HINT.image, key, key)
+end
+
+-- image_info(paths, app_name, digest) -> image.json ({process = {args=, env=,
+-- cwd=, user=}, ...}) | nil, msg naming the file when it is missing or broken.
 function M.image_info(paths, app_name, digest)
-  local text, err = ct.fs.read(M.dir(paths, app_name, digest) .. "/image.json")
-  if not text then return nil, err end
-  return json.decode(text)
+  local key = M.key(app_name, digest)
+  local file = M.dir(paths, app_name, digest) .. "/image.json"
+  local info, err = statefile.read(paths, file, statefile.IMAGE, image_hint(key))
+  if info == false then return nil, statefile.problem(paths, file, "missing", image_hint(key)) end
+  return info, err
+end
+
+-- check_records(paths) -> true | nil, msg: every image's image.json and idmap read.
+function M.check_records(paths)
+  for _, key in ipairs(ct.fs.dir(paths.images) or {}) do
+    local dir = paths.images .. "/" .. key
+    local info, err = statefile.read(paths, dir .. "/image.json", statefile.IMAGE, image_hint(key))
+    if info == nil then return nil, err end
+    local m, merr = require("ctcli.userns").image_idmap(dir, paths)
+    if m == nil then return nil, merr end
+  end
+  return true
 end
 
 -- What the image itself says about its process, read from the runtime
@@ -191,9 +211,13 @@ function M.users(paths)
     local rel = text and json.decode(text)
     if rel and type(rel.apps) == "table" then
       for _, app in ipairs(rel.apps) do
-        local k = M.key(app.name, app.image.digest)
-        users[k] = users[k] or {}
-        table.insert(users[k], id)
+        -- A broken record names no image (release.list says what is wrong).
+        if type(app) == "table" and type(app.name) == "string" and type(app.image) == "table"
+            and type(app.image.digest) == "string" then
+          local k = M.key(app.name, app.image.digest)
+          users[k] = users[k] or {}
+          table.insert(users[k], id)
+        end
       end
     end
   end

@@ -14,6 +14,7 @@ local ct = require("ct")
 local appfs = require("ctcli.appfs")
 local json = require("ctcli.json")
 local rootconf = require("ctcli.rootconf")
+local statefile = require("ctcli.statefile")
 
 local M = {}
 
@@ -87,16 +88,19 @@ local function state_file(paths)
 end
 
 -- range(paths) -> the root's recorded range, or nil (none allocated yet).
+-- A broken record is an error (nil, msg), never "none": allocating another
+-- range would leave every file the apps own in the old one.
 function M.range(paths)
-  local doc = json.decode(ct.fs.read(state_file(paths)) or "null")
-  if type(doc) ~= "table" or math.type(doc.uid) ~= "integer" then return nil end
+  local doc, err = statefile.read(paths, state_file(paths), statefile.ROOT_IDMAP, statefile.HINT.root_idmap)
+  if not doc then return nil, err end
   return { uid = doc.uid, gid = doc.gid, size = doc.size }
 end
 
 -- ensure_range(paths) -> range | nil, msg: the root's range, allocated now
 -- (under a host-wide lock, the files replaced atomically) if it has none.
 function M.ensure_range(paths)
-  local have = M.range(paths)
+  local have, herr = M.range(paths)
+  if herr then return nil, herr end
   local dir = subid_dir()
   local files = { dir .. "/subuid", dir .. "/subgid" }
   local lp = lock_path()
@@ -177,10 +181,26 @@ end
 
 -- recorded(paths, name) -> the mapping the app last started with; false for
 -- one never started with a mapping (every app before user namespaces).
+-- A broken record: nil, msg.
 function M.recorded(paths, name)
-  local doc = json.decode(ct.fs.read(app_state_file(paths, name)) or "null")
-  if type(doc) ~= "table" or type(doc.idmap) ~= "table" then return false end
+  local doc, err = statefile.read(paths, app_state_file(paths, name), statefile.APP_STATE, statefile.HINT.app_state)
+  if doc == nil then return nil, err end
+  if not doc or type(doc.idmap) ~= "table" then return false end
   return { uid = doc.idmap.uid, gid = doc.idmap.gid, size = doc.idmap.size }
+end
+
+-- check_records(paths) -> true | nil, msg: state/idmap.json and every state/apps/<app>.json read.
+function M.check_records(paths)
+  local _, err = M.range(paths)
+  if err then return nil, err end
+  for _, f in ipairs(ct.fs.dir(paths.state .. "/apps") or {}) do
+    local name = f:match("^(.+)%.json$")
+    if name then
+      local m, rerr = M.recorded(paths, name)
+      if m == nil then return nil, rerr end
+    end
+  end
+  return true
 end
 
 local function record(paths, name, m)
@@ -218,14 +238,20 @@ function M.image_idmap_text(m)
   return string.format("%d:%d:%d\n", m.uid, m.gid, m.size)
 end
 
--- image_idmap(dir) -> mapping | false, or "moving"
-function M.image_idmap(dir)
+-- image_idmap(dir [, paths]) -> mapping | false, or "moving" | nil, msg when
+-- the record holds anything else (which ids own the rootfs is then unknown).
+function M.image_idmap(dir, paths)
   local text = ct.fs.read(dir .. "/idmap")
   if not text then return false end
-  if text:match("^moving") then return "moving" end
-  local u, g, s = text:match("^(%d+):(%d+):(%d+)")
+  if text:match("^moving\n?$") then return "moving" end
+  if text:match("^none\n?$") then return false end
+  local u, g, s = text:match("^(%d+):(%d+):(%d+)\n?$")
   if u then return { uid = tonumber(u), gid = tonumber(g), size = tonumber(s) } end
-  return false
+  local key = dir:match("([^/]+)$")
+  local what = "expected \"none\", \"moving\" or \"UID:GID:SIZE\", found " .. json.encode(text:sub(1, 40))
+  local hint = string.format(statefile.HINT.image, key, key)
+  if paths then return nil, statefile.problem(paths, dir .. "/idmap", what, hint) end
+  return nil, dir .. "/idmap: " .. what .. "; " .. hint
 end
 
 -- umoci_args(m) -> the extra arguments of `umoci unpack` for mapping m.
@@ -314,7 +340,8 @@ function M.prepare_image(paths, uc, app)
   local m = M.desired(app, uc.conf, uc.range)
   local target, other = as_range(m), as_range(not m and uc.range)
   local idir = store.dir(paths, app.name, app.image.digest)
-  local cur = M.image_idmap(idir)
+  local cur, cerr = M.image_idmap(idir, paths)
+  if cur == nil then return nil, cerr end
   if cur == "moving" or not M.equal(cur, m) then
     local ok, err = ct.fs.write_atomic(idir .. "/idmap", "moving\n", 420)
     if ok then ok, err = shift(idir, "rootfs", other, target) end
@@ -361,7 +388,8 @@ end
 -- its apps' trees and images shifted to this root's range (or to none when
 -- this root has none); the next start then moves each app as usual.
 function M.adopt_restored(paths, dir, info)
-  local range = M.range(paths)
+  local range, rerr = M.range(paths)
+  if rerr then return nil, rerr end
   local target = as_range(range)
   for name, a in pairs(type(info.apps) == "table" and info.apps or {}) do
     local m = type(a) == "table" and type(a.idmap) == "table" and a.idmap or nil

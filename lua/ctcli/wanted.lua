@@ -9,6 +9,7 @@
 local ct = require("ct")
 local json = require("ctcli.json")
 local rootmod = require("ctcli.root")
+local statefile = require("ctcli.statefile")
 
 local M = {}
 
@@ -16,12 +17,12 @@ local function now_utc()
   return os.date("!%Y-%m-%dT%H:%M:%SZ")
 end
 
--- read(paths) -> the document (an empty one when the file is missing or unreadable).
+-- read(paths) -> the document (an empty one when the file is missing) | nil,
+-- msg when it is broken: which apps the operator stopped is then unknown.
 function M.read(paths)
-  local text = ct.fs.read(paths.wanted)
-  local doc = text and json.decode(text)
-  if type(doc) ~= "table" or type(doc.apps) ~= "table" then doc = { apps = {} } end
-  return doc
+  local doc, err = statefile.read(paths, paths.wanted, statefile.WANTED, statefile.HINT.wanted)
+  if doc == nil then return nil, err end
+  return doc or { apps = {} }
 end
 
 local function save(paths, doc)
@@ -45,7 +46,8 @@ end
 -- mark(paths, names, wanted) -> true | nil, msg: records the apps named as
 -- wanted (true) or not (false); the restart count starts again on a change.
 function M.mark(paths, names, wanted)
-  local doc = M.read(paths)
+  local doc, err = M.read(paths)
+  if not doc then return nil, err end
   local changed = false
   for _, n in ipairs(names) do
     local rec = doc.apps[n]
@@ -60,7 +62,8 @@ end
 
 -- count_restart(paths, name) -> the app's restart count after this one.
 function M.count_restart(paths, name)
-  local doc = M.read(paths)
+  local doc, derr = M.read(paths)
+  if not doc then return nil, derr end
   local rec = doc.apps[name] or { wanted = true, since = now_utc(), restarts = 0 }
   rec.restarts = (tonumber(rec.restarts) or 0) + 1
   rec.last_restart = now_utc()

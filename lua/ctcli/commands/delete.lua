@@ -42,7 +42,7 @@ return {
     ct.fs.unlink(ctx.paths.current)
     ct.fs.fsync(ctx.paths.root)
     j:step("remove")
-    for _, r in ipairs(release.list(ctx.paths)) do ct.fs.rmtree(r.dir) end
+    for _, r in ipairs(release.list(ctx.paths) or {}) do ct.fs.rmtree(r.dir) end
     for _, key in ipairs(ct.fs.dir(ctx.paths.images) or {}) do ct.fs.rmtree(ctx.paths.images .. "/" .. key) end
     if ctx.opts.purge then
       for _, dir in ipairs({ ctx.paths.config, ctx.paths.data, ctx.paths.logs, ctx.paths.backups }) do

@@ -14,13 +14,17 @@ return {
     local target = ct.fs.readlink(ctx.paths.current)
     local cur_id = target and target:match("([^/]+)$")
     local doc = { releases = json.array(), backups = json.array() }
-    for _, r in ipairs(release.list(ctx.paths)) do
+    local rels, err = release.list(ctx.paths)
+    if not rels then return nil, err end
+    local backups, berr = backup.list(ctx.paths)
+    if not backups then return nil, berr end
+    for _, r in ipairs(rels) do
       doc.releases[#doc.releases + 1] = {
         id = r.id, name = r.name, version = r.version, created = r.created,
         current = r.id == cur_id, previous = r.previous or json.null,
       }
     end
-    for _, b in ipairs(backup.list(ctx.paths)) do
+    for _, b in ipairs(backups) do
       doc.backups[#doc.backups + 1] = {
         path = b.path, release = b.release or json.null, version = b.version or json.null,
         created = b.created, data = b.data, format = b.format, bytes = b.bytes or json.null,

@@ -18,13 +18,17 @@ return {
   needs_root = true, needs_lock = true,
   run = function(ctx)
     local keep = math.floor(ctx.opts.keep or 3)
+    -- Every release must read before anything goes (release.prune checks again).
+    local list, lerr = release.list(ctx.paths)
+    if not list then return nil, lerr end
     local j, jerr = journal.begin(ctx.paths, "prune", { keep = keep })
     if not j then return nil, jerr end
     j:step("prune")
     local sizes = {}
-    for _, rel in ipairs(release.list(ctx.paths)) do sizes[rel.id] = ct.fs.du(rel.dir) or 0 end
+    for _, rel in ipairs(list) do sizes[rel.id] = ct.fs.du(rel.dir) or 0 end
     local removed, freed = release.prune(ctx.paths, keep)
     j:finish()
+    if not removed then return nil, freed end
     local total = 0
     local rels = json.array()
     for _, id in ipairs(removed) do

@@ -200,7 +200,7 @@ return {
       end
       local id = arg or cur.previous
       if not id then
-        for _, r in ipairs(release.list(ctx.paths)) do
+        for _, r in ipairs(release.list(ctx.paths) or {}) do
           if r.id ~= cur.id then id = r.id break end
         end
       end

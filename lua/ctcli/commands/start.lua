@@ -52,7 +52,8 @@ return {
     if not list then return nil, serr end
     local states, lerr = apps.states(ctx, rel)
     if not states then return nil, lerr end
-    local want = wanted.read(ctx.paths)
+    local want, werr = wanted.read(ctx.paths)
+    if not want then return nil, werr end
 
     local todo, already, skipped = {}, {}, {}
     for _, app in ipairs(list) do

@@ -86,9 +86,12 @@ return {
   needs_root = true,
   run = function(ctx)
     local doc = { root = ctx.root, release = json.null, apps = json.array() }
-    local pending = journal.pending(ctx.paths)
+    local pending, perr = journal.pending(ctx.paths)
     if pending then
       doc.interrupted = pending.doc.command
+    elseif perr then
+      -- Reported, not fatal: status is how the operator looks at the root.
+      doc.journal_error = perr
     end
     local rel, err = release.current(ctx.paths)
     if err then return nil, err end
@@ -98,10 +101,12 @@ return {
       if not states then return nil, serr end
       local now = ct.time.now()
       local checks = health.read(ctx.paths)
-      local want = wanted.read(ctx.paths)
+      local want, werr = wanted.read(ctx.paths)
+      if not want then return nil, werr end
       local rt = runtime.rt(ctx.paths, release.tools(rel))
       local conf = rootconf.load(ctx.paths) or { apps = {} }
-      local range = userns.range(ctx.paths)
+      local range, rerr = userns.range(ctx.paths)
+      if rerr then return nil, rerr end
       for _, name in ipairs(rel.order) do
         local app = rel.by_name[name]
         local st = states[name]
@@ -120,7 +125,11 @@ return {
         -- user namespaces keeps none until its next start); else the one
         -- its next start gives it.
         local idmap, opted = userns.desired(app, conf, range)
-        if runtime.running(st) then idmap = userns.recorded(ctx.paths, name) end
+        if runtime.running(st) then
+          local m, merr = userns.recorded(ctx.paths, name)
+          if m == nil then return nil, merr end
+          idmap = m
+        end
         doc.apps[#doc.apps + 1] = {
           name = name,
           state = state,
@@ -145,6 +154,9 @@ return {
     if ctx.json then
       ui.print(json.encode(doc, true))
       return true
+    end
+    if doc.journal_error then
+      ui.warn("%s", doc.journal_error)
     end
     if doc.interrupted then
       ui.warn("an interrupted '%s' awaits recovery; the next changing command (or 'ctcli recover') completes or undoes it",
