@@ -58,6 +58,28 @@ local function rel(p)
   return (p:gsub("^/+", ""))
 end
 
+-- usage(paths, app, kind) -> bytes, newest mtime (seconds; 0 when empty)
+-- of the app's tree, walked beneath its handle (a link is counted, never
+-- followed). What a rollback shows it is about to replace.
+function M.usage(paths, app, kind)
+  local d = M.dir(paths, app, kind)
+  if not d then return 0, 0 end
+  local bytes, newest = 0, 0
+  local function walk(at)
+    for _, name in ipairs(d:list(at) or {}) do
+      local path = at == "." and name or (at .. "/" .. name)
+      local st = d:stat(path)
+      if st then
+        if st.mtime and st.mtime > newest then newest = st.mtime end
+        if st.type == "dir" then walk(path) else bytes = bytes + (st.size or 0) end
+      end
+    end
+  end
+  walk(".")
+  d:close()
+  return bytes, newest
+end
+
 -- ---- stdout/stderr log ----------------------------------------------------
 
 -- Shift stdout-stderr.log.1..KEEP_RUNS-1 up by one and the live log to .1.

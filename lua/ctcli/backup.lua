@@ -171,24 +171,43 @@ end
 -- restore_data(ctx, archive, names) -> true | nil, msg: puts the data of
 -- the named apps back as the backup has it. Each app's directory is
 -- exchanged with the restored copy in one renameat2, so a crash never
--- leaves it missing.
+-- leaves it missing; a failure part way exchanges the ones done back, so
+-- the data is all restored or all as it was (never a mix, never lost).
 function M.restore_data(ctx, archive, names)
   local dir, err = ct.fs.mkdtemp(ctx.paths.tmp .. "/restore-XXXXXX")
   if not dir then return nil, err end
   local ok, xerr = ct.archive.extract(archive, dir, { preserve = true, only = { "data" }, skip_special = true })
   if not ok then ct.fs.rmtree(dir) return nil, xerr end
   ct.fs.mkdir(dir .. "/data", 448, true)
+  local done = {}
+  local function undo(msg)
+    for i = #done, 1, -1 do
+      local d = done[i]
+      local uok, uerr
+      if d.had then uok, uerr = ct.fs.exchange(d.live, d.saved) else uok, uerr = ct.fs.rename(d.live, d.saved) end
+      if not uok then
+        -- What it replaced stays in tmp/ for the operator rather than go.
+        return nil, string.format("%s; putting the data of %s back failed (it is in %s): %s",
+          msg, d.name, d.saved, tostring(uerr))
+      end
+    end
+    ct.fs.fsync(ctx.paths.data)
+    ct.fs.rmtree(dir)
+    return nil, msg .. "; the data is as it was"
+  end
   for _, name in ipairs(names) do
     local live = appfs.host_paths(ctx.paths, name).data
     local saved = dir .. "/data/" .. name
     if not ct.fs.exists(saved) then ct.fs.mkdir(saved, 448) end
     local rok, rerr
-    if ct.fs.exists(live) then
+    local had = ct.fs.exists(live)
+    if had then
       rok, rerr = ct.fs.exchange(live, saved)
     else
       rok, rerr = ct.fs.rename(saved, live)
     end
-    if not rok then ct.fs.rmtree(dir) return nil, rerr end
+    if not rok then return undo("restoring the data of " .. name .. ": " .. tostring(rerr)) end
+    done[#done + 1] = { name = name, live = live, saved = saved, had = had }
   end
   ct.fs.fsync(ctx.paths.data)
   ct.fs.rmtree(dir)
@@ -388,6 +407,72 @@ function M.list(paths)
   end
   table.sort(out, function(a, b) return tostring(a.created) > tostring(b.created) end)
   return out
+end
+
+-- The retention class of a backup's reason: an install's backup counts
+-- with the upgrades', a backup recorded before reasons were (or by the
+-- backup command) with the manual ones.
+function M.class(reason)
+  if reason == "upgrade" or reason == "install" then return "upgrade" end
+  if reason == "safety" then return "safety" end
+  return "manual"
+end
+
+-- protected(paths, list) -> set of paths: the newest backup of each kept
+-- release (the current one included), which its rollback from an archive
+-- needs; retention never removes one.
+function M.protected(paths, list)
+  local out, seen = {}, {}
+  local kept = {}
+  for _, r in ipairs(release.list(paths)) do kept[r.id] = true end
+  for _, b in ipairs(list) do
+    if b.format == M.FORMAT and kept[b.release] and not seen[b.release] then
+      seen[b.release] = true
+      out[b.path] = true
+    end
+  end
+  return out
+end
+
+-- remove(b) -> true | nil, msg: one listed backup, its record first
+-- (a backup with no record is not listed), then its archive. The Go tool's
+-- dir goes when its last archive does.
+function M.remove(b)
+  if b.format == M.FORMAT then
+    local ok, err = ct.fs.unlink((b.path:gsub("%.tar%.%a+$", ".json")))
+    if not ok then return nil, err end
+    return ct.fs.unlink(b.path)
+  end
+  local ok, err = ct.fs.unlink(b.path)
+  if not ok then return nil, err end
+  local dir = b.path:match("^(.*)/[^/]+$")
+  for _, f in ipairs(ct.fs.dir(dir) or {}) do
+    if f:match("%.tar%.gz$") then return true end
+  end
+  ct.fs.unlink(dir .. "/backup-info.json")
+  ct.fs.rmdir(dir)
+  return true
+end
+
+-- retain(paths, keep) -> removed backups | nil, msg: keeps the newest
+-- keep[class] backups of each class and every protected one; the Go
+-- tool's backups are never touched here (only when named).
+function M.retain(paths, keep)
+  local list = M.list(paths)
+  local protected = M.protected(paths, list)
+  local count, removed = {}, {}
+  for _, b in ipairs(list) do
+    if b.format == M.FORMAT then
+      local class = M.class(b.reason)
+      count[class] = (count[class] or 0) + 1
+      if count[class] > (keep[class] or math.huge) and not protected[b.path] then
+        local ok, err = M.remove(b)
+        if not ok then return nil, "cannot remove the backup " .. b.path .. ": " .. tostring(err) end
+        removed[#removed + 1] = b
+      end
+    end
+  end
+  return removed
 end
 
 return M

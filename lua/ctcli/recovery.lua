@@ -169,6 +169,12 @@ function M.run(ctx)
     local idempotent = { start = true, stop = true, prune = true, ["rotate-logs"] = true }
     if idempotent[doc.command] then outcome = "nothing to undo" end
   end
+  -- A backup a command was writing (an upgrade's, a rollback's safety
+  -- backup) is whole only once its record is written.
+  if doc.command ~= "backup" and type(d.archive) == "string"
+    and not ct.fs.exists((d.archive:gsub("%.tar%.%a+$", ".json"))) then
+    ct.fs.unlink(d.archive)
+  end
   clean_tmp(p)
   -- Images only an undone release used go too (never one a kept release
   -- uses; nothing when a release cannot be read).

@@ -1,5 +1,5 @@
 -- The root's configuration file, <root>/ctcli.json: the operator's settings
--- for this root (per-app overrides today; backup retention next). A missing
+-- for this root (per-app overrides, backup retention). A missing
 -- file means the defaults; a broken one is refused with its JSON path, as a
 -- manifest is, so a typo never silently switches a protection off.
 local ct = require("ct")
@@ -11,9 +11,15 @@ M.FILE = "ctcli.json"
 
 -- Keys each object may hold; "x-" keys are the operator's own notes.
 local KNOWN = {
-  top = { apps = "object" },
+  top = { apps = "object", backups = "object" },
   app = { user_namespace = "boolean" },
+  backups = { keep = "object" },
+  keep = { upgrade = "count", manual = "count", safety = "count" },
 }
+
+-- How many backups of each reason retention keeps when ctcli.json says
+-- nothing (backups.keep.<reason>).
+M.DEFAULT_KEEP = { upgrade = 3, manual = 3, safety = 3 }
 
 local function check_object(problems, where, t, known, nested)
   if type(t) ~= "table" or json.is_array(t) and next(t) ~= nil then
@@ -37,11 +43,16 @@ local function check_object(problems, where, t, known, nested)
       goto continue -- the operator's own key
     elseif known[k] == "boolean" and type(v) ~= "boolean" then
       problems[#problems + 1] = path .. ": expected true or false"
+    elseif known[k] == "count" and (math.type(v) ~= "integer" and not (type(v) == "number" and v == math.floor(v))
+      or v < 0 or v > 100000) then
+      problems[#problems + 1] = path .. ": expected a whole number from 0"
     elseif known[k] == "object" then
       if k == "apps" then
         check_object(problems, path, v, nil, function(p, ap, av)
           check_object(p, ap, av, KNOWN.app)
         end)
+      else
+        check_object(problems, path, v, KNOWN[k])
       end
     end
     ::continue::
@@ -70,6 +81,14 @@ function M.load(paths)
   if not ok then return nil, file .. ": " .. verr end
   doc.apps = doc.apps or {}
   return doc
+end
+
+-- keep(conf) -> reason -> how many backups of it retention keeps.
+function M.keep(conf)
+  local set = conf and conf.backups and conf.backups.keep or {}
+  local out = {}
+  for reason, n in pairs(M.DEFAULT_KEEP) do out[reason] = math.floor(set[reason] or n) end
+  return out
 end
 
 -- app(conf, name) -> the operator's overrides of one app ({} when none).

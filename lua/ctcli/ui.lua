@@ -83,6 +83,23 @@ function ui.confirm(question)
   return answer == "y" or answer == "yes"
 end
 
+-- CANCELLED: the exit status of a command the operator did not confirm
+-- (DESIGN §6: a "no", or a prompt with no terminal and no -y).
+ui.CANCELLED = 3
+
+-- ask(ctx, question, what) -> true | nil, msg, ui.CANCELLED. With -y it
+-- does not ask; with no terminal on stdin there is nobody to answer, and
+-- a destructive command never takes silence for a yes.
+function ui.ask(ctx, question, what)
+  if ctx.yes then return true end
+  if not ct.term.isatty(0) then
+    return nil, what .. " cancelled: no terminal to ask on, nothing changed (pass -y to proceed without asking)",
+      ui.CANCELLED
+  end
+  if ui.confirm(question) then return true end
+  return nil, what .. " cancelled; nothing changed", ui.CANCELLED
+end
+
 -- progress(label) -> object with :update(done, total) and :finish(); draws a
 -- bar on stderr when it is a terminal, nothing otherwise.
 function ui.progress(label)

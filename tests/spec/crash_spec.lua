@@ -77,7 +77,7 @@ describe("a kill at every journaled step", function()
       argv = function() return { "-y", "upgrade", v2 } end },
     { name = "rollback", command = "rollback",
       prepare = function(root) H.ok(root, { "install", v1 }) H.ok(root, { "-y", "upgrade", v2 }) end,
-      argv = function() return { "rollback" } end },
+      argv = function() return { "-y", "rollback" } end },
     { name = "rollback ARCHIVE", command = "rollback",
       prepare = function(root)
         H.ok(root, { "install", v1 })
@@ -86,7 +86,7 @@ describe("a kill at every journaled step", function()
         assert(ct.fs.write_atomic(root .. "/data/web/var/lib/web/records", "changed since\n"))
         return b.path
       end,
-      argv = function(_, archive) return { "rollback", archive } end,
+      argv = function(_, archive) return { "-y", "rollback", archive } end,
       intended = function(root) return ct.fs.read(root .. "/data/web/var/lib/web/records") == "backed up\n" end },
     { name = "delete", command = "delete",
       prepare = function(root) H.ok(root, { "install", v1 }) end,

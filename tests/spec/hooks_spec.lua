@@ -52,7 +52,7 @@ describe("hooks", function()
     H.ok(root, { "stop" })
     H.ok(root, { "start" })
     H.ok(root, { "-y", "upgrade", v2 })
-    H.ok(root, { "rollback" })
+    H.ok(root, { "-y", "rollback" })
     assert.same({
       "pre_install nil->1.0.0", "post_install nil->1.0.0",
       "pre_stop nil->nil", "post_stop nil->nil",
@@ -160,7 +160,7 @@ return { migrations = {
   end,
 } }]])
     H.ok(root, { "-y", "upgrade", v2 })
-    H.ok(root, { "rollback" })
+    H.ok(root, { "-y", "rollback" })
     H.ok(root, { "-y", "upgrade", v3 })
     assert.equals("0001-a\n0002-b\n", ct.fs.read(root .. "/logs/web/migrations.log"))
     local rec = H.read(root .. "/data/web/.ctcli/migrations.json")

@@ -30,7 +30,7 @@ return {
     if not j then return nil, jerr end
     j:step("archive")
     local info, berr = backup.create(ctx, rel, {
-      data = not ctx.opts.ignore_data, gzip = ctx.opts.gzip, journal = j,
+      data = not ctx.opts.ignore_data, gzip = ctx.opts.gzip, journal = j, reason = "manual",
     })
     j:finish()
     if not info then return nil, berr end

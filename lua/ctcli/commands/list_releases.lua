@@ -28,6 +28,7 @@ return {
       doc.backups[#doc.backups + 1] = {
         path = b.path, release = b.release or json.null, version = b.version or json.null,
         created = b.created, data = b.data, format = b.format, bytes = b.bytes or json.null,
+        reason = b.reason or json.null,
       }
     end
     if ctx.json then
@@ -43,7 +44,9 @@ return {
       rows[#rows + 1] = { r.current and "*" or "", "release", r.id, r.name .. " " .. r.version, r.created }
     end
     for _, b in ipairs(doc.backups) do
-      rows[#rows + 1] = { "", b.data and "backup" or "backup (no data)", b.path:match("[^/]+$"),
+      local kind = b.data and "backup" or "backup (no data)"
+      if b.reason ~= json.null then kind = kind .. ", " .. tostring(b.reason) end
+      rows[#rows + 1] = { "", kind, b.path:match("[^/]+$"),
         b.version ~= json.null and tostring(b.version) or "-", tostring(b.created) }
     end
     ui.table({ "", "KIND", "ID", "VERSION", "CREATED" }, rows)

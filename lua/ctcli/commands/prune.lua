@@ -1,22 +1,104 @@
 -- prune [--keep N]: removes the releases beyond the newest N (never the
 -- current one) and the images no kept release uses; prints what it freed.
+-- prune --backups [PATH...]: backup retention (per reason, ctcli.json), or
+-- the named backups.
 local ct = require("ct")
+local backup = require("ctcli.backup")
+local cli = require("ctcli.cli")
 local journal = require("ctcli.journal")
 local json = require("ctcli.json")
 local release = require("ctcli.release")
+local rootconf = require("ctcli.rootconf")
 local ui = require("ctcli.ui")
+
+-- backups(ctx) -> true | nil, msg: `prune --backups`.
+local function backups(ctx)
+  local removed = {}
+  if #ctx.args > 0 then
+    -- Named: any listed backup, the Go tool's too, never one a kept
+    -- release needs to roll back.
+    local list = backup.list(ctx.paths)
+    local protected = backup.protected(ctx.paths, list)
+    local todo = {}
+    for _, arg in ipairs(ctx.args) do
+      local found
+      for _, b in ipairs(list) do
+        if b.path == arg or b.path:match("[^/]+$") == arg or ct.fs.realpath(arg) == b.path then
+          found = b
+        end
+      end
+      if not found then return nil, arg .. ": not a backup of this root (see 'ctcli list-releases')" end
+      if protected[found.path] then
+        return nil, string.format("%s: the newest backup of the kept release %s, which a rollback from an archive " ..
+          "needs; prune that release first", arg, tostring(found.release))
+      end
+      todo[#todo + 1] = found
+    end
+    local j, jerr = journal.begin(ctx.paths, "prune", { backups = json.array(ctx.args) })
+    if not j then return nil, jerr end
+    j:step("prune")
+    for _, b in ipairs(todo) do
+      local ok, err = backup.remove(b)
+      if not ok then j:finish() return nil, "cannot remove the backup " .. b.path .. ": " .. tostring(err) end
+      removed[#removed + 1] = b
+    end
+    j:finish()
+  else
+    local conf, cerr = rootconf.load(ctx.paths)
+    if not conf then return nil, cerr end
+    local keep = rootconf.keep(conf)
+    if ctx.opts.keep then
+      for reason in pairs(keep) do keep[reason] = math.floor(ctx.opts.keep) end
+    end
+    local j, jerr = journal.begin(ctx.paths, "prune", { backups = true })
+    if not j then return nil, jerr end
+    j:step("prune")
+    local res, err = backup.retain(ctx.paths, keep)
+    j:finish()
+    if not res then return nil, err end
+    removed = res
+  end
+  local total = 0
+  local out = json.array()
+  for _, b in ipairs(removed) do
+    total = total + (b.bytes or 0)
+    out[#out + 1] = { path = b.path, reason = b.reason or json.null, release = b.release or json.null,
+      bytes = b.bytes or json.null }
+  end
+  if ctx.json then
+    ui.print(json.encode({ backups = out, freed = total }, true))
+  elseif #out == 0 then
+    ui.print("no backup to prune")
+  else
+    for _, b in ipairs(out) do
+      ui.print("removed backup %s (%s%s)", b.path:match("[^/]+$"), b.reason ~= json.null and (b.reason .. ", ") or "",
+        b.bytes ~= json.null and ui.bytes(b.bytes) or "size unknown")
+    end
+    ui.print("freed %s", ui.bytes(total))
+  end
+  return true
+end
 
 return {
   summary = "Remove old releases and the images no kept release uses",
-  usage = "prune [--keep N]",
+  usage = "prune [--keep N] | prune --backups [--keep N] [BACKUP...]",
   description = "Keeps the newest N releases (default 3) and always the current one, and every\n" ..
-    "image a kept release uses; backups are not touched.",
+    "image a kept release uses; backups are not touched.\n" ..
+    "With --backups, only backups: of each reason (upgrade, manual, safety) the\n" ..
+    "newest backups.keep.<reason> of ctcli.json (default 3; --keep N for all) stay,\n" ..
+    "and always the newest backup of each kept release. The Go tool's backups are\n" ..
+    "never pruned unless named: with BACKUP arguments (paths or names from\n" ..
+    "list-releases) exactly those are removed.",
   options = {
-    { "--keep", arg = "N", type = "number", help = "releases to keep (default 3; the current one always stays)" },
+    { "--keep", arg = "N", type = "number", help = "releases (or, with --backups, backups of each reason) to keep" },
+    { "--backups", help = "prune backups instead of releases (the named ones, or by retention)" },
   },
-  max_args = 0,
   needs_root = true, needs_lock = true,
   run = function(ctx)
+    if ctx.opts.backups then return backups(ctx) end
+    if #ctx.args > 0 then
+      error(cli.usage_error("'prune' takes BACKUP arguments only with --backups", "run 'ctcli help prune'"))
+    end
     local keep = math.floor(ctx.opts.keep or 3)
     -- Every release must read before anything goes (release.prune checks again).
     local list, lerr = release.list(ctx.paths)

@@ -12,6 +12,7 @@ local json = require("ctcli.json")
 local plan = require("ctcli.plan")
 local preview = require("ctcli.preview")
 local release = require("ctcli.release")
+local rootconf = require("ctcli.rootconf")
 local ui = require("ctcli.ui")
 
 -- Undoes an upgrade that failed after its swap: stop the new apps, swap
@@ -229,11 +230,22 @@ return {
 
     j:step("prune")
     local pruned = release.prune(ctx.paths, math.max(1, math.floor(ctx.opts.keep or 3)))
+    -- Backup retention after every successful upgrade (after the releases,
+    -- so a pruned release's backups are no longer protected).
+    local conf, conf_err = rootconf.load(ctx.paths)
+    local gone, ret_err
+    if conf then gone, ret_err = backup.retain(ctx.paths, rootconf.keep(conf)) end
+    if not gone then ui.warn("backups not pruned: %s", tostring(conf_err or ret_err)) end
     j:finish()
     if ctx.json then
       ui.print(json.encode({
         release = rel.id, previous = cur.id, changes = plan.to_json(diff),
         restarted = json.array(started), pruned = json.array(pruned),
+        pruned_backups = (function()
+          local out = json.array()
+          for _, b in ipairs(gone or {}) do out[#out + 1] = b.path end
+          return out
+        end)(),
       }, true))
     else
       ui.print("upgraded to %s (%s %s)", rel.id, rel.name, rel.version)
