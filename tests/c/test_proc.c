@@ -469,10 +469,11 @@ static lua_State *P_cgroup(void) {
         "  ct.fs.rmdir(cgparent) "
         "  if not ok then error(err, 0) end "
         "end "
-        /* daemon(pidfile): a process in a session of its own, as a hook's
+        /* daemon(pidfile): a process in a session of its own (setsid -f: forked,
+           so no parent-death signal of ours reaches it), as a hook's
            `setsid` daemon; returns its pid once it runs */
         "function daemon(pidfile) "
-        "  proc.spawn({'setsid', 'sh', '-c', 'echo $$ > ' .. pidfile .. '.tmp && mv ' .. pidfile .. "
+        "  proc.spawn({'setsid', '-f', 'sh', '-c', 'echo $$ > ' .. pidfile .. '.tmp && mv ' .. pidfile .. "
         "    '.tmp ' .. pidfile .. ' && exec sleep 300'}, {stdout = 'null', stderr = 'null'}) "
         "  for _ = 1, 500 do "
         "    local f = io.open(pidfile) if f then local pid = tonumber(f:read('a')) f:close() return pid end "
