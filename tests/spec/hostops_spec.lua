@@ -227,9 +227,9 @@ describe("hostops", function()
     assert.truthy(ct.fs.exists(root .. "/images/" .. key .. "/oci/index.json"))
     local before_cfg = ct.fs.read(cfg)
     local before_data = ct.fs.read(root .. "/data/web/var/lib/web/mine")
-    -- asks, and "no" changes nothing
-    local r = H.ctcli(root, { "reset", "web" }, { stdin = "n\n" })
-    assert.equals(1, r.code)
+    -- no terminal to ask on and no -y: cancelled (exit 3), nothing changes
+    local r = H.ctcli(root, { "reset", "web" }, { stdin = "y\n" })
+    assert.equals(3, r.code)
     assert.truthy(ct.fs.exists(rootfs .. "/junk"))
     local pid = app_state(root, "web").pid
     H.ok(root, { "reset", "-y", "web" })

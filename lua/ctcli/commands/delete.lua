@@ -24,9 +24,9 @@ return {
     local rel, err = common.current_or_fail(ctx, "delete")
     if not rel then return nil, err end
     local what = ctx.opts.purge and "the release, its configs, data, logs and backups" or "the release"
-    if not ctx.yes and not ui.confirm(string.format("Delete %s (%s %s) from %s?", what, rel.name, rel.version, ctx.root)) then
-      return nil, "delete cancelled; nothing changed"
-    end
+    local yes, why, code = ui.ask(ctx, string.format("Delete %s (%s %s) from %s?", what, rel.name, rel.version,
+      ctx.root), "delete")
+    if not yes then return nil, why, code end
     local j, jerr = journal.begin(ctx.paths, "delete", { release = rel.id, purge = ctx.opts.purge or false })
     if not j then return nil, jerr end
     local running = json.array()

@@ -33,10 +33,9 @@ return {
     end
     local tools = release.tools(rel)
     if not tools.umoci then return nil, "umoci not found: install it or ship it in the package" end
-    if not ctx.yes and not ui.confirm(string.format(
-      "Reset %s: discard every change to its rootfs (configs and data stay)?", app.name)) then
-      return nil, "cancelled; nothing was changed"
-    end
+    local yes, why, code = ui.ask(ctx, string.format(
+      "Reset %s: discard every change to its rootfs (configs and data stay)?", app.name), "reset")
+    if not yes then return nil, why, code end
     local states, lerr = apps.states(ctx, rel)
     if not states then return nil, lerr end
     local was_running = runtime.running(states[app.name])

@@ -74,10 +74,10 @@ return {
     if not j then return nil, jerr end
     local pkg, perr = deploy.open(ctx, file, j)
     if not pkg then j:finish() return nil, perr end
-    local function abort(msg)
+    local function abort(msg, code)
       pkg.cleanup()
       j:finish()
-      return nil, msg
+      return nil, msg, code
     end
 
     -- The same plan `ctcli plan PKG` prints: changes, stops and starts, hooks, migrations, disk.
@@ -99,9 +99,8 @@ return {
       preview_plan.signature_text = pkg.signer and ("verified, signed by " .. pkg.signer) or nil
       preview.print(preview_plan, cur)
     end
-    if not ctx.yes and not ui.confirm("Proceed with the upgrade?") then
-      return abort("upgrade cancelled; nothing changed")
-    end
+    local yes, why, code = ui.ask(ctx, "Proceed with the upgrade?", "upgrade")
+    if not yes then return abort(why, code) end
 
     -- pre_upgrade comes from the new release's hooks and may veto.
     local pkg_hc = hooks.context(ctx, {
