@@ -21,7 +21,8 @@ end
 local function fault(command, step)
   local f = os.getenv("CTCLI_FAULT")
   if not f then return true end
-  local where, fail = f:match("^(.*):fail$")
+  local where = f:match("^(.*):fail$")
+  local fail = where ~= nil
   where = where or f
   if where ~= command .. ":" .. step then return true end
   if fail then return nil, "injected failure at " .. where end
