@@ -151,7 +151,7 @@ local function fail_case(sc, step, matrix, new_state)
     -- One line says it, whether the command failed or went on with a warning.
     assert.equals(1, #lines, r.stderr)
   else
-    assert.equals(0, r.code, "not reached, yet failed: " .. r.stderr)
+    assert.equals(sc.expect_code or 0, r.code, "not reached, yet exit " .. r.code .. ": " .. r.stderr)
   end
   if r.stderr:find("ctcli recover", 1, true) then
     local rec = H.ctcli(root, { "recover" })

@@ -244,13 +244,14 @@ return {
       end
       local rok, rerr = auto_rollback(ctx, { cur = cur, rel = rel, affected = affected,
         stopped = stopping, backup = info.path })
-      j:finish()
+      local done, ferr = j:finish()
+      local closing = done and "" or ("; " .. ferr)
       if not rok then
-        return nil, string.format("upgrade to %s failed at %s: %s; the rollback to %s had problems: %s",
-          rel.id, failed_step, failure, cur.id, rerr)
+        return nil, string.format("upgrade to %s failed at %s: %s; the rollback to %s had problems: %s%s",
+          rel.id, failed_step, failure, cur.id, rerr, closing)
       end
-      return nil, string.format("upgrade to %s failed at %s: %s; rolled back to %s",
-        rel.id, failed_step, failure, cur.id)
+      return nil, string.format("upgrade to %s failed at %s: %s; rolled back to %s%s",
+        rel.id, failed_step, failure, cur.id, closing)
     end
 
     -- The upgrade is done: a failing prune is a warning, not a failure.
