@@ -60,7 +60,13 @@ function Journal:step(name)
   local ok, err = save(self)
   if not ok then error("cannot write the journal: " .. err) end
   -- The kill comes after the journal says the step began: the hardest case.
-  return fault(self.doc.command, name)
+  local went, why = fault(self.doc.command, name)
+  -- Only the commands that declare their steps check what step returns: an
+  -- injected failure anywhere else would pass unseen, so it is refused.
+  if not went and not (cmd and cmd.steps) then
+    error("CTCLI_FAULT: " .. self.doc.command .. " takes no injected failures (only kills)")
+  end
+  return went, why
 end
 
 -- set(key, value): adds to what recovery needs to know.
