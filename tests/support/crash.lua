@@ -147,6 +147,10 @@ local function fail_case(sc, step, matrix, new_state)
     if line:find("injected failure at " .. fault, 1, true) then lines[#lines + 1] = line end
   end
   local reached = #lines > 0
+  assert.falsy(r.stderr:find("internal error", 1, true), r.stderr)
+  local errors = 0
+  for _ in r.stderr:gmatch("ctcli: error:") do errors = errors + 1 end
+  assert.truthy(errors <= 1, r.stderr)
   if reached then
     -- One line says it, whether the command failed or went on with a warning.
     assert.equals(1, #lines, r.stderr)

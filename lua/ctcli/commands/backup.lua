@@ -21,7 +21,8 @@ return {
   },
   max_args = 0,
   needs_root = true, needs_lock = true,
-  -- The journaled steps, in order (CTCLI_FAULT=backup:<step> kills ctcli there).
+  -- The journaled steps, in order (CTCLI_FAULT=backup:<step> kills ctcli there,
+  -- backup:<step>:fail makes the step fail).
   steps = { "archive", "finish" },
   run = function(ctx)
     local rel, err = common.current_or_fail(ctx, "backup")

@@ -18,7 +18,8 @@ return {
   },
   max_args = 0,
   needs_root = true, needs_lock = true,
-  -- The journaled steps, in order (CTCLI_FAULT=delete:<step> kills ctcli there).
+  -- The journaled steps, in order (CTCLI_FAULT=delete:<step> kills ctcli there,
+  -- delete:<step>:fail makes the step fail).
   steps = { "stop", "unlink", "remove", "finish" },
   run = function(ctx)
     local rel, err = common.current_or_fail(ctx, "delete")

@@ -21,7 +21,8 @@ return {
   },
   min_args = 1, max_args = 1,
   needs_root = true, needs_lock = true,
-  -- The journaled steps, in order (CTCLI_FAULT=install:<step> kills ctcli there).
+  -- The journaled steps, in order (CTCLI_FAULT=install:<step> kills ctcli there,
+  -- install:<step>:fail makes the step fail).
   steps = { "extract", "pre_install", "unpack", "stage", "place", "files", "swap", "backup", "migrate", "start", "post_install", "finish" },
   run = function(ctx)
     local file = ctx.args[1]

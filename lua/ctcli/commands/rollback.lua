@@ -357,7 +357,8 @@ return {
     "nothing and exits 3). A failure part way puts everything back as it was.",
   max_args = 1,
   needs_root = true, needs_lock = true,
-  -- The journaled steps, in order (CTCLI_FAULT=rollback:<step> kills ctcli there).
+  -- The journaled steps, in order (CTCLI_FAULT=rollback:<step> kills ctcli there,
+  -- rollback:<step>:fail makes the step fail).
   steps = { "extract", "place", "pre_rollback", "stop", "safety-backup", "restore-files", "swap", "start",
     "post_rollback", "finish" },
   run = function(ctx)

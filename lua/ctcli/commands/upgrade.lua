@@ -63,7 +63,8 @@ return {
   },
   min_args = 1, max_args = 1,
   needs_root = true, needs_lock = true,
-  -- The journaled steps, in order (CTCLI_FAULT=upgrade:<step> kills ctcli there).
+  -- The journaled steps, in order (CTCLI_FAULT=upgrade:<step> kills ctcli there,
+  -- upgrade:<step>:fail makes the step fail).
   steps = { "extract", "pre_upgrade", "unpack", "stage", "place", "files", "backup", "stop", "swap", "migrate",
     "start", "post_upgrade", "rollback", "prune", "finish" },
   run = function(ctx)
