@@ -55,6 +55,14 @@ function M.create(ctx, rel, opts)
   local p = ctx.paths
   local ext = opts.gzip and ".tar.gz" or ".tar.zst"
   local base = string.format("%s-%s", stamp(), rel.id)
+  -- Two backups of one release in one second (an install's zero backup and
+  -- a backup right after it) must not share a name: the second would
+  -- replace the first.
+  local stem, nth = base, 1
+  while ct.fs.lstat(p.backups .. "/" .. base .. ext) or ct.fs.lstat(p.backups .. "/" .. base .. ".json") do
+    nth = nth + 1
+    base = stem .. "-" .. nth
+  end
   local archive = p.backups .. "/" .. base .. ext
   local info = {
     format = M.FORMAT, release = rel.id, name = rel.name, version = rel.version,

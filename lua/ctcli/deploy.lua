@@ -41,16 +41,19 @@ end
 
 -- build(ctx, pkg, journal, previous) -> staged release placed in releases/ | nil, msg
 function M.build(ctx, pkg, journal, previous)
-  journal:step("unpack")
-  local ok, err = M.unpack(ctx, pkg)
+  local ok, err = journal:step("unpack")
   if not ok then return nil, err end
-  journal:step("stage")
+  ok, err = M.unpack(ctx, pkg)
+  if not ok then return nil, err end
+  ok, err = journal:step("stage")
+  if not ok then return nil, err end
   local staged, serr = release.stage(ctx.paths, pkg, {
     previous = previous, source = pkg.file and pkg.file:match("[^/]+$"), signer = pkg.signer,
   })
   if not staged then return nil, serr end
   journal:set("release", staged.id)
-  journal:step("place")
+  ok, err = journal:step("place")
+  if not ok then ct.fs.rmtree(staged.dir) return nil, err end
   ok, err = release.place(ctx.paths, staged)
   if not ok then ct.fs.rmtree(staged.dir) return nil, err end
   return release.load(ctx.paths, staged.id)
@@ -58,7 +61,8 @@ end
 
 -- open(ctx, file, journal) -> pkg | nil, msg
 function M.open(ctx, file, journal)
-  journal:step("extract")
+  local ok, err = journal:step("extract")
+  if not ok then return nil, err end
   return package.open(ctx.paths, file)
 end
 

@@ -1,7 +1,9 @@
 -- The journal (state/journal.json): a changing command writes what it is
 -- about to do before doing it, step by step, so the next command can finish
 -- or undo an interrupted one. CTCLI_FAULT=<command>:<step> makes ctcli kill
--- itself with SIGKILL when it reaches that step (the crash tests use it).
+-- itself with SIGKILL when it reaches that step; CTCLI_FAULT=<command>:<step>:fail
+-- makes the step fail instead, so the command takes its own error path
+-- (the crash tests use both).
 local ct = require("ct")
 local json = require("ctcli.json")
 local statefile = require("ctcli.statefile")
@@ -14,12 +16,19 @@ local function save(j)
   return ct.fs.write_atomic(j.path, json.encode(j.doc, true) .. "\n")
 end
 
+-- fault(command, step) -> true | nil, msg: kills ctcli, or returns the
+-- injected failure, when CTCLI_FAULT names this step.
 local function fault(command, step)
   local f = os.getenv("CTCLI_FAULT")
-  if f and f == command .. ":" .. step then
-    ct.proc.kill(ct.proc.getpid(), ct.proc.signals.KILL)
-    ct.time.sleep(10)
-  end
+  if not f then return true end
+  local where = f:match("^(.*):fail$")
+  local fail = where ~= nil
+  where = where or f
+  if where ~= command .. ":" .. step then return true end
+  if fail then return nil, "injected failure at " .. where end
+  ct.proc.kill(ct.proc.getpid(), ct.proc.signals.KILL)
+  ct.time.sleep(10)
+  return true
 end
 
 -- begin(paths, command, data) -> journal | nil, msg
@@ -34,8 +43,9 @@ function M.begin(paths, command, data)
   return j
 end
 
--- step(name): records that the step named is about to run (and the one
--- before it is done).
+-- step(name) -> true | nil, msg: records that the step named is about to
+-- run (and the one before it is done). It fails only when CTCLI_FAULT injects
+-- a failure there; every caller takes its error path then.
 function Journal:step(name)
   -- A step a command does not declare is a bug: the crash tests enumerate the declared ones.
   local cmd = require("ctcli.cli").command(self.doc.command)
@@ -50,7 +60,13 @@ function Journal:step(name)
   local ok, err = save(self)
   if not ok then error("cannot write the journal: " .. err) end
   -- The kill comes after the journal says the step began: the hardest case.
-  fault(self.doc.command, name)
+  local went, why = fault(self.doc.command, name)
+  -- Only the commands that declare their steps check what step returns: an
+  -- injected failure anywhere else would pass unseen, so it is refused.
+  if not went and not (cmd and cmd.steps) then
+    error("CTCLI_FAULT: " .. self.doc.command .. " takes no injected failures (only kills)")
+  end
+  return went, why
 end
 
 -- set(key, value): adds to what recovery needs to know.
@@ -67,11 +83,15 @@ function Journal:reached(name)
   return false
 end
 
--- finish(): the command completed (or was undone); the journal goes.
+-- finish() -> true | nil, msg: the command completed (or was undone); the
+-- journal goes. An injected failure keeps it, as a journal that cannot be
+-- removed would stay: the command's work is done, 'ctcli recover' closes it.
 function Journal:finish()
-  fault(self.doc.command, "finish")
+  local ok, err = fault(self.doc.command, "finish")
+  if not ok then return nil, err .. "; run 'ctcli recover'" end
   ct.fs.unlink(self.path)
   ct.fs.fsync(self.path:match("^(.*)/[^/]+$"))
+  return true
 end
 
 -- pending(paths) -> the journal of an interrupted command, or nil | nil,

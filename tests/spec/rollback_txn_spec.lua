@@ -119,6 +119,22 @@ describe("backup retention", function()
     return out
   end
 
+  it("two backups of one release within a second are two backups", function()
+    local root = H.root()
+    H.ok(root, { "install", "--no-start", v1 })
+    -- The install's zero backup and these come within a second or two:
+    -- without a distinct name the later replaced the earlier.
+    local a = H.json(root, { "backup", "--ignore-data" })
+    local b = H.json(root, { "backup", "--ignore-data" })
+    assert.are_not.equal(a.path, b.path)
+    local list = backups(root)
+    assert.equals(3, #list)
+    for _, x in ipairs(list) do
+      assert.truthy(ct.fs.exists(x.path), x.path)
+      assert.truthy(ct.fs.exists((x.path:gsub("%.tar%.%a+$", ".json"))), x.path)
+    end
+  end)
+
   it("prune --backups keeps the newest 3 of a reason and the newest of each kept release", function()
     local root = H.root()
     H.ok(root, { "install", "--no-start", v1 })

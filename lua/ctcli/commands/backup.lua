@@ -21,19 +21,22 @@ return {
   },
   max_args = 0,
   needs_root = true, needs_lock = true,
-  -- The journaled steps, in order (CTCLI_FAULT=backup:<step> kills ctcli there).
+  -- The journaled steps, in order (CTCLI_FAULT=backup:<step> kills ctcli there,
+  -- backup:<step>:fail makes the step fail).
   steps = { "archive", "finish" },
   run = function(ctx)
     local rel, err = common.current_or_fail(ctx, "backup")
     if not rel then return nil, err end
     local j, jerr = journal.begin(ctx.paths, "backup", { release = rel.id })
     if not j then return nil, jerr end
-    j:step("archive")
+    local stepped, step_err = j:step("archive")
+    if not stepped then j:finish() return nil, step_err end
     local info, berr = backup.create(ctx, rel, {
       data = not ctx.opts.ignore_data, gzip = ctx.opts.gzip, journal = j, reason = "manual",
     })
-    j:finish()
-    if not info then return nil, berr end
+    if not info then j:finish() return nil, berr end
+    local done, ferr = j:finish()
+    if not done then return nil, "backed up " .. rel.id .. " to " .. info.path .. ", but " .. ferr end
     if ctx.json then
       ui.print(json.encode(info, true))
     else

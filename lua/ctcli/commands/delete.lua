@@ -18,7 +18,8 @@ return {
   },
   max_args = 0,
   needs_root = true, needs_lock = true,
-  -- The journaled steps, in order (CTCLI_FAULT=delete:<step> kills ctcli there).
+  -- The journaled steps, in order (CTCLI_FAULT=delete:<step> kills ctcli there,
+  -- delete:<step>:fail makes the step fail).
   steps = { "stop", "unlink", "remove", "finish" },
   run = function(ctx)
     local rel, err = common.current_or_fail(ctx, "delete")
@@ -34,14 +35,31 @@ return {
       if st.status == "running" or st.status == "paused" then running[#running + 1] = name end
     end
     j:set("running", running)
-    j:step("stop")
+    local stepped, step_err = j:step("stop")
+    if not stepped then j:finish() return nil, step_err end
     local ok, serr = apps.stop(ctx, rel, apps.select(rel))
     if not ok then j:finish() return nil, serr end
+    -- Until something is removed, a failure puts the release back and
+    -- starts what ran: nothing deleted.
+    local function undo(msg)
+      local problems = {}
+      if not ct.fs.lstat(ctx.paths.current) then
+        local sok, swerr = release.swap(ctx.paths, rel.id)
+        if not sok then problems[#problems + 1] = "current-release: " .. tostring(swerr) end
+      end
+      local started, sterr = apps.start(ctx, rel, apps.select(rel, running))
+      if not started then problems[#problems + 1] = "starting " .. table.concat(running, ", ") .. ": " .. sterr end
+      if #problems > 0 then return nil, msg .. "; putting things back had problems: " .. table.concat(problems, "; ") end
+      j:finish()
+      return nil, msg .. "; nothing deleted"
+    end
     -- The symlink goes first: from then on the root has no release, whatever is left behind.
-    j:step("unlink")
+    stepped, step_err = j:step("unlink")
+    if not stepped then return undo(step_err) end
     ct.fs.unlink(ctx.paths.current)
     ct.fs.fsync(ctx.paths.root)
-    j:step("remove")
+    stepped, step_err = j:step("remove")
+    if not stepped then return undo(step_err) end
     for _, r in ipairs(release.list(ctx.paths) or {}) do ct.fs.rmtree(r.dir) end
     for _, key in ipairs(ct.fs.dir(ctx.paths.images) or {}) do ct.fs.rmtree(ctx.paths.images .. "/" .. key) end
     if ctx.opts.purge then
@@ -50,7 +68,8 @@ return {
         ct.fs.mkdir(dir, 448, true)
       end
     end
-    j:finish()
+    local done, ferr = j:finish()
+    if not done then return nil, "deleted release " .. rel.id .. ", but " .. ferr end
     if ctx.json then
       ui.print(json.encode({ deleted = rel.id, purged = ctx.opts.purge or false }))
     else

@@ -21,7 +21,8 @@ return {
   },
   min_args = 1, max_args = 1,
   needs_root = true, needs_lock = true,
-  -- The journaled steps, in order (CTCLI_FAULT=install:<step> kills ctcli there).
+  -- The journaled steps, in order (CTCLI_FAULT=install:<step> kills ctcli there,
+  -- install:<step>:fail makes the step fail).
   steps = { "extract", "pre_install", "unpack", "stage", "place", "files", "swap", "backup", "migrate", "start", "post_install", "finish" },
   run = function(ctx)
     local file = ctx.args[1]
@@ -41,7 +42,8 @@ return {
       if not ok then pkg.cleanup() j:finish() return nil, err end
     end
     local pkg_hc = hooks.context(ctx, { base = pkg.dir, to = pkg.release })
-    j:step("pre_install")
+    local stepped, step_err = j:step("pre_install")
+    if not stepped then pkg.cleanup() j:finish() return nil, step_err end
     for _, app in ipairs(pkg.release.apps) do
       local ok, err = hooks.run(pkg_hc, app, "pre_install")
       if not ok then
@@ -53,24 +55,44 @@ return {
     local rel, berr = deploy.build(ctx, pkg, j, nil)
     pkg.cleanup()
     if not rel then j:finish() return nil, berr end
-    j:step("files")
+    -- The app trees this install seeds (none there before): a failure
+    -- before the swap removes them with the release, so nothing is left.
+    local seeded = {}
     for _, app in ipairs(rel.apps) do
-      local ok, err = apps.prepare_files(ctx.paths, app)
-      if not ok then
-        ct.fs.rmtree(rel.dir)
-        j:finish()
-        return nil, "cannot prepare the files of " .. app.name .. ": " .. err
+      for _, kind in ipairs({ "config", "data" }) do
+        local dir = ctx.paths[kind] .. "/" .. app.name
+        if not ct.fs.lstat(dir) then seeded[#seeded + 1] = dir end
       end
     end
-    j:step("swap")
+    local function undo_build(msg)
+      ct.fs.rmtree(rel.dir)
+      for _, dir in ipairs(seeded) do ct.fs.rmtree(dir) end
+      j:finish()
+      return nil, msg
+    end
+    stepped, step_err = j:step("files")
+    if not stepped then return undo_build(step_err) end
+    for _, app in ipairs(rel.apps) do
+      local ok, err = apps.prepare_files(ctx.paths, app)
+      if not ok then return undo_build("cannot prepare the files of " .. app.name .. ": " .. err) end
+    end
+    stepped, step_err = j:step("swap")
+    if not stepped then return undo_build(step_err) end
     local swapped, serr = release.swap(ctx.paths, rel.id)
-    if not swapped then ct.fs.rmtree(rel.dir) j:finish() return nil, serr end
+    if not swapped then return undo_build(serr) end
     -- The zero backup: what the root looked like right after the install.
-    j:step("backup")
-    local info, berr2 = backup.create(ctx, rel, { data = true, reason = "install", journal = j })
+    -- Without it the install stands: a warning, as for a failed backup.
+    local info, berr2
+    stepped, step_err = j:step("backup")
+    if stepped then
+      info, berr2 = backup.create(ctx, rel, { data = true, reason = "install", journal = j })
+    else
+      berr2 = step_err
+    end
     if not info then ui.warn("installed, but the zero backup failed: %s", berr2) end
     local hc = apps.hooks_for(ctx, rel, { to = rel })
-    j:step("migrate")
+    stepped, step_err = j:step("migrate")
+    if not stepped then j:finish() return nil, "installed " .. rel.id .. ", but " .. step_err end
     for _, app in ipairs(rel.apps) do
       local ran, merr = hooks.migrate(hc, app)
       if not ran then j:finish() return nil, "installed " .. rel.id .. ", but " .. merr end
@@ -80,12 +102,14 @@ return {
       -- Not started on purpose: not wanted either, so a boot does not start them.
       wanted.mark(ctx.paths, rel.order, false)
     else
-      j:step("start")
+      stepped, step_err = j:step("start")
+      if not stepped then j:finish() return nil, "installed " .. rel.id .. ", but " .. step_err end
       local res, err = apps.start(ctx, rel, apps.select(rel), { health = true })
       if not res then j:finish() return nil, "installed " .. rel.id .. ", but " .. err end
       started = res
     end
-    j:step("post_install")
+    stepped, step_err = j:step("post_install")
+    if not stepped then j:finish() return nil, "installed " .. rel.id .. ", but " .. step_err end
     for _, app in ipairs(rel.apps) do
       local ok, err = hooks.run(hc, app, "post_install")
       if not ok then
@@ -93,7 +117,8 @@ return {
         return nil, "installed " .. rel.id .. ", but post_install of " .. app.name .. " failed: " .. err
       end
     end
-    j:finish()
+    local done, ferr = j:finish()
+    if not done then return nil, "installed " .. rel.id .. ", but " .. ferr end
     if ctx.json then
       ui.print(json.encode({ release = rel.id, name = rel.name, version = rel.version,
         started = json.array(started) }))

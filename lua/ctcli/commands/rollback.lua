@@ -141,36 +141,48 @@ local function switch(ctx, cur, target, j, opts)
   if cur then
     -- pre_rollback comes from the release being left, and may veto.
     local leaving = apps.hooks_for(ctx, cur, { from = cur, to = target })
-    j:step("pre_rollback")
-    for _, app in ipairs(to_stop) do
-      local ok, err = hooks.run(leaving, app, "pre_rollback")
-      if not ok then return nil, "pre_rollback of " .. app.name .. " refused the rollback: " .. err end
+    -- Nothing is stopped yet: a failure here only drops what was placed.
+    local function refuse(msg)
+      plan.stopped = {}
+      return fail(msg)
     end
-    j:step("stop")
-    local ok, err = apps.stop(ctx, cur, to_stop)
+    local ok, err = j:step("pre_rollback")
+    if not ok then return refuse(err) end
+    for _, app in ipairs(to_stop) do
+      ok, err = hooks.run(leaving, app, "pre_rollback")
+      if not ok then return refuse("pre_rollback of " .. app.name .. " refused the rollback: " .. err) end
+    end
+    ok, err = j:step("stop")
+    if not ok then return fail(err) end
+    ok, err = apps.stop(ctx, cur, to_stop)
     if not ok then return fail(err) end
   end
   if opts.safety then
-    j:step("safety-backup")
-    local ok, err = opts.safety()
+    local ok, err = j:step("safety-backup")
+    if not ok then return fail(err) end
+    ok, err = opts.safety()
     if not ok then return fail("the safety backup failed: " .. tostring(err)) end
   end
   if restore then
-    j:step("restore-files")
-    local ok, err = opts.restore_files(undo)
+    local ok, err = j:step("restore-files")
+    if not ok then return fail(err) end
+    ok, err = opts.restore_files(undo)
     for _, rec in ipairs(undo.aside) do undo.put_back_names[#undo.put_back_names + 1] = rec.dir:match("[^/]+$") .. "/" end
     if not ok then return fail("restoring the files failed: " .. tostring(err)) end
   end
-  j:step("swap")
+  local stepped, step_err = j:step("swap")
+  if not stepped then return fail(step_err) end
   local swapped, swap_err = release.swap(ctx.paths, target.id)
   if not swapped then return fail("cannot switch current-release: " .. tostring(swap_err)) end
   undo.swapped = true
-  j:step("start")
+  stepped, step_err = j:step("start")
+  if not stepped then return fail(step_err) end
   undo.started = true
   local started, err = apps.start(ctx, target, apps.select(target, to_start), { health = true })
   if not started then return fail(err) end
   local restored = apps.hooks_for(ctx, target, { from = cur, to = target })
-  j:step("post_rollback")
+  stepped, step_err = j:step("post_rollback")
+  if not stepped then return fail(step_err) end
   for _, name in ipairs(started) do
     local ok, herr = hooks.run(restored, target.by_name[name], "post_rollback")
     if not ok then return fail("post_rollback of " .. name .. " failed: " .. herr) end
@@ -184,7 +196,8 @@ local function from_archive(ctx, cur, file, j)
   local dir, err = ct.fs.mkdtemp(ctx.paths.tmp .. "/restore-XXXXXX")
   if not dir then return nil, err end
   local function fail(msg) ct.fs.rmtree(dir) return nil, msg end
-  j:step("extract")
+  local stepped, step_err = j:step("extract")
+  if not stepped then return fail(step_err) end
   local bar = ui.progress("restoring " .. file:match("[^/]+$"))
   local size = ct.fs.size(file) or 0
   -- A FIFO, socket or device the app made in its data holds nothing to
@@ -205,7 +218,8 @@ local function from_archive(ctx, cur, file, j)
   if not info then return fail(file .. ": refused: " .. why) end
   local id = info.release
   j:set("release", id)
-  j:step("place")
+  stepped, step_err = j:step("place")
+  if not stepped then return fail(step_err) end
   local undo = new_undo()
   local aok, aerr = userns.adopt_restored(ctx.paths, dir, info)
   if not aok then return fail(aerr) end
@@ -343,7 +357,8 @@ return {
     "nothing and exits 3). A failure part way puts everything back as it was.",
   max_args = 1,
   needs_root = true, needs_lock = true,
-  -- The journaled steps, in order (CTCLI_FAULT=rollback:<step> kills ctcli there).
+  -- The journaled steps, in order (CTCLI_FAULT=rollback:<step> kills ctcli there,
+  -- rollback:<step>:fail makes the step fail).
   steps = { "extract", "place", "pre_rollback", "stop", "safety-backup", "restore-files", "swap", "start",
     "post_rollback", "finish" },
   run = function(ctx)
@@ -392,7 +407,8 @@ return {
       started, serr = switch(ctx, cur, target, j)
       if not started then j:finish() return nil, serr end
     end
-    j:finish()
+    local done, ferr = j:finish()
+    if not done then return nil, "rolled back to " .. target.id .. ", but " .. ferr end
     if ctx.json then
       ui.print(json.encode({ release = target.id, from = cur and cur.id or json.null,
         started = json.array(started), data_restored = info and info.data or false,

@@ -63,7 +63,8 @@ return {
   },
   min_args = 1, max_args = 1,
   needs_root = true, needs_lock = true,
-  -- The journaled steps, in order (CTCLI_FAULT=upgrade:<step> kills ctcli there).
+  -- The journaled steps, in order (CTCLI_FAULT=upgrade:<step> kills ctcli there,
+  -- upgrade:<step>:fail makes the step fail).
   steps = { "extract", "pre_upgrade", "unpack", "stage", "place", "files", "backup", "stop", "swap", "migrate",
     "start", "post_upgrade", "rollback", "prune", "finish" },
   run = function(ctx)
@@ -107,7 +108,8 @@ return {
       base = pkg.dir, runc = release.tools(cur).runc, bundle_dir = cur.dir,
       from = cur, to = pkg.release,
     })
-    j:step("pre_upgrade")
+    local stepped, step_err = j:step("pre_upgrade")
+    if not stepped then return abort(step_err) end
     for _, app in ipairs(affected) do
       local ok, err = hooks.run(pkg_hc, app, "pre_upgrade")
       if not ok then return abort("pre_upgrade of " .. app.name .. " refused the upgrade: " .. err) end
@@ -123,7 +125,8 @@ return {
       return nil, msg
     end
 
-    j:step("files")
+    stepped, step_err = j:step("files")
+    if not stepped then return undo_build(step_err) end
     for _, app in ipairs(rel.apps) do
       local prepared, err = apps.prepare_files(ctx.paths, app)
       if not prepared then return undo_build("cannot prepare the files of " .. app.name .. ": " .. err) end
@@ -132,7 +135,8 @@ return {
     -- The backup an automatic rollback restores data from: the configs and
     -- data of the apps this upgrade stops, each paused only while its own
     -- are read. An unchanged app is neither paused nor stopped.
-    j:step("backup")
+    stepped, step_err = j:step("backup")
+    if not stepped then return undo_build("the pre-upgrade backup failed: " .. step_err) end
     local going = {}
     for _, list in ipairs({ changed, removed }) do
       for _, app in ipairs(list) do going[#going + 1] = app.name end
@@ -170,40 +174,57 @@ return {
     j:set("affected", affected_names)
     j:set("stopped", stopping)
     j:set("restart", restart)
-    j:step("stop")
+    -- Before the swap, a failure starts what was stopped again and drops
+    -- the new release and its backup: the root is as it was.
+    local was_running = {}
+    for _, name in ipairs(stopping) do
+      local st = states[name]
+      if st.status == "running" or st.status == "paused" then was_running[#was_running + 1] = name end
+    end
+    local function unstop(msg)
+      local started = apps.start(ctx, cur, apps.select(cur, was_running))
+      if not started then ui.warn("could not start the stopped apps again") end
+      ct.fs.unlink(info.path)
+      ct.fs.unlink((info.path:gsub("%.tar%.%a+$", ".json")))
+      return undo_build(msg)
+    end
+    stepped, step_err = j:step("stop")
+    if not stepped then return unstop(step_err) end
     local old_hc = apps.hooks_for(ctx, cur, { from = cur, to = rel })
     local ok, stop_err, stop_step = apps.stop(ctx, cur, to_stop, { hooks = old_hc })
     if not ok then
-      if stop_step == "pre_stop" then
-        local started = apps.start(ctx, cur, apps.select(cur, stopping))
-        if not started then ui.warn("could not start the stopped apps again") end
-        ct.fs.unlink(info.path)
-        ct.fs.unlink(info.path:gsub("%.tar%.%a+$", ".json"))
-        return undo_build("pre_stop refused the upgrade: " .. stop_err)
-      end
+      if stop_step == "pre_stop" then return unstop("pre_stop refused the upgrade: " .. stop_err) end
       return nil, "stopping the changed apps failed: " .. stop_err
     end
-    j:step("swap")
+    stepped, step_err = j:step("swap")
+    if not stepped then return unstop(step_err) end
     local swapped, swap_err = release.swap(ctx.paths, rel.id)
-    if not swapped then return nil, "cannot switch current-release: " .. tostring(swap_err) end
+    if not swapped then return unstop("cannot switch current-release: " .. tostring(swap_err)) end
 
     local new_hc = apps.hooks_for(ctx, rel, { from = cur, to = rel })
     local failed_step, failure
-    j:step("migrate")
-    for _, app in ipairs(affected) do
+    stepped, step_err = j:step("migrate")
+    if not stepped then failed_step, failure = "migration", step_err end
+    for _, app in ipairs(stepped and affected or {}) do
       local ran, merr = hooks.migrate(new_hc, rel.by_name[app.name])
       if not ran then failed_step, failure = "migration", merr break end
       if #ran > 0 then ui.info("%s: ran migration%s %s", app.name, #ran == 1 and "" or "s", table.concat(ran, ", ")) end
     end
     local started = {}
     if not failed_step then
-      j:step("start")
-      local res, start_err, step, partial = apps.start(ctx, rel, apps.select(rel, restart), { hooks = new_hc, health = true })
+      stepped, step_err = j:step("start")
+      local res, start_err, step, partial
+      if stepped then
+        res, start_err, step, partial = apps.start(ctx, rel, apps.select(rel, restart), { hooks = new_hc, health = true })
+      else
+        start_err, step = step_err, "start"
+      end
       if res then started = res else failed_step, failure, started = step, start_err, partial or {} end
     end
     if not failed_step then
-      j:step("post_upgrade")
-      for _, app in ipairs(affected) do
+      stepped, step_err = j:step("post_upgrade")
+      if not stepped then failed_step, failure = "post_upgrade", step_err end
+      for _, app in ipairs(stepped and affected or {}) do
         local pok, perr2 = hooks.run(new_hc, rel.by_name[app.name], "post_upgrade")
         if not pok then failed_step, failure = "post_upgrade", perr2 break end
       end
@@ -215,27 +236,40 @@ return {
         return nil, string.format("upgrade to %s failed at %s: %s; left in place (--no-rollback)",
           rel.id, failed_step, failure)
       end
-      j:step("rollback")
+      -- The journal stays for 'ctcli recover', which rolls back as a kill here would.
+      stepped, step_err = j:step("rollback")
+      if not stepped then
+        return nil, string.format("upgrade to %s failed at %s: %s; the rollback to %s did not begin (%s): run 'ctcli recover'",
+          rel.id, failed_step, failure, cur.id, step_err)
+      end
       local rok, rerr = auto_rollback(ctx, { cur = cur, rel = rel, affected = affected,
         stopped = stopping, backup = info.path })
-      j:finish()
+      local done, ferr = j:finish()
+      local closing = done and "" or ("; " .. ferr)
       if not rok then
-        return nil, string.format("upgrade to %s failed at %s: %s; the rollback to %s had problems: %s",
-          rel.id, failed_step, failure, cur.id, rerr)
+        return nil, string.format("upgrade to %s failed at %s: %s; the rollback to %s had problems: %s%s",
+          rel.id, failed_step, failure, cur.id, rerr, closing)
       end
-      return nil, string.format("upgrade to %s failed at %s: %s; rolled back to %s",
-        rel.id, failed_step, failure, cur.id)
+      return nil, string.format("upgrade to %s failed at %s: %s; rolled back to %s%s",
+        rel.id, failed_step, failure, cur.id, closing)
     end
 
-    j:step("prune")
-    local pruned = release.prune(ctx.paths, math.max(1, math.floor(ctx.opts.keep or 3)))
-    -- Backup retention after every successful upgrade (after the releases,
-    -- so a pruned release's backups are no longer protected).
-    local conf, conf_err = rootconf.load(ctx.paths)
-    local gone, ret_err
-    if conf then gone, ret_err = backup.retain(ctx.paths, rootconf.keep(conf)) end
-    if not gone then ui.warn("backups not pruned: %s", tostring(conf_err or ret_err)) end
-    j:finish()
+    -- The upgrade is done: a failing prune is a warning, not a failure.
+    stepped, step_err = j:step("prune")
+    local pruned, gone = {}, nil
+    if stepped then
+      pruned = release.prune(ctx.paths, math.max(1, math.floor(ctx.opts.keep or 3)))
+      -- Backup retention after every successful upgrade (after the releases,
+      -- so a pruned release's backups are no longer protected).
+      local conf, conf_err = rootconf.load(ctx.paths)
+      local ret_err
+      if conf then gone, ret_err = backup.retain(ctx.paths, rootconf.keep(conf)) end
+      if not gone then ui.warn("backups not pruned: %s", tostring(conf_err or ret_err)) end
+    else
+      ui.warn("releases and backups not pruned: %s", step_err)
+    end
+    local done, ferr = j:finish()
+    if not done then return nil, "upgraded to " .. rel.id .. ", but " .. ferr end
     if ctx.json then
       ui.print(json.encode({
         release = rel.id, previous = cur.id, changes = plan.to_json(diff),
