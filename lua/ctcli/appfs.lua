@@ -289,18 +289,17 @@ end
 -- leads outside); one already there is never overwritten. A new data path
 -- starts with the image's content at that path, as a container volume does.
 -- Every directory on the way is created or checked beneath the app's dir.
-function M.prepare(paths, app, rootfs)
-  local ok, err = with_dir(paths, app.name, "config", true, function(d)
-    for _, p in ipairs(app.configs or {}) do
+-- Each path of list (a manifest's configs or data) beneath the app's kind
+-- dir: parents made beneath it, a missing one made by make(dst, p, r) in
+-- tmp/ and renamed in, then checked as a bind source.
+local function prepare_kind(paths, app, kind, list, make)
+  return with_dir(paths, app, kind, true, function(d)
+    for _, p in ipairs(list or {}) do
       local r = rel(p)
       local pok, perr = ensure_parent(d, r)
       if not pok then return nil, perr end
       if not d:exists(r) then
-        local sok, serr = seed(paths, d, r, function(dst)
-          if rootfs and ct.fs.copy_beneath(rootfs, p, dst) then return true end
-          -- The image has no such file: an empty one keeps the bind mount valid.
-          return ct.fs.write_atomic(dst, "", 384)
-        end)
+        local sok, serr = seed(paths, d, r, function(dst) return make(dst, p, r) end)
         if not sok then return nil, serr end
       end
       local cok, cerr = check_source(d, p)
@@ -308,34 +307,29 @@ function M.prepare(paths, app, rootfs)
     end
     return true
   end)
+end
+
+function M.prepare(paths, app, rootfs)
+  local ok, err = prepare_kind(paths, app.name, "config", app.configs, function(dst, p)
+    if rootfs and ct.fs.copy_beneath(rootfs, p, dst) then return true end
+    -- The image has no such file: an empty one keeps the bind mount valid.
+    return ct.fs.write_atomic(dst, "", 384)
+  end)
   if not ok then return nil, err end
-  ok, err = with_dir(paths, app.name, "data", true, function(d)
-    for _, p in ipairs(app.data or {}) do
-      local r = rel(p)
-      local pok, perr = ensure_parent(d, r)
-      if not pok then return nil, perr end
-      if not d:exists(r) then
-        local sok, serr = seed(paths, d, r, function(dst)
-          -- The image's dir, opened without following a symlink (a running
-          -- container of the same image can change its rootfs), copied
-          -- through the descriptor we checked.
-          local img = rootfs and ct.fs.opendir(rootfs)
-          local st = img and img:stat(r)
-          local cok, cerr
-          if st and st.type == "dir" then
-            cok, cerr = img:copytree(r, dst)
-          else
-            cok, cerr = ct.fs.mkdir(dst, 493)
-          end
-          if img then img:close() end
-          return cok, cerr
-        end)
-        if not sok then return nil, serr end
-      end
-      local cok, cerr = check_source(d, p)
-      if not cok then return nil, cerr end
+  ok, err = prepare_kind(paths, app.name, "data", app.data, function(dst, _, r)
+    -- The image's dir, opened without following a symlink (a running
+    -- container of the same image can change its rootfs), copied through
+    -- the descriptor we checked.
+    local img = rootfs and ct.fs.opendir(rootfs)
+    local st = img and img:stat(r)
+    local cok, cerr
+    if st and st.type == "dir" then
+      cok, cerr = img:copytree(r, dst)
+    else
+      cok, cerr = ct.fs.mkdir(dst, 493)
     end
-    return true
+    if img then img:close() end
+    return cok, cerr
   end)
   if not ok then return nil, err end
   local d, derr = M.dir(paths, app.name, "logs", true)

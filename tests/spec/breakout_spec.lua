@@ -40,6 +40,17 @@ local function runc_state(root, app)
   return r and r.code == 0 and json.decode(r.stdout) or nil
 end
 
+-- kill_app(root): the container's init killed from outside (a crash, a
+-- reboot), waited for until runc sees it stopped.
+local function kill_app(root)
+  local st = assert(runc_state(root, "web"))
+  ct.proc.kill(st.pid, ct.proc.signals.KILL)
+  assert.truthy(H.wait_for(function()
+    local s = runc_state(root, "web")
+    return s and s.status == "stopped"
+  end, 10))
+end
+
 describe("breakout", function()
   local root, canary, watcher, events, canary_hash
   local pkg1, pkg2
@@ -138,12 +149,7 @@ describe("breakout", function()
       "ln -sf " .. canary .. "/cron.d stdout-stderr.log.5")
     refused(H.ctcli(root, { "logs", "web" }, { timeout = 20 }), "FIFO", "logs on a FIFO")
     -- a reboot: the container dies; boot starts the wanted apps again
-    local st = assert(runc_state(root, "web"))
-    ct.proc.kill(st.pid, ct.proc.signals.KILL)
-    assert.truthy(H.wait_for(function()
-      local s = runc_state(root, "web")
-      return s and s.status == "stopped"
-    end, 10))
+    kill_app(root)
     ok(root, { "start", "--boot" }, { timeout = 60 })
     assert.equals("running", H.app_state(root, "web").state)
     assert.equals("file", ct.fs.lstat(root .. "/logs/web/stdout-stderr.log").type)
@@ -153,12 +159,7 @@ describe("breakout", function()
 
   it("--restart-exited and the watch do not write through a planted log", function()
     plant(root, "cd /var/log/web; ln -sf " .. canary .. "/secret stdout-stderr.log")
-    local st = assert(runc_state(root, "web"))
-    ct.proc.kill(st.pid, ct.proc.signals.KILL)
-    assert.truthy(H.wait_for(function()
-      local s = runc_state(root, "web")
-      return s and s.status == "stopped"
-    end, 10))
+    kill_app(root)
     ok(root, { "start", "--restart-exited" }, { timeout = 60 })
     assert.equals("running", H.app_state(root, "web").state)
     canary_untouched("start --restart-exited")
