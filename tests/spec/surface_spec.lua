@@ -73,6 +73,25 @@ describe("rollback ARCHIVE", function()
       assert.equals(493, ct.fs.lstat(root .. "/data/web/suid").mode & 4095) -- 0755
     end)
 
+  it("restores a backup made before device nodes were left out of images, skipping the node with a warning", function()
+    -- an older ctcli kept /dev/console (umoci made it from a Debian root)
+    local copy = craft("device", function(dir)
+      for _, key in ipairs(ct.fs.dir(dir .. "/images")) do
+        assert(ct.fs.mkdir(dir .. "/images/" .. key .. "/rootfs/dev", 493, true))
+        local r = ct.proc.run({ "mknod", dir .. "/images/" .. key .. "/rootfs/dev/console", "c", "5", "1" })
+        assert.equals(0, r.code, r.stderr)
+      end
+    end)
+    -- the restore places the backup's images only where the store has none
+    ct.fs.rmtree(root .. "/images")
+    assert(ct.fs.mkdir(root .. "/images", 456))
+    local r = H.ctcli(root, { "-y", "rollback", copy })
+    assert.equals(0, r.code, r.stdout .. r.stderr)
+    assert.truthy(r.stderr:find("dev/console: skipped a device node", 1, true), r.stderr)
+    assert.equals("", ct.proc.run({ "find", root .. "/images", "-type", "c" }).stdout)
+    assert.equals("precious\n", ct.fs.read(root .. "/data/web/records"))
+  end)
+
   local CASES = {
     { "an app named ../x", function(dir)
       edit_json(dir .. "/current-release/release.json", function(rel) app_of(rel, "web").name = "../x" end)
