@@ -1033,52 +1033,6 @@ static int f_collapse(lua_State *L) {
   return 1;
 }
 
-/* Copies up to limit bytes from in's offset to out. Returns 0 or an errno;
-   *wside says the writing side failed. */
-static int copy_fds(int in, int out, uint64_t limit, uint64_t *done, int *wside) {
-  *done = 0;
-  *wside = 0;
-  int plain = 0;
-  while (*done < limit && !plain) {
-    uint64_t want = limit - *done;
-    ssize_t n = copy_file_range(in, NULL, out, NULL, want > (1u << 30) ? (1u << 30) : (size_t)want, 0);
-    if (n > 0) {
-      *done += (uint64_t)n;
-      continue;
-    }
-    if (n == 0) return 0; /* EOF: in is a regular file */
-    if (errno == EINTR) continue;
-    /* no copy_file_range between these two (O_APPEND is EBADF): read/write */
-    if (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP ||
-        errno == EBADF || errno == EPERM || errno == ETXTBSY) {
-      plain = 1;
-      break;
-    }
-    *wside = errno == ENOSPC || errno == EDQUOT || errno == EFBIG;
-    return errno;
-  }
-  if (!plain) return 0;
-  char *buf = malloc(COPY_BUFSIZE);
-  if (!buf) return ENOMEM;
-  int err = 0;
-  while (*done < limit) {
-    uint64_t want = limit - *done;
-    ssize_t n = read(in, buf, want > COPY_BUFSIZE ? COPY_BUFSIZE : (size_t)want);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      err = errno;
-      break;
-    }
-    if (n == 0) break;
-    if ((err = write_all(out, buf, (size_t)n))) {
-      *wside = 1;
-      break;
-    }
-    *done += (uint64_t)n;
-  }
-  free(buf);
-  return err;
-}
 
 /* File:copy_to(other [, len]) -> bytes copied from this file's offset */
 static int f_copy_to(lua_State *L) {

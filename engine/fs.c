@@ -620,39 +620,38 @@ void hl_free(struct hlset *h) {
 
 /* ---- copying data ------------------------------------------------------ */
 
-/* Copies from in's offset to EOF into out. A reflink (FICLONE) when the
-   filesystem can, else copy_file_range, else read/write. Returns 0 or an
-   errno; *wside says whether it came from the writing side. */
-static int copy_data(int in, int out, int *wside) {
+/* Copies up to limit bytes from in's offset to out. Returns 0 or an errno;
+   *wside says the writing side failed. */
+int copy_fds(int in, int out, uint64_t limit, uint64_t *done, int *wside) {
+  *done = 0;
   *wside = 0;
-  /* a reflink clones the whole file: only when we are at its start */
-  struct stat st;
-  if (fstat(in, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0 && lseek(in, 0, SEEK_CUR) == 0 &&
-      lseek(out, 0, SEEK_END) == 0 && ioctl(out, FICLONE, in) == 0)
-    return 0;
-  off_t total = 0;
-  for (;;) {
-    ssize_t n = copy_file_range(in, NULL, out, NULL, 1 << 30, 0);
+  while (*done < limit) {
+    uint64_t want = limit - *done;
+    ssize_t n = copy_file_range(in, NULL, out, NULL, want > (1u << 30) ? (1u << 30) : (size_t)want, 0);
     if (n > 0) {
-      total += n;
+      *done += (uint64_t)n;
       continue;
     }
     if (n == 0) {
-      if (total > 0) return 0;
+      if (*done > 0) return 0; /* EOF */
       break; /* nothing copied: maybe a file whose size is not known (procfs) */
     }
     if (errno == EINTR) continue;
+    /* no copy_file_range between these two (O_APPEND is EBADF): read/write */
     if (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP ||
-        errno == EBADF || errno == EPERM || errno == ETXTBSY)
+        errno == EBADF || errno == EPERM || errno == ETXTBSY) {
       break;
+    }
     *wside = errno == ENOSPC || errno == EDQUOT || errno == EFBIG;
     return errno;
   }
+  if (*done >= limit) return 0;
   char *buf = malloc(COPY_BUFSIZE);
   if (!buf) return ENOMEM;
   int err = 0;
-  for (;;) {
-    ssize_t n = read(in, buf, COPY_BUFSIZE);
+  while (*done < limit) {
+    uint64_t want = limit - *done;
+    ssize_t n = read(in, buf, want > COPY_BUFSIZE ? COPY_BUFSIZE : (size_t)want);
     if (n < 0) {
       if (errno == EINTR) continue;
       err = errno;
@@ -663,9 +662,24 @@ static int copy_data(int in, int out, int *wside) {
       *wside = 1;
       break;
     }
+    *done += (uint64_t)n;
   }
   free(buf);
   return err;
+}
+
+/* Copies from in's offset to EOF into out. A reflink (FICLONE) when the
+   filesystem can, else copy_file_range, else read/write. Returns 0 or an
+   errno; *wside says whether it came from the writing side. */
+static int copy_data(int in, int out, int *wside) {
+  *wside = 0;
+  /* a reflink clones the whole file: only when we are at its start */
+  struct stat st;
+  if (fstat(in, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0 && lseek(in, 0, SEEK_CUR) == 0 &&
+      lseek(out, 0, SEEK_END) == 0 && ioctl(out, FICLONE, in) == 0)
+    return 0;
+  uint64_t done;
+  return copy_fds(in, out, UINT64_MAX, &done, wside);
 }
 
 /* ---- extended attributes ---------------------------------------------- */

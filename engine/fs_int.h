@@ -103,6 +103,10 @@ int empty_dir_fd(int fd, const struct stat *parent, const char *display, struct 
 /* copytree_fd(sfd, src, dst, e): copy the directory open at sfd (closed
    here) to the new directory dst; src is its name in messages. */
 int copytree_fd(int sfd, const char *src, const char *dst, struct fserr *e);
+/* copy_fds(in, out, limit, done, wside): up to limit bytes from in's offset
+   to out (copy_file_range, else read/write); 0 or an errno, *wside when the
+   writing side failed. */
+int copy_fds(int in, int out, uint64_t limit, uint64_t *done, int *wside);
 int du_fd(int fd, const char *display, lua_Integer *bytes, lua_Integer *files, struct fserr *e);
 
 /* ---- hard link table ---- */
