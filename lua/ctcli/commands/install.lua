@@ -1,5 +1,6 @@
 -- install PKG: the first release of a root.
 local apps = require("ctcli.apps")
+local appfs = require("ctcli.appfs")
 local backup = require("ctcli.backup")
 local hooks = require("ctcli.hooks")
 local deploy = require("ctcli.deploy")
@@ -59,8 +60,8 @@ return {
     -- before the swap removes them with the release, so nothing is left.
     local seeded = {}
     for _, app in ipairs(rel.apps) do
-      for _, kind in ipairs({ "config", "data" }) do
-        local dir = ctx.paths[kind] .. "/" .. app.name
+      local hp = appfs.host_paths(ctx.paths, app.name)
+      for _, dir in ipairs({ hp.config, hp.data }) do
         if not ct.fs.lstat(dir) then seeded[#seeded + 1] = dir end
       end
     end
