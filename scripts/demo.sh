@@ -13,6 +13,8 @@ keep=0
 bin=$("$here/scripts/build.sh" Release)/ctcli
 
 demo=$(mktemp -d /tmp/ctcli-demo-XXXXXX)
+# Traversable, as /tmp is: the root's user namespace must reach its images.
+chmod 711 "$demo"
 root=$demo/root
 cleanup() {
   if [ "$keep" = 0 ]; then
