@@ -1114,8 +1114,12 @@ static int ar_list(lua_State *L) {
   if (!lua_isnoneornil(L, 2)) {
     luaL_checktype(L, 2, LUA_TTABLE);
     digests = opt_bool(L, 2, "digests");
+    /* stop(entry) -> true ends the listing there (a caller that needs only
+       the first entries of a large archive does not read the rest). */
+    lua_getfield(L, 2, "stop");
+    lua_replace(L, 2);
   }
-  lua_settop(L, 1);
+  lua_settop(L, 2);
   lua_newtable(L);
   int seen = lua_gettop(L);
   struct job *j = job_new(L);
@@ -1160,6 +1164,14 @@ static int ar_list(lua_State *L) {
       lua_setfield(L, -2, "sha256");
     }
     lua_rawseti(L, -2, ++n);
+    if (lua_isfunction(L, 2)) {
+      lua_pushvalue(L, 2);
+      lua_rawgeti(L, -2, n);
+      lua_call(L, 1, 1);
+      int done = lua_toboolean(L, -1);
+      lua_pop(L, 1);
+      if (done) break;
+    }
   }
   job_close(j);
   return 1;

@@ -39,6 +39,50 @@ local function children(dir)
   return names
 end
 
+-- app_entries(ctx, rel, entries, kinds, wanted, opts) -> resume: appends
+-- each app's own config/data trees (those named in `wanted`, or all) to
+-- entries; with data, a running app is paused only while its own trees are
+-- read. resume() resumes the one paused when the archive failed midway.
+local function app_entries(ctx, rel, entries, kinds, wanted, opts)
+  local p = ctx.paths
+  local rt = runtime.rt(p, release.tools(rel))
+  local states = opts.data and apps.states(ctx, rel) or {}
+  local paused = nil -- the app paused now, if any
+  local function resume()
+    if not paused then return end
+    M.resume(ctx, rel, { paused })
+    paused = nil
+    if opts.journal then opts.journal:set("paused", json.array()) end
+  end
+  for _, app in ipairs(rel.apps) do
+    if not wanted or wanted[app.name] then
+      local own = {}
+      for _, kind in ipairs(kinds) do
+        local dir = p[kind] .. "/" .. app.name
+        if ct.fs.lstat(dir) then own[#own + 1] = { name = kind .. "/" .. app.name, path = dir } end
+      end
+      local st = states[app.name]
+      if #own > 0 and st and st.status == "running" then
+        local name = app.name
+        own[1].before = function()
+          -- Named in the journal first, so a killed backup never leaves it frozen.
+          if opts.journal then opts.journal:set("paused", json.array({ name })) end
+          paused = name
+          local r, rerr = ct.oci.runc(rt, { "pause", runtime.container_id(p, name) }, { timeout = 30 })
+          if r and r.code == 0 then return true end
+          -- An app that exited meanwhile holds its data still without a pause.
+          local now = apps.states(ctx, rel)
+          if now and now[name] and now[name].status ~= "running" and now[name].status ~= "paused" then return true end
+          return nil, "cannot pause " .. name .. ": " .. tostring(r and r.stderr or rerr)
+        end
+        own[#own].after = function() resume() return true end
+      end
+      for _, e in ipairs(own) do entries[#entries + 1] = e end
+    end
+  end
+  return resume
+end
+
 -- create(ctx, rel, opts) -> info (with .archive) | nil, msg
 -- opts: data (bool), gzip (bool), journal (for the paused apps), reason,
 -- only (app names: the configs and data of these apps alone, as an
@@ -112,42 +156,8 @@ function M.create(ctx, rel, opts)
     entries[#entries + 1] = { name = kind, path = info_tmp .. "/" .. kind }
   end
   local in_release = {}
-  local rt = runtime.rt(p, release.tools(rel))
-  local states = opts.data and apps.states(ctx, rel) or {}
-  local paused = nil -- the app paused now, if any
-  local function resume()
-    if not paused then return end
-    M.resume(ctx, rel, { paused })
-    paused = nil
-    if opts.journal then opts.journal:set("paused", json.array()) end
-  end
-  for _, app in ipairs(rel.apps) do
-    in_release[app.name] = true
-    if not wanted or wanted[app.name] then
-      local own = {}
-      for _, kind in ipairs(kinds) do
-        local dir = p[kind] .. "/" .. app.name
-        if ct.fs.lstat(dir) then own[#own + 1] = { name = kind .. "/" .. app.name, path = dir } end
-      end
-      local st = states[app.name]
-      if #own > 0 and st and st.status == "running" then
-        local name = app.name
-        own[1].before = function()
-          -- Named in the journal first, so a killed backup never leaves it frozen.
-          if opts.journal then opts.journal:set("paused", json.array({ name })) end
-          paused = name
-          local r, rerr = ct.oci.runc(rt, { "pause", runtime.container_id(p, name) }, { timeout = 30 })
-          if r and r.code == 0 then return true end
-          -- An app that exited meanwhile holds its data still without a pause.
-          local now = apps.states(ctx, rel)
-          if now and now[name] and now[name].status ~= "running" and now[name].status ~= "paused" then return true end
-          return nil, "cannot pause " .. name .. ": " .. tostring(r and r.stderr or rerr)
-        end
-        own[#own].after = function() resume() return true end
-      end
-      for _, e in ipairs(own) do entries[#entries + 1] = e end
-    end
-  end
+  for _, app in ipairs(rel.apps) do in_release[app.name] = true end
+  local resume = app_entries(ctx, rel, entries, kinds, wanted, opts)
   -- What lies in config/ or data/ for no app of the release (an app removed
   -- earlier) runs nowhere: a full backup keeps it, without pausing.
   if not wanted then
@@ -174,6 +184,70 @@ function M.create(ctx, rel, opts)
   if not ok then ct.fs.unlink(archive) return nil, werr end
   info.path = archive
   return info
+end
+
+
+-- A version 4 UUID, as the Go tool names its backups; unique is all it
+-- must be (the time, the pid and the root make it so).
+local function uuid4(seed)
+  local h = ct.hash.sha256(table.concat({ tostring(ct.time.now()), tostring(ct.time.monotonic and ct.time.monotonic()),
+    tostring(ct.proc.getpid()), seed, tostring({}) }, "|"))
+  local v = "89ab"
+  local k = (tonumber(h:sub(17, 17), 16) % 4) + 1
+  return string.format("%s-%s-4%s-%s%s-%s", h:sub(1, 8), h:sub(9, 12), h:sub(14, 16), v:sub(k, k), h:sub(18, 20),
+    h:sub(21, 32))
+end
+
+-- create_go(ctx, rel, release_info, opts) -> path of the archive | nil, msg:
+-- a backup of a Go ctcli root (rel: its view, ctcli.goroot) in the Go tool's
+-- own format, which its `rollback` restores: releases/<UTC date>/ holding
+-- backup-info.json ({uid, backupDate, releaseInfo}) and <uid>.tar.gz
+-- (current-release/, data/, config/). Made in tmp/ and renamed into place
+-- whole. Running apps are paused one at a time while their data is read.
+function M.create_go(ctx, rel, release_info, opts)
+  local p = ctx.paths
+  local now = ct.time.now()
+  local secs = math.floor(now)
+  local name = os.date("!%Y-%m-%d_%H-%M-%S", secs)
+  while ct.fs.lstat(p.releases .. "/" .. name) do
+    secs = secs + 1
+    name = os.date("!%Y-%m-%d_%H-%M-%S", secs)
+  end
+  local dir, err = ct.fs.mkdtemp(p.tmp .. "/go-backup-XXXXXX")
+  if not dir then return nil, err end
+  local uid = uuid4(p.root)
+  local info = {
+    uid = uid,
+    backupDate = os.date("!%Y-%m-%dT%H:%M:%S", math.floor(now)) .. string.format(".%09dZ", math.floor((now % 1) * 1e9)),
+    releaseInfo = release_info,
+  }
+  local ok, werr = ct.fs.write_atomic(dir .. "/backup-info.json", json.encode(info, true), 420)
+  if not ok then ct.fs.rmtree(dir) return nil, werr end
+  local entries = { { name = "current-release", path = rel.dir } }
+  local kinds = { "data", "config" }
+  for _, kind in ipairs(kinds) do
+    if ct.fs.lstat(p[kind]) then
+      local st = ct.fs.lstat(p[kind])
+      ct.fs.mkdir(dir .. "/" .. kind, st.mode & 4095)
+      entries[#entries + 1] = { name = kind, path = dir .. "/" .. kind }
+    end
+  end
+  local resume = app_entries(ctx, rel, entries, kinds, nil, { data = true, journal = opts.journal })
+  local archive = dir .. "/" .. uid .. ".tar.gz"
+  local bar = ui.progress("backup (Go ctcli format)")
+  local res, aerr = ct.archive.create(archive, entries, {
+    format = "gzip", progress = function(bytes) bar:update(bytes, 0) end,
+  })
+  bar:finish()
+  resume()
+  for _, kind in ipairs(kinds) do ct.fs.rmdir(dir .. "/" .. kind) end
+  if not res then ct.fs.rmtree(dir) return nil, aerr end
+  local final = p.releases .. "/" .. name
+  ok, werr = ct.fs.rename(dir, final)
+  if ok then ok, werr = ct.fs.chmod(final, 493) end
+  if not ok then ct.fs.rmtree(dir) return nil, werr end
+  ct.fs.fsync(p.releases)
+  return final .. "/" .. uid .. ".tar.gz"
 end
 
 -- restore_data(ctx, archive, names) -> true | nil, msg: puts the data of
@@ -402,14 +476,12 @@ function M.list(paths)
   for _, d in ipairs(ct.fs.dir(paths.releases) or {}) do
     local dir = paths.releases .. "/" .. d
     if d ~= "backups" and ct.fs.exists(dir .. "/backup-info.json") then
-      local text = ct.fs.read(dir .. "/backup-info.json")
-      local info = text and json.decode(text)
-      if type(info) ~= "table" then info = {} end
+      local goroot = require("ctcli.goroot")
+      local info = goroot.record_of(dir .. "/x") or {}
       for _, f in ipairs(ct.fs.dir(dir) or {}) do
-        if f:match("%.tar%.gz$") then
-          out[#out + 1] = { format = "go-ctcli", created = info.date or info.created or d, path = dir .. "/" .. f,
-            version = info.packageVersion or info.version, data = info.withData ~= false, legacy = info }
-        end
+        -- Whether it holds data is read from the archive by who shows it
+        -- (goroot.has_data), not on every list.
+        if f:match("%.tar%.gz$") then out[#out + 1] = goroot.summary(dir .. "/" .. f, info) end
       end
     end
   end

@@ -88,6 +88,12 @@ local function add_userns(cfg, idmap)
   table.insert(cfg.linux.namespaces, { type = "user" })
   cfg.linux.uidMappings = A { { containerID = 0, hostID = idmap.uid, size = idmap.size } }
   cfg.linux.gidMappings = A { { containerID = 0, hostID = idmap.gid, size = idmap.size } }
+  -- The Go ctcli's mapping (ctcli.userns.GO) has a second segment.
+  if idmap.rest then
+    local r = idmap.rest
+    cfg.linux.uidMappings[2] = { containerID = r.container, hostID = r.host, size = r.size }
+    cfg.linux.gidMappings[2] = { containerID = r.container, hostID = r.host, size = r.size }
+  end
 end
 
 -- config(args) -> the config.json text.

@@ -11,6 +11,7 @@ local cli = {}
 cli.COMMANDS = {
   "init", "install", "upgrade",
   "delete", "start", "stop", "restart", "status", "logs", "exec", "backup", "rollback", "release-info", "list-releases", "recover",
+  "adopt",
   "validate", "pack", "keygen", "sign", "verify", "plan", "inspect", "convert",
   "enable", "disable", "rotate-logs", "reset", "images", "prune",
 
@@ -299,6 +300,13 @@ local function run(parsed)
       if note then
         io.stderr:write("ctcli: ", note, "\n")
         ctx.recovered = true
+      end
+      -- A root the Go ctcli made is adopted by the first changing command.
+      if not cmd.adopts_itself then
+        local adopt = require("ctcli.adopt")
+        local res, aerr = adopt.run(ctx)
+        if res == nil then lock:release() return nil, aerr end
+        if res then io.stderr:write("ctcli: ", adopt.summary(ctx, res), "\n") end
       end
     end
   end

@@ -125,7 +125,14 @@ function M.run(ctx)
     swapped = j:reached("swap") and d.release ~= nil and cur == d.release
   end
   local outcome
-  if doc.command == "backup" then
+  if doc.command == "adopt" then
+    -- Every step of an adoption is idempotent: finish it.
+    local res, aerr = require("ctcli.adopt").resume(ctx, j)
+    if not res then return nil, "cannot finish the interrupted adoption of the Go ctcli's root: " .. tostring(aerr) end
+    j:finish()
+    return string.format("recovered an interrupted 'adopt' (pid %s, %s): completed", tostring(doc.pid),
+      tostring(doc.started))
+  elseif doc.command == "backup" then
     local rel = release.current(p)
     if rel and d.paused then backup.resume(ctx, rel, d.paused) end
     if d.archive and not ct.fs.exists((d.archive:gsub("%.tar%.%a+$", ".json"))) then ct.fs.unlink(d.archive) end

@@ -112,7 +112,12 @@ function M.current(paths)
   local st = ct.fs.lstat(paths.current)
   if not st then return nil end
   if st.type == "dir" then
-    return nil, paths.current .. " is a directory made by the Go ctcli; this ctcli reads such roots only through 'rollback' of a backup"
+    -- A root the Go ctcli made, not adopted yet: read as it is (the
+    -- changing commands adopt it first, see ctcli.adopt).
+    local goroot = require("ctcli.goroot")
+    local gorel, gerr = goroot.read(paths.current)
+    if not gorel then return nil, gerr end
+    return goroot.view(gorel, M)
   end
   local target = ct.fs.readlink(paths.current)
   if not target then
@@ -166,7 +171,7 @@ local APP_FIELDS = {
   "network", "resources", "read_only_rootfs", "commit", "built_at", "user_namespace",
 }
 
-local function app_record(app)
+function M.app_record(app)
   local r = {}
   for _, k in ipairs(APP_FIELDS) do r[k] = app[k] end
   r.image = { ref = app.image.ref, digest = app.image.digest, config_digest = app.image.config_digest }
@@ -247,7 +252,7 @@ function M.stage(paths, pkg, opts)
   ct.fs.mkdir(dir .. "/apps", 493)
   ct.fs.mkdir(dir .. "/hooks", 493)
   for _, app in ipairs(model.apps) do
-    local rec = app_record(app)
+    local rec = M.app_record(app)
     if app.hooks then
       local ok, cerr = ct.fs.copyfile(pkg.dir .. "/" .. app.hooks, dir .. "/hooks/" .. app.name .. ".lua", 420)
       if not ok then return fail(cerr) end

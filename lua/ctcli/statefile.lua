@@ -173,9 +173,9 @@ M.ROOT_IDMAP = IDMAP
 M.APP_STATE = {
   object = {
     idmap = function(v, path)
-      if v == false then return nil end
+      if v == false or v == "go" then return nil end
       local msg = M.check(v, IDMAP, path)
-      return msg and (msg .. " (or false)") or nil
+      return msg and (msg .. " (or false, or \"go\")") or nil
     end,
   },
 }

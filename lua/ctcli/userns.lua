@@ -6,10 +6,12 @@
 -- and it moves between mappings only while it is stopped.
 --
 -- A mapping is {uid=, gid=, size=} (container id 0 = host id uid/gid), or
--- false: no user namespace, container root is host root. Only two mappings
--- ever exist in a root (none and its range), so moving a tree to one is
--- shifting the other one's ids to it: idempotent, and a move cut short by a
--- crash is finished by doing it again.
+-- false: no user namespace, container root is host root. Two mappings exist
+-- in a root (none and its range), so moving a tree to one is shifting the
+-- other one's ids to it: idempotent, and a move cut short by a crash is
+-- finished by doing it again. A third, M.GO, is only ever moved from: the
+-- Go ctcli's (container root = host root, container ids 1.. = host
+-- 100000..), kept by the apps of an adopted root until their next start.
 local ct = require("ct")
 local appfs = require("ctcli.appfs")
 local json = require("ctcli.json")
@@ -24,6 +26,13 @@ M.FIRST = 200000
 M.USER = "ctcli"
 
 local IDENTITY = { uid = 0, gid = 0, size = M.SIZE }
+
+-- The Go ctcli's mapping: umoci's rootless one (0 -> 0, one id) plus the
+-- range the Go tool appended (container 1.. -> host 100000.., 65536 ids).
+-- Only its first 65535 ids have a place in a range of M.SIZE ids.
+M.GO = { uid = 0, gid = 0, size = 1, go = true, rest = { container = 1, host = 100000, size = 65536 } }
+
+function M.is_go(m) return type(m) == "table" and m.go == true end
 
 ---------------------------------------------------------------------------
 -- The subordinate id files
@@ -172,6 +181,7 @@ end
 
 function M.equal(a, b)
   if not a or not b then return not a and not b end
+  if M.is_go(a) or M.is_go(b) then return M.is_go(a) and M.is_go(b) end
   return a.uid == b.uid and a.gid == b.gid and a.size == b.size
 end
 
@@ -185,7 +195,9 @@ end
 function M.recorded(paths, name)
   local doc, err = statefile.read(paths, app_state_file(paths, name), statefile.APP_STATE, statefile.HINT.app_state)
   if doc == nil then return nil, err end
-  if not doc or type(doc.idmap) ~= "table" then return false end
+  if not doc then return false end
+  if doc.idmap == "go" then return M.GO end
+  if type(doc.idmap) ~= "table" then return false end
   return { uid = doc.idmap.uid, gid = doc.idmap.gid, size = doc.idmap.size }
 end
 
@@ -205,9 +217,11 @@ end
 
 local function record(paths, name, m)
   ct.fs.mkdir(paths.state .. "/apps", 493, true)
-  return ct.fs.write_atomic(app_state_file(paths, name),
-    json.encode({ idmap = m or false }, true) .. "\n", 420)
+  local v = m or false
+  if M.is_go(m) then v = "go" end
+  return ct.fs.write_atomic(app_state_file(paths, name), json.encode({ idmap = v }, true) .. "\n", 420)
 end
+M.record = record
 
 ---------------------------------------------------------------------------
 -- Re-owning trees
@@ -215,14 +229,31 @@ end
 -- shift(parent, rel, from, to) -> true | nil, msg: the ids of parent/rel
 -- (a tree an app may write) in `from` moved to `to`, beneath a handle of
 -- parent, never following a symlink.
+-- From M.GO it is two shifts (its root, then its other ids); the target's
+-- range is disjoint from 100000.. (see M.FIRST), so doing it again after a
+-- crash moves only what the first time did not.
+local function segments(from, to)
+  to = to or IDENTITY
+  if not M.is_go(from) then return { { from, to } } end
+  local n = math.min(from.rest.size, to.size - 1)
+  return {
+    { { uid = 0, gid = 0, size = 1 }, { uid = to.uid, gid = to.gid, size = 1 } },
+    { { uid = from.rest.host, gid = from.rest.host, size = n }, { uid = to.uid + 1, gid = to.gid + 1, size = n } },
+  }
+end
+
 local function shift(parent, rel, from, to)
   if M.equal(from, to) then return true end
   if not ct.fs.lstat(parent .. "/" .. rel) then return true end
   local d, err = ct.fs.opendir(parent)
   if not d then return nil, err end
-  local ok, serr = d:shift_tree(rel, from, to)
+  for _, seg in ipairs(segments(from, to)) do
+    if not M.equal(seg[1], seg[2]) then
+      local ok, serr = d:shift_tree(rel, seg[1], seg[2])
+      if not ok then d:close() return nil, serr end
+    end
+  end
   d:close()
-  if not ok then return nil, serr end
   return true
 end
 M.shift = shift
@@ -235,16 +266,20 @@ M.shift = shift
 
 function M.image_idmap_text(m)
   if not m then return "none\n" end
+  if M.is_go(m) then return "go\n" end
   return string.format("%d:%d:%d\n", m.uid, m.gid, m.size)
 end
 
--- image_idmap(dir [, paths]) -> mapping | false, or "moving" | nil, msg when
--- the record holds anything else (which ids own the rootfs is then unknown).
+-- image_idmap(dir [, paths]) -> mapping | false, or "moving" (and M.GO
+-- when the move began from it) | nil, msg when the record holds anything
+-- else (which ids own the rootfs is then unknown).
 function M.image_idmap(dir, paths)
   local text = ct.fs.read(dir .. "/idmap")
   if not text then return false end
   if text:match("^moving\n?$") then return "moving" end
+  if text:match("^moving go\n?$") then return "moving", M.GO end
   if text:match("^none\n?$") then return false end
+  if text:match("^go\n?$") then return M.GO end
   local u, g, s = text:match("^(%d+):(%d+):(%d+)\n?$")
   if u then return { uid = tonumber(u), gid = tonumber(g), size = tonumber(s) } end
   local key = dir:match("([^/]+)$")
@@ -343,8 +378,10 @@ function M.prepare_image(paths, uc, app)
   local cur, cerr = M.image_idmap(idir, paths)
   if cur == nil then return nil, cerr end
   if cur == "moving" or not M.equal(cur, m) then
-    local ok, err = ct.fs.write_atomic(idir .. "/idmap", "moving\n", 420)
-    if ok then ok, err = shift(idir, "rootfs", other, target) end
+    local from = other
+    if M.is_go(cur) or M.is_go(cerr) then from = M.GO end
+    local ok, err = ct.fs.write_atomic(idir .. "/idmap", M.is_go(from) and "moving go\n" or "moving\n", 420)
+    if ok then ok, err = shift(idir, "rootfs", from, target) end
     if ok then ok, err = ct.fs.write_atomic(idir .. "/idmap", M.image_idmap_text(m), 420) end
     if not ok then return nil, "cannot re-own the image of " .. app.name .. ": " .. tostring(err) end
   end
@@ -358,9 +395,17 @@ end
 function M.prepare_files(paths, uc, app)
   local m = M.desired(app, uc.conf, uc.range)
   local target, other = as_range(m), as_range(not m and uc.range)
+  -- An adopted app's files are in the Go tool's mapping until it moves.
+  local was, werr = M.recorded(paths, app.name)
+  if was == nil then return nil, werr end
+  if M.is_go(was) then other = M.GO end
   if not M.equal(other, target) then
-    local ok, err = appfs.shift_trees(paths, app.name, other, target)
-    if not ok then return nil, "cannot re-own the files of " .. app.name .. ": " .. tostring(err) end
+    for _, seg in ipairs(segments(other, target)) do
+      if not M.equal(seg[1], seg[2]) then
+        local ok, err = appfs.shift_trees(paths, app.name, seg[1], seg[2])
+        if not ok then return nil, "cannot re-own the files of " .. app.name .. ": " .. tostring(err) end
+      end
+    end
   end
   return m
 end
@@ -371,6 +416,11 @@ end
 function M.finish(paths, uc, rel, app, m)
   local ok, err = M.secure_dirs(paths, rel, app, m, uc.range)
   if not ok then return nil, err end
+  -- The link adoption left for the container the Go ctcli started (ctcli.adopt)
+  -- has served its time once the app starts again.
+  local link = rel.dir .. "/apps/" .. app.name .. "/rootfs"
+  local lst = ct.fs.lstat(link)
+  if lst and lst.type == "link" then ct.fs.unlink(link) end
   local release = require("ctcli.release")
   local cfg, cerr = release.app_config(paths, app, m)
   if not cfg then return nil, cerr end
@@ -393,6 +443,7 @@ function M.adopt_restored(paths, dir, info)
   local target = as_range(range)
   for name, a in pairs(type(info.apps) == "table" and info.apps or {}) do
     local m = type(a) == "table" and type(a.idmap) == "table" and a.idmap or nil
+    if type(a) == "table" and a.idmap == "go" then m = M.GO end
     if m and math.type(m.uid) == "integer" and not M.equal(m, range) then
       for _, sub in ipairs({ "data", "config" }) do
         local ok, err = shift(dir .. "/" .. sub, name, m, target)
@@ -419,6 +470,7 @@ end
 -- "privileged (opted out in ...)" | "privileged"
 function M.describe(m, source)
   if m == true then return "userns" end
+  if M.is_go(m) then return "privileged (the Go ctcli's mapping: container root is host root, until its next start)" end
   if m then return string.format("userns %d-%d", m.uid, m.uid + m.size - 1) end
   if source then return "privileged (opted out in " .. source .. ")" end
   return "privileged"

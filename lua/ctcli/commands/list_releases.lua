@@ -1,6 +1,7 @@
 -- list-releases: kept releases and backups, newest first.
 local ct = require("ct")
 local backup = require("ctcli.backup")
+local goroot = require("ctcli.goroot")
 local json = require("ctcli.json")
 local release = require("ctcli.release")
 local ui = require("ctcli.ui")
@@ -24,7 +25,16 @@ return {
         current = r.id == cur_id, previous = r.previous or json.null,
       }
     end
+    if goroot.present(ctx.paths) then
+      -- A root the Go ctcli made, not adopted yet: its release as it is.
+      local cur = release.current(ctx.paths)
+      if cur then
+        doc.releases[#doc.releases + 1] = { id = cur.id, name = cur.name, version = cur.version,
+          created = cur.created, current = true, previous = json.null, adopted = false }
+      end
+    end
     for _, b in ipairs(backups) do
+      if b.format == goroot.FORMAT and b.data == nil then b.data = goroot.has_data(b.path) end
       doc.backups[#doc.backups + 1] = {
         path = b.path, release = b.release or json.null, version = b.version or json.null,
         created = b.created, data = b.data, format = b.format, bytes = b.bytes or json.null,
@@ -46,8 +56,12 @@ return {
     for _, b in ipairs(doc.backups) do
       local kind = b.data and "backup" or "backup (no data)"
       if b.reason ~= json.null then kind = kind .. ", " .. tostring(b.reason) end
-      rows[#rows + 1] = { "", kind, b.path:match("[^/]+$"),
-        b.version ~= json.null and tostring(b.version) or "-", tostring(b.created) }
+      local version = b.version ~= json.null and tostring(b.version) or "-"
+      if b.format == goroot.FORMAT then
+        kind = kind .. ", Go ctcli"
+        version = b.release ~= json.null and ("release " .. tostring(b.release)) or "-"
+      end
+      rows[#rows + 1] = { "", kind, b.path:match("[^/]+$"), version, tostring(b.created) }
     end
     ui.table({ "", "KIND", "ID", "VERSION", "CREATED" }, rows)
     return true

@@ -4,6 +4,7 @@ local appfs = require("ctcli.appfs")
 local apps = require("ctcli.apps")
 local backup = require("ctcli.backup")
 local hooks = require("ctcli.hooks")
+local goroot = require("ctcli.goroot")
 local json = require("ctcli.json")
 local journal = require("ctcli.journal")
 local manifest = require("ctcli.manifest")
@@ -209,9 +210,15 @@ local function from_archive(ctx, cur, file, j)
   bar:finish()
   if not stats then return fail(xerr) end
   for _, w in ipairs(stats.warnings or {}) do ui.warn("%s", w) end
+  if not ct.fs.lstat(dir .. "/backup-info.json") and ct.fs.exists(dir .. "/current-release/release-info.json") then
+    -- The Go ctcli's backup: made into one of ours here, in tmp/, then
+    -- checked and restored as every backup is.
+    local ok, gerr = goroot.convert_backup(dir, file)
+    if not ok then return fail(gerr) end
+  end
   if not ct.fs.exists(dir .. "/backup-info.json") or not ct.fs.exists(dir .. "/current-release/release.json") then
-    return fail(file .. ": not a backup of this ctcli (no backup-info.json and current-release/release.json);" ..
-      " backups of the Go ctcli are listed but their restore is not supported yet")
+    return fail(file .. ": not a backup of this ctcli (no backup-info.json and current-release/release.json)" ..
+      " nor of the Go ctcli (no current-release/release-info.json)")
   end
   -- Nothing leaves tmp/ before the whole backup is checked.
   local info, why = backup.check_restore(dir)
@@ -291,8 +298,16 @@ local function peek(ctx, file)
   if not ok then return nil, file .. ": " .. tostring(xerr) end
   info = text and json.decode(text)
   if type(info) ~= "table" then
-    return nil, file .. ": not a backup of this ctcli (no backup-info.json);" ..
-      " backups of the Go ctcli are listed but their restore is not supported yet"
+    -- The Go ctcli's: its record lies beside the archive, whose first
+    -- member is its current-release/.
+    local first = ct.archive.list(file, { stop = function() return true end })
+    local top = first and first[1] and first[1].name:gsub("^%./", ""):match("^([^/]+)")
+    if goroot.record_of(file) or top == "current-release" then
+      local g = goroot.summary(file, nil, { data = true })
+      return { release = g.release, created = g.created, data = g.data == true, apps = g.apps, format = g.format }
+    end
+    return nil, file .. ": not a backup of this ctcli (no backup-info.json) nor of the Go ctcli" ..
+      " (no current-release/ first, no backup-info.json beside it)"
   end
   return info
 end
