@@ -120,7 +120,11 @@ function M.resume(ctx, j)
   end
   local gorel, err = goroot.read(p.current)
   if gorel == nil then return nil, "cannot adopt the Go ctcli's root: " .. err end
+  -- The directories this ctcli needs and the Go tool never made (state/
+  -- has the journal already): images/, tmp/, releases/backups/, ...
   local ok
+  ok, err = rootmod.init(p.root)
+  if ok == nil then return nil, err end
   if gorel == false then
     -- Go's init, nothing installed: the empty directory goes.
     ok, err = j:step("swap")
@@ -128,8 +132,6 @@ function M.resume(ctx, j)
     if not ok then return nil, err end
     return { release = false }
   end
-  ok, err = rootmod.init(p.root)
-  if ok == nil then return nil, err end
   if not d.backup then
     ok, err = j:step("backup")
     if not ok then return nil, err end

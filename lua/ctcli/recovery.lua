@@ -126,7 +126,9 @@ function M.run(ctx)
   end
   local outcome
   if doc.command == "adopt" then
-    -- Every step of an adoption is idempotent: finish it.
+    -- Every step of an adoption is idempotent: finish it (what it was
+    -- making in tmp/, a backup or a release, is made again).
+    clean_tmp(p)
     local res, aerr = require("ctcli.adopt").resume(ctx, j)
     if not res then return nil, "cannot finish the interrupted adoption of the Go ctcli's root: " .. tostring(aerr) end
     j:finish()

@@ -129,6 +129,8 @@ return {
           local m, merr = userns.recorded(ctx.paths, name)
           if m == nil then return nil, merr end
           idmap = m
+          -- The Go ctcli's root, not adopted yet: its apps run in its mapping.
+          if rel.go then idmap = userns.GO end
         end
         doc.apps[#doc.apps + 1] = {
           name = name,
