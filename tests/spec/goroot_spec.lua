@@ -141,6 +141,15 @@ describe("mkgoroot: roots and backups as the Go ctcli makes them", function()
       end, 10))
     end
     assert.equals(448, ct.fs.lstat(root .. "/runc-root").mode)
+    -- a container user other than root writes as host id 99999 + its id
+    -- (the Go images' roots hold no CAP_CHOWN: the directory is given here)
+    local sub = root .. "/data/web/var/lib/web/u1000"
+    assert(ct.fs.mkdir(sub, 493))
+    assert(ct.fs.chown(sub, 100999, 100999))
+    local r = H.goroot_exec(root, "web", { "sh", "-c", "echo x > /var/lib/web/u1000/f" }, "1000:1000")
+    assert.equals(0, r.code, r.stderr)
+    local st = assert(ct.fs.lstat(sub .. "/f"))
+    assert.same({ 100999, 100999 }, { st.uid, st.gid })
 
     -- A start of a running app changes nothing; stop and start archive the log.
     local pid = runc_state(root, ids.web).pid

@@ -238,6 +238,18 @@ function H.gobackup(root, opts)
   return { dir = dir, archive = archive, uid = uid, info = assert(json.decode(text)), text = text }
 end
 
+-- goroot_exec(root, app, argv, user) -> result {code, stdout, stderr}: argv
+-- run in the app's running Go container (`runc exec`, as the container's
+-- user "UID[:GID]" when given: ids 1... are host 100000...).
+function H.goroot_exec(root, app, argv, user)
+  local runc = root .. "/current-release/runc.amd64"
+  local cmd = { runc, "--root", root .. "/runc-root", "exec" }
+  if user then cmd[#cmd + 1] = "--user"; cmd[#cmd + 1] = user end
+  cmd[#cmd + 1] = ct.hash.md5(root) .. "-" .. app
+  for _, a in ipairs(argv) do cmd[#cmd + 1] = a end
+  return assert(ct.proc.run(cmd, { timeout = 60 }))
+end
+
 -- goroot_cleanup(): kills and deletes the containers H.goroot and
 -- H.goroot_start made, by id, with the release's runc (the host's when the
 -- root no longer has one) and the root's runc-root.
