@@ -9,6 +9,7 @@ local H = {}
 H.bin = os.getenv("CTCLI_BIN") or "ctcli"
 H.src = os.getenv("CTCLI_SOURCE_DIR") or "."
 H.mkpkg = H.src .. "/tests/support/mkpkg"
+H.mkgoroot_bin = H.src .. "/tests/support/mkgoroot"
 
 local tmpbase = os.getenv("TMPDIR")
 if not tmpbase or tmpbase == "" then tmpbase = "/tmp" end
@@ -168,9 +169,108 @@ function H.container_id(root, app)
   return ct.hash.md5(base) .. "-" .. app
 end
 
+-- mkgoroot(args) -> stdout of tests/support/mkgoroot (roots and backups as
+-- the Go ctcli makes them); fails the spec when it fails.
+function H.mkgoroot(args)
+  local argv = { H.mkgoroot_bin }
+  for _, a in ipairs(args) do argv[#argv + 1] = a end
+  local r = assert(ct.proc.run(argv, { timeout = 300 }))
+  if r.code ~= 0 then
+    error(string.format("mkgoroot %s exited %d:\n%s%s", table.concat(args, " "), r.code, r.stdout, r.stderr), 2)
+  end
+  return r.stdout
+end
+
+-- The Go roots this spec made, for H.goroot_cleanup: {root, ids}.
+local goroots = {}
+
+-- goroot(dir, pkg, opts) -> root, ids: a root made and installed as the Go
+-- ctcli does it (dir, or a fresh one when nil; pkg a legacy package).
+-- opts.start: true (every app) or a list of apps to start, as `ctcli start`;
+-- opts.id, opts.created_at: release-info.json's values. ids maps each
+-- started app to its container id (md5 of the root, then the app).
+function H.goroot(dir, pkg, opts)
+  opts = opts or {}
+  local root = dir or (H.tmpdir() .. "/goroot")
+  local entry = { root = root, ids = {} }
+  goroots[#goroots + 1] = entry
+  H.mkgoroot({ "init", root })
+  local install = { "install", root, pkg }
+  if opts.id then install[#install + 1] = "--id"; install[#install + 1] = opts.id end
+  if opts.created_at then install[#install + 1] = "--created-at"; install[#install + 1] = opts.created_at end
+  H.mkgoroot(install)
+  if opts.start then H.goroot_start(root, opts.start ~= true and opts.start or nil) end
+  return root, entry.ids
+end
+
+-- goroot_start(root, apps) -> ids: `ctcli start` of the Go tool (all apps
+-- when apps is empty); the containers are cleaned up with the root.
+function H.goroot_start(root, apps)
+  apps = apps or {}
+  local entry
+  for _, e in ipairs(goroots) do if e.root == root then entry = e end end
+  if not entry then
+    entry = { root = root, ids = {} }
+    goroots[#goroots + 1] = entry
+  end
+  local names = #apps > 0 and apps or assert(ct.fs.dir(root .. "/current-release/apps"))
+  -- Recorded before the start: a start that fails half way still leaves
+  -- containers to clean up.
+  for _, app in ipairs(names) do entry.ids[app] = ct.hash.md5(root) .. "-" .. app end
+  local args = { "start", root }
+  for _, app in ipairs(apps) do args[#args + 1] = app end
+  H.mkgoroot(args)
+  return entry.ids
+end
+
+-- gobackup(root, opts) -> {dir, archive, uid, info}: `ctcli backup` of the
+-- Go tool (opts.ignore_data: --ignore-data; opts.uid, opts.date: its values).
+function H.gobackup(root, opts)
+  opts = opts or {}
+  local args = { "backup", root }
+  if opts.ignore_data then args[#args + 1] = "--ignore-data" end
+  if opts.uid then args[#args + 1] = "--uid"; args[#args + 1] = opts.uid end
+  if opts.date then args[#args + 1] = "--date"; args[#args + 1] = opts.date end
+  local out = H.mkgoroot(args)
+  local archive = assert(out:match("tar %-czvf (%S+)"), "no archive named in: " .. out)
+  local dir, uid = archive:match("^(.*)/([^/]+)%.tar%.gz$")
+  local text = assert(ct.fs.read(dir .. "/backup-info.json"))
+  return { dir = dir, archive = archive, uid = uid, info = assert(json.decode(text)), text = text }
+end
+
+-- goroot_exec(root, app, argv, user) -> result {code, stdout, stderr}: argv
+-- run in the app's running Go container (`runc exec`, as the container's
+-- user "UID[:GID]" when given: ids 1... are host 100000...).
+function H.goroot_exec(root, app, argv, user)
+  local runc = root .. "/current-release/runc.amd64"
+  local cmd = { runc, "--root", root .. "/runc-root", "exec" }
+  if user then cmd[#cmd + 1] = "--user"; cmd[#cmd + 1] = user end
+  cmd[#cmd + 1] = ct.hash.md5(root) .. "-" .. app
+  for _, a in ipairs(argv) do cmd[#cmd + 1] = a end
+  return assert(ct.proc.run(cmd, { timeout = 60 }))
+end
+
+-- goroot_cleanup(): kills and deletes the containers H.goroot and
+-- H.goroot_start made, by id, with the release's runc (the host's when the
+-- root no longer has one) and the root's runc-root.
+function H.goroot_cleanup()
+  for _, e in ipairs(goroots) do
+    local runc = e.root .. "/current-release/runc.amd64"
+    if not ct.fs.exists(runc) then runc = "runc" end
+    local rr = e.root .. "/runc-root"
+    for _, id in pairs(e.ids) do
+      ct.proc.run({ runc, "--root", rr, "kill", id, "KILL" }, { timeout = 30 })
+      ct.proc.run({ runc, "--root", rr, "delete", "--force", id }, { timeout = 30 })
+    end
+  end
+  goroots = {}
+end
+
 -- cleanup(): kills and deletes every container of the roots this spec
--- made (by id, from each root's runc-root), then removes the temp dirs.
+-- made (by id, from each root's runc-root; Go roots by the ids they were
+-- given), then removes the temp dirs.
 function H.cleanup()
+  H.goroot_cleanup()
   for _, root in ipairs(H.roots or {}) do
     local rr = root .. "/runc-root"
     local r = ct.proc.run({ "runc", "--root", rr, "list", "-q" }, { timeout = 30 })
