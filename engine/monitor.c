@@ -1,7 +1,6 @@
 /* The per-container monitor (`ctcli __ctcli-monitor__`, no Lua state): holds a runc container's stdio, logs it, records its exits, applies the policy Lua passed. */
 #include "monitor.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -25,7 +24,7 @@ enum { CT_START_DETACH = 2 };
 pid_t ct_proc_start(const char *const *argv, char *const *envp, const char *cwd, const int fds[3],
                     int mode, int *err, const char **what);
 
-enum { MAX_ARGS = 64, MAX_CLIENTS = 8, LINE_BUF = 8192, OUT_BUF = 32768, REQ_MAX = 256 };
+enum { MAX_ARGS = 64, MAX_CLIENTS = 8, REQ_MAX = 256 };
 
 struct argvec {
   const char *v[MAX_ARGS + 1];
@@ -40,13 +39,6 @@ struct config {
   long long uid, gid, backoff_ms, backoff_max_ms, limit, quick_ms, log_max, log_keep, runc_ms;
 };
 
-struct stream {
-  int fd;
-  const char *tag;
-  size_t len;
-  char buf[LINE_BUF];
-};
-
 struct client {
   int fd;
   size_t len;
@@ -56,21 +48,18 @@ struct client {
 
 static struct mon {
   struct config c;
-  int sigfd, lsock, devnull, out_w, err_w, log_fd;
-  struct stream out, err;
+  int sigfd, lsock, devnull, out_w, err_w;
+  struct ct_stream out, err;
+  struct ct_log log;
   struct client cl[MAX_CLIENTS];
-  char obuf[OUT_BUF];
-  size_t olen;
-  long long log_size, log_errors;
-  unsigned log_seq;
   pid_t init, cmd;
-  int cmd_status, cmd_done, init_exited, init_status, capture;
+  int cmd_status, cmd_done, init_exited, init_status;
   long long runs, restarts, quick_fails;
   const char *state;
   int stopping, exit_when_done, done;
   double run_start, run_start_real, restart_at, exit_at;
   int exit_run, exit_code, exit_sig;
-  char error[640], last_err[512];
+  char error[640], last_err[CT_STREAM_LAST];
 } M;
 
 /* ---------- time, small helpers ---------- */
@@ -79,34 +68,6 @@ static double now_mono(void) {
   struct timespec t;
   clock_gettime(CLOCK_MONOTONIC, &t);
   return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
-
-static double now_real(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_REALTIME, &t);
-  return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
-
-/* RFC 3339 in UTC with nanoseconds (30 characters). */
-static void fmt_time(char out[40], double t) {
-  time_t s = (time_t)t;
-  struct tm tm;
-  gmtime_r(&s, &tm);
-  long ns = (long)((t - (double)s) * 1e9);
-  if (ns < 0 || ns > 999999999) ns = 0;
-  size_t n = strftime(out, 40, "%Y-%m-%dT%H:%M:%S", &tm);
-  snprintf(out + n, 40 - n, ".%09ldZ", ns);
-}
-
-static int write_all(int fd, const char *p, size_t n) {
-  while (n > 0) {
-    ssize_t w = write(fd, p, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return -1;
-    p += w;
-    n -= (size_t)w;
-  }
-  return 0;
 }
 
 static void close_fd(int *fd) {
@@ -125,7 +86,7 @@ static void ready_say(const char *fmt, ...) {
   if (n < 0) return;
   if ((size_t)n > sizeof line - 2) n = (int)sizeof line - 2;
   line[n++] = '\n';
-  if (write_all(M.c.ready_fd, line, (size_t)n) != 0) close_fd(&M.c.ready_fd);
+  if (ct_mon_write_all(M.c.ready_fd, line, (size_t)n) != 0) close_fd(&M.c.ready_fd);
 }
 
 /* ---------- configuration ---------- */
@@ -200,82 +161,6 @@ static const char *config_read(int fd, struct config *c) {
 
 /* ---------- logs ---------- */
 
-static void log_flush(void) {
-  if (!M.olen) return;
-  if (M.log_fd < 0 || write_all(M.log_fd, M.obuf, M.olen) != 0)
-    M.log_errors++;
-  else
-    M.log_size += (long long)M.olen;
-  M.olen = 0;
-}
-
-static void log_open(void) {
-  M.log_fd = openat(M.c.logs_fd, CT_MONITOR_LOG, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640);
-  struct stat st;
-  M.log_size = M.log_fd >= 0 && fstat(M.log_fd, &st) == 0 ? (long long)st.st_size : 0;
-  if (M.log_fd < 0) M.log_errors++;
-}
-
-static void seq_name(char out[32], unsigned seq) { snprintf(out, 32, "%08u.log", seq); }
-
-/* current.log becomes <seq>.log (one rename: a reader holding it loses
-   nothing), a new current.log starts, the oldest beyond log_keep goes. */
-static void log_rotate(void) {
-  log_flush();
-  if (M.log_size == 0) return;
-  char name[32];
-  seq_name(name, M.log_seq + 1);
-  if (renameat(M.c.logs_fd, CT_MONITOR_LOG, M.c.logs_fd, name) != 0) {
-    M.log_errors++;
-    return;
-  }
-  M.log_seq++;
-  close_fd(&M.log_fd);
-  log_open();
-  if ((long long)M.log_seq > M.c.log_keep) {
-    seq_name(name, M.log_seq - (unsigned)M.c.log_keep);
-    if (unlinkat(M.c.logs_fd, name, 0) != 0 && errno != ENOENT) M.log_errors++;
-  }
-}
-
-/* Finds the highest rotated number; drops those beyond log_keep. */
-static void log_scan(void) {
-  int fd = openat(M.c.logs_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
-  if (!d) {
-    if (fd >= 0) close(fd);
-    M.log_errors++;
-    return;
-  }
-  for (int pass = 0; pass < 2; pass++) {
-    rewinddir(d);
-    struct dirent *e;
-    while ((e = readdir(d))) {
-      unsigned seq;
-      char tail;
-      if (strlen(e->d_name) != 12 || sscanf(e->d_name, "%8u.lo%c", &seq, &tail) != 2 || tail != 'g')
-        continue;
-      if (pass == 0 && seq > M.log_seq) M.log_seq = seq;
-      if (pass == 1 && (long long)seq + M.c.log_keep <= (long long)M.log_seq)
-        unlinkat(M.c.logs_fd, e->d_name, 0);
-    }
-  }
-  closedir(d);
-}
-
-/* One record: "<time> <stream> <F|P> <text>\n"; P: the line goes on. */
-static void log_line(const char *tag, char flag, const char *p, size_t n) {
-  char ts[40];
-  fmt_time(ts, now_real());
-  size_t need = strlen(ts) + strlen(tag) + n + 6;
-  if (M.c.log_max > 0 && M.log_size + (long long)(M.olen + need) > M.c.log_max) log_rotate();
-  if (M.olen + need > sizeof M.obuf) log_flush();
-  M.olen += (size_t)snprintf(M.obuf + M.olen, sizeof M.obuf - M.olen, "%s %s %c ", ts, tag, flag);
-  memcpy(M.obuf + M.olen, p, n);
-  M.olen += n;
-  M.obuf[M.olen++] = '\n';
-}
-
 /* The monitor's own notes go to the same log as stream "ctcli". */
 static void note(const char *fmt, ...) {
   char line[640];
@@ -284,47 +169,18 @@ static void note(const char *fmt, ...) {
   int n = vsnprintf(line, sizeof line, fmt, ap);
   va_end(ap);
   if (n < 0) return;
-  log_line("ctcli", 'F', line, strlen(line));
-  log_flush();
+  ct_log_line(&M.log, "ctcli", 'F', line, strlen(line));
+  ct_log_flush(&M.log);
 }
 
-static void stream_emit(struct stream *s, const char *p, size_t n, char flag) {
-  log_line(s->tag, flag, p, n);
-  if (M.capture && s == &M.err && n) {
-    size_t k = n < sizeof M.last_err - 1 ? n : sizeof M.last_err - 1;
-    memcpy(M.last_err, p, k);
-    M.last_err[k] = '\0';
-  }
+static void feed_both(void) {
+  ct_stream_feed(&M.log, &M.out);
+  ct_stream_feed(&M.log, &M.err);
 }
 
-/* Reads what the pipe holds now; whole lines go out, a rest waits. */
-static void stream_feed(struct stream *s) {
-  for (int round = 0; round < 16; round++) {
-    ssize_t r = read(s->fd, s->buf + s->len, sizeof s->buf - s->len);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) break;
-    s->len += (size_t)r;
-    char *start = s->buf, *nl;
-    while ((nl = memchr(start, '\n', s->len - (size_t)(start - s->buf)))) {
-      stream_emit(s, start, (size_t)(nl - start), 'F');
-      start = nl + 1;
-    }
-    s->len -= (size_t)(start - s->buf);
-    memmove(s->buf, start, s->len);
-    if (s->len == sizeof s->buf) { /* a line longer than the buffer */
-      stream_emit(s, s->buf, s->len, 'P');
-      s->len = 0;
-    }
-  }
-  log_flush();
-}
-
-/* At the end of a run: everything still in the pipe, the rest as a line. */
-static void stream_drain(struct stream *s) {
-  stream_feed(s);
-  if (s->len) stream_emit(s, s->buf, s->len, 'F');
-  s->len = 0;
-  log_flush();
+static void drain_both(void) {
+  ct_stream_drain(&M.log, &M.out);
+  ct_stream_drain(&M.log, &M.err);
 }
 
 /* ---------- state file ---------- */
@@ -354,21 +210,21 @@ static size_t state_json(char *out, size_t cap) {
   char id[300], err[1300], t0[40], t1[40], t2[40];
   json_str(id, sizeof id, M.c.id);
   json_str(err, sizeof err, M.error);
-  fmt_time(t0, M.run_start_real);
+  ct_mon_time(t0, M.run_start_real);
   size_t n = 0;
   ADD("{\"version\":%d,\"id\":%s,\"state\":\"%s\",\"monitor_pid\":%d,\"pid\":%d,", CT_MONITOR_PROTOCOL,
       id, M.state, (int)getpid(), M.init > 0 ? (int)M.init : 0);
   ADD("\"runs\":%lld,\"restarts\":%lld,\"quick_failures\":%lld,\"restart\":\"%s\",\"log_errors\":%lld",
-      M.runs, M.restarts, M.quick_fails, M.c.restart, M.log_errors);
+      M.runs, M.restarts, M.quick_fails, M.c.restart, M.log.errors);
   if (M.runs) ADD(",\"started_at\":\"%s\"", t0);
   if (M.exit_run) {
-    fmt_time(t1, M.exit_at);
+    ct_mon_time(t1, M.exit_at);
     ADD(",\"last_exit\":{\"run\":%d,\"at\":\"%s\",", M.exit_run, t1);
     if (M.exit_sig) ADD("\"signal\":%d}", M.exit_sig);
     else ADD("\"code\":%d}", M.exit_code);
   }
   if (M.restart_at > 0) {
-    fmt_time(t2, now_real() + (M.restart_at - now_mono()));
+    ct_mon_time(t2, ct_mon_now() + (M.restart_at - now_mono()));
     ADD(",\"restart_at\":\"%s\"", t2);
   }
   if (M.error[0]) ADD(",\"error\":%s", err);
@@ -382,7 +238,7 @@ static void state_write(void) {
   size_t n = state_json(buf, sizeof buf - 1);
   buf[n++] = '\n';
   int fd = openat(M.c.state_fd, CT_MONITOR_STATE ".tmp", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
-  int ok = fd >= 0 && write_all(fd, buf, n) == 0 && fsync(fd) == 0;
+  int ok = fd >= 0 && ct_mon_write_all(fd, buf, n) == 0 && fsync(fd) == 0;
   if (fd >= 0 && close(fd) != 0) ok = 0;
   if (ok && renameat(M.c.state_fd, CT_MONITOR_STATE ".tmp", M.c.state_fd, CT_MONITOR_STATE) == 0) {
     fsync(M.c.state_fd);
@@ -424,11 +280,11 @@ static int run_cmd(const struct argvec *a, const char *what) {
   int fds[3] = {M.devnull, quiet ? M.devnull : M.out_w, quiet ? M.devnull : M.err_w}, err = 0;
   const char *which = NULL;
   M.last_err[0] = '\0';
-  M.capture = 1;
+  M.err.last = M.last_err;
   M.cmd_done = 0;
   M.cmd = ct_proc_start(a->v, NULL, "/", fds, CT_START_DETACH, &err, &which);
   if (M.cmd < 0) {
-    M.capture = 0;
+    M.err.last = NULL;
     snprintf(M.error, sizeof M.error, "runc %s: %s: %s", what, which, strerror(err));
     return -1;
   }
@@ -437,17 +293,15 @@ static int run_cmd(const struct argvec *a, const char *what) {
   while (!M.cmd_done) {
     struct pollfd p[3] = {{M.sigfd, POLLIN, 0}, {M.out.fd, POLLIN, 0}, {M.err.fd, POLLIN, 0}};
     if (poll(p, 3, 100) < 0 && errno != EINTR) break;
-    stream_feed(&M.out);
-    stream_feed(&M.err);
+    feed_both();
     drain_signals();
     if (!killed && deadline > 0 && now_mono() > deadline) {
       kill(-M.cmd, SIGKILL);
       killed = 1;
     }
   }
-  stream_feed(&M.out);
-  stream_feed(&M.err);
-  M.capture = 0;
+  feed_both();
+  M.err.last = NULL;
   M.cmd = 0;
   int st = M.cmd_status;
   if (M.cmd_done && WIFEXITED(st) && WEXITSTATUS(st) == 0) return 0;
@@ -488,7 +342,7 @@ static int start_container(void) {
   }
   M.runs++;
   M.run_start = now_mono();
-  M.run_start_real = now_real();
+  M.run_start_real = ct_mon_now();
   M.state = "running";
   note("run %lld started, pid %d", M.runs, (int)M.init);
   return 0;
@@ -515,10 +369,9 @@ static void schedule_restart(int quick) {
 
 static void on_init_exit(void) {
   int st = M.init_status;
-  stream_drain(&M.out);
-  stream_drain(&M.err);
+  drain_both();
   M.exit_run = (int)M.runs;
-  M.exit_at = now_real();
+  M.exit_at = ct_mon_now();
   M.exit_sig = WIFSIGNALED(st) ? WTERMSIG(st) : 0;
   M.exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + M.exit_sig;
   M.init = 0;
@@ -608,8 +461,8 @@ static void ctl_answer(const char *req, char *out, size_t cap) {
     state_write();
     ADD("ok %s", M.state);
   } else if (strcmp(req, "rotate") == 0) {
-    log_rotate();
-    ADD("ok %u", M.log_seq);
+    ct_log_rotate(&M.log);
+    ADD("ok %u", M.log.seq);
   } else if (strcmp(req, "exit-when-done") == 0) {
     M.exit_when_done = 1;
     ADD("ok");
@@ -647,11 +500,11 @@ static const char *join_cgroup(void) {
   snprintf(path, sizeof path, "%s/cgroup.procs", M.c.cgroup);
   int fd = open(path, O_WRONLY | O_CLOEXEC);
   if (fd < 0) return "open cgroup.procs";
-  int ok = write_all(fd, "0\n", 2) == 0;
+  int ok = ct_mon_write_all(fd, "0\n", 2) == 0;
   return close(fd) == 0 && ok ? NULL : "join cgroup";
 }
 
-static const char *make_pipe(struct stream *s, int *w, const char *tag) {
+static const char *make_pipe(struct ct_stream *s, int *w, const char *tag) {
   int p[2];
   if (pipe2(p, O_CLOEXEC) != 0) return "pipe";
   s->fd = p[0];
@@ -679,8 +532,7 @@ static const char *setup(void) {
   if ((e = join_cgroup())) return e;
   if ((M.devnull = open("/dev/null", O_RDWR | O_CLOEXEC)) < 0) return "/dev/null";
   if ((e = make_pipe(&M.out, &M.out_w, "stdout")) || (e = make_pipe(&M.err, &M.err_w, "stderr"))) return e;
-  log_scan();
-  log_open();
+  ct_log_open(&M.log, M.c.logs_fd, M.c.log_max, M.c.log_keep);
   return ctl_listen();
 }
 
@@ -701,8 +553,7 @@ static void loop(void) {
     for (int i = 0; i < MAX_CLIENTS; i++) p[n++] = (struct pollfd){M.cl[i].fd, POLLIN, 0};
     /* An exit reaped inside run_cmd left no signal behind to wake poll. */
     if (poll(p, (nfds_t)n, M.init_exited ? 0 : poll_timeout()) < 0 && errno != EINTR) break;
-    stream_feed(&M.out);
-    stream_feed(&M.err);
+    feed_both();
     drain_signals();
     if (M.init_exited) on_init_exit();
     if (p[3].revents & POLLIN) ctl_accept();
@@ -721,7 +572,7 @@ static void loop(void) {
 int ct_monitor_main(int argc, char **argv) {
   memset(&M, 0, sizeof M);
   M.c = (struct config){.logs_fd = -1, .state_fd = -1, .ready_fd = CT_MONITOR_READY_FD, .uid = -1, .gid = -1};
-  M.sigfd = M.lsock = M.devnull = M.out_w = M.err_w = M.log_fd = M.out.fd = M.err.fd = -1;
+  M.sigfd = M.lsock = M.devnull = M.out_w = M.err_w = M.log.fd = M.out.fd = M.err.fd = -1;
   for (int i = 0; i < MAX_CLIENTS; i++) M.cl[i].fd = -1;
   M.state = "starting";
   if (argc < 3) return 2;
@@ -749,8 +600,7 @@ int ct_monitor_main(int argc, char **argv) {
   close_fd(&M.c.ready_fd);
   if (M.init > 0) loop();
   state_write();
-  stream_drain(&M.out);
-  stream_drain(&M.err);
+  drain_both();
   unlinkat(M.c.state_fd, CT_MONITOR_SOCKET, 0);
   free(M.c.blob);
   return 0;
