@@ -2,6 +2,7 @@
    monitor is this test binary re-executed (harness.c hands it over). */
 #include "harness.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* Globals: ct, proc, cjson, tmp, rt; bundle(name, script) makes a bundle
@@ -245,4 +246,39 @@ DEFINE_TEST(monitor_reports_create_error) {
            "  local ok, m = ct.monitor.request(tmp .. '/nowhere.sock', 'status', 100) "
            "  assert(ok == nil and m:find('nowhere.sock', 1, true), m) "
            "end)");
+}
+
+DEFINE_TEST(monitor_moves_into_its_cgroup) {
+  /* The unified hierarchy, else v1's freezer (as test_proc's cgroup cases);
+     a parent of our own, removed at the end. */
+  lua_State *L = S();
+  const char *base = NULL;
+  if (access("/sys/fs/cgroup/cgroup.controllers", F_OK) == 0)
+    base = "/sys/fs/cgroup";
+  else if (access("/sys/fs/cgroup/freezer/cgroup.procs", F_OK) == 0)
+    base = "/sys/fs/cgroup/freezer";
+  else
+    t_skip("no cgroup v2 and no v1 freezer hierarchy mounted");
+  char parent[256];
+  snprintf(parent, sizeof parent, "%s/ctcli-test-%d", base, (int)getpid());
+  if (mkdir(parent, 0755) != 0) t_skip("cannot create a cgroup here");
+  lua_pushstring(L, parent);
+  lua_setglobal(L, "cgparent");
+  T_LUA(L, "local cg = cgparent .. '/monitor' "
+           "local c, init = spawn('cgroup', 'exec sleep 1000', {cgroup = cg}) "
+           "local ok, err = pcall(function() "
+           "  assert(init, c.init == nil and 'spawn failed') "
+           "  with(c, function() "
+           "    local mine = slurp('/proc/' .. c.mpid .. '/cgroup') "
+           "    assert(mine:find(cg:match('/ctcli%-test%-%d+/monitor$'), 1, true), mine) "
+           "    assert(slurp(cg .. '/cgroup.procs'):match('^(%d+)') == tostring(c.mpid)) "
+           "    assert(ct.monitor.request(c.state, 'stop') == 'ok stopping') "
+           "    sh(runc('kill', c.id, 'KILL')) "
+           "    eventually('the monitor to exit', function() return monitor_gone(c) end) "
+           "  end) end) "
+           "eventually('the cgroup to empty', function() return slurp(cg .. '/cgroup.procs') == '' end, 5) "
+           "ct.fs.rmdir(cg) ct.fs.rmdir(cgparent) "
+           "assert(ok, err) "
+           "assert(not ct.fs.exists(cgparent), 'the cgroup is still there') "
+           "return true");
 }
