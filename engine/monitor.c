@@ -1,4 +1,4 @@
-/* The per-container monitor (`ctcli __ctcli-monitor__`, no Lua state): holds a runc container's stdio, logs it, records its exits, applies the policy Lua passed. */
+/* A container's monitor (`ctcli __ctcli-monitor__`, no Lua): holds its stdio, records exits, restarts by policy. */
 #include "monitor.h"
 
 #include <errno.h>
@@ -418,7 +418,10 @@ static const char *ctl_listen(void) {
   if (probe < 0) return "socket";
   int live = connect(probe, (struct sockaddr *)&a, sizeof a) == 0;
   close(probe);
-  if (live) return "another monitor answers on " CT_MONITOR_SOCKET;
+  if (live) {
+    errno = EADDRINUSE;
+    return "another monitor answers on " CT_MONITOR_SOCKET;
+  }
   if (unlinkat(M.c.state_fd, CT_MONITOR_SOCKET, 0) != 0 && errno != ENOENT) return "unlink " CT_MONITOR_SOCKET;
   M.lsock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (M.lsock < 0) return "socket";
@@ -529,11 +532,13 @@ static const char *setup(void) {
   signal(SIGPIPE, SIG_IGN);
   if ((M.sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC)) < 0) return "signalfd";
   if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) return "prctl(PR_SET_CHILD_SUBREAPER)";
+  /* First: a second monitor for the same state dir stops before touching anything. */
+  if ((e = ctl_listen())) return e;
   if ((e = join_cgroup())) return e;
   if ((M.devnull = open("/dev/null", O_RDWR | O_CLOEXEC)) < 0) return "/dev/null";
   if ((e = make_pipe(&M.out, &M.out_w, "stdout")) || (e = make_pipe(&M.err, &M.err_w, "stderr"))) return e;
   ct_log_open(&M.log, M.c.logs_fd, M.c.log_max, M.c.log_keep);
-  return ctl_listen();
+  return NULL;
 }
 
 static int poll_timeout(void) {
@@ -586,6 +591,7 @@ int ct_monitor_main(int argc, char **argv) {
   ready_say("monitor %d", (int)getpid());
   if (chdir("/") != 0 || (e = setup())) {
     ready_say("error %s: %s", e ? e : "chdir /", strerror(errno));
+    if (M.lsock >= 0) unlinkat(M.c.state_fd, CT_MONITOR_SOCKET, 0);
     return 1;
   }
   /* state.json is written before the report, so the caller finds it. */

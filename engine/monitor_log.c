@@ -1,4 +1,4 @@
-/* The monitor's log writer: a container's stdout/stderr as timestamped records in current.log, rotated by size with one rename. */
+/* The monitor's log writer: timestamped stdout/stderr records in current.log, rotated by one rename. */
 #include "monitor.h"
 
 #include <dirent.h>
