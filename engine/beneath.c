@@ -373,6 +373,13 @@ int ct_testfile(lua_State *L, int idx) {
   return h->fd;
 }
 
+int ct_testdir(lua_State *L, int idx) {
+  struct handle *h = luaL_testudata(L, idx, DIR_MT);
+  if (!h) return -1;
+  if (h->fd < 0) luaL_error(L, "attempt to use a closed %s", DIR_MT);
+  return h->fd;
+}
+
 static int handle_close(lua_State *L, const char *mt) {
   struct handle *h = luaL_checkudata(L, 1, mt);
   if (h->fd >= 0) close(h->fd);

@@ -13,6 +13,7 @@ int luaopen_ct_lock(lua_State *L);
 int luaopen_ct_hash(lua_State *L);
 int luaopen_ct_term(lua_State *L);
 int luaopen_ct_time(lua_State *L);
+int luaopen_ct_monitor(lua_State *L);
 
 /* Pushes nil, "<what>: strerror(err)", err and returns 3 (luaL_fileresult's shape). */
 int ct_oserror(lua_State *L, int err, const char *what);
@@ -21,6 +22,8 @@ int ct_error(lua_State *L, int err, const char *fmt, ...);
 /* The descriptor of the ct.fs.File at idx, or -1 when it is not one;
    raises if it is closed. The File keeps owning it. */
 int ct_testfile(lua_State *L, int idx);
+/* The same for a ct.fs.Dir. */
+int ct_testdir(lua_State *L, int idx);
 
 /* Creates a Lua state with the standard libraries, `ct`, `cjson` and the
    module searchers (CTCLI_LUA_DIR first, then the embedded copy). */

@@ -2,10 +2,14 @@
    `ct`, `cjson` and the bundled modules), as `nvim -ll` does; the test
    suite runs busted through it. */
 #include "ct.h"
+#include "monitor.h"
 
 #include <stdio.h>
+#include <string.h>
 
 int main(int argc, char **argv) {
+  /* ct.monitor.spawn re-executes the running binary: this one, under busted. */
+  if (argc > 1 && strcmp(argv[1], CT_MONITOR_ARG) == 0) return ct_monitor_main(argc, argv);
   if (argc < 2) {
     fprintf(stderr, "usage: ctcli-lua SCRIPT [ARGS...]\n");
     return 2;

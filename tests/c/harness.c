@@ -1,4 +1,5 @@
 #include "harness.h"
+#include "monitor.h"
 
 #include <stdarg.h>
 #include <unistd.h>
@@ -74,6 +75,8 @@ const char *t_tmpdir(void) {
 }
 
 int main(int argc, char **argv) {
+  /* ct.monitor.spawn re-executes the running binary: this test. */
+  if (argc > 1 && strcmp(argv[1], CT_MONITOR_ARG) == 0) return ct_monitor_main(argc, argv);
   atexit(cleanup);
   if (argc < 2) {
     for (int i = 0; i < ncases; i++) printf("%s\n", cases[i].name);

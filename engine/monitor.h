@@ -1,0 +1,66 @@
+#ifndef CT_MONITOR_H
+#define CT_MONITOR_H
+/* What ct.monitor.spawn (monitor_lua.c) and the monitor (monitor.c) share:
+   the reserved argv[1], the configuration format and the protocol version.
+   docs/architecture.md ("Monitor protocol") is the reference. */
+
+/* `<exe> __ctcli-monitor__ <config fd> <id>`: main() hands this to
+   ct_monitor_main before any Lua state exists. The id is only for ps. */
+#define CT_MONITOR_ARG "__ctcli-monitor__"
+
+/* The configuration: NUL-terminated "key=value" records read from the
+   descriptor named in argv[2]; the first is "ctcli-monitor-config=<n>".
+   Repeated keys (create, start, delete) append to an argv. */
+#define CT_MONITOR_CONFIG_KEY "ctcli-monitor-config"
+#define CT_MONITOR_CONFIG_VERSION 1
+/* The descriptors the monitor inherits: its configuration, the logs and
+   state directories, and the report pipe to ct.monitor.spawn. */
+enum { CT_MONITOR_CFG_FD = 3, CT_MONITOR_LOGS_FD, CT_MONITOR_STATE_FD, CT_MONITOR_READY_FD };
+
+/* The control protocol: the monitor greets with "ctcli-monitor <n>\n". */
+#define CT_MONITOR_PROTOCOL 1
+#define CT_MONITOR_SOCKET "monitor.sock"
+#define CT_MONITOR_STATE "state.json"
+#define CT_MONITOR_LOG "current.log"
+
+/* Runs the monitor; never returns to a Lua state (argc/argv as main's). */
+int ct_monitor_main(int argc, char **argv);
+
+/* ---- the monitor's log writer (monitor_log.c; engine-internal) ---- */
+#include <stddef.h>
+
+enum { CT_LINE_BUF = 8192, CT_LOG_BUF = 32768, CT_STREAM_LAST = 512 };
+
+struct ct_log {
+  int dirfd, fd;
+  long long size, max, keep, errors;
+  unsigned seq; /* the highest rotated file, <seq>.log (8 digits) */
+  size_t olen;
+  char obuf[CT_LOG_BUF];
+};
+
+/* One pipe's reader: a line longer than CT_LINE_BUF goes out in pieces;
+   with last set, the text of its latest record is kept there. */
+struct ct_stream {
+  int fd;
+  const char *tag;
+  char *last;
+  size_t len;
+  char buf[CT_LINE_BUF];
+};
+
+double ct_mon_now(void);                   /* CLOCK_REALTIME, seconds */
+void ct_mon_time(char out[40], double t); /* RFC 3339, UTC, nanoseconds */
+int ct_mon_write_all(int fd, const char *p, size_t n);
+/* Finds the rotated files in dirfd (dropping those beyond keep), opens
+   current.log for append. Failures count in errors; nothing stops. */
+void ct_log_open(struct ct_log *lg, int dirfd, long long max, long long keep);
+void ct_log_line(struct ct_log *lg, const char *tag, char flag, const char *p, size_t n);
+void ct_log_flush(struct ct_log *lg);
+void ct_log_rotate(struct ct_log *lg);
+/* Logs the whole lines the pipe holds now; a partial one waits. */
+void ct_stream_feed(struct ct_log *lg, struct ct_stream *s);
+/* The same, then the partial rest as a line of its own (a run ended). */
+void ct_stream_drain(struct ct_log *lg, struct ct_stream *s);
+
+#endif

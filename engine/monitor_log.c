@@ -1,0 +1,160 @@
+/* The monitor's log writer: timestamped stdout/stderr records in current.log, rotated by one rename. */
+#include "monitor.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+void ct_mon_time(char out[40], double t) {
+  time_t s = (time_t)t;
+  struct tm tm;
+  gmtime_r(&s, &tm);
+  long ns = (long)((t - (double)s) * 1e9);
+  if (ns < 0 || ns > 999999999) ns = 0;
+  size_t n = strftime(out, 40, "%Y-%m-%dT%H:%M:%S", &tm);
+  snprintf(out + n, 40 - n, ".%09ldZ", ns);
+}
+
+double ct_mon_now(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_REALTIME, &t);
+  return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+int ct_mon_write_all(int fd, const char *p, size_t n) {
+  while (n > 0) {
+    ssize_t w = write(fd, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return -1;
+    p += w;
+    n -= (size_t)w;
+  }
+  return 0;
+}
+
+void ct_log_flush(struct ct_log *lg) {
+  if (!lg->olen) return;
+  if (lg->fd < 0 || ct_mon_write_all(lg->fd, lg->obuf, lg->olen) != 0)
+    lg->errors++;
+  else
+    lg->size += (long long)lg->olen;
+  lg->olen = 0;
+}
+
+static void log_open(struct ct_log *lg) {
+  lg->fd = openat(lg->dirfd, CT_MONITOR_LOG, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640);
+  struct stat st;
+  lg->size = lg->fd >= 0 && fstat(lg->fd, &st) == 0 ? (long long)st.st_size : 0;
+  if (lg->fd < 0) lg->errors++;
+}
+
+static void seq_name(char out[32], unsigned seq) { snprintf(out, 32, "%08u.log", seq); }
+
+/* current.log becomes <seq>.log (one rename: a reader holding it open
+   loses nothing), a new current.log starts, the oldest beyond keep goes. */
+void ct_log_rotate(struct ct_log *lg) {
+  ct_log_flush(lg);
+  if (lg->size == 0) return;
+  char name[32];
+  seq_name(name, lg->seq + 1);
+  if (renameat(lg->dirfd, CT_MONITOR_LOG, lg->dirfd, name) != 0) {
+    lg->errors++;
+    return;
+  }
+  lg->seq++;
+  if (lg->fd >= 0) close(lg->fd);
+  log_open(lg);
+  if ((long long)lg->seq > lg->keep) {
+    seq_name(name, lg->seq - (unsigned)lg->keep);
+    if (unlinkat(lg->dirfd, name, 0) != 0 && errno != ENOENT) lg->errors++;
+  }
+}
+
+/* The highest rotated number so far; those beyond keep are removed. */
+static void log_scan(struct ct_log *lg) {
+  int fd = openat(lg->dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+  if (!d) {
+    if (fd >= 0) close(fd);
+    lg->errors++;
+    return;
+  }
+  for (int pass = 0; pass < 2; pass++) {
+    rewinddir(d);
+    struct dirent *e;
+    while ((e = readdir(d))) {
+      unsigned seq;
+      char tail;
+      if (strlen(e->d_name) != 12 || sscanf(e->d_name, "%8u.lo%c", &seq, &tail) != 2 || tail != 'g')
+        continue;
+      if (pass == 0 && seq > lg->seq) lg->seq = seq;
+      if (pass == 1 && (long long)seq + lg->keep <= (long long)lg->seq && unlinkat(lg->dirfd, e->d_name, 0) != 0)
+        lg->errors++;
+    }
+  }
+  closedir(d);
+}
+
+void ct_log_open(struct ct_log *lg, int dirfd, long long max, long long keep) {
+  lg->dirfd = dirfd;
+  lg->max = max;
+  lg->keep = keep;
+  log_scan(lg);
+  log_open(lg);
+}
+
+/* One record: "<time> <stream> <F|P> <text>\n"; P: the line goes on in
+   the next record of that stream. */
+void ct_log_line(struct ct_log *lg, const char *tag, char flag, const char *p, size_t n) {
+  char ts[40];
+  ct_mon_time(ts, ct_mon_now());
+  size_t need = strlen(ts) + strlen(tag) + n + 6;
+  if (lg->max > 0 && lg->size + (long long)(lg->olen + need) > lg->max) ct_log_rotate(lg);
+  if (lg->olen + need > sizeof lg->obuf) ct_log_flush(lg);
+  lg->olen += (size_t)snprintf(lg->obuf + lg->olen, sizeof lg->obuf - lg->olen, "%s %s %c ", ts, tag, flag);
+  memcpy(lg->obuf + lg->olen, p, n);
+  lg->olen += n;
+  lg->obuf[lg->olen++] = '\n';
+}
+
+static void stream_emit(struct ct_log *lg, struct ct_stream *s, const char *p, size_t n, char flag) {
+  ct_log_line(lg, s->tag, flag, p, n);
+  if (s->last && n) {
+    size_t k = n < CT_STREAM_LAST - 1 ? n : CT_STREAM_LAST - 1;
+    memcpy(s->last, p, k);
+    s->last[k] = '\0';
+  }
+}
+
+void ct_stream_feed(struct ct_log *lg, struct ct_stream *s) {
+  for (int round = 0; round < 16; round++) {
+    ssize_t r = read(s->fd, s->buf + s->len, sizeof s->buf - s->len);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    s->len += (size_t)r;
+    char *start = s->buf, *nl;
+    while ((nl = memchr(start, '\n', s->len - (size_t)(start - s->buf)))) {
+      stream_emit(lg, s, start, (size_t)(nl - start), 'F');
+      start = nl + 1;
+    }
+    s->len -= (size_t)(start - s->buf);
+    memmove(s->buf, start, s->len);
+    if (s->len == sizeof s->buf) { /* a line longer than the buffer */
+      stream_emit(lg, s, s->buf, s->len, 'P');
+      s->len = 0;
+    }
+  }
+  ct_log_flush(lg);
+}
+
+void ct_stream_drain(struct ct_log *lg, struct ct_stream *s) {
+  ct_stream_feed(lg, s);
+  if (s->len) stream_emit(lg, s, s->buf, s->len, 'F');
+  s->len = 0;
+  ct_log_flush(lg);
+}
