@@ -80,6 +80,12 @@ function M.usage(paths, app, kind)
   return bytes, newest
 end
 
+local function describe(st)
+  local what = { link = "a symlink", fifo = "a FIFO", socket = "a socket", char = "a device",
+    block = "a device", dir = "a directory", file = "a file" }
+  return what[st.type] or st.type
+end
+
 -- ---- stdout/stderr log ----------------------------------------------------
 
 -- Shift stdout-stderr.log.1..KEEP_RUNS-1 up by one and the live log to .1.
@@ -130,6 +136,62 @@ function M.open_log(paths, app, name)
   return with_dir(paths, app, "logs", false, function(d)
     return d:open(name or M.LOG, {})
   end)
+end
+
+-- The Go ctcli moved each earlier run's log into this dir when it started
+-- the app again, named by the UTC time of the move (Go's RFC 3339 layout,
+-- "2006-01-02T15:04:05Z.log"), so the names sort by time.
+M.GO_ARCHIVE = "stdout-stderr-arch"
+local GO_ARCHIVED = "^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%dZ%.log$"
+
+-- newest_go_archived(d) -> the name (beneath d) of the newest log in the Go
+-- tool's archive | nil [, msg when the archive is there but not a directory
+-- we may list, e.g. a symlink]
+local function newest_go_archived(d)
+  local names, err = d:list(M.GO_ARCHIVE)
+  if not names then
+    local st = d:stat(M.GO_ARCHIVE)
+    if not st then return nil end
+    if st.type ~= "dir" then
+      return nil, string.format("%s is %s (made inside the container?); not following it",
+        d:path(M.GO_ARCHIVE), describe(st))
+    end
+    return nil, err
+  end
+  local newest
+  for _, n in ipairs(names) do
+    if n:match(GO_ARCHIVED) and (not newest or n > newest) then newest = n end
+  end
+  return newest and (M.GO_ARCHIVE .. "/" .. newest) or nil
+end
+
+-- open_previous_log(paths, app) -> File (read-only), its display path | nil, msg
+-- The log of the app's newest earlier run. The one place that decides which
+-- file that is: today the newest in the Go tool's archive; ctcli's own
+-- scheme for earlier runs joins the candidates here. The entry is opened
+-- beneath the app's logs dir, a regular file only: a symlink (or anything
+-- else) the app planted under that name is refused, never followed.
+function M.open_previous_log(paths, app)
+  local d, derr = M.dir(paths, app, "logs", false)
+  if not d then return nil, string.format("%s: no logs (%s)", app, derr) end
+  local entry, lerr = newest_go_archived(d)
+  if not entry then
+    local shown = d:path(M.GO_ARCHIVE)
+    d:close()
+    if lerr then return nil, lerr end
+    return nil, string.format("%s: no log of an earlier run (none in %s/, where the Go ctcli kept them)", app, shown)
+  end
+  local st = d:stat(entry)
+  if st and st.type ~= "file" then
+    local msg = string.format("%s is %s (made inside the container?); not following it", d:path(entry), describe(st))
+    d:close()
+    return nil, msg
+  end
+  local f, ferr = d:open(entry, {})
+  local shown = d:path(entry)
+  d:close()
+  if not f then return nil, ferr end
+  return f, shown
 end
 
 -- read_log_tail(paths, app, max) -> the last max bytes of the live log | nil
@@ -197,12 +259,6 @@ function M.shift_trees(paths, app, from, to)
 end
 
 -- ---- files an app's container binds ----------------------------------------
-
-local function describe(st)
-  local what = { link = "a symlink", fifo = "a FIFO", socket = "a socket", char = "a device",
-    block = "a device", dir = "a directory", file = "a file" }
-  return what[st.type] or st.type
-end
 
 -- The source of one bind: every component beneath the app's dir must be a
 -- directory (no symlink), the last one of the expected kind.

@@ -110,7 +110,7 @@ local function check_hooks(problems, dir, file, app, path)
   end
 end
 
-local function check_images(problems, dir, file, doc)
+local function check_images(problems, dir, file, doc, format)
   local delta = package.delta_of(doc)
   for i, app in ipairs(type(doc.apps) == "table" and doc.apps or {}) do
     local path = app_path(app, i)
@@ -123,8 +123,16 @@ local function check_images(problems, dir, file, doc)
       end
     elseif type(img) == "table" and is_rel(img.layout) and type(img.ref) == "string" and img.ref ~= "" then
       local digest = type(img.digest) == "string" and img.digest or nil
-      local ok, err = package.image(dir, { layout = img.layout, ref = img.ref, digest = digest }, "\0")
-      if not ok then add(problems, file, path .. ".image", (err:gsub("^%z: ", ""))) end
+      if format == "legacy" then
+        -- Reported against the legacy files, as the package's author wrote them.
+        local base = package.LEGACY_APPS .. "/" .. tostring(app.name)
+        local ok, err = package.image(dir, { layout = img.layout, ref = img.ref, digest = digest }, "\0",
+          base .. "/version.json imageSha")
+        if not ok then add(problems, base, "skopeo", (err:gsub("^%z: ", ""))) end
+      else
+        local ok, err = package.image(dir, { layout = img.layout, ref = img.ref, digest = digest }, "\0")
+        if not ok then add(problems, file, path .. ".image", (err:gsub("^%z: ", ""))) end
+      end
     end
     if type(app) == "table" then check_hooks(problems, dir, file, app, path) end
   end
@@ -167,36 +175,6 @@ local function check_files(problems, dir, file, files)
   end
 end
 
--- legacy_doc(dir) -> the manifest of a package in the original layout, problems
-function M.legacy_doc(dir)
-  local problems = {}
-  local function read(rel)
-    local text = ct.fs.read(dir .. "/" .. rel)
-    if not text then return nil end
-    local v, err = json.decode(text)
-    if v == nil then add(problems, rel, "", err) end
-    return v
-  end
-  local meta = read("meta.json")
-  local apps = {}
-  for _, name in ipairs(ct.fs.dir(dir .. "/package/apps") or {}) do
-    local base = "package/apps/" .. name
-    apps[#apps + 1] = {
-      name = name, package_config = read(base .. "/package-config.json"),
-      version = read(base .. "/version.json"), layout = base .. "/skopeo",
-      hooks = ct.fs.exists(dir .. "/" .. base .. "/hooks.lua") and (base .. "/hooks.lua") or nil,
-    }
-  end
-  local present = {}
-  for _, f in ipairs({ "package/runc.amd64", "package/umoci.amd64" }) do
-    if ct.fs.exists(dir .. "/" .. f) then present[f] = true end
-  end
-  if #problems > 0 then return nil, problems end
-  local doc, lp = manifest.from_legacy(meta, apps, present)
-  if not doc then return nil, lp end
-  return doc, problems
-end
-
 -- check_text(text, file) -> doc | nil, problems: JSON syntax, then schema.
 function M.check_text(text, file)
   local doc, err = json.decode(text)
@@ -220,17 +198,17 @@ function M.check_dir(dir, opts)
     local p
     doc, p = M.check_text(text, file)
     for _, x in ipairs(p) do problems[#problems + 1] = x end
-  elseif ct.fs.exists(dir .. "/meta.json") then
+  elseif package.is_legacy_dir(dir) then
     format = "legacy"
     file = "meta.json"
     local p
-    doc, p = M.legacy_doc(dir)
-    for _, x in ipairs(p) do problems[#problems + 1] = x end
+    doc, p = package.read_legacy(dir, opts.name or package.package_name(dir))
+    for _, x in ipairs(p or {}) do problems[#problems + 1] = x end
   else
-    return { { file = dir, path = "", message = "not a ctcli package (no manifest.json, no meta.json)" } }
+    return { { file = dir, path = "", message = "not a ctcli package (no manifest.json, no meta.json, no package/apps/)" } }
   end
   if type(doc) == "table" then
-    check_images(problems, dir, file, doc)
+    check_images(problems, dir, file, doc, format)
     if opts.files and format == "manifest" then check_files(problems, dir, file, doc.files) end
   end
   return problems, doc, format

@@ -24,7 +24,7 @@ M.KNOWN_KEYS = {
     "hooks", "hook_timeout", "migrations", "network", "resources", "read_only_rootfs",
     "commit", "built_at", "user_namespace",
   },
-  image = { "layout", "ref", "digest" },
+  image = { "layout", "ref", "digest", "name" },
   healthcheck = { "command", "interval", "timeout", "retries", "start_period", "legacy_wait_for" },
   resources = { "memory", "cpus", "pids" },
 }
@@ -46,7 +46,7 @@ local HINTS = {
     working_dir = "workdir",
   },
   healthcheck = { waitFor = "start_period", test = "command" },
-  manifest = { packageVersion = "release.version", releaseMeta = "release.meta" },
+  manifest = { releaseMeta = "release.meta" },
 }
 
 M.SIGNALS = { "SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGKILL" }
@@ -425,6 +425,7 @@ local function check_image(ctx, path, v)
   if v.layout ~= nil then check_relative_path(ctx, join(path, "layout"), v.layout) end
   if v.ref ~= nil then check_string(ctx, join(path, "ref"), v.ref) end
   if v.digest ~= nil then check_digest(ctx, join(path, "digest"), v.digest) end
+  if v.name ~= nil then check_string(ctx, join(path, "name"), v.name) end
 end
 
 local function check_env(ctx, path, v)
@@ -790,7 +791,7 @@ local function normalize_app(a)
   local d = M.DEFAULTS
   local app = {
     name = a.name, version = a.version,
-    image = json.object({ layout = a.image.layout, ref = a.image.ref, digest = a.image.digest }),
+    image = json.object({ layout = a.image.layout, ref = a.image.ref, digest = a.image.digest, name = a.image.name }),
     entrypoint = a.entrypoint and array_copy(a.entrypoint) or nil,
     env = json.object(copy(a.env) or {}),
     workdir = a.workdir and clean_path(a.workdir) or nil,
@@ -987,6 +988,9 @@ function M.validate_version(v, file)
   local sha = optional_string(problems, file, "imageSha", v.imageSha)
   if sha and sha:match("^" .. string.rep("[0-9a-f]", 64) .. "$") then sha = "sha256:" .. sha end
   if sha and sha:match(DIGEST_PATTERN) then app.digest = sha end
+  -- The reference the image was built as ("registry/app:tag"): what the Go
+  -- tool showed as the app's image. The image itself is the one in skopeo/.
+  app.image_name = optional_string(problems, file, "image", v.image)
   app.commit = optional_string(problems, file, "commit", v.commit)
   local built = optional_string(problems, file, "builtAt", v.builtAt)
   if built ~= GO_ZERO_TIME then app.built_at = built end
@@ -1003,11 +1007,12 @@ local LEGACY_SOURCES = {
   ["healthcheck.legacy_wait_for"] = { "pc", "healthcheck.waitFor" },
   version = { "version", "imageTag" }, commit = { "version", "commit" },
   built_at = { "version", "builtAt" }, ["image.digest"] = { "version", "imageSha" },
+  ["image.name"] = { "version", "image" },
   name = { "dir", "" }, image = { "dir", "skopeo" }, ["image.layout"] = { "dir", "skopeo" },
   ["image.ref"] = { "dir", "skopeo" },
 }
 local RELEASE_SOURCES = {
-  ["release.version"] = "packageVersion", ["release.name"] = "releaseMeta.name",
+  ["release.version"] = "releaseMeta.id", ["release.name"] = "releaseMeta.id",
   ["release.meta"] = "releaseMeta", release = "",
 }
 
@@ -1036,18 +1041,29 @@ local function legacy_origin(p, segs, files_of)
   return p
 end
 
-local function legacy_version(meta, problems)
+-- The package format versions this reader knows; the Go tool wrote 1 (and
+-- never read the field back).
+M.LEGACY_FORMATS = { [1] = true }
+
+-- legacy_format(meta, problems) -> meta.json's packageVersion: the integer
+-- version of the package format (absent = 1), not a version of the release.
+local function legacy_format(meta, problems)
   local v = meta.packageVersion
-  if v == nil then
-    legacy_report(problems, "meta.json", "packageVersion", "missing required key")
-  elseif type(v) == "number" and math.tointeger(v) and v >= 0 then
-    return tostring(math.tointeger(v))
-  elseif type(v) == "string" and v ~= "" then
-    return v
-  else
-    legacy_report(problems, "meta.json", "packageVersion", "expected a number or a non-empty string")
+  if v == nil then return 1 end
+  local n = type(v) == "number" and math.tointeger(v)
+  if not n or n < 1 then
+    legacy_report(problems, "meta.json", "packageVersion", "expected an integer >= 1 (the version of the package "
+      .. "format, absent = 1; the release is named by releaseMeta.id), got "
+      .. (type(v) == "string" and string.format("%q", v) or type(v) == "table" and "a " .. (is_array(v) and "list" or "object")
+        or tostring(v)))
+    return nil
   end
-  return nil
+  if not M.LEGACY_FORMATS[n] then
+    legacy_report(problems, "meta.json", "packageVersion", string.format(
+      "package format %d is not one this ctcli reads (it reads format 1, the Go ctcli's)", n))
+    return nil
+  end
+  return n
 end
 
 -- runtime_of(meta, present) -> the legacy runtime binaries the package holds.
@@ -1063,31 +1079,40 @@ local function runtime_of(meta, present)
   return runtime
 end
 
--- from_legacy(meta, apps [, present]) -> doc | nil, problems
---   meta: decoded meta.json (+ optional has_runc / has_umoci booleans);
+-- from_legacy(meta, apps [, present [, fallback_name]]) -> doc | nil, problems
+--   meta: decoded meta.json (+ optional has_runc / has_umoci booleans), or
+--   nil when the package has none (the Go tool never read it);
 --   apps: array of { name=, package_config=, version=, layout=, hooks= };
---   present: optional set of package paths that exist (decides runtime).
--- Problems carry the legacy file they are about.
-function M.from_legacy(meta, apps, present)
+--   present: optional set of package paths that exist (decides runtime);
+--   fallback_name: the release's name when meta.json gives no
+--   releaseMeta.id (the package's file name), default "legacy".
+-- A legacy release has no version apart from its id: release.name and
+-- release.version are both releaseMeta.id (human output prints it once);
+-- its apps are versioned by their imageTag. The other releaseMeta fields
+-- are kept as release.meta. Problems carry the legacy file they are about.
+function M.from_legacy(meta, apps, present, fallback_name)
   local problems = {}
+  if meta == nil then meta = json.object({}) end
   if not is_object(meta) then
     legacy_report(problems, "meta.json", "", "expected a JSON object")
     return nil, problems
   end
-  local version = legacy_version(meta, problems)
+  legacy_format(meta, problems)
   local release_meta = meta.releaseMeta
   if release_meta ~= nil and not is_object(release_meta) then
     legacy_report(problems, "meta.json", "releaseMeta", "expected an object")
     release_meta = nil
   end
-  local name = release_meta and release_meta.name
-  if name ~= nil and (type(name) ~= "string" or name == "") then
-    legacy_report(problems, "meta.json", "releaseMeta.name", "expected a non-empty string")
-    name = nil
+  local id = release_meta and release_meta.id
+  if id == "" then id = nil end
+  if id ~= nil and type(id) ~= "string" then
+    legacy_report(problems, "meta.json", "releaseMeta.id", "expected a string (the release's name)")
+    id = nil
   end
+  local name = id or fallback_name or "legacy"
   local doc = {
     manifest_version = M.MANIFEST_VERSION,
-    release = { name = name or "release", version = version or "0", meta = release_meta and copy(release_meta) },
+    release = { name = name, version = name, meta = release_meta and copy(release_meta) },
     runtime = runtime_of(meta, present),
     apps = json.array({}),
   }
@@ -1109,8 +1134,8 @@ function M.from_legacy(meta, apps, present)
       local layout = type(entry.layout) == "string" and entry.layout or (files.dir .. "/skopeo")
       local app = {
         name = entry.name,
-        version = from_v.version or version or "0",
-        image = { layout = layout, ref = entry.name, digest = from_v.digest },
+        version = from_v.version or name,
+        image = { layout = layout, ref = entry.name, digest = from_v.digest, name = from_v.image_name },
         entrypoint = from_pc.entrypoint, configs = from_pc.configs, data = from_pc.data,
         logs = from_pc.logs, healthcheck = from_pc.healthcheck,
         hooks = type(entry.hooks) == "string" and entry.hooks or nil,

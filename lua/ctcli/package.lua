@@ -22,10 +22,12 @@ local function read_json(path, label)
   return v, nil, text
 end
 
--- image(dir, image) -> {digest=, manifest=, config=} | nil, msg
+-- image(dir, image, label [, declared_by]) -> {digest=, manifest=, config=} | nil, msg
 -- Finds ref in the OCI layout's index.json and checks the manifest's digest
--- (and the declared one) against the blob's bytes.
-function M.image(dir, image, label)
+-- (and the declared one) against the blob's bytes. declared_by names where
+-- the declared digest came from (a legacy package's version.json imageSha),
+-- for the message when it matches neither digest of the image.
+function M.image(dir, image, label, declared_by)
   local layout = dir .. "/" .. image.layout
   local index, err = read_json(layout .. "/index.json", label .. "/index.json")
   if not index then
@@ -57,6 +59,13 @@ function M.image(dir, image, label)
   if not mf then return nil, merr end
   local config_digest = type(mf.config) == "table" and mf.config.digest or nil
   if image.digest and image.digest ~= digest and image.digest ~= config_digest then
+    if declared_by then
+      -- The Go tool never checked imageSha; say what it must be to pass here.
+      return nil, string.format("%s: %s is %s, but the image in %s (tag %s) has manifest digest %s and config "
+        .. "digest %s; imageSha must be one of them (a registry's digest of another manifest, e.g. before "
+        .. "skopeo converted the image, does not identify this image)", label, declared_by, image.digest,
+        image.layout, image.ref, digest, tostring(config_digest))
+    end
     return nil, string.format("%s: image %s:%s has digest %s, the package declares %s",
       label, image.layout, image.ref, digest, image.digest)
   end
@@ -84,31 +93,58 @@ local function problems_error(problems, file)
   return msg
 end
 
-local function read_legacy(dir)
-  local meta, err = read_json(dir .. "/meta.json", "meta.json")
-  if not meta then return nil, err end
-  local appsdir = dir .. "/package/apps"
-  local names = ct.fs.dir(appsdir)
-  if not names then return nil, "package/apps: missing; not a ctcli package" end
+M.LEGACY_APPS = "package/apps"
+
+-- is_legacy_dir(dir) -> whether dir holds a package in the Go ctcli's layout:
+-- meta.json, or (the Go tool never read meta.json) just package/apps/.
+function M.is_legacy_dir(dir)
+  return ct.fs.exists(dir .. "/meta.json") or ct.fs.exists(dir .. "/" .. M.LEGACY_APPS)
+end
+
+-- read_legacy(dir [, fallback_name]) -> doc | nil, problems: the manifest of a
+-- package in the Go ctcli's layout (meta.json + package/apps/<app>/...), the
+-- one reader install, validate, lint and convert share. Every problem is
+-- reported with the legacy file it is about. fallback_name names the release
+-- when meta.json has no releaseMeta.id (the package's file name).
+function M.read_legacy(dir, fallback_name)
+  local problems = {}
+  local function read(rel)
+    local text = ct.fs.read(dir .. "/" .. rel)
+    if not text then return nil end
+    local v, err = json.decode(text)
+    if v == nil then problems[#problems + 1] = { file = rel, path = "", message = err } end
+    return v
+  end
+  local meta = read("meta.json")
+  local names = ct.fs.dir(dir .. "/" .. M.LEGACY_APPS)
+  if not names then
+    return nil, { { file = M.LEGACY_APPS, path = "", message = "missing; not a ctcli package" } }
+  end
   local apps = {}
   for _, name in ipairs(names) do
-    local base = "package/apps/" .. name
-    local pc, perr = read_json(dir .. "/" .. base .. "/package-config.json", base .. "/package-config.json")
-    if not pc then return nil, perr end
-    local v, verr = read_json(dir .. "/" .. base .. "/version.json", base .. "/version.json")
-    if not v then return nil, verr end
+    local base = M.LEGACY_APPS .. "/" .. name
     apps[#apps + 1] = {
-      name = name, package_config = pc, version = v, layout = base .. "/skopeo",
+      name = name, package_config = read(base .. "/package-config.json"),
+      version = read(base .. "/version.json"), layout = base .. "/skopeo",
       hooks = ct.fs.exists(dir .. "/" .. base .. "/hooks.lua") and (base .. "/hooks.lua") or nil,
     }
   end
+  if #problems > 0 then return nil, problems end
   local present = {}
   for _, f in ipairs({ "package/runc.amd64", "package/umoci.amd64" }) do
     if ct.fs.exists(dir .. "/" .. f) then present[f] = true end
   end
-  local doc, problems = manifest.from_legacy(meta, apps, present)
-  if not doc then return nil, problems_error(problems, "meta.json") end
-  return doc
+  return manifest.from_legacy(meta, apps, present, fallback_name)
+end
+
+-- package_name(label) -> a package's file name without its archive suffix.
+function M.package_name(label)
+  local base = tostring(label or ""):match("[^/]*$")
+  for _, ext in ipairs({ "%.tar%.gz$", "%.tar%.zst$", "%.tgz$", "%.tar$" }) do
+    local cut = base:gsub(ext, "")
+    if cut ~= base then return cut end
+  end
+  return base ~= "" and base or nil
 end
 
 -- M.DELTA: the manifest key of a delta package (pack --base): the apps whose
@@ -138,14 +174,14 @@ function M.read_dir(dir, label, opts)
     local vp = manifest.validate(doc, "manifest.json")
     if #vp > 0 then return nil, label .. ": " .. problems_error(vp, "manifest.json") end
     pkg.doc = doc
-  elseif ct.fs.exists(dir .. "/meta.json") then
+  elseif M.is_legacy_dir(dir) then
     pkg.format = "legacy"
-    local doc, err = read_legacy(dir)
-    if not doc then return nil, label .. ": " .. err end
+    local doc, problems = M.read_legacy(dir, M.package_name(label))
+    if not doc then return nil, label .. ": " .. problems_error(problems, "meta.json") end
     pkg.doc = doc
     pkg.manifest_text = json.encode(doc, true)
   else
-    return nil, label .. ": not a ctcli package (no manifest.json, no meta.json)"
+    return nil, label .. ": not a ctcli package (no manifest.json, no meta.json, no package/apps/)"
   end
   pkg.release = manifest.normalize(pkg.doc)
   local delta = M.delta_of(pkg.doc)
@@ -160,7 +196,8 @@ function M.read_dir(dir, label, opts)
       end
       app.image.digest = needed
     else
-      local img, err = M.image(dir, app.image, label .. ": app " .. app.name)
+      local img, err = M.image(dir, app.image, label .. ": app " .. app.name,
+        pkg.format == "legacy" and (M.LEGACY_APPS .. "/" .. app.name .. "/version.json imageSha") or nil)
       if not img then return nil, err end
       app.image.digest = img.digest
       app.image.config_digest = img.config_digest

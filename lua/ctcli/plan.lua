@@ -37,10 +37,6 @@ function M.diff(paths, cur, model)
   return out
 end
 
-local function short(d)
-  return d and d:sub(8, 19) or "-"
-end
-
 -- print(diff): one line per app.
 function M.print(diff)
   local rows = {}
@@ -49,7 +45,7 @@ function M.print(diff)
     rows[#rows + 1] = {
       d.name, ui.paint(colors[d.change], d.change),
       d.old and d.old.version or "-", d.new and d.new.version or "-",
-      short(d.old and d.old.image.digest), short(d.new and d.new.image.digest),
+      d.old and ui.image_label(d.old.image) or "-", d.new and ui.image_label(d.new.image) or "-",
     }
   end
   ui.table({ "APP", "CHANGE", "OLD VERSION", "NEW VERSION", "OLD IMAGE", "NEW IMAGE" }, rows)
@@ -63,6 +59,7 @@ function M.to_json(diff)
       name = d.name, change = d.change,
       old_version = d.old and d.old.version or json.null, new_version = d.new and d.new.version or json.null,
       old_image = d.old and d.old.image.digest or json.null, new_image = d.new and d.new.image.digest or json.null,
+      old_image_name = d.old and d.old.image.name or json.null, new_image_name = d.new and d.new.image.name or json.null,
     }
   end
   return out

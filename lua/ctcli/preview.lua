@@ -181,9 +181,9 @@ end
 -- print(p, cur): the plan for people; p.signature_text and p.delta are optional.
 function M.print(p, cur)
   if cur then
-    ui.print("plan: upgrade %s %s (%s) -> %s %s", cur.name, cur.version, cur.id, p.to.name, p.to.version)
+    ui.print("plan: upgrade %s (%s) -> %s", ui.release_label(cur), cur.id, ui.release_label(p.to))
   else
-    ui.print("plan: install %s %s (no release installed)", p.to.name, p.to.version)
+    ui.print("plan: install %s (no release installed)", ui.release_label(p.to))
   end
   plan.print(p.diff)
   ui.print("")

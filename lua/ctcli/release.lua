@@ -24,7 +24,8 @@ end
 local APP_SHAPE = {
   object = {
     name = "string", version = "string", hooks = "string",
-    image = { object = { digest = "string", ref = "string", config_digest = "string" }, required = { "digest" } },
+    image = { object = { digest = "string", ref = "string", config_digest = "string", name = "string" },
+      required = { "digest" } },
   },
   required = { "name", "image" },
 }
@@ -49,7 +50,7 @@ function M.validate(doc, id)
   for i, a in ipairs(doc.apps) do
     local copy = {}
     for k, v in pairs(a) do copy[k] = v end
-    copy.image = { layout = "images", ref = a.image.ref, digest = a.image.digest }
+    copy.image = { layout = "images", ref = a.image.ref, digest = a.image.digest, name = a.image.name }
     mdoc.apps[i] = copy
   end
   local problems = manifest.validate(mdoc, "")
@@ -174,7 +175,8 @@ local APP_FIELDS = {
 function M.app_record(app)
   local r = {}
   for _, k in ipairs(APP_FIELDS) do r[k] = app[k] end
-  r.image = { ref = app.image.ref, digest = app.image.digest, config_digest = app.image.config_digest }
+  r.image = { ref = app.image.ref, digest = app.image.digest, config_digest = app.image.config_digest,
+    name = app.image.name }
   return r
 end
 

@@ -136,4 +136,22 @@ function ui.duration(s)
   return string.format("%dd%02dh", s // 86400, (s % 86400) // 3600)
 end
 
+-- release_label(r) -> "name version" of a release (model, release.json or
+-- a JSON summary of one); once when they are equal, as a legacy package's
+-- are (both its releaseMeta.id).
+function ui.release_label(r)
+  local name, version = tostring(r.name or "?"), r.version
+  if version == nil or version == name then return name end
+  return name .. " " .. tostring(version)
+end
+
+-- image_label(image) -> how an app's image is shown: the reference it was
+-- built as when the package gives one (a legacy version.json "image", a
+-- manifest's image.name) with its short digest, else the short digest.
+function ui.image_label(image)
+  local short = type(image.digest) == "string" and image.digest:sub(8, 19) or "-"
+  if type(image.name) == "string" and image.name ~= "" then return image.name .. " (" .. short .. ")" end
+  return short
+end
+
 return ui

@@ -548,7 +548,8 @@ describe("manifest", function()
   describe("from_legacy", function()
     local SHA = "sha256:" .. string.rep("0f", 32)
     local function legacy()
-      local meta = { packageVersion = 7, releaseMeta = { id = "r-1", baseRelease = "", appVersions = {} } }
+      local meta = { packageVersion = 1, releaseMeta = { id = "opbot-2023-05-01", baseRelease = "",
+        createdAt = "2023-05-01T10:00:00Z", appVersions = {} } }
       local apps = {
         {
           name = "web",
@@ -560,7 +561,8 @@ describe("manifest", function()
             logsFolder = "/runtime/logs",
             healthcheck = { command = { "curl", "http://localhost:8181/healthz" }, waitFor = 3 },
           },
-          version = { appName = "web", imageTag = "2.4.1", imageSha = SHA, commit = "abc123", builtAt = "2023-05-01T10:00:00.5+03:00" },
+          version = { appName = "web", image = "registry.example/web:2.4.1", imageTag = "2.4.1", imageSha = SHA,
+            commit = "abc123", builtAt = "2023-05-01T10:00:00.5+03:00" },
           layout = "package/apps/web/skopeo",
           hooks = "package/apps/web/hooks.lua",
         },
@@ -579,12 +581,13 @@ describe("manifest", function()
       local doc, problems = manifest.from_legacy(meta, apps)
       assert.same({}, problems and manifest.format_problems(problems) or {})
       assert.same({}, manifest.validate(doc))
-      assert.same({ name = "release", version = "7", meta = meta.releaseMeta }, doc.release)
+      -- Named by releaseMeta.id, which is also its version (it has no other).
+      assert.same({ name = "opbot-2023-05-01", version = "opbot-2023-05-01", meta = meta.releaseMeta }, doc.release)
       assert.same({ runc = "package/runc.amd64", umoci = "package/umoci.amd64" }, doc.runtime)
       local web, bot = doc.apps[1], doc.apps[2]
       assert.same({
         name = "web", version = "2.4.1",
-        image = { layout = "package/apps/web/skopeo", ref = "web", digest = SHA },
+        image = { layout = "package/apps/web/skopeo", ref = "web", digest = SHA, name = "registry.example/web:2.4.1" },
         entrypoint = { "/bin/sh", "/app/run.sh" },
         configs = { "/config/config.json", "/bin/NLog.config" },
         data = { "/runtime/data" },
@@ -594,18 +597,42 @@ describe("manifest", function()
         hooks = "package/apps/web/hooks.lua",
         commit = "abc123", built_at = "2023-05-01T10:00:00.5+03:00",
       }, web)
-      assert.same({ name = "bot", version = "7", image = { layout = "package/apps/bot/skopeo", ref = "bot" } }, bot)
+      assert.same({ name = "bot", version = "opbot-2023-05-01",
+        image = { layout = "package/apps/bot/skopeo", ref = "bot" } }, bot)
       local model = assert(manifest.normalize(doc))
       assert.same({ "web", "bot" }, model.order)
+      assert.equal("registry.example/web:2.4.1", model.apps[1].image.name)
     end)
 
-    it("takes the release name from releaseMeta when it has one", function()
+    it("reads packageVersion as the format version: absent is 1, a string or an unknown format is refused", function()
       local meta, apps = legacy()
-      meta.releaseMeta.name = "crafttalk"
-      meta.packageVersion = "2024.1"
-      local doc = assert(manifest.from_legacy(meta, apps))
-      assert.equal("crafttalk", doc.release.name)
-      assert.equal("2024.1", doc.release.version)
+      meta.packageVersion = nil
+      assert.equal("opbot-2023-05-01", assert(manifest.from_legacy(meta, apps)).release.name)
+      for _, case in ipairs({
+        { "2024.1", "expected an integer >= 1 %(the version of the package format, absent = 1; the release is "
+          .. "named by releaseMeta.id%), got \"2024.1\"" },
+        { 0, "expected an integer >= 1" }, { 1.5, "expected an integer >= 1" },
+        { 2, "package format 2 is not one this ctcli reads %(it reads format 1, the Go ctcli's%)" },
+      }) do
+        meta.packageVersion = case[1]
+        local doc, problems = manifest.from_legacy(meta, apps)
+        assert.is_nil(doc)
+        assert.equal(1, #problems)
+        assert.matches("^meta.json: packageVersion: " .. case[2], manifest.format_problems(problems)[1])
+      end
+    end)
+
+    it("accepts a package without meta.json or releaseMeta.id, as the Go tool did, named by its file", function()
+      local _, apps = legacy()
+      local doc = assert(manifest.from_legacy(nil, apps, nil, "opbot-release-42"))
+      assert.same({ name = "opbot-release-42", version = "opbot-release-42" }, doc.release)
+      doc = assert(manifest.from_legacy({ releaseMeta = { baseRelease = "" } }, apps))
+      assert.equal("legacy", doc.release.name)
+      assert.same({ baseRelease = "" }, doc.release.meta)
+      local bad, problems = manifest.from_legacy({ releaseMeta = { id = 42 } }, apps)
+      assert.is_nil(bad)
+      assert.same({ "meta.json: releaseMeta.id: expected a string (the release's name)" },
+        manifest.format_problems(problems))
     end)
 
     it("lists only the runtime binaries the package holds", function()
@@ -634,17 +661,20 @@ describe("manifest", function()
       apps[1].package_config.healthcheck.waitFor = -1
       apps[2].version.imageTag = 3
       meta.packageVersion = { 1 }
+      apps[1].version.image = 5
       local doc, problems = manifest.from_legacy(meta, apps)
       assert.is_nil(doc)
       local got = manifest.format_problems(problems)
       table.sort(got)
       assert.same({
-        "meta.json: packageVersion: expected a number or a non-empty string",
+        "meta.json: packageVersion: expected an integer >= 1 (the version of the package format, absent = 1;"
+          .. " the release is named by releaseMeta.id), got a list",
         "package/apps/bot/version.json: imageTag: expected a string",
         "package/apps/web/package-config.json: configs: expected an array of absolute paths",
         "package/apps/web/package-config.json: healthcheck.waitFor: expected a whole number of seconds >= 0",
         "package/apps/web/package-config.json: logsFolder: logs \"/runtime/data/logs\" is inside data \"/runtime/data\""
           .. " (configs, data and logs must not overlap)",
+        "package/apps/web/version.json: image: expected a string",
       }, got)
     end)
 

@@ -364,6 +364,120 @@ return {
     end)
   end)
 
+  describe("legacy packages as the Go tool made them", function()
+    -- A legacy package rewritten in place: its files as mkpkg made them,
+    -- edited by fn(dir), packed again under the name out.
+    local function relegacy(src, out, fn)
+      local dir = extract(src)
+      fn(dir)
+      local entries = {}
+      for _, n in ipairs(ct.fs.dir(dir)) do entries[#entries + 1] = { name = n, path = dir .. "/" .. n } end
+      assert(ct.archive.create(out, entries, { format = "gzip", owner0 = true }))
+      return out
+    end
+    local function edit_json(path, fn)
+      local doc = assert(json.decode(assert(ct.fs.read(path))))
+      fn(doc)
+      assert(ct.fs.write_atomic(path, json.encode(doc, true) .. "\n"))
+    end
+
+    it("names the release by releaseMeta.id and shows version.json's image in every command", function()
+      local p1 = H.package({ "--version", "opbot-2024.05", "--app", "web:version=2.4.1" })
+      local p2 = H.package({ "--version", "opbot-2024.06", "--app", "web:version=2.5.0,mark=two" })
+      local root = H.root()
+      local insp = H.json(nil, { "inspect", p1 })
+      assert.same({ "opbot-2024.05", "opbot-2024.05" }, { insp.name, insp.version })
+      assert.equal("registry.example/web:2.4.1", insp.apps[1].image)
+      assert.equal("web", insp.apps[1].ref)
+      local text = H.ok(nil, { "inspect", p1 })
+      assert.truthy(text:find("release    opbot-2024.05\n", 1, true), text)
+      assert.truthy(text:find("registry.example/web:2.4.1 (", 1, true), text)
+
+      H.ok(root, { "install", p1 })
+      local info = H.json(root, { "release-info" })
+      assert.same({ "opbot-2024.05", "opbot-2024.05", "legacy" }, { info.name, info.version, info.format })
+      assert.equal("registry.example/web:2.4.1", info.apps[1].image)
+      assert.equal("2.4.1", info.apps[1].version)
+      text = H.ok(root, { "release-info" })
+      assert.truthy(text:find("name       opbot-2024.05\n", 1, true), text)
+      assert.truthy(text:find("registry.example/web:2.4.1", 1, true), text)
+
+      local list = H.ok(root, { "list-releases" })
+      assert.truthy(list:find("opbot-2024.05", 1, true), list)
+      assert.falsy(list:find("release 1", 1, true), list)
+      assert.falsy(list:find("opbot-2024.05 opbot-2024.05", 1, true), list)
+
+      local st = H.json(root, { "status" })
+      assert.equal("registry.example/web:2.4.1", st.apps[1].image_name)
+      text = H.ok(root, { "status" })
+      assert.truthy(text:find("(opbot-2024.05)", 1, true), text)
+      assert.truthy(text:find("registry.example/web:2.4.1 (", 1, true), text)
+
+      local plan = H.json(root, { "plan", p2 })
+      assert.same({ "opbot-2024.05", "opbot-2024.06" }, { plan.from.name, plan.to.name })
+      assert.same({ "registry.example/web:2.4.1", "registry.example/web:2.5.0" },
+        { plan.changes[1].old_image_name, plan.changes[1].new_image_name })
+      text = H.ok(root, { "plan", p2 })
+      assert.truthy(text:find("plan: upgrade opbot-2024.05 (", 1, true), text)
+      assert.truthy(text:find(") -> opbot-2024.06\n", 1, true), text)
+      assert.truthy(text:find("registry.example/web:2.5.0 (", 1, true), text)
+      H.ok(root, { "stop", "--force" })
+    end)
+
+    it("installs a package without meta.json, named by its file, as the Go tool did", function()
+      local src = H.package({ "--version", "1.0.0", "--app", "web" })
+      local pkg = relegacy(src, work .. "/crafttalk-opbot-release-7.tar.gz", function(dir)
+        assert(ct.fs.unlink(dir .. "/meta.json"))
+      end)
+      H.ok(nil, { "validate", pkg })
+      local root = H.root()
+      H.ok(root, { "install", pkg })
+      local info = H.json(root, { "release-info" })
+      assert.same({ "crafttalk-opbot-release-7", "crafttalk-opbot-release-7" }, { info.name, info.version })
+      H.ok(root, { "stop", "--force" })
+    end)
+
+    it("explains an imageSha that is neither digest of the image, and accepts the config digest", function()
+      local src = H.package({ "--version", "1.0.0", "--app", "web" })
+      local vj = "package/apps/web/version.json"
+      local manifest_digest, config_digest
+      local bad = relegacy(src, work .. "/bad-sha.tar.gz", function(dir)
+        edit_json(dir .. "/" .. vj, function(v)
+          manifest_digest = v.imageSha
+          v.imageSha = "sha256:" .. string.rep("ab", 32)
+        end)
+        local mf = json.decode(ct.fs.read(dir .. "/package/apps/web/skopeo/blobs/sha256/" .. manifest_digest:sub(8)))
+        config_digest = mf.config.digest
+      end)
+      local root = H.root()
+      local r = H.ctcli(root, { "install", bad })
+      assert.equal(1, r.code)
+      assert.truthy(r.stderr:find(vj .. " imageSha is sha256:" .. string.rep("ab", 32), 1, true), r.stderr)
+      assert.truthy(r.stderr:find("manifest digest " .. manifest_digest .. " and config digest " .. config_digest
+        .. "; imageSha must be one of them", 1, true), r.stderr)
+      assert.falsy(ct.fs.exists(root .. "/current-release"))
+      r = H.ctcli(nil, { "validate", bad })
+      assert.equal(1, r.code)
+      assert.truthy(r.stdout:find("package/apps/web: skopeo: " .. vj .. " imageSha is", 1, true), r.stdout)
+
+      local by_config = relegacy(src, work .. "/config-sha.tar.gz", function(dir)
+        edit_json(dir .. "/" .. vj, function(v) v.imageSha = config_digest end)
+      end)
+      H.ok(root, { "install", by_config })
+      assert.equal(manifest_digest, H.json(root, { "release-info" }).apps[1].digest)
+      H.ok(root, { "stop", "--force" })
+    end)
+
+    it("convert keeps the release's name and each image's reference", function()
+      local legacy = H.package({ "--version", "opbot-2024.05", "--app", "web:version=2.4.1" })
+      local conv = work .. "/converted-names.pkg"
+      H.ok(nil, { "convert", legacy, "-o", conv })
+      local doc = H.json(nil, { "inspect", conv })
+      assert.same({ "manifest", "opbot-2024.05", "opbot-2024.05" }, { doc.format, doc.name, doc.version })
+      assert.equal("registry.example/web:2.4.1", doc.apps[1].image)
+    end)
+  end)
+
   describe("delta packages", function()
     it("upgrades a root that holds the base, and is refused by one that does not", function()
       -- worker keeps its 1.0.0 image: the delta leaves it out.

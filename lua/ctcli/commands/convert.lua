@@ -4,6 +4,7 @@
 local ct = require("ct")
 local json = require("ctcli.json")
 local lint = require("ctcli.lint")
+local package = require("ctcli.package")
 local pkgtool = require("ctcli.pkgtool")
 local ui = require("ctcli.ui")
 
@@ -29,11 +30,11 @@ return {
       cleanup()
       return nil, file .. ": already a manifest package; nothing to convert"
     end
-    if not ct.fs.exists(dir .. "/meta.json") then
+    if not package.is_legacy_dir(dir) then
       cleanup()
-      return nil, file .. ": not a ctcli package in the original layout (no meta.json)"
+      return nil, file .. ": not a ctcli package in the original layout (no meta.json, no package/apps/)"
     end
-    local problems, doc = lint.check_dir(dir)
+    local problems, doc = lint.check_dir(dir, { name = package.package_name(file) })
     if #problems > 0 or type(doc) ~= "table" then
       cleanup()
       return nil, string.format("%s: %d problem%s, nothing converted:\n  %s", file, #problems,

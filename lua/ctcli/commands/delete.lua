@@ -25,7 +25,7 @@ return {
     local rel, err = common.current_or_fail(ctx, "delete")
     if not rel then return nil, err end
     local what = ctx.opts.purge and "the release, its configs, data, logs and backups" or "the release"
-    local yes, why, code = ui.ask(ctx, string.format("Delete %s (%s %s) from %s?", what, rel.name, rel.version,
+    local yes, why, code = ui.ask(ctx, string.format("Delete %s (%s) from %s?", what, ui.release_label(rel),
       ctx.root), "delete")
     if not yes then return nil, why, code end
     local j, jerr = journal.begin(ctx.paths, "delete", { release = rel.id, purge = ctx.opts.purge or false })

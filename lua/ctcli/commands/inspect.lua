@@ -75,7 +75,8 @@ return {
       local top = json.array({})
       for i = 1, math.min(3, #layers) do top[i] = layers[i] end
       doc.apps[#doc.apps + 1] = {
-        name = a.name, version = a.version, image = a.image.ref, digest = a.image.digest,
+        name = a.name, version = a.version, image = a.image.name or a.image.ref, ref = a.image.ref,
+        digest = a.image.digest,
         image_bytes = in_base and 0 or (ct.fs.du(dir .. "/" .. a.image.layout) or 0), largest_layers = top,
         from_base = in_base and true or false,
         depends_on = a.depends_on, hooks = a.hooks or json.null,
@@ -91,7 +92,7 @@ return {
       return true
     end
     ui.print("package    %s (%s, %s format, %s)", file, ui.bytes(doc.size or 0), doc.format, doc.compression)
-    ui.print("release    %s %s", doc.name, doc.version)
+    ui.print("release    %s", ui.release_label(doc))
     ui.print("commit     %s", r.commit or "-")
     ui.print("time       %s", r.time or "-")
     ui.print("signature  %s%s", sig.status, sig.signer and (" by " .. sig.signer) or "")
@@ -105,12 +106,13 @@ return {
     local rows = {}
     for _, a in ipairs(doc.apps) do
       local big = a.largest_layers[1]
-      rows[#rows + 1] = { a.name, a.version, a.digest:sub(1, 19), ui.bytes(a.image_bytes),
+      rows[#rows + 1] = { a.name, a.version,
+        ui.image_label({ digest = a.digest, name = a.image ~= a.ref and a.image or nil }), ui.bytes(a.image_bytes),
         big and (big.digest:sub(8, 19) .. " " .. ui.bytes(big.size)) or "-",
         #a.depends_on > 0 and table.concat(a.depends_on, ",") or "-",
         userns.describe(not a.privileged, a.privileged_by ~= json.null and a.privileged_by or nil) }
     end
-    ui.table({ "APP", "VERSION", "DIGEST", "IMAGE SIZE", "LARGEST LAYER", "DEPENDS ON", "ISOLATION" }, rows)
+    ui.table({ "APP", "VERSION", "IMAGE", "IMAGE SIZE", "LARGEST LAYER", "DEPENDS ON", "ISOLATION" }, rows)
     return true
   end,
 }

@@ -29,8 +29,8 @@ return {
     local file = ctx.args[1]
     local cur, cerr = release.current(ctx.paths)
     if cur then
-      return nil, string.format("release %s (%s %s) is installed; use 'ctcli upgrade %s'",
-        cur.id, cur.name, cur.version, file)
+      return nil, string.format("release %s (%s) is installed; use 'ctcli upgrade %s'",
+        cur.id, ui.release_label(cur), file)
     elseif cerr then
       return nil, cerr
     end
@@ -124,7 +124,7 @@ return {
       ui.print(json.encode({ release = rel.id, name = rel.name, version = rel.version,
         started = json.array(started) }))
     else
-      ui.print("installed %s %s as release %s", rel.name, rel.version, rel.id)
+      ui.print("installed %s as release %s", ui.release_label(rel), rel.id)
       if #started > 0 then ui.print("started %s", table.concat(started, ", ")) end
     end
     return true

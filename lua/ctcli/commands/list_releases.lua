@@ -51,7 +51,7 @@ return {
     end
     local rows = {}
     for _, r in ipairs(doc.releases) do
-      rows[#rows + 1] = { r.current and "*" or "", "release", r.id, r.name .. " " .. r.version, r.created }
+      rows[#rows + 1] = { r.current and "*" or "", "release", r.id, ui.release_label(r), r.created }
     end
     for _, b in ipairs(doc.backups) do
       local kind = b.data and "backup" or "backup (no data)"

@@ -1,4 +1,5 @@
--- logs [--tail N] [--bytes N] [-f] APP: the app's stdout and stderr.
+-- logs [--tail N] [--bytes N] [-f | --previous] APP: the app's stdout and
+-- stderr, or those of its earlier run.
 local ct = require("ct")
 local common = require("ctcli.common")
 local apps = require("ctcli.apps")
@@ -53,16 +54,26 @@ local function open(paths, name, which)
   return nil
 end
 
+-- The offset --tail or --bytes start printing from (the whole file by default).
+local function start_of(f, size, opts)
+  if opts.bytes then return math.max(0, size - math.floor(opts.bytes)) end
+  if opts.tail then return f and tail_offset(f, size, math.floor(opts.tail)) or 0 end
+  return 0
+end
+
 return {
   summary = "Print an app's output (stdout and stderr); -f follows it",
-  usage = "logs [--tail N] [--bytes N] [-f] APP",
+  usage = "logs [--tail N] [--bytes N] [-f | --previous] APP",
   description = "--tail N prints the last N lines (as docker and kubectl do); --bytes N the\n" ..
     "last N bytes (the Go ctcli's --tail). -f keeps printing new output, also\n" ..
-    "across a rotation of the log, until interrupted.",
+    "across a rotation of the log, until interrupted. --previous prints the log\n" ..
+    "of the app's earlier run instead: the newest the Go ctcli archived in\n" ..
+    "logs/APP/stdout-stderr-arch/.",
   options = {
     { "--tail", arg = "N", type = "number", help = "the last N lines" },
     { "--bytes", arg = "N", type = "number", help = "the last N bytes" },
     { "-f", "--follow", help = "follow the log as it grows" },
+    { "--previous", help = "the log of the app's earlier run" },
   },
   min_args = 1, max_args = 1,
   needs_root = true,
@@ -72,16 +83,21 @@ return {
     local list, serr = apps.select(rel, ctx.args)
     if not list then return nil, serr end
     local name = list[1].name
+    if ctx.opts.previous then
+      if ctx.opts.follow then
+        return nil, "logs: --previous and -f do not go together (an earlier run's log no longer grows)", 2
+      end
+      local pf, perr = appfs.open_previous_log(ctx.paths, name)
+      if not pf then return nil, perr end
+      local psize = pf:stat().size
+      copy_range(pf, start_of(pf, psize, ctx.opts), psize)
+      pf:close()
+      return true
+    end
     local f, st, oerr = open(ctx.paths, name)
     if oerr then return nil, oerr end
     local size = st and st.size or 0
-    local from = 0
-    if ctx.opts.bytes then
-      from = math.max(0, size - math.floor(ctx.opts.bytes))
-    elseif ctx.opts.tail then
-      from = f and tail_offset(f, size, math.floor(ctx.opts.tail)) or 0
-    end
-    local pos = f and copy_range(f, from, size) or 0
+    local pos = f and copy_range(f, start_of(f, size, ctx.opts), size) or 0
     if f then f:close() end
     if not ctx.opts.follow then return true end
     local ino = st and st.ino

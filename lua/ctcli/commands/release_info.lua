@@ -30,7 +30,10 @@ return {
     for _, name in ipairs(rel.order) do
       local a = rel.by_name[name]
       doc.apps[#doc.apps + 1] = {
-        name = a.name, version = a.version, image = a.image.ref, digest = a.image.digest,
+        name = a.name, version = a.version, digest = a.image.digest,
+        -- The reference the image was built as, when the package says (a
+        -- legacy version.json "image"); else its tag in the package's layout.
+        image = a.image.name or a.image.ref, ref = a.image.ref,
         commit = a.commit or json.null, built_at = a.built_at or json.null,
       }
     end
@@ -39,7 +42,7 @@ return {
       return true
     end
     ui.print("release    %s", doc.id)
-    ui.print("name       %s %s", doc.name, doc.version)
+    ui.print("name       %s", ui.release_label(doc))
     ui.print("created    %s", doc.created)
     ui.print("previous   %s", rel.previous or "-")
     ui.print("package    %s (%s format)", doc.source or "-", doc.format)

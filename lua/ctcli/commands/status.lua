@@ -146,6 +146,7 @@ return {
           uptime = (st and st.status == "running" and created) and math.max(0, math.floor(now - created)) or json.null,
           version = app.version,
           image = app.image.digest,
+          image_name = app.image.name or json.null,
           health = (st and st.status == "running" and app.healthcheck and checks[name] and checks[name].status) or json.null,
           user_namespace = idmap or false,
           privileged = not idmap,
@@ -168,7 +169,7 @@ return {
       ui.print("no release installed in %s", ctx.root)
       return true
     end
-    ui.print("release %s (%s %s)", rel.id, rel.name, rel.version)
+    ui.print("release %s (%s)", rel.id, ui.release_label(rel))
     local rows = {}
     for _, a in ipairs(doc.apps) do
       local state = a.state
@@ -188,7 +189,8 @@ return {
       local row = {
         a.name, state, a.wanted and "yes" or "no", a.pid ~= json.null and tostring(a.pid) or "-",
         a.uptime ~= json.null and ui.duration(a.uptime) or "-",
-        a.health ~= json.null and a.health or "-", a.version or "-", a.image:sub(8, 19),
+        a.health ~= json.null and a.health or "-", a.version or "-",
+        ui.image_label({ digest = a.image, name = a.image_name ~= json.null and a.image_name or nil }),
       }
       if ctx.verbose then
         local s = type(a.stats) == "table" and a.stats or {}

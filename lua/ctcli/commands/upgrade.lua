@@ -281,7 +281,7 @@ return {
         end)(),
       }, true))
     else
-      ui.print("upgraded to %s (%s %s)", rel.id, rel.name, rel.version)
+      ui.print("upgraded to %s (%s)", rel.id, ui.release_label(rel))
       if #started > 0 then ui.print("started %s", table.concat(started, ", ")) end
       local kept = {}
       for _, d in ipairs(diff) do if d.change == "unchanged" then kept[#kept + 1] = d.name end end

@@ -2,6 +2,7 @@
 local ct = require("ct")
 local json = require("ctcli.json")
 local lint = require("ctcli.lint")
+local package = require("ctcli.package")
 local pkgtool = require("ctcli.pkgtool")
 local ui = require("ctcli.ui")
 
@@ -23,7 +24,7 @@ local function problems_of(target)
   end
   local dir, cleanup = pkgtool.extract(target)
   if not dir then return nil, cleanup end
-  local problems = lint.check_dir(dir, { files = true })
+  local problems = lint.check_dir(dir, { files = true, name = package.package_name(target) })
   cleanup()
   return problems
 end
