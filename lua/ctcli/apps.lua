@@ -4,6 +4,7 @@ local ct = require("ct")
 local appfs = require("ctcli.appfs")
 local health = require("ctcli.health")
 local hooks = require("ctcli.hooks")
+local monitor = require("ctcli.monitor")
 local release = require("ctcli.release")
 local runtime = require("ctcli.runtime")
 local store = require("ctcli.store")
@@ -101,6 +102,16 @@ function M.start(ctx, rel, list, opts)
   if not uc then return nil, uerr, "start", started end
   local states = M.states(ctx, rel) or {}
   local mapping = {}
+  -- A running app whose monitor was killed has no reader of its output (its
+  -- next write fails) and no restart policy: it is started again, cleanly,
+  -- under a new monitor.
+  for _, app in ipairs(list) do
+    if runtime.running(states[app.name]) and monitor.lost(monitor.state(ctx.paths, app.name)) then
+      local ok, err = runtime.stop_many({ M.container(ctx, rel, app, tools) })
+      if not ok then return nil, "cannot restart " .. app.name .. " (its monitor is gone): " .. err, "start", started end
+      states[app.name] = nil
+    end
+  end
   for _, app in ipairs(list) do
     -- A running app's trees are its own to change: seeding waits for a
     -- start of a stopped app, when nothing inside can race it.
@@ -119,6 +130,7 @@ function M.start(ctx, rel, list, opts)
     end
     local c = M.container(ctx, rel, app, tools)
     c.idmap = mapping[app.name]
+    c.policy = monitor.policy(rel, app, uc.conf)
     local res, note = runtime.start(c)
     if not res then
       local hint = userns.hint(ctx.paths, app, mapping[app.name])

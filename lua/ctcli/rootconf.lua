@@ -11,8 +11,11 @@ M.FILE = "ctcli.json"
 
 -- Keys each object may hold; "x-" keys are the operator's own notes.
 local KNOWN = {
-  top = { apps = "object", backups = "object" },
-  app = { user_namespace = "boolean" },
+  top = { apps = "object", backups = "object", supervision = "object" },
+  app = { user_namespace = "boolean", restart = "policy" },
+  -- The numbers of every app's restart policy and log rotation (ctcli.monitor).
+  supervision = { backoff_initial = "seconds", backoff_max = "seconds", crash_limit = "count",
+    quick_run = "seconds", log_max = "count", log_keep = "count" },
   backups = { keep = "object" },
   keep = { upgrade = "count", manual = "count", safety = "count" },
 }
@@ -43,8 +46,12 @@ local function check_object(problems, where, t, known, nested)
       goto continue -- the operator's own key
     elseif known[k] == "boolean" and type(v) ~= "boolean" then
       problems[#problems + 1] = path .. ": expected true or false"
+    elseif known[k] == "policy" and v ~= "no" and v ~= "on-failure" and v ~= "always" then
+      problems[#problems + 1] = path .. ": expected \"no\", \"on-failure\" or \"always\""
+    elseif known[k] == "seconds" and not (type(v) == "number" and v > 0 and v <= 86400) then
+      problems[#problems + 1] = path .. ": expected a number of seconds above 0"
     elseif known[k] == "count" and (math.type(v) ~= "integer" and not (type(v) == "number" and v == math.floor(v))
-      or v < 0 or v > 100000) then
+      or v < 0 or v > (k == "log_max" and 2 ^ 40 or 100000)) then
       problems[#problems + 1] = path .. ": expected a whole number from 0"
     elseif known[k] == "object" then
       if k == "apps" then

@@ -4,6 +4,7 @@
 local ct = require("ct")
 local appfs = require("ctcli.appfs")
 local json = require("ctcli.json")
+local monitor = require("ctcli.monitor")
 
 local M = {}
 
@@ -106,30 +107,38 @@ local function alive(pid)
 end
 M.alive = alive
 
--- start(c) where c = {rt=, id=, bundle=, paths=, app=, idmap=}; a stopped leftover
--- container with the same id is deleted first.
+-- hand_over(paths, app): a monitor still supervising the app (waiting out a
+-- restart's backoff) is told to stop and waited for, so the new one owns
+-- the state directory alone.
+local function hand_over(paths, app)
+  local st = monitor.state(paths, app)
+  if not monitor.live(st) then return true end
+  monitor.stop(paths, app)
+  local deadline = ct.time.monotonic() + 10
+  while monitor.live(monitor.state(paths, app)) and ct.time.monotonic() < deadline do ct.time.sleep(0.02) end
+  if monitor.live(monitor.state(paths, app)) then
+    return nil, "the monitor of " .. app .. " (pid " .. tostring(st.monitor_pid) .. ") does not let go of it"
+  end
+  return true
+end
+
+-- start(c) where c = {rt=, id=, bundle=, paths=, app=, idmap=, policy=}: a
+-- monitor (ctcli.monitor) creates and starts the container and supervises
+-- it; a stopped leftover container with the same id is deleted first.
 function M.start(c)
   local st = M.state(c.rt, c.id)
-  if st then
-    if st.status == "running" or st.status == "paused" then return true, "already running" end
-    ct.oci.runc(c.rt, { "delete", "--force", c.id }, { timeout = 30 })
-  end
+  if st and (st.status == "running" or st.status == "paused") then return true, "already running" end
+  local ok, err = hand_over(c.paths, c.app.name)
+  if not ok then return nil, err end
+  if st then ct.oci.runc(c.rt, { "delete", "--force", c.id }, { timeout = 30 }) end
   -- The app is stopped: nothing inside can change its trees between this
   -- check and runc's bind mounts (runc follows symlinks in path strings).
-  local ok, err = appfs.check_binds(c.paths, c.app)
+  ok, err = appfs.check_binds(c.paths, c.app)
   if not ok then return nil, err end
-  local log, lerr = appfs.open_run_log(c.paths, c.app.name, c.idmap)
-  if not log then return nil, lerr end
-  ok, err = ct.oci.create(c.rt, c.id, c.bundle, { log = log })
-  log:close()
-  if not ok then
+  local pid, serr = monitor.spawn(c, c.policy or { restart = "no", log_max = 0, log_keep = 0 })
+  if not pid then
     ct.oci.runc(c.rt, { "delete", "--force", c.id }, { timeout = 30 })
-    return nil, tostring(err):match('msg="(.-)"') or err
-  end
-  local r, rerr = ct.oci.runc(c.rt, { "start", c.id }, { timeout = 30 })
-  if not r or r.code ~= 0 then
-    ct.oci.runc(c.rt, { "delete", "--force", c.id }, { timeout = 30 })
-    return nil, runc_error("runc start " .. c.id, r, rerr)
+    return nil, serr
   end
   return true
 end
@@ -140,6 +149,8 @@ end
 function M.stop_many(items, force)
   local waiting = {}
   for _, c in ipairs(items) do
+    -- The monitor first: this exit is ctcli's doing, not one to restart.
+    if c.paths and c.app then monitor.stop(c.paths, c.app.name) end
     local st = M.state(c.rt, c.id)
     if st then
       if st.status == "paused" then ct.oci.runc(c.rt, { "resume", c.id }, { timeout = 30 }) end

@@ -25,6 +25,26 @@ local function kill_app(root, app)
   end, 10), app .. " did not stop")
 end
 
+-- monitor_state(root, app) -> the app's monitor record (state/runs/<app>/state.json)
+local function monitor_state(root, app)
+  return json.decode(ct.fs.read(root .. "/state/runs/" .. app .. "/state.json") or "null")
+end
+
+-- kill_monitor(root, app): SIGKILL the app's monitor, as a reboot would.
+local function kill_monitor(root, app)
+  local st = assert(monitor_state(root, app), "no monitor record for " .. app)
+  ct.proc.kill(st.monitor_pid, ct.proc.signals.KILL)
+  assert.truthy(H.wait_for(function() return not ct.fs.exists("/proc/" .. st.monitor_pid .. "/stat") or
+    (ct.fs.read("/proc/" .. st.monitor_pid .. "/stat") or ""):match("%) Z") end, 10))
+end
+
+-- fast(root, extra): restart numbers short enough for a spec (ctcli.json).
+local function fast(root, extra)
+  local doc = { supervision = { backoff_initial = 0.1, backoff_max = 0.4, crash_limit = 5, quick_run = 5 } }
+  for k, v in pairs(extra or {}) do doc.supervision[k] = v end
+  assert(ct.fs.write_atomic(root .. "/ctcli.json", json.encode(doc)))
+end
+
 describe("hostops", function()
   local pkg
   setup(function()
@@ -46,7 +66,10 @@ describe("hostops", function()
     assert.is_true(app_state(root, "web").wanted)
     assert.is_false(ct.fs.exists(root .. "/state/journal.json"))
 
-    -- a reboot: every container dies, runc's state stays on disk
+    -- a reboot: every process dies (the monitors, then the containers),
+    -- runc's state and the monitors' records stay on disk
+    kill_monitor(root, "web")
+    kill_monitor(root, "worker")
     kill_app(root, "web")
     kill_app(root, "worker")
     local s = H.json(root, { "status" })
@@ -75,26 +98,65 @@ describe("hostops", function()
     assert.equals(3, #out.started)
   end)
 
-  it("restarts a wanted app killed from outside and logs it", function()
+  it("restarts an app killed from outside by its policy, never one ctcli stops, and gives up on a crash loop", function()
     local root = H.root()
+    fast(root)
     H.ok(root, { "install", pkg })
     H.ok(root, { "stop", "cron" })
-    kill_app(root, "worker")
-    -- nothing for a wanted running app or an unwanted one
-    local out = H.json(root, { "start", "--restart-exited" })
-    assert.same({ "worker" }, out.started)
-    assert.equals("running", app_state(root, "worker").state)
-    assert.equals("stopped", app_state(root, "cron").state)
-    local log = ct.fs.read(root .. "/logs/ctcli.log")
-    assert.truthy(log:find("worker exited by itself", 1, true), log)
-    assert.truthy(log:find("restart #1", 1, true), log)
-    kill_app(root, "worker")
-    H.ok(root, { "start", "--restart-exited" })
-    log = ct.fs.read(root .. "/logs/ctcli.log")
-    assert.truthy(log:find("restart #2", 1, true), log)
-    assert.equals(2, app_state(root, "worker").restarts)
-    out = H.json(root, { "start", "--restart-exited" })
-    assert.same({}, out.started)
+    local before = assert(runc_state(root, "worker")).pid
+    ct.proc.kill(before, ct.proc.signals.KILL)
+    local st = H.wait_for(function()
+      local a = app_state(root, "worker")
+      return a.state == "running" and a.pid ~= before and a.restarts == 1 and a
+    end, 20)
+    assert.truthy(st, "worker was not restarted")
+    assert.equals(9, st.last_exit.signal)
+    assert.truthy(H.ok(root, { "status" }):find("running (1 restart)", 1, true))
+    -- The watch timer leaves supervised apps to their monitors.
+    assert.same({}, H.json(root, { "start", "--restart-exited" }).started)
+    -- A stop is ctcli's doing: no restart.
+    H.ok(root, { "stop", "worker" })
+    ct.time.sleep(0.6)
+    assert.equals("stopped", app_state(root, "worker").state)
+    assert.equals("exited", monitor_state(root, "worker").state)
+    assert.is_nil(runc_state(root, "worker"))
+    -- An app that exits 3 at once, five times in a row: failed, restarts stop.
+    local conf = root .. "/config/cron/etc/cron/app.conf"
+    assert(ct.fs.write_atomic(conf, (ct.fs.read(conf) or "") .. "exit=3\n"))
+    H.ctcli(root, { "start", "cron" }) -- its health check cannot pass
+    local failed = H.wait_for(function()
+      local a = app_state(root, "cron")
+      return a.state == "failed" and a
+    end, 30)
+    assert.truthy(failed, "cron did not end failed")
+    assert.equals(3, failed.last_exit.code)
+    local runs = monitor_state(root, "cron").runs
+    assert.equals(5, runs)
+    ct.time.sleep(1)
+    assert.equals(runs, monitor_state(root, "cron").runs)
+    assert.truthy(H.ok(root, { "status" }):find("failed (code 3)", 1, true))
+    -- The operator fixes it; start brings it back under a new monitor.
+    assert(ct.fs.write_atomic(conf, ((ct.fs.read(conf) or ""):gsub("exit=3\n", ""))))
+    H.ok(root, { "start", "cron" })
+    assert.equals("running", app_state(root, "cron").state)
+  end)
+
+  it("notices a killed monitor and brings its app back cleanly on start", function()
+    local root = H.root()
+    fast(root)
+    H.ok(root, { "install", pkg })
+    kill_monitor(root, "web")
+    local r = H.ctcli(root, { "status" })
+    assert.equals(0, r.code)
+    assert.truthy(r.stderr:find("the monitor of web is gone", 1, true), r.stderr)
+    assert.equals("lost", app_state(root, "web").monitor)
+    local old = app_state(root, "web").pid
+    H.ok(root, { "start", "web" })
+    local a = app_state(root, "web")
+    assert.equals("running", a.state)
+    assert.are_not.equal(old, a.pid)
+    assert.equals("running", a.monitor)
+    assert.falsy(H.ctcli(root, { "status" }).stderr:find("gone", 1, true))
   end)
 
   it("recovers an interrupted start: nothing to undo, the app stays wanted", function()
@@ -110,79 +172,71 @@ describe("hostops", function()
     assert.truthy(r.stderr:find("nothing to undo", 1, true), r.stderr)
     assert.equals("running", app_state(root, "cron").state)
   end)
-  -- collapses(dir) -> whether the filesystem of dir can cut a file's head
-  -- in place (ext4, xfs: yes; tmpfs, /tmp on many hosts: no).
-  local function collapses(dir)
-    local d = assert(ct.fs.opendir(dir))
-    local f = assert(d:open("probe", { write = true, create = true }))
-    f:write(string.rep("x", 65536))
-    local n = f:collapse(32768)
-    f:close()
-    d:unlink("probe")
-    d:close()
-    return n ~= nil
-  end
-
-  it("rotates a log 5+ times while the app writes fast and loses no line (where the filesystem collapses)", function()
+  it("rotates an app's log by size in its monitor while logs -f follows: every line once, in order", function()
     local root = H.root()
+    fast(root, { log_max = 1024 * 1024, log_keep = 20 })
     H.ok(root, { "install", pkg })
-    local collapse = collapses(root .. "/logs")
+    local out = H.tmpdir() .. "/followed"
+    local follower = assert(ct.proc.spawn({ H.bin, "--root", root, "logs", "-f", "web" },
+      { stdout = { append = out }, stderr = "null" }))
     local total = 300000
-    -- paced (a pause every 500 lines) so it outlasts 5 rotations on a loaded machine
     local writer = assert(ct.proc.spawn({ H.bin, "--root", root, "exec", "web", "sh", "-c",
-      "i=0; while [ $i -lt " .. total .. " ]; do echo line $i; i=$((i+1)); " ..
-      "[ $((i % 500)) -eq 0 ] && usleep 10000; done >> /proc/1/fd/1" },
+      "i=0; while [ $i -lt " .. total .. " ]; do echo line $i; i=$((i+1)); done >> /proc/1/fd/1" },
       { stdout = "null", stderr = "null" }))
-    local rotations = 0
-    local deadline = ct.time.monotonic() + 120
-    repeat
-      local out = H.json(root, { "rotate-logs", "--max-size", "8K", "--keep", "1000" })
-      for _, l in ipairs(out.logs) do
-        if l.app == "web" and l.rotated > 0 then
-          -- the fallback copies and truncates, and says it may lose lines
-          assert.equals(collapse and "collapse" or "truncate", l.method)
-          rotations = rotations + 1
-        end
-      end
-      ct.time.sleep(0.05)
-    until writer:wait(0) or ct.time.monotonic() > deadline
+    assert.equals(0, writer:wait())
     writer:close()
-    assert.truthy(rotations >= 5, "only " .. rotations .. " rotations")
-    local dir = root .. "/logs/web"
-    local chunks = {}
-    for _, name in ipairs(ct.fs.dir(dir)) do
-      if name:match("%.zst$") then chunks[#chunks + 1] = name end
+    H.wait_for(function() return (ct.fs.read(out) or ""):find("line " .. (total - 1) .. "\n", 1, true) end, 60)
+    follower:close()
+    local rotated = 0
+    for _, n in ipairs(ct.fs.dir(root .. "/state/runs/web")) do
+      if n:match("^%d+%.log$") then rotated = rotated + 1 end
     end
-    table.sort(chunks)
-    assert.truthy(#chunks >= 5)
-    local text = {}
-    for _, name in ipairs(chunks) do
-      local r = assert(ct.proc.run({ "zstd", "-dc", dir .. "/" .. name }))
-      assert.equals(0, r.code)
-      text[#text + 1] = r.stdout
-    end
-    text[#text + 1] = ct.fs.read(dir .. "/stdout-stderr.log")
+    assert.truthy(rotated >= 5, "only " .. rotated .. " rotations")
     local want = 0
-    for n in table.concat(text):gmatch("line (%d+)\n") do
-      if collapse then
-        assert.equals(want, tonumber(n))
-      else
-        assert.is_true(tonumber(n) >= want, "a line out of order") -- lines may be lost, never repeated
-      end
-      want = tonumber(n) + 1
+    for n in (ct.fs.read(out) or ""):gmatch("line (%d+)\n") do
+      assert.equals(want, tonumber(n))
+      want = want + 1
     end
     assert.equals(total, want)
-    -- keep N: only the newest parts stay
-    H.ok(root, { "rotate-logs", "--keep", "2" })
-    local left = 0
-    for _, name in ipairs(ct.fs.dir(dir)) do
-      if name:match("%.zst$") then left = left + 1 end
+    -- The files are outside everything bound into the container.
+    for _, kind in ipairs({ "logs", "data", "config" }) do
+      assert.is_nil(ct.fs.lstat(root .. "/" .. kind .. "/web/current.log"))
     end
-    assert.equals(2, left)
+    -- rotate-logs asks the monitor: a rename, nothing copied.
+    local res = H.json(root, { "rotate-logs", "--max-size", "1" })
+    local web
+    for _, l in ipairs(res.logs) do if l.app == "web" then web = l end end
+    assert.equals("monitor", web.method)
+    assert.truthy(ct.fs.exists(root .. "/state/runs/web/" .. web.part))
     local r = H.ctcli(root, { "rotate-logs", "--max-size", "lots" })
-    assert.equals(1, r.code)
-    assert.truthy(r.stderr:find("--max-size expects", 1, true))
+    assert.equals(2, r.code)
   end)
+
+  it("logs: --previous shows the run before, no APP interleaves every app, --since and --timestamps", function()
+    local root = H.root()
+    fast(root)
+    H.ok(root, { "install", pkg })
+    local first = assert(runc_state(root, "web")).pid
+    ct.proc.kill(first, ct.proc.signals.KILL)
+    assert.truthy(H.wait_for(function()
+      local a = app_state(root, "web")
+      return a.state == "running" and a.pid ~= first
+    end, 20))
+    local prev = H.ok(root, { "logs", "--previous", "web" })
+    assert.truthy(prev:find("web-one", 1, true), prev)
+    local verbose = H.ok(root, { "-v", "logs", "--previous", "web" })
+    assert.truthy(verbose:find("-- run 1 started", 1, true), verbose)
+    assert.falsy(verbose:find("run 2 started", 1, true), verbose)
+    local all = H.ok(root, { "logs" })
+    assert.truthy(all:find("web    | web-one", 1, true), all)
+    assert.truthy(all:find("worker | worker-one", 1, true), all)
+    local stamped = H.ok(root, { "logs", "--timestamps", "--tail", "1", "web" })
+    assert.truthy(stamped:match("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d%.%d+Z "), stamped)
+    assert.equals("", H.ok(root, { "logs", "--since", "2999-01-01T00:00:00Z", "web" }))
+    assert.truthy(H.ok(root, { "logs", "--since", "1h", "web" }):find("web-one", 1, true))
+    assert.equals(2, H.ctcli(root, { "logs", "--since", "yesterday", "web" }).code)
+  end)
+
   it("prints systemd units that pass systemd-analyze verify, named from the root path", function()
     local root = H.root()
     local out = H.ok(root, { "enable", "--print", "--watch", "30" })
@@ -375,46 +429,4 @@ describe("hostops", function()
     assert.truthy(text:find("OOM kill", 1, true), text)
   end)
 
-  it("logs -f follows a log across rotations without losing or repeating a line", function()
-    local root = H.root()
-    H.ok(root, { "install", pkg })
-    local out = H.tmpdir() .. "/followed"
-    local follower = assert(ct.proc.spawn({ H.bin, "--root", root, "logs", "-f", "web" },
-      { stdout = { append = out }, stderr = "null" }))
-    ct.time.sleep(0.5)
-    -- about 250 KB/s: a follower polling every 0.2 s stays well within
-    -- the part a rotation leaves in the live file (512 KiB here)
-    local total = 300000
-    local writer = assert(ct.proc.spawn({ H.bin, "--root", root, "exec", "web", "sh", "-c",
-      "i=0; while [ $i -lt " .. total .. " ]; do echo line $i; i=$((i+1)); " ..
-      "[ $((i % 500)) -eq 0 ] && usleep 20000; done >> /proc/1/fd/1" },
-      { stdout = "null", stderr = "null" }))
-    local rotations = 0
-    repeat
-      local res = H.json(root, { "rotate-logs", "--max-size", "1M" })
-      for _, l in ipairs(res.logs) do
-        if l.app == "web" and l.rotated > 0 then rotations = rotations + 1 end
-      end
-      ct.time.sleep(0.3)
-    until writer:wait(0)
-    writer:close()
-    -- until the last line arrives
-    H.wait_for(function() return (ct.fs.read(out) or ""):find("line " .. (total - 1) .. "\n", 1, true) end, 30)
-    follower:close()
-    assert.truthy(rotations >= 2, "only " .. rotations .. " rotations")
-    -- Where the filesystem cannot collapse (tmpfs), rotation copies and
-    -- truncates and says lines written meanwhile are lost: then none may
-    -- be repeated or out of order, and the last one arrives.
-    local collapse = collapses(root .. "/logs")
-    local want = 0
-    for n in (ct.fs.read(out) or ""):gmatch("line (%d+)\n") do
-      if collapse then
-        assert.equals(want, tonumber(n))
-      else
-        assert.is_true(tonumber(n) >= want, "line " .. n .. " repeated or out of order")
-      end
-      want = tonumber(n) + 1
-    end
-    assert.equals(total, want)
-  end)
 end)

@@ -321,7 +321,7 @@ local function iso(t) return os.date("!%Y-%m-%dT%H:%M:%SZ", t) end
 -- show(ctx, cur, to): per app, what is there now (release, image, data
 -- size, newest change) and what the rollback puts in its place.
 local function show(ctx, cur, to)
-  ui.print("rollback: %s -> %s%s", cur and string.format("%s (%s %s)", cur.id, cur.name, cur.version) or "no release",
+  ui.print("rollback: %s -> %s%s", cur and string.format("%s (%s)", cur.id, ui.release_label(cur)) or "no release",
     tostring(to.id), to.archive and string.format(" from the backup %s taken %s", to.archive:match("[^/]+$"),
       tostring(to.created)) or "")
   local names, seen = {}, {}
@@ -429,7 +429,7 @@ return {
         started = json.array(started), data_restored = info and info.data or false,
         safety_backup = safety and safety.path or json.null }))
     else
-      ui.print("rolled back to %s (%s %s)%s", target.id, target.name, target.version,
+      ui.print("rolled back to %s (%s)%s", target.id, ui.release_label(target),
         info and (info.data and ", configs and data restored" or ", configs restored") or "")
       if safety then ui.print("what it replaced is in the safety backup %s", safety.path) end
       if #started > 0 then ui.print("started %s", table.concat(started, ", ")) end

@@ -1,14 +1,16 @@
 -- rotate-logs [--max-size SIZE] [--keep N]: rotate each app's
 -- stdout-stderr.log past SIZE while the app runs, compress the rotated part
 -- (zstd) and keep the newest N.
+local ct = require("ct")
 local appfs = require("ctcli.appfs")
 local journal = require("ctcli.journal")
 local json = require("ctcli.json")
 local logrotate = require("ctcli.logrotate")
+local monitor = require("ctcli.monitor")
 local ui = require("ctcli.ui")
 
 return {
-  summary = "Rotate the apps' stdout/stderr logs past a size, keeping N compressed parts",
+  summary = "Rotate the apps' stdout/stderr logs past a size (monitors: now; older logs: keeping N parts)",
   usage = "rotate-logs [--max-size SIZE] [--keep N] [APP...]",
   description = table.concat({
     "A log past SIZE (default 100M; K, M, G suffixes) has its head moved to",
@@ -16,6 +18,8 @@ return {
     "file is cut in place (fallocate COLLAPSE_RANGE), so no line is lost. Where the",
     "filesystem cannot (tmpfs, btrfs), it is copied and truncated, with a warning.",
     "The newest N parts are kept (default 5). 'ctcli enable' runs this daily.",
+    "An app started under a monitor has its log in state/runs/APP/, which the",
+    "monitor rotates by size itself; past SIZE, rotate-logs asks it to rotate now.",
   }, "\n"),
   options = {
     { "--max-size", arg = "SIZE", help = "rotate logs larger than this (default 100M)" },
@@ -31,12 +35,38 @@ return {
     local names = ctx.args
     if #names == 0 then
       names = appfs.log_apps(ctx.paths)
+      local seen = {}
+      for _, n in ipairs(names) do seen[n] = true end
+      for _, n in ipairs(ct.fs.dir(ctx.paths.state .. "/runs") or {}) do
+        if not seen[n] then names[#names + 1] = n end
+      end
+      table.sort(names)
     end
     local j, jerr = journal.begin(ctx.paths, "rotate-logs", { apps = json.array(names) })
     if not j then return nil, jerr end
     j:step("rotate")
     local report, failures = json.array(), {}
     for _, name in ipairs(names) do
+      local mon = name:match("^[%w][%w._-]*$") and monitor.state(ctx.paths, name)
+      if monitor.live(mon) then
+        -- Its monitor owns the log: asked to rotate (a rename, nothing copied).
+        local st = ct.fs.stat(monitor.dir(ctx.paths, name) .. "/current.log")
+        local size = st and st.size or 0
+        if size > max then
+          local reply, rerr = monitor.request(ctx.paths, name, "rotate")
+          local n = reply and reply:match("^ok (%d+)")
+          if not n then
+            failures[#failures + 1] = name .. ": " .. tostring(reply or rerr)
+          else
+            report[#report + 1] = { app = name, rotated = size, part = string.format("%08d.log", tonumber(n)),
+              method = "monitor",
+              removed = json.array() }
+          end
+        else
+          report[#report + 1] = { app = name, rotated = 0, part = json.null, method = "monitor", removed = json.array() }
+        end
+        goto continue
+      end
       local d = name:match("^[%w][%w._-]*$") and appfs.logs_dir(ctx.paths, name)
       if not d or not d:exists(logrotate.LOG) then
         if d then d:close() end
@@ -55,6 +85,7 @@ return {
           }
         end
       end
+      ::continue::
     end
     j:finish()
     if ctx.json then

@@ -5,6 +5,7 @@
 local apps = require("ctcli.apps")
 local common = require("ctcli.common")
 local journal = require("ctcli.journal")
+local monitor = require("ctcli.monitor")
 local json = require("ctcli.json")
 local ui = require("ctcli.ui")
 local wanted = require("ctcli.wanted")
@@ -27,6 +28,8 @@ return {
     "it completes or undoes an interrupted command, then starts the wanted apps.",
     "--restart-exited starts the wanted apps whose container exited by itself and",
     "records each restart (and its count) in logs/ctcli.log; 'enable --watch' runs it.",
+    "It leaves alone the apps a monitor supervises (their restart policy decides):",
+    "only apps started before monitors (or by the Go ctcli) are its to restart.",
   }, "\n"),
   options = {
     { "--boot", help = "start the wanted apps only (at boot)" },
@@ -58,13 +61,19 @@ return {
     local todo, already, skipped = {}, {}, {}
     for _, app in ipairs(list) do
       local st = states[app.name]
+      -- An app whose monitor was killed is started again (apps.start).
       local running = st and (st.status == "running" or st.status == "paused")
+        and not monitor.lost(monitor.state(ctx.paths, app.name))
       if (boot or again) and not wanted.is_wanted(want, app.name) then
         skipped[#skipped + 1] = app.name
       elseif running then
         already[#already + 1] = app.name
       elseif again and not exited(states, app.name) then
         -- never started, or stopped by ctcli: not an exit to restart
+        goto continue
+      elseif again and monitor.state(ctx.paths, app.name) then
+        -- Supervised: its monitor applied its restart policy (a "failed"
+        -- crash loop or "no" stays down until the operator starts it).
         goto continue
       else
         todo[#todo + 1] = app

@@ -9,6 +9,7 @@ local appfs = require("ctcli.appfs")
 local apps = require("ctcli.apps")
 local health = require("ctcli.health")
 local journal = require("ctcli.journal")
+local monitor = require("ctcli.monitor")
 local json = require("ctcli.json")
 local release = require("ctcli.release")
 local rootconf = require("ctcli.rootconf")
@@ -114,11 +115,26 @@ return {
         local is_wanted = wanted.is_wanted(want, name)
         local state = st and st.status or "stopped"
         local exited = json.null
+        local mon = monitor.state(ctx.paths, name)
+        local last = mon and type(mon.last_exit) == "table" and mon.last_exit or nil
         if st and st.status == "stopped" then
           -- ctcli deletes the containers it stops: a stopped one still
           -- listed exited by itself (or was killed from outside).
           state = "exited"
           exited = { code = json.null, at = iso(exit_time(ctx, name)) }
+        end
+        -- What the app's monitor recorded: the exit code or signal of its
+        -- last run, a restart under way, a crash loop given up.
+        if last and state ~= "running" then
+          exited = { code = last.signal and (128 + last.signal) or last.code or json.null,
+            signal = last.signal or json.null, at = last.at or json.null }
+        end
+        if mon and state ~= "running" then
+          if mon.state == "failed" then
+            state = "failed"
+          elseif mon.state == "restarting" and monitor.live(mon) then
+            state = "restarting"
+          end
         end
         local rec = wanted.record(want, name) or {}
         -- A running app: the mapping it started with (an app started before
@@ -137,7 +153,13 @@ return {
           state = state,
           wanted = is_wanted,
           exited = exited,
-          restarts = tonumber(rec.restarts) or 0,
+          restarts = (mon and tonumber(mon.restarts) or 0) + (tonumber(rec.restarts) or 0),
+          last_exit = last and {
+            code = last.code or json.null, signal = last.signal or json.null, at = last.at or json.null,
+          } or json.null,
+          -- A monitor killed while it supervised the app: no one reads its
+          -- output or restarts it until its next start.
+          monitor = mon and (monitor.lost(mon) and "lost" or (monitor.live(mon) and "running" or "exited")) or json.null,
           stats = (ctx.verbose and st and st.status == "running") and
             (stats(rt, runtime.container_id(ctx.paths, name)) or json.null) or nil,
           oom_kills = st and oom_kills(ctx, name) or json.null,
@@ -171,17 +193,24 @@ return {
     end
     ui.print("release %s (%s)", rel.id, ui.release_label(rel))
     local rows = {}
+    local lost = {}
     for _, a in ipairs(doc.apps) do
       local state = a.state
-      if state == "exited" then
-        state = a.exited.code ~= json.null and string.format("exited (code %d)", a.exited.code) or "exited"
-        if a.exited.at ~= json.null then state = state .. " at " .. a.exited.at end
+      if a.monitor == "lost" then lost[#lost + 1] = a.name end
+      if state == "exited" or state == "failed" or state == "restarting" then
+        local e = a.last_exit ~= json.null and a.last_exit or a.exited
+        local what = e ~= json.null and (e.signal ~= nil and e.signal ~= json.null and string.format("signal %d", e.signal)
+          or (e.code ~= json.null and string.format("code %d", e.code))) or nil
+        state = state .. (what and (" (" .. what .. ")") or "")
+        if e ~= json.null and e.at ~= json.null then state = state .. " at " .. tostring(e.at):gsub("%.%d+Z$", "Z") end
+        if a.restarts > 0 then state = state .. string.format(", %d restart%s", a.restarts, a.restarts == 1 and "" or "s") end
         if type(a.oom_kills) == "number" and a.oom_kills > 0 then
           state = state .. string.format(" (%d OOM kill%s)", a.oom_kills, a.oom_kills == 1 and "" or "s")
         end
         state = ui.paint(a.wanted and "red" or "dim", state)
       elseif state == "running" then
         state = ui.paint("green", state)
+        if a.restarts > 0 then state = state .. string.format(" (%d restart%s)", a.restarts, a.restarts == 1 and "" or "s") end
         if type(a.oom_kills) == "number" and a.oom_kills > 0 then
           state = state .. string.format(" (%d OOM kill%s)", a.oom_kills, a.oom_kills == 1 and "" or "s")
         end
@@ -212,6 +241,10 @@ return {
       headers[#headers + 1] = "ISOLATION"
     end
     ui.table(headers, rows)
+    if #lost > 0 then
+      ui.warn("the monitor of %s is gone: its output is not read and it is not restarted until " ..
+        "'ctcli restart %s'", table.concat(lost, ", "), table.concat(lost, " "))
+    end
     return true
   end,
 }
