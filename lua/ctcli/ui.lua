@@ -97,7 +97,7 @@ function ui.ask(ctx, question, what)
       ui.CANCELLED
   end
   if ui.confirm(question) then return true end
-  return nil, what .. " cancelled; nothing changed", ui.CANCELLED
+  return nil, what .. " cancelled; nothing changed (pass -y to proceed without asking)", ui.CANCELLED
 end
 
 -- progress(label) -> object with :update(done, total) and :finish(); draws a

@@ -15,14 +15,13 @@ return {
     "where they are, at package/apps/<app>/skopeo, so nothing is rebuilt) and packs\n" ..
     "it as 'ctcli pack' does: files digests, manifest first, reproducible.",
   options = {
-    { "-o", "--output", arg = "PKG", help = "the manifest package to write" },
+    { "-o", "--output", arg = "PKG", required = true, help = "the manifest package to write" },
     { "--sign", arg = "KEY", help = "sign with this private key" },
     { "--gzip", help = "gzip instead of zstd" },
   },
   min_args = 1, max_args = 1,
   run = function(ctx)
     local file, out = ctx.args[1], ctx.opts.output
-    if not out then return nil, "convert needs -o PKG (the package to write)", 2 end
     local dir, cleanup = pkgtool.extract(file)
     if not dir then return nil, cleanup end
     if ct.fs.exists(dir .. "/manifest.json") then

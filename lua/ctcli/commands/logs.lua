@@ -60,8 +60,8 @@ return {
     "last N bytes (the Go ctcli's --tail). -f keeps printing new output, also\n" ..
     "across a rotation of the log, until interrupted.",
   options = {
-    { "--tail", arg = "N", type = "number", help = "the last N lines" },
-    { "--bytes", arg = "N", type = "number", help = "the last N bytes" },
+    { "--tail", arg = "N", type = "number", integer = true, help = "the last N lines" },
+    { "--bytes", arg = "N", type = "number", integer = true, help = "the last N bytes" },
     { "-f", "--follow", help = "follow the log as it grows" },
   },
   min_args = 1, max_args = 1,

@@ -33,7 +33,7 @@ return {
     "out and their digests recorded; upgrade takes them from the root's image store\n" ..
     "and refuses, naming the image, on a root that does not hold them.",
   options = {
-    { "-o", "--output", arg = "PKG", help = "the package to write" },
+    { "-o", "--output", arg = "PKG", required = true, help = "the package to write" },
     { "--sign", arg = "KEY", help = "sign with this private key (adds manifest.sig)" },
     { "--gzip", help = "gzip instead of zstd" },
     { "--base", arg = "OLD", help = "a delta: leave out the images OLD already carries (the root must hold them)" },
@@ -42,7 +42,6 @@ return {
   run = function(ctx)
     local dir = ctx.args[1]:gsub("/+$", "")
     local out = ctx.opts.output
-    if not out then return nil, "pack needs -o PKG (the package to write)", 2 end
     local st = ct.fs.stat(dir)
     if not st or st.type ~= "dir" then return nil, dir .. ": not a directory" end
     if not ct.fs.exists(dir .. "/manifest.json") then

@@ -18,15 +18,13 @@ return {
     "The newest N parts are kept (default 5). 'ctcli enable' runs this daily.",
   }, "\n"),
   options = {
-    { "--max-size", arg = "SIZE", help = "rotate logs larger than this (default 100M)" },
-    { "--keep", arg = "N", type = "number", help = "rotated parts to keep per app (default 5)" },
+    { "--max-size", arg = "SIZE", parse = logrotate.parse_size, expects = "a size like 100M or 1G",
+      help = "rotate logs larger than this (default 100M)" },
+    { "--keep", arg = "N", type = "number", integer = true, help = "rotated parts to keep per app (default 5)" },
   },
   needs_root = true, needs_lock = true,
   run = function(ctx)
-    local max = logrotate.parse_size(ctx.opts.max_size or "100M")
-    if not max then
-      return nil, string.format("--max-size expects a size like 100M or 1G, got '%s'", ctx.opts.max_size)
-    end
+    local max = ctx.opts.max_size or logrotate.parse_size("100M")
     local keep = math.floor(ctx.opts.keep or 5)
     local names = ctx.args
     if #names == 0 then
