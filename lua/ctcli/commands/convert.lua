@@ -4,6 +4,7 @@
 local ct = require("ct")
 local json = require("ctcli.json")
 local lint = require("ctcli.lint")
+local manifest = require("ctcli.manifest")
 local pkgtool = require("ctcli.pkgtool")
 local ui = require("ctcli.ui")
 
@@ -39,6 +40,7 @@ return {
         #problems == 1 and "" or "s", table.concat(lint.format(problems), "\n  "))
     end
     doc["x-converted-from"] = file:match("[^/]+$")
+    doc["$schema"] = manifest.SCHEMA_URL
     local roots = pkgtool.named_paths(doc)
     local files, err = pkgtool.digests(dir, roots)
     if not files then cleanup() return nil, err end

@@ -3,6 +3,7 @@
 local ct = require("ct")
 local json = require("ctcli.json")
 local lint = require("ctcli.lint")
+local manifest = require("ctcli.manifest")
 local package = require("ctcli.package")
 local pkgtool = require("ctcli.pkgtool")
 local ui = require("ctcli.ui")
@@ -78,6 +79,7 @@ return {
       end
       doc[package.DELTA] = { base = base.label, images = images }
     end
+    doc["$schema"] = doc["$schema"] or manifest.SCHEMA_URL
     local roots = pkgtool.named_paths(doc)
     local files, err = pkgtool.digests(dir, roots)
     if not files then return nil, err end
