@@ -122,7 +122,7 @@ function ui.progress(label)
 end
 
 function ui.bytes(n)
-  local units = { "B", "KB", "MB", "GB", "TB" }
+  local units = { "B", "KiB", "MiB", "GiB", "TiB" } -- powers of 1024, named so
   local i = 1
   while n >= 1024 and i < #units do n = n / 1024; i = i + 1 end
   if i == 1 then return string.format("%d B", n) end

@@ -11,7 +11,7 @@ return {
   summary = "Rotate the apps' stdout/stderr logs past a size, keeping N compressed parts",
   usage = "rotate-logs [--max-size SIZE] [--keep N] [APP...]",
   description = table.concat({
-    "A log past SIZE (default 100M; K, M, G suffixes) has its head moved to",
+    "A log past SIZE (default 100M; K, M, G are KiB, MiB, GiB) has its head moved to",
     "logs/<app>/stdout-stderr.log.<UTC time>.zst while the app keeps writing: the",
     "file is cut in place (fallocate COLLAPSE_RANGE), so no line is lost. Where the",
     "filesystem cannot (tmpfs, btrfs), it is copied and truncated, with a warning.",
