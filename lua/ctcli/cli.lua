@@ -305,7 +305,8 @@ function cli.help_text(name)
     out[#out + 1] = "Global options:"
     out[#out + 1] = format_options(cli.GLOBAL_OPTIONS)
     out[#out + 1] = ""
-    out[#out + 1] = "Run 'ctcli help COMMAND' for one command's usage and options."
+    out[#out + 1] = "Run 'ctcli help COMMAND' for one command's usage and options,"
+    out[#out + 1] = "'ctcli help exit-codes' for what each exit status means."
     return table.concat(out, "\n")
   end
   local cmd = cli.command(name)
