@@ -5,8 +5,7 @@ local M = {}
 M.ROWS = {
   { 0, "done (for exec: the command's own status, whatever it is)" },
   { 1, "failed or refused; the error line says what and what to do next" },
-  { 2, "usage: an unknown command or option, a missing or bad value, a wrong number of arguments;" ..
-    " found before anything ran, so nothing changed" },
+  { 2, "usage: an unknown command or option, a bad or missing value, wrong arguments; nothing ran" },
   { 3, "cancelled: \"no\" at a prompt, or a prompt with no terminal and no -y; nothing changed" },
   { 70, "internal error: a bug in ctcli (run with -v for the traceback, and report it)" },
   { 125, "exec: ctcli or runc could not run the command (also a bug during exec)" },
