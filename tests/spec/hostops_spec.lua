@@ -180,7 +180,7 @@ describe("hostops", function()
     end
     assert.equals(2, left)
     local r = H.ctcli(root, { "rotate-logs", "--max-size", "lots" })
-    assert.equals(1, r.code)
+    assert.equals(2, r.code)
     assert.truthy(r.stderr:find("--max-size expects", 1, true))
   end)
   it("prints systemd units that pass systemd-analyze verify, named from the root path", function()

@@ -111,20 +111,6 @@ describe("operator and release engineer edges", function()
       assert.equals(before, H.root_hash(root))
     end)
 
-    it("gives a bug its own status, 70, with a traceback under -v", function()
-      -- A command module that raises: CTCLI_LUA_DIR is searched before the embedded copy.
-      local lua = H.tmpdir()
-      assert(ct.fs.mkdir(lua .. "/ctcli/commands", 493, true))
-      assert(ct.fs.write_atomic(lua .. "/ctcli/commands/version.lua",
-        'return { summary = "broken", run = function() local t = nil; return t.field end }\n'))
-      local r = H.ctcli(nil, { "version" }, { env = { CTCLI_LUA_DIR = lua } })
-      assert.equals(70, r.code, r.stderr)
-      assert.truthy(has(r.stderr, "internal error"), r.stderr)
-      r = H.ctcli(nil, { "-v", "version" }, { env = { CTCLI_LUA_DIR = lua } })
-      assert.equals(70, r.code)
-      assert.truthy(has(r.stderr, "traceback"), r.stderr)
-    end)
-
     it("documents the table in 'help exit-codes'", function()
       local out = H.ok(nil, { "help", "exit-codes" })
       for _, code in ipairs({ "0", "1", "2", "3", "70", "125", "126", "127" }) do
