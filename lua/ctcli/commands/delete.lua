@@ -44,7 +44,9 @@ return {
   usage = "delete [--purge]",
   description = "Stops every app, deletes its container and removes the releases and the\n" ..
     "image store. config/, data/, logs/ and releases/backups/ stay, so a later\n" ..
-    "install or a rollback from a backup finds them; --purge removes them too.",
+    "install or a rollback from a backup finds them; --purge removes them too.\n" ..
+    "Idempotent: with no release installed it does nothing and says so (--purge\n" ..
+    "then empties what an earlier delete left, after asking).",
   options = {
     { "--purge", help = "also remove config/, data/, logs/ and the backups" },
   },
