@@ -339,50 +339,76 @@ static int run_foreground(lua_State *L, int t, lua_Integer n) {
   return 1;
 }
 
-/* exec_tty(rt, id, argv) -> exit code (128+signal) | nil, msg, errno.
-   runc exec sharing our stdio, with --tty when stdin is a terminal. */
+/* Appends runc, --root ROOT and, when opts (at index o) has a "log" path,
+   --log PATH --log-format json to the table at index t: runc's own errors
+   then go to that file as JSON, which the caller reads to tell its own
+   failure from the command's status. Returns the count. */
+static lua_Integer runc_prefix(lua_State *L, int t, int o, const char *runc, const char *root) {
+  lua_Integer n = 0;
+  lua_pushstring(L, runc);
+  lua_rawseti(L, t, ++n);
+  lua_pushliteral(L, "--root");
+  lua_rawseti(L, t, ++n);
+  lua_pushstring(L, root);
+  lua_rawseti(L, t, ++n);
+  if (lua_istable(L, o) && lua_getfield(L, o, "log") == LUA_TSTRING) {
+    lua_pushliteral(L, "--log");
+    lua_rawseti(L, t, ++n);
+    lua_rawseti(L, t, ++n); /* the path, popped */
+    lua_pushliteral(L, "--log-format");
+    lua_rawseti(L, t, ++n);
+    lua_pushliteral(L, "json");
+    lua_rawseti(L, t, ++n);
+  } else if (lua_istable(L, o)) {
+    lua_pop(L, 1);
+  }
+  return n;
+}
+
+/* exec_tty(rt, id, argv [, opts]) -> exit code (128+signal) | nil, msg, errno.
+   runc exec sharing our stdio, with --tty when stdin is a terminal;
+   opts.log: where runc writes its own errors (see runc_prefix). */
 static int o_exec_tty(lua_State *L) {
   const char *runc, *root;
   check_rt(L, 1, &runc, &root);
   const char *id = luaL_checkstring(L, 2);
   luaL_checktype(L, 3, LUA_TTABLE);
-  lua_settop(L, 3);
-  lua_newtable(L); /* 4: anchors the strings */
-  lua_Integer n = 0;
-  const char *fixed[] = {runc, "--root", root, "exec"};
-  for (int i = 0; i < 4; i++) {
-    lua_pushstring(L, fixed[i]);
-    lua_rawseti(L, 4, ++n);
-  }
+  if (!lua_isnoneornil(L, 4)) luaL_checktype(L, 4, LUA_TTABLE);
+  lua_settop(L, 4);
+  lua_newtable(L); /* 5: anchors the strings */
+  lua_Integer n = runc_prefix(L, 5, 4, runc, root);
+  lua_pushliteral(L, "exec");
+  lua_rawseti(L, 5, ++n);
   if (isatty(0)) {
     lua_pushliteral(L, "--tty");
-    lua_rawseti(L, 4, ++n);
+    lua_rawseti(L, 5, ++n);
   }
   lua_pushstring(L, id);
-  lua_rawseti(L, 4, ++n);
+  lua_rawseti(L, 5, ++n);
   luaL_argcheck(L, luaL_len(L, 3) >= 1, 3, "argv must be a non-empty array of strings");
   n = append_args(L, 3, n, "argv");
-  return run_foreground(L, 4, n);
+  return run_foreground(L, 5, n);
 }
 
-/* run_tty(rt, bundle, id) -> exit code (128+signal) | nil, msg, errno.
+/* run_tty(rt, bundle, id [, opts]) -> exit code (128+signal) | nil, msg, errno.
    runc run of a bundle (a temporary container) sharing our stdio: stdin
    included, so `echo hi | ctcli exec app cat` reads "hi". The bundle's
-   process.terminal says whether runc makes a terminal. */
+   process.terminal says whether runc makes a terminal; opts.log as exec_tty. */
 static int o_run_tty(lua_State *L) {
   const char *runc, *root;
   check_rt(L, 1, &runc, &root);
   const char *bundle = luaL_checkstring(L, 2);
   const char *id = luaL_checkstring(L, 3);
-  lua_settop(L, 3);
-  lua_newtable(L); /* 4: anchors the strings */
-  const char *args[] = {runc, "--root", root, "run", "--bundle", bundle, id};
-  lua_Integer n = 0;
+  if (!lua_isnoneornil(L, 4)) luaL_checktype(L, 4, LUA_TTABLE);
+  lua_settop(L, 4);
+  lua_newtable(L); /* 5: anchors the strings */
+  lua_Integer n = runc_prefix(L, 5, 4, runc, root);
+  const char *args[] = {"run", "--bundle", bundle, id};
   for (size_t i = 0; i < sizeof args / sizeof args[0]; i++) {
     lua_pushstring(L, args[i]);
-    lua_rawseti(L, 4, ++n);
+    lua_rawseti(L, 5, ++n);
   }
-  return run_foreground(L, 4, n);
+  return run_foreground(L, 5, n);
 }
 
 static const luaL_Reg oci_funcs[] = {

@@ -1,5 +1,5 @@
 -- A pre_upgrade guard: refuse the upgrade (nothing changes) when the
--- filesystem holding the app's data has less than 100 MB free.
+-- filesystem holding the app's data has less than 100 MiB free.
 local MIN_FREE_KB = 100 * 1024
 
 return {
@@ -9,9 +9,9 @@ return {
     local avail = tonumber(r.stdout:match("\n%S+%s+%d+%s+%d+%s+(%d+)"))
     if not avail then ctx.fail("cannot read df's output") end
     if avail < MIN_FREE_KB then
-      ctx.fail(string.format("only %d MB free under %s; need %d MB", avail // 1024, ctx.paths.data, MIN_FREE_KB // 1024))
+      ctx.fail(string.format("only %d MiB free under %s; need %d MiB", avail // 1024, ctx.paths.data, MIN_FREE_KB // 1024))
     end
-    ctx.log(string.format("%d MB free, upgrading %s from %s to %s", avail // 1024, ctx.app,
+    ctx.log(string.format("%d MiB free, upgrading %s from %s to %s", avail // 1024, ctx.app,
       tostring(ctx.from_version), tostring(ctx.to_version)))
   end,
 }

@@ -98,7 +98,10 @@ end
 function M.create(ctx, rel, opts)
   local p = ctx.paths
   local ext = opts.gzip and ".tar.gz" or ".tar.zst"
-  local base = string.format("%s-%s", stamp(), rel.id)
+  -- <backup time>-<reason>-<the release id's hash>: the release id's own
+  -- time would repeat a timestamp. Older names (<time>-<release id>) are
+  -- still found through their .json record, which names the archive.
+  local base = string.format("%s-%s-%s", stamp(), opts.reason or "backup", rel.id:match("%-(%x+)$") or rel.id)
   -- Two backups of one release in one second (an install's zero backup and
   -- a backup right after it) must not share a name: the second would
   -- replace the first.

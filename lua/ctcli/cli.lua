@@ -1,10 +1,21 @@
 -- The front end: global options, the command registry, parsing, help, the
 -- root and its lock, and the one place that prints an error and picks the
--- exit status (0 done, 1 failed, 2 usage).
+-- exit status (cli.EXIT; docs/exit-codes.md, `ctcli help exit-codes`).
 local ct = require("ct")
 local ui = require("ctcli.ui")
 
 local cli = {}
+
+-- The exit statuses (DESIGN §6 "Settled — exit codes"). exec passes the
+-- app's own status instead, with docker's 125/126/127 for its own failures.
+cli.EXIT = {
+  ok = 0,
+  failed = 1,      -- the command failed or refused; the message says why
+  usage = 2,       -- a parse or value error, found before anything ran
+  cancelled = 3,   -- a "no" at a prompt, or a prompt with no terminal and no -y
+  internal = 70,   -- a bug in ctcli (sysexits' EX_SOFTWARE): a traceback with -v
+  exec_failed = 125, exec_not_executable = 126, exec_not_found = 127,
+}
 
 -- Registered commands, in the order help lists them. A name here is a
 -- module lua/ctcli/commands/<name>.lua.
@@ -24,9 +35,11 @@ cli.GLOBAL_OPTIONS = {
   { "--json", help = "machine-readable output" },
   { "--no-color", help = "no colors (also when NO_COLOR is set)" },
   { "-v", "--verbose", help = "more detail; tracebacks on internal errors" },
-  { "--hook-timeout", arg = "SECONDS", type = "number", help = "time limit of one hook (default 60)" },
-  { "--wait", arg = "SECONDS", optional_arg = true, default_arg = "86400", type = "number",
-    help = "when another ctcli holds the root, wait for it (up to SECONDS) instead of failing" },
+  { "--hook-timeout", arg = "SECONDS", type = "number", above = 0, help = "time limit of one hook (default 60)" },
+  -- An optional value: the next word is taken only when it is a number
+  -- (or given as --wait=SECONDS), so it never swallows the command.
+  { "--wait", arg = "SECONDS", optional_arg = true, default_arg = "86400", type = "number", above = 0,
+    help = "when another ctcli holds the root, wait for it (up to SECONDS, default a day) instead of failing" },
   { "-h", "--help", help = "show help" },
 }
 
@@ -90,20 +103,49 @@ local function option_names(specs)
   return names
 end
 
-local function convert(spec, name, value)
-  if spec.type == "number" then
-    local n = tonumber(value)
-    if not n or n < 0 then
-      return nil, usage_error(string.format("%s expects a non-negative number, got '%s'", name, value))
-    end
-    return n
+-- What a typed option expects, for its error message: "a whole number of at least 1".
+local function expects(spec)
+  if spec.expects then return spec.expects end
+  local what = spec.integer and "a whole number" or "a number"
+  if spec.above then
+    what = what .. " above " .. spec.above
+  elseif spec.min then
+    what = what .. " of at least " .. spec.min
+  else
+    what = spec.integer and "a whole number of at least 0" or "a non-negative number"
   end
-  return value
+  if spec.max then what = what .. " and at most " .. spec.max end
+  return what
+end
+
+-- convert(spec, name, value) -> the value | nil, usage error. An option
+-- declares its type and range (type = "number", integer, min/above, max)
+-- or a parse function (value -> converted | nil), so every value error is
+-- a usage error found before anything runs.
+local function convert(spec, name, value)
+  local v
+  if spec.parse then
+    v = spec.parse(value)
+  elseif spec.type == "number" then
+    v = tonumber(value)
+    if v and (v ~= v or v == math.huge or (spec.integer and math.type(v) ~= "integer" and v ~= math.floor(v)) or
+      (spec.above and v <= spec.above) or v < (spec.min or 0) or (spec.max and v > spec.max)) then
+      v = nil
+    end
+    if v and spec.integer then v = math.tointeger(v) end
+  else
+    return value
+  end
+  if v == nil then
+    return nil, usage_error(string.format("%s expects %s, got '%s'", name, expects(spec), value))
+  end
+  return v
 end
 
 -- parse(argv) -> globals, command name, command options, positional args.
 -- Global options are accepted before and after the command name.
 function cli.parse(argv)
+  argv = table.move(argv, 1, #argv, 1, {}) -- combined flags are split in place
   local globals, opts, pos = {}, {}, {}
   local name, cmd
   local i = 1
@@ -135,6 +177,20 @@ function cli.parse(argv)
         spec = find_option(cmd.options or {}, word)
         target = opts
       end
+      -- Short flags together (`exec -it`, as docker): each a known flag
+      -- that takes no value.
+      if not spec and word:match("^%-%a%a+$") then
+        local split = {}
+        for c in word:sub(2):gmatch(".") do
+          local s = find_option(cli.GLOBAL_OPTIONS, "-" .. c) or (cmd and find_option(cmd.options or {}, "-" .. c))
+          if not s or s.arg then split = nil break end
+          split[#split + 1] = "-" .. c
+        end
+        if split then
+          for k = #split, 1, -1 do table.insert(argv, i + 1, split[k]) end
+          goto next_word
+        end
+      end
       if not spec then
         local cands = option_names(cli.GLOBAL_OPTIONS)
         if cmd then
@@ -148,7 +204,15 @@ function cli.parse(argv)
       local key = option_key(spec)
       if spec.arg then
         if not value then
-          if spec.optional_arg and (argv[i + 1] == nil or not tonumber(argv[i + 1])) then
+          local nxt = argv[i + 1]
+          if spec.optional_arg and (nxt == nil or nxt:sub(1, 1) == "-" or not convert(spec, word, nxt)) then
+            -- Before the command, a word that is neither a value nor a
+            -- command is a value gone wrong (`--wait abc status`), not the command.
+            if nxt and not name and nxt:sub(1, 1) ~= "-" and not cli.command(nxt) then
+              local _, verr = convert(spec, word, nxt)
+              verr.hint = "the value is optional: " .. word .. "=" .. spec.arg .. ", or " .. word .. " alone"
+              return nil, verr
+            end
             value = spec.default_arg
           else
             i = i + 1
@@ -173,9 +237,39 @@ function cli.parse(argv)
         target[key] = true
       end
     end
+    ::next_word::
     i = i + 1
   end
-  return { globals = globals, name = name, command = cmd, opts = opts, args = pos }
+  local parsed = { globals = globals, name = name, command = cmd, opts = opts, args = pos }
+  if cmd and not globals.help and not opts.help then
+    local ok, err = cli.check(parsed)
+    if not ok then return nil, err end
+  end
+  return parsed
+end
+
+-- check(parsed) -> true | nil, usage error: what the declarations say
+-- beyond one word at a time (the number of arguments, the options a
+-- command requires, the command's own check), before anything runs.
+function cli.check(parsed)
+  local cmd, name = parsed.command, parsed.name
+  local nargs = #parsed.args
+  local min, max = cmd.min_args or 0, cmd.max_args
+  if nargs < min or (max and nargs > max) then
+    return nil, usage_error(string.format("'%s' expects %s", name, cmd.usage and ("ctcli " .. cmd.usage) or "other arguments"),
+      "run 'ctcli help " .. name .. "'")
+  end
+  for _, spec in ipairs(cmd.options or {}) do
+    if spec.required and parsed.opts[option_key(spec)] == nil then
+      return nil, usage_error(string.format("'%s' needs %s %s: %s", name, spec[#spec], spec.arg, spec.help),
+        "run 'ctcli help " .. name .. "'")
+    end
+  end
+  if cmd.check then
+    local ok, msg, hint = cmd.check(parsed.opts, parsed.args)
+    if not ok then return nil, usage_error(msg, hint or ("run 'ctcli help " .. name .. "'")) end
+  end
+  return true
 end
 
 local function format_options(specs)
@@ -212,7 +306,8 @@ function cli.help_text(name)
     out[#out + 1] = "Global options:"
     out[#out + 1] = format_options(cli.GLOBAL_OPTIONS)
     out[#out + 1] = ""
-    out[#out + 1] = "Run 'ctcli help COMMAND' for one command's usage and options."
+    out[#out + 1] = "Run 'ctcli help COMMAND' for one command's usage and options,"
+    out[#out + 1] = "'ctcli help exit-codes' for what each exit status means."
     return table.concat(out, "\n")
   end
   local cmd = cli.command(name)
@@ -251,12 +346,6 @@ local function run(parsed)
     local text = cli.help_text(parsed.name)
     io.stdout:write(text, "\n")
     return 0
-  end
-  local nargs = #parsed.args
-  local min, max = cmd.min_args or 0, cmd.max_args
-  if nargs < min or (max and nargs > max) then
-    error(usage_error(string.format("'%s' expects %s", parsed.name, cmd.usage and ("ctcli " .. cmd.usage) or "other arguments"),
-      "run 'ctcli help " .. parsed.name .. "'"))
   end
 
   local ctx = {
@@ -325,7 +414,7 @@ function cli.main(argv)
   if not parsed then
     io.stderr:write("ctcli: ", perr.msg, "\n")
     if perr.hint then io.stderr:write("hint: ", perr.hint, "\n") end
-    return 2
+    return cli.EXIT.usage
   end
   parsed.argv = argv
   local ok, status, err, code = xpcall(run, function(e)
@@ -337,19 +426,25 @@ function cli.main(argv)
     if getmetatable(status) == UsageError then
       io.stderr:write("ctcli: ", status.msg, "\n")
       if status.hint then io.stderr:write("hint: ", status.hint, "\n") end
-      return 2
+      return cli.EXIT.usage
     end
     if verbose then
       io.stderr:write("ctcli: internal error: ", status.trace, "\n")
     else
       io.stderr:write("ctcli: internal error: ", (status.msg:gsub("\n.*", "")),
-        " (run with -v for a traceback)\n")
+        " (a bug in ctcli; run with -v for a traceback)\n")
     end
-    return 1
+    -- exec's own failures are all 125 (docker's), so a script can tell them
+    -- from the app's status; elsewhere a bug has its own code.
+    return parsed.command and parsed.command.failure_code or cli.EXIT.internal
   end
   if status == nil then
-    io.stderr:write("ctcli: error: ", tostring(err):gsub("\n+$", ""), "\n")
-    return code or 1
+    if code == cli.EXIT.cancelled then
+      io.stderr:write("ctcli: ", tostring(err):gsub("\n+$", ""), "\n")
+    else
+      io.stderr:write("ctcli: error: ", tostring(err):gsub("\n+$", ""), "\n")
+    end
+    return code or parsed.command and parsed.command.failure_code or cli.EXIT.failed
   end
   return status
 end

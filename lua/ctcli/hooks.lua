@@ -13,6 +13,8 @@ local hookcgroup = require("ctcli.hookcgroup")
 
 local M = {}
 
+local ENOENT = ct.fs.errno.ENOENT
+
 M.POINTS = {
   "pre_install", "post_install", "pre_upgrade", "post_upgrade", "pre_start", "post_start",
   "pre_stop", "post_stop", "pre_rollback", "post_rollback",
@@ -146,13 +148,20 @@ local function make_ctx(info, emit, workdir)
   end
   -- The app's dirs are its own to plant links and FIFOs in: a hook reads
   -- and writes them beneath the dir, following no symlink (appfs rules).
+  -- A missing file is nil (a hook may test for it); anything else that
+  -- stops the read (a path leaving the dir through .. or a symlink, a
+  -- directory, a FIFO) is an error, never a silent nil.
   function ctx.read(path)
     local base, rel = beneath(dirs, path)
-    if not base then return nil end
-    local d = ct.fs.opendir(base)
-    if not d then return nil end
-    local data = d:read(rel)
+    if not base then error("ctx.read " .. path .. ": a directory, not a file", 2) end
+    local d, derr, dno = ct.fs.opendir(base)
+    if not d then
+      if dno == ENOENT then return nil end
+      error("ctx.read " .. path .. ": " .. tostring(derr), 2)
+    end
+    local data, err, errno = d:read(rel)
     d:close()
+    if data == nil and errno ~= ENOENT then error("ctx.read " .. path .. ": " .. tostring(err), 2) end
     return data
   end
   function ctx.write(path, text)
@@ -165,7 +174,12 @@ local function make_ctx(info, emit, workdir)
     local d, err = ct.fs.opendir(base)
     local ok
     if d then
-      ok, err = d:write_atomic(rel, text, 384)
+      -- A file that exists keeps its permission bits and owner (an
+      -- operator's 0640 app:app config stays so); a new one is 0600 root.
+      local st = d:stat(rel)
+      local existing = st and st.type == "file"
+      ok, err = d:write_atomic(rel, text, existing and (st.mode & 511) or 384)
+      if ok and existing and (st.uid ~= 0 or st.gid ~= 0) then ok, err = d:chown(rel, st.uid, st.gid) end
       d:close()
     end
     if not ok then error("ctx.write " .. path .. ": " .. tostring(err), 2) end
@@ -186,6 +200,61 @@ local function load_source(src, env)
   local t = chunk()
   if type(t) ~= "table" then error(src.label .. ": a hook file must return a table of functions", 0) end
   return t
+end
+
+-- table_problems(t) -> array of {key=, message=}: what in a hook file's
+-- table cannot run: a hook point that is not a function, migrations that
+-- are not a table of functions keyed by string ids.
+local function table_problems(t)
+  local out = {}
+  for _, p in ipairs(M.POINTS) do
+    if t[p] ~= nil and type(t[p]) ~= "function" then
+      out[#out + 1] = { key = p, message = "expected a function, got a " .. type(t[p]) }
+    end
+  end
+  local m = t.migrations
+  if m ~= nil and type(m) ~= "table" then
+    out[#out + 1] = { key = "migrations", message = "expected a table of functions keyed by id, got a " .. type(m) }
+  elseif m ~= nil then
+    for k, v in pairs(m) do
+      if type(k) ~= "string" or k == "" then
+        out[#out + 1] = { key = "migrations", message = string.format(
+          "key %s is not an id; migrations are keyed by string ids such as [\"0001-add-index\"]", tostring(k)) }
+      elseif type(v) ~= "function" then
+        out[#out + 1] = { key = "migrations[\"" .. k .. "\"]", message = "expected a function, got a " .. type(v) }
+      end
+    end
+  end
+  table.sort(out, function(a, b) return a.key < b.key end)
+  return out
+end
+
+-- The time limit of evaluating a hook file's top level for `validate`.
+local SHAPE_TIMEOUT = 10
+
+-- shape(text, label) -> {problems = {{key=, message=}}, migrations = {ids}} | nil, msg.
+-- Runs the file's top level (what builds its table; no hook is called) in a
+-- sandboxed child under a short deadline: only that shows what a value is.
+function M.shape(text, label)
+  local ok, _, result = ct.proc.fork_call(function()
+    string.dump = nil -- luacheck: ignore 122
+    local t = load_source({ text = text, label = label }, sandbox_env(function() end))
+    local ids = {}
+    if type(t.migrations) == "table" then
+      for k in pairs(t.migrations) do
+        if type(k) == "string" then ids[#ids + 1] = k end
+      end
+    end
+    table.sort(ids)
+    return json.encode({ problems = json.array(table_problems(t)), migrations = json.array(ids) })
+  end, SHAPE_TIMEOUT)
+  if not ok then
+    if tostring(result):match("^timed out") then
+      return nil, string.format("its top level did not finish within %ds", SHAPE_TIMEOUT)
+    end
+    return nil, tostring(result)
+  end
+  return json.decode(result)
 end
 
 local log_line
@@ -334,6 +403,9 @@ function M.migration_ids(hc, app, sources)
     local ids = {}
     for _, src in ipairs(sources) do
       local t = load_source(src, sandbox_env(ctx.log))
+      -- Found before any migration runs, so nothing fails half-way.
+      local bad = table_problems(t)[1]
+      if bad then error(string.format("%s: %s: %s", src.label, bad.key, bad.message), 0) end
       if type(t.migrations) == "table" then
         for id in pairs(t.migrations) do ids[#ids + 1] = tostring(id) end
       end
@@ -376,6 +448,9 @@ function M.migrate(hc, app)
         for _, src in ipairs(sources) do
           local t = load_source(src, sandbox_env(ctx.log))
           local f = type(t.migrations) == "table" and t.migrations[id]
+          if f ~= nil and type(f) ~= "function" then
+            error(string.format("%s: migration %s is not a function (a %s)", src.label, id, type(f)), 0)
+          end
           if f then f(ctx) return "ran" end
         end
         return "absent"

@@ -54,6 +54,22 @@ function M.scan_hooks(text)
   return out
 end
 
+-- misordered(ids) -> {a, b} | nil: sorted as text (how migrations run
+-- without a listed order), a pair whose leading numbers say the opposite
+-- ("10-b" before "9-a").
+function M.misordered(ids)
+  local sorted = {}
+  for i, id in ipairs(ids) do sorted[i] = id end
+  table.sort(sorted)
+  for i = 1, #sorted - 1 do
+    for j = i + 1, #sorted do
+      local a, b = tonumber(sorted[i]:match("^%d+")), tonumber(sorted[j]:match("^%d+"))
+      if a and b and a > b then return { sorted[i], sorted[j] } end
+    end
+  end
+  return nil
+end
+
 local function app_path(app, i)
   local name = type(app) == "table" and app.name
   if type(name) == "string" and name:match("^[a-z0-9][a-z0-9_.%-]*$") then return "apps." .. name end
@@ -88,6 +104,22 @@ local function check_hooks(problems, dir, file, app, path)
       add(problems, app.hooks, "", (rest:gsub("^%s+", "")))
     end
     return
+  end
+  -- What the file's table holds (its top level runs in the sandbox; no hook
+  -- is called): hook points and migrations that are functions, ids that sort.
+  local shape, serr = hooks.shape(text, app.hooks)
+  if not shape then
+    add(problems, app.hooks, "", "cannot build its table: " .. serr)
+    return
+  end
+  for _, p in ipairs(shape.problems) do add(problems, app.hooks, p.key, p.message) end
+  if not listed then
+    local misorder = M.misordered(shape.migrations)
+    if misorder then
+      add(problems, app.hooks, "migrations", string.format("ids run in text order, so '%s' runs before '%s'; " ..
+        "pad the numbers to one width (0009, 0010) or list the order in the manifest's migrations",
+        misorder[1], misorder[2]))
+    end
   end
   local scan = M.scan_hooks(text)
   for _, u in ipairs(scan.unknown) do

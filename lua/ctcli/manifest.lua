@@ -12,10 +12,15 @@ local M = {}
 
 M.MANIFEST_VERSION = 1
 
+-- The schema's $id (manifests/release.schema.json): a URL, so an editor
+-- pointed at it by a manifest's "$schema" key can find it. pack and convert
+-- write it into the manifests they make.
+M.SCHEMA_URL = "https://ctcli.dev/schemas/release.schema.json"
+
 -- Keys each fixed-shape object may hold, in the order problems are reported.
 -- Keys starting with "x-" are the authors' own and allowed in all of them.
 M.KNOWN_KEYS = {
-  manifest = { "manifest_version", "release", "runtime", "apps", "files" },
+  manifest = { "$schema", "manifest_version", "release", "runtime", "apps", "files" },
   release = { "name", "version", "commit", "time", "meta" },
   runtime = { "runc", "umoci" },
   app = {
@@ -717,6 +722,10 @@ function M.validate(doc, file)
   local ctx = new_ctx(file)
   if not check_object(ctx, "", doc, "manifest", "a JSON object at the top level") then
     return ctx.problems
+  end
+  -- "$schema" only points an editor at a schema; ctcli reads none.
+  if doc["$schema"] ~= nil and type(doc["$schema"]) ~= "string" then
+    report(ctx, "$schema", "expected a string (the schema's URL)")
   end
   local mv = doc.manifest_version
   if mv ~= nil then

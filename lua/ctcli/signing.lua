@@ -95,9 +95,14 @@ end
 function M.sign(key_path, manifest_text)
   local pem, err = ct.fs.read(key_path)
   if not pem then return nil, "cannot read the private key " .. key_path .. ": " .. tostring(err) end
+  -- A public key in the private key's place is the likely slip; name it.
+  if pem:find("-----BEGIN PUBLIC KEY-----", 1, true) then
+    return nil, key_path .. ": a public key; signing needs the private key ('ctcli keygen' wrote it as " ..
+      "<name>.key beside <name>.pub)"
+  end
   local ok, sig = pcall(ct.hash.sign, pem, manifest_text)
   if not ok or not sig then
-    return nil, key_path .. ": not an ed25519 private key (" .. tostring(sig) .. ")"
+    return nil, key_path .. ": not an ed25519 private key" .. (sig and (" (" .. tostring(sig) .. ")") or "")
   end
   return sig
 end

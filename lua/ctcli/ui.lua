@@ -97,7 +97,7 @@ function ui.ask(ctx, question, what)
       ui.CANCELLED
   end
   if ui.confirm(question) then return true end
-  return nil, what .. " cancelled; nothing changed", ui.CANCELLED
+  return nil, what .. " cancelled; nothing changed (pass -y to proceed without asking)", ui.CANCELLED
 end
 
 -- progress(label) -> object with :update(done, total) and :finish(); draws a
@@ -122,7 +122,7 @@ function ui.progress(label)
 end
 
 function ui.bytes(n)
-  local units = { "B", "KB", "MB", "GB", "TB" }
+  local units = { "B", "KiB", "MiB", "GiB", "TiB" } -- powers of 1024, named so
   local i = 1
   while n >= 1024 and i < #units do n = n / 1024; i = i + 1 end
   if i == 1 then return string.format("%d B", n) end

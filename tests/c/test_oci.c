@@ -79,6 +79,11 @@ DEFINE_TEST(oci_container_lifecycle) {
       "  r = assert(oci.runc(rt, {'exec', id, 'echo', 'hi'}, {timeout = 60})) "
       "  assert(r.code == 0 and r.stdout == 'hi\\n', r.stderr) "
       "  assert(oci.exec_tty(rt, id, {'sh', '-c', 'exit 3'}) == 3) "
+      /* opts.log: runc's own failure lands in the file, as JSON */
+      "  local lg = tmp .. '/runc-exec.log' "
+      "  assert(oci.exec_tty(rt, id, {'nosuchcmd'}, {log = lg}) == 255) "
+      "  assert(slurp(lg):find('\"level\":\"error\"', 1, true), slurp(lg)) "
+      "  assert(slurp(lg):find('executable file not found', 1, true), slurp(lg)) "
       "  r = assert(oci.runc(rt, {'kill', id, 'KILL'})) "
       "  assert(r.code == 0, r.stderr) "
       "  eventually('the container to stop', function() return state(id).status == 'stopped' end) "

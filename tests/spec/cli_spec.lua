@@ -122,7 +122,7 @@ describe("ctcli front end", function()
     end
   end)
 
-  it("prints a traceback for an internal error only with -v", function()
+  it("exits 70 on an internal error, with a traceback only with -v", function()
     local dir = H.tmpdir()
     assert(ct.fs.mkdir(dir .. "/ctcli/commands", 493, true))
     -- A version command that has a bug, loaded through CTCLI_LUA_DIR.
@@ -136,11 +136,11 @@ describe("ctcli front end", function()
       if f ~= "version.lua" then assert(ct.fs.copyfile(src .. "/commands/" .. f, dir .. "/ctcli/commands/" .. f)) end
     end
     local r = H.ctcli(nil, { "version" }, { env = { CTCLI_LUA_DIR = dir } })
-    assert.equals(1, r.code)
+    assert.equals(70, r.code)
     assert.truthy(r.stderr:find("internal error", 1, true))
     assert.falsy(r.stderr:find("stack traceback", 1, true))
     r = H.ctcli(nil, { "-v", "version" }, { env = { CTCLI_LUA_DIR = dir } })
-    assert.equals(1, r.code)
+    assert.equals(70, r.code)
     assert.truthy(r.stderr:find("stack traceback", 1, true))
   end)
 end)

@@ -210,6 +210,7 @@ describe("hostops", function()
     assert.truthy(ct.fs.exists(root .. "/state/runs/web/" .. web.part))
     local r = H.ctcli(root, { "rotate-logs", "--max-size", "lots" })
     assert.equals(2, r.code)
+    assert.truthy(r.stderr:find("--max-size", 1, true), r.stderr)
   end)
 
   it("logs: --previous shows the run before, no APP interleaves every app, --since and --timestamps", function()
@@ -415,7 +416,7 @@ describe("hostops", function()
     assert.truthy(st.stats.memory > 0)
     assert.truthy(st.stats.cpu_seconds >= 0)
     assert.equals(0, st.oom_kills)
-    assert.truthy(H.ok(root, { "-v", "status" }):find("32.0 MB", 1, true))
+    assert.truthy(H.ok(root, { "-v", "status" }):find("32.0 MiB", 1, true))
     -- 100 MB held in a shell variable: past the limit. The kernel kills the
     -- biggest process of the cgroup, the allocating shell, or the app itself.
     local r = H.ctcli(root, { "exec", "web", "sh", "-c",

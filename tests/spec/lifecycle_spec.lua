@@ -25,17 +25,20 @@ describe("lifecycle (" .. format .. " packages)", function()
   end)
   teardown(H.cleanup)
 
-  it("answers reading commands on a root with no release and refuses changing ones", function()
+  it("answers reading commands on a root with no release, refuses changing ones, stops and deletes nothing", function()
     local root = H.root()
     assert.truthy(H.ok(root, { "status" }):find("no release installed", 1, true))
     assert.same({}, H.json(root, { "status" }).apps)
     H.ok(root, { "release-info" })
     H.ok(root, { "list-releases" })
-    for _, cmd in ipairs({ { "start" }, { "stop" }, { "backup" }, { "upgrade", v2 }, { "logs", "web" } }) do
+    for _, cmd in ipairs({ { "start" }, { "backup" }, { "upgrade", v2 }, { "logs", "web" } }) do
       local r = H.ctcli(root, cmd)
       assert.equals(1, r.code, cmd[1])
       assert.truthy(r.stderr:find("install PKG", 1, true), r.stderr)
     end
+    -- stop and delete are idempotent: nothing runs, nothing to remove
+    assert.truthy(H.ok(root, { "stop" }):find("nothing to stop", 1, true))
+    assert.truthy(H.ok(root, { "-y", "delete" }):find("nothing to delete", 1, true))
   end)
 
   it("installs, starts the apps and reports them running", function()

@@ -4,6 +4,7 @@
 local ct = require("ct")
 local json = require("ctcli.json")
 local lint = require("ctcli.lint")
+local manifest = require("ctcli.manifest")
 local package = require("ctcli.package")
 local pkgtool = require("ctcli.pkgtool")
 local ui = require("ctcli.ui")
@@ -16,14 +17,13 @@ return {
     "where they are, at package/apps/<app>/skopeo, so nothing is rebuilt) and packs\n" ..
     "it as 'ctcli pack' does: files digests, manifest first, reproducible.",
   options = {
-    { "-o", "--output", arg = "PKG", help = "the manifest package to write" },
+    { "-o", "--output", arg = "PKG", required = true, help = "the manifest package to write" },
     { "--sign", arg = "KEY", help = "sign with this private key" },
     { "--gzip", help = "gzip instead of zstd" },
   },
   min_args = 1, max_args = 1,
   run = function(ctx)
     local file, out = ctx.args[1], ctx.opts.output
-    if not out then return nil, "convert needs -o PKG (the package to write)", 2 end
     local dir, cleanup = pkgtool.extract(file)
     if not dir then return nil, cleanup end
     if ct.fs.exists(dir .. "/manifest.json") then
@@ -41,6 +41,7 @@ return {
         #problems == 1 and "" or "s", table.concat(lint.format(problems), "\n  "))
     end
     doc["x-converted-from"] = file:match("[^/]+$")
+    doc["$schema"] = manifest.SCHEMA_URL
     local roots = pkgtool.named_paths(doc)
     local files, err = pkgtool.digests(dir, roots)
     if not files then cleanup() return nil, err end

@@ -1,18 +1,52 @@
 -- delete: stop the apps and remove the current release (after asking).
 local ct = require("ct")
 local apps = require("ctcli.apps")
-local common = require("ctcli.common")
 local journal = require("ctcli.journal")
 local json = require("ctcli.json")
 local release = require("ctcli.release")
 local ui = require("ctcli.ui")
+
+-- purge_dirs(paths): config/, data/, logs/ and the backups, emptied.
+local function purge_dirs(paths)
+  for _, dir in ipairs({ paths.config, paths.data, paths.logs, paths.backups }) do
+    ct.fs.rmtree(dir)
+    ct.fs.mkdir(dir, 448, true)
+  end
+end
+
+-- nothing_installed(ctx): delete is idempotent; on a root with no release
+-- it succeeds, saying so, and --purge still empties what a delete left.
+local function nothing_installed(ctx)
+  local left = false
+  if ctx.opts.purge then
+    for _, dir in ipairs({ ctx.paths.config, ctx.paths.data, ctx.paths.logs, ctx.paths.backups }) do
+      if #(ct.fs.dir(dir) or {}) > 0 then left = true end
+    end
+  end
+  if left then
+    local yes, why, code = ui.ask(ctx, string.format("No release is installed; delete the configs, data, logs " ..
+      "and backups left in %s?", ctx.root), "delete")
+    if not yes then return nil, why, code end
+    purge_dirs(ctx.paths)
+  end
+  if ctx.json then
+    ui.print(json.encode({ deleted = json.null, purged = left }))
+  elseif left then
+    ui.print("no release installed in %s; purged the configs, data, logs and backups left", ctx.root)
+  else
+    ui.print("no release installed in %s; nothing to delete", ctx.root)
+  end
+  return true
+end
 
 return {
   summary = "Stop the apps and remove the installed release (configs, data, logs and backups stay)",
   usage = "delete [--purge]",
   description = "Stops every app, deletes its container and removes the releases and the\n" ..
     "image store. config/, data/, logs/ and releases/backups/ stay, so a later\n" ..
-    "install or a rollback from a backup finds them; --purge removes them too.",
+    "install or a rollback from a backup finds them; --purge removes them too.\n" ..
+    "Idempotent: with no release installed it does nothing and says so (--purge\n" ..
+    "then empties what an earlier delete left, after asking).",
   options = {
     { "--purge", help = "also remove config/, data/, logs/ and the backups" },
   },
@@ -22,8 +56,9 @@ return {
   -- delete:<step>:fail makes the step fail).
   steps = { "stop", "unlink", "remove", "finish" },
   run = function(ctx)
-    local rel, err = common.current_or_fail(ctx, "delete")
-    if not rel then return nil, err end
+    local rel, err = release.current(ctx.paths)
+    if not rel and err then return nil, err end
+    if not rel then return nothing_installed(ctx) end
     local what = ctx.opts.purge and "the release, its configs, data, logs and backups" or "the release"
     local yes, why, code = ui.ask(ctx, string.format("Delete %s (%s) from %s?", what, ui.release_label(rel),
       ctx.root), "delete")
@@ -62,12 +97,7 @@ return {
     if not stepped then return undo(step_err) end
     for _, r in ipairs(release.list(ctx.paths) or {}) do ct.fs.rmtree(r.dir) end
     for _, key in ipairs(ct.fs.dir(ctx.paths.images) or {}) do ct.fs.rmtree(ctx.paths.images .. "/" .. key) end
-    if ctx.opts.purge then
-      for _, dir in ipairs({ ctx.paths.config, ctx.paths.data, ctx.paths.logs, ctx.paths.backups }) do
-        ct.fs.rmtree(dir)
-        ct.fs.mkdir(dir, 448, true)
-      end
-    end
+    if ctx.opts.purge then purge_dirs(ctx.paths) end
     local done, ferr = j:finish()
     if not done then return nil, "deleted release " .. rel.id .. ", but " .. ferr end
     if ctx.json then

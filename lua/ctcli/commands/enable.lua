@@ -23,13 +23,12 @@ return {
     "where systemd is not running.",
   }, "\n"),
   options = {
-    { "--watch", arg = "SECONDS", type = "number", help = "also restart exited apps every SECONDS" },
+    { "--watch", arg = "SECONDS", type = "number", min = 1, help = "also restart exited apps every SECONDS" },
     { "--print", help = "print the units instead of installing them" },
   },
   max_args = 0,
   needs_root = true,
   run = function(ctx)
-    if ctx.opts.watch and ctx.opts.watch < 1 then return nil, "--watch expects at least 1 second" end
     local units = systemd.units({ root = ctx.root, ctcli = ctcli_path(), watch = ctx.opts.watch })
     if ctx.opts.print then
       for i, u in ipairs(units) do

@@ -8,6 +8,41 @@ local release = require("ctcli.release")
 local root = require("ctcli.root")
 local runtime = require("ctcli.runtime")
 
+-- EXIT: docker's statuses for a command that did not run (DESIGN §6).
+local NOT_RUN, NOT_EXECUTABLE, NOT_FOUND = 125, 126, 127
+
+-- runc_log() -> path of a fresh file for runc's own errors, cleanup. Not
+-- in the root's tmp/: exec of a running app holds no lock.
+local function runc_log()
+  local base = os.getenv("TMPDIR")
+  local dir = ct.fs.mkdtemp(((base and base ~= "") and base or "/tmp") .. "/ctcli-exec-XXXXXX")
+  if not dir then return nil, function() end end
+  return dir .. "/runc.log", function() ct.fs.rmtree(dir) end
+end
+
+-- outcome(code, log, app, argv) -> status | nil, msg, status: the command's
+-- own status, unless runc logged that it could not start it (runc's own
+-- errors go to the log, so they are told apart from the app's 255).
+local function outcome(code, log, app, argv)
+  if code == 0 or not log then return code end
+  local why
+  for line in (ct.fs.read(log) or ""):gmatch("[^\n]+") do
+    local e = json.decode(line)
+    if type(e) == "table" and (e.level == "error" or e.level == "fatal") and type(e.msg) == "string" then why = e.msg end
+  end
+  if not why then return code end
+  local cmd = argv[1]
+  if why:find("executable file not found", 1, true) then
+    return nil, string.format("%s: command not found in %s (not on its PATH)", cmd, app), NOT_FOUND
+  elseif why:find("no such file or directory", 1, true) then
+    return nil, string.format("%s: no such file in %s", cmd, app), NOT_FOUND
+  elseif why:find("permission denied", 1, true) or why:find("is a directory", 1, true) or
+    why:find("exec format error", 1, true) then
+    return nil, string.format("%s: not executable in %s", cmd, app), NOT_EXECUTABLE
+  end
+  return nil, "runc could not run the command in " .. app .. ": " .. why, NOT_RUN
+end
+
 local function temporary(ctx, rel, app, argv)
   local lock, lerr = root.lock(ctx.paths, "exec")
   if not lock then return nil, lerr end
@@ -26,12 +61,15 @@ local function temporary(ctx, rel, app, argv)
   local id = runtime.container_id(ctx.paths, app.name) .. "-exec-" .. ct.proc.getpid()
   -- Our own stdin, stdout and stderr (a pipe or a terminal), as runc exec
   -- gets them when the app runs.
-  local code, rerr = ct.oci.run_tty(runtime.rt(ctx.paths, tools), dir, id)
+  local log, drop = runc_log()
+  local code, rerr = ct.oci.run_tty(runtime.rt(ctx.paths, tools), dir, id, { log = log })
   ct.proc.run({ tools.runc, "--root", ctx.paths.runc_root, "delete", "--force", id }, { timeout = 30 })
   ct.fs.rmtree(dir)
   lock:release()
-  if not code then return nil, rerr end
-  return code
+  if not code then drop() return nil, rerr end
+  local status, why, ecode = outcome(code, log, app.name, argv)
+  drop()
+  return status, why, ecode
 end
 
 return {
@@ -40,9 +78,17 @@ return {
   description = "Runs CMD with runc exec in the running container of APP, with a terminal\n" ..
     "when stdin is one. When APP is not running, CMD runs in a temporary container\n" ..
     "of the app's image with its configs and data. The command's exit status\n" ..
-    "becomes ctcli's.",
+    "becomes ctcli's; as docker's, 125 when ctcli or runc fails, 126 when CMD\n" ..
+    "is not executable, 127 when it is not found.",
+  -- Accepted as docker's habits (`exec -it APP sh`): stdin is always passed,
+  -- and a terminal is made exactly when stdin is one.
+  options = {
+    { "-i", "--interactive", help = "keep stdin open (always so; accepted as docker's)" },
+    { "-t", "--tty", help = "a terminal for CMD (made when stdin is one; accepted as docker's)" },
+  },
   min_args = 2,
   rest_after = 1,
+  failure_code = NOT_RUN,
   needs_root = true,
   run = function(ctx)
     local rel, err = common.current_or_fail(ctx, "exec")
@@ -56,10 +102,13 @@ return {
     local st = states[app.name]
     if st and st.status == "running" then
       local tools = release.tools(rel)
+      local log, drop = runc_log()
       local code, xerr = ct.oci.exec_tty(runtime.rt(ctx.paths, tools),
-        runtime.container_id(ctx.paths, app.name), argv)
-      if not code then return nil, xerr end
-      return code
+        runtime.container_id(ctx.paths, app.name), argv, { log = log })
+      if not code then drop() return nil, xerr end
+      local status, why, ecode = outcome(code, log, app.name, argv)
+      drop()
+      return status, why, ecode
     end
     return temporary(ctx, rel, app, argv)
   end,

@@ -3,10 +3,14 @@ local cli = require("ctcli.cli")
 
 return {
   summary = "Show the commands, or one command's usage and options",
-  usage = "help [COMMAND]",
+  usage = "help [COMMAND | exit-codes]",
   max_args = 1,
   run = function(ctx)
     local name = ctx.args[1]
+    if name == "exit-codes" then
+      io.stdout:write(require("ctcli.exit_codes").text(), "\n")
+      return true
+    end
     local text = cli.help_text(name)
     if not text then
       local hint = cli.suggest(name, cli.COMMANDS)

@@ -204,8 +204,8 @@ return {
     "takes a UTC time or a duration back from now (10m, 2h); --timestamps shows\n" ..
     "each line's time. -v adds the monitor's own notes (runs, exits, restarts).",
   options = {
-    { "--tail", arg = "N", type = "number", help = "the last N lines" },
-    { "--bytes", arg = "N", type = "number", help = "the last N bytes" },
+    { "--tail", arg = "N", type = "number", integer = true, help = "the last N lines" },
+    { "--bytes", arg = "N", type = "number", integer = true, help = "the last N bytes" },
     { "-f", "--follow", help = "follow the log as it grows" },
     { "--previous", help = "the log of the app's earlier run" },
     { "--since", arg = "T", help = "output since a UTC time or a duration ago (10m, 2h)" },

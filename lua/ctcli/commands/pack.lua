@@ -3,6 +3,7 @@
 local ct = require("ct")
 local json = require("ctcli.json")
 local lint = require("ctcli.lint")
+local manifest = require("ctcli.manifest")
 local package = require("ctcli.package")
 local pkgtool = require("ctcli.pkgtool")
 local ui = require("ctcli.ui")
@@ -33,7 +34,7 @@ return {
     "out and their digests recorded; upgrade takes them from the root's image store\n" ..
     "and refuses, naming the image, on a root that does not hold them.",
   options = {
-    { "-o", "--output", arg = "PKG", help = "the package to write" },
+    { "-o", "--output", arg = "PKG", required = true, help = "the package to write" },
     { "--sign", arg = "KEY", help = "sign with this private key (adds manifest.sig)" },
     { "--gzip", help = "gzip instead of zstd" },
     { "--base", arg = "OLD", help = "a delta: leave out the images OLD already carries (the root must hold them)" },
@@ -42,7 +43,6 @@ return {
   run = function(ctx)
     local dir = ctx.args[1]:gsub("/+$", "")
     local out = ctx.opts.output
-    if not out then return nil, "pack needs -o PKG (the package to write)", 2 end
     local st = ct.fs.stat(dir)
     if not st or st.type ~= "dir" then return nil, dir .. ": not a directory" end
     if not ct.fs.exists(dir .. "/manifest.json") then
@@ -79,6 +79,7 @@ return {
       end
       doc[package.DELTA] = { base = base.label, images = images }
     end
+    doc["$schema"] = doc["$schema"] or manifest.SCHEMA_URL
     local roots = pkgtool.named_paths(doc)
     local files, err = pkgtool.digests(dir, roots)
     if not files then return nil, err end

@@ -4,7 +4,6 @@
 -- the named backups.
 local ct = require("ct")
 local backup = require("ctcli.backup")
-local cli = require("ctcli.cli")
 local journal = require("ctcli.journal")
 local json = require("ctcli.json")
 local release = require("ctcli.release")
@@ -90,15 +89,16 @@ return {
     "never pruned unless named: with BACKUP arguments (paths or names from\n" ..
     "list-releases) exactly those are removed.",
   options = {
-    { "--keep", arg = "N", type = "number", help = "releases (or, with --backups, backups of each reason) to keep" },
+    { "--keep", arg = "N", type = "number", integer = true, help = "releases (or, with --backups, backups of each reason) to keep" },
     { "--backups", help = "prune backups instead of releases (the named ones, or by retention)" },
   },
   needs_root = true, needs_lock = true,
+  check = function(opts, args)
+    if #args > 0 and not opts.backups then return nil, "'prune' takes BACKUP arguments only with --backups" end
+    return true
+  end,
   run = function(ctx)
     if ctx.opts.backups then return backups(ctx) end
-    if #ctx.args > 0 then
-      error(cli.usage_error("'prune' takes BACKUP arguments only with --backups", "run 'ctcli help prune'"))
-    end
     local keep = math.floor(ctx.opts.keep or 3)
     -- Every release must read before anything goes (release.prune checks again).
     local list, lerr = release.list(ctx.paths)

@@ -13,7 +13,7 @@ return {
   summary = "Rotate the apps' stdout/stderr logs past a size (monitors: now; older logs: keeping N parts)",
   usage = "rotate-logs [--max-size SIZE] [--keep N] [APP...]",
   description = table.concat({
-    "A log past SIZE (default 100M; K, M, G suffixes) has its head moved to",
+    "A log past SIZE (default 100M; K, M, G are KiB, MiB, GiB) has its head moved to",
     "logs/<app>/stdout-stderr.log.<UTC time>.zst while the app keeps writing: the",
     "file is cut in place (fallocate COLLAPSE_RANGE), so no line is lost. Where the",
     "filesystem cannot (tmpfs, btrfs), it is copied and truncated, with a warning.",
@@ -22,15 +22,13 @@ return {
     "monitor rotates by size itself; past SIZE, rotate-logs asks it to rotate now.",
   }, "\n"),
   options = {
-    { "--max-size", arg = "SIZE", help = "rotate logs larger than this (default 100M)" },
-    { "--keep", arg = "N", type = "number", help = "rotated parts to keep per app (default 5)" },
+    { "--max-size", arg = "SIZE", parse = logrotate.parse_size, expects = "a size like 100M or 1G",
+      help = "rotate logs larger than this (default 100M)" },
+    { "--keep", arg = "N", type = "number", integer = true, help = "rotated parts to keep per app (default 5)" },
   },
   needs_root = true, needs_lock = true,
   run = function(ctx)
-    local max = logrotate.parse_size(ctx.opts.max_size or "100M")
-    if not max then
-      return nil, string.format("--max-size expects a size like 100M or 1G, got '%s'", ctx.opts.max_size)
-    end
+    local max = ctx.opts.max_size or logrotate.parse_size("100M")
     local keep = math.floor(ctx.opts.keep or 5)
     local names = ctx.args
     if #names == 0 then

@@ -14,14 +14,13 @@ return {
     "mtimes from SOURCE_DATE_EPOCH, else the release time. An existing signature\n" ..
     "is replaced. The package must carry its files' digests (made by 'ctcli pack').",
   options = {
-    { "--key", arg = "KEY", help = "the private key (from 'ctcli keygen')" },
+    { "--key", arg = "KEY", required = true, help = "the private key (from 'ctcli keygen')" },
     { "-o", "--output", arg = "OUT", help = "write the signed package here (default: replace PKG)" },
   },
   min_args = 1, max_args = 1,
   run = function(ctx)
     local file = ctx.args[1]
     local key = ctx.opts.key
-    if not key then return nil, "sign needs --key KEY (a private key from 'ctcli keygen')", 2 end
     local dir, cleanup = pkgtool.extract(file)
     if not dir then return nil, cleanup end
     local text = ct.fs.read(dir .. "/" .. signing.MANIFEST)

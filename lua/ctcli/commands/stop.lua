@@ -1,9 +1,9 @@
 -- stop [app...]: stop all apps, or the named ones, in reverse dependency
 -- order, and mark them not wanted (boot leaves them stopped).
 local apps = require("ctcli.apps")
-local common = require("ctcli.common")
 local journal = require("ctcli.journal")
 local json = require("ctcli.json")
+local release = require("ctcli.release")
 local ui = require("ctcli.ui")
 local wanted = require("ctcli.wanted")
 
@@ -18,8 +18,17 @@ return {
   },
   needs_root = true, needs_lock = true,
   run = function(ctx)
-    local rel, err = common.current_or_fail(ctx, "stop")
-    if not rel then return nil, err end
+    local rel, err = release.current(ctx.paths)
+    if not rel and err then return nil, err end
+    -- Idempotent: with no release nothing runs, so there is nothing to stop.
+    if not rel then
+      if ctx.json then
+        ui.print(json.encode({ stopped = json.array(), not_running = json.array(ctx.args) }))
+      else
+        ui.print("no release installed in %s; nothing to stop", ctx.root)
+      end
+      return true
+    end
     local list, serr = apps.select(rel, ctx.args)
     if not list then return nil, serr end
     local states, lerr = apps.states(ctx, rel)

@@ -58,7 +58,7 @@ return {
     "checks their health and runs post_upgrade. When a step after the swap fails,\n" ..
     "it rolls back to the previous release and restores the changed apps' data.",
   options = {
-    { "--keep", arg = "N", type = "number", help = "releases to keep after a successful upgrade (default 3)" },
+    { "--keep", arg = "N", type = "number", integer = true, min = 1, help = "releases to keep after a successful upgrade (default 3)" },
     { "--no-rollback", help = "on a failure, leave the new release in place for debugging" },
   },
   min_args = 1, max_args = 1,
