@@ -8,6 +8,7 @@
 #include <limits.h>
 #include <math.h>
 #include <poll.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -926,6 +927,19 @@ static int p_getpid(lua_State *L) {
   return 1;
 }
 
+/* getuid() -> uid, name (nil when the password database has no entry) */
+static int p_getuid(lua_State *L) {
+  uid_t uid = getuid();
+  lua_pushinteger(L, (lua_Integer)uid);
+  struct passwd pw, *res = NULL;
+  char buf[4096];
+  if (getpwuid_r(uid, &pw, buf, sizeof buf, &res) == 0 && res && res->pw_name)
+    lua_pushstring(L, res->pw_name);
+  else
+    lua_pushnil(L);
+  return 2;
+}
+
 /* exec(argv [, env]) replaces the process; returns nil, msg, errno on failure. */
 static int p_exec(lua_State *L) {
   lua_settop(L, 2);
@@ -1477,7 +1491,8 @@ static int p_fork_call(lua_State *L) {
 
 static const luaL_Reg proc_funcs[] = {
     {"run", ct_proc_run},       {"spawn", p_spawn},   {"kill", p_kill},
-    {"alive", p_alive},         {"getpid", p_getpid}, {"exec", p_exec},
+    {"alive", p_alive},         {"getpid", p_getpid}, {"getuid", p_getuid},
+    {"exec", p_exec},
     {"fork_call", p_fork_call}, {"cgroup_kill", p_cgroup_kill},
     {"signals", NULL},          {NULL, NULL},
 };

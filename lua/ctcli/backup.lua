@@ -6,6 +6,7 @@
 -- killed backup never leaves it frozen.
 local ct = require("ct")
 local appfs = require("ctcli.appfs")
+local history = require("ctcli.history")
 local json = require("ctcli.json")
 local apps = require("ctcli.apps")
 local manifest = require("ctcli.manifest")
@@ -148,6 +149,13 @@ function M.create(ctx, rel, opts)
   if not info_tmp then return nil, terr end
   ct.fs.write_atomic(info_tmp .. "/backup-info.json", json.encode(info, true) .. "\n")
   table.insert(entries, 1, { name = "backup-info.json", path = info_tmp .. "/backup-info.json" })
+  -- The root's history as it stood, for the record: a copy, because a
+  -- command refused meanwhile may append to the live file. A restore never
+  -- puts it back (the live history goes on, and records the restore).
+  if ct.fs.exists(history.path(p)) then
+    local copied = ct.fs.copyfile(history.path(p), info_tmp .. "/" .. history.FILE, history.MODE)
+    if copied then entries[#entries + 1] = { name = history.FILE, path = info_tmp .. "/" .. history.FILE } end
+  end
 
   -- config/ and data/ themselves (their mode, none of their content), then
   -- each app's own trees as entries of their own.
@@ -303,7 +311,8 @@ end
 -- as its content allows before anything of it leaves tmp/ (check_restore).
 M.RELEASE_ID = "^%d%d%d%d%d%d%d%dT%d%d%d%d%d%dZ%-%x%x%x%x%x%x%x%x$"
 -- name -> the type it must have; nothing else may be at the top.
-local TOP = { ["backup-info.json"] = "file", ["current-release"] = "dir", config = "dir", data = "dir", images = "dir" }
+local TOP = { ["backup-info.json"] = "file", ["current-release"] = "dir", config = "dir", data = "dir", images = "dir",
+  [history.FILE] = "file" }
 local RELEASE_TOP = { ["release.json"] = "file", apps = "dir", hooks = "dir", bin = "dir" }
 local TYPE_WORD = { file = "a regular file", dir = "a directory" }
 

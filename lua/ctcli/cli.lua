@@ -2,6 +2,7 @@
 -- root and its lock, and the one place that prints an error and picks the
 -- exit status (cli.EXIT; docs/exit-codes.md, `ctcli help exit-codes`).
 local ct = require("ct")
+local history = require("ctcli.history")
 local ui = require("ctcli.ui")
 
 local cli = {}
@@ -22,7 +23,7 @@ cli.EXIT = {
 cli.COMMANDS = {
   "init", "install", "upgrade",
   "delete", "start", "stop", "restart", "status", "logs", "exec", "backup", "rollback", "release-info", "list-releases", "recover",
-  "adopt",
+  "adopt", "history",
   "validate", "pack", "keygen", "sign", "verify", "plan", "inspect", "convert",
   "enable", "disable", "rotate-logs", "reset", "images", "prune",
 
@@ -358,12 +359,14 @@ local function run(parsed)
     args = parsed.args,
     argv = parsed.argv,
   }
+  parsed.ctx = ctx
   if cmd.needs_root then
     local rootmod = require("ctcli.root")
     local paths, err = rootmod.open(ctx.root)
     if not paths then return nil, err end
     ctx.paths = paths
     if cmd.needs_lock then
+      history.begin(ctx, parsed.name)
       local lock, lerr = rootmod.lock(paths, parsed.name, g.wait)
       if not lock then return nil, lerr end
       ctx.lock = lock
@@ -388,17 +391,18 @@ local function run(parsed)
       if rerr then lock:release() return nil, rerr end
       if note then
         io.stderr:write("ctcli: ", note, "\n")
-        ctx.recovered = true
+        ctx.recovered = note
       end
       -- A root the Go ctcli made is adopted by the first changing command.
       if not cmd.adopts_itself then
         local adopt = require("ctcli.adopt")
-        local res, aerr = adopt.run(ctx)
+        local res, aerr = history.adopting(ctx, adopt.run)
         if res == nil then lock:release() return nil, aerr end
         if res then io.stderr:write("ctcli: ", adopt.summary(ctx, res), "\n") end
       end
     end
   end
+  history.running(ctx)
   local ok, err, code = cmd.run(ctx)
   if ctx.lock then ctx.lock:release() end
   if ok == nil or ok == false then return nil, err, code end
@@ -422,6 +426,7 @@ function cli.main(argv)
     return { bug = true, msg = tostring(e), trace = debug.traceback(tostring(e), 2) }
   end, parsed)
   io.stdout:flush()
+  history.finish(parsed.ctx, ok, status, err, code)
   if not ok then
     if getmetatable(status) == UsageError then
       io.stderr:write("ctcli: ", status.msg, "\n")

@@ -319,10 +319,14 @@ DEFINE_TEST(kill_alive_getpid_and_signals) {
   lua_State *L = P();
   lua_pushinteger(L, getpid());
   lua_setglobal(L, "mypid");
+  lua_pushinteger(L, getuid());
+  lua_setglobal(L, "myuid");
   T_LUA(L, "local S = proc.signals "
            "assert(S.TERM == 15 and S.KILL == 9 and S.INT == 2 and S.HUP == 1 and S.QUIT == 3) "
            "assert(S.USR1 == 10 and S.USR2 == 12) "
            "assert(proc.getpid() == mypid) "
+           "local uid, uname = proc.getuid() "
+           "assert(uid == myuid and (uname == nil or (type(uname) == 'string' and #uname > 0))) "
            "assert(proc.alive(mypid) == true) "
            "local p = assert(proc.spawn({'sleep', '100'})) "
            "local pid = p:pid() "

@@ -130,8 +130,9 @@ function H.tree_hash(dir, skip)
 end
 
 -- The parts of a root that ctcli changes while running apps, left out when
--- comparing a root before and after a command that must change nothing.
-H.VOLATILE = { ["runc-root"] = true, ["logs"] = true, ["state/lock"] = true }
+-- comparing a root before and after a command that must change nothing
+-- (the history records every attempt, a refused or cancelled one too).
+H.VOLATILE = { ["runc-root"] = true, ["logs"] = true, ["state/lock"] = true, ["state/history.jsonl"] = true }
 
 function H.root_hash(root)
   return H.tree_hash(root, H.VOLATILE)

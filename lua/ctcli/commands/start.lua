@@ -110,6 +110,8 @@ return {
       if again then wanted.log(ctx.paths, "restart-exited: failed: %s", tostring(sterr)) end
       return nil, sterr
     end
+    -- A watch run that found nothing to restart is no change worth a history entry.
+    if again and #started == 0 then ctx.history_quiet = true end
     if boot then wanted.log(ctx.paths, "boot: started %s", #started > 0 and table.concat(started, ", ") or "nothing") end
     if ctx.json then
       ui.print(json.encode({

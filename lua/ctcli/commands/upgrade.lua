@@ -239,11 +239,19 @@ return {
       -- The journal stays for 'ctcli recover', which rolls back as a kill here would.
       stepped, step_err = j:step("rollback")
       if not stepped then
+        if ctx.history_note then
+          ctx.history_note("rollback", { automatic = true, from = rel.id, to = cur.id, failed_at = failed_step,
+            ok = false, problems = "did not begin: " .. tostring(step_err) })
+        end
         return nil, string.format("upgrade to %s failed at %s: %s; the rollback to %s did not begin (%s): run 'ctcli recover'",
           rel.id, failed_step, failure, cur.id, step_err)
       end
       local rok, rerr = auto_rollback(ctx, { cur = cur, rel = rel, affected = affected,
         stopped = stopping, backup = info.path })
+      if ctx.history_note then
+        ctx.history_note("rollback", { automatic = true, from = rel.id, to = cur.id, failed_at = failed_step,
+          ok = rok and true or false, problems = rerr })
+      end
       local done, ferr = j:finish()
       local closing = done and "" or ("; " .. ferr)
       if not rok then
