@@ -94,6 +94,26 @@ function M.stop(paths, app)
   return M.request(paths, app, "stop")
 end
 
+-- cgroup(id) -> the cgroup a monitor moves itself into, or nil: its own,
+-- outside the cgroup of whatever started it, so that a systemd unit (a
+-- oneshot's or a timer's) ending or being stopped does not kill it (as
+-- podman puts conmon in a cgroup of its own). The unified hierarchy (v2),
+-- else v1's name=systemd hierarchy, by which systemd tracks (and kills) a
+-- unit's processes; nothing when neither is there.
+M.CGROUP_DIR = "ctcli-monitors"
+function M.cgroup(id)
+  local mnt = "/sys/fs/cgroup"
+  if ct.fs.exists(mnt .. "/cgroup.controllers") then return mnt .. "/" .. M.CGROUP_DIR .. "/" .. id end
+  if ct.fs.exists(mnt .. "/systemd/cgroup.procs") then return mnt .. "/systemd/" .. M.CGROUP_DIR .. "/" .. id end
+  return nil
+end
+
+-- forget_cgroup(id): the empty cgroup of an exited monitor goes.
+function M.forget_cgroup(id)
+  local dir = M.cgroup(id)
+  if dir then ct.fs.rmdir(dir) end
+end
+
 -- spawn(c, policy) -> init pid | nil, msg: a monitor for container c
 -- (runtime.start's c), which creates and starts it.
 function M.spawn(c, policy)
@@ -118,7 +138,10 @@ function M.spawn(c, policy)
     crash_limit = policy.crash_limit, quick_run = policy.quick_run,
     log_max = policy.log_max, log_keep = policy.log_keep,
     timeout = 60, runc_timeout = 60,
+    cgroup = M.cgroup(c.id),
   }
+  -- Its parent directory first (mkdir is not recursive in the monitor).
+  if opts.cgroup then ct.fs.mkdir(opts.cgroup:match("^(.*)/[^/]+$"), 493, true) end
   -- The pipes belong to the app's mapped root, so /dev/stdout opens inside.
   if c.idmap and not c.idmap.go then opts.uid, opts.gid = c.idmap.uid, c.idmap.gid end
   local mpid, pid, serr = ct.monitor.spawn(opts)

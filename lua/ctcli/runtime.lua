@@ -143,6 +143,13 @@ function M.start(c)
   return true
 end
 
+-- wait_monitor(paths, app): until the app's monitor has recorded the exit
+-- and left (a second at most; it exits right after the container does).
+local function wait_monitor(paths, app)
+  local deadline = ct.time.monotonic() + 1
+  while monitor.live(monitor.state(paths, app)) and ct.time.monotonic() < deadline do ct.time.sleep(0.01) end
+end
+
 -- stop_many(list) where each item is {rt=, id=, signal=, timeout=}: sends
 -- every stop signal first, then waits for all together, so N apps cost one
 -- timeout; SIGKILL for those past it; then deletes the containers.
@@ -187,6 +194,13 @@ function M.stop_many(items, force)
     local r, err = ct.oci.runc(c.rt, { "delete", "--force", c.id }, { timeout = 30 })
     if not r or r.code ~= 0 then
       errors[#errors + 1] = runc_error("runc delete " .. c.id, r, err)
+    end
+  end
+  -- The monitors record the exits and leave; their cgroups go with them.
+  for _, c in ipairs(items) do
+    if c.paths and c.app then
+      wait_monitor(c.paths, c.app.name)
+      monitor.forget_cgroup(c.id)
     end
   end
   if #errors > 0 then return nil, table.concat(errors, "; ") end
