@@ -380,6 +380,13 @@ static void on_init_exit(void) {
   else note("run %d exited with code %d", M.exit_run, M.exit_code);
   int failed = M.exit_sig || M.exit_code != 0;
   int policy = strcmp(M.c.restart, "always") == 0 || (failed && strcmp(M.c.restart, "on-failure") == 0);
+  /* A state directory that was removed (its root deleted) restarts nothing:
+     there is no one left to supervise for. */
+  struct stat sd;
+  if (policy && fstat(M.c.state_fd, &sd) == 0 && sd.st_nlink == 0) {
+    note("the state directory is gone: not restarting");
+    policy = 0;
+  }
   if (M.stopping || M.exit_when_done || !policy) {
     M.state = "exited";
     M.done = 1;

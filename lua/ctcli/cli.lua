@@ -23,7 +23,7 @@ cli.EXIT = {
 cli.COMMANDS = {
   "init", "install", "upgrade",
   "delete", "start", "stop", "restart", "status", "logs", "exec", "backup", "rollback", "release-info", "list-releases", "recover",
-  "adopt", "history",
+  "adopt", "events", "history",
   "validate", "pack", "keygen", "sign", "verify", "plan", "inspect", "convert",
   "enable", "disable", "rotate-logs", "reset", "images", "prune",
 

@@ -26,6 +26,7 @@ end
 -- does, but before their runc-root goes away), unmounts, then H.cleanup().
 local function cleanup()
   for _, m in ipairs(mounts) do
+    H.kill_monitors(m.root)
     local rr = m.root .. "/runc-root"
     local r = ct.proc.run({ "runc", "--root", rr, "list", "-q" }, { timeout = 30 })
     if r and r.code == 0 then

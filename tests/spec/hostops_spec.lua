@@ -104,6 +104,10 @@ describe("hostops", function()
     H.ok(root, { "install", pkg })
     H.ok(root, { "stop", "cron" })
     local before = assert(runc_state(root, "worker")).pid
+    local evfile = H.tmpdir() .. "/events"
+    local events = assert(ct.proc.spawn({ H.bin, "--root", root, "--json", "events", "--for", "15" },
+      { stdout = { append = evfile }, stderr = "null" }))
+    ct.time.sleep(0.5)
     ct.proc.kill(before, ct.proc.signals.KILL)
     local st = H.wait_for(function()
       local a = app_state(root, "worker")
@@ -112,6 +116,20 @@ describe("hostops", function()
     assert.truthy(st, "worker was not restarted")
     assert.equals(9, st.last_exit.signal)
     assert.truthy(H.ok(root, { "status" }):find("running (1 restart)", 1, true))
+    -- `events` saw it live: the exit by signal 9, then the restart.
+    local seen = H.wait_for(function()
+      local got = {}
+      for l in (ct.fs.read(evfile) or ""):gmatch("[^\n]+") do
+        local e = json.decode(l)
+        if e and e.app == "worker" then got[#got + 1] = e end
+      end
+      return #got >= 2 and got[#got].to == "running" and got
+    end, 10)
+    events:close()
+    assert.truthy(seen, "events printed no exit and restart of worker")
+    assert.equals("running", seen[1].from)
+    assert.equals(9, seen[1].last_exit.signal)
+    assert.equals(1, seen[#seen].restarts)
     -- The watch timer leaves supervised apps to their monitors.
     assert.same({}, H.json(root, { "start", "--restart-exited" }).started)
     -- A stop is ctcli's doing: no restart.

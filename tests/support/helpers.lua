@@ -132,7 +132,9 @@ end
 -- The parts of a root that ctcli changes while running apps, left out when
 -- comparing a root before and after a command that must change nothing
 -- (the history records every attempt, a refused or cancelled one too).
-H.VOLATILE = { ["runc-root"] = true, ["logs"] = true, ["state/lock"] = true, ["state/history.jsonl"] = true }
+-- state/runs: the monitors write their logs and records there while apps run.
+H.VOLATILE = { ["runc-root"] = true, ["logs"] = true, ["state/lock"] = true, ["state/history.jsonl"] = true,
+  ["state/runs"] = true }
 
 function H.root_hash(root)
   return H.tree_hash(root, H.VOLATILE)
@@ -251,11 +253,25 @@ function H.goroot_exec(root, app, argv, user)
   return assert(ct.proc.run(cmd, { timeout = 60 }))
 end
 
+-- kill_monitors(root): SIGKILL to each monitor of the root's apps (their pids
+-- from state/runs/<app>/state.json, checked to be monitors): a monitor still
+-- alive would restart the container a cleanup kills.
+function H.kill_monitors(root)
+  for _, app in ipairs(ct.fs.dir(root .. "/state/runs") or {}) do
+    local st = json.decode(ct.fs.read(root .. "/state/runs/" .. app .. "/state.json") or "null")
+    if type(st) == "table" and math.type(st.monitor_pid) == "integer" and st.monitor_pid > 1 then
+      local cmd = ct.fs.read("/proc/" .. st.monitor_pid .. "/cmdline") or ""
+      if cmd:find("__ctcli-monitor__", 1, true) then ct.proc.kill(st.monitor_pid, ct.proc.signals.KILL) end
+    end
+  end
+end
+
 -- goroot_cleanup(): kills and deletes the containers H.goroot and
 -- H.goroot_start made, by id, with the release's runc (the host's when the
 -- root no longer has one) and the root's runc-root.
 function H.goroot_cleanup()
   for _, e in ipairs(goroots) do
+    H.kill_monitors(e.root)
     local runc = e.root .. "/current-release/runc.amd64"
     if not ct.fs.exists(runc) then runc = "runc" end
     local rr = e.root .. "/runc-root"
@@ -273,6 +289,7 @@ end
 function H.cleanup()
   H.goroot_cleanup()
   for _, root in ipairs(H.roots or {}) do
+    H.kill_monitors(root)
     local rr = root .. "/runc-root"
     local r = ct.proc.run({ "runc", "--root", rr, "list", "-q" }, { timeout = 30 })
     if r and r.code == 0 then
