@@ -53,25 +53,31 @@ install(DIRECTORY ${CMAKE_SOURCE_DIR}/docs/ DESTINATION ${CMAKE_INSTALL_DOCDIR}/
 install(DIRECTORY ${CMAKE_SOURCE_DIR}/manifests/examples/ DESTINATION ${CMAKE_INSTALL_DOCDIR}/examples/manifests)
 install(DIRECTORY ${CMAKE_SOURCE_DIR}/hooks/ DESTINATION ${CMAKE_INSTALL_DOCDIR}/examples/hooks)
 
-# The systemd template units, written at install time (not build time): their
-# Exec lines name the binary where this install puts it, and the prefix is
-# only final then (`cmake --install --prefix`, or cpack's /usr).
-set(_units ${CMAKE_BINARY_DIR}/systemd)
+# The systemd template units, written at install time (not build time) and
+# straight into their directory: their Exec lines name the binary where this
+# install puts it, and the prefix is only final then (`cmake --install
+# --prefix`, or cpack's /usr).
 install(CODE "
   set(_bindir \"${CMAKE_INSTALL_BINDIR}\")
   if(NOT IS_ABSOLUTE \"\${_bindir}\")
     set(_bindir \"\${CMAKE_INSTALL_PREFIX}/\${_bindir}\")
   endif()
-  file(REMOVE_RECURSE \"${_units}\")
+  set(_unitdir \"${CTCLI_SYSTEMD_UNITDIR}\")
+  if(NOT IS_ABSOLUTE \"\${_unitdir}\")
+    set(_unitdir \"\${CMAKE_INSTALL_PREFIX}/\${_unitdir}\")
+  endif()
+  message(STATUS \"Installing: \$ENV{DESTDIR}\${_unitdir}/ctcli@.service, ctcli-rotate-logs@.{service,timer}\")
   execute_process(
-    COMMAND \"$<TARGET_FILE:ctcli-lua>\" \"${CMAKE_SOURCE_DIR}/tools/genunits.lua\" \"${_units}\" \"\${_bindir}/ctcli\"
+    COMMAND \"$<TARGET_FILE:ctcli-lua>\" \"${CMAKE_SOURCE_DIR}/tools/genunits.lua\"
+            \"\$ENV{DESTDIR}\${_unitdir}\" \"\${_bindir}/ctcli\"
     RESULT_VARIABLE _rc)
   if(NOT _rc EQUAL 0)
-    message(FATAL_ERROR \"generating the systemd units failed (\${_rc})\")
+    message(FATAL_ERROR \"writing the systemd units failed (\${_rc})\")
   endif()
+  foreach(_u ctcli@.service ctcli-rotate-logs@.service ctcli-rotate-logs@.timer)
+    list(APPEND CMAKE_INSTALL_MANIFEST_FILES \"\${_unitdir}/\${_u}\")
+  endforeach()
 ")
-install(FILES ${_units}/ctcli@.service ${_units}/ctcli-rotate-logs@.service ${_units}/ctcli-rotate-logs@.timer
-        DESTINATION ${CTCLI_SYSTEMD_UNITDIR})
 
 # The .deb: `cpack -G DEB` in a build configured with -DCMAKE_INSTALL_PREFIX=/usr
 # (scripts/build-deb.sh). The same install rules as above, so the package and

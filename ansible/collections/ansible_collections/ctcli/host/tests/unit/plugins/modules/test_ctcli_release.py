@@ -5,7 +5,7 @@
 # builds, how it reads ctcli's errors and packages, and its diff.
 #
 # Run offline with the standard library:
-#   PYTHONPATH=ansible/collections python3 -m unittest discover -v \
+#   PYTHONPATH=ansible/collections /usr/bin/python3 -m unittest discover -v \
 #     -s ansible/collections/ansible_collections/ctcli/host/tests/unit/plugins/modules
 # or, where ansible-test can install its requirements, `ansible-test units`.
 
