@@ -16,6 +16,8 @@ packages=(
   # checks of the generated completion and man page
   zsh groff-base
   systemd
+  # scripts/build-deb.sh (cpack's dpkg-shlibdeps) and its spec (deb_slow)
+  dpkg-dev
 )
 
 missing=()

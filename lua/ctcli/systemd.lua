@@ -43,30 +43,34 @@ local function word(s)
   return '"' .. s:gsub("\\", "\\\\"):gsub('"', '\\"') .. '"'
 end
 
-local function exec(ctcli, root, args)
-  local w = { word(ctcli), "--root", word(root) }
+-- An Exec line: ctcli, --root and the arguments; root_word is already a
+-- word of the line (a quoted path, or "%f" in a template).
+local function exec(ctcli, root_word, args)
+  local w = { word(ctcli), "--root", root_word }
   for _, a in ipairs(args) do w[#w + 1] = word(a) end
   return table.concat(w, " ")
 end
 
--- units(opts) -> array of {name=, text=}. opts: root, ctcli (absolute), watch (seconds|nil)
-function M.units(opts)
-  local base = M.base(opts.root)
-  local main = base .. ".service"
-  local mounts = opts.root:match("^[%w/._-]+$") and ("RequiresMountsFor=" .. opts.root .. "\n") or ""
+-- build(u) -> array of {name=, text=}, the units of one root or the
+-- templates of every root. u: ctcli, root_word, root_text (for
+-- descriptions), main (the boot unit's name), timer_name(suffix, ext),
+-- mounts (a RequiresMountsFor= line or ""), header, timer_unit (whether a
+-- timer names its service: a template's instance finds it by name), watch.
+local function build(u)
+  local main = u.main
   local list = {}
   list[#list + 1] = { name = main, text = table.concat({
-    "# Written by 'ctcli enable'; 'ctcli --root ROOT disable' removes it.",
+    u.header,
     "[Unit]",
-    "Description=ctcli apps of " .. opts.root,
+    "Description=ctcli apps of " .. u.root_text,
     "Wants=network-online.target",
     "After=network-online.target local-fs.target",
-    mounts .. "",
+    u.mounts .. "",
     "[Service]",
     "Type=oneshot",
     "RemainAfterExit=yes",
-    "ExecStart=" .. exec(opts.ctcli, opts.root, { "start", "--boot" }),
-    "ExecStop=" .. exec(opts.ctcli, opts.root, { "stop", "--keep-wanted" }),
+    "ExecStart=" .. exec(u.ctcli, u.root_word, { "start", "--boot" }),
+    "ExecStop=" .. exec(u.ctcli, u.root_word, { "stop", "--keep-wanted" }),
     "TimeoutStartSec=30min",
     "TimeoutStopSec=10min",
     "",
@@ -75,42 +79,75 @@ function M.units(opts)
     "",
   }, "\n"):gsub("\n\n\n", "\n\n") }
   local function timer(suffix, what, args, timer_lines)
-    local svc = base .. "-" .. suffix .. ".service"
+    local svc = u.timer_name(suffix, "service")
     list[#list + 1] = { name = svc, text = table.concat({
-      "# Written by 'ctcli enable'.",
+      u.sub_header,
       "[Unit]",
-      "Description=ctcli " .. what .. " in " .. opts.root,
-      "After=" .. main,
+      "Description=ctcli " .. what .. " in " .. u.root_text,
+      "After=" .. u.after_main,
       "",
       "[Service]",
       "Type=oneshot",
       -- While another command holds the root (an upgrade), wait for it.
-      "ExecStart=" .. exec(opts.ctcli, opts.root, { "--wait", "600", table.unpack(args) }),
+      "ExecStart=" .. exec(u.ctcli, u.root_word, { "--wait", "600", table.unpack(args) }),
       "TimeoutStartSec=30min",
       "",
     }, "\n") }
     local lines = {
-      "# Written by 'ctcli enable'.",
+      u.sub_header,
       "[Unit]",
-      "Description=ctcli " .. what .. " in " .. opts.root .. " (timer)",
+      "Description=ctcli " .. what .. " in " .. u.root_text .. " (timer)",
       "",
       "[Timer]",
     }
     for _, l in ipairs(timer_lines) do lines[#lines + 1] = l end
-    lines[#lines + 1] = "Unit=" .. svc
+    if u.timer_unit then lines[#lines + 1] = "Unit=" .. svc end
     lines[#lines + 1] = ""
     lines[#lines + 1] = "[Install]"
     lines[#lines + 1] = "WantedBy=timers.target"
     lines[#lines + 1] = ""
-    list[#list + 1] = { name = base .. "-" .. suffix .. ".timer", text = table.concat(lines, "\n") }
+    list[#list + 1] = { name = u.timer_name(suffix, "timer"), text = table.concat(lines, "\n") }
   end
   timer("rotate-logs", "log rotation", { "rotate-logs" }, { "OnCalendar=daily", "Persistent=true" })
-  if opts.watch then
-    local s = math.max(1, math.floor(opts.watch))
+  if u.watch then
+    local s = math.max(1, math.floor(u.watch))
     timer("watch", "restart of exited apps", { "start", "--restart-exited" },
       { "OnActiveSec=" .. s .. "s", "OnUnitActiveSec=" .. s .. "s", "AccuracySec=1s" })
   end
   return list
+end
+
+-- units(opts) -> array of {name=, text=}. opts: root, ctcli (absolute), watch (seconds|nil)
+function M.units(opts)
+  local base = M.base(opts.root)
+  return build({
+    ctcli = opts.ctcli, root_word = word(opts.root), root_text = opts.root,
+    main = base .. ".service", after_main = base .. ".service",
+    timer_name = function(suffix, ext) return base .. "-" .. suffix .. "." .. ext end,
+    mounts = opts.root:match("^[%w/._-]+$") and ("RequiresMountsFor=" .. opts.root .. "\n") or "",
+    header = "# Written by 'ctcli enable'; 'ctcli --root ROOT disable' removes it.",
+    sub_header = "# Written by 'ctcli enable'.",
+    timer_unit = true, watch = opts.watch,
+  })
+end
+
+-- templates(ctcli) -> array of {name=, text=}: the template units a system
+-- install ships (ctcli@.service, ctcli-rotate-logs@.{service,timer}), whose
+-- instance is a root path escaped as `systemd-escape --path` does and whose
+-- Exec lines run ctcli (the installed binary's absolute path). The same
+-- units as 'enable' writes for one root, with %f (the unescaped instance
+-- path) as the root.
+function M.templates(ctcli)
+  local enable = "systemctl enable --now %s@$(systemd-escape --path ROOT).%s"
+  return build({
+    ctcli = ctcli, root_word = '"%f"', root_text = "%f",
+    main = "ctcli@.service", after_main = "ctcli@%i.service",
+    timer_name = function(suffix, ext) return "ctcli-" .. suffix .. "@." .. ext end,
+    mounts = "RequiresMountsFor=%f\n",
+    header = "# Installed with ctcli; for the root ROOT: " .. enable:format("ctcli", "service"),
+    sub_header = "# Installed with ctcli; for the root ROOT: " .. enable:format("ctcli-rotate-logs", "timer"),
+    timer_unit = false,
+  })
 end
 
 -- available() -> true when systemd runs this host (PID 1).

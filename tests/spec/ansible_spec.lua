@@ -166,6 +166,7 @@ describe("Ansible ctcli.host.ctcli_release and the rolling upgrade", function()
     local argv = { "ansible", host, "-i", dir .. "/inventory.json", "-m", "ctcli.host.ctcli_release",
       "-a", table.concat(kv, " ") }
     if opts.check then argv[#argv + 1] = "--check" end
+    if opts.diff then argv[#argv + 1] = "--diff" end
     local r = assert(ct.proc.run(argv, { cwd = dir, timeout = 300, env_add = {
       ANSIBLE_COLLECTIONS_PATH = H.src .. "/ansible/collections",
       ANSIBLE_HOME = dir .. "/ansible-home",
@@ -175,7 +176,8 @@ describe("Ansible ctcli.host.ctcli_release and the rolling upgrade", function()
       ANSIBLE_NOCOLOR = "1",
       ANSIBLE_LOCALHOST_WARNING = "False",
     } }))
-    local body = r.stdout:match("^" .. host .. " | %u+!? => (.*)$")
+    -- with --diff, the diff comes first and the result last
+    local body = r.stdout:match("\n?" .. host .. " | %u+!? => ({.*})%s*$")
     local res = body and json.decode(body)
     assert(type(res) == "table", "no module result:\n" .. r.stdout .. r.stderr)
     return r, res
@@ -233,6 +235,115 @@ describe("Ansible ctcli.host.ctcli_release and the rolling upgrade", function()
     assert.is_false(res.changed)
     _, res = module("host1", { root = root, package = legacy })
     assert.is_false(res.changed)
+  end)
+  it("module: restarted restarts every time (only the named apps with apps), check mode restarts nothing", function()
+    local root = H.root()
+    H.ok(root, { "-y", "install", H.package({ "--format", "manifest", "--version", "5.0.0",
+      "--app", "web:mark=v5", "--app", "worker:mark=w5" }) })
+    local function pids()
+      local out = {}
+      for _, a in ipairs(H.json(root, { "status" }).apps) do out[a.name] = a.pid end
+      return out
+    end
+    local p0 = pids()
+    local _, res = module("host1", { root = root, state = "restarted" }, { check = true })
+    assert.is_true(res.changed)
+    assert.equals("restart", res.action)
+    assert.same(p0, pids())
+    _, res = module("host1", { root = root, state = "restarted", apps = { "web" } })
+    assert.is_true(res.changed)
+    assert.same({ "web" }, res.result.restarted)
+    local p1 = pids()
+    assert.not_equals(p0.web, p1.web)
+    assert.equals(p0.worker, p1.worker)
+    -- again: a restart is an act, so again a change
+    _, res = module("host1", { root = root, state = "restarted" })
+    assert.is_true(res.changed)
+    local p2 = pids()
+    assert.not_equals(p1.web, p2.web)
+    assert.not_equals(p1.worker, p2.worker)
+    for _, a in ipairs(H.json(root, { "status" }).apps) do assert.equals("running", a.state) end
+    -- a stopped app is started by a restart
+    H.ok(root, { "stop", "worker" })
+    _, res = module("host1", { root = root, state = "restarted", apps = { "worker" } })
+    assert.is_true(res.changed)
+    assert.equals("running", H.app_state(root, "worker").state)
+  end)
+
+  it("module: wait waits for another command holding the root's lock; without it the task fails at once", function()
+    local root = H.root()
+    H.ok(root, { "-y", "install", v1 })
+    local lock = root .. "/state/lock"
+    -- another holder of the root's lock (flock(2) on the same file, as ctcli takes it) for 3 s
+    local holder = assert(ct.proc.spawn({ "flock", lock, "sleep", "3" }, { stdout = "null", stderr = "null" }))
+    assert.truthy(H.wait_for(function()
+      return ct.proc.run({ "flock", "-n", lock, "true" }).code ~= 0
+    end, 10), "the lock was not taken")
+    local pid0 = H.json(root, { "status" }).apps[1].pid
+    local r, res = module("host1", { root = root, state = "restarted" })
+    assert.not_equals(0, r.code)
+    assert.truthy(res.msg:find("holds the root's lock", 1, true), res.msg)
+    assert.equals(pid0, H.json(root, { "status" }).apps[1].pid)
+    local t0 = ct.time.monotonic()
+    r, res = module("host1", { root = root, state = "restarted", wait = 60 })
+    assert.equals(0, r.code, r.stdout .. r.stderr)
+    assert.is_true(res.changed)
+    assert.truthy(ct.time.monotonic() - t0 > 1, "it did not wait")
+    assert.equals(0, holder:wait(30))
+    holder:close()
+    assert.not_equals(pid0, H.json(root, { "status" }).apps[1].pid)
+  end)
+
+  it("module: the diff names the releases by id, and after carries each app's digest", function()
+    local root = H.root()
+    H.ok(root, { "-y", "install", v1 })
+    local before = H.json(root, { "release-info" })
+    local plan = H.json(root, { "plan", v2 })
+    local want = plan.changes[1].new_image
+    assert.truthy(want:match("^sha256:%x+$"))
+    -- check mode: the planned release, no id yet
+    local r = module("host1", { root = root, package = v2 }, { check = true, diff = true })
+    assert.equals(0, r.code, r.stdout .. r.stderr)
+    assert.truthy(r.stdout:find('"release": "' .. before.id .. '"', 1, true), r.stdout)
+    assert.truthy(r.stdout:find('"digest": "' .. before.apps[1].digest .. '"', 1, true), r.stdout)
+    assert.truthy(r.stdout:find('"digest": "' .. want .. '"', 1, true), r.stdout)
+    local _, res = module("host1", { root = root, package = v2 })
+    local after = H.json(root, { "release-info" })
+    assert.equals(after.id, res.release.id)
+    assert.equals(before.id, res.previous.id)
+    assert.equals(want, after.apps[1].digest)
+    -- the real run: the new release's id and digests
+    H.ok(root, { "-y", "rollback" })
+    r = module("host1", { root = root, package = v2 }, { diff = true })
+    local now = H.json(root, { "release-info" })
+    assert.truthy(r.stdout:find('"release": "' .. now.id .. '"', 1, true), r.stdout)
+    assert.truthy(r.stdout:find('"digest": "' .. want .. '"', 1, true), r.stdout)
+  end)
+
+  it("passes its offline checks: unit tests, ansible-doc and ansible-test sanity", function()
+    local coll = H.src .. "/ansible/collections/ansible_collections/ctcli/host"
+    -- the system Python, which has Debian's ansible-core
+    local r = assert(ct.proc.run({ "/usr/bin/python3", "-m", "unittest", "discover", "-s", coll .. "/tests/unit/plugins/modules" },
+      { timeout = 120, env_add = { PYTHONPATH = H.src .. "/ansible/collections", PYTHONDONTWRITEBYTECODE = "1" } }))
+    assert.equals(0, r.code, r.stdout .. r.stderr)
+    assert.truthy(r.stderr:find("\nOK", 1, false), r.stderr)
+    r = assert(ct.proc.run({ "ansible-doc", "--json", "ctcli.host.ctcli_release" }, { timeout = 120, env_add = {
+      ANSIBLE_COLLECTIONS_PATH = H.src .. "/ansible/collections", ANSIBLE_HOME = dir .. "/ansible-home" } }))
+    assert.equals(0, r.code, r.stderr)
+    local doc = json.decode(r.stdout)["ctcli.host.ctcli_release"].doc
+    assert.truthy(doc.options.wait)
+    assert.truthy(doc.options.state.choices)
+    -- ansible-test on a copy (it writes tests/output into the collection);
+    -- the tests that install checkers from PyPI cannot run offline.
+    local copy = dir .. "/sanity/ansible_collections/ctcli"
+    assert(ct.fs.mkdir(copy, 493, true))
+    assert.equals(0, assert(ct.proc.run({ "cp", "-r", coll, copy .. "/host" })).code)
+    r = assert(ct.proc.run({ "ansible-test", "sanity", "--python", "3.11",
+      "--skip-test", "ansible-doc", "--skip-test", "import", "--skip-test", "pep8", "--skip-test", "pylint",
+      "--skip-test", "runtime-metadata", "--skip-test", "validate-modules", "--skip-test", "yamllint" },
+      { cwd = copy .. "/host", timeout = 600, env_add = { ANSIBLE_HOME = dir .. "/ansible-home" } }))
+    assert.equals(0, r.code, r.stdout .. r.stderr)
+    assert.truthy(r.stdout:find('Running sanity test "shebang"', 1, true), r.stdout)
   end)
   it("verifies the package first when ctcli_verify is true", function()
     -- hosts trust key a; a package signed with key b fails verification on

@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/python
 # -*- coding: utf-8 -*-
 # ctcli.host.ctcli_release: a ctcli root's release and its apps, driven
 # through the ctcli binary's --json output.
@@ -20,12 +20,20 @@ description:
     binary has that command (any app added, changed or removed, or another
     release name or version), else from the package's manifest (C(manifest.json),
     whose digest is part of the release id) or, for the original package
-    layout, from its release version and its apps' image digests.
+    layout, from its apps' image digests and versions (its C(packageVersion)
+    is the package's format, not the release's version).
   - A failed upgrade (ctcli rolls it back by itself) fails the task with
     ctcli's one-line error.
+  - C(state=restarted) restarts the apps (all, or I(apps)) every time it runs,
+    as M(ansible.builtin.service) does; it is always a change.
+  - Results and diffs name a release by its id (C(<UTC time>-<8 hex of the
+    manifest's sha256>)), as C(ctcli release-info) prints it.
   - Supports check mode (nothing is changed; the result says what would be)
-    and diff mode (the release and every app, before and after).
+    and diff mode (the release id and every app's version and image digest,
+    before and after).
 version_added: "0.1.0"
+requirements:
+  - ctcli on the managed host (the C(ctcli) Debian package puts it in /usr/bin)
 options:
   root:
     description: The ctcli root directory (C(ctcli --root)).
@@ -39,12 +47,13 @@ options:
       - C(present) the package is the current release (install or upgrade).
       - C(started) the apps (all, or I(apps)) are running.
       - C(stopped) the apps (all, or I(apps)) are stopped.
+      - C(restarted) the apps (all, or I(apps)) are restarted (C(ctcli restart)).
       - C(absent) no release is installed (C(ctcli -y delete)).
     type: str
-    choices: [present, started, stopped, absent]
+    choices: [present, started, stopped, restarted, absent]
     default: present
   apps:
-    description: With C(started) or C(stopped), only these apps.
+    description: With C(started), C(stopped) or C(restarted), only these apps.
     type: list
     elements: str
     default: []
@@ -62,6 +71,15 @@ options:
   hook_timeout:
     description: Time limit of one hook in seconds (C(--hook-timeout)).
     type: int
+  wait:
+    description:
+      - When another ctcli command holds the root's lock (an upgrade started
+        by hand, a systemd timer's log rotation), wait for it up to this many
+        seconds (ctcli's global C(--wait)) instead of failing at once.
+      - Unset, a held lock fails the task with ctcli's message naming the
+        holder.
+    type: int
+    version_added: "0.2.0"
 author:
   - ctcli maintainers
 '''
@@ -79,6 +97,13 @@ EXAMPLES = r'''
     state: stopped
     apps: [worker]
 
+- name: Restart the web app, waiting up to 10 minutes for a running upgrade
+  ctcli.host.ctcli_release:
+    root: /srv/app
+    state: restarted
+    apps: [web]
+    wait: 600
+
 - name: Remove the release
   ctcli.host.ctcli_release:
     root: /srv/app
@@ -90,29 +115,36 @@ action:
   description: What was done (or, in check mode, would be done).
   returned: always
   type: str
+  choices: [install, upgrade, start, stop, restart, delete, none]
   sample: upgrade
 release:
   description: The current release after the task (id, name, version), null when none.
   returned: always
   type: dict
+  sample: {"id": "20250101T120000Z-1a2b3c4d", "name": "shop", "version": "2.0.0"}
 previous:
   description: The release before the task (id, name, version), null when none.
   returned: always
   type: dict
+  sample: {"id": "20241201T120000Z-5e6f7a8b", "name": "shop", "version": "1.0.0"}
 changes:
   description: Per app, added / changed / removed / unchanged (state=present).
   returned: when state is present
   type: list
   elements: dict
+  sample: [{"name": "web", "change": "changed", "old_version": "1.0.0", "new_version": "2.0.0",
+            "old_image": "sha256:3d3c...", "new_image": "sha256:77ba..."}]
 apps:
   description: ctcli status of each app after the task.
   returned: always
   type: list
   elements: dict
+  sample: [{"name": "web", "state": "running", "version": "2.0.0", "image": "sha256:77ba..."}]
 result:
   description: The JSON ctcli printed for the changing command.
   returned: when changed and not in check mode
   type: dict
+  sample: {"restarted": ["web"]}
 '''
 
 import hashlib
@@ -121,6 +153,34 @@ import os
 import tarfile
 
 from ansible.module_utils.basic import AnsibleModule
+
+
+def ctcli_argv(binary, root, args, json_out=True, wait=None, hook_timeout=None):
+    """The command line of one ctcli call: the global options, then args."""
+    argv = [binary, '--root', root, '--no-color']
+    if json_out:
+        argv.append('--json')
+    if wait is not None:
+        # One word: an option whose value is optional never takes the next one.
+        argv.append('--wait=%d' % wait)
+    if hook_timeout is not None:
+        argv += ['--hook-timeout', str(hook_timeout)]
+    return argv + list(args)
+
+
+def error_message(rc, out, err):
+    """ctcli's one-line error: the JSON error object on stdout (--json), else
+    its last 'ctcli: ' line on stderr, else the last line it printed."""
+    try:
+        doc = json.loads(out) if out.strip() else None
+    except ValueError:
+        doc = None
+    if isinstance(doc, dict) and isinstance(doc.get('error'), str):
+        msg = doc['error']
+        return msg if msg.startswith('ctcli: ') else 'ctcli: ' + msg
+    lines = [line for line in err.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith('ctcli: ')]
+    return errors[-1] if errors else (lines[-1] if lines else 'ctcli exited %d' % rc)
 
 
 class Ctcli(object):
@@ -138,18 +198,11 @@ class Ctcli(object):
         self.binary = binary
         self.root = p['root']
         self.hook_timeout = p['hook_timeout']
+        self.wait = p['wait']
         self._has = {}
 
-    def argv(self, args, json_out=True):
-        argv = [self.binary, '--root', self.root, '--no-color']
-        if json_out:
-            argv.append('--json')
-        if self.hook_timeout is not None:
-            argv += ['--hook-timeout', str(self.hook_timeout)]
-        return argv + list(args)
-
     def run(self, args, json_out=True):
-        argv = self.argv(args, json_out)
+        argv = ctcli_argv(self.binary, self.root, args, json_out, self.wait, self.hook_timeout)
         rc, out, err = self.module.run_command(argv, environ_update={'NO_COLOR': '1'})
         return rc, out, err, argv
 
@@ -157,21 +210,15 @@ class Ctcli(object):
         """Runs ctcli; fails the task with ctcli's error line unless it exits 0."""
         rc, out, err, argv = self.run(args)
         if rc != 0:
-            self.fail(rc, out, err, argv, **extra)
+            self.module.fail_json(msg=error_message(rc, out, err), rc=rc, stdout=out, stderr=err, cmd=argv, **extra)
         try:
             return json.loads(out) if out.strip() else {}
         except ValueError:
             return {'output': out}
 
-    def fail(self, rc, out, err, argv, **extra):
-        lines = [l for l in err.splitlines() if l.strip()]
-        errors = [l for l in lines if l.startswith('ctcli: ')]
-        msg = (errors[-1] if errors else (lines[-1] if lines else 'ctcli exited %d' % rc))
-        self.module.fail_json(msg=msg, rc=rc, stdout=out, stderr=err, cmd=argv, **extra)
-
     def has_command(self, name):
         if name not in self._has:
-            rc, _, _, _ = self.run(['help', name], json_out=False)
+            rc, dummy, dummy, dummy = self.run(['help', name], json_out=False)
             self._has[name] = (rc == 0)
         return self._has[name]
 
@@ -199,21 +246,29 @@ def summary(rel):
     return {'id': rel.get('id'), 'name': rel.get('name'), 'version': rel.get('version')}
 
 
-def short(digest):
-    return (digest or '')[7:19] if (digest or '').startswith('sha256:') else (digest or '')[:12]
+def app_digest(app):
+    """An app's image digest, from release-info (digest), status (image) or a package."""
+    for key in ('digest', 'image', 'new_image'):
+        v = app.get(key)
+        if isinstance(v, str) and v.startswith('sha256:'):
+            return v
+    return None
 
 
 def release_view(rel, apps):
-    """The diff mode view of a release: its name, version and each app."""
+    """The diff mode view of a release: its id, name, version and each app's
+    version and image digest. rel['id'] is None for a release not made yet."""
     if not rel:
         return {}
-    view = {'release': '%s %s' % (rel.get('name'), rel.get('version')), 'apps': {}}
-    for a in apps:
-        view['apps'][a['name']] = '%s %s' % (a.get('version') or '-', short(a.get('digest') or a.get('image')))
-    return view
+    return {
+        'release': rel.get('id'),
+        'name': rel.get('name'),
+        'version': rel.get('version'),
+        'apps': dict((a['name'], {'version': a.get('version'), 'digest': app_digest(a)}) for a in apps),
+    }
 
 
-def read_package(module, ctcli, path):
+def read_package(module, path):
     """(format, manifest bytes or None, release dict, apps list) read from the package."""
     if not os.path.isfile(path):
         module.fail_json(msg="package %s: no such file" % path)
@@ -239,6 +294,12 @@ def read_package(module, ctcli, path):
         if rc != 0:
             module.fail_json(msg="package %s: cannot read its manifest: %s" % (path, err.strip()))
         manifest = out
+    return parse_package(path, manifest, meta, versions, module.fail_json)
+
+
+def parse_package(path, manifest, meta, versions, fail):
+    """read_package's result from the files read: manifest.json's bytes, or
+    the original layout's meta.json and version.json of each app."""
     if manifest is not None:
         doc = json.loads(manifest.decode('utf-8'))
         rel = doc.get('release', {})
@@ -246,13 +307,15 @@ def read_package(module, ctcli, path):
                  'digest': (a.get('image') or {}).get('digest')} for a in doc.get('apps', [])]
         return 'manifest', manifest, {'name': rel.get('name'), 'version': rel.get('version')}, apps
     if meta is None:
-        module.fail_json(msg="package %s: not a ctcli package (no manifest.json, no meta.json)" % path)
+        fail(msg="package %s: not a ctcli package (no manifest.json, no meta.json)" % path)
+    # packageVersion is the package's format, not the release's version: a
+    # release of the original layout is named by releaseMeta only.
     rmeta = meta.get('releaseMeta') or {}
     apps = []
     for name in sorted(versions):
         v = versions[name]
         apps.append({'name': v.get('appName', name), 'version': v.get('imageTag'), 'digest': v.get('imageSha')})
-    return 'legacy', None, {'name': rmeta.get('name'), 'version': meta.get('packageVersion')}, apps
+    return 'legacy', None, {'name': rmeta.get('id') or rmeta.get('name'), 'version': None}, apps
 
 
 def predict_changes(cur, cur_apps, fmt, manifest, prel, papps):
@@ -264,24 +327,31 @@ def predict_changes(cur, cur_apps, fmt, manifest, prel, papps):
         o = old.get(a['name'])
         if not o:
             change = 'added'
-        elif o.get('digest') != a.get('digest'):
+        elif app_digest(o) != a.get('digest') or o.get('version') != a.get('version'):
             change = 'changed'
         else:
             change = 'unchanged'
         changes.append({'name': a['name'], 'change': change,
                         'old_version': o.get('version') if o else None, 'new_version': a.get('version'),
-                        'old_image': o.get('digest') if o else None, 'new_image': a.get('digest')})
+                        'old_image': app_digest(o) if o else None, 'new_image': a.get('digest')})
     for a in cur_apps:
         if a['name'] not in new:
             changes.append({'name': a['name'], 'change': 'removed', 'old_version': a.get('version'),
-                            'new_version': None, 'old_image': a.get('digest'), 'new_image': None})
+                            'new_version': None, 'old_image': app_digest(a), 'new_image': None})
     if fmt == 'manifest':
         # A release id ends with 8 hex of its manifest's sha256.
         same = cur['id'].endswith('-' + hashlib.sha256(manifest).hexdigest()[:8])
     else:
-        same = (all(c['change'] == 'unchanged' for c in changes)
-                and cur.get('version') == prel.get('version'))
+        same = all(c['change'] == 'unchanged' for c in changes)
     return changes, not same
+
+
+def planned_view(prel, changes):
+    """The diff's "after" before the release exists: no id yet, each app's
+    version and digest as the plan (or the package) gives them."""
+    apps = [{'name': c['name'], 'version': c.get('new_version'), 'digest': c.get('new_image')}
+            for c in changes if c.get('change') != 'removed']
+    return release_view({'id': None, 'name': prel.get('name'), 'version': prel.get('version')}, apps)
 
 
 def present(module, ctcli):
@@ -293,10 +363,7 @@ def present(module, ctcli):
         module.fail_json(msg="package %s: no such file" % pkg)
     cur = ctcli.release_info()
     result = {'previous': summary(cur)}
-    fmt, manifest, prel, papps = read_package(module, ctcli, pkg)
-    after_view = {'release': '%s %s' % (prel.get('name'), prel.get('version')),
-                  'apps': dict((a['name'], '%s %s' % (a.get('version') or '-', short(a.get('digest'))))
-                               for a in papps)}
+    fmt, manifest, prel, papps = read_package(module, pkg)
     if cur is None:
         action = 'install'
         changes = [{'name': a['name'], 'change': 'added', 'old_version': None, 'new_version': a.get('version'),
@@ -311,6 +378,7 @@ def present(module, ctcli):
             if isinstance(doc, dict) and isinstance(doc.get('changes'), list):
                 changes = doc['changes']
                 frm, to = doc.get('from') or {}, doc.get('to') or {}
+                prel = {'name': to.get('name', prel.get('name')), 'version': to.get('version', prel.get('version'))}
                 differs = (any(c.get('change') != 'unchanged' for c in changes)
                            or frm.get('version') != to.get('version') or frm.get('name') != to.get('name'))
         if changes is None:
@@ -319,7 +387,7 @@ def present(module, ctcli):
     result.update(action=action, changes=changes, changed=differs)
     if differs:
         result['diff'] = {'before': release_view(cur, cur.get('apps') or []) if cur else {},
-                          'after': after_view,
+                          'after': planned_view(prel, changes),
                           'before_header': '%s (%s)' % (p['root'], cur['id'] if cur else 'no release'),
                           'after_header': '%s (%s)' % (p['root'], os.path.basename(pkg))}
     if differs and not module.check_mode:
@@ -332,6 +400,11 @@ def present(module, ctcli):
             if p['keep'] is not None:
                 args += ['--keep', str(p['keep'])]
             result['result'] = ctcli.call(args + [pkg], **result)
+        # The release as made: its id, and the digests ctcli unpacked.
+        new = ctcli.release_info()
+        if new is not None:
+            result['diff']['after'] = release_view(new, new.get('apps') or [])
+            result['diff']['after_header'] = '%s (%s)' % (p['root'], new['id'])
     st = ctcli.status()
     result['release'] = st.get('release') if not module.check_mode else summary(cur)
     result['apps'] = st.get('apps', [])
@@ -349,21 +422,26 @@ def apps_state(module, ctcli, want):
         if n not in names:
             module.fail_json(msg="no app '%s' in release %s (apps: %s)" % (n, rel.get('id'), ', '.join(names)))
     targets = p['apps'] or names
-    running = dict((a['name'], a.get('state') in ('running', 'paused')) for a in st.get('apps', []))
-    todo = [n for n in targets if running.get(n) != (want == 'started')]
-    result = {'previous': rel, 'changed': bool(todo),
-              'action': ('start' if want == 'started' else 'stop') if todo else 'none'}
+    before = dict((a['name'], a.get('state')) for a in st.get('apps', []))
+    if want == 'restarted':
+        # Restarted is an act, not a state: every target, every time.
+        todo, cmd, after_state = list(targets), 'restart', 'running'
+    else:
+        running = dict((a['name'], a.get('state') in ('running', 'paused')) for a in st.get('apps', []))
+        todo = [n for n in targets if running.get(n) != (want == 'started')]
+        cmd = 'start' if want == 'started' else 'stop'
+        after_state = 'running' if want == 'started' else 'stopped'
+    result = {'previous': rel, 'changed': bool(todo), 'action': cmd if todo else 'none'}
     if todo:
-        before = dict((a['name'], a.get('state')) for a in st.get('apps', []))
         after = dict(before)
         for n in todo:
-            after[n] = 'running' if want == 'started' else 'stopped'
+            after[n] = after_state
         result['diff'] = {'before': before, 'after': after}
         if not module.check_mode:
-            cmd = 'start' if want == 'started' else 'stop'
             args = [cmd] + (todo if p['apps'] else [])
             result['result'] = ctcli.call(args, **result)
             st = ctcli.status()
+            result['diff']['after'] = dict((a['name'], a.get('state')) for a in st.get('apps', []))
     result['release'] = st.get('release')
     result['apps'] = st.get('apps', [])
     return result
@@ -384,26 +462,32 @@ def absent(module, ctcli):
     return result
 
 
+ARGUMENT_SPEC = dict(
+    root=dict(type='path', required=True),
+    package=dict(type='path'),
+    state=dict(type='str', default='present', choices=['present', 'started', 'stopped', 'restarted', 'absent']),
+    apps=dict(type='list', elements='str', default=[]),
+    binary=dict(type='str', default='ctcli'),
+    keep=dict(type='int'),
+    purge=dict(type='bool', default=False),
+    hook_timeout=dict(type='int'),
+    wait=dict(type='int'),
+)
+
+
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            root=dict(type='path', required=True),
-            package=dict(type='path'),
-            state=dict(type='str', default='present', choices=['present', 'started', 'stopped', 'absent']),
-            apps=dict(type='list', elements='str', default=[]),
-            binary=dict(type='str', default='ctcli'),
-            keep=dict(type='int'),
-            purge=dict(type='bool', default=False),
-            hook_timeout=dict(type='int'),
-        ),
+        argument_spec=ARGUMENT_SPEC,
         required_if=[('state', 'present', ['package'])],
         supports_check_mode=True,
     )
+    if module.params['wait'] is not None and module.params['wait'] < 0:
+        module.fail_json(msg="wait must be 0 or more seconds")
     ctcli = Ctcli(module)
     state = module.params['state']
     if state == 'present':
         result = present(module, ctcli)
-    elif state in ('started', 'stopped'):
+    elif state in ('started', 'stopped', 'restarted'):
         result = apps_state(module, ctcli, state)
     else:
         result = absent(module, ctcli)
