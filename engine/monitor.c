@@ -329,6 +329,9 @@ static int start_container(void) {
   M.error[0] = '\0';
   M.init = 0;
   M.init_exited = 0;
+  /* Before create: the app may write before `start` returns, and a reader
+     tells one run's output from the next by this note. */
+  note("run %lld starting", M.runs + 1);
   if (run_cmd(&M.c.create, "create") != 0) return -1;
   M.init = read_pid_file();
   if (M.init <= 0) {

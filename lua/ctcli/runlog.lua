@@ -94,7 +94,8 @@ function M.read(paths, app, opts, emit)
   local out = sink(function(rec) if want(rec) then emit(rec) end end)
   if opts.previous then
     -- The run before the last: its records lie between the last two
-    -- "run N started" notes of the monitor.
+    -- "run N starting" notes of the monitor (written before runc create,
+    -- so before anything the run writes).
     local starts = {}
     for _, n in ipairs(names) do
       local f = d:open(n)
@@ -102,7 +103,7 @@ function M.read(paths, app, opts, emit)
         local size = f:seek("end")
         each_line(f, 0, size, function(line)
           local rec = M.parse(line)
-          if rec and rec.stream == "ctcli" and rec.text:match("^run %d+ started") then
+          if rec and rec.stream == "ctcli" and rec.text:match("^run %d+ starting") then
             starts[#starts + 1] = rec.time
           end
         end)
@@ -201,6 +202,9 @@ function M.poll(state)
       end)
       state.file:close()
     end
+    -- The new current.log is opened before the directory is listed: a
+    -- rotation in between leaves the file it renamed in the listing.
+    local newf = d:open("current.log")
     local names, after = files(d), nil
     for i, n in ipairs(names) do
       if n ~= "current.log" and state.ino and (d:stat(n) or {}).ino == state.ino then after = i end
@@ -208,8 +212,9 @@ function M.poll(state)
     if state.ino and not after then
       io.stderr:write("ctcli: output was rotated away before it was read (logs -f fell behind state/runs/)\n")
     end
+    local new_ino = newf and newf:stat().ino
     for i = (after or #names) + 1, #names do
-      if names[i] ~= "current.log" then
+      if names[i] ~= "current.log" and (d:stat(names[i]) or {}).ino ~= new_ino then
         local f = d:open(names[i])
         if f then
           each_line(f, 0, f:seek("end"), function(line)
@@ -220,7 +225,7 @@ function M.poll(state)
         end
       end
     end
-    state.file, state.pos, state.ino = d:open("current.log"), 0, st.ino
+    state.file, state.pos, state.ino = newf, 0, new_ino
     if state.file then return M.poll(state) end
   end
   return true

@@ -92,7 +92,7 @@ describe("ctcli completion", function()
       assert.truthy(has(up, spec[1]), spec[1])
     end
     assert.truthy(has(up, "--json"))
-    local logs = complete(script, { H.bin, "--json", "logs", "--t" }, 3)
+    local logs = complete(script, { H.bin, "--json", "logs", "--ta" }, 3)
     assert.same({ "--tail" }, logs)
     -- an option's value is not completed as a command or an option
     assert.same({}, complete(script, { H.bin, "logs", "--tail", "" }, 3))

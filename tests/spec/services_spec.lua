@@ -185,7 +185,7 @@ describe("real services (PostgreSQL 15, Redis, nginx from Debian)", function()
     assert.are_not.equal(before.redis, now.redis)
     assert.equals("1.1.0", H.app_state(root, "redis").version)
     assert.truthy(H.wait_for(function()
-      local log = ct.fs.read(root .. "/logs/redis/stdout-stderr.log") or ""
+      local log = H.log_of(root, "redis")
       return log:find("(redis-two)", 1, true)
     end, 10))
     -- Redis restarted from its append-only file

@@ -253,6 +253,26 @@ function H.goroot_exec(root, app, argv, user)
   return assert(ct.proc.run(cmd, { timeout = 60 }))
 end
 
+-- log_of(root, app) -> the app's output as its monitor recorded it (the text
+-- of the stdout and stderr records of state/runs/<app>/*.log, oldest first).
+function H.log_of(root, app)
+  local dir = root .. "/state/runs/" .. app
+  local names = {}
+  for _, n in ipairs(ct.fs.dir(dir) or {}) do
+    if n:match("^%d+%.log$") then names[#names + 1] = n end
+  end
+  table.sort(names)
+  names[#names + 1] = "current.log"
+  local out = {}
+  for _, n in ipairs(names) do
+    for line in (ct.fs.read(dir .. "/" .. n) or ""):gmatch("[^\n]+") do
+      local stream, text = line:match("^%S+ (%S+) [FP] ?(.*)$")
+      if stream == "stdout" or stream == "stderr" then out[#out + 1] = text .. "\n" end
+    end
+  end
+  return table.concat(out)
+end
+
 -- kill_monitors(root): SIGKILL to each monitor of the root's apps (their pids
 -- from state/runs/<app>/state.json, checked to be monitors): a monitor still
 -- alive would restart the container a cleanup kills.

@@ -71,9 +71,10 @@ return {
       elseif again and not exited(states, app.name) then
         -- never started, or stopped by ctcli: not an exit to restart
         goto continue
-      elseif again and monitor.state(ctx.paths, app.name) then
+      elseif again and monitor.state(ctx.paths, app.name) and not monitor.lost(monitor.state(ctx.paths, app.name)) then
         -- Supervised: its monitor applied its restart policy (a "failed"
-        -- crash loop or "no" stays down until the operator starts it).
+        -- crash loop or "no" stays down until the operator starts it). One
+        -- whose monitor was killed is unsupervised: restarted here.
         goto continue
       else
         todo[#todo + 1] = app
