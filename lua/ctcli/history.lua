@@ -181,4 +181,43 @@ function M.adopting(ctx, adopt_run)
   return res, err
 end
 
+-- restarts(paths) -> the restarts the apps' monitors made by policy, as
+-- history entries ({command = "restart", by = "monitor", app=, exit=}),
+-- read from the monitors' notes in state/runs/<app>/*.log ("run N ended by
+-- signal S" or "run N exited with code C", then "restarting in ..."). A
+-- policy restart takes no lock and runs no Lua, so it is read, not written;
+-- what log rotation has deleted is gone from here too.
+function M.restarts(paths)
+  local out = {}
+  local base = paths.state .. "/runs"
+  for _, app in ipairs(ct.fs.dir(base) or {}) do
+    local names = {}
+    for _, n in ipairs(ct.fs.dir(base .. "/" .. app) or {}) do
+      if n:match("^%d+%.log$") then names[#names + 1] = n end
+    end
+    table.sort(names)
+    names[#names + 1] = "current.log"
+    local last_exit
+    for _, n in ipairs(names) do
+      for line in (ct.fs.read(base .. "/" .. app .. "/" .. n) or ""):gmatch("[^\n]+") do
+        local time, text = line:match("^(%S+) ctcli F (.*)$")
+        if time then
+          local sig = text:match("^run %d+ ended by signal (%d+)")
+          local code = text:match("^run %d+ exited with code (%d+)")
+          if sig or code then
+            last_exit = { signal = sig and tonumber(sig) or nil, code = code and tonumber(code) or nil }
+          elseif text:match("^restarting in ") and last_exit then
+            out[#out + 1] = {
+              format = M.FORMAT, started = time:sub(1, 23) .. "Z", command = "restart", by = "monitor",
+              app = app, result = "ok", exit = last_exit, argv = {},
+            }
+            last_exit = nil
+          end
+        end
+      end
+    end
+  end
+  return out
+end
+
 return M

@@ -130,6 +130,12 @@ describe("hostops", function()
     assert.equals("running", seen[1].from)
     assert.equals(9, seen[1].last_exit.signal)
     assert.equals(1, seen[#seen].restarts)
+    -- The history lists the policy restart among the commands.
+    local hist = H.json(root, { "history" }).entries
+    local restart
+    for _, e in ipairs(hist) do if e.by == "monitor" and e.app == "worker" then restart = e end end
+    assert.truthy(restart, "no policy restart in the history")
+    assert.equals(9, restart.exit.signal)
     -- The watch timer leaves supervised apps to their monitors.
     assert.same({}, H.json(root, { "start", "--restart-exited" }).started)
     -- A stop is ctcli's doing: no restart.

@@ -11,6 +11,11 @@ local function quote(w)
 end
 
 local function command_line(e)
+  if e.by == "monitor" then
+    local x = type(e.exit) == "table" and e.exit or {}
+    return string.format("(restart of %s by its policy, after %s)", tostring(e.app),
+      x.signal and ("signal " .. x.signal) or ("exit code " .. tostring(x.code)))
+  end
   local words = {}
   for _, w in ipairs(e.argv or {}) do words[#words + 1] = quote(tostring(w)) end
   if #words == 0 then return "(" .. e.command .. (e.by and (", by " .. e.by) or "") .. ")" end
@@ -59,7 +64,8 @@ return {
     "is recorded when it ends in state/history.jsonl: when it started, how long it took,",
     "who ran it, its command line, the release before and after, and its result",
     "(ok, failed, cancelled or refused, with the exit status and the error), and an",
-    "upgrade's automatic rollback. The record is kept across upgrades, rollbacks and",
+    "upgrade's automatic rollback; and each restart an app's monitor made by its",
+    "restart policy (from the monitor's notes). The record is kept across upgrades, rollbacks and",
     "restores, and each backup carries a copy. --json prints it as one document",
     "(format 1, docs/operations.md).",
   }, "\n"),
@@ -71,6 +77,22 @@ return {
   run = function(ctx)
     local entries, skipped = history.read(ctx.paths)
     if not entries then return nil, "cannot read the history: " .. tostring(skipped) end
+    -- The monitors' policy restarts, each before the first command that
+    -- started after it (the commands keep their order).
+    local restarts = history.restarts(ctx.paths)
+    table.sort(restarts, function(a, b) return a.started < b.started end)
+    if #restarts > 0 then
+      local merged, j = {}, 1
+      for _, e in ipairs(entries) do
+        while restarts[j] and restarts[j].started < tostring(e.started) do
+          merged[#merged + 1] = restarts[j]
+          j = j + 1
+        end
+        merged[#merged + 1] = e
+      end
+      for k = j, #restarts do merged[#merged + 1] = restarts[k] end
+      entries = merged
+    end
     for _, n in ipairs(skipped) do
       io.stderr:write(string.format("ctcli: note: line %d of %s is not a whole entry (a write cut short by a " ..
         "crash?); skipped\n", n, history.path(ctx.paths)))
