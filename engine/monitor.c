@@ -33,7 +33,7 @@ struct argvec {
 
 struct config {
   char *blob;
-  const char *id, *pid_file, *cgroup, *restart;
+  const char *id, *pid_file, *cgroup, *restart, *journal, *journal_id, *journal_name;
   struct argvec create, start, del;
   int logs_fd, state_fd, ready_fd;
   long long uid, gid, backoff_ms, backoff_max_ms, limit, quick_ms, log_max, log_keep, runc_ms;
@@ -51,6 +51,7 @@ static struct mon {
   int sigfd, lsock, devnull, out_w, err_w;
   struct ct_stream out, err;
   struct ct_log log;
+  struct ct_journal journal;
   struct client cl[MAX_CLIENTS];
   pid_t init, cmd;
   int cmd_status, cmd_done, init_exited, init_status;
@@ -127,6 +128,9 @@ static int config_record(struct config *c, const char *k, const char *v) {
   else if (strcmp(k, "pid_file") == 0) c->pid_file = v;
   else if (strcmp(k, "cgroup") == 0) c->cgroup = v;
   else if (strcmp(k, "restart") == 0) c->restart = v;
+  else if (strcmp(k, "journal") == 0) c->journal = v;
+  else if (strcmp(k, "journal_id") == 0) c->journal_id = v;
+  else if (strcmp(k, "journal_name") == 0) c->journal_name = v;
   else if (strcmp(k, "logs_fd") == 0 && set_num(&fd, v) == 0) c->logs_fd = (int)fd;
   else if (strcmp(k, "state_fd") == 0 && set_num(&fd, v) == 0) c->state_fd = (int)fd;
   else if (strcmp(k, "ready_fd") == 0 && set_num(&fd, v) == 0) c->ready_fd = (int)fd;
@@ -216,6 +220,7 @@ static size_t state_json(char *out, size_t cap) {
       id, M.state, (int)getpid(), M.init > 0 ? (int)M.init : 0);
   ADD("\"runs\":%lld,\"restarts\":%lld,\"quick_failures\":%lld,\"restart\":\"%s\",\"log_errors\":%lld",
       M.runs, M.restarts, M.quick_fails, M.c.restart, M.log.errors);
+  if (M.log.journal) ADD(",\"journal_errors\":%lld", M.journal.errors);
   if (M.runs) ADD(",\"started_at\":\"%s\"", t0);
   if (M.exit_run) {
     ct_mon_time(t1, M.exit_at);
@@ -517,12 +522,13 @@ static const char *join_cgroup(void) {
   return close(fd) == 0 && ok ? NULL : "join cgroup";
 }
 
-static const char *make_pipe(struct ct_stream *s, int *w, const char *tag) {
+static const char *make_pipe(struct ct_stream *s, int *w, const char *tag, int priority) {
   int p[2];
   if (pipe2(p, O_CLOEXEC) != 0) return "pipe";
   s->fd = p[0];
   *w = p[1];
   s->tag = tag;
+  s->priority = priority;
   int fl = fcntl(p[0], F_GETFL);
   if (fl < 0 || fcntl(p[0], F_SETFL, fl | O_NONBLOCK) != 0) return "fcntl";
   /* Owned by the app's root so /dev/stdout opens inside a user namespace. */
@@ -546,8 +552,17 @@ static const char *setup(void) {
   if ((e = ctl_listen())) return e;
   if ((e = join_cgroup())) return e;
   if ((M.devnull = open("/dev/null", O_RDWR | O_CLOEXEC)) < 0) return "/dev/null";
-  if ((e = make_pipe(&M.out, &M.out_w, "stdout")) || (e = make_pipe(&M.err, &M.err_w, "stderr"))) return e;
+  /* syslog's info and err, as journald's own stdout streams */
+  if ((e = make_pipe(&M.out, &M.out_w, "stdout", 6)) || (e = make_pipe(&M.err, &M.err_w, "stderr", 3))) return e;
   ct_log_open(&M.log, M.c.logs_fd, M.c.log_max, M.c.log_keep);
+  if (M.c.journal) {
+    M.journal.path = M.c.journal;
+    M.journal.identifier = M.c.journal_id;
+    M.journal.container = M.c.journal_name;
+    M.journal.id = M.c.id;
+    ct_journal_open(&M.journal);
+    M.log.journal = &M.journal;
+  }
   return NULL;
 }
 
@@ -587,7 +602,7 @@ static void loop(void) {
 int ct_monitor_main(int argc, char **argv) {
   memset(&M, 0, sizeof M);
   M.c = (struct config){.logs_fd = -1, .state_fd = -1, .ready_fd = CT_MONITOR_READY_FD, .uid = -1, .gid = -1};
-  M.sigfd = M.lsock = M.devnull = M.out_w = M.err_w = M.log.fd = M.out.fd = M.err.fd = -1;
+  M.sigfd = M.lsock = M.devnull = M.out_w = M.err_w = M.log.fd = M.out.fd = M.err.fd = M.journal.fd = -1;
   for (int i = 0; i < MAX_CLIENTS; i++) M.cl[i].fd = -1;
   M.state = "starting";
   if (argc < 3) return 2;

@@ -31,10 +31,24 @@ int ct_monitor_main(int argc, char **argv);
 
 enum { CT_LINE_BUF = 8192, CT_LOG_BUF = 32768, CT_STREAM_LAST = 512 };
 
+/* Optional forwarding of the app's output to the journal (journald's
+   native datagram protocol): one datagram per log record, so a piece of a
+   long line is an entry of its own. The identity fields are at most
+   CT_JOURNAL_FIELD bytes each (ct.monitor.spawn checks), so a datagram
+   never outgrows buf. */
+enum { CT_JOURNAL_FIELD = 255 };
+struct ct_journal {
+  int fd; /* an unconnected SOCK_DGRAM socket; -1: off */
+  const char *path, *identifier, *container, *id;
+  long long errors;
+  char buf[CT_LINE_BUF + 4 * CT_JOURNAL_FIELD + 256];
+};
+
 struct ct_log {
   int dirfd, fd;
   long long size, max, keep, errors;
   unsigned seq; /* the highest rotated file, <seq>.log (8 digits) */
+  struct ct_journal *journal; /* NULL: not forwarding */
   size_t olen;
   char obuf[CT_LOG_BUF];
 };
@@ -42,7 +56,7 @@ struct ct_log {
 /* One pipe's reader: a line longer than CT_LINE_BUF goes out in pieces;
    with last set, the text of its latest record is kept there. */
 struct ct_stream {
-  int fd;
+  int fd, priority; /* syslog priority of its lines in the journal */
   const char *tag;
   char *last;
   size_t len;
@@ -58,6 +72,10 @@ void ct_log_open(struct ct_log *lg, int dirfd, long long max, long long keep);
 void ct_log_line(struct ct_log *lg, const char *tag, char flag, const char *p, size_t n);
 void ct_log_flush(struct ct_log *lg);
 void ct_log_rotate(struct ct_log *lg);
+/* Opens j's socket (j->path set); failures count in j->errors. */
+void ct_journal_open(struct ct_journal *j);
+/* Sends one record; never blocks, never fails the caller: 0 or an errno. */
+int ct_journal_send(struct ct_journal *j, int priority, int partial, const char *p, size_t n);
 /* Logs the whole lines the pipe holds now; a partial one waits. */
 void ct_stream_feed(struct ct_log *lg, struct ct_stream *s);
 /* The same, then the partial rest as a line of its own (a run ended). */

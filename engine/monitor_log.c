@@ -2,11 +2,14 @@
 #include "monitor.h"
 
 #include <dirent.h>
+#include <stddef.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -122,8 +125,73 @@ void ct_log_line(struct ct_log *lg, const char *tag, char flag, const char *p, s
   lg->obuf[lg->olen++] = '\n';
 }
 
+/* ---- the journal ---- */
+
+void ct_journal_open(struct ct_journal *j) {
+  j->fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (j->fd < 0) j->errors++;
+}
+
+/* One field: KEY=value\n, or, for a value holding a newline, the binary
+   form KEY\n<64-bit little-endian length><value>\n. Cut to fit cap. */
+static size_t journal_field(char *out, size_t cap, size_t at, const char *key, const char *v, size_t n) {
+  size_t k = strlen(key);
+  if (at + k + 10 >= cap) return at;
+  if (n > cap - at - k - 10) n = cap - at - k - 10;
+  memcpy(out + at, key, k);
+  at += k;
+  if (memchr(v, '\n', n)) {
+    out[at++] = '\n';
+    for (int i = 0; i < 8; i++) out[at++] = (char)((unsigned long long)n >> (8 * i) & 0xff);
+  } else {
+    out[at++] = '=';
+  }
+  memcpy(out + at, v, n);
+  at += n;
+  out[at++] = '\n';
+  return at;
+}
+
+int ct_journal_send(struct ct_journal *j, int priority, int partial, const char *p, size_t n) {
+  if (j->fd < 0) return EBADF;
+  struct sockaddr_un a;
+  memset(&a, 0, sizeof a);
+  a.sun_family = AF_UNIX;
+  size_t plen = strlen(j->path);
+  if (plen >= sizeof a.sun_path) return ENAMETOOLONG;
+  memcpy(a.sun_path, j->path, plen);
+  char prio[2] = {(char)('0' + priority), '\0'};
+  size_t cap = sizeof j->buf, at = 0;
+  at = journal_field(j->buf, cap, at, "MESSAGE", p, n);
+  at = journal_field(j->buf, cap, at, "PRIORITY", prio, 1);
+  if (j->identifier) at = journal_field(j->buf, cap, at, "SYSLOG_IDENTIFIER", j->identifier, strlen(j->identifier));
+  if (j->container) at = journal_field(j->buf, cap, at, "CONTAINER_NAME", j->container, strlen(j->container));
+  if (j->id) at = journal_field(j->buf, cap, at, "CONTAINER_ID", j->id, strlen(j->id));
+  /* docker's and conmon's mark of a line that goes on in the next entry */
+  if (partial) at = journal_field(j->buf, cap, at, "CONTAINER_PARTIAL_MESSAGE", "true", 4);
+  for (;;) {
+    ssize_t w = sendto(j->fd, j->buf, at, MSG_DONTWAIT | MSG_NOSIGNAL, (struct sockaddr *)&a,
+                       (socklen_t)(offsetof(struct sockaddr_un, sun_path) + plen + 1));
+    if (w >= 0) return 0;
+    if (errno != EINTR) return errno;
+  }
+}
+
+/* The line is in current.log whatever happens here; the first failure is
+   noted there too, the rest only counted (journal_errors in state.json). */
+static void journal_emit(struct ct_log *lg, struct ct_stream *s, const char *p, size_t n, char flag) {
+  struct ct_journal *j = lg->journal;
+  int err = ct_journal_send(j, s->priority, flag == 'P', p, n);
+  if (!err || j->errors++ > 0) return;
+  char msg[400];
+  int k = snprintf(msg, sizeof msg, "cannot forward to the journal at %.200s: %s (further failures are only counted)",
+                   j->path, strerror(err));
+  if (k > 0) ct_log_line(lg, "ctcli", 'F', msg, strlen(msg));
+}
+
 static void stream_emit(struct ct_log *lg, struct ct_stream *s, const char *p, size_t n, char flag) {
   ct_log_line(lg, s->tag, flag, p, n);
+  if (lg->journal) journal_emit(lg, s, p, n, flag);
   if (s->last && n) {
     size_t k = n < CT_STREAM_LAST - 1 ? n : CT_STREAM_LAST - 1;
     memcpy(s->last, p, k);

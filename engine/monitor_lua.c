@@ -102,6 +102,21 @@ static void push_config(lua_State *L) {
   rec(L, t, "restart", restart);
   const char *cg = opt_str(L, "cgroup", 1);
   if (cg) rec(L, t, "cgroup", cg);
+  const char *journal = opt_str(L, "journal", 1);
+  if (journal) {
+    struct sockaddr_un sa;
+    if (journal[0] != '/' || strlen(journal) >= sizeof sa.sun_path)
+      luaL_error(L, "bad argument #1 (opts.journal must be an absolute socket path below %d bytes)",
+                 (int)sizeof sa.sun_path);
+    rec(L, t, "journal", journal);
+    static const char *const fields[][2] = {{"journal_identifier", "journal_id"}, {"journal_container", "journal_name"}};
+    for (int i = 0; i < 2; i++) {
+      const char *v = opt_str(L, fields[i][0], 1);
+      if (v && strlen(v) > CT_JOURNAL_FIELD)
+        luaL_error(L, "bad argument #1 (opts.%s: at most %d bytes)", fields[i][0], CT_JOURNAL_FIELD);
+      if (v) rec(L, t, fields[i][1], v);
+    }
+  }
   rec_num(L, t, "logs_fd", CT_MONITOR_LOGS_FD);
   rec_num(L, t, "state_fd", CT_MONITOR_STATE_FD);
   rec_num(L, t, "ready_fd", CT_MONITOR_READY_FD);

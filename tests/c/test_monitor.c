@@ -2,7 +2,10 @@
    monitor is this test binary re-executed (harness.c hands it over). */
 #include "harness.h"
 
+#include <errno.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 /* Globals: ct, proc, cjson, tmp, rt; bundle(name, script) makes a bundle
@@ -281,4 +284,132 @@ DEFINE_TEST(monitor_moves_into_its_cgroup) {
            "assert(ok, err) "
            "assert(not ct.fs.exists(cgparent), 'the cgroup is still there') "
            "return true");
+}
+
+/* A stand-in for journald: jbind(path) -> fd of a SOCK_DGRAM socket bound
+   there; jrecv(fd) -> the datagrams queued now, as strings; jclose(fd). */
+static int l_jbind(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  struct sockaddr_un a;
+  memset(&a, 0, sizeof a);
+  a.sun_family = AF_UNIX;
+  T_ASSERT(strlen(path) < sizeof a.sun_path);
+  memcpy(a.sun_path, path, strlen(path));
+  int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  T_ASSERT(fd >= 0);
+  T_ASSERT(bind(fd, (struct sockaddr *)&a, sizeof a) == 0);
+  lua_pushinteger(L, fd);
+  return 1;
+}
+
+static int l_jrecv(lua_State *L) {
+  int fd = (int)luaL_checkinteger(L, 1);
+  static char buf[1 << 17];
+  lua_newtable(L);
+  for (lua_Integer i = 1;; i++) {
+    ssize_t n = recv(fd, buf, sizeof buf, MSG_DONTWAIT | MSG_TRUNC);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) break;
+    T_ASSERT((size_t)n <= sizeof buf);
+    lua_pushlstring(L, buf, (size_t)n);
+    lua_rawseti(L, -2, i);
+  }
+  return 1;
+}
+
+static int l_jclose(lua_State *L) {
+  close((int)luaL_checkinteger(L, 1));
+  return 0;
+}
+
+static lua_State *J(void) {
+  lua_State *L = S();
+  lua_register(L, "jbind", l_jbind);
+  lua_register(L, "jrecv", l_jrecv);
+  lua_register(L, "jclose", l_jclose);
+  /* fields(datagram): KEY=value lines, or KEY\n<u64 LE length><value>\n */
+  T_LUA(L, "function fields(d) local f, i = {}, 1 "
+           "  while i <= #d do "
+           "    local nl = assert(d:find('\\n', i, true), 'a field without its newline') "
+           "    local line = d:sub(i, nl - 1) "
+           "    local eq = line:find('=', 1, true) "
+           "    if eq then f[line:sub(1, eq - 1)] = line:sub(eq + 1) i = nl + 1 "
+           "    else local n = string.unpack('<I8', d, nl + 1) "
+           "      f[line] = d:sub(nl + 9, nl + 8 + n) "
+           "      assert(d:sub(nl + 9 + n, nl + 9 + n) == '\\n', 'a binary field without its newline') "
+           "      i = nl + 10 + n end "
+           "  end return f end "
+           "function collect(fd, into) for _, d in ipairs(jrecv(fd)) do into[#into + 1] = fields(d) end "
+           "  return into end "
+           "return true");
+  lua_pop(L, 1);
+  return L;
+}
+
+DEFINE_TEST(monitor_forwards_to_the_journal) {
+  lua_State *L = J();
+  T_LUA(L, "local sock = tmp .. '/journal.sock' "
+           "local jfd = jbind(sock) "
+           "local got = {} "
+           "local c, init = spawn('journal', 'echo one; echo two >&2; "
+           "  head -c 10000 /dev/zero | tr \"\\\\0\" y; echo; echo three', "
+           "  {journal = sock, journal_identifier = 'web', journal_container = 'box\\nsecond line'}) "
+           "assert(init, c.init == nil and 'spawn failed') "
+           "return with(c, function() "
+           "  eventually('the exit', function() collect(jfd, got) return st(c).state == 'exited' end) "
+           "  collect(jfd, got) jclose(jfd) "
+           "  local msgs = {} "
+           "  for _, f in ipairs(got) do msgs[#msgs + 1] = (f.MESSAGE or '?'):sub(1, 10) end "
+           "  assert(#got == 5, #got .. ' entries: ' .. table.concat(msgs, ',')) "
+           "  for _, f in ipairs(got) do "
+           "    assert(f.SYSLOG_IDENTIFIER == 'web' and f.CONTAINER_ID == c.id, cjson.encode(f)) "
+           "    assert(f.CONTAINER_NAME == 'box\\nsecond line', cjson.encode(f)) end "
+           "  local by = {} for _, f in ipairs(got) do by[f.MESSAGE] = f end "
+           "  assert(by.one and by.one.PRIORITY == '6', cjson.encode(got)) "
+           "  assert(by.two and by.two.PRIORITY == '3', cjson.encode(got)) "
+           "  assert(by.three and by.three.PRIORITY == '6' and by.three.CONTAINER_PARTIAL_MESSAGE == nil) "
+           /* a line longer than the monitor's buffer: its pieces, the first marked partial */
+           "  local p1, p2 = by[string.rep('y', 8192)], by[string.rep('y', 10000 - 8192)] "
+           "  assert(p1 and p1.CONTAINER_PARTIAL_MESSAGE == 'true', cjson.encode(msgs)) "
+           "  assert(p2 and p2.CONTAINER_PARTIAL_MESSAGE == nil) "
+           "  local lines = table.concat(log_lines(c), '\\n') "
+           "  assert(lines:find(' stdout F one\\n', 1, true) and lines:find(' stderr F two\\n', 1, true) and "
+           "    lines:find(' stdout F three\\n', 1, true), lines) "
+           "  local s = st(c) "
+           "  assert(s.journal_errors == 0 and s.last_exit.code == 0, cjson.encode(s)) "
+           "end)");
+}
+
+DEFINE_TEST(monitor_journal_failures_never_stop_it) {
+  lua_State *L = J();
+  /* No socket there: every line fails, is counted, and is still logged. */
+  T_LUA(L, "local c, init = spawn('nojournal', 'echo a; echo b >&2; echo c', "
+           "  {journal = tmp .. '/nowhere.sock', journal_identifier = 'web'}) "
+           "assert(init, c.init == nil and 'spawn failed') "
+           "return with(c, function() "
+           "  eventually('the exit', function() return st(c).state == 'exited' end) "
+           "  local s = st(c) "
+           "  assert(s.journal_errors == 3 and s.log_errors == 0 and s.last_exit.code == 0, cjson.encode(s)) "
+           "  local lines = table.concat(log_lines(c), '\\n') "
+           "  assert(lines:find(' stdout F a\\n', 1, true) and lines:find(' stderr F b\\n', 1, true) and "
+           "    lines:find(' stdout F c\\n', 1, true), lines) "
+           "  assert(lines:find('cannot forward to the journal at ' .. tmp .. '/nowhere.sock', 1, true), lines) "
+           "end)");
+  /* A journal that never reads: its queue fills, sends fail at once (never
+     block), and every line is either queued or counted. */
+  T_LUA(L, "local sock = tmp .. '/full.sock' "
+           "local jfd = jbind(sock) "
+           "local n = 300 "
+           "local c, init = spawn('fulljournal', 'seq 1 ' .. n, {journal = sock}) "
+           "assert(init, c.init == nil and 'spawn failed') "
+           "return with(c, function() "
+           "  eventually('the exit', function() return st(c).state == 'exited' end) "
+           "  local got = collect(jfd, {}) jclose(jfd) "
+           "  local s = st(c) "
+           "  assert(s.journal_errors > 0 and #got + s.journal_errors == n, #got .. ' + ' .. cjson.encode(s)) "
+           "  for i, f in ipairs(got) do assert(f.MESSAGE == tostring(i) and f.SYSLOG_IDENTIFIER == nil) end "
+           "  local out = 0 "
+           "  for _, l in ipairs(log_lines(c)) do if l:find(' stdout F %d+$') then out = out + 1 end end "
+           "  assert(out == n, out) "
+           "end)");
 }
