@@ -27,7 +27,7 @@ M.KNOWN_KEYS = {
     "name", "version", "image", "entrypoint", "env", "workdir", "configs",
     "data", "logs", "depends_on", "healthcheck", "stop_signal", "stop_timeout",
     "hooks", "hook_timeout", "migrations", "network", "resources", "read_only_rootfs",
-    "commit", "built_at", "user_namespace", "restart",
+    "commit", "built_at", "user_namespace", "restart", "journald",
   },
   image = { "layout", "ref", "digest", "name" },
   healthcheck = { "command", "interval", "timeout", "retries", "start_period", "legacy_wait_for" },
@@ -607,6 +607,9 @@ local function check_app(ctx, seg, app, names, name_list)
   if app.restart ~= nil and app.restart ~= "no" and app.restart ~= "on-failure" and app.restart ~= "always" then
     report(ctx, join(seg, "restart"), 'expected "no", "on-failure" or "always"')
   end
+  if app.journald ~= nil and type(app.journald) ~= "boolean" then
+    report(ctx, join(seg, "journald"), "expected true or false")
+  end
   if app.user_namespace ~= nil and type(app.user_namespace) ~= "boolean" then
     report(ctx, join(seg, "user_namespace"), "expected true or false")
   end
@@ -819,6 +822,8 @@ local function normalize_app(a)
     commit = a.commit, built_at = a.built_at,
     -- Absent: the default of the package's format (ctcli.monitor.policy).
     restart = a.restart,
+    -- Only an opt-in is kept: absent means no forwarding.
+    journald = a.journald == true or nil,
   }
   -- Only an opt-out is kept: absent means the default, a user namespace.
   if a.user_namespace == false then app.user_namespace = false end

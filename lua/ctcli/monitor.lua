@@ -18,6 +18,7 @@ M.POLICIES = { ["no"] = true, ["on-failure"] = true, ["always"] = true }
 M.DEFAULTS = {
   backoff_initial = 1, backoff_max = 60, crash_limit = 5, quick_run = 10,
   log_max = 64 * 1024 * 1024, log_keep = 5,
+  journal_socket = "/run/systemd/journal/socket",
 }
 
 function M.dir(paths, app)
@@ -45,6 +46,10 @@ function M.policy(rel, app, conf)
   local p = { restart = restart }
   local sup = type(conf.supervision) == "table" and conf.supervision or {}
   for k, v in pairs(M.DEFAULTS) do p[k] = sup[k] or v end
+  -- Forwarding to the journal: the manifest's opt-in, or ctcli.json's say.
+  local jd = rootconf.app(conf, app.name).journald
+  if jd == nil then jd = app.journald == true end
+  p.journald = jd
   return p
 end
 
@@ -144,6 +149,10 @@ function M.spawn(c, policy)
   if opts.cgroup then ct.fs.mkdir(opts.cgroup:match("^(.*)/[^/]+$"), 493, true) end
   -- The pipes belong to the app's mapped root, so /dev/stdout opens inside.
   if c.idmap and not c.idmap.go then opts.uid, opts.gid = c.idmap.uid, c.idmap.gid end
+  -- Only where a journal listens (a host without systemd has no socket).
+  if policy.journald and ct.fs.exists(policy.journal_socket) then
+    opts.journal, opts.journal_identifier, opts.journal_container = policy.journal_socket, app, app
+  end
   local mpid, pid, serr = ct.monitor.spawn(opts)
   d:close()
   if not mpid then

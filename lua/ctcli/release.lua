@@ -170,6 +170,7 @@ local APP_FIELDS = {
   "name", "version", "entrypoint", "env", "workdir", "configs", "data", "logs", "depends_on",
   "healthcheck", "stop_signal", "stop_timeout", "hooks", "hook_timeout", "migrations",
   "network", "resources", "read_only_rootfs", "commit", "built_at", "user_namespace", "restart",
+  "journald",
 }
 
 function M.app_record(app)

@@ -12,10 +12,10 @@ M.FILE = "ctcli.json"
 -- Keys each object may hold; "x-" keys are the operator's own notes.
 local KNOWN = {
   top = { apps = "object", backups = "object", supervision = "object" },
-  app = { user_namespace = "boolean", restart = "policy" },
+  app = { user_namespace = "boolean", restart = "policy", journald = "boolean" },
   -- The numbers of every app's restart policy and log rotation (ctcli.monitor).
   supervision = { backoff_initial = "seconds", backoff_max = "seconds", crash_limit = "count",
-    quick_run = "seconds", log_max = "count", log_keep = "count" },
+    quick_run = "seconds", log_max = "count", log_keep = "count", journal_socket = "socket" },
   backups = { keep = "object" },
   keep = { upgrade = "count", manual = "count", safety = "count" },
 }
@@ -48,6 +48,8 @@ local function check_object(problems, where, t, known, nested)
       problems[#problems + 1] = path .. ": expected true or false"
     elseif known[k] == "policy" and v ~= "no" and v ~= "on-failure" and v ~= "always" then
       problems[#problems + 1] = path .. ": expected \"no\", \"on-failure\" or \"always\""
+    elseif known[k] == "socket" and not (type(v) == "string" and v:match("^/") and #v < 108) then
+      problems[#problems + 1] = path .. ": expected an absolute socket path (below 108 bytes)"
     elseif known[k] == "seconds" and not (type(v) == "number" and v > 0 and v <= 86400) then
       problems[#problems + 1] = path .. ": expected a number of seconds above 0"
     elseif known[k] == "count" and (math.type(v) ~= "integer" and not (type(v) == "number" and v == math.floor(v))

@@ -276,6 +276,8 @@ describe("manifest", function()
         "apps.web.network", 'expected "host" or "isolated"' },
       { "read_only_rootfs is a boolean", function(d) app(d, "web").read_only_rootfs = "yes" end,
         "apps.web.read_only_rootfs", "expected true or false" },
+      { "journald is a boolean", function(d) app(d, "web").journald = "yes" end,
+        "apps.web.journald", "expected true or false" },
       { "resources is an object", function(d) app(d, "web").resources = "big" end, "apps.web.resources", "expected an object" },
       { "resources.memory has a known unit", function(d) app(d, "web").resources = { memory = "256MB" } end,
         "apps.web.resources.memory", "expected a size like" },
@@ -527,6 +529,36 @@ describe("manifest", function()
       assert.same({ layout = "images/web", ref = "web", digest = DIGEST }, app.image)
       assert.equal(1, model.manifest_version)
       assert.same({}, model.runtime)
+    end)
+
+    it("keeps journald as an opt-in only; ctcli.json overrides it and names the socket", function()
+      local monitor = require("ctcli.monitor")
+      local rootconf = require("ctcli.rootconf")
+      local doc = base()
+      doc.apps[2].journald = true
+      doc.apps[1].journald = false
+      local model = assert(manifest.normalize(doc))
+      local db, web = model.apps[1], model.apps[2]
+      assert.is_nil(db.journald)
+      assert.is_true(web.journald)
+      local rel = { format = "manifest" }
+      local p = monitor.policy(rel, web, { apps = {} })
+      assert.is_true(p.journald)
+      assert.equal("/run/systemd/journal/socket", p.journal_socket)
+      assert.is_false(monitor.policy(rel, db, { apps = {} }).journald)
+      local conf = { apps = { web = { journald = false }, db = { journald = true } },
+        supervision = { journal_socket = "/tmp/j.sock" } }
+      assert.is_true(rootconf.validate(conf))
+      assert.is_false(monitor.policy(rel, web, conf).journald)
+      p = monitor.policy(rel, db, conf)
+      assert.is_true(p.journald)
+      assert.equal("/tmp/j.sock", p.journal_socket)
+      local ok, err = rootconf.validate({ supervision = { journal_socket = "j.sock" } })
+      assert.is_nil(ok)
+      assert.matches("supervision%.journal_socket: expected an absolute socket path", err)
+      ok, err = rootconf.validate({ apps = { web = { journald = "yes" } } })
+      assert.is_nil(ok)
+      assert.matches("apps%.web%.journald: expected true or false", err)
     end)
 
     it("does not share tables with the document", function()
