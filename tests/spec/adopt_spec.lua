@@ -173,12 +173,19 @@ describe("taking over a root the Go ctcli made", function()
     assert.equals("running", H.app_state(root, "web").state)
   end)
 
+  for _, case in ipairs({ "kill", "fail" }) do
   for _, step in ipairs(STEPS) do
-    it("finishes an adoption killed at its step " .. step .. ", nothing stopped", function()
+    it("finishes an adoption " .. (case == "kill" and "killed" or "failing") .. " at its step " .. step ..
+      ", nothing stopped", function()
       local root = goroot(pkg)
       local pids = { web = runc_pid(root, "web"), worker = runc_pid(root, "worker") }
-      local r = H.ctcli(root, { "-y", "adopt" }, { env = { CTCLI_FAULT = "adopt:" .. step } })
+      local fault = "adopt:" .. step .. (case == "fail" and ":fail" or "")
+      local r = H.ctcli(root, { "-y", "adopt" }, { env = { CTCLI_FAULT = fault } })
       assert.are_not.equal(0, r.code)
+      if case == "fail" then
+        assert.equals(1, r.code)
+        assert.truthy(r.stderr:find("adopting the Go ctcli's root failed", 1, true), r.stderr)
+      end
       -- Reading still works, and nothing stopped.
       assert.equals(2, #H.json(root, { "status" }).apps)
       assert.same(pids, { web = runc_pid(root, "web"), worker = runc_pid(root, "worker") })
@@ -195,5 +202,6 @@ describe("taking over a root the Go ctcli made", function()
       H.ok(root, { "-y", "restart" })
       assert.equals("running", H.app_state(root, "web").state)
     end)
+  end
   end
 end)
