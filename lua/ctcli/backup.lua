@@ -28,9 +28,7 @@ end
 -- resume(ctx, rel, names): resumes paused containers (also used by recovery).
 function M.resume(ctx, rel, names)
   local rt = runtime.rt(ctx.paths, release.tools(rel))
-  for _, n in ipairs(names or {}) do
-    ct.oci.runc(rt, { "resume", runtime.container_id(ctx.paths, n) }, { timeout = 30 })
-  end
+  for _, n in ipairs(names or {}) do runtime.resume(rt, runtime.container_id(ctx.paths, n)) end
 end
 
 -- The names under a root's config/ or data/, sorted (none when it is missing).
@@ -69,12 +67,12 @@ local function app_entries(ctx, rel, entries, kinds, wanted, opts)
           -- Named in the journal first, so a killed backup never leaves it frozen.
           if opts.journal then opts.journal:set("paused", json.array({ name })) end
           paused = name
-          local r, rerr = ct.oci.runc(rt, { "pause", runtime.container_id(p, name) }, { timeout = 30 })
-          if r and r.code == 0 then return true end
+          local paused_ok, rerr = runtime.pause(rt, runtime.container_id(p, name))
+          if paused_ok then return true end
           -- An app that exited meanwhile holds its data still without a pause.
           local now = apps.states(ctx, rel)
           if now and now[name] and now[name].status ~= "running" and now[name].status ~= "paused" then return true end
-          return nil, "cannot pause " .. name .. ": " .. tostring(r and r.stderr or rerr)
+          return nil, "cannot pause " .. name .. ": " .. tostring(rerr)
         end
         own[#own].after = function() resume() return true end
       end

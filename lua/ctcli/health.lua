@@ -48,7 +48,7 @@ function M.check(paths, rt, app, started_at)
   for i = 1, attempts do
     local args = { "exec", id }
     for _, a in ipairs(hc.command) do args[#args + 1] = a end
-    local r, err = ct.oci.runc(rt, args, { timeout = hc.timeout or 30, stderr = "stdout" })
+    local r, err = runtime.run(rt, args, { timeout = hc.timeout or 30, stderr = "stdout" })
     if r and r.code == 0 and not r.timed_out then
       record(paths, app.name, { status = "healthy", time = os.date("!%Y-%m-%dT%H:%M:%SZ") })
       return true

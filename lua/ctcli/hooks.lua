@@ -119,8 +119,9 @@ local function make_ctx(info, emit, workdir)
     exec_n = exec_n + 1
     local pidfile = string.format("%s/exec-%d.pid", workdir, exec_n)
     local full
+    local rt = { runc = info.runc, root = info.runc_root }
     if info.running then
-      full = { info.runc, "--root", info.runc_root, "exec", "--pid-file", pidfile, info.container }
+      full = runtime.argv(rt, "exec", "--pid-file", pidfile, info.container)
     else
       -- The app is stopped: a temporary container of its bundle runs the
       -- command. runc follows symlinks in bind sources: check them first,
@@ -129,15 +130,13 @@ local function make_ctx(info, emit, workdir)
       if not bok then return nil, berr end
       local tdir = string.format("%s/bundle-%d", workdir, exec_n)
       ct.fs.mkdir(tdir, 448)
-      local cfg = json.decode(ct.fs.read(info.bundle .. "/config.json"))
-      cfg.process.args = json.array()
-      for i, a in ipairs(argv) do cfg.process.args[i] = a end
-      ct.fs.write_atomic(tdir .. "/config.json", json.encode(cfg))
-      local tid = string.format("%s-hook-%d-%d", info.container, ct.proc.getpid(), exec_n)
+      local tok, terr = runtime.temporary(info.bundle, tdir, argv, false)
+      if not tok then return nil, terr end
+      local tid = runtime.temporary_id(info.root_paths, info.app, "hook", exec_n)
       ct.fs.append(workdir .. "/temporary-ids", tid .. "\n")
-      full = { info.runc, "--root", info.runc_root, "run", "--pid-file", pidfile, "--bundle", tdir, tid }
+      full = runtime.argv(rt, "run", "--pid-file", pidfile, "--bundle", tdir, tid)
       local r, err = ct.proc.run(full, { stdin = opts.stdin, timeout = opts.timeout })
-      ct.proc.run({ info.runc, "--root", info.runc_root, "delete", "--force", tid })
+      runtime.delete(rt, tid)
       if not r then return nil, err end
       return { code = r.code, stdout = r.stdout, stderr = r.stderr }
     end
@@ -288,7 +287,7 @@ local function in_child(hc, timeout, fn, app_name, point)
       end
     end
     for tid in (ct.fs.read(workdir .. "/temporary-ids") or ""):gmatch("%S+") do
-      ct.proc.run({ hc.runc, "--root", hc.paths.runc_root, "delete", "--force", tid }, { timeout = 30 })
+      runtime.delete({ runc = hc.runc, root = hc.paths.runc_root }, tid)
     end
   end
   ct.fs.rmtree(workdir)
@@ -340,9 +339,7 @@ function M.context(ctx, opts)
   }
   hc.running = setmetatable({}, { __index = function(_, name)
     if not hc.runc then return false end
-    local r = ct.oci.runc({ runc = hc.runc, root = ctx.paths.runc_root },
-      { "state", runtime.container_id(ctx.paths, name) }, { timeout = 30 })
-    local st = r and r.code == 0 and json.decode(r.stdout)
+    local st = runtime.state({ runc = hc.runc, root = ctx.paths.runc_root }, runtime.container_id(ctx.paths, name))
     return st and st.status == "running" or false
   end })
   return hc

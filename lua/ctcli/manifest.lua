@@ -820,7 +820,7 @@ local function normalize_app(a)
     network = a.network or d.network,
     read_only_rootfs = a.read_only_rootfs == true,
     commit = a.commit, built_at = a.built_at,
-    -- Absent: the default of the package's format (ctcli.monitor.policy).
+    -- Absent: the default of the package's format (runtime.monitor.policy).
     restart = a.restart,
     -- Only an opt-in is kept: absent means no forwarding.
     journald = a.journald == true or nil,

@@ -13,7 +13,7 @@ M.FILE = "ctcli.json"
 local KNOWN = {
   top = { apps = "object", backups = "object", supervision = "object" },
   app = { user_namespace = "boolean", restart = "policy", journald = "boolean" },
-  -- The numbers of every app's restart policy and log rotation (ctcli.monitor).
+  -- The numbers of every app's restart policy and log rotation (ctcli.runtime, its monitor part).
   supervision = { backoff_initial = "seconds", backoff_max = "seconds", crash_limit = "count",
     quick_run = "seconds", log_max = "count", log_keep = "count", journal_socket = "socket" },
   backups = { keep = "object" },

@@ -3,7 +3,7 @@
 -- line, "<RFC 3339 time> <stdout|stderr|ctcli> <F|P> <text>". Rotation is a
 -- rename, so a reader that holds current.log open reads on to its end and
 -- then opens the new one: every line once, in order, on any filesystem.
-local monitor = require("ctcli.monitor")
+local monitor = require("ctcli.runtime").monitor
 
 local M = {}
 

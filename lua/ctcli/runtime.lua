@@ -4,7 +4,10 @@
 local ct = require("ct")
 local appfs = require("ctcli.appfs")
 local json = require("ctcli.json")
-local monitor = require("ctcli.monitor")
+local rootconf = require("ctcli.rootconf")
+
+-- The monitors' side of the runtime, filled in below (runtime.monitor).
+local monitor = {}
 
 local M = {}
 
@@ -25,11 +28,152 @@ function M.rt(paths, tools)
   return { runc = tools.runc, root = paths.runc_root }
 end
 
+-- message(text) -> what runc said went wrong, from its output: the msg of
+-- a logrus line (`time=… level=error msg="…"`) or of a JSON log line
+-- (`--log-format json`), else the last line. The one place runc's log
+-- lines are read.
+function M.message(text)
+  text = tostring(text or ""):gsub("%s+$", "")
+  local last
+  for line in text:gmatch("[^\n]+") do
+    local e = line:sub(1, 1) == "{" and json.decode(line)
+    if type(e) == "table" and type(e.msg) == "string" then
+      if e.level == "error" or e.level == "fatal" then last = e.msg end
+    else
+      last = line:match('msg="(.-)"') or last or line
+    end
+  end
+  return last or text
+end
+
 local function runc_error(what, r, err)
   if not r then return what .. ": " .. tostring(err) end
-  local msg = (r.stderr ~= "" and r.stderr or r.stdout):gsub("%s+$", "")
-  msg = msg:match("msg=\"(.-)\"") or msg:match("[^\n]*$")
-  return what .. ": " .. msg
+  return what .. ": " .. M.message(r.stderr ~= "" and r.stderr or r.stdout)
+end
+
+-- run(rt, args, opts) -> ct.oci.runc's result: one runc command (a health
+-- check's exec) for the modules that have no business building its argv.
+function M.run(rt, args, opts)
+  return ct.oci.runc(rt, args, opts)
+end
+
+-- exec_tty(rt, id, argv, opts) / run_tty(rt, bundle_dir, id, opts) -> the
+-- command's status: with the caller's stdin, stdout and stderr (a terminal
+-- when stdin is one), in the running container or in a temporary one.
+function M.exec_tty(rt, id, argv, opts) return ct.oci.exec_tty(rt, id, argv, opts) end
+function M.run_tty(rt, dir, id, opts) return ct.oci.run_tty(rt, dir, id, opts) end
+
+-- argv(rt, ...) -> a runc command line on the root's runc-root.
+function M.argv(rt, ...)
+  local a = { rt.runc, "--root", rt.root }
+  for _, x in ipairs({ ... }) do a[#a + 1] = x end
+  return a
+end
+
+-- pause(rt, id) / resume(rt, id) -> true | nil, msg
+function M.pause(rt, id)
+  local r, err = ct.oci.runc(rt, { "pause", id }, { timeout = 30 })
+  if r and r.code == 0 then return true end
+  return nil, runc_error("runc pause " .. id, r, err)
+end
+
+function M.resume(rt, id)
+  local r, err = ct.oci.runc(rt, { "resume", id }, { timeout = 30 })
+  if r and r.code == 0 then return true end
+  return nil, runc_error("runc resume " .. id, r, err)
+end
+
+-- delete(rt, id): a container gone whatever its state (a temporary one's end).
+function M.delete(rt, id)
+  return ct.oci.runc(rt, { "delete", "--force", id }, { timeout = 30 })
+end
+
+-- stats(rt, id) -> {memory=bytes, memory_limit=, cpu_seconds=, pids=} | nil
+function M.stats(rt, id)
+  local r = ct.oci.runc(rt, { "events", "--stats", id }, { timeout = 10 })
+  if not r or r.code ~= 0 then return nil end
+  local ev = json.decode(r.stdout)
+  local d = ev and ev.data
+  if type(d) ~= "table" then return nil end
+  local mem = type(d.memory) == "table" and d.memory.usage or {}
+  local cpu = type(d.cpu) == "table" and d.cpu.usage or {}
+  local limit = mem.limit
+  if limit and limit >= 2 ^ 60 then limit = nil end
+  return {
+    memory = mem.usage or json.null,
+    memory_limit = limit or json.null,
+    cpu_seconds = cpu.total and (cpu.total / 1e9) or json.null,
+    pids = type(d.pids) == "table" and d.pids.current or json.null,
+  }
+end
+
+-- cgroups(rt, id) -> runc's cgroup paths of a container (from its state
+-- file), or {}.
+function M.cgroups(rt, id)
+  local text = ct.fs.read(rt.root .. "/" .. id .. "/state.json")
+  local st = text and json.decode(text)
+  return st and type(st.cgroup_paths) == "table" and st.cgroup_paths or {}
+end
+
+-- oom_kills(rt, id) -> processes the kernel killed for passing the memory
+-- limit (cgroup v2 memory.events, v1 memory.oom_control), or nil.
+function M.oom_kills(rt, id)
+  local cg = M.cgroups(rt, id)
+  local text = (cg[""] and ct.fs.read(cg[""] .. "/memory.events")) or
+    (cg.memory and ct.fs.read(cg.memory .. "/memory.oom_control"))
+  return text and tonumber(text:match("oom_kill (%d+)"))
+end
+
+-- exit_time(rt, id) -> epoch seconds of a stopped container's exit, from
+-- its cgroup's last change, or nil.
+function M.exit_time(rt, id)
+  local paths = M.cgroups(rt, id)
+  local cg = paths[""] or paths.memory
+  local ev = cg and ct.fs.stat(cg .. "/cgroup.events")
+  if ev and ev.mtime and ev.mtime > 0 then return ev.mtime end
+  return nil
+end
+
+-- temporary(bundle, dir, argv, tty) -> true | nil, msg: a bundle in dir
+-- for a temporary container of the app whose bundle is given, running
+-- argv (exec of a stopped app, a hook's ctx.exec): the app's own config.json
+-- with another process, so the same mounts, mapping and limits.
+function M.temporary(bundle, dir, argv, tty)
+  local text = ct.fs.read(bundle .. "/config.json")
+  local cfg = text and json.decode(text)
+  if type(cfg) ~= "table" or type(cfg.process) ~= "table" then
+    return nil, "cannot read the bundle " .. bundle .. "/config.json"
+  end
+  cfg.process.args = json.array({ table.unpack(argv) })
+  cfg.process.terminal = tty and true or false
+  return ct.fs.write_atomic(dir .. "/config.json", json.encode(cfg, true))
+end
+
+-- temporary_id(paths, app, kind, n) -> the id of a temporary container: the
+-- app's own id, then what made it, so `runc list` shows whose it is.
+function M.temporary_id(paths, app, kind, n)
+  return string.format("%s-%s-%d%s", M.container_id(paths, app), kind, ct.proc.getpid(), n and ("-" .. n) or "")
+end
+
+-- command_status(code, log) -> code | nil, why, kind: a command run with
+-- `runc exec`/`runc run --log LOG --log-format json`: its own status unless
+-- runc logged that it could not start it; kind is "not-found",
+-- "not-executable" or "runc".
+function M.command_status(code, log)
+  if code == 0 or not log then return code end
+  local why
+  for line in (ct.fs.read(log) or ""):gmatch("[^\n]+") do
+    local e = json.decode(line)
+    if type(e) == "table" and (e.level == "error" or e.level == "fatal") and type(e.msg) == "string" then why = e.msg end
+  end
+  if not why then return code end
+  if why:find("executable file not found", 1, true) or why:find("no such file or directory", 1, true) then
+    return nil, why, "not-found"
+  elseif why:find("permission denied", 1, true) or why:find("is a directory", 1, true) or
+    why:find("exec format error", 1, true) then
+    return nil, why, "not-executable"
+  end
+  return nil, why, "runc"
 end
 
 -- runc's own view of a container, read from its state.json the way runc
@@ -100,6 +244,7 @@ end
 
 -- alive(pid): a zombie (exited, not yet reaped by its new parent) is gone.
 local function alive(pid)
+  if math.type(pid) ~= "integer" or pid <= 0 then return false end
   local stat = ct.fs.read("/proc/" .. pid .. "/stat")
   if not stat then return false end
   local state = stat:match("%) (%a)")
@@ -123,7 +268,7 @@ local function hand_over(paths, app)
 end
 
 -- start(c) where c = {rt=, id=, bundle=, paths=, app=, idmap=, policy=}: a
--- monitor (ctcli.monitor) creates and starts the container and supervises
+-- monitor (runtime.monitor) creates and starts the container and supervises
 -- it; a stopped leftover container with the same id is deleted first.
 function M.start(c)
   local st = M.state(c.rt, c.id)
@@ -138,7 +283,7 @@ function M.start(c)
   local pid, serr = monitor.spawn(c, c.policy or { restart = "no", log_max = 0, log_keep = 0 })
   if not pid then
     ct.oci.runc(c.rt, { "delete", "--force", c.id }, { timeout = 30 })
-    return nil, serr
+    return nil, M.message(serr)
   end
   return true
 end
@@ -206,6 +351,180 @@ function M.stop_many(items, force)
   if #errors > 0 then return nil, table.concat(errors, "; ") end
   return true
 end
+
+---------------------------------------------------------------------------
+-- Supervision (runtime.monitor; DESIGN "Settled — processes"): every running container has a
+-- monitor (engine/monitor.c; its protocol and files in
+-- docs/architecture.md). This module decides everything the monitor does
+-- not: where its files are, the restart policy and its numbers, the log
+-- sizes, and what a dead monitor means. Its files live in state/runs/<app>/,
+-- outside every tree bound into the container: state.json, monitor.sock,
+-- current.log and the rotated NNNNNNNN.log.
+monitor.POLICIES = { ["no"] = true, ["on-failure"] = true, ["always"] = true }
+
+-- The numbers of a policy, unless ctcli.json's "supervision" says otherwise
+-- (the tests shorten them there).
+monitor.DEFAULTS = {
+  backoff_initial = 1, backoff_max = 60, crash_limit = 5, quick_run = 10,
+  log_max = 64 * 1024 * 1024, log_keep = 5,
+  journal_socket = "/run/systemd/journal/socket",
+}
+
+function monitor.dir(paths, app)
+  return paths.state .. "/runs/" .. app
+end
+
+-- open(paths, app [, create]) -> Dir of state/runs/<app> | nil, msg
+function monitor.open(paths, app, create)
+  local dir = monitor.dir(paths, app)
+  if create and not ct.fs.exists(dir) then
+    local ok, err = ct.fs.mkdir(dir, 448, true)
+    if not ok then return nil, err end
+    ct.fs.chmod(paths.state .. "/runs", 448)
+  end
+  return ct.fs.opendir(dir)
+end
+
+-- policy(rel, app, conf) -> {restart=, backoff_initial=, ...}: the app's
+-- restart policy (ctcli.json's override, else the manifest's, else
+-- "on-failure" for manifest packages and "no" for the Go tool's, as it did).
+function monitor.policy(rel, app, conf)
+  local over = rootconf.app(conf, app.name).restart
+  local restart = over or app.restart
+  if not restart then restart = (rel.format == "manifest") and "on-failure" or "no" end
+  local p = { restart = restart }
+  local sup = type(conf.supervision) == "table" and conf.supervision or {}
+  for k, v in pairs(monitor.DEFAULTS) do p[k] = sup[k] or v end
+  -- Forwarding to the journal: the manifest's opt-in, or ctcli.json's say.
+  local jd = rootconf.app(conf, app.name).journald
+  if jd == nil then jd = app.journald == true end
+  p.journald = jd
+  return p
+end
+
+-- state(paths, app) -> the monitor's state.json, or nil (never supervised).
+function monitor.state(paths, app)
+  local text = ct.fs.read(monitor.dir(paths, app) .. "/state.json")
+  local st = text and json.decode(text)
+  if type(st) ~= "table" then return nil end
+  return st
+end
+
+-- live(st) -> true when the monitor that wrote st still runs.
+function monitor.live(st)
+  return st ~= nil and alive(st.monitor_pid)
+end
+
+-- SUPERVISING: the states in which a live monitor holds the app.
+local SUPERVISING = { starting = true, running = true, restarting = true, stopping = true }
+
+-- lost(st) -> true when a monitor was supervising and is gone (killed):
+-- the app has no stdout reader and no restart policy until its next start.
+function monitor.lost(st)
+  return st ~= nil and SUPERVISING[st.state] == true and not monitor.live(st)
+end
+
+-- request(paths, app, line) -> reply | nil, msg
+function monitor.request(paths, app, line)
+  local d, err = monitor.open(paths, app)
+  if not d then return nil, err end
+  local reply, rerr = ct.monitor.request(d, line, 5000)
+  d:close()
+  return reply, rerr
+end
+
+-- stop(paths, app): tells the app's monitor that the coming exit is
+-- ctcli's doing (no restart); nothing when no monitor supervises it.
+function monitor.stop(paths, app)
+  local st = monitor.state(paths, app)
+  if not monitor.live(st) then return true end
+  return monitor.request(paths, app, "stop")
+end
+
+-- cgroup(id) -> the cgroup a monitor moves itself into, or nil: its own,
+-- outside the cgroup of whatever started it, so that a systemd unit (a
+-- oneshot's or a timer's) ending or being stopped does not kill it (as
+-- podman puts conmon in a cgroup of its own). The unified hierarchy (v2),
+-- else v1's name=systemd hierarchy, by which systemd tracks (and kills) a
+-- unit's processes; nothing when neither is there.
+monitor.CGROUP_DIR = "ctcli-monitors"
+function monitor.cgroup(id)
+  local mnt = "/sys/fs/cgroup"
+  if ct.fs.exists(mnt .. "/cgroup.controllers") then return mnt .. "/" .. monitor.CGROUP_DIR .. "/" .. id end
+  if ct.fs.exists(mnt .. "/systemd/cgroup.procs") then return mnt .. "/systemd/" .. monitor.CGROUP_DIR .. "/" .. id end
+  return nil
+end
+
+-- forget_cgroup(id): the empty cgroup of an exited monitor goes.
+function monitor.forget_cgroup(id)
+  local dir = monitor.cgroup(id)
+  if dir then ct.fs.rmdir(dir) end
+end
+
+-- spawn(c, policy) -> init pid | nil, msg: a monitor for container c
+-- (runtime.start's c), which creates and starts it.
+function monitor.spawn(c, policy)
+  local paths, app = c.paths, c.app.name
+  local d, err = monitor.open(paths, app, true)
+  if not d then return nil, err end
+  local base = { c.rt.runc, "--root", c.rt.root }
+  local function argv(...)
+    local a = { table.unpack(base) }
+    for _, x in ipairs({ ... }) do a[#a + 1] = x end
+    return a
+  end
+  local opts = {
+    id = c.id,
+    create = argv("create", "--bundle", c.bundle, "--pid-file", monitor.dir(paths, app) .. "/init.pid", c.id),
+    start = argv("start", c.id),
+    delete = argv("delete", "--force", c.id),
+    pid_file = "init.pid",
+    logs = d, state = d,
+    restart = policy.restart,
+    backoff_initial = policy.backoff_initial, backoff_max = policy.backoff_max,
+    crash_limit = policy.crash_limit, quick_run = policy.quick_run,
+    log_max = policy.log_max, log_keep = policy.log_keep,
+    timeout = 60, runc_timeout = 60,
+    cgroup = monitor.cgroup(c.id),
+  }
+  -- Its parent directory first (mkdir is not recursive in the monitor).
+  if opts.cgroup then ct.fs.mkdir(opts.cgroup:match("^(.*)/[^/]+$"), 493, true) end
+  -- The pipes belong to the app's mapped root, so /dev/stdout opens inside.
+  if c.idmap and not c.idmap.go then opts.uid, opts.gid = c.idmap.uid, c.idmap.gid end
+  -- Only where a journal listens (a host without systemd has no socket).
+  if policy.journald and ct.fs.exists(policy.journal_socket) then
+    opts.journal, opts.journal_identifier, opts.journal_container = policy.journal_socket, app, app
+  end
+  local mpid, pid, serr = ct.monitor.spawn(opts)
+  d:close()
+  if not mpid then return nil, tostring(pid) end -- runc's words, read by runtime.message
+  return pid or true, serr
+end
+
+-- exit_text(e) -> "exit code 3" | "signal 9 (exit 137)" | nil
+function monitor.exit_text(e)
+  if type(e) ~= "table" then return nil end
+  if e.signal then return string.format("signal %d (exit %d)", e.signal, 128 + e.signal) end
+  if e.code then return "exit code " .. tostring(e.code) end
+  return nil
+end
+
+-- tail(paths, app, max) -> the last max bytes of the app's current log
+-- records, as text (for hints after a failed start), or nil.
+function monitor.tail(paths, app, max)
+  local d = monitor.open(paths, app)
+  if not d then return nil end
+  local f = d:open("current.log")
+  d:close()
+  if not f then return nil end
+  local size = f:seek("end")
+  f:seek("set", math.max(0, size - max))
+  local text = f:read_all(max)
+  f:close()
+  return text
+end
+
+M.monitor = monitor
 
 M.SIGNALS = SIGNALS
 

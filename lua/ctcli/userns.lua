@@ -485,7 +485,7 @@ M.BIND_HINT = "root in a user namespace has no CAP_NET_BIND_SERVICE on the host'
 -- host's network whose log says a bind was refused, else nil.
 function M.hint(paths, app, m)
   if not m or app.network == "isolated" then return nil end
-  local log = require("ctcli.monitor").tail(paths, app.name, 65536) or ""
+  local log = require("ctcli.runtime").monitor.tail(paths, app.name, 65536) or ""
   local lower = log:lower()
   if lower:find("bind", 1, true) and (lower:find("permission denied", 1, true) or lower:find("eacces", 1, true)) then
     return string.format(M.BIND_HINT, app.name, paths.root, app.name)

@@ -532,7 +532,7 @@ describe("manifest", function()
     end)
 
     it("keeps journald as an opt-in only; ctcli.json overrides it and names the socket", function()
-      local monitor = require("ctcli.monitor")
+      local monitor = require("ctcli.runtime").monitor
       local rootconf = require("ctcli.rootconf")
       local doc = base()
       doc.apps[2].journald = true

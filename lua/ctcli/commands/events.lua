@@ -6,7 +6,7 @@ local ct = require("ct")
 local apps = require("ctcli.apps")
 local common = require("ctcli.common")
 local json = require("ctcli.json")
-local monitor = require("ctcli.monitor")
+local monitor = require("ctcli.runtime").monitor
 local runtime = require("ctcli.runtime")
 local ui = require("ctcli.ui")
 

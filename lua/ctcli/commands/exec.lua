@@ -3,7 +3,6 @@
 local ct = require("ct")
 local apps = require("ctcli.apps")
 local common = require("ctcli.common")
-local json = require("ctcli.json")
 local release = require("ctcli.release")
 local root = require("ctcli.root")
 local runtime = require("ctcli.runtime")
@@ -21,23 +20,15 @@ local function runc_log()
 end
 
 -- outcome(code, log, app, argv) -> status | nil, msg, status: the command's
--- own status, unless runc logged that it could not start it (runc's own
--- errors go to the log, so they are told apart from the app's 255).
+-- own status, unless runc logged that it could not start it (runtime reads
+-- runc's log), with docker's statuses for that.
 local function outcome(code, log, app, argv)
-  if code == 0 or not log then return code end
-  local why
-  for line in (ct.fs.read(log) or ""):gmatch("[^\n]+") do
-    local e = json.decode(line)
-    if type(e) == "table" and (e.level == "error" or e.level == "fatal") and type(e.msg) == "string" then why = e.msg end
-  end
-  if not why then return code end
+  local status, why, kind = runtime.command_status(code, log)
+  if status then return status end
   local cmd = argv[1]
-  if why:find("executable file not found", 1, true) then
-    return nil, string.format("%s: command not found in %s (not on its PATH)", cmd, app), NOT_FOUND
-  elseif why:find("no such file or directory", 1, true) then
-    return nil, string.format("%s: no such file in %s", cmd, app), NOT_FOUND
-  elseif why:find("permission denied", 1, true) or why:find("is a directory", 1, true) or
-    why:find("exec format error", 1, true) then
+  if kind == "not-found" then
+    return nil, string.format("%s: command not found in %s (not on its PATH, or no such file)", cmd, app), NOT_FOUND
+  elseif kind == "not-executable" then
     return nil, string.format("%s: not executable in %s", cmd, app), NOT_EXECUTABLE
   end
   return nil, "runc could not run the command in " .. app .. ": " .. why, NOT_RUN
@@ -48,22 +39,16 @@ local function temporary(ctx, rel, app, argv)
   if not lock then return nil, lerr end
   local dir, err = ct.fs.mkdtemp(ctx.paths.tmp .. "/exec-XXXXXX")
   if not dir then lock:release() return nil, err end
-  local text = ct.fs.read(release.bundle_dir(rel, app.name) .. "/config.json")
-  local cfg = text and json.decode(text)
-  if not cfg then ct.fs.rmtree(dir) lock:release() return nil, "cannot read the bundle of " .. app.name end
-  local tty = ct.term.isatty(0)
-  cfg.process.args = json.array(argv)
-  cfg.process.terminal = tty
   local ok, werr = apps.prepare_files(ctx.paths, app)
-  if ok then ok, werr = ct.fs.write_atomic(dir .. "/config.json", json.encode(cfg, true)) end
+  if ok then ok, werr = runtime.temporary(release.bundle_dir(rel, app.name), dir, argv, ct.term.isatty(0)) end
   if not ok then ct.fs.rmtree(dir) lock:release() return nil, werr end
-  local tools = release.tools(rel)
-  local id = runtime.container_id(ctx.paths, app.name) .. "-exec-" .. ct.proc.getpid()
+  local rt = runtime.rt(ctx.paths, release.tools(rel))
+  local id = runtime.temporary_id(ctx.paths, app.name, "exec")
   -- Our own stdin, stdout and stderr (a pipe or a terminal), as runc exec
   -- gets them when the app runs.
   local log, drop = runc_log()
-  local code, rerr = ct.oci.run_tty(runtime.rt(ctx.paths, tools), dir, id, { log = log })
-  ct.proc.run({ tools.runc, "--root", ctx.paths.runc_root, "delete", "--force", id }, { timeout = 30 })
+  local code, rerr = runtime.run_tty(rt, dir, id, { log = log })
+  runtime.delete(rt, id)
   ct.fs.rmtree(dir)
   lock:release()
   if not code then drop() return nil, rerr end
@@ -103,7 +88,7 @@ return {
     if st and st.status == "running" then
       local tools = release.tools(rel)
       local log, drop = runc_log()
-      local code, xerr = ct.oci.exec_tty(runtime.rt(ctx.paths, tools),
+      local code, xerr = runtime.exec_tty(runtime.rt(ctx.paths, tools),
         runtime.container_id(ctx.paths, app.name), argv, { log = log })
       if not code then drop() return nil, xerr end
       local status, why, ecode = outcome(code, log, app.name, argv)

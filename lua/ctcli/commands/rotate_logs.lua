@@ -6,7 +6,7 @@ local appfs = require("ctcli.appfs")
 local journal = require("ctcli.journal")
 local json = require("ctcli.json")
 local logrotate = require("ctcli.logrotate")
-local monitor = require("ctcli.monitor")
+local monitor = require("ctcli.runtime").monitor
 local ui = require("ctcli.ui")
 
 return {

@@ -9,7 +9,7 @@ local appfs = require("ctcli.appfs")
 local apps = require("ctcli.apps")
 local health = require("ctcli.health")
 local journal = require("ctcli.journal")
-local monitor = require("ctcli.monitor")
+local monitor = require("ctcli.runtime").monitor
 local json = require("ctcli.json")
 local release = require("ctcli.release")
 local rootconf = require("ctcli.rootconf")
@@ -33,50 +33,13 @@ local function iso(t)
   return t and os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(t)) or json.null
 end
 
--- cgroups(ctx, name) -> runc's cgroup paths of the app's container, or {}.
-local function cgroups(ctx, name)
-  local id = runtime.container_id(ctx.paths, name)
-  local text = ct.fs.read(ctx.paths.runc_root .. "/" .. id .. "/state.json")
-  local st = text and json.decode(text)
-  return st and type(st.cgroup_paths) == "table" and st.cgroup_paths or {}
-end
-
--- oom_kills(ctx, name) -> processes the kernel killed for passing the
--- memory limit (cgroup v2 memory.events, v1 memory.oom_control), or nil.
-local function oom_kills(ctx, name)
-  local cg = cgroups(ctx, name)
-  local text = (cg[""] and ct.fs.read(cg[""] .. "/memory.events")) or
-    (cg.memory and ct.fs.read(cg.memory .. "/memory.oom_control"))
-  return text and tonumber(text:match("oom_kill (%d+)"))
-end
-
--- exit_time(ctx, name) -> epoch seconds of an exited app's exit, or nil.
-local function exit_time(ctx, name)
-  local paths = cgroups(ctx, name)
-  local cg = paths[""] or paths.memory
-  local ev = cg and ct.fs.stat(cg .. "/cgroup.events")
-  if ev and ev.mtime and ev.mtime > 0 then return ev.mtime end
+-- exit_time(ctx, rt, name) -> epoch seconds of an exited app's exit: its
+-- cgroup's last change, or failing that, its last output.
+local function exit_time(ctx, rt, name)
+  local t = runtime.exit_time(rt, runtime.container_id(ctx.paths, name))
+  if t then return t end
   local log = appfs.log_stat(ctx.paths, name)
   return log and log.mtime
-end
-
--- stats(rt, id) -> {memory=bytes, memory_limit=, cpu_seconds=, pids=} | nil
-local function stats(rt, id)
-  local r = ct.oci.runc(rt, { "events", "--stats", id }, { timeout = 10 })
-  if not r or r.code ~= 0 then return nil end
-  local ev = json.decode(r.stdout)
-  local d = ev and ev.data
-  if type(d) ~= "table" then return nil end
-  local mem = type(d.memory) == "table" and d.memory.usage or {}
-  local cpu = type(d.cpu) == "table" and d.cpu.usage or {}
-  local limit = mem.limit
-  if limit and limit >= 2 ^ 60 then limit = nil end
-  return {
-    memory = mem.usage or json.null,
-    memory_limit = limit or json.null,
-    cpu_seconds = cpu.total and (cpu.total / 1e9) or json.null,
-    pids = type(d.pids) == "table" and d.pids.current or json.null,
-  }
 end
 
 return {
@@ -121,7 +84,7 @@ return {
           -- ctcli deletes the containers it stops: a stopped one still
           -- listed exited by itself (or was killed from outside).
           state = "exited"
-          exited = { code = json.null, at = iso(exit_time(ctx, name)) }
+          exited = { code = json.null, at = iso(exit_time(ctx, rt, name)) }
         end
         -- What the app's monitor recorded: the exit code or signal of its
         -- last run, a restart under way, a crash loop given up.
@@ -161,8 +124,8 @@ return {
           -- output or restarts it until its next start.
           monitor = mon and (monitor.lost(mon) and "lost" or (monitor.live(mon) and "running" or "exited")) or json.null,
           stats = (ctx.verbose and st and st.status == "running") and
-            (stats(rt, runtime.container_id(ctx.paths, name)) or json.null) or nil,
-          oom_kills = st and oom_kills(ctx, name) or json.null,
+            (runtime.stats(rt, runtime.container_id(ctx.paths, name)) or json.null) or nil,
+          oom_kills = st and runtime.oom_kills(rt, runtime.container_id(ctx.paths, name)) or json.null,
           pid = (st and st.status ~= "stopped" and st.pid ~= 0) and st.pid or json.null,
           container = runtime.container_id(ctx.paths, name),
           uptime = (st and st.status == "running" and created) and math.max(0, math.floor(now - created)) or json.null,
