@@ -79,6 +79,20 @@ local function each_line(f, from, to, fn)
   return pos - #rest
 end
 
+-- each_record(d, names, fn): fn(rec) for every record of the named files, in order.
+local function each_record(d, names, fn)
+  for _, n in ipairs(names) do
+    local f = d:open(n)
+    if f then
+      each_line(f, 0, f:seek("end"), function(line)
+        local rec = M.parse(line)
+        if rec then fn(rec) end
+      end)
+      f:close()
+    end
+  end
+end
+
 -- read(paths, app, opts, emit) -> reader state for follow | nil, msg.
 -- opts: tail (lines of output), since (an RFC 3339 UTC string), previous
 -- (only the run before the last one), all (the monitor's own notes too).
@@ -97,32 +111,14 @@ function M.read(paths, app, opts, emit)
     -- "run N starting" notes of the monitor (written before runc create,
     -- so before anything the run writes).
     local starts = {}
-    for _, n in ipairs(names) do
-      local f = d:open(n)
-      if f then
-        local size = f:seek("end")
-        each_line(f, 0, size, function(line)
-          local rec = M.parse(line)
-          if rec and rec.stream == "ctcli" and rec.text:match("^run %d+ starting") then
-            starts[#starts + 1] = rec.time
-          end
-        end)
-        f:close()
-      end
-    end
+    each_record(d, names, function(rec)
+      if rec.stream == "ctcli" and rec.text:match("^run %d+ starting") then starts[#starts + 1] = rec.time end
+    end)
     if #starts < 2 then d:close() return false end
     local from, to = starts[#starts - 1], starts[#starts]
-    for _, n in ipairs(names) do
-      local f = d:open(n)
-      if f then
-        local size = f:seek("end")
-        each_line(f, 0, size, function(line)
-          local rec = M.parse(line)
-          if rec and rec.time >= from and rec.time < to then out(rec) end
-        end)
-        f:close()
-      end
-    end
+    each_record(d, names, function(rec)
+      if rec.time >= from and rec.time < to then out(rec) end
+    end)
     d:close()
     return true
   end
