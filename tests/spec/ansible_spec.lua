@@ -274,8 +274,11 @@ describe("Ansible ctcli.host.ctcli_release and the rolling upgrade", function()
     local root = H.root()
     H.ok(root, { "-y", "install", v1 })
     local lock = root .. "/state/lock"
-    -- another holder of the root's lock (flock(2) on the same file, as ctcli takes it) for 3 s
-    local holder = assert(ct.proc.spawn({ "flock", lock, "sleep", "3" }, { stdout = "null", stderr = "null" }))
+    -- another holder of the root's lock (flock(2) on the same file, as ctcli takes it) until
+    -- told to let go (a file appears), then for 1.5 s more: no timing a loaded machine can miss
+    local go = H.tmpdir() .. "/go"
+    local holder = assert(ct.proc.spawn({ "flock", lock, "sh", "-c",
+      "while [ ! -e " .. go .. " ]; do sleep 0.1; done; sleep 1.5" }, { stdout = "null", stderr = "null" }))
     assert.truthy(H.wait_for(function()
       return ct.proc.run({ "flock", "-n", lock, "true" }).code ~= 0
     end, 10), "the lock was not taken")
@@ -284,6 +287,7 @@ describe("Ansible ctcli.host.ctcli_release and the rolling upgrade", function()
     assert.not_equals(0, r.code)
     assert.truthy(res.msg:find("holds the root's lock", 1, true), res.msg)
     assert.equals(pid0, H.json(root, { "status" }).apps[1].pid)
+    assert(ct.fs.write_atomic(go, ""))
     local t0 = ct.time.monotonic()
     r, res = module("host1", { root = root, state = "restarted", wait = 60 })
     assert.equals(0, r.code, r.stdout .. r.stderr)
