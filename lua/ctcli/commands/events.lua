@@ -60,8 +60,10 @@ return {
     if not rel then return nil, err end
     local deadline = ctx.opts["for"] and (ct.time.monotonic() + ctx.opts["for"]) or nil
     local last = snapshot(ctx, rel)
-    if not ctx.json then
-      for _, name in ipairs(rel.order) do ui.info("%s: %s", name, last[name].state) end
+    -- Where each app stands first (a reader knows from here on nothing is missed).
+    for _, name in ipairs(rel.order) do
+      if ctx.json then io.stdout:write(line(ctx, name, nil, last[name]), "\n")
+      else ui.info("%s: %s", name, last[name].state) end
     end
     io.stdout:flush()
     while not deadline or ct.time.monotonic() < deadline do
