@@ -410,6 +410,21 @@ function monitor.state(paths, app)
   return st
 end
 
+-- shown(st, mon) -> an app's state as status and events show it, from
+-- runc's state st and its monitor's record mon: runc's ("exited" for a
+-- container still listed but stopped: ctcli deletes those it stops), or,
+-- when none runs, "failed" after a crash loop and "restarting" while a live
+-- monitor waits out a backoff.
+function monitor.shown(st, mon)
+  local state = st and st.status or "stopped"
+  if state == "stopped" and st then state = "exited" end
+  if mon and state ~= "running" and state ~= "paused" then
+    if mon.state == "failed" then return "failed" end
+    if mon.state == "restarting" and monitor.live(mon) then return "restarting" end
+  end
+  return state
+end
+
 -- live(st) -> true when the monitor that wrote st still runs.
 function monitor.live(st)
   return st ~= nil and alive(st.monitor_pid)

@@ -7,7 +7,6 @@ local apps = require("ctcli.apps")
 local common = require("ctcli.common")
 local json = require("ctcli.json")
 local monitor = require("ctcli.runtime").monitor
-local runtime = require("ctcli.runtime")
 local ui = require("ctcli.ui")
 
 -- snapshot(ctx, rel) -> name -> {state=, pid=, restarts=, exit=}
@@ -16,12 +15,7 @@ local function snapshot(ctx, rel)
   local out = {}
   for _, name in ipairs(rel.order) do
     local st, mon = states[name], monitor.state(ctx.paths, name)
-    local state = st and st.status or "stopped"
-    if runtime.running(st) then state = st.status elseif st then state = "exited" end
-    if mon and state ~= "running" and state ~= "paused" then
-      if mon.state == "failed" then state = "failed"
-      elseif mon.state == "restarting" and monitor.live(mon) then state = "restarting" end
-    end
+    local state = monitor.shown(st, mon)
     if monitor.lost(mon) then state = state .. ", monitor lost" end
     out[name] = {
       state = state, pid = st and st.pid ~= 0 and st.pid or nil,

@@ -76,14 +76,13 @@ return {
         local st = states[name]
         local created = st and parse_time(st.created)
         local is_wanted = wanted.is_wanted(want, name)
-        local state = st and st.status or "stopped"
-        local exited = json.null
         local mon = monitor.state(ctx.paths, name)
+        local state = monitor.shown(st, mon)
+        local exited = json.null
         local last = mon and type(mon.last_exit) == "table" and mon.last_exit or nil
         if st and st.status == "stopped" then
           -- ctcli deletes the containers it stops: a stopped one still
           -- listed exited by itself (or was killed from outside).
-          state = "exited"
           exited = { code = json.null, at = iso(exit_time(ctx, rt, name)) }
         end
         -- What the app's monitor recorded: the exit code or signal of its
@@ -91,13 +90,6 @@ return {
         if last and state ~= "running" then
           exited = { code = last.signal and (128 + last.signal) or last.code or json.null,
             signal = last.signal or json.null, at = last.at or json.null }
-        end
-        if mon and state ~= "running" then
-          if mon.state == "failed" then
-            state = "failed"
-          elseif mon.state == "restarting" and monitor.live(mon) then
-            state = "restarting"
-          end
         end
         local rec = wanted.record(want, name) or {}
         -- A running app: the mapping it started with (an app started before
