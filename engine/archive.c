@@ -18,7 +18,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <limits.h>
-#include <openssl/evp.h>
+#include <nettle/sha2.h>
 #include <pwd.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -48,7 +48,6 @@ struct job {
   int fd;                                   /* the archive file */
   char *tmp;                                /* create: temp file, removed unless renamed */
   char *buf;                                /* create: copy buffer */
-  EVP_MD_CTX *md;                           /* list: the digest of an entry's data */
   struct stat st;                           /* the archive file's stat (reading) */
   /* Stack indices (0: none) of the progress callback and the warnings table. */
   int progress, warnings;
@@ -78,8 +77,6 @@ static void job_close(struct job *j) {
   j->tmp = NULL;
   free(j->buf);
   j->buf = NULL;
-  if (j->md) EVP_MD_CTX_free(j->md);
-  j->md = NULL;
 }
 
 static int job_gc(lua_State *L) {
@@ -1081,9 +1078,8 @@ static const char *type_name(struct archive_entry *e) {
 /* Streams the current entry's data through sha256; pushes the hex digest.
    Returns 0 or -1 (the job holds the failure). */
 static int push_digest(lua_State *L, struct job *j, const char *src, const char *name) {
-  if (!j->md && !(j->md = EVP_MD_CTX_new())) return job_fail(j, ENOMEM, "%s: %s", src, strerror(ENOMEM));
-  if (EVP_DigestInit_ex(j->md, EVP_sha256(), NULL) != 1)
-    return job_fail(j, EIO, "%s: sha256 is not available", src);
+  struct sha256_ctx md;
+  sha256_init(&md);
   for (;;) {
     const void *block;
     size_t len;
@@ -1092,13 +1088,12 @@ static int push_digest(lua_State *L, struct job *j, const char *src, const char 
     if (r == ARCHIVE_EOF) break;
     if (r < ARCHIVE_WARN) return job_fail_archive(j, j->rd, src, name);
     /* Sparse entries: the holes read as zeros, as extract writes them. */
-    if (len && EVP_DigestUpdate(j->md, block, len) != 1) return job_fail(j, EIO, "%s: sha256 failed", src);
+    sha256_update(&md, len, block);
   }
-  unsigned char d[EVP_MAX_MD_SIZE];
-  unsigned int n = 0;
-  if (EVP_DigestFinal_ex(j->md, d, &n) != 1) return job_fail(j, EIO, "%s: sha256 failed", src);
-  char hex[2 * EVP_MAX_MD_SIZE + 1];
-  for (unsigned int i = 0; i < n; i++) snprintf(hex + 2 * i, 3, "%02x", d[i]);
+  unsigned char d[SHA256_DIGEST_SIZE];
+  sha256_digest(&md, sizeof d, d);
+  char hex[2 * SHA256_DIGEST_SIZE + 1];
+  for (unsigned int i = 0; i < sizeof d; i++) snprintf(hex + 2 * i, 3, "%02x", d[i]);
   lua_pushstring(L, hex);
   return 0;
 }

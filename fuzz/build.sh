@@ -24,8 +24,8 @@ cc -O1 -I"$(pkg-config --variable=includedir lua5.4)/lua5.4" $(pkg-config --cfla
 # shellcheck disable=SC2046
 "$out/embedlua" "$out/embedded_lua.c" "$src" $(cat "$out/lua-files")
 cflags="-g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
-  -D_GNU_SOURCE -DCTCLI_VERSION=\"fuzz\" -I$src/engine $(pkg-config --cflags lua5.4 libarchive libcrypto)"
-libs="$cjson_static $lua_static $(pkg-config --libs libarchive libcrypto) -lm -ldl"
+  -D_GNU_SOURCE -DCTCLI_VERSION=\"fuzz\" -I$src/engine $(pkg-config --cflags lua5.4 libarchive nettle hogweed)"
+libs="$cjson_static $lua_static $(pkg-config --libs libarchive nettle hogweed) -lm -ldl"
 for t in manifest legacy archive; do
   echo "build.sh: fuzz-$t"
   # shellcheck disable=SC2086
