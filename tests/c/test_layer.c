@@ -366,3 +366,70 @@ DEFINE_TEST(overlay_many_long_lowers) {
       "  work = T .. '/w', target = T .. '/m'})\n"
       "return true");
 }
+
+/* The no-overlay copy: layers applied in order give the merged view. */
+DEFINE_TEST(apply_layers_in_order) {
+  need_root();
+  LAYER(P("base.tar"), "none", BASE);
+  LAYER(P("top.tar"), "none", TOP);
+  /* opaque marker after an entry of its own layer: that entry stays */
+  static const struct m LATE[] = {
+      {"opq/late", 'f', 0, NULL, 0},  {"opq/.wh..wh..opq", 'f', 0, NULL, 0},
+      {"a", 'f', 0, NULL, 0}, /* a file replaces the directory a */
+      {"added/", 'd', 0700, NULL, 0}, /* a directory replaces the file added */
+      {"bin/", 'd', 0711, NULL, 0},   /* a directory on a directory: kept, mode updated */
+      {"home/.wh.app", 'f', 0, NULL, 0}, /* a whiteout of a tree */
+  };
+  LAYER(P("late.tar"), "none", LATE);
+  sh("mkdir -p %s", P("root"));
+  LUA("ok(ct.layer.apply(T .. '/base.tar', T .. '/root'))\n"
+      "local r = ok(ct.layer.apply(T .. '/top.tar', T .. '/root'))\n"
+      "assert(r.whiteouts == 1 and #r.skipped == 0)\n"
+      "local d = T .. '/root'\n"
+      "assert(not ct.fs.exists(d .. '/a/gone') and ct.fs.exists(d .. '/a/keep'))\n"
+      "assert(not ct.fs.exists(d .. '/opq/old') and ct.fs.exists(d .. '/opq/new'))\n"
+      "assert(ct.fs.exists(d .. '/added') and ct.fs.exists(d .. '/bin/su'))\n"
+      "ok(ct.layer.apply(T .. '/late.tar', d))\n"
+      "local names = ok(ct.fs.dir(d .. '/opq'))\n"
+      "assert(#names == 1 and names[1] == 'late', table.concat(names, ' '))\n"
+      "assert(st(d .. '/a').type == 'file' and st(d .. '/added').type == 'dir')\n"
+      "assert(st(d .. '/bin').mode == tonumber('711', 8) and ct.fs.exists(d .. '/bin/su'))\n"
+      "assert(st(d .. '/bin/su').mode == tonumber('4755', 8))\n"
+      "assert(not ct.fs.exists(d .. '/home/app') and ct.fs.exists(d .. '/home'))\n"
+      "return true");
+}
+
+/* A tree an app wrote may hold symlinks anywhere: apply never follows one. */
+DEFINE_TEST(apply_never_follows_dest_symlinks) {
+  need_root();
+  sh("mkdir -p %s %s/sub && echo keep > %s/sub/file", P("root"), P("outside"), P("outside"));
+  char out[600];
+  snprintf(out, sizeof out, "%s", P("outside"));
+  if (symlink(out, P("root/etc")) != 0 || symlink(out, P("root/gone")) != 0 ||
+      symlink(out, P("root/dir")) != 0 || symlink(out, P("root/file")) != 0)
+    t_fail(__FILE__, __LINE__, "symlink");
+  static const struct m THROUGH[] = {{"etc/passwd", 'f', 0, NULL, 0}};
+  static const struct m REPLACE[] = {
+      {".wh.gone", 'f', 0, NULL, 0}, /* removes the link, not outside */
+      {"dir/", 'd', 0, NULL, 0},     /* a real directory instead of the link */
+      {"dir/x", 'f', 0, NULL, 0},
+      {"file", 'f', 0, NULL, 0},     /* a file instead of the link, not written through it */
+  };
+  static const struct m OPQ_THROUGH[] = {{"etc/.wh..wh..opq", 'f', 0, NULL, 0}};
+  static const struct m WH_THROUGH[] = {{"etc/.wh.sub", 'f', 0, NULL, 0}};
+  LAYER(P("through.tar"), "none", THROUGH);
+  LAYER(P("replace.tar"), "none", REPLACE);
+  LAYER(P("opq.tar"), "none", OPQ_THROUGH);
+  LAYER(P("wh.tar"), "none", WH_THROUGH);
+  LUA("local d = T .. '/root'\n"
+      "refused('symlink', ct.layer.apply(T .. '/through.tar', d))\n"
+      "refused('symlink', ct.layer.apply(T .. '/opq.tar', d))\n"
+      "refused('symlink', ct.layer.apply(T .. '/wh.tar', d))\n"
+      "ok(ct.layer.apply(T .. '/replace.tar', d))\n"
+      "assert(not ct.fs.exists(d .. '/gone'))\n"
+      "assert(st(d .. '/dir').type == 'dir' and st(d .. '/file').type == 'file')\n"
+      "local n = ok(ct.fs.dir(T .. '/outside'))\n"
+      "assert(#n == 1 and n[1] == 'sub', table.concat(n, ' '))\n"
+      "assert(ok(ct.fs.read(T .. '/outside/sub/file')) == 'keep\\n')\n"
+      "return true");
+}
