@@ -379,6 +379,7 @@ DEFINE_TEST(apply_layers_in_order) {
       {"added/", 'd', 0700, NULL, 0}, /* a directory replaces the file added */
       {"bin/", 'd', 0711, NULL, 0},   /* a directory on a directory: kept, mode updated */
       {"home/.wh.app", 'f', 0, NULL, 0}, /* a whiteout of a tree */
+      {"nowhere/.wh.x", 'f', 0, NULL, 0}, /* hides nothing, makes nothing */
   };
   LAYER(P("late.tar"), "none", LATE);
   sh("mkdir -p %s", P("root"));
@@ -396,6 +397,7 @@ DEFINE_TEST(apply_layers_in_order) {
       "assert(st(d .. '/bin').mode == tonumber('711', 8) and ct.fs.exists(d .. '/bin/su'))\n"
       "assert(st(d .. '/bin/su').mode == tonumber('4755', 8))\n"
       "assert(not ct.fs.exists(d .. '/home/app') and ct.fs.exists(d .. '/home'))\n"
+      "assert(not ct.fs.exists(d .. '/nowhere'))\n"
       "return true");
 }
 
@@ -517,4 +519,41 @@ DEFINE_TEST(upper_walk_and_oci_round_trip) {
       "assert(st(T .. '/plain/upper/a/.wh.gone').type == 'file')\n"
       "return true");
   T_ASSERT(is_whiteout(P("restored/upper/a/gone")) && is_opaque(P("restored/upper/opq")));
+}
+
+/* A file capability (v2, as images carry it) works for the mapped root
+   only as v3 with that root's id: extract with an idmap converts it. */
+DEFINE_TEST(extract_maps_file_capabilities) {
+  need_root();
+  struct archive *a = archive_write_new();
+  archive_write_set_format_pax_restricted(a);
+  archive_write_add_filter_none(a);
+  if (archive_write_open_filename(a, P("caps.tar")) != ARCHIVE_OK) t_fail(__FILE__, __LINE__, "open");
+  struct archive_entry *e = archive_entry_new();
+  archive_entry_set_pathname(e, "ping");
+  archive_entry_set_filetype(e, AE_IFREG);
+  archive_entry_set_perm(e, 0755);
+  archive_entry_set_size(e, 0);
+  /* v2, effective, cap_net_raw (13) permitted */
+  unsigned char v2[20] = {0x01, 0x00, 0x00, 0x02, 0x00, 0x20, 0x00, 0x00};
+  archive_entry_xattr_add_entry(e, "security.capability", v2, sizeof v2);
+  archive_entry_xattr_add_entry(e, "trusted.overlay.redirect", "/etc", 4);
+  archive_entry_xattr_add_entry(e, "user.note", "hi", 2);
+  archive_write_header(a, e);
+  archive_entry_free(e);
+  archive_write_close(a);
+  archive_write_free(a);
+  sh("mkdir -p %s %s", P("host"), P("mapped"));
+  LUA("ok(ct.layer.extract(T .. '/caps.tar', T .. '/host'))\n"
+      "ok(ct.layer.extract(T .. '/caps.tar', T .. '/mapped', {idmap = {{inside = 0, outside = 300000, size = 65536}}}))\n"
+      "return true");
+  unsigned char got[32];
+  T_ASSERT(getxattr(P("host/ping"), "security.capability", got, sizeof got) == 20);
+  T_ASSERT(memcmp(got, v2, 20) == 0);
+  T_ASSERT(getxattr(P("mapped/ping"), "security.capability", got, sizeof got) == 24);
+  T_ASSERT(got[3] == 0x03 && got[0] == 0x01 && got[5] == 0x20);
+  unsigned rootid = got[20] | got[21] << 8 | got[22] << 16 | (unsigned)got[23] << 24;
+  T_ASSERT(rootid == 300000);
+  T_ASSERT(getxattr(P("mapped/ping"), "user.note", got, sizeof got) == 2);
+  T_ASSERT(getxattr(P("mapped/ping"), "trusted.overlay.redirect", got, sizeof got) < 0);
 }
