@@ -45,7 +45,7 @@ static void sh(const char *fmt, ...) {
 /* Root, for chown, mknod and mount; a namespace of our own for the mounts. */
 static void need_root(void) {
   if (geteuid() != 0) t_skip("needs root (chown, mknod, trusted.* xattrs, mount)");
-  if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0)
+  if (unshare(CLONE_NEWNS) != 0 || mount("none", "/", "none", MS_REC | MS_PRIVATE, NULL) != 0)
     t_skip("cannot make a private mount namespace");
 }
 
