@@ -16,7 +16,7 @@
 #include "layer.h"
 
 #include <errno.h>
-#include <openssl/evp.h>
+#include <nettle/sha2.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,15 +24,16 @@
 #include <unistd.h>
 
 struct digest {
-  EVP_MD_CTX *all, *file;
+  struct sha256_ctx all, file;
   char *buf;
 };
 
-static int feed(EVP_MD_CTX *md, const char *s, size_t n) {
-  return EVP_DigestUpdate(md, s, n) == 1 ? 0 : EIO;
+static int feed(struct sha256_ctx *md, const char *s, size_t n) {
+  sha256_update(md, n, (const uint8_t *)s);
+  return 0;
 }
 
-static int feed_str(EVP_MD_CTX *md, const char *s) { return feed(md, s, strlen(s) + 1); }
+static int feed_str(struct sha256_ctx *md, const char *s) { return feed(md, s, strlen(s) + 1); }
 
 static void hex(const unsigned char *d, unsigned n, char *out) {
   for (unsigned i = 0; i < n; i++) snprintf(out + 2 * i, 3, "%02x", d[i]);
@@ -47,19 +48,18 @@ static int file_digest(struct digest *g, int dirfd, const char *name, const stru
   struct stat now;
   int err = fstat(fd, &now) != 0 ? last_err() : 0;
   if (!err && (now.st_ino != st->st_ino || now.st_dev != st->st_dev || !S_ISREG(now.st_mode))) err = ESTALE;
-  if (!err && EVP_DigestInit_ex(g->file, EVP_sha256(), NULL) != 1) err = EIO;
+  sha256_init(&g->file);
   while (!err) {
     ssize_t n = read(fd, g->buf, COPY_BUFSIZE);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) err = last_err();
     if (n <= 0) break;
-    err = feed(g->file, g->buf, (size_t)n);
+    err = feed(&g->file, g->buf, (size_t)n);
   }
   close(fd);
-  unsigned char d[EVP_MAX_MD_SIZE];
-  unsigned n = 0;
-  if (!err && EVP_DigestFinal_ex(g->file, d, &n) != 1) err = EIO;
-  if (!err) hex(d, n, out);
+  unsigned char d[SHA256_DIGEST_SIZE];
+  sha256_digest(&g->file, sizeof d, d);
+  if (!err) hex(d, sizeof d, out);
   return err;
 }
 
@@ -81,14 +81,14 @@ static int record(struct digest *g, int dirfd, const char *name, const char *rel
     snprintf(what, sizeof what, "y");
   }
   if (err) return err;
-  if ((err = feed_str(g->all, rel)) || (err = feed_str(g->all, type_name(st->st_mode)))) return err;
+  if ((err = feed_str(&g->all, rel)) || (err = feed_str(&g->all, type_name(st->st_mode)))) return err;
   snprintf(num, sizeof num, "%o", (unsigned)(st->st_mode & 07777));
-  if ((err = feed_str(g->all, num))) return err;
+  if ((err = feed_str(&g->all, num))) return err;
   snprintf(num, sizeof num, "%u", (unsigned)st->st_uid);
-  if ((err = feed_str(g->all, num))) return err;
+  if ((err = feed_str(&g->all, num))) return err;
   snprintf(num, sizeof num, "%u", (unsigned)st->st_gid);
-  if ((err = feed_str(g->all, num)) || (err = feed_str(g->all, what))) return err;
-  return feed(g->all, "\n", 1);
+  if ((err = feed_str(&g->all, num)) || (err = feed_str(&g->all, what))) return err;
+  return feed(&g->all, "\n", 1);
 }
 
 static int digest_tree(struct digest *g, int fd, const char *path, struct fserr *e) {
@@ -99,8 +99,8 @@ static int digest_tree(struct digest *g, int fd, const char *path, struct fserr 
   }
   int err = 0;
   const char root[] = ".";
-  if (EVP_DigestUpdate(g->all, root, sizeof root) != 1 ||
-      feed_str(g->all, ct_fd_opaque(fd) ? "y" : "") || feed(g->all, "\n", 1)) {
+  if (feed(&g->all, root, sizeof root) ||
+      feed_str(&g->all, ct_fd_opaque(fd) ? "y" : "") || feed(&g->all, "\n", 1)) {
     close(fd);
     return fserr_set(e, EIO, path, "", "sha256 failed");
   }
@@ -156,27 +156,23 @@ static int fs_tree_digest(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   int fd = open(path, DIR_FLAGS | O_NOFOLLOW);
   if (fd < 0) return ct_oserror(L, errno, path);
-  struct digest g = {EVP_MD_CTX_new(), EVP_MD_CTX_new(), malloc(COPY_BUFSIZE)};
+  struct digest g;
+  sha256_init(&g.all);
+  g.buf = malloc(COPY_BUFSIZE);
   struct fserr e = {0, NULL, NULL, NULL};
   int err = 0;
-  if (!g.all || !g.file || !g.buf) {
+  if (!g.buf) {
     close(fd);
     err = fserr_set(&e, ENOMEM, path, "", NULL);
-  } else if (EVP_DigestInit_ex(g.all, EVP_sha256(), NULL) != 1) {
-    close(fd);
-    err = fserr_set(&e, EIO, path, "", "sha256 is not available");
   } else {
     err = digest_tree(&g, fd, path, &e);
   }
-  unsigned char d[EVP_MAX_MD_SIZE];
-  unsigned n = 0;
-  if (!err && EVP_DigestFinal_ex(g.all, d, &n) != 1) err = fserr_set(&e, EIO, path, "", "sha256 failed");
-  EVP_MD_CTX_free(g.all);
-  EVP_MD_CTX_free(g.file);
+  unsigned char d[SHA256_DIGEST_SIZE];
+  sha256_digest(&g.all, sizeof d, d);
   free(g.buf);
   if (err) return fserr_push(L, &e);
-  char out[2 * EVP_MAX_MD_SIZE + 1];
-  hex(d, n, out);
+  char out[2 * SHA256_DIGEST_SIZE + 1];
+  hex(d, sizeof d, out);
   lua_pushfstring(L, "sha256:%s", out);
   return 1;
 }
