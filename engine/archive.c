@@ -1084,8 +1084,9 @@ static int ar_create(lua_State *L) {
   const char *format = opt_string(L, 3, "format", "zstd");
   if (strcmp(format, "zstd") != 0 && strcmp(format, "gzip") != 0 && strcmp(format, "none") != 0)
     luaL_error(L, "bad option 'format' (zstd, gzip or none expected, got '%s')", format);
-  long cores = sysconf(_SC_NPROCESSORS_ONLN);
-  lua_Integer threads = opt_integer(L, 3, "threads", cores > 0 ? cores : 1, 0);
+  /* 0: zstd compresses in the calling thread, in bounded memory (each
+     worker of its multi-threaded mode buffers whole jobs of megabytes). */
+  lua_Integer threads = opt_integer(L, 3, "threads", 0, 0);
   int has_level = opt_field(L, 3, "level") != LUA_TNIL;
   lua_pop(L, 1);
   lua_Integer level = opt_integer(L, 3, "level", 0, LUA_MININTEGER);

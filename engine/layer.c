@@ -485,8 +485,8 @@ static int layer_entry(struct lx *x, struct archive_entry *e) {
                      x->src, x->name, (intmax_t)need, (intmax_t)x->space_left);
     x->space_left -= need;
   }
-  uid_t uid;
-  gid_t gid;
+  uid_t uid = 0; /* set by entry_owner (-O2 cannot see it) */
+  gid_t gid = 0;
   if (entry_owner(x, e, &uid, &gid) < 0) return -1;
 
   char full[PATH_MAX];

@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# lean.sh — issue 17's figures: start-up, status, install, pack, backup and
+# peak memory, each beside its floor measured in the same run.
+#
+# usage: bench/lean.sh [--ctcli BIN] [--payload-mb N] [--runs R]
+#
+#   --ctcli BIN      the binary to measure (default: scripts/build.sh Release)
+#   --payload-mb N   MiB of incompressible payload per app of the big
+#                    package (3 apps; default 100)
+#   --runs R         runs of the quick measures (median; default 31)
+#
+# Floors: `bsdtar --version` (the same dynamic libraries) for start-up;
+# `runc list` on the same runc-root for status; `tar -xf` of the package plus
+# one `umoci unpack` per image in parallel for install --no-start; `tar
+# --zstd -cf` of the same directory for pack; `tar -cf - | zstd -T0` of the
+# trees a backup reads for backup. Peak RSS is /usr/bin/time's maximum
+# resident set of ctcli itself (children such as runc not counted), for a
+# small and the big package: flat means it does not grow with the package.
+# Everything lives under one mktemp -d directory, removed on exit after the
+# roots made here are deleted through ctcli.
+set -euo pipefail
+export LC_ALL=C
+here=$(cd "$(dirname "$0")/.." && pwd)
+ctcli="" payload=100 runs=31
+while [ $# -gt 0 ]; do
+  case $1 in
+    --ctcli) ctcli=$2; shift 2 ;;
+    --payload-mb) payload=$2; shift 2 ;;
+    --runs) runs=$2; shift 2 ;;
+    *) echo "usage: bench/lean.sh [--ctcli BIN] [--payload-mb N] [--runs R]" >&2; exit 2 ;;
+  esac
+done
+[ "$(id -u)" = 0 ] || { echo "lean.sh: run as root (real containers)" >&2; exit 1; }
+for t in bsdtar runc umoci tar zstd /usr/bin/time; do
+  command -v "$t" >/dev/null || { echo "lean.sh: $t not found (scripts/install-deps.sh)" >&2; exit 1; }
+done
+[ -n "$ctcli" ] || ctcli=$("$here/scripts/build.sh" Release)/ctcli
+ctcli=$(realpath "$ctcli")
+T=$(mktemp -d); chmod 711 "$T"
+export CTCLI_SUBID_DIR=$T/subid; mkdir -p "$CTCLI_SUBID_DIR"
+roots=()
+cleanup() {
+  for r in "${roots[@]}"; do "$ctcli" --root "$r" -y delete >/dev/null 2>&1 || true; done
+  rm -rf "$T"
+}
+trap cleanup EXIT
+
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+ms_of() { # ms_of CMD... -> median wall ms of $runs runs
+  for _ in $(seq 1 "$runs"); do
+    s=$(date +%s%N); "$@" >/dev/null 2>&1; e=$(date +%s%N); echo $(( (e - s) / 1000 ))
+  done | median | awk '{printf "%.2f", $1 / 1000}'
+}
+once() { # once CMD... -> "seconds peakKiB" of one run
+  /usr/bin/time -f "%e %M" -o "$T/time.out" "$@" >/dev/null 2>"$T/err.out" || {
+    echo "lean.sh: failed: $*" >&2; cat "$T/err.out" >&2; exit 1; }
+  cat "$T/time.out"
+}
+row() { # row MEASURE CTCLI FLOOR
+  printf '| %-52s | %10s | %10s | %6s |\n' "$1" "$2" "$3" "$(awk -v a="$2" -v b="$3" 'BEGIN{ if (b > 0) printf "%.2f", a/b; else print "-" }')"
+}
+pkg() { # pkg OUT VERSION PAYLOAD [mark]
+  local apps=() a
+  local p=""
+  [ "$3" -gt 0 ] && p="payload=$3,"
+  for a in web worker cron; do apps+=(--app "$a:${p}health=none,mark=$4$a"); done
+  "$here/tests/support/mkpkg" --out "$1" --format manifest --version "$2" "${apps[@]}" --workdir "$T/mk" >/dev/null
+}
+mkdir -p "$T/mk"
+echo "== building packages (3 apps; $payload MiB each, and 0 MiB)" >&2
+pkg "$T/big1.pkg" 1.0.0 "$payload" a
+pkg "$T/big2.pkg" 1.1.0 "$payload" b
+pkg "$T/small1.pkg" 1.0.0 0 a
+pkg "$T/small2.pkg" 1.1.0 0 b
+
+echo "| measure | ctcli | floor | ratio |"
+echo "| --- | ---: | ---: | ---: |"
+row "start-up: version vs bsdtar --version [ms]" "$(ms_of "$ctcli" version)" "$(ms_of bsdtar --version)"
+
+# install --no-start of the big package against tar + parallel umoci
+R=$T/big; roots+=("$R"); "$ctcli" --root "$R" init >/dev/null
+read -r inst_s inst_k < <(once "$ctcli" --root "$R" -y install --no-start "$T/big1.pkg")
+mkdir -p "$T/floor"
+floor_install() {
+  tar -xf "$T/big1.pkg" -C "$T/floor"
+  local pids=() img ref
+  while read -r img ref; do
+    umoci unpack --image "$T/floor/$img:$ref" "$T/floor/unpacked-$ref" >/dev/null 2>&1 & pids+=($!)
+  done < <(lua5.4 -e '
+    local cjson = require("cjson")
+    local m = cjson.decode(io.open(arg[1]):read("a"))
+    for _, a in ipairs(m.apps) do print(a.image.layout, a.image.ref) end' "$T/floor/manifest.json")
+  wait "${pids[@]}"
+}
+fs=$( { /usr/bin/time -f %e bash -c "$(declare -f floor_install); T=$T; floor_install" >/dev/null; } 2>&1 | tail -1)
+row "install --no-start, 3 x $payload MiB [s]" "$inst_s" "$fs"
+rm -rf "$T/floor"
+
+# status with 3 running apps against runc list
+"$ctcli" --root "$R" start >/dev/null
+row "status --json, 3 running apps [ms]" "$(ms_of "$ctcli" --root "$R" --json status)" \
+  "$(ms_of runc --root "$R/runc-root" list --format json)"
+
+# backup against tar | zstd -T0 of what it reads
+read -r bk_s bk_k < <(once "$ctcli" --root "$R" backup)
+trees=()
+for d in current-release images blobs config data uppers; do [ -e "$R/$d" ] && trees+=("$d/"); done
+fb=$( { /usr/bin/time -f %e bash -c "tar -C '$R' -cf - ${trees[*]} | zstd -q -T0 > '$T/floor.tar.zst'" ; } 2>&1 | tail -1)
+row "backup (zstd) [s]" "$bk_s" "$fb"
+
+# upgrade (peak memory)
+read -r _ up_k < <(once "$ctcli" --root "$R" -y upgrade "$T/big2.pkg")
+
+# pack against tar --zstd of the same directory
+mkdir -p "$T/dir"; tar -xf "$T/big1.pkg" -C "$T/dir"; rm -f "$T/dir/manifest.sig"
+read -r pk_s _ < <(once "$ctcli" pack "$T/dir" -o "$T/repacked.pkg")
+fp=$( { /usr/bin/time -f %e tar --zstd -cf "$T/floor.tar.zst" -C "$T/dir" . ; } 2>&1 | tail -1)
+row "pack, 3 x $payload MiB [s]" "$pk_s" "$fp"
+
+# the same commands on the small package: peak memory, flat in size?
+S=$T/small; roots+=("$S"); "$ctcli" --root "$S" init >/dev/null
+read -r _ si_k < <(once "$ctcli" --root "$S" -y install "$T/small1.pkg")
+read -r _ sb_k < <(once "$ctcli" --root "$S" backup)
+read -r _ su_k < <(once "$ctcli" --root "$S" -y upgrade "$T/small2.pkg")
+echo
+echo "| peak RSS of ctcli [MB] | small package | $payload MiB apps |"
+echo "| --- | ---: | ---: |"
+mb() { awk -v k="$1" 'BEGIN{printf "%.1f", k/1024}'; }
+echo "| install | $(mb "$si_k") | $(mb "$inst_k") |"
+echo "| upgrade | $(mb "$su_k") | $(mb "$up_k") |"
+echo "| backup | $(mb "$sb_k") | $(mb "$bk_k") |"
