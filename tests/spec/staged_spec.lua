@@ -123,6 +123,33 @@ describe("stage and upgrade --staged", function()
     assert.equals("1.0.0", version_of(root))
   end)
 
+  it("keeps a stage's images through a prune meanwhile, and refuses to register when the current release changed", function()
+    local root = installed()
+    local resume = H.tmpdir() .. "/resume"
+    local p = assert(ct.proc.spawn({ H.bin, "--root", root, "stage", v2 }, {
+      stdout = "null", stderr = { append = resume .. ".log" },
+      env_add = { CTCLI_SUBID_DIR = H.subid_dir(), CTCLI_FAULT = "stage:place:pause", CTCLI_FAULT_RESUME = resume },
+    }))
+    assert.truthy(H.wait_for(function() return ct.fs.exists(resume .. ".waiting") end, 60), "stage never paused")
+    -- The images are unpacked, the release not registered: a prune keeps them.
+    local keys = {}
+    for _, k in ipairs(ct.fs.dir(root .. "/images")) do keys[#keys + 1] = k end
+    assert.truthy(#keys > 2, "stage unpacked nothing")
+    H.ok(root, { "prune", "--keep", "1" })
+    for _, k in ipairs(keys) do assert.truthy(ct.fs.exists(root .. "/images/" .. k .. "/rootfs"), k) end
+    -- An upgrade meanwhile: the stage no longer matches the current release.
+    H.ok(root, { "-y", "upgrade", v3 })
+    assert(ct.fs.write_atomic(resume, ""))
+    assert.equals(1, p:wait())
+    p:close()
+    assert.truthy(H.read(resume .. ".log"):find("the current release changed while staging", 1, true),
+      H.read(resume .. ".log"))
+    assert.same({}, staged_ids(root))
+    for _, d in ipairs(ct.fs.dir(root .. "/releases/staged")) do assert.falsy(d:match("^%.work"), d) end
+    assert.equals("1.2.0", version_of(root))
+    assert_consistent(root)
+  end)
+
   it("takes the staged release for 'upgrade PKG' of the staged package, and unpacks nothing", function()
     local root = installed()
     local staged = H.json(root, { "stage", v2 })
