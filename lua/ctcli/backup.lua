@@ -136,13 +136,18 @@ function M.create(ctx, rel, opts)
     -- The rootfs and what the image says of its process; not the kept OCI
     -- layout, which would double the archive (a restore gets it back by
     -- reinstalling the package, should `reset` need it).
+    -- opts.images == false (a staged cutover's backup): the images stay in
+    -- the store, which keeps them for the kept release this backup is of.
     local key, dir = store.key(app.name, app.image.digest), store.dir(p, app.name, app.image.digest)
-    entries[#entries + 1] = { name = "images/" .. key .. "/rootfs", path = dir .. "/rootfs" }
-    entries[#entries + 1] = { name = "images/" .. key .. "/image.json", path = dir .. "/image.json" }
-    if ct.fs.exists(dir .. "/idmap") then
-      entries[#entries + 1] = { name = "images/" .. key .. "/idmap", path = dir .. "/idmap" }
+    if opts.images ~= false then
+      entries[#entries + 1] = { name = "images/" .. key .. "/rootfs", path = dir .. "/rootfs" }
+      entries[#entries + 1] = { name = "images/" .. key .. "/image.json", path = dir .. "/image.json" }
+      if ct.fs.exists(dir .. "/idmap") then
+        entries[#entries + 1] = { name = "images/" .. key .. "/idmap", path = dir .. "/idmap" }
+      end
     end
   end
+  if opts.images == false then info.images = false end
   local info_tmp, terr = ct.fs.mkdtemp(p.tmp .. "/backup-XXXXXX")
   if not info_tmp then return nil, terr end
   ct.fs.write_atomic(info_tmp .. "/backup-info.json", json.encode(info, true) .. "\n")

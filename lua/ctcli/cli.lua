@@ -21,7 +21,7 @@ cli.EXIT = {
 -- Registered commands, in the order help lists them. A name here is a
 -- module lua/ctcli/commands/<name>.lua.
 cli.COMMANDS = {
-  "init", "install", "upgrade",
+  "init", "install", "upgrade", "stage",
   "delete", "start", "stop", "restart", "status", "logs", "exec", "backup", "rollback", "release-info", "list-releases", "recover",
   "adopt", "events", "history",
   "validate", "pack", "keygen", "sign", "verify", "plan", "inspect", "convert",

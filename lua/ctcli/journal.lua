@@ -7,6 +7,7 @@
 local ct = require("ct")
 local json = require("ctcli.json")
 local statefile = require("ctcli.statefile")
+local ui = require("ctcli.ui")
 
 local M = {}
 local Journal = {}
@@ -21,6 +22,19 @@ end
 local function fault(command, step)
   local f = os.getenv("CTCLI_FAULT")
   if not f then return true end
+  -- <command>:<step>:pause holds the command there (the tests run other
+  -- commands meanwhile): it creates $CTCLI_FAULT_RESUME.waiting, then waits
+  -- (up to 2 minutes) for $CTCLI_FAULT_RESUME to exist.
+  local held = f:match("^(.*):pause$")
+  if held then
+    local resume = os.getenv("CTCLI_FAULT_RESUME")
+    if held == command .. ":" .. step and resume then
+      ct.fs.write_atomic(resume .. ".waiting", "")
+      local deadline = ct.time.monotonic() + 120
+      while not ct.fs.exists(resume) and ct.time.monotonic() < deadline do ct.time.sleep(0.02) end
+    end
+    return true
+  end
   local where = f:match("^(.*):fail$")
   local fail = where ~= nil
   where = where or f
@@ -59,6 +73,8 @@ function Journal:step(name)
   local steps = self.doc.steps
   if #steps > 0 then steps[#steps].done = true end
   steps[#steps + 1] = { name = name, done = false }
+  -- -v: when each step begins (bench/staged.sh reads these).
+  ui.debug("step %s:%s at %.6f", self.doc.command, name, ct.time.monotonic())
   local ok, err = save(self)
   if not ok then return nil, "cannot write the journal: " .. tostring(err) end
   -- The kill comes after the journal says the step began: the hardest case.
@@ -95,6 +111,7 @@ function Journal:finish()
   if not ok then return nil, err .. "; run 'ctcli recover'" end
   ct.fs.unlink(self.path)
   ct.fs.fsync(self.path:match("^(.*)/[^/]+$"))
+  ui.debug("step %s:end at %.6f", self.doc.command, ct.time.monotonic())
   return true
 end
 

@@ -143,6 +143,7 @@ function M.run(ctx)
     if swapped then
       ct.fs.unlink(p.current)
       for _, r in ipairs(release.list(p) or {}) do ct.fs.rmtree(r.dir) end
+      require("ctcli.staged").drop(p)
       for _, key in ipairs(ct.fs.dir(p.images) or {}) do ct.fs.rmtree(p.images .. "/" .. key) end
       outcome = "completed"
     else
@@ -168,7 +169,8 @@ function M.run(ctx)
     local rel = release.current(p)
     if d.paused and rel then backup.resume(ctx, rel, d.paused) end
     if d.release and d.release ~= cur and doc.command ~= "rollback" then
-      ct.fs.rmtree(release.dir(p, d.release))
+      -- A staged release goes back to releases/staged/: still staged against this one.
+      if d.staged then require("ctcli.staged").unplace(p, d.release) else ct.fs.rmtree(release.dir(p, d.release)) end
     end
     start_names(ctx, rel, d.stopped, notes)
     outcome = "undone"

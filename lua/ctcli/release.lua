@@ -309,6 +309,8 @@ function M.prune(paths, keep)
       for _, app in ipairs(rel.apps) do users[store.key(app.name, app.image.digest)] = true end
     end
   end
+  -- A staged release (or a stage under way) keeps its images.
+  for key in pairs(require("ctcli.staged").image_keys(paths)) do users[key] = true end
   local freed = {}
   for _, key in ipairs(ct.fs.dir(paths.images) or {}) do
     if not users[key] then

@@ -174,11 +174,18 @@ function M.unpack_all(paths, umoci, jobs, on_done)
     end
     -- The image itself stays too (images/<key>/oci/), for `reset`.
     if ok then ok, err = keep_layout(job.layout, job.ref, img .. "/oci") end
-    if ok and ct.fs.exists(final) then
-      -- A leftover from an interrupted run: the complete copy we just made wins.
-      ct.fs.rmtree(final)
+    -- A stage (which holds no root lock) places under the root's lock
+    -- (paths.store_guard), and keeps a complete copy another command placed
+    -- meanwhile: a release may use it already.
+    local function place()
+      if ct.fs.exists(final) then
+        if paths.store_guard and M.has(paths, job.name, job.digest) then return true end
+        -- A leftover from an interrupted run: the complete copy we just made wins.
+        ct.fs.rmtree(final)
+      end
+      return ct.fs.rename(img, final)
     end
-    if ok then ok, err = ct.fs.rename(img, final) end
+    if ok then ok, err = (paths.store_guard or function(fn) return fn() end)(place) end
     ct.fs.rmtree(job.tmp)
     if not ok then return nil, err end
     if on_done then on_done(job) end
@@ -206,8 +213,16 @@ end
 -- users(paths) -> map image key -> list of release ids using it
 function M.users(paths)
   local users = {}
-  for _, id in ipairs(ct.fs.dir(paths.releases) or {}) do
-    local text = ct.fs.read(paths.releases .. "/" .. id .. "/release.json")
+  local dirs = {}
+  for _, id in ipairs(ct.fs.dir(paths.releases) or {}) do dirs[#dirs + 1] = { id, paths.releases .. "/" .. id } end
+  -- A staged release uses its images too (shown as "staged:<id>").
+  local sdir = paths.releases .. "/staged"
+  for _, id in ipairs(ct.fs.dir(sdir) or {}) do
+    if not id:match("^%.") then dirs[#dirs + 1] = { "staged:" .. id, sdir .. "/" .. id } end
+  end
+  for _, entry in ipairs(dirs) do
+    local id = entry[1]
+    local text = ct.fs.read(entry[2] .. "/release.json")
     local rel = text and json.decode(text)
     if rel and type(rel.apps) == "table" then
       for _, app in ipairs(rel.apps) do

@@ -96,6 +96,7 @@ return {
     stepped, step_err = j:step("remove")
     if not stepped then return undo(step_err) end
     for _, r in ipairs(release.list(ctx.paths) or {}) do ct.fs.rmtree(r.dir) end
+    require("ctcli.staged").drop(ctx.paths)
     for _, key in ipairs(ct.fs.dir(ctx.paths.images) or {}) do ct.fs.rmtree(ctx.paths.images .. "/" .. key) end
     if ctx.opts.purge then purge_dirs(ctx.paths) end
     local done, ferr = j:finish()

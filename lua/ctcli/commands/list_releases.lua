@@ -7,7 +7,7 @@ local release = require("ctcli.release")
 local ui = require("ctcli.ui")
 
 return {
-  summary = "List the kept releases and the backups, newest first",
+  summary = "List the kept releases, the staged one and the backups, newest first",
   usage = "list-releases",
   max_args = 0,
   needs_root = true,
@@ -25,6 +25,11 @@ return {
         current = r.id == cur_id, previous = r.previous or json.null,
       }
     end
+    -- A staged release ('ctcli stage'): listed apart, never a kept one.
+    local srec = require("ctcli.staged").current(ctx.paths)
+    local srel = srec and require("ctcli.staged").load(ctx.paths, srec)
+    doc.staged = srel and { id = srel.id, name = srel.name, version = srel.version, created = srec.staged,
+      against = srec.against, current_matches = srec.against == cur_id, package = srec.package.name } or json.null
     if goroot.present(ctx.paths) then
       -- A root the Go ctcli made, not adopted yet: its release as it is.
       local cur = release.current(ctx.paths)
@@ -45,13 +50,18 @@ return {
       ui.print(json.encode(doc, true))
       return true
     end
-    if #doc.releases == 0 and #doc.backups == 0 then
+    if #doc.releases == 0 and #doc.backups == 0 and not srel then
       ui.print("no releases and no backups in %s", ctx.root)
       return true
     end
     local rows = {}
     for _, r in ipairs(doc.releases) do
       rows[#rows + 1] = { r.current and "*" or "", "release", r.id, ui.release_label(r), r.created }
+    end
+    if srel then
+      local s = doc.staged
+      rows[#rows + 1] = { "", s.current_matches and ("staged, against " .. s.against)
+        or ("staged against " .. s.against .. ", not current: re-stage"), s.id, ui.release_label(s), s.created }
     end
     for _, b in ipairs(doc.backups) do
       local kind = b.data and "backup" or "backup (no data)"

@@ -10,19 +10,57 @@ local signing = require("ctcli.signing")
 local store = require("ctcli.store")
 local ui = require("ctcli.ui")
 
+-- plan --staged: the staged release against the current one.
+local function staged_plan(ctx)
+  local staged = require("ctcli.staged")
+  local cur, cerr = release.current(ctx.paths)
+  if cerr then return nil, cerr end
+  local rec, serr = staged.current(ctx.paths)
+  if rec == nil then return nil, serr end
+  if not rec then return nil, "nothing is staged in " .. ctx.root .. "; run 'ctcli stage PKG' first" end
+  local pkg, perr = staged.package(ctx.paths, rec)
+  if not pkg then return nil, perr end
+  local p = preview.build(ctx, pkg, cur)
+  local stale = not cur or cur.id ~= rec.against
+  p.staged = { id = rec.id, against = rec.against, package = rec.package.name, staged = rec.staged,
+    current = not stale }
+  p.signature = { status = pkg.signer and ("verified when staged: " .. pkg.signer) or "not signed by a trusted key",
+    signer = pkg.signer or json.null }
+  if ctx.json then
+    p.diff = nil
+    ui.print(json.encode(p, true))
+    return true
+  end
+  p.signature_text = p.signature.status
+  preview.print(p, cur)
+  ui.print("staged    %s from %s (%s), against %s%s", rec.id, tostring(rec.package.name), tostring(rec.staged),
+    rec.against, stale and (": the current release is " .. (cur and cur.id or "none") ..
+      " now, so 'upgrade --staged' refuses; re-stage") or "")
+  return true
+end
+
 return {
   summary = "Show what 'upgrade PKG' would do, changing nothing",
-  usage = "plan PKG",
+  usage = "plan PKG | plan --staged",
   description = "Against the current root: per app added / changed / removed / unchanged,\n" ..
     "which containers would stop and start and in what order, which hooks would run\n" ..
     "(the package's, then the operator's, in order), the pending migrations, the disk\n" ..
     "space the upgrade needs against what is free, and the signature status. The\n" ..
     "package is extracted outside the root and no lock is taken: the root stays as\n" ..
     "it is. With trusted keys, a package that fails verification is refused as\n" ..
-    "upgrade refuses it.",
-  min_args = 1, max_args = 1,
+    "upgrade refuses it. With --staged, the plan of the staged release ('ctcli stage'),\n" ..
+    "as 'upgrade --staged' would run it now.",
+  options = {
+    { "--staged", help = "the plan of the staged release instead of a package" },
+  },
+  min_args = 0, max_args = 1,
+  check = function(opts, args)
+    if (#args == 1) == (opts.staged == true) then return nil, "'plan' expects PKG or --staged (one of them)" end
+    return true
+  end,
   needs_root = true,
   run = function(ctx)
+    if ctx.opts.staged then return staged_plan(ctx) end
     local file = ctx.args[1]
     local label = file:match("[^/]+$")
     local cur, cerr = release.current(ctx.paths)

@@ -78,27 +78,59 @@ local function backups(ctx)
   return true
 end
 
+-- staged(ctx) -> true | nil, msg: `prune --staged`, the staged release and
+-- the images only it used.
+local function staged(ctx)
+  local j, jerr = journal.begin(ctx.paths, "prune", { staged = true })
+  if not j then return nil, jerr end
+  j:step("prune")
+  local id, err = require("ctcli.staged").drop(ctx.paths)
+  local _, freed = release.prune(ctx.paths, math.huge)
+  j:finish()
+  if id == nil then return nil, err end
+  local images = json.array()
+  local total = 0
+  for _, f in ipairs(type(freed) == "table" and freed or {}) do
+    images[#images + 1] = { image = f.image, bytes = f.bytes }
+    total = total + f.bytes
+  end
+  if ctx.json then
+    ui.print(json.encode({ staged = id or json.null, images = images, freed = total }, true))
+  elseif not id then
+    ui.print("no staged release")
+  else
+    ui.print("removed the staged release %s", id)
+    for _, im in ipairs(images) do ui.print("removed image %s (%s)", im.image, ui.bytes(im.bytes)) end
+  end
+  return true
+end
+
 return {
   summary = "Remove old releases and the images no kept release uses",
-  usage = "prune [--keep N] | prune --backups [--keep N] [BACKUP...]",
+  usage = "prune [--keep N] | prune --backups [--keep N] [BACKUP...] | prune --staged",
   description = "Keeps the newest N releases (default 3) and always the current one, and every\n" ..
     "image a kept release uses; backups are not touched.\n" ..
     "With --backups, only backups: of each reason (upgrade, manual, safety) the\n" ..
     "newest backups.keep.<reason> of ctcli.json (default 3; --keep N for all) stay,\n" ..
     "and always the newest backup of each kept release. The Go tool's backups are\n" ..
     "never pruned unless named: with BACKUP arguments (paths or names from\n" ..
-    "list-releases) exactly those are removed.",
+    "list-releases) exactly those are removed.\n" ..
+    "A staged release ('ctcli stage') is not a kept release: --keep does not count it\n" ..
+    "and its images stay; --staged drops it (and the images only it used).",
   options = {
     { "--keep", arg = "N", type = "number", integer = true, help = "releases (or, with --backups, backups of each reason) to keep" },
     { "--backups", help = "prune backups instead of releases (the named ones, or by retention)" },
+    { "--staged", help = "drop the staged release instead" },
   },
   needs_root = true, needs_lock = true,
   check = function(opts, args)
     if #args > 0 and not opts.backups then return nil, "'prune' takes BACKUP arguments only with --backups" end
+    if opts.staged and (opts.backups or opts.keep) then return nil, "'prune --staged' takes no other option" end
     return true
   end,
   run = function(ctx)
     if ctx.opts.backups then return backups(ctx) end
+    if ctx.opts.staged then return staged(ctx) end
     local keep = math.floor(ctx.opts.keep or 3)
     -- Every release must read before anything goes (release.prune checks again).
     local list, lerr = release.list(ctx.paths)

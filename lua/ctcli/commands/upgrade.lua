@@ -13,6 +13,7 @@ local plan = require("ctcli.plan")
 local preview = require("ctcli.preview")
 local release = require("ctcli.release")
 local rootconf = require("ctcli.rootconf")
+local staged = require("ctcli.staged")
 local ui = require("ctcli.ui")
 
 -- Undoes an upgrade that failed after its swap: stop the new apps, swap
@@ -49,19 +50,27 @@ end
 
 return {
   summary = "Upgrade to a package: show the changes, ask, swap the changed apps",
-  usage = "upgrade [--keep N] [--no-rollback] PKG",
+  usage = "upgrade [--keep N] [--no-rollback] PKG | upgrade --staged [PKG]",
   description = "Extracts and validates PKG and prints, per app, whether it is added, changed,\n" ..
     "removed or unchanged. After a yes (or -y) it runs pre_upgrade, unpacks the\n" ..
     "changed images and builds the new release while the old one runs, backs up,\n" ..
     "stops only the changed and removed apps, swaps current-release, runs pending\n" ..
     "migrations, starts the changed apps that were running (and the added ones),\n" ..
     "checks their health and runs post_upgrade. When a step after the swap fails,\n" ..
-    "it rolls back to the previous release and restores the changed apps' data.",
+    "it rolls back to the previous release and restores the changed apps' data.\n" ..
+    "With --staged (or a PKG that 'ctcli stage' staged) the release built by\n" ..
+    "'stage' is used: nothing is extracted or unpacked, and the backup holds the\n" ..
+    "changed apps' configs and data only (their images stay in the store).",
   options = {
     { "--keep", arg = "N", type = "number", integer = true, min = 1, help = "releases to keep after a successful upgrade (default 3)" },
     { "--no-rollback", help = "on a failure, leave the new release in place for debugging" },
+    { "--staged", help = "cut over to the release 'ctcli stage' built (see 'ctcli help stage')" },
   },
-  min_args = 1, max_args = 1,
+  min_args = 0, max_args = 1,
+  check = function(opts, args)
+    if #args == 0 and not opts.staged then return nil, "'upgrade' expects a PKG (or --staged)" end
+    return true
+  end,
   needs_root = true, needs_lock = true,
   -- The journaled steps, in order (CTCLI_FAULT=upgrade:<step> kills ctcli there,
   -- upgrade:<step>:fail makes the step fail).
@@ -73,7 +82,8 @@ return {
     if not cur then return nil, cerr end
     local j, jerr = journal.begin(ctx.paths, "upgrade", { package = file, from = cur.id }, ctx.steps)
     if not j then return nil, jerr end
-    local pkg, perr = deploy.open(ctx, file, j)
+    local pkg, perr = staged.open(ctx, file, j, cur)
+    if pkg == false then pkg, perr = deploy.open(ctx, file, j) end
     if not pkg then j:finish() return nil, perr end
     local function abort(msg, code)
       pkg.cleanup()
@@ -115,11 +125,11 @@ return {
       if not ok then return abort("pre_upgrade of " .. app.name .. " refused the upgrade: " .. err) end
     end
 
-    local rel, berr = deploy.build(ctx, pkg, j, cur.id)
+    local rel, berr = (pkg.build or deploy.build)(ctx, pkg, j, cur.id)
     pkg.cleanup()
     if not rel then j:finish() return nil, berr end
     local function undo_build(msg)
-      ct.fs.rmtree(rel.dir)
+      if pkg.unplace then pkg.unplace(rel) else ct.fs.rmtree(rel.dir) end
       release.prune(ctx.paths, math.huge)
       j:finish()
       return nil, msg
@@ -141,7 +151,8 @@ return {
     for _, list in ipairs({ changed, removed }) do
       for _, app in ipairs(list) do going[#going + 1] = app.name end
     end
-    local info, bk_err = backup.create(ctx, cur, { data = true, reason = "upgrade", journal = j, only = going })
+    local info, bk_err = backup.create(ctx, cur, { data = true, reason = "upgrade", journal = j, only = going,
+      images = not pkg.staged })
     if not info then return undo_build("the pre-upgrade backup failed: " .. bk_err) end
     j:set("backup", info.path)
     ct.fs.syncfs(ctx.paths.root)
