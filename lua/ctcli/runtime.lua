@@ -72,8 +72,15 @@ end
 
 -- pause(rt, id) / resume(rt, id) -> true | nil, msg
 function M.pause(rt, id)
-  local r, err = ct.oci.runc(rt, { "pause", id }, { timeout = 30 })
-  if r and r.code == 0 then return true end
+  local r, err
+  -- cgroup v1's freezer gives up when a task is caught mid-fork (runc says
+  -- "unable to freeze" and thaws it again): on a busy host, a few tries.
+  for attempt = 1, 4 do
+    r, err = ct.oci.runc(rt, { "pause", id }, { timeout = 30 })
+    if r and r.code == 0 then return true end
+    if not (r and (r.stderr or ""):find("unable to freeze", 1, true)) then break end
+    ct.time.sleep(0.1 * attempt)
+  end
   return nil, runc_error("runc pause " .. id, r, err)
 end
 
