@@ -13,7 +13,7 @@
    RESOLVE_NO_MAGICLINKS): `..`, absolute paths and symlinks (absolute or
    relative) all stay inside the given directory, as in a chroot. */
 #include "ct.h"
-#include "fs_int.h"
+#include "int.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -44,28 +44,6 @@
 
 
 /* ---- small helpers ---------------------------------------------------- */
-
-void close_keep_errno(int fd) {
-  int e = errno;
-  if (fd >= 0) close(fd);
-  errno = e;
-}
-
-/* errno after a failed call, never 0 (callers treat 0 as success). */
-int last_err(void) { return errno ? errno : EIO; }
-
-int write_all(int fd, const char *p, size_t len) {
-  while (len > 0) {
-    ssize_t n = write(fd, p, len);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return last_err();
-    }
-    p += n;
-    len -= (size_t)n;
-  }
-  return 0;
-}
 
 mode_t check_mode(lua_State *L, int arg) {
   lua_Integer m = luaL_checkinteger(L, arg);
@@ -469,7 +447,7 @@ static int rm_open_dir(int dirfd, const char *name, int *out) {
 
 static const char MSG_MOUNT[] = "is a mount point (not removing across it)";
 
-/* Empties the directory open at fd; see fs_int.h. */
+/* Empties the directory open at fd; see int.h. */
 int empty_dir_fd(int fd, const struct stat *parent, const char *display, struct fserr *e) {
   struct stat st;
   int err;
@@ -1010,7 +988,7 @@ static int do_du(const char *path, lua_Integer *bytes, lua_Integer *files, struc
   return du_fd(fd, path, bytes, files, e);
 }
 
-/* Sizes under the directory open at fd; see fs_int.h. */
+/* Sizes under the directory open at fd; see int.h. */
 int du_fd(int fd, const char *path, lua_Integer *bytes, lua_Integer *files, struct fserr *e) {
   *bytes = *files = 0;
   struct stat st;

@@ -15,7 +15,7 @@
    as ct.archive.extract refuses them in packages. Owners are the tar's,
    shifted by opts.idmap; setuid/setgid bits are kept; device nodes, FIFOs
    and sockets are skipped and named in the result. */
-#include "fs_int.h"
+#include "int.h"
 #include "layer.h"
 
 #include <archive.h>
@@ -141,16 +141,10 @@ static int entry_fail(struct lx *x, int err, const char *why) {
   return lx_fail(x, err, "%s: %s: %s", x->src, x->name, why);
 }
 
-static double monotonic(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* progress(bytes written, compressed bytes read); its errors propagate. */
 static void lx_progress(struct lx *x, int force) {
   if (!x->progress) return;
-  double now = monotonic();
+  double now = ct_mono();
   if (!force && now - x->last_progress < PROGRESS_EVERY) return;
   x->last_progress = now;
   lua_pushvalue(x->L, x->progress);

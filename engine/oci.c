@@ -1,6 +1,6 @@
 /* ct.oci: runc and umoci, argv only; `create` leaves the container detached
    with its stdout/stderr on the app's log file. */
-#include "ct.h"
+#include "int.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -16,10 +16,6 @@
 #include <time.h>
 #include <unistd.h>
 
-/* From proc.c (engine-internal; not part of the Lua contract). */
-enum { CT_START_GROUP = 1, CT_START_DETACH = 2, CT_START_FOREGROUND = 3 };
-pid_t ct_proc_start(const char *const *argv, char *const *envp, const char *cwd, const int fds[3],
-                    int mode, int *err, const char **what);
 int ct_proc_run(lua_State *L);
 
 /* rt at idx: {runc=path, root=path}. */

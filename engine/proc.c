@@ -1,7 +1,7 @@
 /* ct.proc: running programs (argv only, never a shell), process groups,
    signals, and fork_call, the sandbox that runs a Lua function in a forked
    copy of the state under a deadline. */
-#include "ct.h"
+#include "int.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -25,11 +25,6 @@
 
 extern char **environ;
 
-/* Engine-internal (oci.c uses them; not part of the Lua contract). */
-enum { CT_START_GROUP = 1, CT_START_DETACH = 2, CT_START_FOREGROUND = 3 };
-pid_t ct_proc_start(const char *const *argv, char *const *envp, const char *cwd, const int fds[3],
-                    int mode, int *err, const char **what);
-int ct_proc_run(lua_State *L);
 
 #define PROCESS_MT "ct.process"
 #define RECORD_MAX (16u << 20) /* one fork_call record (a line or the result) */
@@ -41,16 +36,10 @@ static int in_sandbox_child;
 
 /* ---------- small helpers ---------- */
 
-static double mono_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* Milliseconds until deadline for poll(): -1 without one, at least 1 before it. */
 static int ms_until(double deadline) {
   if (deadline <= 0) return -1;
-  double left = deadline - mono_now();
+  double left = deadline - ct_mono();
   if (left <= 0) return 0;
   double ms = ceil(left * 1000.0);
   return ms > INT_MAX ? INT_MAX : (int)ms;
@@ -311,11 +300,7 @@ static void child_exec(const char *const *argv, char *const *envp, const char *c
   child_fail(errfd, 0, exec_candidates(argv, envp ? envp : environ, cands, ncands));
 }
 
-/* Starts argv with fds[0..2] as its stdio (-1: keep ours). Modes:
-   CT_START_GROUP      own process group (not inside fork_call) + PDEATHSIG
-   CT_START_DETACH     own process group always, no PDEATHSIG (runc create)
-   CT_START_FOREGROUND our process group + PDEATHSIG (interactive)
-   Returns the pid, or -1 with *err and *what (the program or the cwd). */
+/* See int.h. */
 pid_t ct_proc_start(const char *const *argv, char *const *envp, const char *cwd, const int fds[3],
                     int mode, int *err, const char **what) {
   *what = argv[0];
@@ -733,7 +718,7 @@ int ct_proc_run(lua_State *L) {
   lua_toclose(L, -1);
   int r = start_with_opts(L, p, &o, 0);
   if (r) return r;
-  double deadline = o.timeout > 0 ? mono_now() + o.timeout : 0;
+  double deadline = o.timeout > 0 ? ct_mono() + o.timeout : 0;
   int timed_out = 0;
   int rc = run_loop(p, o.in, o.in_len, deadline, &timed_out);
   /* At a deadline (or on failure) the whole group goes, including any
@@ -805,7 +790,7 @@ static int pr_wait(lua_State *L) {
   if (p->pid <= 0) return luaL_error(L, "process was never started");
   if (p->reaped) return push_code(L, p->status);
   if (timeout >= 0) {
-    double deadline = mono_now() + timeout;
+    double deadline = ct_mono() + timeout;
     while (!has_exited(p->pid)) {
       int ms = ms_until(deadline);
       if (ms == 0) {
@@ -1039,11 +1024,11 @@ static void cg_kill_round(int dfd, double deadline) {
   int v2 = !v1 && cg_write(dfd, "cgroup.freeze", "1") == 0;
   /* Freezing takes a moment (a task in an uninterruptible sleep longer);
      kill anyway after a second: the next round catches what forked. */
-  double until = mono_now() + 1.0;
+  double until = ct_mono() + 1.0;
   if (until > deadline) until = deadline;
   while ((v1 && !cg_reads(dfd, "freezer.state", "FROZEN")) ||
          (v2 && !cg_reads(dfd, "cgroup.events", "frozen 1"))) {
-    if (mono_now() >= until) break;
+    if (ct_mono() >= until) break;
     nap_ms(2);
   }
   cg_signal_listed(dfd, SIGKILL);
@@ -1057,7 +1042,7 @@ static void cg_kill_round(int dfd, double deadline) {
 static int cg_destroy(const char *path, double seconds) {
   int dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd < 0) return errno == ENOENT ? 0 : errno;
-  double deadline = mono_now() + seconds;
+  double deadline = ct_mono() + seconds;
   int err = 0;
   for (;;) {
     int n = cg_signal_listed(dfd, 0);
@@ -1066,7 +1051,7 @@ static int cg_destroy(const char *path, double seconds) {
       break;
     }
     if (n == 0) break;
-    if (mono_now() >= deadline) {
+    if (ct_mono() >= deadline) {
       err = EBUSY;
       break;
     }
@@ -1078,7 +1063,7 @@ static int cg_destroy(const char *path, double seconds) {
   /* The last task leaves a moment after it is gone from cgroup.procs. */
   while (rmdir(path) != 0) {
     if (errno == ENOENT) return 0;
-    if (errno != EBUSY || mono_now() >= deadline) return errno;
+    if (errno != EBUSY || ct_mono() >= deadline) return errno;
     nap_ms(5);
   }
   return 0;
@@ -1131,18 +1116,6 @@ enum {
   R_STRING = 'S',
   R_NUMBER = 'D'
 };
-
-static int write_all(int fd, const void *data, size_t len) {
-  const char *s = data;
-  while (len > 0) {
-    ssize_t n = write(fd, s, len);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return -1;
-    s += n;
-    len -= (size_t)n;
-  }
-  return 0;
-}
 
 static int write_record(int fd, char type, const char *data, size_t len) {
   unsigned char hdr[5];
@@ -1391,7 +1364,7 @@ static int p_fork_call(lua_State *L) {
   lua_newtable(L);   /* 6: lines */
   lua_pushnil(L);    /* 7: result */
   set_nonblock(pfd[0]);
-  double deadline = timeout > 0 ? mono_now() + timeout : 0;
+  double deadline = timeout > 0 ? ct_mono() + timeout : 0;
   int final = 0, eof = 0, exited = 0, timed_out = 0, bad = 0;
   while (!eof && !bad) {
     if (!exited && p->pidfd < 0) exited = has_exited(pid);

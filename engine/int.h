@@ -1,12 +1,11 @@
-#ifndef CT_FS_INT_H
-#define CT_FS_INT_H
-/* Engine-internal helpers shared by fs.c and beneath.c: the descriptor-based
-   tree walker, failure records, reading into Lua. Not part of the Lua
-   contract; nothing outside engine/ (and the C tests) uses them. */
+#ifndef CT_INT_H
+#define CT_INT_H
+/* Engine-internal helpers shared between engine files (never part of the Lua contract). */
 #include "ct.h"
 
 #include <fcntl.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 
@@ -16,11 +15,30 @@
 
 #define DIR_FLAGS (O_RDONLY | O_DIRECTORY | O_CLOEXEC)
 
-/* ---- small helpers (fs.c) ---- */
+/* ---- util.c: used across the engine, the monitor included ---- */
 
 void close_keep_errno(int fd);
+/* errno after a failed call, never 0 (callers treat 0 as success). */
 int last_err(void);
-int write_all(int fd, const char *p, size_t len);
+/* Writes all of p (retrying EINTR and short writes); 0 or an errno. */
+int write_all(int fd, const void *p, size_t len);
+/* Seconds on CLOCK_MONOTONIC, for deadlines. */
+double ct_mono(void);
+
+/* ---- proc.c: starting a program ---- */
+
+/* Modes of ct_proc_start:
+   CT_START_GROUP      own process group (not inside fork_call) + PDEATHSIG
+   CT_START_DETACH     own process group always, no PDEATHSIG (it may outlive us)
+   CT_START_FOREGROUND our process group + PDEATHSIG (interactive) */
+enum { CT_START_GROUP = 1, CT_START_DETACH = 2, CT_START_FOREGROUND = 3 };
+/* Starts argv with fds[0..2] as its stdio (-1: keep ours); the pid, or -1
+   with *err and *what (the program or the cwd). */
+pid_t ct_proc_start(const char *const *argv, char *const *envp, const char *cwd, const int fds[3],
+                    int mode, int *err, const char **what);
+
+/* ---- fs.c ---- */
+
 mode_t check_mode(lua_State *L, int arg);
 mode_t opt_mode(lua_State *L, int arg, mode_t def);
 unsigned check_id(lua_State *L, int arg);
