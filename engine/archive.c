@@ -328,7 +328,7 @@ struct extract {
   char dest[PATH_MAX]; /* realpath: no symlink for libarchive's checks to trip on */
   size_t destlen;      /* 0 when dest is "/" */
   int preserve, check_space;
-  int skip_special; /* a backup's FIFOs, sockets and devices: skipped with a warning */
+  int special;      /* CT_SPECIAL_*: the caller's policy for devices, FIFOs, sockets */
   int wh_overlay;   /* whiteouts = "overlay" */
   lua_Integer max_entries, max_bytes; /* -1: no limit */
   int64_t block, space_left;
@@ -447,7 +447,7 @@ static int extract_entry(struct extract *x, struct archive_entry *e) {
     if (wh) break;
     mode_t t = archive_entry_filetype(e);
     const char *what = t == AE_IFIFO ? "a fifo" : t == AE_IFSOCK ? "a socket" : "a device node";
-    if (!x->skip_special) return job_fail(j, EPERM, "%s: %s: refusing %s", x->src, x->name, what);
+    if (x->special == CT_SPECIAL_REFUSE) return job_fail(j, EPERM, "%s: %s: refusing %s", x->src, x->name, what);
     job_warn(x->L, j, "%s: %s: skipped %s", x->src, x->name, what);
     return 0;
   }
@@ -600,7 +600,7 @@ static int ar_extract(lua_State *L) {
   x->src = src;
   x->preserve = opt_bool(L, 3, "preserve");
   x->check_space = opt_bool(L, 3, "check_space");
-  x->skip_special = opt_bool(L, 3, "skip_special");
+  x->special = lua_istable(L, 3) ? ct_opt_special(L, 3) : CT_SPECIAL_REFUSE;
   const char *wh = opt_string(L, 3, "whiteouts", NULL);
   if (wh && strcmp(wh, "overlay") != 0) luaL_error(L, "bad option 'whiteouts' (\"overlay\" expected)");
   x->wh_overlay = wh != NULL;

@@ -37,6 +37,11 @@ enum { CT_START_GROUP = 1, CT_START_DETACH = 2, CT_START_FOREGROUND = 3 };
 pid_t ct_proc_start(const char *const *argv, char *const *envp, const char *cwd, const int fds[3],
                     int mode, int *err, const char **what);
 
+/* opts.special of ct.archive.extract and ct.layer.*: what the caller's
+   policy does with device nodes, FIFOs and sockets (refuse unless told). */
+enum { CT_SPECIAL_REFUSE, CT_SPECIAL_SKIP };
+int ct_opt_special(lua_State *L, int opts);
+
 /* ---- fs.c ---- */
 
 mode_t check_mode(lua_State *L, int arg);

@@ -31,3 +31,11 @@ double ct_mono(void) {
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
+
+int ct_opt_special(lua_State *L, int opts) {
+  static const char *const names[] = {"refuse", "skip", NULL};
+  lua_getfield(L, opts, "special");
+  int v = lua_isnil(L, -1) ? CT_SPECIAL_REFUSE : luaL_checkoption(L, -1, NULL, names);
+  lua_pop(L, 1);
+  return v;
+}
