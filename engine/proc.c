@@ -504,6 +504,7 @@ struct opts {
   const char *out_path, *err_path;
   int out_fd, err_fd; /* D_FILE: a ct.fs.File's descriptor */
   double timeout; /* 0: none */
+  int mode;       /* CT_START_*: opts.detach, opts.foreground */
 };
 
 static void check_opts(lua_State *L, struct opts *o, int spawn) {
@@ -535,6 +536,22 @@ static void check_opts(lua_State *L, struct opts *o, int spawn) {
       o->timeout = v;
     }
     lua_pop(L, 1);
+    o->mode = CT_START_GROUP;
+    lua_getfield(L, opts, "detach");
+    if (lua_toboolean(L, -1)) o->mode = CT_START_DETACH;
+    lua_getfield(L, opts, "foreground");
+    if (lua_toboolean(L, -1)) o->mode = o->mode == CT_START_DETACH ? -1 : CT_START_FOREGROUND;
+    lua_pop(L, 2);
+    if (o->mode < 0) luaL_error(L, "bad option 'foreground' (a detached child cannot be)");
+  } else {
+    o->mode = CT_START_GROUP;
+  }
+  if (o->mode == CT_START_FOREGROUND) {
+    /* Ours: the terminal (or whatever our stdio is) is the child's. */
+    if (o->in) luaL_error(L, "bad option 'stdin' (a foreground child reads ours)");
+    o->out = check_dest(L, opts, "stdout", D_INHERIT, &o->out_path, &o->out_fd);
+    o->err = check_dest(L, opts, "stderr", D_INHERIT, &o->err_path, &o->err_fd);
+    return;
   }
   o->out = check_dest(L, opts, "stdout", spawn ? D_INHERIT : D_CAPTURE, &o->out_path, &o->out_fd);
   o->err = check_dest(L, opts, "stderr", spawn ? D_INHERIT : D_CAPTURE, &o->err_path, &o->err_fd);
@@ -595,7 +612,7 @@ static int start_with_opts(lua_State *L, struct proc *p, const struct opts *o, i
     if (pipe2(pp, O_CLOEXEC) != 0) return ct_oserror(L, errno, "pipe");
     fd[F_IN_CHILD] = pp[0];
     fd[F_IN] = pp[1];
-  } else {
+  } else if (o->mode != CT_START_FOREGROUND) {
     fd[F_IN_CHILD] = open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (fd[F_IN_CHILD] < 0) return ct_oserror(L, errno, "/dev/null");
   }
@@ -605,13 +622,13 @@ static int start_with_opts(lua_State *L, struct proc *p, const struct opts *o, i
     return ct_oserror(L, errno, o->err_path ? o->err_path : "stderr");
   int cfds[3] = {fd[F_IN_CHILD], fd[F_OUT_CHILD], fd[F_ERR_CHILD]};
   if (o->err == D_STDOUT) cfds[2] = o->out == D_INHERIT ? 1 : fd[F_OUT_CHILD];
-  pid_t pid = ct_proc_start(o->argv, o->envp, o->cwd, cfds, CT_START_GROUP, &err, &what);
+  pid_t pid = ct_proc_start(o->argv, o->envp, o->cwd, cfds, o->mode, &err, &what);
   close_fd(&fd[F_IN_CHILD]);
   close_fd(&fd[F_OUT_CHILD]);
   close_fd(&fd[F_ERR_CHILD]);
   if (pid < 0) return ct_oserror(L, err, what);
   p->pid = pid;
-  p->group = !in_sandbox_child;
+  p->group = o->mode == CT_START_DETACH || (o->mode == CT_START_GROUP && !in_sandbox_child);
   p->pidfd = pidfd_open_(pid);
   return 0;
 }
@@ -711,12 +728,27 @@ static int run_loop(struct proc *p, const char *in, size_t in_len, double deadli
 }
 
 /* run(argv [, opts]) -> {code=, signal=, stdout=, stderr=, timed_out=} | nil, msg, errno */
-int ct_proc_run(lua_State *L) {
+static int ct_proc_run(lua_State *L) {
   struct opts o;
   check_opts(L, &o, 0);
   struct proc *p = proc_new(L);
   lua_toclose(L, -1);
+  /* A foreground child: like system(), an interrupt at the terminal is its
+     business; we wait for it to end. It starts with default dispositions. */
+  struct sigaction ign, old_int, old_quit;
+  int fg = o.mode == CT_START_FOREGROUND;
+  if (fg) {
+    memset(&ign, 0, sizeof ign);
+    ign.sa_handler = SIG_IGN;
+    sigemptyset(&ign.sa_mask);
+    sigaction(SIGINT, &ign, &old_int);
+    sigaction(SIGQUIT, &ign, &old_quit);
+  }
   int r = start_with_opts(L, p, &o, 0);
+  if (r && fg) {
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGQUIT, &old_quit, NULL);
+  }
   if (r) return r;
   double deadline = o.timeout > 0 ? ct_mono() + o.timeout : 0;
   int timed_out = 0;
@@ -726,7 +758,12 @@ int ct_proc_run(lua_State *L) {
   if (rc || timed_out || (deadline > 0 && ms_until(deadline) == 0)) proc_kill(p, SIGKILL);
   for (int i = 0; i < 6; i++) close_fd(&p->fds[i]);
   close_fd(&p->pidfd);
-  if (reap(p->pid, &p->status) != 0) return ct_oserror(L, errno, o.argv[0]);
+  int werr = reap(p->pid, &p->status) != 0 ? errno : 0;
+  if (fg) {
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGQUIT, &old_quit, NULL);
+  }
+  if (werr) return ct_oserror(L, werr, o.argv[0]);
   p->reaped = 1;
   if (rc) return ct_oserror(L, rc, o.argv[0]);
   int code, sig;

@@ -181,6 +181,31 @@ DEFINE_TEST(run_child_gets_own_group_clean_signals_and_no_fds) {
            "return true");
 }
 
+/* foreground: our group (a terminal's ^C reaches it), and we ignore that ^C while it runs. */
+DEFINE_TEST(run_foreground_shares_our_group_and_outlasts_an_interrupt) {
+  lua_State *L = P();
+  T_LUA(L, "local r = assert(proc.run({'sh', '-c', 'cut -d\" \" -f5 /proc/self/stat; kill -INT $PPID; exit 7'}, "
+           "  {foreground = true, stdout = 'capture'})) "
+           "assert(r.code == 7, r.code) "
+           "local mine = io.open('/proc/self/stat'):read('a'):match('^%d+ %b() %a %d+ (%d+)') "
+           "assert(r.stdout == mine .. '\\n', r.stdout) "
+           "return true");
+}
+
+/* detach: a group of its own even inside fork_call (whose group is killed at the end). */
+DEFINE_TEST(run_detached_leads_its_own_group_inside_fork_call) {
+  lua_State *L = P();
+  T_LUA(L, "local script = 'echo $$; cut -d\" \" -f5 /proc/self/stat' "
+           "local ok, lines, res = proc.fork_call(function(emit) "
+           "  local a = proc.run({'sh', '-c', script}, {detach = true}).stdout "
+           "  local b = proc.run({'sh', '-c', script}).stdout "
+           "  emit(a) emit(b) return true end, 10) "
+           "assert(ok, res) "
+           "local pid, grp = lines[1]:match('(%d+)\\n(%d+)') assert(pid and pid == grp, lines[1]) "
+           "pid, grp = lines[2]:match('(%d+)\\n(%d+)') assert(pid and pid ~= grp, lines[2]) "
+           "return true");
+}
+
 DEFINE_TEST(run_timeout_kills_the_whole_group) {
   lua_State *L = P();
   T_LUA(
