@@ -1665,48 +1665,6 @@ static int fs_read_beneath(lua_State *L) {
   return 1;
 }
 
-/* Splits rel into its parent (resolved in dir) and last component. */
-static int open_parent_beneath(const char *dir, const char *rel, int *dirfd, const char **base) {
-  *dirfd = -1;
-  const char *slash = strrchr(rel, '/');
-  *base = slash ? slash + 1 : rel;
-  if (!**base) return rel[0] ? EISDIR : ENOENT;
-  if ((*base)[0] == '.' && ((*base)[1] == '\0' || ((*base)[1] == '.' && (*base)[2] == '\0')))
-    return EISDIR;
-  int root = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
-  if (root < 0) return last_err();
-  char *parent = slash ? strndup(rel, (size_t)(slash - rel) + (slash == rel)) : strdup(".");
-  if (!parent) {
-    close(root);
-    return ENOMEM;
-  }
-  *dirfd = openat2_in_root(root, parent, O_RDONLY | O_DIRECTORY);
-  int err = *dirfd < 0 ? last_err() : 0;
-  free(parent);
-  close(root);
-  return err;
-}
-
-/* write_beneath(dir, rel, data [, mode=0644]) -> true; the parent is
-   resolved inside dir and must exist; the file is replaced atomically */
-static int fs_write_beneath(lua_State *L) {
-  const char *dir = luaL_checkstring(L, 1);
-  const char *rel = luaL_checkstring(L, 2);
-  size_t len;
-  const char *data = luaL_checklstring(L, 3, &len);
-  mode_t mode = opt_mode(L, 4, 0644);
-  const char *name = push_beneath_name(L, dir, rel);
-  int dirfd;
-  const char *base;
-  int err = open_parent_beneath(dir, rel, &dirfd, &base);
-  if (err) return ct_oserror(L, err, name);
-  err = atomic_write_at(dirfd, base, data, len, -1, mode);
-  close(dirfd);
-  if (err) return ct_oserror(L, err, name);
-  lua_pushboolean(L, 1);
-  return 1;
-}
-
 /* copy_beneath(dir, rel, dst) -> true; the regular file at rel (resolved
    inside dir) to the host path dst, with its rwx bits */
 static int fs_copy_beneath(lua_State *L) {
@@ -1961,7 +1919,6 @@ static const luaL_Reg fs_funcs[] = {
     {"write_atomic", fs_write_atomic},
     {"append", fs_append},
     {"read_beneath", fs_read_beneath},
-    {"write_beneath", fs_write_beneath},
     {"copy_beneath", fs_copy_beneath},
     {"chmod", fs_chmod},
     {"chown", fs_chown},

@@ -962,39 +962,6 @@ static int p_getuid(lua_State *L) {
   return 2;
 }
 
-/* exec(argv [, env]) replaces the process; returns nil, msg, errno on failure. */
-static int p_exec(lua_State *L) {
-  lua_settop(L, 2);
-  const char **argv = check_argv(L, 1);
-  char **envp = NULL;
-  if (!lua_isnoneornil(L, 2)) {
-    luaL_checktype(L, 2, LUA_TTABLE);
-    lua_newtable(L);
-    lua_pushvalue(L, 2);
-    lua_setfield(L, -2, "env");
-    envp = build_env(L, lua_gettop(L));
-  }
-  size_t ncands = 0;
-  char *cands = path_candidates(argv[0], envp, &ncands);
-  if (!cands && !strchr(argv[0], '/')) return ct_oserror(L, ENOMEM, argv[0]);
-  fflush(NULL);
-  /* The new program starts with default dispositions and no blocked signal;
-     if exec fails, ours come back. */
-  struct sigaction saved[NSIG];
-  memset(saved, 0, sizeof saved);
-  sigset_t oldmask, empty;
-  sigemptyset(&empty);
-  sigprocmask(SIG_SETMASK, NULL, &oldmask);
-  for (int s = 1; s < NSIG; s++) sigaction(s, NULL, &saved[s]);
-  reset_signals(&empty);
-  int err = exec_candidates(argv, envp ? envp : environ, cands, ncands);
-  for (int s = 1; s < NSIG; s++)
-    if (s != SIGKILL && s != SIGSTOP) sigaction(s, &saved[s], NULL);
-  sigprocmask(SIG_SETMASK, &oldmask, NULL);
-  free(cands);
-  return ct_oserror(L, err, argv[0]);
-}
-
 /* ---------- cgroups: every process a fork_call child started ----------
 
    A process group does not hold a process that calls setsid(); a cgroup
@@ -1511,7 +1478,6 @@ static int p_fork_call(lua_State *L) {
 static const luaL_Reg proc_funcs[] = {
     {"run", ct_proc_run},       {"spawn", p_spawn},   {"kill", p_kill},
     {"alive", p_alive},         {"getpid", p_getpid}, {"getuid", p_getuid},
-    {"exec", p_exec},
     {"fork_call", p_fork_call}, {"cgroup_kill", p_cgroup_kill},
     {"signals", NULL},          {NULL, NULL},
 };

@@ -369,21 +369,6 @@ DEFINE_TEST(kill_alive_getpid_and_signals) {
            "return true");
 }
 
-DEFINE_TEST(exec_replaces_the_process) {
-  lua_State *L = P();
-  T_LUA(L,
-        "local ok, lines, err, _, kind = proc.fork_call(function(emit) "
-        "  local r, msg, e = proc.exec({'ct-no-such-program-4711'}) "
-        "  emit(tostring(r) .. '|' .. msg .. '|' .. e) "
-        "  proc.exec({'sh', '-c', 'test \"$CT_X\" = yes && exit 5; exit 1'}, {CT_X = 'yes'}) "
-        "  return 'not reached' "
-        "end, 10) "
-        "assert(lines[1] == 'nil|ct-no-such-program-4711: No such file or directory|2', lines[1]) "
-        "assert(ok == false and err == 'the child process exited (status 5) without a result', err) "
-        "assert(kind == 'exit', kind) "
-        "return true");
-}
-
 DEFINE_TEST(fork_call_returns_lines_and_result) {
   lua_State *L = P();
   T_LUA(L, "x = 1 "
