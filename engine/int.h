@@ -169,6 +169,17 @@ void ct_beneath_set_openat2(int on);
 int ct_open_beneath(int dirfd, const char *rel, int flags, mode_t mode);
 int ct_mkdirs_beneath(int dirfd, const char *rel, mode_t mode, int *out);
 
+/* ---- walk.c, copytree.c: whole trees ---- */
+
+/* The path argument at arg without trailing slashes (a symlink's "l/"
+   would resolve it); the argument is replaced by it. */
+const char *check_tree_path(lua_State *L, int arg);
+int do_rmtree(const char *path, struct fserr *e);
+/* copy_data(in, out, wside): all of in from its offset to out. */
+int copy_data(int in, int out, int *wside);
+int is_mount_root(int fd, const struct stat *parent, const struct stat *st);
+int luaopen_ct_fs_trees(lua_State *L); /* adds rmtree, copytree, du, remove_devices */
+
 /* ---- mount.c ---- */
 
 int luaopen_ct_fs_mount(lua_State *L); /* adds mount_overlay, umount, mounted */
