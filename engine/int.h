@@ -4,6 +4,7 @@
 #include "ct.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/stat.h>
@@ -36,6 +37,43 @@ enum { CT_START_GROUP = 1, CT_START_DETACH = 2, CT_START_FOREGROUND = 3 };
    with *err and *what (the program or the cwd). */
 pid_t ct_proc_start(const char *const *argv, char *const *envp, const char *cwd, const int fds[3],
                     int mode, int *err, const char **what);
+
+/* The process record of ct.proc (spawn's userdata, run's guard, fork_call's child). */
+struct buf {
+  char *p;
+  size_t len, cap;
+};
+
+struct proc {
+  pid_t pid;   /* 0: none */
+  pid_t owner; /* who started it: a forked copy of the state never touches it */
+  int group;   /* the child leads its own process group */
+  int pidfd;
+  int reaped, status;
+  int fds[6]; /* descriptors to close when done */
+  struct buf out, err, rec;
+  char *cgroup; /* fork_call: the cgroup its child runs in (killed and removed when done) */
+};
+#define PROCESS_MT "ct.process"
+/* Set in a fork_call child: processes it starts stay in its process group. */
+extern int ct_in_sandbox_child;
+struct proc *ct_proc_new(lua_State *L);
+void ct_proc_kill(struct proc *p, int sig);
+/* Kills a live child (its group, its cgroup), reaps it, releases everything. */
+void ct_proc_release(struct proc *p);
+int ct_buf_grow(struct buf *b, size_t need);
+/* Milliseconds until deadline for poll(): -1 without one, at least 1 before it. */
+int ct_ms_until(double deadline);
+int ct_pidfd_open(pid_t pid);
+int ct_has_exited(pid_t pid);
+int ct_reap(pid_t pid, int *status);
+void ct_close_fd(int *fd);
+int ct_set_nonblock(int fd);
+void ct_decode_status(int status, int *code, int *sig);
+void ct_reset_signals(const sigset_t *mask);
+/* Kills every process in the cgroup at path and removes it; 0 or an errno. */
+int ct_cg_destroy(const char *path, double seconds);
+int luaopen_ct_proc_sandbox(lua_State *L); /* adds fork_call, cgroup_kill */
 
 /* opts.special of ct.archive.extract and ct.layer.*: what the caller's
    policy does with device nodes, FIFOs and sockets (refuse unless told). */
