@@ -9,7 +9,7 @@
    "job" userdata marked to-be-closed, so an error raised anywhere (a
    progress callback, out of memory) still frees them. No chdir: every
    entry's name is checked, then prefixed with the destination. */
-#include "ct.h"
+#include "int.h"
 #include "layer.h"
 
 #include <archive.h>
@@ -135,18 +135,12 @@ static void job_warn(lua_State *L, struct job *j, const char *fmt, ...) {
   lua_rawseti(L, j->warnings, ++j->nwarnings);
 }
 
-static double monotonic(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* Calls progress(done, other) at most every PROGRESS_EVERY seconds (always
    when forced). Its errors propagate (the job is closed on the way out). */
 static void job_progress_n(lua_State *L, struct job *j, lua_Integer done, lua_Integer other,
                            int force) {
   if (!j->progress) return;
-  double now = monotonic();
+  double now = ct_mono();
   if (!force && now - j->last_progress < PROGRESS_EVERY) return;
   j->last_progress = now;
   lua_pushvalue(L, j->progress);
@@ -258,7 +252,7 @@ static int seen_before(lua_State *L, int seen, const char *name) {
 
 /* out = dir "/" name; -1 when it would not fit in size (PATH_MAX keeps
    libarchive from its chdir-based handling of deep paths). */
-static int join_path(char *out, size_t size, const char *dir, size_t dirlen, const char *name) {
+static int ar_join_path(char *out, size_t size, const char *dir, size_t dirlen, const char *name) {
   size_t n = strlen(name);
   if (dirlen + 1 + n + 1 > size) return -1;
   memcpy(out, dir, dirlen);
@@ -334,7 +328,7 @@ struct extract {
   char dest[PATH_MAX]; /* realpath: no symlink for libarchive's checks to trip on */
   size_t destlen;      /* 0 when dest is "/" */
   int preserve, check_space;
-  int skip_special; /* a backup's FIFOs, sockets and devices: skipped with a warning */
+  int special;      /* CT_SPECIAL_*: the caller's policy for devices, FIFOs, sockets */
   int wh_overlay;   /* whiteouts = "overlay" */
   lua_Integer max_entries, max_bytes; /* -1: no limit */
   int64_t block, space_left;
@@ -408,7 +402,7 @@ static int overlay_whiteout(struct extract *x, struct archive_entry *e) {
     return 1;
   case CT_WH_OPAQUE_DIR: break;
   }
-  if (join_path(x->path, sizeof x->path, x->dest, x->destlen, x->name) != 0)
+  if (ar_join_path(x->path, sizeof x->path, x->dest, x->destlen, x->name) != 0)
     return job_fail(x->j, ENAMETOOLONG, "%s: %s: path too long under %s", x->src, x->name, x->dest);
   if (check_parents(x, x->path, "an opaque marker") < 0) return -1;
   *strrchr(x->path, '/') = '\0'; /* x->path is now the marker's directory */
@@ -453,7 +447,7 @@ static int extract_entry(struct extract *x, struct archive_entry *e) {
     if (wh) break;
     mode_t t = archive_entry_filetype(e);
     const char *what = t == AE_IFIFO ? "a fifo" : t == AE_IFSOCK ? "a socket" : "a device node";
-    if (!x->skip_special) return job_fail(j, EPERM, "%s: %s: refusing %s", x->src, x->name, what);
+    if (x->special == CT_SPECIAL_REFUSE) return job_fail(j, EPERM, "%s: %s: refusing %s", x->src, x->name, what);
     job_warn(x->L, j, "%s: %s: skipped %s", x->src, x->name, what);
     return 0;
   }
@@ -466,10 +460,10 @@ static int extract_entry(struct extract *x, struct archive_entry *e) {
     why = clean_name(hard, target, sizeof target);
     if (!why && !target[0]) why = "refusing a link to the archive's root";
     if (why) return job_fail(j, EPERM, "%s: %s: hard link to %s: %s", x->src, x->name, hard, why);
-    if (join_path(x->link, sizeof x->link, x->dest, x->destlen, target) != 0)
+    if (ar_join_path(x->link, sizeof x->link, x->dest, x->destlen, target) != 0)
       return job_fail(j, ENAMETOOLONG, "%s: %s: hard link target too long", x->src, x->name);
   }
-  if (join_path(x->path, sizeof x->path, x->dest, x->destlen, x->name) != 0)
+  if (ar_join_path(x->path, sizeof x->path, x->dest, x->destlen, x->name) != 0)
     return job_fail(j, ENAMETOOLONG, "%s: %s: path too long under %s", x->src, x->name, x->dest);
   if (check_parents(x, x->path, "a path") < 0) return -1;
   if (hard && check_parents(x, x->link, "a hard link") < 0) return -1;
@@ -606,7 +600,7 @@ static int ar_extract(lua_State *L) {
   x->src = src;
   x->preserve = opt_bool(L, 3, "preserve");
   x->check_space = opt_bool(L, 3, "check_space");
-  x->skip_special = opt_bool(L, 3, "skip_special");
+  x->special = lua_istable(L, 3) ? ct_opt_special(L, 3) : CT_SPECIAL_REFUSE;
   const char *wh = opt_string(L, 3, "whiteouts", NULL);
   if (wh && strcmp(wh, "overlay") != 0) luaL_error(L, "bad option 'whiteouts' (\"overlay\" expected)");
   x->wh_overlay = wh != NULL;
@@ -1152,7 +1146,7 @@ static int ar_create(lua_State *L) {
 
 /* ---- list, read_entry, detect ---- */
 
-static const char *type_name(struct archive_entry *e) {
+static const char *entry_type_name(struct archive_entry *e) {
   if (archive_entry_hardlink(e)) return "hardlink";
   switch (archive_entry_filetype(e)) {
   case AE_IFREG: return "file";
@@ -1233,7 +1227,7 @@ static int ar_list(lua_State *L) {
     lua_createtable(L, 0, 5);
     lua_pushstring(L, name ? name : "");
     lua_setfield(L, -2, "name");
-    lua_pushstring(L, type_name(e));
+    lua_pushstring(L, entry_type_name(e));
     lua_setfield(L, -2, "type");
     lua_pushinteger(L, archive_entry_size_is_set(e) ? (lua_Integer)archive_entry_size(e) : 0);
     lua_setfield(L, -2, "size");
@@ -1325,7 +1319,7 @@ static int ar_read_entry(lua_State *L) {
   if (archive_entry_filetype(e) == AE_IFDIR)
     job_fail(j, EISDIR, "%s: %s: a directory", src, name);
   else if (archive_entry_filetype(e) != AE_IFREG && !archive_entry_hardlink(e))
-    job_fail(j, EINVAL, "%s: %s: not a regular file (%s)", src, name, type_name(e));
+    job_fail(j, EINVAL, "%s: %s: not a regular file (%s)", src, name, entry_type_name(e));
   else if (max >= 0 && size > max)
     job_fail(j, EFBIG, "%s: %s: %jd bytes, more than the limit of %jd", src, name, (intmax_t)size,
              (intmax_t)max);

@@ -20,7 +20,7 @@
    owner changes go through such O_PATH descriptors too.
 
    Tree walks (rmtree, du, shift_tree) are fs.c's descriptor walker. */
-#include "fs_int.h"
+#include "int.h"
 #include "layer.h"
 
 #include <errno.h>

@@ -8,7 +8,6 @@
 int luaopen_ct_fs(lua_State *L);
 int luaopen_ct_archive(lua_State *L);
 int luaopen_ct_proc(lua_State *L);
-int luaopen_ct_oci(lua_State *L);
 int luaopen_ct_lock(lua_State *L);
 int luaopen_ct_hash(lua_State *L);
 int luaopen_ct_term(lua_State *L);

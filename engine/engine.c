@@ -95,7 +95,7 @@ static int luaopen_ct(lua_State *L) {
     lua_CFunction open;
   } groups[] = {
       {"fs", luaopen_ct_fs},     {"archive", luaopen_ct_archive}, {"proc", luaopen_ct_proc},
-      {"oci", luaopen_ct_oci},   {"lock", luaopen_ct_lock},       {"hash", luaopen_ct_hash},
+      {"lock", luaopen_ct_lock},       {"hash", luaopen_ct_hash},
       {"term", luaopen_ct_term}, {"time", luaopen_ct_time},       {"monitor", luaopen_ct_monitor},
       {"layer", luaopen_ct_layer},
   };

@@ -14,8 +14,9 @@
    outside it. Names with "..", absolute names and duplicates are refused,
    as ct.archive.extract refuses them in packages. Owners are the tar's,
    shifted by opts.idmap; setuid/setgid bits are kept; device nodes, FIFOs
-   and sockets are skipped and named in the result. */
-#include "fs_int.h"
+   and sockets are refused, or with opts.special = "skip" skipped and named
+   in the result. */
+#include "int.h"
 #include "layer.h"
 
 #include <archive.h>
@@ -89,7 +90,7 @@ struct lx {
   size_t ndirs, capdirs;
   struct seg *map;
   size_t nmap;
-  int apply, check_space;
+  int apply, check_space, special;
   lua_Integer max_entries, max_bytes; /* -1: no limit */
   lua_Integer entries, bytes, done, headers, whiteouts, nskipped;
   int64_t block, space_left;
@@ -141,16 +142,10 @@ static int entry_fail(struct lx *x, int err, const char *why) {
   return lx_fail(x, err, "%s: %s: %s", x->src, x->name, why);
 }
 
-static double monotonic(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* progress(bytes written, compressed bytes read); its errors propagate. */
 static void lx_progress(struct lx *x, int force) {
   if (!x->progress) return;
-  double now = monotonic();
+  double now = ct_mono();
   if (!force && now - x->last_progress < PROGRESS_EVERY) return;
   x->last_progress = now;
   lua_pushvalue(x->L, x->progress);
@@ -465,7 +460,8 @@ static int layer_entry(struct lx *x, struct archive_entry *e) {
   mode_t type = archive_entry_filetype(e);
   if (!hard && type != AE_IFREG && type != AE_IFDIR && type != AE_IFLNK) {
     if (type == AE_IFCHR || type == AE_IFBLK || type == AE_IFIFO || type == AE_IFSOCK)
-      return skip_entry(x, "special");
+      return x->special == CT_SPECIAL_SKIP ? skip_entry(x, "special")
+                                           : entry_fail(x, EPERM, "refusing a special file");
     return entry_fail(x, EPERM, "refusing an entry of unknown type");
   }
   if (hard) {
@@ -680,6 +676,7 @@ static int layer_call(lua_State *L, int apply) {
   lua_getfield(L, 3, "check_space");
   x->check_space = lua_toboolean(L, -1);
   lua_pop(L, 1);
+  x->special = ct_opt_special(L, 3);
   read_idmap(L, x);
   if (lx_run(x, dest) < 0) {
     lx_close(x);

@@ -4,7 +4,7 @@
    explicitly with LOCK_UN: a forked child that closes its copy of the
    descriptor must not drop the parent's lock. Closing our descriptor (or
    the process dying, even by SIGKILL) releases it. */
-#include "ct.h"
+#include "int.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -25,12 +25,6 @@
 typedef struct {
   int fd; /* -1 once released */
 } ct_lock;
-
-static double monotonic_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static void sleep_seconds(double s) {
   struct timespec req = {(time_t)s, (long)((s - floor(s)) * 1e9)};
@@ -104,12 +98,12 @@ static int l_acquire(lua_State *L) {
   lk->fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOCTTY, 0644);
   if (lk->fd < 0) return ct_oserror(L, errno, path);
 
-  double deadline = wait >= 0 ? monotonic_now() + wait : 0;
+  double deadline = wait >= 0 ? ct_mono() + wait : 0;
   int err;
   for (;;) {
     err = try_flock(lk->fd, LOCK_EX);
     if (err != EWOULDBLOCK || wait < 0) break;
-    double left = deadline - monotonic_now();
+    double left = deadline - ct_mono();
     if (left <= 0) break;
     sleep_seconds(left < WAIT_STEP ? left : WAIT_STEP);
   }

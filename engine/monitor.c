@@ -19,11 +19,6 @@
 #include <time.h>
 #include <unistd.h>
 
-/* From proc.c (engine-internal). */
-enum { CT_START_DETACH = 2 };
-pid_t ct_proc_start(const char *const *argv, char *const *envp, const char *cwd, const int fds[3],
-                    int mode, int *err, const char **what);
-
 enum { MAX_ARGS = 64, MAX_CLIENTS = 8, REQ_MAX = 256 };
 
 struct argvec {
@@ -65,12 +60,6 @@ static struct mon {
 
 /* ---------- time, small helpers ---------- */
 
-static double now_mono(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
-
 static void close_fd(int *fd) {
   if (*fd >= 0) close(*fd);
   *fd = -1;
@@ -87,7 +76,7 @@ static void ready_say(const char *fmt, ...) {
   if (n < 0) return;
   if ((size_t)n > sizeof line - 2) n = (int)sizeof line - 2;
   line[n++] = '\n';
-  if (ct_mon_write_all(M.c.ready_fd, line, (size_t)n) != 0) close_fd(&M.c.ready_fd);
+  if (write_all(M.c.ready_fd, line, (size_t)n) != 0) close_fd(&M.c.ready_fd);
 }
 
 /* ---------- configuration ---------- */
@@ -229,7 +218,7 @@ static size_t state_json(char *out, size_t cap) {
     else ADD("\"code\":%d}", M.exit_code);
   }
   if (M.restart_at > 0) {
-    ct_mon_time(t2, ct_mon_now() + (M.restart_at - now_mono()));
+    ct_mon_time(t2, ct_mon_now() + (M.restart_at - ct_mono()));
     ADD(",\"restart_at\":\"%s\"", t2);
   }
   if (M.error[0]) ADD(",\"error\":%s", err);
@@ -243,7 +232,7 @@ static void state_write(void) {
   size_t n = state_json(buf, sizeof buf - 1);
   buf[n++] = '\n';
   int fd = openat(M.c.state_fd, CT_MONITOR_STATE ".tmp", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
-  int ok = fd >= 0 && ct_mon_write_all(fd, buf, n) == 0 && fsync(fd) == 0;
+  int ok = fd >= 0 && write_all(fd, buf, n) == 0 && fsync(fd) == 0;
   if (fd >= 0 && close(fd) != 0) ok = 0;
   if (ok && renameat(M.c.state_fd, CT_MONITOR_STATE ".tmp", M.c.state_fd, CT_MONITOR_STATE) == 0) {
     fsync(M.c.state_fd);
@@ -293,14 +282,14 @@ static int run_cmd(const struct argvec *a, const char *what) {
     snprintf(M.error, sizeof M.error, "runc %s: %s: %s", what, which, strerror(err));
     return -1;
   }
-  double deadline = M.c.runc_ms > 0 ? now_mono() + (double)M.c.runc_ms / 1000 : 0;
+  double deadline = M.c.runc_ms > 0 ? ct_mono() + (double)M.c.runc_ms / 1000 : 0;
   int killed = 0;
   while (!M.cmd_done) {
     struct pollfd p[3] = {{M.sigfd, POLLIN, 0}, {M.out.fd, POLLIN, 0}, {M.err.fd, POLLIN, 0}};
     if (poll(p, 3, 100) < 0 && errno != EINTR) break;
     feed_both();
     drain_signals();
-    if (!killed && deadline > 0 && now_mono() > deadline) {
+    if (!killed && deadline > 0 && ct_mono() > deadline) {
       kill(-M.cmd, SIGKILL);
       killed = 1;
     }
@@ -349,7 +338,7 @@ static int start_container(void) {
     return -1;
   }
   M.runs++;
-  M.run_start = now_mono();
+  M.run_start = ct_mono();
   M.run_start_real = ct_mon_now();
   M.state = "running";
   note("run %lld started, pid %d", M.runs, (int)M.init);
@@ -370,7 +359,7 @@ static void schedule_restart(int quick) {
   long long delay = M.c.backoff_ms;
   for (long long i = 1; i < M.quick_fails && delay < M.c.backoff_max_ms; i++) delay *= 2;
   if (delay > M.c.backoff_max_ms) delay = M.c.backoff_max_ms;
-  M.restart_at = now_mono() + (double)delay / 1000;
+  M.restart_at = ct_mono() + (double)delay / 1000;
   M.state = "restarting";
   note("restarting in %lld ms", delay);
 }
@@ -399,7 +388,7 @@ static void on_init_exit(void) {
     M.state = "exited";
     M.done = 1;
   } else {
-    schedule_restart(now_mono() - M.run_start < (double)M.c.quick_ms / 1000);
+    schedule_restart(ct_mono() - M.run_start < (double)M.c.quick_ms / 1000);
   }
   state_write();
 }
@@ -455,7 +444,7 @@ static void ctl_accept(void) {
     if (write(fd, hello, (size_t)n) != n) break;
     M.cl[i].fd = fd;
     M.cl[i].len = 0;
-    M.cl[i].deadline = now_mono() + 5;
+    M.cl[i].deadline = ct_mono() + 5;
     return;
   }
   close(fd); /* too many at once, or gone already */
@@ -518,7 +507,7 @@ static const char *join_cgroup(void) {
   snprintf(path, sizeof path, "%s/cgroup.procs", M.c.cgroup);
   int fd = open(path, O_WRONLY | O_CLOEXEC);
   if (fd < 0) return "open cgroup.procs";
-  int ok = ct_mon_write_all(fd, "0\n", 2) == 0;
+  int ok = write_all(fd, "0\n", 2) == 0;
   return close(fd) == 0 && ok ? NULL : "join cgroup";
 }
 
@@ -571,7 +560,7 @@ static int poll_timeout(void) {
   for (int i = 0; i < MAX_CLIENTS; i++)
     if (M.cl[i].fd >= 0 && (until <= 0 || M.cl[i].deadline < until)) until = M.cl[i].deadline;
   if (until <= 0) return -1;
-  double ms = (until - now_mono()) * 1000 + 1;
+  double ms = (until - ct_mono()) * 1000 + 1;
   return ms < 0 ? 0 : (ms > 3600000 ? 3600000 : (int)ms);
 }
 
@@ -589,13 +578,13 @@ static void loop(void) {
     if (p[3].revents & POLLIN) ctl_accept();
     for (int i = 0; i < MAX_CLIENTS; i++) {
       if (M.cl[i].fd >= 0 && (p[4 + i].revents & (POLLIN | POLLHUP | POLLERR))) ctl_read(&M.cl[i]);
-      if (M.cl[i].fd >= 0 && now_mono() > M.cl[i].deadline) close_fd(&M.cl[i].fd);
+      if (M.cl[i].fd >= 0 && ct_mono() > M.cl[i].deadline) close_fd(&M.cl[i].fd);
     }
     if (M.exit_when_done && M.init <= 0 && !M.done) {
       M.restart_at = 0;
       M.done = 1;
     }
-    if (!M.done && M.restart_at > 0 && now_mono() >= M.restart_at) restart_now();
+    if (!M.done && M.restart_at > 0 && ct_mono() >= M.restart_at) restart_now();
   }
 }
 

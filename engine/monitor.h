@@ -3,6 +3,7 @@
 /* What ct.monitor.spawn (monitor_lua.c) and the monitor (monitor.c) share:
    the reserved argv[1], the configuration format and the protocol version.
    docs/architecture.md ("Monitor protocol") is the reference. */
+#include "int.h"
 
 /* `<exe> __ctcli-monitor__ <config fd> <id>`: main() hands this to
    ct_monitor_main before any Lua state exists. The id is only for ps. */
@@ -65,7 +66,6 @@ struct ct_stream {
 
 double ct_mon_now(void);                   /* CLOCK_REALTIME, seconds */
 void ct_mon_time(char out[40], double t); /* RFC 3339, UTC, nanoseconds */
-int ct_mon_write_all(int fd, const char *p, size_t n);
 /* Finds the rotated files in dirfd (dropping those beyond keep), opens
    current.log for append. Failures count in errors; nothing stops. */
 void ct_log_open(struct ct_log *lg, int dirfd, long long max, long long keep);

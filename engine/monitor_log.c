@@ -29,20 +29,9 @@ double ct_mon_now(void) {
   return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
 }
 
-int ct_mon_write_all(int fd, const char *p, size_t n) {
-  while (n > 0) {
-    ssize_t w = write(fd, p, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return -1;
-    p += w;
-    n -= (size_t)w;
-  }
-  return 0;
-}
-
 void ct_log_flush(struct ct_log *lg) {
   if (!lg->olen) return;
-  if (lg->fd < 0 || ct_mon_write_all(lg->fd, lg->obuf, lg->olen) != 0)
+  if (lg->fd < 0 || write_all(lg->fd, lg->obuf, lg->olen) != 0)
     lg->errors++;
   else
     lg->size += (long long)lg->olen;

@@ -226,12 +226,6 @@ static int fork_monitor(const char *exe, const char *id, struct spawn_fds *f) {
   return 0;
 }
 
-static double mono_now(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
-
 /* Reads up to a newline from fd into buf (NUL-terminated, without the
    newline) before deadline. 0, or an errno (ETIMEDOUT; EPIPE at EOF). */
 static int read_line(int fd, char *buf, size_t cap, size_t *len, double deadline) {
@@ -242,7 +236,7 @@ static int read_line(int fd, char *buf, size_t cap, size_t *len, double deadline
       return 0;
     }
     if (*len >= cap - 1) return EMSGSIZE;
-    double left = deadline - mono_now();
+    double left = deadline - ct_mono();
     if (left <= 0) return ETIMEDOUT;
     struct pollfd p = {fd, POLLIN, 0};
     int r = poll(&p, 1, left > 3600 ? 3600000 : (int)(left * 1000) + 1);
@@ -262,7 +256,7 @@ static int read_report(lua_State *L, int fd, double timeout) {
   char buf[1024];
   size_t len = 0;
   long long mpid = 0, v;
-  double deadline = mono_now() + timeout;
+  double deadline = ct_mono() + timeout;
   for (;;) {
     int err = read_line(fd, buf, sizeof buf, &len, deadline);
     if (err == ETIMEDOUT)
@@ -367,7 +361,7 @@ static int m_request(lua_State *L) {
                 "a request is one line of 1 to 249 bytes");
   lua_Integer ms = luaL_optinteger(L, 3, 5000);
   luaL_argcheck(L, ms > 0 && ms <= 3600000, 3, "timeout_ms must be 1 to 3600000");
-  double deadline = mono_now() + (double)ms / 1000;
+  double deadline = ct_mono() + (double)ms / 1000;
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0) return ct_oserror(L, errno, "socket");
   char buf[4096];

@@ -8,7 +8,7 @@
    page of options: when absolute lower paths do not fit, they are given
    relative to their longest common directory, made the working directory
    for the call. */
-#include "fs_int.h"
+#include "int.h"
 
 #include <errno.h>
 #include <limits.h>

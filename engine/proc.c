@@ -1,7 +1,5 @@
-/* ct.proc: running programs (argv only, never a shell), process groups,
-   signals, and fork_call, the sandbox that runs a Lua function in a forked
-   copy of the state under a deadline. */
-#include "ct.h"
+/* ct.proc: running programs (argv only, never a shell), process groups and signals (fork_call is in sandbox.c). */
+#include "int.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -25,38 +23,25 @@
 
 extern char **environ;
 
-/* Engine-internal (oci.c uses them; not part of the Lua contract). */
-enum { CT_START_GROUP = 1, CT_START_DETACH = 2, CT_START_FOREGROUND = 3 };
-pid_t ct_proc_start(const char *const *argv, char *const *envp, const char *cwd, const int fds[3],
-                    int mode, int *err, const char **what);
-int ct_proc_run(lua_State *L);
 
-#define PROCESS_MT "ct.process"
-#define RECORD_MAX (16u << 20) /* one fork_call record (a line or the result) */
 #define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 /* Set in a fork_call child: processes it starts stay in its process group,
    so the parent's kill(-pgid) at the deadline reaches them too. */
-static int in_sandbox_child;
+int ct_in_sandbox_child;
 
 /* ---------- small helpers ---------- */
 
-static double mono_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* Milliseconds until deadline for poll(): -1 without one, at least 1 before it. */
-static int ms_until(double deadline) {
+int ct_ms_until(double deadline) {
   if (deadline <= 0) return -1;
-  double left = deadline - mono_now();
+  double left = deadline - ct_mono();
   if (left <= 0) return 0;
   double ms = ceil(left * 1000.0);
   return ms > INT_MAX ? INT_MAX : (int)ms;
 }
 
-static int pidfd_open_(pid_t pid) {
+int ct_pidfd_open(pid_t pid) {
 #ifdef SYS_pidfd_open
   int fd = (int)syscall(SYS_pidfd_open, pid, 0);
   if (fd >= 0) fcntl(fd, F_SETFD, FD_CLOEXEC);
@@ -70,14 +55,14 @@ static int pidfd_open_(pid_t pid) {
 
 /* Whether the child has exited, without reaping it (the zombie keeps its pid
    and process group id reserved, so kill(-pid) stays safe). */
-static int has_exited(pid_t pid) {
+int ct_has_exited(pid_t pid) {
   siginfo_t si;
   memset(&si, 0, sizeof si);
   if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) != 0) return errno == ECHILD;
   return si.si_pid == pid;
 }
 
-static int reap(pid_t pid, int *status) {
+int ct_reap(pid_t pid, int *status) {
   for (;;) {
     pid_t r = waitpid(pid, status, 0);
     if (r == pid) return 0;
@@ -85,19 +70,19 @@ static int reap(pid_t pid, int *status) {
   }
 }
 
-static void close_fd(int *fd) {
+void ct_close_fd(int *fd) {
   if (*fd >= 0) {
     close(*fd);
     *fd = -1;
   }
 }
 
-static int set_nonblock(int fd) {
+int ct_set_nonblock(int fd) {
   int fl = fcntl(fd, F_GETFL);
   return fl < 0 ? -1 : fcntl(fd, F_SETFL, fl | O_NONBLOCK);
 }
 
-static void decode_status(int status, int *code, int *sig) {
+void ct_decode_status(int status, int *code, int *sig) {
   if (WIFSIGNALED(status)) {
     *sig = WTERMSIG(status);
     *code = 128 + *sig;
@@ -107,7 +92,7 @@ static void decode_status(int status, int *code, int *sig) {
   }
 }
 
-static void reset_signals(const sigset_t *mask) {
+void ct_reset_signals(const sigset_t *mask) {
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = SIG_DFL;
@@ -121,12 +106,8 @@ static void reset_signals(const sigset_t *mask) {
 
 /* ---------- the process record (spawn's userdata, and run's guard) ---------- */
 
-struct buf {
-  char *p;
-  size_t len, cap;
-};
 
-static int buf_grow(struct buf *b, size_t need) {
+int ct_buf_grow(struct buf *b, size_t need) {
   if (b->cap - b->len >= need) return 0;
   size_t cap = b->cap ? b->cap : 65536;
   while (cap - b->len < need) cap *= 2;
@@ -137,18 +118,8 @@ static int buf_grow(struct buf *b, size_t need) {
   return 0;
 }
 
-struct proc {
-  pid_t pid;   /* 0: none */
-  pid_t owner; /* who started it: a forked copy of the state never touches it */
-  int group;   /* the child leads its own process group */
-  int pidfd;
-  int reaped, status;
-  int fds[6]; /* descriptors to close when done */
-  struct buf out, err, rec;
-  char *cgroup; /* fork_call: the cgroup its child runs in (killed and removed when done) */
-};
 
-static struct proc *proc_new(lua_State *L) {
+struct proc *ct_proc_new(lua_State *L) {
   struct proc *p = lua_newuserdatauv(L, sizeof *p, 0);
   memset(p, 0, sizeof *p);
   p->owner = getpid();
@@ -158,7 +129,7 @@ static struct proc *proc_new(lua_State *L) {
   return p;
 }
 
-static void proc_kill(struct proc *p, int sig) {
+void ct_proc_kill(struct proc *p, int sig) {
   if (p->pid <= 0 || p->reaped) return;
   if (p->group)
     kill(-p->pid, sig);
@@ -166,19 +137,18 @@ static void proc_kill(struct proc *p, int sig) {
     kill(p->pid, sig);
 }
 
-static int cg_destroy(const char *path, double seconds);
 
 /* Kills a live child (its group, its cgroup), reaps it, releases everything. */
-static void proc_release(struct proc *p) {
+void ct_proc_release(struct proc *p) {
   if (p->owner != getpid()) return;
-  for (int i = 0; i < 6; i++) close_fd(&p->fds[i]);
-  close_fd(&p->pidfd);
+  for (int i = 0; i < 6; i++) ct_close_fd(&p->fds[i]);
+  ct_close_fd(&p->pidfd);
   if (p->pid > 0 && !p->reaped) {
-    proc_kill(p, SIGKILL);
-    if (reap(p->pid, &p->status) == 0 || errno == ECHILD) p->reaped = 1;
+    ct_proc_kill(p, SIGKILL);
+    if (ct_reap(p->pid, &p->status) == 0 || errno == ECHILD) p->reaped = 1;
   }
   if (p->cgroup) {
-    cg_destroy(p->cgroup, 10);
+    ct_cg_destroy(p->cgroup, 10);
     free(p->cgroup);
     p->cgroup = NULL;
   }
@@ -281,7 +251,7 @@ static int exec_candidates(const char *const *argv, char *const *env, const char
 static void child_exec(const char *const *argv, char *const *envp, const char *cwd,
                        const int fds[3], int mode, pid_t parent, const sigset_t *empty,
                        const char *cands, size_t ncands, int errfd) {
-  if (mode == CT_START_DETACH || (mode == CT_START_GROUP && !in_sandbox_child)) {
+  if (mode == CT_START_DETACH || (mode == CT_START_GROUP && !ct_in_sandbox_child)) {
     if (setpgid(0, 0) != 0) child_fail(errfd, 2, errno);
   }
   if (mode != CT_START_DETACH) {
@@ -307,15 +277,11 @@ static void child_exec(const char *const *argv, char *const *envp, const char *c
       if (fd != errfd) fcntl(fd, F_SETFD, FD_CLOEXEC);
   }
   if (cwd && chdir(cwd) != 0) child_fail(errfd, 1, errno);
-  reset_signals(empty);
+  ct_reset_signals(empty);
   child_fail(errfd, 0, exec_candidates(argv, envp ? envp : environ, cands, ncands));
 }
 
-/* Starts argv with fds[0..2] as its stdio (-1: keep ours). Modes:
-   CT_START_GROUP      own process group (not inside fork_call) + PDEATHSIG
-   CT_START_DETACH     own process group always, no PDEATHSIG (runc create)
-   CT_START_FOREGROUND our process group + PDEATHSIG (interactive)
-   Returns the pid, or -1 with *err and *what (the program or the cwd). */
+/* See int.h. */
 pid_t ct_proc_start(const char *const *argv, char *const *envp, const char *cwd, const int fds[3],
                     int mode, int *err, const char **what) {
   *what = argv[0];
@@ -358,7 +324,7 @@ pid_t ct_proc_start(const char *const *argv, char *const *envp, const char *cwd,
     return -1;
   }
   /* Both sides set the group, so it exists whichever runs first. */
-  if (mode == CT_START_DETACH || (mode == CT_START_GROUP && !in_sandbox_child)) setpgid(pid, pid);
+  if (mode == CT_START_DETACH || (mode == CT_START_GROUP && !ct_in_sandbox_child)) setpgid(pid, pid);
   struct start_error se;
   size_t got = 0;
   while (got < sizeof se) {
@@ -370,7 +336,7 @@ pid_t ct_proc_start(const char *const *argv, char *const *envp, const char *cwd,
   close(ep[0]);
   if (got == sizeof se) {
     int st;
-    reap(pid, &st);
+    ct_reap(pid, &st);
     *err = se.err;
     if (se.stage == 1) *what = cwd;
     return -1;
@@ -519,6 +485,7 @@ struct opts {
   const char *out_path, *err_path;
   int out_fd, err_fd; /* D_FILE: a ct.fs.File's descriptor */
   double timeout; /* 0: none */
+  int mode;       /* CT_START_*: opts.detach, opts.foreground */
 };
 
 static void check_opts(lua_State *L, struct opts *o, int spawn) {
@@ -550,6 +517,22 @@ static void check_opts(lua_State *L, struct opts *o, int spawn) {
       o->timeout = v;
     }
     lua_pop(L, 1);
+    o->mode = CT_START_GROUP;
+    lua_getfield(L, opts, "detach");
+    if (lua_toboolean(L, -1)) o->mode = CT_START_DETACH;
+    lua_getfield(L, opts, "foreground");
+    if (lua_toboolean(L, -1)) o->mode = o->mode == CT_START_DETACH ? -1 : CT_START_FOREGROUND;
+    lua_pop(L, 2);
+    if (o->mode < 0) luaL_error(L, "bad option 'foreground' (a detached child cannot be)");
+  } else {
+    o->mode = CT_START_GROUP;
+  }
+  if (o->mode == CT_START_FOREGROUND) {
+    /* Ours: the terminal (or whatever our stdio is) is the child's. */
+    if (o->in) luaL_error(L, "bad option 'stdin' (a foreground child reads ours)");
+    o->out = check_dest(L, opts, "stdout", D_INHERIT, &o->out_path, &o->out_fd);
+    o->err = check_dest(L, opts, "stderr", D_INHERIT, &o->err_path, &o->err_fd);
+    return;
   }
   o->out = check_dest(L, opts, "stdout", spawn ? D_INHERIT : D_CAPTURE, &o->out_path, &o->out_fd);
   o->err = check_dest(L, opts, "stderr", spawn ? D_INHERIT : D_CAPTURE, &o->err_path, &o->err_fd);
@@ -610,7 +593,7 @@ static int start_with_opts(lua_State *L, struct proc *p, const struct opts *o, i
     if (pipe2(pp, O_CLOEXEC) != 0) return ct_oserror(L, errno, "pipe");
     fd[F_IN_CHILD] = pp[0];
     fd[F_IN] = pp[1];
-  } else {
+  } else if (o->mode != CT_START_FOREGROUND) {
     fd[F_IN_CHILD] = open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (fd[F_IN_CHILD] < 0) return ct_oserror(L, errno, "/dev/null");
   }
@@ -620,14 +603,14 @@ static int start_with_opts(lua_State *L, struct proc *p, const struct opts *o, i
     return ct_oserror(L, errno, o->err_path ? o->err_path : "stderr");
   int cfds[3] = {fd[F_IN_CHILD], fd[F_OUT_CHILD], fd[F_ERR_CHILD]};
   if (o->err == D_STDOUT) cfds[2] = o->out == D_INHERIT ? 1 : fd[F_OUT_CHILD];
-  pid_t pid = ct_proc_start(o->argv, o->envp, o->cwd, cfds, CT_START_GROUP, &err, &what);
-  close_fd(&fd[F_IN_CHILD]);
-  close_fd(&fd[F_OUT_CHILD]);
-  close_fd(&fd[F_ERR_CHILD]);
+  pid_t pid = ct_proc_start(o->argv, o->envp, o->cwd, cfds, o->mode, &err, &what);
+  ct_close_fd(&fd[F_IN_CHILD]);
+  ct_close_fd(&fd[F_OUT_CHILD]);
+  ct_close_fd(&fd[F_ERR_CHILD]);
   if (pid < 0) return ct_oserror(L, err, what);
   p->pid = pid;
-  p->group = !in_sandbox_child;
-  p->pidfd = pidfd_open_(pid);
+  p->group = o->mode == CT_START_DETACH || (o->mode == CT_START_GROUP && !ct_in_sandbox_child);
+  p->pidfd = ct_pidfd_open(pid);
   return 0;
 }
 
@@ -635,19 +618,19 @@ static int start_with_opts(lua_State *L, struct proc *p, const struct opts *o, i
 
 static int read_into(int *fd, struct buf *b) {
   for (;;) {
-    if (buf_grow(b, 65536) != 0) return -1;
+    if (ct_buf_grow(b, 65536) != 0) return -1;
     ssize_t n = read(*fd, b->p + b->len, b->cap - b->len);
     if (n > 0) {
       b->len += (size_t)n;
       continue;
     }
     if (n == 0) {
-      close_fd(fd);
+      ct_close_fd(fd);
       return 0;
     }
     if (errno == EINTR) continue;
     if (errno == EAGAIN) return 0;
-    close_fd(fd);
+    ct_close_fd(fd);
     return 0;
   }
 }
@@ -660,8 +643,8 @@ static int run_loop(struct proc *p, const char *in, size_t in_len, double deadli
   size_t in_off = 0;
   int exited = 0, got_epipe = 0;
   for (int i = F_IN; i <= F_ERR; i++)
-    if (fd[i] >= 0) set_nonblock(fd[i]);
-  if (fd[F_IN] >= 0 && in_len == 0) close_fd(&fd[F_IN]);
+    if (fd[i] >= 0) ct_set_nonblock(fd[i]);
+  if (fd[F_IN] >= 0 && in_len == 0) ct_close_fd(&fd[F_IN]);
   /* A child that stops reading must not kill us with SIGPIPE. */
   sigset_t pipeset, old, pend;
   sigemptyset(&pipeset);
@@ -671,8 +654,8 @@ static int run_loop(struct proc *p, const char *in, size_t in_len, double deadli
   sigprocmask(SIG_BLOCK, &pipeset, &old);
   int rc = 0;
   for (;;) {
-    if (!exited && p->pidfd < 0) exited = has_exited(p->pid);
-    if (exited) close_fd(&fd[F_IN]);
+    if (!exited && p->pidfd < 0) exited = ct_has_exited(p->pid);
+    if (exited) ct_close_fd(&fd[F_IN]);
     if (exited && fd[F_OUT] < 0 && fd[F_ERR] < 0) break;
     struct pollfd pf[4];
     int n = 0, iin = -1, iout = -1, ierr = -1, ipid = -1;
@@ -680,7 +663,7 @@ static int run_loop(struct proc *p, const char *in, size_t in_len, double deadli
     if (fd[F_OUT] >= 0) pf[iout = n++] = (struct pollfd){fd[F_OUT], POLLIN, 0};
     if (fd[F_ERR] >= 0) pf[ierr = n++] = (struct pollfd){fd[F_ERR], POLLIN, 0};
     if (!exited && p->pidfd >= 0) pf[ipid = n++] = (struct pollfd){p->pidfd, POLLIN, 0};
-    int ms = ms_until(deadline);
+    int ms = ct_ms_until(deadline);
     if (ms == 0) {
       if (!exited) *timed_out = 1;
       break;
@@ -695,16 +678,16 @@ static int run_loop(struct proc *p, const char *in, size_t in_len, double deadli
     if (ipid >= 0 && pf[ipid].revents) exited = 1;
     if (iin >= 0 && pf[iin].revents) {
       if (pf[iin].revents & (POLLERR | POLLNVAL)) {
-        close_fd(&fd[F_IN]);
+        ct_close_fd(&fd[F_IN]);
       } else {
         size_t chunk = in_len - in_off > 65536 ? 65536 : in_len - in_off;
         ssize_t w = write(fd[F_IN], in + in_off, chunk);
         if (w > 0) {
           in_off += (size_t)w;
-          if (in_off == in_len) close_fd(&fd[F_IN]);
+          if (in_off == in_len) ct_close_fd(&fd[F_IN]);
         } else if (w < 0 && errno != EAGAIN && errno != EINTR) {
           if (errno == EPIPE) got_epipe = 1;
-          close_fd(&fd[F_IN]);
+          ct_close_fd(&fd[F_IN]);
         }
       }
     }
@@ -726,26 +709,46 @@ static int run_loop(struct proc *p, const char *in, size_t in_len, double deadli
 }
 
 /* run(argv [, opts]) -> {code=, signal=, stdout=, stderr=, timed_out=} | nil, msg, errno */
-int ct_proc_run(lua_State *L) {
+static int ct_proc_run(lua_State *L) {
   struct opts o;
   check_opts(L, &o, 0);
-  struct proc *p = proc_new(L);
+  struct proc *p = ct_proc_new(L);
   lua_toclose(L, -1);
+  /* A foreground child: like system(), an interrupt at the terminal is its
+     business; we wait for it to end. It starts with default dispositions. */
+  struct sigaction ign, old_int, old_quit;
+  int fg = o.mode == CT_START_FOREGROUND;
+  if (fg) {
+    memset(&ign, 0, sizeof ign);
+    ign.sa_handler = SIG_IGN;
+    sigemptyset(&ign.sa_mask);
+    sigaction(SIGINT, &ign, &old_int);
+    sigaction(SIGQUIT, &ign, &old_quit);
+  }
   int r = start_with_opts(L, p, &o, 0);
+  if (r && fg) {
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGQUIT, &old_quit, NULL);
+  }
   if (r) return r;
-  double deadline = o.timeout > 0 ? mono_now() + o.timeout : 0;
+  double deadline = o.timeout > 0 ? ct_mono() + o.timeout : 0;
   int timed_out = 0;
   int rc = run_loop(p, o.in, o.in_len, deadline, &timed_out);
   /* At a deadline (or on failure) the whole group goes, including any
      grandchild that still holds our pipes. */
-  if (rc || timed_out || (deadline > 0 && ms_until(deadline) == 0)) proc_kill(p, SIGKILL);
-  for (int i = 0; i < 6; i++) close_fd(&p->fds[i]);
-  close_fd(&p->pidfd);
-  if (reap(p->pid, &p->status) != 0) return ct_oserror(L, errno, o.argv[0]);
+  if (rc || timed_out || (deadline > 0 && ct_ms_until(deadline) == 0)) ct_proc_kill(p, SIGKILL);
+  for (int i = 0; i < 6; i++) ct_close_fd(&p->fds[i]);
+  ct_close_fd(&p->pidfd);
+  int werr = ct_reap(p->pid, &p->status) != 0 ? errno : 0;
+  if (fg) {
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGQUIT, &old_quit, NULL);
+  }
+  if (werr) return ct_oserror(L, werr, o.argv[0]);
   p->reaped = 1;
   if (rc) return ct_oserror(L, rc, o.argv[0]);
   int code, sig;
-  decode_status(p->status, &code, &sig);
+  ct_decode_status(p->status, &code, &sig);
   lua_createtable(L, 0, 5);
   lua_pushinteger(L, code);
   lua_setfield(L, -2, "code");
@@ -768,10 +771,10 @@ int ct_proc_run(lua_State *L) {
 static int p_spawn(lua_State *L) {
   struct opts o;
   check_opts(L, &o, 1);
-  struct proc *p = proc_new(L);
+  struct proc *p = ct_proc_new(L);
   int r = start_with_opts(L, p, &o, 1);
   if (r) {
-    proc_release(p);
+    ct_proc_release(p);
     return r;
   }
   return 1;
@@ -787,7 +790,7 @@ static int pr_pid(lua_State *L) {
 
 static int push_code(lua_State *L, int status) {
   int code, sig;
-  decode_status(status, &code, &sig);
+  ct_decode_status(status, &code, &sig);
   lua_pushinteger(L, code);
   if (sig)
     lua_pushinteger(L, sig);
@@ -805,9 +808,9 @@ static int pr_wait(lua_State *L) {
   if (p->pid <= 0) return luaL_error(L, "process was never started");
   if (p->reaped) return push_code(L, p->status);
   if (timeout >= 0) {
-    double deadline = mono_now() + timeout;
-    while (!has_exited(p->pid)) {
-      int ms = ms_until(deadline);
+    double deadline = ct_mono() + timeout;
+    while (!ct_has_exited(p->pid)) {
+      int ms = ct_ms_until(deadline);
       if (ms == 0) {
         lua_pushnil(L);
         lua_pushliteral(L, "timeout");
@@ -822,9 +825,9 @@ static int pr_wait(lua_State *L) {
       }
     }
   }
-  if (reap(p->pid, &p->status) != 0) return ct_oserror(L, errno, "waitpid");
+  if (ct_reap(p->pid, &p->status) != 0) return ct_oserror(L, errno, "waitpid");
   p->reaped = 1;
-  close_fd(&p->pidfd);
+  ct_close_fd(&p->pidfd);
   return push_code(L, p->status);
 }
 
@@ -843,7 +846,7 @@ static int pr_kill(lua_State *L) {
 /* p:close() / __gc / __close: kills (the group) and reaps a live child. */
 static int pr_close(lua_State *L) {
   struct proc *p = check_proc(L);
-  proc_release(p);
+  ct_proc_release(p);
   return 0;
 }
 
@@ -940,569 +943,11 @@ static int p_getuid(lua_State *L) {
   return 2;
 }
 
-/* exec(argv [, env]) replaces the process; returns nil, msg, errno on failure. */
-static int p_exec(lua_State *L) {
-  lua_settop(L, 2);
-  const char **argv = check_argv(L, 1);
-  char **envp = NULL;
-  if (!lua_isnoneornil(L, 2)) {
-    luaL_checktype(L, 2, LUA_TTABLE);
-    lua_newtable(L);
-    lua_pushvalue(L, 2);
-    lua_setfield(L, -2, "env");
-    envp = build_env(L, lua_gettop(L));
-  }
-  size_t ncands = 0;
-  char *cands = path_candidates(argv[0], envp, &ncands);
-  if (!cands && !strchr(argv[0], '/')) return ct_oserror(L, ENOMEM, argv[0]);
-  fflush(NULL);
-  /* The new program starts with default dispositions and no blocked signal;
-     if exec fails, ours come back. */
-  struct sigaction saved[NSIG];
-  memset(saved, 0, sizeof saved);
-  sigset_t oldmask, empty;
-  sigemptyset(&empty);
-  sigprocmask(SIG_SETMASK, NULL, &oldmask);
-  for (int s = 1; s < NSIG; s++) sigaction(s, NULL, &saved[s]);
-  reset_signals(&empty);
-  int err = exec_candidates(argv, envp ? envp : environ, cands, ncands);
-  for (int s = 1; s < NSIG; s++)
-    if (s != SIGKILL && s != SIGSTOP) sigaction(s, &saved[s], NULL);
-  sigprocmask(SIG_SETMASK, &oldmask, NULL);
-  free(cands);
-  return ct_oserror(L, err, argv[0]);
-}
-
-/* ---------- cgroups: every process a fork_call child started ----------
-
-   A process group does not hold a process that calls setsid(); a cgroup
-   holds every descendant, whatever it does, until it is killed. The caller
-   names the cgroup (a directory to create in a mounted hierarchy); what it
-   can do is read from the files the kernel gives that directory:
-   cgroup.kill (v2, Linux >= 5.14), else freezing (v1 freezer.state, v2
-   cgroup.freeze) so nothing forks while the listed processes are killed,
-   else killing the listed processes until none is left. */
-
-static int cg_write(int dfd, const char *name, const char *text) {
-  int fd = openat(dfd, name, O_WRONLY | O_CLOEXEC);
-  if (fd < 0) return -1;
-  size_t len = strlen(text);
-  ssize_t n;
-  do n = write(fd, text, len);
-  while (n < 0 && errno == EINTR);
-  int err = errno;
-  close(fd);
-  errno = err;
-  return n == (ssize_t)len ? 0 : -1;
-}
-
-/* Whether the file name of dfd starts with prefix. */
-static int cg_reads(int dfd, const char *name, const char *prefix) {
-  char buf[256];
-  int fd = openat(dfd, name, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return 0;
-  ssize_t n = read(fd, buf, sizeof buf - 1);
-  close(fd);
-  if (n <= 0) return 0;
-  buf[n] = 0;
-  return strstr(buf, prefix) != NULL;
-}
-
-/* Sends sig to every process in cgroup.procs (if sig) -> how many are listed, -1 on error. */
-static int cg_signal_listed(int dfd, int sig) {
-  int fd = openat(dfd, "cgroup.procs", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return -1;
-  FILE *f = fdopen(fd, "r");
-  if (!f) {
-    close(fd);
-    return -1;
-  }
-  int count = 0, pid;
-  while (fscanf(f, "%d", &pid) == 1) {
-    if (pid <= 0) continue;
-    count++;
-    if (sig) kill(pid, sig);
-  }
-  fclose(f);
-  return count;
-}
-
-static void nap_ms(long ms) {
-  struct timespec t = {ms / 1000, (ms % 1000) * 1000000L};
-  nanosleep(&t, NULL);
-}
-
-/* One round: every process in the cgroup gets SIGKILL. */
-static void cg_kill_round(int dfd, double deadline) {
-  if (cg_write(dfd, "cgroup.kill", "1") == 0) return;
-  int v1 = cg_write(dfd, "freezer.state", "FROZEN") == 0;
-  int v2 = !v1 && cg_write(dfd, "cgroup.freeze", "1") == 0;
-  /* Freezing takes a moment (a task in an uninterruptible sleep longer);
-     kill anyway after a second: the next round catches what forked. */
-  double until = mono_now() + 1.0;
-  if (until > deadline) until = deadline;
-  while ((v1 && !cg_reads(dfd, "freezer.state", "FROZEN")) ||
-         (v2 && !cg_reads(dfd, "cgroup.events", "frozen 1"))) {
-    if (mono_now() >= until) break;
-    nap_ms(2);
-  }
-  cg_signal_listed(dfd, SIGKILL);
-  /* A frozen process dies of its SIGKILL once thawed. */
-  if (v1) cg_write(dfd, "freezer.state", "THAWED");
-  if (v2) cg_write(dfd, "cgroup.freeze", "0");
-}
-
-/* cg_destroy(path, seconds) -> 0 | errno: kills every process in the cgroup
-   at path, waits until it is empty and removes it. A missing one is done. */
-static int cg_destroy(const char *path, double seconds) {
-  int dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd < 0) return errno == ENOENT ? 0 : errno;
-  double deadline = mono_now() + seconds;
-  int err = 0;
-  for (;;) {
-    int n = cg_signal_listed(dfd, 0);
-    if (n < 0) {
-      err = errno;
-      break;
-    }
-    if (n == 0) break;
-    if (mono_now() >= deadline) {
-      err = EBUSY;
-      break;
-    }
-    cg_kill_round(dfd, deadline);
-    nap_ms(5);
-  }
-  close(dfd);
-  if (err) return err;
-  /* The last task leaves a moment after it is gone from cgroup.procs. */
-  while (rmdir(path) != 0) {
-    if (errno == ENOENT) return 0;
-    if (errno != EBUSY || mono_now() >= deadline) return errno;
-    nap_ms(5);
-  }
-  return 0;
-}
-
-/* cg_create(path, pid) -> 0 | errno (*what names the step): makes the
-   cgroup at path and moves pid into it. */
-static int cg_create(const char *path, pid_t pid, const char **what) {
-  *what = "create";
-  if (mkdir(path, 0755) != 0) return errno;
-  int dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  int err = dfd < 0 ? errno : 0;
-  if (!err) {
-    char num[32];
-    snprintf(num, sizeof num, "%d", (int)pid);
-    *what = "join";
-    if (cg_write(dfd, "cgroup.procs", num) != 0) err = errno;
-    close(dfd);
-  }
-  if (err) rmdir(path);
-  return err;
-}
-
-/* cgroup_kill(path [, seconds]) -> true | nil, msg, errno: kills every
-   process in the cgroup at path and removes it (waiting at most seconds,
-   default 10, for them to go). */
-static int p_cgroup_kill(lua_State *L) {
-  const char *path = luaL_checkstring(L, 1);
-  double secs = luaL_optnumber(L, 2, 10);
-  luaL_argcheck(L, secs > 0 && isfinite(secs), 2, "a positive number of seconds expected");
-  int err = cg_destroy(path, secs);
-  if (err == EBUSY) {
-    char num[64];
-    snprintf(num, sizeof num, "%.14g", secs);
-    return ct_error(L, err, "cgroup %s: processes still in it after %ss", path, num);
-  }
-  if (err) return ct_error(L, err, "cgroup %s: %s", path, strerror(err));
-  lua_pushboolean(L, 1);
-  return 1;
-}
-
-/* ---------- fork_call ---------- */
-
-enum {
-  R_LINE = 'L',
-  R_ERROR = 'E',
-  R_NIL = 'N',
-  R_TRUE = 'T',
-  R_FALSE = 'F',
-  R_STRING = 'S',
-  R_NUMBER = 'D'
-};
-
-static int write_all(int fd, const void *data, size_t len) {
-  const char *s = data;
-  while (len > 0) {
-    ssize_t n = write(fd, s, len);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return -1;
-    s += n;
-    len -= (size_t)n;
-  }
-  return 0;
-}
-
-static int write_record(int fd, char type, const char *data, size_t len) {
-  unsigned char hdr[5];
-  uint32_t n = (uint32_t)len;
-  hdr[0] = (unsigned char)type;
-  memcpy(hdr + 1, &n, 4);
-  if (write_all(fd, hdr, 5) != 0) return -1;
-  return len ? write_all(fd, data, len) : 0;
-}
-
-/* emit(str) in the child: one record to the parent. */
-static int fc_emit(lua_State *L) {
-  size_t len;
-  const char *s = luaL_checklstring(L, 1, &len);
-  luaL_argcheck(L, len <= RECORD_MAX, 1, "line too long");
-  int fd = (int)lua_tointeger(L, lua_upvalueindex(1));
-  if (write_record(fd, R_LINE, s, len) != 0) _exit(1); /* the parent is gone */
-  return 0;
-}
-
-/* The forked child: never returns. With go >= 0 it waits for the parent's
-   byte there (sent once it is in its cgroup) before it runs anything. */
-static void fc_child(lua_State *L, int fd, int go, const sigset_t *oldmask) {
-  pid_t parent = getppid();
-  int nested = in_sandbox_child;
-  in_sandbox_child = 1;
-  if (!nested) setpgid(0, 0);
-  prctl(PR_SET_PDEATHSIG, SIGKILL);
-  if (getppid() != parent) _exit(1);
-  if (go >= 0) {
-    char c;
-    ssize_t n;
-    do n = read(go, &c, 1);
-    while (n < 0 && errno == EINTR);
-    if (n != 1) _exit(1); /* the parent is gone */
-    close(go);
-  }
-  sigprocmask(SIG_SETMASK, oldmask, NULL);
-  /* A hook never reads the terminal (it is in a background group). */
-  int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
-  if (null >= 0) {
-    dup2(null, 0);
-    close(null);
-  }
-  lua_pushvalue(L, 1);
-  lua_pushinteger(L, fd);
-  lua_pushcclosure(L, fc_emit, 1);
-  int st = lua_pcall(L, 1, 1, 0);
-  int rc;
-  size_t len = 0;
-  const char *s;
-  if (st != LUA_OK) {
-    s = lua_tolstring(L, -1, &len);
-    if (!s) {
-      const char *tn = luaL_typename(L, -1);
-      if (luaL_callmeta(L, -1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
-        s = lua_tostring(L, -1);
-      else
-        s = lua_pushfstring(L, "(error object is a %s value)", tn);
-      len = strlen(s);
-    }
-    rc = write_record(fd, R_ERROR, s, len > RECORD_MAX ? RECORD_MAX : len);
-  } else {
-    switch (lua_type(L, -1)) {
-    case LUA_TNIL:
-      rc = write_record(fd, R_NIL, NULL, 0);
-      break;
-    case LUA_TBOOLEAN:
-      rc = write_record(fd, lua_toboolean(L, -1) ? R_TRUE : R_FALSE, NULL, 0);
-      break;
-    case LUA_TNUMBER:
-      s = lua_tolstring(L, -1, &len);
-      rc = write_record(fd, R_NUMBER, s, len);
-      break;
-    case LUA_TSTRING:
-      s = lua_tolstring(L, -1, &len);
-      if (len > RECORD_MAX) {
-        s = "fork_call: the result is too long";
-        rc = write_record(fd, R_ERROR, s, strlen(s));
-      } else {
-        rc = write_record(fd, R_STRING, s, len);
-      }
-      break;
-    default:
-      s = lua_pushfstring(L, "fork_call: cannot return a %s (return a string, number or boolean)",
-                          luaL_typename(L, -1));
-      rc = write_record(fd, R_ERROR, s, strlen(s));
-      break;
-    }
-  }
-  fflush(stdout);
-  fflush(stderr);
-  _exit(rc == 0 ? 0 : 1);
-}
-
-/* Parses complete records from p->rec; lines go to the table at `lines`, the
-   final record to the stack slot `result` (type in *final). Returns -1 on a
-   malformed stream. */
-static int fc_parse(lua_State *L, struct proc *p, int lines, int result, int *final) {
-  size_t off = 0;
-  struct buf *b = &p->rec;
-  while (b->len - off >= 5) {
-    uint32_t n;
-    memcpy(&n, b->p + off + 1, 4);
-    if (n > RECORD_MAX || *final) return -1;
-    if (b->len - off - 5 < n) break;
-    char type = b->p[off];
-    const char *data = b->p + off + 5;
-    switch (type) {
-    case R_LINE:
-      lua_pushlstring(L, data, n);
-      lua_rawseti(L, lines, (lua_Integer)luaL_len(L, lines) + 1);
-      break;
-    case R_ERROR:
-    case R_STRING:
-      lua_pushlstring(L, data, n);
-      lua_replace(L, result);
-      *final = type;
-      break;
-    case R_NUMBER:
-      lua_pushlstring(L, data, n);
-      if (lua_stringtonumber(L, lua_tostring(L, -1)) == 0) lua_pushnil(L);
-      lua_replace(L, result);
-      lua_pop(L, 1);
-      *final = type;
-      break;
-    case R_NIL:
-    case R_TRUE:
-    case R_FALSE:
-      if (type == R_NIL)
-        lua_pushnil(L);
-      else
-        lua_pushboolean(L, type == R_TRUE);
-      lua_replace(L, result);
-      *final = type;
-      break;
-    default:
-      return -1;
-    }
-    off += 5 + n;
-  }
-  memmove(b->p, b->p + off, b->len - off);
-  b->len -= off;
-  return 0;
-}
-
-/* Releases a child waiting in fc_child. If it is gone (killed from outside)
-   the write fails with EPIPE, without a SIGPIPE killing us; the wait for
-   its result tells what became of it. */
-static void write_go(int fd) {
-  sigset_t pipeset, old, pend;
-  sigemptyset(&pipeset);
-  sigaddset(&pipeset, SIGPIPE);
-  sigpending(&pend);
-  int was_pending = sigismember(&pend, SIGPIPE);
-  sigprocmask(SIG_BLOCK, &pipeset, &old);
-  if (write_all(fd, "g", 1) != 0 && errno == EPIPE && !was_pending) {
-    struct timespec zero = {0, 0};
-    sigtimedwait(&pipeset, NULL, &zero);
-  }
-  sigprocmask(SIG_SETMASK, &old, NULL);
-}
-
-/* fork_call(fn [, timeout [, opts]]) -> true, lines, result [, note]
-   | false, lines, message [, note]. opts.cgroup: a cgroup directory to
-   create for the child (its parent must exist); every process in it is
-   killed when the call ends and the cgroup removed. When it cannot be made
-   the call runs without it and note says why. */
-static int p_fork_call(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TFUNCTION);
-  double timeout = 0;
-  if (!lua_isnoneornil(L, 2)) {
-    timeout = luaL_checknumber(L, 2);
-    luaL_argcheck(L, timeout > 0 && isfinite(timeout), 2, "a positive number of seconds expected");
-  }
-  const char *cgroup = NULL;
-  lua_settop(L, 3);
-  if (!lua_isnil(L, 3)) {
-    luaL_checktype(L, 3, LUA_TTABLE);
-    lua_getfield(L, 3, "cgroup"); /* 4 */
-    if (!lua_isnil(L, 4)) {
-      luaL_argcheck(L, lua_type(L, 4) == LUA_TSTRING, 3, "cgroup: a path expected");
-      cgroup = lua_tostring(L, 4);
-    }
-  }
-  lua_settop(L, 4); /* 4: the cgroup path, then the note */
-  char *cg_path = cgroup ? strdup(cgroup) : NULL;
-  if (cgroup && !cg_path) return luaL_error(L, "not enough memory");
-  int pfd[2], gfd[2] = {-1, -1};
-  if (pipe2(pfd, O_CLOEXEC) != 0) {
-    free(cg_path);
-    return ct_oserror(L, errno, "pipe");
-  }
-  if (cg_path && pipe2(gfd, O_CLOEXEC) != 0) {
-    int err = errno;
-    close(pfd[0]);
-    close(pfd[1]);
-    free(cg_path);
-    return ct_oserror(L, err, "pipe");
-  }
-  fflush(NULL); /* or the child would write our buffered output again */
-  sigset_t all, old;
-  sigfillset(&all);
-  sigprocmask(SIG_SETMASK, &all, &old);
-  pid_t pid = fork();
-  if (pid == 0) {
-    close(pfd[0]);
-    if (gfd[1] >= 0) close(gfd[1]);
-    fc_child(L, pfd[1], gfd[0], &old);
-  }
-  int fork_err = errno;
-  sigprocmask(SIG_SETMASK, &old, NULL);
-  close(pfd[1]);
-  close_fd(&gfd[0]);
-  if (pid < 0) {
-    close(pfd[0]);
-    close_fd(&gfd[1]);
-    free(cg_path);
-    return ct_oserror(L, fork_err, "fork");
-  }
-  int nested = in_sandbox_child;
-  if (!nested) setpgid(pid, pid);
-  struct proc *p = proc_new(L); /* 5: the guard kills and reaps on any error */
-  p->pid = pid;
-  p->group = !nested;
-  p->fds[0] = pfd[0];
-  p->fds[1] = gfd[1];
-  p->pidfd = pidfd_open_(pid);
-  lua_toclose(L, 5);
-  lua_pushnil(L);
-  lua_replace(L, 4); /* 4: the note: why there is no cgroup */
-  /* Into its cgroup before it runs anything, so all it starts is there. */
-  if (cg_path) {
-    const char *what;
-    int err = cg_create(cg_path, pid, &what);
-    if (err) {
-      lua_pushfstring(L, "cannot %s cgroup %s: %s", what, cg_path, strerror(err));
-      lua_replace(L, 4);
-      free(cg_path);
-    } else {
-      p->cgroup = cg_path;
-    }
-    write_go(p->fds[1]);
-    close_fd(&p->fds[1]);
-  }
-  lua_newtable(L);   /* 6: lines */
-  lua_pushnil(L);    /* 7: result */
-  set_nonblock(pfd[0]);
-  double deadline = timeout > 0 ? mono_now() + timeout : 0;
-  int final = 0, eof = 0, exited = 0, timed_out = 0, bad = 0;
-  while (!eof && !bad) {
-    if (!exited && p->pidfd < 0) exited = has_exited(pid);
-    int ms = exited ? 0 : ms_until(deadline);
-    if (ms == 0 && !exited) {
-      timed_out = 1;
-      break;
-    }
-    /* Once the child is gone, all it wrote is in the pipe: drain it without
-       waiting (a process it left behind may hold the pipe open). */
-    struct pollfd pf[2];
-    int n = 0, ipid = -1;
-    pf[n++] = (struct pollfd){p->fds[0], POLLIN, 0};
-    if (!exited && p->pidfd >= 0) pf[ipid = n++] = (struct pollfd){p->pidfd, POLLIN, 0};
-    if (!exited && p->pidfd < 0 && (ms < 0 || ms > 50)) ms = 50;
-    int r = poll(pf, (nfds_t)n, ms);
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) break;
-    if (ipid >= 0 && pf[ipid].revents) exited = 1;
-    if (pf[0].revents) {
-      if (buf_grow(&p->rec, 65536) != 0) return luaL_error(L, "not enough memory");
-      ssize_t got = read(p->fds[0], p->rec.p + p->rec.len, p->rec.cap - p->rec.len);
-      if (got > 0) {
-        p->rec.len += (size_t)got;
-        if (fc_parse(L, p, 6, 7, &final) != 0) bad = 1;
-        continue;
-      }
-      if (got < 0 && (errno == EINTR || errno == EAGAIN)) continue;
-      eof = 1;
-    } else if (exited) {
-      break; /* nothing more to read now */
-    }
-  }
-  /* The stream ended without a result (a crash, or the hook exec'd): wait
-     for the child itself, within the deadline, to tell what became of it. */
-  while (eof && !final && !bad && !exited && !timed_out) {
-    int ms = ms_until(deadline);
-    if (ms == 0) {
-      timed_out = 1;
-      break;
-    }
-    if (p->pidfd >= 0) {
-      struct pollfd pf = {p->pidfd, POLLIN, 0};
-      if (poll(&pf, 1, ms) > 0) exited = 1;
-    } else {
-      struct timespec nap = {0, 10 * 1000 * 1000};
-      nanosleep(&nap, NULL);
-      exited = has_exited(pid);
-    }
-  }
-  /* Whatever the hook left running in its group, or anywhere in its
-     cgroup, goes with it. */
-  proc_kill(p, SIGKILL);
-  close_fd(&p->fds[0]);
-  close_fd(&p->pidfd);
-  if (reap(pid, &p->status) == 0) p->reaped = 1;
-  if (p->cgroup) {
-    int err = cg_destroy(p->cgroup, 10);
-    if (err) {
-      lua_pushfstring(L, "cannot empty and remove cgroup %s: %s", p->cgroup,
-                      err == EBUSY ? "processes still in it after 10s" : strerror(err));
-      lua_replace(L, 4);
-    }
-    free(p->cgroup);
-    p->cgroup = NULL;
-  }
-  if (timed_out && !(final && !bad)) {
-    lua_pushboolean(L, 0);
-    lua_pushvalue(L, 6);
-    char secs[64];
-    snprintf(secs, sizeof secs, "%.14g", timeout);
-    lua_pushfstring(L, "timed out after %ss", secs);
-    lua_pushvalue(L, 4);
-    lua_pushliteral(L, "timeout");
-    return 5;
-  }
-  if (final && !bad) {
-    lua_pushboolean(L, final != R_ERROR);
-    lua_pushvalue(L, 6);
-    lua_pushvalue(L, 7);
-    lua_pushvalue(L, 4);
-    if (final != R_ERROR) return 4;
-    lua_pushliteral(L, "error");
-    return 5;
-  }
-  lua_pushboolean(L, 0);
-  lua_pushvalue(L, 6);
-  const char *kind;
-  if (bad) {
-    lua_pushliteral(L, "the child process sent a malformed record");
-    kind = "malformed";
-  } else if (p->reaped && WIFSIGNALED(p->status)) {
-    lua_pushfstring(L, "the child process died (signal %d)", WTERMSIG(p->status));
-    kind = "signal";
-  } else {
-    lua_pushfstring(L, "the child process exited (status %d) without a result",
-                    p->reaped && WIFEXITED(p->status) ? WEXITSTATUS(p->status) : -1);
-    kind = "exit";
-  }
-  lua_pushvalue(L, 4);
-  lua_pushstring(L, kind);
-  return 5;
-}
-
 /* ---------- the module ---------- */
 
 static const luaL_Reg proc_funcs[] = {
     {"run", ct_proc_run},       {"spawn", p_spawn},   {"kill", p_kill},
     {"alive", p_alive},         {"getpid", p_getpid}, {"getuid", p_getuid},
-    {"exec", p_exec},
-    {"fork_call", p_fork_call}, {"cgroup_kill", p_cgroup_kill},
     {"signals", NULL},          {NULL, NULL},
 };
 
@@ -1525,5 +970,6 @@ int luaopen_ct_proc(lua_State *L) {
     lua_setfield(L, -2, signal_names[i].name);
   }
   lua_setfield(L, -2, "signals");
+  luaopen_ct_proc_sandbox(L);
   return 1;
 }

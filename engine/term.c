@@ -1,5 +1,5 @@
 /* ct.term: terminal queries and the line reader behind yes/no prompts. */
-#include "ct.h"
+#include "int.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -42,18 +42,6 @@ static int t_width(lua_State *L) {
   return 1;
 }
 
-static void write_all(int fd, const char *p, size_t len) {
-  while (len > 0) {
-    ssize_t n = write(fd, p, len);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return; /* a prompt that cannot be shown does not stop the read */
-    }
-    p += n;
-    len -= (size_t)n;
-  }
-}
-
 /* readline([prompt]) -> line without "\n" (or "\r\n") | nil at end of input
    | nil, msg, errno. The prompt goes to stderr unbuffered; stdin (fd 0) is
    read a byte at a time so nothing past the newline is consumed. */
@@ -62,7 +50,7 @@ static int t_readline(lua_State *L) {
   const char *prompt = luaL_optlstring(L, 1, NULL, &plen);
   if (prompt && plen > 0) {
     fflush(stdout); /* what Lua printed before the question comes first */
-    write_all(STDERR_FILENO, prompt, plen);
+    (void)write_all(STDERR_FILENO, prompt, plen); /* an unshown prompt does not stop the read */
   }
   luaL_Buffer b;
   luaL_buffinit(L, &b);

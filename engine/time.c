@@ -1,5 +1,5 @@
 /* ct.time: wall clock, monotonic clock, sleeping. */
-#include "ct.h"
+#include "int.h"
 
 #include <errno.h>
 #include <math.h>
@@ -19,9 +19,7 @@ static int t_now(lua_State *L) {
 
 /* monotonic() -> seconds on a clock that never jumps; for deadlines. */
 static int t_monotonic(lua_State *L) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  lua_pushnumber(L, ts_seconds(&ts));
+  lua_pushnumber(L, ct_mono());
   return 1;
 }
 

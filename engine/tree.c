@@ -12,7 +12,7 @@
    target, "major:minor" of a device, "y"/"" for a directory's
    trusted.overlay.opaque; the root itself is recorded as "." with its
    opaque flag only (its owner and mode are the caller's). */
-#include "fs_int.h"
+#include "int.h"
 #include "layer.h"
 
 #include <errno.h>

@@ -217,7 +217,7 @@ function M.open(paths, file)
   local cleanup = function() ct.fs.rmtree(dir) end
   local bar = ui.progress("extracting " .. label)
   local stats, xerr = ct.archive.extract(file, dir, {
-    max_entries = M.MAX_ENTRIES, max_bytes = M.MAX_BYTES, check_space = true,
+    max_entries = M.MAX_ENTRIES, max_bytes = M.MAX_BYTES, check_space = true, special = "refuse",
     progress = function(_, read) bar:update(read, st.size) end,
   })
   bar:finish()

@@ -24,7 +24,7 @@ function M.extract(file)
   if not dir then return nil, "cannot create a temporary directory: " .. tostring(err) end
   local function cleanup() ct.fs.rmtree(dir) end
   local ok, xerr = ct.archive.extract(file, dir, {
-    max_entries = package.MAX_ENTRIES, max_bytes = package.MAX_BYTES, check_space = true,
+    max_entries = package.MAX_ENTRIES, max_bytes = package.MAX_BYTES, check_space = true, special = "refuse",
   })
   if not ok then cleanup() return nil, xerr end
   return dir, cleanup

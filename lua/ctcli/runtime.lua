@@ -11,6 +11,47 @@ local monitor = {}
 
 local M = {}
 
+-- runc's command lines, built here and run by ct.proc (the engine only
+-- starts programs). oci.runc(rt, args, opts) -> ct.proc.run's result for
+-- `runc --root R args...`; oci.exec_tty / oci.run_tty -> the status of a
+-- runc command sharing our stdio (see M.exec_tty).
+local oci = {}
+
+local function runc_argv(rt, log, args)
+  local argv = { rt.runc, "--root", rt.root }
+  -- runc's own errors go to log as JSON lines, for command_status to read.
+  if log then
+    for _, a in ipairs({ "--log", log, "--log-format", "json" }) do argv[#argv + 1] = a end
+  end
+  for _, a in ipairs(args) do argv[#argv + 1] = a end
+  return argv
+end
+
+function oci.runc(rt, args, opts)
+  return ct.proc.run(runc_argv(rt, nil, args), opts)
+end
+
+-- Our process group and stdio, so a terminal's reads and ^C reach the command.
+local function foreground(rt, opts, args)
+  local r, err, errno = ct.proc.run(runc_argv(rt, opts and opts.log, args), { foreground = true })
+  if not r then return nil, err, errno end
+  return r.code
+end
+
+function oci.exec_tty(rt, id, argv, opts)
+  assert(type(argv) == "table" and #argv >= 1, "argv must be a non-empty array of strings")
+  local args = { "exec" }
+  if ct.term.isatty(0) then args[#args + 1] = "--tty" end
+  args[#args + 1] = id
+  for _, a in ipairs(argv) do args[#args + 1] = a end
+  return foreground(rt, opts, args)
+end
+
+-- The bundle's process.terminal says whether runc makes a terminal.
+function oci.run_tty(rt, bundle, id, opts)
+  return foreground(rt, opts, { "run", "--bundle", bundle, id })
+end
+
 local SIGNALS = {
   SIGHUP = 1, SIGINT = 2, SIGQUIT = 3, SIGKILL = 9, SIGUSR1 = 10, SIGUSR2 = 12, SIGTERM = 15,
 }
@@ -51,17 +92,17 @@ local function runc_error(what, r, err)
   return what .. ": " .. M.message(r.stderr ~= "" and r.stderr or r.stdout)
 end
 
--- run(rt, args, opts) -> ct.oci.runc's result: one runc command (a health
+-- run(rt, args, opts) -> ct.proc.run's result: one runc command (a health
 -- check's exec) for the modules that have no business building its argv.
 function M.run(rt, args, opts)
-  return ct.oci.runc(rt, args, opts)
+  return oci.runc(rt, args, opts)
 end
 
 -- exec_tty(rt, id, argv, opts) / run_tty(rt, bundle_dir, id, opts) -> the
 -- command's status: with the caller's stdin, stdout and stderr (a terminal
 -- when stdin is one), in the running container or in a temporary one.
-function M.exec_tty(rt, id, argv, opts) return ct.oci.exec_tty(rt, id, argv, opts) end
-function M.run_tty(rt, dir, id, opts) return ct.oci.run_tty(rt, dir, id, opts) end
+function M.exec_tty(rt, id, argv, opts) return oci.exec_tty(rt, id, argv, opts) end
+function M.run_tty(rt, dir, id, opts) return oci.run_tty(rt, dir, id, opts) end
 
 -- argv(rt, ...) -> a runc command line on the root's runc-root.
 function M.argv(rt, ...)
@@ -76,7 +117,7 @@ function M.pause(rt, id)
   -- cgroup v1's freezer gives up when a task is caught mid-fork (runc says
   -- "unable to freeze" and thaws it again): on a busy host, a few tries.
   for attempt = 1, 4 do
-    r, err = ct.oci.runc(rt, { "pause", id }, { timeout = 30 })
+    r, err = oci.runc(rt, { "pause", id }, { timeout = 30 })
     if r and r.code == 0 then return true end
     if not (r and (r.stderr or ""):find("unable to freeze", 1, true)) then break end
     ct.time.sleep(0.1 * attempt)
@@ -85,19 +126,19 @@ function M.pause(rt, id)
 end
 
 function M.resume(rt, id)
-  local r, err = ct.oci.runc(rt, { "resume", id }, { timeout = 30 })
+  local r, err = oci.runc(rt, { "resume", id }, { timeout = 30 })
   if r and r.code == 0 then return true end
   return nil, runc_error("runc resume " .. id, r, err)
 end
 
 -- delete(rt, id): a container gone whatever its state (a temporary one's end).
 function M.delete(rt, id)
-  return ct.oci.runc(rt, { "delete", "--force", id }, { timeout = 30 })
+  return oci.runc(rt, { "delete", "--force", id }, { timeout = 30 })
 end
 
 -- stats(rt, id) -> {memory=bytes, memory_limit=, cpu_seconds=, pids=} | nil
 function M.stats(rt, id)
-  local r = ct.oci.runc(rt, { "events", "--stats", id }, { timeout = 10 })
+  local r = oci.runc(rt, { "events", "--stats", id }, { timeout = 10 })
   if not r or r.code ~= 0 then return nil end
   local ev = json.decode(r.stdout)
   local d = ev and ev.data
@@ -258,7 +299,7 @@ end
 
 function M.runc_list(rt)
   if not rt.runc then return nil, "runc not found: install it or ship it in the package" end
-  local r, err = ct.oci.runc(rt, { "list", "--format", "json" }, { timeout = 30 })
+  local r, err = oci.runc(rt, { "list", "--format", "json" }, { timeout = 30 })
   if not r or r.code ~= 0 then return nil, runc_error("runc list", r, err) end
   local out = {}
   local items = json.decode(r.stdout ~= "" and r.stdout or "null") or {}
@@ -269,7 +310,7 @@ function M.runc_list(rt)
 end
 
 function M.state(rt, id)
-  local r = ct.oci.runc(rt, { "state", id }, { timeout = 30 })
+  local r = oci.runc(rt, { "state", id }, { timeout = 30 })
   if not r or r.code ~= 0 then return nil end
   return json.decode(r.stdout)
 end
@@ -312,14 +353,14 @@ function M.start(c)
   if st and (st.status == "running" or st.status == "paused") then return true, "already running" end
   local ok, err = hand_over(c.paths, c.app.name)
   if not ok then return nil, err end
-  if st then ct.oci.runc(c.rt, { "delete", "--force", c.id }, { timeout = 30 }) end
+  if st then oci.runc(c.rt, { "delete", "--force", c.id }, { timeout = 30 }) end
   -- The app is stopped: nothing inside can change its trees between this
   -- check and runc's bind mounts (runc follows symlinks in path strings).
   ok, err = appfs.check_binds(c.paths, c.app)
   if not ok then return nil, err end
   local pid, serr = monitor.spawn(c, c.policy or { restart = "no", log_max = 0, log_keep = 0 })
   if not pid then
-    ct.oci.runc(c.rt, { "delete", "--force", c.id }, { timeout = 30 })
+    oci.runc(c.rt, { "delete", "--force", c.id }, { timeout = 30 })
     return nil, M.message(serr)
   end
   return true
@@ -342,10 +383,10 @@ function M.stop_many(items, force)
     if c.paths and c.app then monitor.stop(c.paths, c.app.name) end
     local st = M.state(c.rt, c.id)
     if st then
-      if st.status == "paused" then ct.oci.runc(c.rt, { "resume", c.id }, { timeout = 30 }) end
+      if st.status == "paused" then oci.runc(c.rt, { "resume", c.id }, { timeout = 30 }) end
       if st.status == "running" or st.status == "paused" then
         local sig = force and "KILL" or (c.signal or "SIGTERM"):gsub("^SIG", "")
-        ct.oci.runc(c.rt, { "kill", c.id, sig }, { timeout = 30 })
+        oci.runc(c.rt, { "kill", c.id, sig }, { timeout = 30 })
         c.pid = st.pid
         c.deadline = ct.time.monotonic() + (force and 0 or (c.timeout or 10))
         waiting[#waiting + 1] = c
@@ -362,7 +403,7 @@ function M.stop_many(items, force)
     for _, c in ipairs(waiting) do
       if c.pid and alive(c.pid) then
         if now >= c.deadline and not c.killed then
-          ct.oci.runc(c.rt, { "kill", "--all", c.id, "KILL" }, { timeout = 30 })
+          oci.runc(c.rt, { "kill", "--all", c.id, "KILL" }, { timeout = 30 })
           c.killed = true
         end
         -- SIGKILL cannot be ignored; past 10 s more, runc delete --force finishes it.
@@ -373,7 +414,7 @@ function M.stop_many(items, force)
   end
   local errors = {}
   for _, c in ipairs(waiting) do
-    local r, err = ct.oci.runc(c.rt, { "delete", "--force", c.id }, { timeout = 30 })
+    local r, err = oci.runc(c.rt, { "delete", "--force", c.id }, { timeout = 30 })
     if not r or r.code ~= 0 then
       errors[#errors + 1] = runc_error("runc delete " .. c.id, r, err)
     end

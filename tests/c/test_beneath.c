@@ -17,7 +17,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "fs_int.h"
+#include "int.h"
 
 static int count_fds(void) {
   DIR *d = opendir("/proc/self/fd");

@@ -204,7 +204,7 @@ DEFINE_TEST(extract_gzip_zstd_plain) {
   for (int i = 0; i < 3; i++) {
     LAYER(P("base.%s", filters[i]), filters[i], BASE);
     sh("mkdir -p %s", P("x-%s", filters[i]));
-    LUA("local r = ok(ct.layer.extract(T .. '/base.%s', T .. '/x-%s'))\n"
+    LUA("local r = ok(ct.layer.extract(T .. '/base.%s', T .. '/x-%s', {special = 'skip'}))\n"
         "assert(r.entries == 12, r.entries)\n"
         "assert(r.bytes > 0)\n"
         "table.sort(r.skipped)\n"
@@ -223,11 +223,21 @@ DEFINE_TEST(extract_gzip_zstd_plain) {
   LUA("refused('not empty', ct.layer.extract(T .. '/top.tar', T .. '/top')) return true");
 }
 
+/* Special files are the caller's policy: refused unless it says skip. */
+DEFINE_TEST(extract_refuses_special_files_by_default) {
+  need_root();
+  LAYER(P("base.tar"), "none", BASE);
+  sh("mkdir -p %s %s", P("r1"), P("r2"));
+  LUA("refused('refusing a special file', ct.layer.extract(T .. '/base.tar', T .. '/r1'))\n"
+      "refused('refusing a special file', ct.layer.apply(T .. '/base.tar', T .. '/r2', {special = 'refuse'}))\n"
+      "return true");
+}
+
 DEFINE_TEST(extract_with_idmap) {
   need_root();
   LAYER(P("base.tar.gz"), "gzip", BASE);
   sh("mkdir -p %s", P("x"));
-  LUA("ok(ct.layer.extract(T .. '/base.tar.gz', T .. '/x', {idmap = {\n"
+  LUA("ok(ct.layer.extract(T .. '/base.tar.gz', T .. '/x', {special = 'skip', idmap = {\n"
       "  {inside = 0, outside = 200000, size = 1000}, {inside = 1000, outside = 201000, size = 64536}}}))\n"
       "return true");
   check_base(P("x"), 200000);
@@ -282,10 +292,10 @@ DEFINE_TEST(extract_limits_and_progress) {
   need_root();
   LAYER(P("base.tar"), "none", BASE);
   sh("mkdir -p %s %s %s", P("a"), P("b"), P("c"));
-  LUA("refused('max_entries', ct.layer.extract(T .. '/base.tar', T .. '/a', {max_entries = 5}))\n"
-      "refused('max_bytes', ct.layer.extract(T .. '/base.tar', T .. '/b', {max_bytes = 10}))\n"
+  LUA("refused('max_entries', ct.layer.extract(T .. '/base.tar', T .. '/a', {special = 'skip', max_entries = 5}))\n"
+      "refused('max_bytes', ct.layer.extract(T .. '/base.tar', T .. '/b', {special = 'skip', max_bytes = 10}))\n"
       "local calls, last = 0, 0\n"
-      "local r = ok(ct.layer.extract(T .. '/base.tar', T .. '/c', {check_space = true,\n"
+      "local r = ok(ct.layer.extract(T .. '/base.tar', T .. '/c', {special = 'skip', check_space = true,\n"
       "  progress = function(done) calls = calls + 1 last = done end}))\n"
       "assert(calls >= 1 and last == r.bytes, last)\n"
       "return true");
@@ -298,7 +308,7 @@ static void overlay_case(const char *at) {
   LAYER(P("top.tar.gz"), "gzip", TOP);
   sh("mkdir -p %s/l1 %s/l2 %s/upper %s/work %s/merged", at, at, at, at, at);
   LUA("local at = [[%s]]\n"
-      "ok(ct.layer.extract(T .. '/base.tar.zst', at .. '/l1'))\n"
+      "ok(ct.layer.extract(T .. '/base.tar.zst', at .. '/l1', {special = 'skip'}))\n"
       "ok(ct.layer.extract(T .. '/top.tar.gz', at .. '/l2'))\n"
       "assert(not ct.fs.mounted(at .. '/merged'))\n"
       "ok(ct.fs.mount_overlay{lower = {at .. '/l2', at .. '/l1'}, upper = at .. '/upper',\n"
@@ -383,7 +393,7 @@ DEFINE_TEST(apply_layers_in_order) {
   };
   LAYER(P("late.tar"), "none", LATE);
   sh("mkdir -p %s", P("root"));
-  LUA("ok(ct.layer.apply(T .. '/base.tar', T .. '/root'))\n"
+  LUA("ok(ct.layer.apply(T .. '/base.tar', T .. '/root', {special = 'skip'}))\n"
       "local r = ok(ct.layer.apply(T .. '/top.tar', T .. '/root'))\n"
       "assert(r.whiteouts == 1 and #r.skipped == 0)\n"
       "local d = T .. '/root'\n"
@@ -443,9 +453,9 @@ DEFINE_TEST(tree_digest_merged_equals_applied) {
   LAYER(P("base.tar"), "none", BASE);
   LAYER(P("top.tar"), "none", TOP);
   sh("mkdir -p %s %s %s %s", P("l1"), P("l2"), P("copy"), P("m"));
-  LUA("ok(ct.layer.extract(T .. '/base.tar', T .. '/l1'))\n"
+  LUA("ok(ct.layer.extract(T .. '/base.tar', T .. '/l1', {special = 'skip'}))\n"
       "ok(ct.layer.extract(T .. '/top.tar', T .. '/l2'))\n"
-      "ok(ct.layer.apply(T .. '/base.tar', T .. '/copy'))\n"
+      "ok(ct.layer.apply(T .. '/base.tar', T .. '/copy', {special = 'skip'}))\n"
       "ok(ct.layer.apply(T .. '/top.tar', T .. '/copy'))\n"
       "ok(ct.fs.mount_overlay{lower = {T .. '/l2', T .. '/l1'}, target = T .. '/m'})\n"
       "local merged = ok(ct.fs.tree_digest(T .. '/m'))\n"
@@ -477,7 +487,7 @@ DEFINE_TEST(upper_walk_and_oci_round_trip) {
   need_root();
   LAYER(P("base.tar"), "none", BASE);
   sh("mkdir -p %s %s %s %s %s", P("l1"), P("upper"), P("work"), P("m"), P("restored"));
-  LUA("ok(ct.layer.extract(T .. '/base.tar', T .. '/l1'))\n"
+  LUA("ok(ct.layer.extract(T .. '/base.tar', T .. '/l1', {special = 'skip'}))\n"
       "ok(ct.fs.mount_overlay{lower = {T .. '/l1'}, upper = T .. '/upper', work = T .. '/work',\n"
       "  target = T .. '/m'})\n"
       "local m = T .. '/m'\n"

@@ -1,4 +1,4 @@
-/* ct.oci against the real runc and umoci, with a busybox bundle built here. */
+/* runc through ct.proc (detach, foreground) and ctcli.runtime's argv, with a busybox bundle built here. */
 #include "harness.h"
 
 #include <unistd.h>
@@ -11,7 +11,7 @@ static lua_State *O(void) {
   lua_pushstring(L, t_tmpdir());
   lua_setglobal(L, "tmp");
   T_LUA(L,
-        "ct = require('ct') proc = ct.proc oci = ct.oci cjson = require('cjson') "
+        "ct = require('ct') proc = ct.proc runtime = require('ctcli.runtime') cjson = require('cjson') "
         "id = 'cttest-' .. proc.getpid() "
         "rt = {runc = 'runc', root = tmp .. '/runc-root'} "
         "function sh(argv) local r, msg = proc.run(argv, {timeout = 60}) "
@@ -30,7 +30,16 @@ static lua_State *O(void) {
         "function eventually(what, fn) "
         "  for _ = 1, 1000 do if fn() then return true end ct.time.sleep(0.01) end "
         "  error('timed out waiting for ' .. what) end "
-        "function state(cid) local r = assert(oci.runc(rt, {'state', cid})) "
+        /* runc create as the monitor runs it: detached, its output on the log */
+        "function create(r, cid, b, log, extra) "
+        "  local argv = {r.runc, '--root', r.root, 'create', '--bundle', b} "
+        "  for _, a in ipairs(extra or {}) do argv[#argv + 1] = a end "
+        "  argv[#argv + 1] = cid "
+        "  local res, msg, err = proc.run(argv, "
+        "    {stdout = log, stderr = log, detach = true, timeout = 60}) "
+        "  if not res then return nil, msg, err end "
+        "  return res.code == 0 or nil, res.code end "
+        "function state(cid) local r = assert(runtime.run(rt, {'state', cid})) "
         "  if r.code ~= 0 then return nil, r.stderr end return cjson.decode(r.stdout) end "
         /* Always removes the container, whatever happened; then fails if body did. */
         "function with_container(cid, body) "
@@ -61,7 +70,7 @@ DEFINE_TEST(oci_container_lifecycle) {
       "local log = tmp .. '/app.log' "
       "local pidf = tmp .. '/init.pid' "
       "return with_container(id, function() "
-      "  assert(oci.create(rt, id, bundle, {log = logf(log), pid_file = pidf})) "
+      "  assert(create(rt, id, bundle, logf(log), {'--pid-file', pidf})) "
       "  local st = assert(state(id)) "
       "  assert(st.status == 'created', st.status) "
       "  local init = assert(tonumber(slurp(pidf))) "
@@ -71,23 +80,24 @@ DEFINE_TEST(oci_container_lifecycle) {
       "  local pgrp = tonumber(stat:match('^%d+ %b() %a %d+ (%d+)')) "
       "  local mine = tonumber(slurp('/proc/self/stat'):match('^%d+ %b() %a %d+ (%d+)')) "
       "  assert(pgrp and pgrp ~= mine, stat) "
-      "  local r = assert(oci.runc(rt, {'start', id})) "
+      "  local r = assert(runtime.run(rt, {'start', id})) "
       "  assert(r.code == 0, r.stderr) "
       "  eventually('the container output', function() "
       "    return slurp(log):find('hello-from-container', 1, true) end) "
       "  assert(state(id).status == 'running') "
-      "  r = assert(oci.runc(rt, {'exec', id, 'echo', 'hi'}, {timeout = 60})) "
+      "  r = assert(runtime.run(rt, {'exec', id, 'echo', 'hi'}, {timeout = 60})) "
       "  assert(r.code == 0 and r.stdout == 'hi\\n', r.stderr) "
-      "  assert(oci.exec_tty(rt, id, {'sh', '-c', 'exit 3'}) == 3) "
-      /* opts.log: runc's own failure lands in the file, as JSON */
+      "  assert(runtime.exec_tty(rt, id, {'sh', '-c', 'exit 3'}) == 3) "
+      /* opts.log: runc's own failure lands in the file, as JSON, and command_status reads it */
       "  local lg = tmp .. '/runc-exec.log' "
-      "  assert(oci.exec_tty(rt, id, {'nosuchcmd'}, {log = lg}) == 255) "
-      "  assert(slurp(lg):find('\"level\":\"error\"', 1, true), slurp(lg)) "
-      "  assert(slurp(lg):find('executable file not found', 1, true), slurp(lg)) "
-      "  r = assert(oci.runc(rt, {'kill', id, 'KILL'})) "
+      "  local code = runtime.exec_tty(rt, id, {'nosuchcmd'}, {log = lg}) "
+      "  assert(code == 255, code) "
+      "  local ok, why, kind = runtime.command_status(code, lg) "
+      "  assert(ok == nil and kind == 'not-found', tostring(why)) "
+      "  r = assert(runtime.run(rt, {'kill', id, 'KILL'})) "
       "  assert(r.code == 0, r.stderr) "
       "  eventually('the container to stop', function() return state(id).status == 'stopped' end) "
-      "  r = assert(oci.runc(rt, {'delete', id})) "
+      "  r = assert(runtime.run(rt, {'delete', id})) "
       "  assert(r.code == 0, r.stderr) "
       "  assert(state(id) == nil) "
       "end)");
@@ -95,75 +105,49 @@ DEFINE_TEST(oci_container_lifecycle) {
 
 DEFINE_TEST(oci_created_container_outlives_its_caller) {
   /* Created inside fork_call, whose whole process group is killed when it
-     returns: the container's init must not be in it, nor get a parent-death
-     signal from runc create. */
+     returns: with detach, the container's init is not in it, nor gets a
+     parent-death signal from runc create. */
   lua_State *L = O();
   T_LUA(L, "local log = tmp .. '/app.log' "
            "return with_container(id, function() "
            "  local ok, lines, res = proc.fork_call(function() "
-           "    local done, msg = oci.create(rt, id, bundle, {log = logf(log)}) "
-           "    return done and 'created' or msg end, 60) "
+           "    local done, code = create(rt, id, bundle, logf(log)) "
+           "    return done and 'created' or tostring(code) end, 60) "
            "  assert(ok and res == 'created', tostring(res)) "
            "  local st "
            "  eventually('the created container', function() "
            "    st = state(id) return st and st.status == 'created' end) "
            "  assert(proc.alive(st.pid), 'the init of a created container is gone') "
-           "  assert(oci.runc(rt, {'start', id}).code == 0) "
+           "  assert(runtime.run(rt, {'start', id}).code == 0) "
            "  eventually('the container output', function() "
            "    return slurp(log):find('hello-from-container', 1, true) end) "
            "end)");
 }
 
-DEFINE_TEST(oci_create_failure_names_runc_error) {
+DEFINE_TEST(oci_create_failure_is_read_in_lua) {
   lua_State *L = O();
   T_LUA(L, "local log = tmp .. '/app.log' "
-           "spit(log, 'an older line\\n') "
            "sh({'mkdir', '-p', tmp .. '/empty-bundle'}) "
            "return with_container(id, function() "
-           "  local ok, msg = oci.create(rt, id, tmp .. '/empty-bundle', {log = logf(log)}) "
-           "  assert(ok == nil, 'created without a config.json') "
-           "  local prefix = 'runc create ' .. id .. ': ' "
-           "  assert(msg:sub(1, #prefix) == prefix and #msg > #prefix, msg) "
-           "  assert(not msg:find('an older line', 1, true), msg) "
-           "  assert(msg:find('config.json', 1, true), msg) "
-           "  assert(slurp(log):sub(1, 14) == 'an older line\\n') "
-           "  local r, m, e = oci.create({runc = tmp .. '/no-runc', root = rt.root}, id, bundle, "
-           "    {log = logf(log)}) "
+           "  local ok, code = create(rt, id, tmp .. '/empty-bundle', logf(log)) "
+           "  assert(ok == nil and code ~= 0, 'created without a config.json') "
+           "  local msg = runtime.message(slurp(log)) "
+           "  assert(msg:find('config.json', 1, true) and not msg:find('level=', 1, true), msg) "
+           "  local r, m, e = create({runc = tmp .. '/no-runc', root = rt.root}, id, bundle, logf(log)) "
            "  assert(r == nil and e == 2 and m == tmp .. '/no-runc: No such file or directory', m) "
-           "  assert(not pcall(oci.create, rt, id, bundle, {log = log}), 'a path is no longer taken') "
-           "  local closed = logf(log) closed:close() "
-           "  assert(not pcall(oci.create, rt, id, bundle, {log = closed})) "
-           "  assert(not pcall(oci.create, rt, id, bundle, {})) "
-           "  assert(not pcall(oci.create, {runc = 'runc'}, id, bundle, {log = logf(log)})) "
-           "  assert(not pcall(oci.runc, rt, 'list')) "
+           "  assert(not pcall(proc.run, {'true'}, {detach = true, foreground = true})) "
+           "  assert(not pcall(proc.run, {'cat'}, {foreground = true, stdin = 'x'})) "
            "end)");
 }
 
 DEFINE_TEST(oci_runc_wrapper_passes_root_and_options) {
   lua_State *L = O();
-  T_LUA(L, "local r = assert(oci.runc(rt, {'list', '--format', 'json'}, {timeout = 60})) "
+  T_LUA(L, "local r = assert(runtime.run(rt, {'list', '--format', 'json'}, {timeout = 60})) "
            "assert(r.code == 0, r.stderr) "
            "assert(r.stdout == 'null\\n' or r.stdout:sub(1, 1) == '[', r.stdout) "
-           "r = assert(oci.runc(rt, {'state', 'cttest-no-such-container'})) "
+           "r = assert(runtime.run(rt, {'state', 'cttest-no-such-container'})) "
            "assert(r.code ~= 0 and r.stderr ~= '') "
-           "r = assert(oci.runc(rt, {'state', 'cttest-no-such-container'}, {stderr = 'stdout'})) "
+           "r = assert(runtime.run(rt, {'state', 'cttest-no-such-container'}, {stderr = 'stdout'})) "
            "assert(r.code ~= 0 and r.stderr == '' and r.stdout ~= '') "
-           "return true");
-}
-
-DEFINE_TEST(oci_unpack_runs_umoci) {
-  lua_State *L = O();
-  T_LUA(L, "local layout = tmp .. '/layout' "
-           "sh({'umoci', 'init', '--layout', layout}) "
-           "sh({'umoci', 'new', '--image', layout .. ':app'}) "
-           "local dest = tmp .. '/unpacked' "
-           "assert(oci.unpack('umoci', layout, 'app', dest, {timeout = 120})) "
-           "assert(proc.run({'test', '-d', dest .. '/rootfs'}).code == 0) "
-           "assert(proc.run({'test', '-f', dest .. '/config.json'}).code == 0) "
-           "local ok, msg = oci.unpack('umoci', layout, 'nosuch', tmp .. '/other') "
-           "assert(ok == nil and msg:sub(1, 21) == 'umoci unpack nosuch: ' and #msg > 21, msg) "
-           "assert(msg:find('nosuch', 22, true), msg) "
-           "local r, m, e = oci.unpack(tmp .. '/no-umoci', layout, 'app', tmp .. '/x') "
-           "assert(r == nil and e == 2, m) "
            "return true");
 }

@@ -181,6 +181,31 @@ DEFINE_TEST(run_child_gets_own_group_clean_signals_and_no_fds) {
            "return true");
 }
 
+/* foreground: our group (a terminal's ^C reaches it), and we ignore that ^C while it runs. */
+DEFINE_TEST(run_foreground_shares_our_group_and_outlasts_an_interrupt) {
+  lua_State *L = P();
+  T_LUA(L, "local r = assert(proc.run({'sh', '-c', 'cut -d\" \" -f5 /proc/self/stat; kill -INT $PPID; exit 7'}, "
+           "  {foreground = true, stdout = 'capture'})) "
+           "assert(r.code == 7, r.code) "
+           "local mine = io.open('/proc/self/stat'):read('a'):match('^%d+ %b() %a %d+ (%d+)') "
+           "assert(r.stdout == mine .. '\\n', r.stdout) "
+           "return true");
+}
+
+/* detach: a group of its own even inside fork_call (whose group is killed at the end). */
+DEFINE_TEST(run_detached_leads_its_own_group_inside_fork_call) {
+  lua_State *L = P();
+  T_LUA(L, "local script = 'echo $$; cut -d\" \" -f5 /proc/self/stat' "
+           "local ok, lines, res = proc.fork_call(function(emit) "
+           "  local a = proc.run({'sh', '-c', script}, {detach = true}).stdout "
+           "  local b = proc.run({'sh', '-c', script}).stdout "
+           "  emit(a) emit(b) return true end, 10) "
+           "assert(ok, res) "
+           "local pid, grp = lines[1]:match('(%d+)\\n(%d+)') assert(pid and pid == grp, lines[1]) "
+           "pid, grp = lines[2]:match('(%d+)\\n(%d+)') assert(pid and pid ~= grp, lines[2]) "
+           "return true");
+}
+
 DEFINE_TEST(run_timeout_kills_the_whole_group) {
   lua_State *L = P();
   T_LUA(
@@ -342,21 +367,6 @@ DEFINE_TEST(kill_alive_getpid_and_signals) {
            "assert(proc.kill(p:pid(), 'SIGINT')) "
            "assert(select(2, p:wait()) == 2) "
            "return true");
-}
-
-DEFINE_TEST(exec_replaces_the_process) {
-  lua_State *L = P();
-  T_LUA(L,
-        "local ok, lines, err, _, kind = proc.fork_call(function(emit) "
-        "  local r, msg, e = proc.exec({'ct-no-such-program-4711'}) "
-        "  emit(tostring(r) .. '|' .. msg .. '|' .. e) "
-        "  proc.exec({'sh', '-c', 'test \"$CT_X\" = yes && exit 5; exit 1'}, {CT_X = 'yes'}) "
-        "  return 'not reached' "
-        "end, 10) "
-        "assert(lines[1] == 'nil|ct-no-such-program-4711: No such file or directory|2', lines[1]) "
-        "assert(ok == false and err == 'the child process exited (status 5) without a result', err) "
-        "assert(kind == 'exit', kind) "
-        "return true");
 }
 
 DEFINE_TEST(fork_call_returns_lines_and_result) {

@@ -204,7 +204,7 @@ local function from_archive(ctx, cur, file, j)
   -- A FIFO, socket or device the app made in its data holds nothing to
   -- restore: skipped with a warning, so it never blocks the way back.
   local stats, xerr = ct.archive.extract(file, dir, {
-    preserve = true, check_space = true, skip_special = true,
+    preserve = true, check_space = true, special = "skip",
     progress = function(_, read) bar:update(read, size) end,
   })
   bar:finish()

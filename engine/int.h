@@ -1,12 +1,12 @@
-#ifndef CT_FS_INT_H
-#define CT_FS_INT_H
-/* Engine-internal helpers shared by fs.c and beneath.c: the descriptor-based
-   tree walker, failure records, reading into Lua. Not part of the Lua
-   contract; nothing outside engine/ (and the C tests) uses them. */
+#ifndef CT_INT_H
+#define CT_INT_H
+/* Engine-internal helpers shared between engine files (never part of the Lua contract). */
 #include "ct.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 
@@ -16,11 +16,72 @@
 
 #define DIR_FLAGS (O_RDONLY | O_DIRECTORY | O_CLOEXEC)
 
-/* ---- small helpers (fs.c) ---- */
+/* ---- util.c: used across the engine, the monitor included ---- */
 
 void close_keep_errno(int fd);
+/* errno after a failed call, never 0 (callers treat 0 as success). */
 int last_err(void);
-int write_all(int fd, const char *p, size_t len);
+/* Writes all of p (retrying EINTR and short writes); 0 or an errno. */
+int write_all(int fd, const void *p, size_t len);
+/* Seconds on CLOCK_MONOTONIC, for deadlines. */
+double ct_mono(void);
+
+/* ---- proc.c: starting a program ---- */
+
+/* Modes of ct_proc_start:
+   CT_START_GROUP      own process group (not inside fork_call) + PDEATHSIG
+   CT_START_DETACH     own process group always, no PDEATHSIG (it may outlive us)
+   CT_START_FOREGROUND our process group + PDEATHSIG (interactive) */
+enum { CT_START_GROUP = 1, CT_START_DETACH = 2, CT_START_FOREGROUND = 3 };
+/* Starts argv with fds[0..2] as its stdio (-1: keep ours); the pid, or -1
+   with *err and *what (the program or the cwd). */
+pid_t ct_proc_start(const char *const *argv, char *const *envp, const char *cwd, const int fds[3],
+                    int mode, int *err, const char **what);
+
+/* The process record of ct.proc (spawn's userdata, run's guard, fork_call's child). */
+struct buf {
+  char *p;
+  size_t len, cap;
+};
+
+struct proc {
+  pid_t pid;   /* 0: none */
+  pid_t owner; /* who started it: a forked copy of the state never touches it */
+  int group;   /* the child leads its own process group */
+  int pidfd;
+  int reaped, status;
+  int fds[6]; /* descriptors to close when done */
+  struct buf out, err, rec;
+  char *cgroup; /* fork_call: the cgroup its child runs in (killed and removed when done) */
+};
+#define PROCESS_MT "ct.process"
+/* Set in a fork_call child: processes it starts stay in its process group. */
+extern int ct_in_sandbox_child;
+struct proc *ct_proc_new(lua_State *L);
+void ct_proc_kill(struct proc *p, int sig);
+/* Kills a live child (its group, its cgroup), reaps it, releases everything. */
+void ct_proc_release(struct proc *p);
+int ct_buf_grow(struct buf *b, size_t need);
+/* Milliseconds until deadline for poll(): -1 without one, at least 1 before it. */
+int ct_ms_until(double deadline);
+int ct_pidfd_open(pid_t pid);
+int ct_has_exited(pid_t pid);
+int ct_reap(pid_t pid, int *status);
+void ct_close_fd(int *fd);
+int ct_set_nonblock(int fd);
+void ct_decode_status(int status, int *code, int *sig);
+void ct_reset_signals(const sigset_t *mask);
+/* Kills every process in the cgroup at path and removes it; 0 or an errno. */
+int ct_cg_destroy(const char *path, double seconds);
+int luaopen_ct_proc_sandbox(lua_State *L); /* adds fork_call, cgroup_kill */
+
+/* opts.special of ct.archive.extract and ct.layer.*: what the caller's
+   policy does with device nodes, FIFOs and sockets (refuse unless told). */
+enum { CT_SPECIAL_REFUSE, CT_SPECIAL_SKIP };
+int ct_opt_special(lua_State *L, int opts);
+
+/* ---- fs.c ---- */
+
 mode_t check_mode(lua_State *L, int arg);
 mode_t opt_mode(lua_State *L, int arg, mode_t def);
 unsigned check_id(lua_State *L, int arg);
@@ -145,6 +206,17 @@ void ct_beneath_set_openat2(int on);
    ct_mkdirs_beneath 0 or an errno (*out: the last directory, DIR_FLAGS). */
 int ct_open_beneath(int dirfd, const char *rel, int flags, mode_t mode);
 int ct_mkdirs_beneath(int dirfd, const char *rel, mode_t mode, int *out);
+
+/* ---- walk.c, copytree.c: whole trees ---- */
+
+/* The path argument at arg without trailing slashes (a symlink's "l/"
+   would resolve it); the argument is replaced by it. */
+const char *check_tree_path(lua_State *L, int arg);
+int do_rmtree(const char *path, struct fserr *e);
+/* copy_data(in, out, wside): all of in from its offset to out. */
+int copy_data(int in, int out, int *wside);
+int is_mount_root(int fd, const struct stat *parent, const struct stat *st);
+int luaopen_ct_fs_trees(lua_State *L); /* adds rmtree, copytree, du, remove_devices */
 
 /* ---- mount.c ---- */
 

@@ -1,0 +1,627 @@
+/* Whole-tree operations on the walker (walk.c): copytree with owners, modes, times and xattrs, du, remove_devices. */
+#include "int.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <linux/fs.h>
+#include <linux/openat2.h>
+
+/* ---- copying data ------------------------------------------------------ */
+
+/* Copies up to limit bytes from in's offset to out. Returns 0 or an errno;
+   *wside says the writing side failed. */
+int copy_fds(int in, int out, uint64_t limit, uint64_t *done, int *wside) {
+  *done = 0;
+  *wside = 0;
+  while (*done < limit) {
+    uint64_t want = limit - *done;
+    ssize_t n = copy_file_range(in, NULL, out, NULL, want > (1u << 30) ? (1u << 30) : (size_t)want, 0);
+    if (n > 0) {
+      *done += (uint64_t)n;
+      continue;
+    }
+    if (n == 0) {
+      if (*done > 0) return 0; /* EOF */
+      break; /* nothing copied: maybe a file whose size is not known (procfs) */
+    }
+    if (errno == EINTR) continue;
+    /* no copy_file_range between these two (O_APPEND is EBADF): read/write */
+    if (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP ||
+        errno == EBADF || errno == EPERM || errno == ETXTBSY) {
+      break;
+    }
+    *wside = errno == ENOSPC || errno == EDQUOT || errno == EFBIG;
+    return errno;
+  }
+  if (*done >= limit) return 0;
+  char *buf = malloc(COPY_BUFSIZE);
+  if (!buf) return ENOMEM;
+  int err = 0;
+  while (*done < limit) {
+    uint64_t want = limit - *done;
+    ssize_t n = read(in, buf, want > COPY_BUFSIZE ? COPY_BUFSIZE : (size_t)want);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      err = errno;
+      break;
+    }
+    if (n == 0) break;
+    if ((err = write_all(out, buf, (size_t)n))) {
+      *wside = 1;
+      break;
+    }
+    *done += (uint64_t)n;
+  }
+  free(buf);
+  return err;
+}
+
+/* Copies from in's offset to EOF into out. A reflink (FICLONE) when the
+   filesystem can, else copy_file_range, else read/write. Returns 0 or an
+   errno; *wside says whether it came from the writing side. */
+int copy_data(int in, int out, int *wside) {
+  *wside = 0;
+  /* a reflink clones the whole file: only when we are at its start */
+  struct stat st;
+  if (fstat(in, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0 && lseek(in, 0, SEEK_CUR) == 0 &&
+      lseek(out, 0, SEEK_END) == 0 && ioctl(out, FICLONE, in) == 0)
+    return 0;
+  uint64_t done;
+  return copy_fds(in, out, UINT64_MAX, &done, wside);
+}
+
+/* ---- extended attributes ---------------------------------------------- */
+
+/* An entry's xattrs: through its descriptor, or (symlinks, special files)
+   through /proc/self/fd/<dir>/<name> with the l* calls, which do not
+   follow the last component. */
+struct xat {
+  int fd;
+  char *path;
+};
+
+static int xat_path(struct xat *x, int dirfd, const char *name) {
+  x->fd = -1;
+  size_t n = strlen(name) + 48;
+  if (!(x->path = malloc(n))) return ENOMEM;
+  snprintf(x->path, n, "/proc/self/fd/%d/%s", dirfd, name);
+  return 0;
+}
+
+static ssize_t xat_list(const struct xat *x, char *buf, size_t n) {
+  return x->fd >= 0 ? flistxattr(x->fd, buf, n) : llistxattr(x->path, buf, n);
+}
+
+static ssize_t xat_get(const struct xat *x, const char *k, void *buf, size_t n) {
+  return x->fd >= 0 ? fgetxattr(x->fd, k, buf, n) : lgetxattr(x->path, k, buf, n);
+}
+
+static int xat_set(const struct xat *x, const char *k, const void *v, size_t n) {
+  return x->fd >= 0 ? fsetxattr(x->fd, k, v, n, 0) : lsetxattr(x->path, k, v, n, 0);
+}
+
+/* What "where possible" skips: no support on either filesystem, a
+   namespace we may not write, an attribute gone meanwhile, no /proc. */
+static int xattr_skippable(int err) {
+  return err == ENOTSUP || err == EOPNOTSUPP || err == EPERM || err == EACCES || err == ENODATA ||
+         err == ENOENT;
+}
+
+/* Copies every xattr it can. Returns 0 or an errno; *wside as copy_data. */
+static int copy_xattrs(const struct xat *s, const struct xat *d, int *wside) {
+  *wside = 0;
+  char *list = NULL, *val = NULL;
+  size_t vcap = 0;
+  ssize_t n;
+  int err = 0;
+  for (;;) {
+    n = xat_list(s, NULL, 0);
+    if (n <= 0) break;
+    char *nl = realloc(list, (size_t)n);
+    if (!nl) {
+      err = ENOMEM;
+      break;
+    }
+    list = nl;
+    ssize_t m = xat_list(s, list, (size_t)n);
+    if (m < 0 && errno == ERANGE) continue;
+    n = m;
+    break;
+  }
+  if (n < 0 && !xattr_skippable(errno)) err = errno;
+  for (ssize_t i = 0; !err && n > 0 && i < n; i += (ssize_t)strlen(list + i) + 1) {
+    const char *k = list + i;
+    ssize_t vn;
+    for (;;) {
+      vn = xat_get(s, k, NULL, 0);
+      if (vn < 0) break;
+      if ((size_t)vn > vcap || !val) {
+        char *nv = realloc(val, vn ? (size_t)vn : 1);
+        if (!nv) {
+          err = ENOMEM;
+          break;
+        }
+        val = nv;
+        vcap = vn ? (size_t)vn : 1;
+      }
+      ssize_t got = xat_get(s, k, val, vcap);
+      if (got < 0 && errno == ERANGE) continue;
+      vn = got;
+      break;
+    }
+    if (err) break;
+    if (vn < 0) {
+      if (!xattr_skippable(errno)) err = errno;
+      continue;
+    }
+    if (xat_set(d, k, val, (size_t)vn) != 0 && !xattr_skippable(errno)) {
+      err = errno;
+      *wside = 1;
+    }
+  }
+  free(list);
+  free(val);
+  return err;
+}
+
+/* ---- copytree ---------------------------------------------------------- */
+
+struct cp {
+  const char *src, *dst;
+  int droot;           /* the destination root, for linkat of hard links */
+  dev_t ddev;          /* the destination root, never copied into itself */
+  ino_t dino;
+  int root;            /* euid 0: owners must be kept */
+  struct hlset hl;
+  struct walk w;
+  struct fserr *e;
+};
+
+static int cp_fail(struct cp *c, int err, int dst_side, const char *msg) {
+  return fserr_set(c->e, err, dst_side ? c->dst : c->src, pb_str(&c->w.rel), msg);
+}
+
+static int owner_ok(struct cp *c, int r) { return r == 0 || (!c->root && errno == EPERM); }
+
+static void times_of(const struct stat *st, struct timespec ts[2]) {
+  ts[0] = st->st_atim;
+  ts[1] = st->st_mtim;
+}
+
+/* Owner, mode, xattrs and times of a directory or regular file, through
+   its descriptors (owner before mode: chown clears setuid bits; xattrs
+   after chown: it clears security.capability). */
+static int cp_meta_fd(struct cp *c, int sfd, int dfd, const struct stat *st) {
+  if (!owner_ok(c, fchown(dfd, st->st_uid, st->st_gid))) return cp_fail(c, errno, 1, NULL);
+  if (fchmod(dfd, st->st_mode & 07777) != 0) return cp_fail(c, errno, 1, NULL);
+  struct xat xs = {sfd, NULL}, xd = {dfd, NULL};
+  int wside, err = copy_xattrs(&xs, &xd, &wside);
+  if (err) return cp_fail(c, err, wside, NULL);
+  struct timespec ts[2];
+  times_of(st, ts);
+  if (futimens(dfd, ts) != 0) return cp_fail(c, errno, 1, NULL);
+  return 0;
+}
+
+/* The same for a symlink or special file, by name in its directories. */
+static int cp_meta_name(struct cp *c, int sdir, int ddir, const char *name, const struct stat *st) {
+  if (!owner_ok(c, fchownat(ddir, name, st->st_uid, st->st_gid, AT_SYMLINK_NOFOLLOW)))
+    return cp_fail(c, errno, 1, NULL);
+  if (!S_ISLNK(st->st_mode) && fchmodat(ddir, name, st->st_mode & 07777, 0) != 0)
+    return cp_fail(c, errno, 1, NULL);
+  struct xat xs, xd;
+  int err = xat_path(&xs, sdir, name);
+  if (!err && (err = xat_path(&xd, ddir, name))) free(xs.path);
+  if (err) return cp_fail(c, err, 0, NULL);
+  int wside;
+  err = copy_xattrs(&xs, &xd, &wside);
+  free(xs.path);
+  free(xd.path);
+  if (err) return cp_fail(c, err, wside, NULL);
+  struct timespec ts[2];
+  times_of(st, ts);
+  if (utimensat(ddir, name, ts, AT_SYMLINK_NOFOLLOW) != 0) return cp_fail(c, errno, 1, NULL);
+  return 0;
+}
+
+static int cp_file(struct cp *c, struct frame *t, const char *name, const struct stat *st) {
+  int in = openat(t->fd, name, O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC);
+  if (in < 0) return cp_fail(c, errno, 0, NULL);
+  struct stat ist;
+  int err = fstat(in, &ist) != 0 ? errno : 0;
+  if (!err && (ist.st_ino != st->st_ino || ist.st_dev != st->st_dev)) err = ESTALE; /* replaced */
+  if (err) {
+    close(in);
+    return cp_fail(c, err, 0, NULL);
+  }
+  int out = openat(t->dfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (out < 0) {
+    close_keep_errno(in);
+    return cp_fail(c, errno, 1, NULL);
+  }
+  int wside;
+  err = copy_data(in, out, &wside);
+  if (err) cp_fail(c, err, wside, NULL);
+  else err = cp_meta_fd(c, in, out, &ist);
+  close(in);
+  if (close(out) != 0 && !err) err = cp_fail(c, errno, 1, NULL);
+  return err;
+}
+
+static int cp_symlink(struct cp *c, struct frame *t, const char *name, const struct stat *st) {
+  char *target = readlink_alloc(t->fd, name);
+  if (!target) return cp_fail(c, errno, 0, NULL);
+  int r = symlinkat(target, t->dfd, name);
+  free(target);
+  if (r != 0) return cp_fail(c, errno, 1, NULL);
+  return cp_meta_name(c, t->fd, t->dfd, name, st);
+}
+
+static int cp_node(struct cp *c, struct frame *t, const char *name, const struct stat *st) {
+  int r = S_ISFIFO(st->st_mode) ? mkfifoat(t->dfd, name, 0600)
+                                 : mknodat(t->dfd, name, (st->st_mode & S_IFMT) | 0600, st->st_rdev);
+  if (r != 0) return cp_fail(c, errno, 1, NULL);
+  return cp_meta_name(c, t->fd, t->dfd, name, st);
+}
+
+static int cp_dir(struct cp *c, struct frame *t, const char *name, const struct stat *st) {
+  if (st->st_dev == c->ddev && st->st_ino == c->dino)
+    return cp_fail(c, EINVAL, 0, "the destination is inside the source tree");
+  if (mkdirat(t->dfd, name, 0700) != 0) return cp_fail(c, errno, 1, NULL);
+  int sfd = openat(t->fd, name, DIR_FLAGS | O_NOFOLLOW);
+  if (sfd < 0) return cp_fail(c, errno, 0, NULL);
+  struct stat sst;
+  int err = fstat(sfd, &sst) != 0 ? errno : 0;
+  if (!err && (sst.st_ino != st->st_ino || sst.st_dev != st->st_dev)) err = ESTALE; /* replaced */
+  if (err) {
+    close(sfd);
+    return cp_fail(c, err, 0, NULL);
+  }
+  int dfd = openat(t->dfd, name, DIR_FLAGS | O_NOFOLLOW);
+  if (dfd < 0) {
+    close_keep_errno(sfd);
+    return cp_fail(c, errno, 1, NULL);
+  }
+  err = walk_push(&c->w, sfd, dfd, &sst);
+  return err ? cp_fail(c, err, 0, NULL) : 0;
+}
+
+static int cp_entry(struct cp *c, struct frame *t, const char *name) {
+  struct stat st;
+  if (fstatat(t->fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+    return errno == ENOENT ? 0 : cp_fail(c, errno, 0, NULL);
+  if (S_ISDIR(st.st_mode)) return cp_dir(c, t, name, &st);
+  int linked = st.st_nlink > 1;
+  if (linked) {
+    struct hl_entry *h = hl_find(&c->hl, st.st_dev, st.st_ino);
+    if (h) {
+      if (linkat(c->droot, h->rel, t->dfd, name, 0) == 0) return 0;
+      if (errno != ENAMETOOLONG) return cp_fail(c, errno, 1, NULL);
+      linked = 0; /* too deep to name: an independent copy */
+    }
+  }
+  int err;
+  if (S_ISREG(st.st_mode))
+    err = cp_file(c, t, name, &st);
+  else if (S_ISLNK(st.st_mode))
+    err = cp_symlink(c, t, name, &st);
+  else
+    err = cp_node(c, t, name, &st);
+  if (!err && linked && (err = hl_add(&c->hl, st.st_dev, st.st_ino, pb_str(&c->w.rel))))
+    cp_fail(c, err, 0, NULL);
+  return err;
+}
+
+static int do_copytree(const char *src, const char *dst, struct fserr *e) {
+  struct stat st;
+  if (lstat(src, &st) != 0) return fserr_set(e, errno, src, "", NULL);
+  if (!S_ISDIR(st.st_mode)) return fserr_set(e, ENOTDIR, src, "", NULL);
+  int sfd = open(src, DIR_FLAGS | O_NOFOLLOW);
+  if (sfd < 0) return fserr_set(e, errno, src, "", NULL);
+  return copytree_fd(sfd, src, dst, e);
+}
+
+/* Copies the directory open at sfd (taken over and closed) to dst; src
+   names it in messages. */
+int copytree_fd(int sfd, const char *src, const char *dst, struct fserr *e) {
+  struct cp c;
+  memset(&c, 0, sizeof c);
+  c.src = src;
+  c.dst = dst;
+  c.e = e;
+  c.droot = -1;
+  c.root = geteuid() == 0;
+  struct stat st;
+  if (fstat(sfd, &st) != 0) {
+    close_keep_errno(sfd);
+    return fserr_set(e, errno, src, "", NULL);
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    close(sfd);
+    return fserr_set(e, ENOTDIR, src, "", NULL);
+  }
+  if (mkdir(dst, 0700) != 0) {
+    close_keep_errno(sfd);
+    return fserr_set(e, errno, dst, "", NULL);
+  }
+  int err = 0, dfd = open(dst, DIR_FLAGS | O_NOFOLLOW);
+  struct stat dst_st;
+  if (dfd < 0 || fstat(dfd, &dst_st) != 0 || (c.droot = fcntl(dfd, F_DUPFD_CLOEXEC, 0)) < 0) {
+    err = fserr_set(e, errno, dst, "", NULL);
+    close(sfd);
+    if (dfd >= 0) close(dfd);
+  } else {
+    c.ddev = dst_st.st_dev;
+    c.dino = dst_st.st_ino;
+    if ((err = walk_push(&c.w, sfd, dfd, &st))) fserr_set(e, err, src, "", NULL);
+  }
+  while (!err) {
+    const char *name;
+    int ev = walk_next(&c.w, &name);
+    if (ev < 0) {
+      err = cp_fail(&c, -ev, 0, NULL);
+      break;
+    }
+    struct frame *t = walk_top(&c.w);
+    if (ev == EV_ENTRY) {
+      err = cp_entry(&c, t, name);
+    } else {
+      if ((err = cp_meta_fd(&c, t->fd, t->dfd, &t->st))) break;
+      if (c.w.depth == 1) break;
+      if ((err = walk_pop(&c.w))) cp_fail(&c, err, 0, NULL);
+    }
+  }
+  walk_free(&c.w);
+  hl_free(&c.hl);
+  if (c.droot >= 0) close(c.droot);
+  if (err) {
+    struct fserr ignored = {0, NULL, NULL, NULL};
+    do_rmtree(dst, &ignored); /* no half copy is left behind */
+    free(ignored.path);
+  }
+  return err;
+}
+
+/* ---- du ---------------------------------------------------------------- */
+
+static int do_du(const char *path, lua_Integer *bytes, lua_Integer *files, struct fserr *e) {
+  *bytes = *files = 0;
+  struct stat st;
+  if (lstat(path, &st) != 0) return fserr_set(e, errno, path, "", NULL);
+  if (!S_ISDIR(st.st_mode)) {
+    *bytes = st.st_size;
+    *files = 1;
+    return 0;
+  }
+  int fd = open(path, DIR_FLAGS | O_NOFOLLOW);
+  if (fd < 0) return fserr_set(e, errno, path, "", NULL);
+  return du_fd(fd, path, bytes, files, e);
+}
+
+/* Sizes under the directory open at fd; see int.h. */
+int du_fd(int fd, const char *path, lua_Integer *bytes, lua_Integer *files, struct fserr *e) {
+  *bytes = *files = 0;
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    int err = fserr_set(e, errno, path, "", NULL);
+    close(fd);
+    return err;
+  }
+  struct walk w;
+  struct hlset seen;
+  memset(&w, 0, sizeof w);
+  memset(&seen, 0, sizeof seen);
+  int err = walk_push(&w, fd, -1, &st);
+  if (err) fserr_set(e, err, path, "", NULL);
+  while (!err) {
+    const char *name;
+    int ev = walk_next(&w, &name);
+    if (ev < 0) {
+      err = fserr_set(e, -ev, path, pb_str(&w.rel), NULL);
+      break;
+    }
+    struct frame *t = walk_top(&w);
+    if (ev == EV_LEAVE) {
+      if (w.depth == 1) break;
+      if ((err = walk_pop(&w))) fserr_set(e, err, path, pb_str(&w.rel), NULL);
+      continue;
+    }
+    struct stat cst;
+    if (fstatat(t->fd, name, &cst, AT_SYMLINK_NOFOLLOW) != 0) {
+      if (errno == ENOENT) continue;
+      err = fserr_set(e, errno, path, pb_str(&w.rel), NULL);
+      break;
+    }
+    if (S_ISDIR(cst.st_mode)) {
+      int cfd = openat(t->fd, name, DIR_FLAGS | O_NOFOLLOW);
+      if (cfd < 0) {
+        if (errno == ENOENT) continue;
+        err = fserr_set(e, errno, path, pb_str(&w.rel), NULL);
+        break;
+      }
+      if ((err = walk_push(&w, cfd, -1, &cst))) fserr_set(e, err, path, pb_str(&w.rel), NULL);
+      continue;
+    }
+    if (cst.st_nlink > 1) {
+      if (hl_find(&seen, cst.st_dev, cst.st_ino)) continue;
+      if ((err = hl_add(&seen, cst.st_dev, cst.st_ino, NULL))) {
+        fserr_set(e, err, path, pb_str(&w.rel), NULL);
+        break;
+      }
+    }
+    *bytes += cst.st_size;
+    *files += 1;
+  }
+  walk_free(&w);
+  hl_free(&seen);
+  return err;
+}
+
+/* ---- remove_devices ------------------------------------------------------ */
+
+/* The relative paths removed, in walk order (sorted per directory). */
+struct pathlist {
+  char **v;
+  size_t n, cap;
+};
+
+static void pathlist_free(struct pathlist *l) {
+  for (size_t i = 0; i < l->n; i++) free(l->v[i]);
+  free(l->v);
+  memset(l, 0, sizeof *l);
+}
+
+static int pathlist_add(struct pathlist *l, const char *rel) {
+  if (l->n == l->cap) {
+    size_t ncap = l->cap ? l->cap * 2 : 8;
+    char **nv = realloc(l->v, ncap * sizeof *nv);
+    if (!nv) return ENOMEM;
+    l->v = nv;
+    l->cap = ncap;
+  }
+  if (!(l->v[l->n] = strdup(rel))) return ENOMEM;
+  l->n++;
+  return 0;
+}
+
+/* Unlinks every character and block device node under path (an image's
+   rootfs: runc gives each container its own /dev, so a node there only
+   serves someone who reaches the tree from the host). Symlinks are never
+   followed and mount points never crossed. Returns 0 or an errno (with *e);
+   what was removed before a failure stays listed in *out. */
+static int do_remove_devices(const char *path, struct pathlist *out, struct fserr *e) {
+  int fd = open(path, DIR_FLAGS | O_NOFOLLOW);
+  struct stat st;
+  if (fd < 0 || fstat(fd, &st) != 0) {
+    int err = fserr_set(e, errno, path, "", NULL);
+    if (fd >= 0) close(fd);
+    return err;
+  }
+  struct walk w;
+  memset(&w, 0, sizeof w);
+  int err = walk_push(&w, fd, -1, &st);
+  if (err) fserr_set(e, err, path, "", NULL);
+  while (!err) {
+    const char *name;
+    int ev = walk_next(&w, &name);
+    if (ev < 0) {
+      err = fserr_set(e, -ev, path, pb_str(&w.rel), NULL);
+      break;
+    }
+    struct frame *t = walk_top(&w);
+    if (ev == EV_LEAVE) {
+      if (w.depth == 1) break;
+      if ((err = walk_pop(&w))) fserr_set(e, err, path, pb_str(&w.rel), NULL);
+      continue;
+    }
+    struct stat cst;
+    if (fstatat(t->fd, name, &cst, AT_SYMLINK_NOFOLLOW) != 0) {
+      if (errno == ENOENT) continue;
+      err = fserr_set(e, errno, path, pb_str(&w.rel), NULL);
+      break;
+    }
+    if (S_ISCHR(cst.st_mode) || S_ISBLK(cst.st_mode)) {
+      if (unlinkat(t->fd, name, 0) != 0 && errno != ENOENT) {
+        err = fserr_set(e, errno, path, pb_str(&w.rel), NULL);
+        break;
+      }
+      if ((err = pathlist_add(out, pb_str(&w.rel)))) {
+        fserr_set(e, err, path, pb_str(&w.rel), NULL);
+        break;
+      }
+      continue;
+    }
+    if (!S_ISDIR(cst.st_mode)) continue;
+    int cfd = openat(t->fd, name, DIR_FLAGS | O_NOFOLLOW);
+    if (cfd < 0) {
+      if (errno == ENOENT) continue;
+      err = fserr_set(e, errno, path, pb_str(&w.rel), NULL);
+      break;
+    }
+    if (fstat(cfd, &cst) != 0) {
+      err = fserr_set(e, errno, path, pb_str(&w.rel), NULL);
+      close(cfd);
+      break;
+    }
+    if (is_mount_root(cfd, &t->st, &cst)) {
+      err = fserr_set(e, EBUSY, path, pb_str(&w.rel), "is a mount point (not walking across it)");
+      close(cfd);
+      break;
+    }
+    if ((err = walk_push(&w, cfd, -1, &cst))) fserr_set(e, err, path, pb_str(&w.rel), NULL);
+  }
+  walk_free(&w);
+  return err;
+}
+
+
+/* ---- the Lua functions ---- */
+
+/* rmtree(path) -> true; a missing path is fine */
+static int fs_rmtree(lua_State *L) {
+  const char *path = check_tree_path(L, 1);
+  struct fserr e = {0, NULL, NULL, NULL};
+  if (do_rmtree(path, &e)) return fserr_push(L, &e);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* copytree(src, dst) -> true; dst must not exist */
+static int fs_copytree(lua_State *L) {
+  const char *src = check_tree_path(L, 1);
+  const char *dst = check_tree_path(L, 2);
+  struct fserr e = {0, NULL, NULL, NULL};
+  if (do_copytree(src, dst, &e)) return fserr_push(L, &e);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* du(path) -> bytes, files: apparent sizes of everything but directories,
+   symlinks not followed, each hard-linked inode once */
+static int fs_du(lua_State *L) {
+  const char *path = check_tree_path(L, 1);
+  struct fserr e = {0, NULL, NULL, NULL};
+  lua_Integer bytes, files;
+  if (do_du(path, &bytes, &files, &e)) return fserr_push(L, &e);
+  lua_pushinteger(L, bytes);
+  lua_pushinteger(L, files);
+  return 2;
+}
+
+/* remove_devices(dir) -> list of the relative paths of the device nodes
+   removed under dir | nil, msg, errno */
+static int fs_remove_devices(lua_State *L) {
+  const char *path = check_tree_path(L, 1);
+  struct fserr e = {0, NULL, NULL, NULL};
+  struct pathlist removed = {NULL, 0, 0};
+  if (do_remove_devices(path, &removed, &e)) {
+    pathlist_free(&removed);
+    return fserr_push(L, &e);
+  }
+  lua_createtable(L, removed.n > INT_MAX ? INT_MAX : (int)removed.n, 0);
+  for (size_t i = 0; i < removed.n; i++) {
+    lua_pushstring(L, removed.v[i]);
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+  pathlist_free(&removed);
+  return 1;
+}
+
+int luaopen_ct_fs_trees(lua_State *L) {
+  static const luaL_Reg funcs[] = {{"rmtree", fs_rmtree}, {"copytree", fs_copytree}, {"du", fs_du},
+                                   {"remove_devices", fs_remove_devices}, {NULL, NULL}};
+  luaL_setfuncs(L, funcs, 0);
+  return 0;
+}

@@ -1,0 +1,426 @@
+/* The descriptor-based tree walker (never follows a symlink, any depth on a bounded number of descriptors), rmtree and the hard link table.
+
+   The walk is iterative: a heap stack of frames, one per directory level,
+   each holding the directory's sorted entry names. Only the deepest
+   WALK_OPEN_LEVELS levels keep their descriptors open; an older level is
+   closed and reopened through ".." of its child when the walk comes back to
+   it, and checked by dev/ino. Every lookup inside a walk is relative to a
+   directory descriptor with O_NOFOLLOW / AT_SYMLINK_NOFOLLOW. */
+#include "int.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <linux/fs.h>
+#include <linux/openat2.h>
+
+/* Directory levels of a walk whose descriptors stay open. */
+#define WALK_OPEN_LEVELS 32
+
+/* ---- directory listings ------------------------------------------------ */
+
+
+void names_free(struct names *ns) {
+  for (size_t i = 0; i < ns->n; i++) free(ns->v[i]);
+  free(ns->v);
+  ns->v = NULL;
+  ns->n = 0;
+}
+
+static int cmp_names(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The sorted entry names of the directory open at fd (no "." / ".."); the
+   descriptor itself stays open and usable. Returns 0 or an errno. */
+int read_names(int fd, struct names *out) {
+  out->v = NULL;
+  out->n = 0;
+  int dfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (dfd < 0) return last_err();
+  DIR *d = fdopendir(dfd);
+  if (!d) {
+    int e = last_err();
+    close(dfd);
+    return e;
+  }
+  rewinddir(d);
+  size_t cap = 0;
+  int err = 0;
+  for (;;) {
+    errno = 0;
+    struct dirent *de = readdir(d);
+    if (!de) {
+      err = errno; /* 0 at the end */
+      break;
+    }
+    const char *nm = de->d_name;
+    if (nm[0] == '.' && (nm[1] == '\0' || (nm[1] == '.' && nm[2] == '\0'))) continue;
+    if (out->n == cap) {
+      size_t ncap = cap ? cap * 2 : 16;
+      char **nv = realloc(out->v, ncap * sizeof *nv);
+      if (!nv) {
+        err = ENOMEM;
+        break;
+      }
+      out->v = nv;
+      cap = ncap;
+    }
+    if (!(out->v[out->n] = strdup(nm))) {
+      err = ENOMEM;
+      break;
+    }
+    out->n++;
+  }
+  closedir(d);
+  if (err) {
+    names_free(out);
+    return err;
+  }
+  if (out->n > 1) qsort(out->v, out->n, sizeof *out->v, cmp_names);
+  return 0;
+}
+
+/* ---- a growing relative path ------------------------------------------ */
+
+
+/* Truncates to `len` and appends "/name" ("name" at the start). */
+static int pb_set(struct pbuf *b, size_t len, const char *name) {
+  size_t nl = strlen(name);
+  size_t need = len + (len ? 1 : 0) + nl + 1;
+  if (need > b->cap) {
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < need) cap *= 2;
+    char *np = realloc(b->p, cap);
+    if (!np) return ENOMEM;
+    b->p = np;
+    b->cap = cap;
+  }
+  b->len = len;
+  if (len) b->p[b->len++] = '/';
+  memcpy(b->p + b->len, name, nl + 1);
+  b->len += nl;
+  return 0;
+}
+
+static void pb_trunc(struct pbuf *b, size_t len) {
+  if (b->p) b->p[len] = '\0';
+  b->len = len;
+}
+
+const char *pb_str(const struct pbuf *b) { return b->p ? b->p : ""; }
+
+/* ---- the iterative walker ---------------------------------------------- */
+
+
+
+
+static void frame_close(struct frame *fr) {
+  if (fr->fd >= 0) close(fr->fd);
+  if (fr->dfd >= 0) close(fr->dfd);
+  fr->fd = fr->dfd = -1;
+}
+
+void walk_free(struct walk *w) {
+  for (size_t i = 0; i < w->depth; i++) {
+    frame_close(&w->f[i]);
+    names_free(&w->f[i].names);
+  }
+  free(w->f);
+  free(w->rel.p);
+  memset(w, 0, sizeof *w);
+}
+
+struct frame *walk_top(struct walk *w) { return &w->f[w->depth - 1]; }
+
+/* Enters a directory: takes ownership of fd (and dfd, or -1), whose source
+   stat is *st. Returns 0 or an errno (the descriptors are then closed). */
+int walk_push(struct walk *w, int fd, int dfd, const struct stat *st) {
+  if (w->depth == w->cap) {
+    size_t ncap = w->cap ? w->cap * 2 : 16;
+    struct frame *nf = realloc(w->f, ncap * sizeof *nf);
+    if (!nf) {
+      close(fd);
+      if (dfd >= 0) close(dfd);
+      return ENOMEM;
+    }
+    w->f = nf;
+    w->cap = ncap;
+  }
+  struct frame *fr = &w->f[w->depth];
+  memset(fr, 0, sizeof *fr);
+  fr->fd = fd;
+  fr->dfd = dfd;
+  fr->st = *st;
+  fr->dual = dfd >= 0;
+  fr->plen = w->rel.len;
+  if (dfd >= 0) {
+    struct stat dst;
+    if (fstat(dfd, &dst) != 0) {
+      int e = errno;
+      frame_close(fr);
+      return e;
+    }
+    fr->ddev = dst.st_dev;
+    fr->dino = dst.st_ino;
+  }
+  int err = read_names(fd, &fr->names);
+  if (err) {
+    frame_close(fr);
+    return err;
+  }
+  w->depth++;
+  if (w->depth > WALK_OPEN_LEVELS) frame_close(&w->f[w->depth - 1 - WALK_OPEN_LEVELS]);
+  return 0;
+}
+
+/* The next event: EV_ENTRY with *name (w->rel is its relative path), or
+   EV_LEAVE when the top directory has no more entries (w->rel is the
+   directory's path); a negative errno on failure. */
+int walk_next(struct walk *w, const char **name) {
+  struct frame *t = walk_top(w);
+  if (t->next < t->names.n) {
+    *name = t->names.v[t->next++];
+    int err = pb_set(&w->rel, t->plen, *name);
+    return err ? -err : EV_ENTRY;
+  }
+  pb_trunc(&w->rel, t->plen);
+  return EV_LEAVE;
+}
+
+/* Reopens a parked directory through "..", checking it is the same one. */
+static int reopen_parent(int childfd, dev_t dev, ino_t ino, int *out) {
+  int fd = openat(childfd, "..", DIR_FLAGS | O_NOFOLLOW);
+  if (fd < 0) return last_err();
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    int e = last_err();
+    close(fd);
+    return e;
+  }
+  if (st.st_dev != dev || st.st_ino != ino) {
+    close(fd);
+    return ESTALE; /* moved while we were inside it */
+  }
+  *out = fd;
+  return 0;
+}
+
+/* Leaves the top directory: its parent becomes the top, with open
+   descriptors. w->rel keeps the left directory's path. Returns 0 or an errno. */
+int walk_pop(struct walk *w) {
+  struct frame *t = walk_top(w);
+  if (w->depth > 1) {
+    struct frame *p = t - 1;
+    int err;
+    if (p->fd < 0 && (err = reopen_parent(t->fd, p->st.st_dev, p->st.st_ino, &p->fd))) return err;
+    if (p->dual && p->dfd < 0 && (err = reopen_parent(t->dfd, p->ddev, p->dino, &p->dfd)))
+      return err;
+  }
+  frame_close(t);
+  names_free(&t->names);
+  w->depth--;
+  return 0;
+}
+
+/* The name in the (new) top directory of the directory just popped. */
+const char *walk_popped_name(struct walk *w) {
+  struct frame *t = walk_top(w);
+  return t->names.v[t->next - 1];
+}
+
+/* ---- rmtree ------------------------------------------------------------ */
+
+/* Owner rwx on a directory we are about to empty (a no-op for root, which
+   needs none; a non-root owner cannot empty a read-only directory). */
+static void ensure_rwx(int fd, const struct stat *st) {
+  if ((st->st_mode & 0700) != 0700) (void)fchmod(fd, (st->st_mode & 07777) | 0700);
+}
+
+/* Is the directory open at fd the root of a mount? With no kernel support
+   for STATX_ATTR_MOUNT_ROOT, a different st_dev than its parent's. */
+int is_mount_root(int fd, const struct stat *parent, const struct stat *st) {
+  struct statx sx;
+  if (statx(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, STATX_TYPE, &sx) == 0 &&
+      (sx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT))
+    return (sx.stx_attributes & STATX_ATTR_MOUNT_ROOT) != 0;
+  return parent && parent->st_dev != st->st_dev;
+}
+
+/* Opens a directory entry to empty it; one without read/search permission
+   gets u+rwx first. */
+static int rm_open_dir(int dirfd, const char *name, int *out) {
+  *out = -1;
+  int fd = openat(dirfd, name, DIR_FLAGS | O_NOFOLLOW);
+  if (fd < 0 && errno == EACCES) {
+    if (fchmodat(dirfd, name, 0700, AT_SYMLINK_NOFOLLOW) == 0)
+      fd = openat(dirfd, name, DIR_FLAGS | O_NOFOLLOW);
+    else
+      errno = EACCES;
+  }
+  if (fd < 0) return last_err();
+  *out = fd;
+  return 0;
+}
+
+static const char MSG_MOUNT[] = "is a mount point (not removing across it)";
+
+/* Empties the directory open at fd; see int.h. */
+int empty_dir_fd(int fd, const struct stat *parent, const char *display, struct fserr *e) {
+  struct stat st;
+  int err;
+  if (fstat(fd, &st) != 0) {
+    err = errno;
+    close(fd);
+    return fserr_set(e, err, display, "", NULL);
+  }
+  if (is_mount_root(fd, parent, &st)) {
+    close(fd);
+    return fserr_set(e, EBUSY, display, "", MSG_MOUNT);
+  }
+  ensure_rwx(fd, &st);
+
+  struct walk w;
+  memset(&w, 0, sizeof w);
+  if ((err = walk_push(&w, fd, -1, &st))) {
+    fserr_set(e, err, display, "", NULL);
+    walk_free(&w);
+    return err;
+  }
+  for (;;) {
+    const char *name;
+    int ev = walk_next(&w, &name);
+    if (ev < 0) {
+      err = fserr_set(e, -ev, display, pb_str(&w.rel), NULL);
+      break;
+    }
+    struct frame *t = walk_top(&w);
+    if (ev == EV_ENTRY) {
+      if (unlinkat(t->fd, name, 0) == 0 || errno == ENOENT) continue;
+      if (errno != EISDIR) {
+        err = fserr_set(e, errno, display, pb_str(&w.rel), NULL);
+        break;
+      }
+      int cfd;
+      err = rm_open_dir(t->fd, name, &cfd);
+      if (err == ENOENT) {
+        err = 0;
+        continue;
+      }
+      if (err) {
+        fserr_set(e, err, display, pb_str(&w.rel), NULL);
+        break;
+      }
+      struct stat cst;
+      if (fstat(cfd, &cst) != 0) {
+        err = fserr_set(e, errno, display, pb_str(&w.rel), NULL);
+        close(cfd);
+        break;
+      }
+      if (is_mount_root(cfd, &t->st, &cst)) {
+        close(cfd);
+        err = fserr_set(e, EBUSY, display, pb_str(&w.rel), MSG_MOUNT);
+        break;
+      }
+      ensure_rwx(cfd, &cst);
+      if ((err = walk_push(&w, cfd, -1, &cst))) {
+        fserr_set(e, err, display, pb_str(&w.rel), NULL);
+        break;
+      }
+    } else {
+      if (w.depth == 1) break;
+      if ((err = walk_pop(&w))) {
+        fserr_set(e, err, display, pb_str(&w.rel), NULL);
+        break;
+      }
+      t = walk_top(&w);
+      if (unlinkat(t->fd, walk_popped_name(&w), AT_REMOVEDIR) != 0 && errno != ENOENT) {
+        err = fserr_set(e, errno, display, pb_str(&w.rel), NULL);
+        break;
+      }
+    }
+  }
+  walk_free(&w);
+  return err;
+}
+
+/* Removes path and everything under it. Returns 0 or an errno (with *e). */
+int do_rmtree(const char *path, struct fserr *e) {
+  const char *last = strrchr(path, '/');
+  last = last ? last + 1 : path;
+  if (last[0] == '.' && (last[1] == '\0' || (last[1] == '.' && last[2] == '\0')))
+    return fserr_set(e, EINVAL, path, "", "refusing to remove '.' or '..'");
+  struct stat st;
+  if (lstat(path, &st) != 0) return errno == ENOENT ? 0 : fserr_set(e, errno, path, "", NULL);
+  if (!S_ISDIR(st.st_mode)) {
+    if (unlink(path) != 0 && errno != ENOENT) return fserr_set(e, errno, path, "", NULL);
+    return 0;
+  }
+  int fd, err = rm_open_dir(AT_FDCWD, path, &fd);
+  if (err == ENOENT) return 0;
+  if (err) return fserr_set(e, err, path, "", NULL);
+  if ((err = empty_dir_fd(fd, NULL, path, e))) return err;
+  if (rmdir(path) != 0 && errno != ENOENT) err = fserr_set(e, errno, path, "", NULL);
+  return err;
+}
+
+/* ---- hard link table: (dev, ino) → first copy's relative path --------- */
+
+static size_t hl_hash(dev_t dev, ino_t ino) {
+  uint64_t h = (uint64_t)ino * 0x9E3779B97F4A7C15ull;
+  h ^= (uint64_t)dev + 0x7F4A7C159E3779B9ull + (h << 6) + (h >> 2);
+  return (size_t)h;
+}
+
+static struct hl_entry *hl_slot(struct hl_entry *v, size_t cap, dev_t dev, ino_t ino) {
+  size_t i = hl_hash(dev, ino) & (cap - 1);
+  while (v[i].used && !(v[i].dev == dev && v[i].ino == ino)) i = (i + 1) & (cap - 1);
+  return &v[i];
+}
+
+struct hl_entry *hl_find(struct hlset *h, dev_t dev, ino_t ino) {
+  if (!h->cap) return NULL;
+  struct hl_entry *s = hl_slot(h->v, h->cap, dev, ino);
+  return s->used ? s : NULL;
+}
+
+/* Adds (dev, ino) with a copy of rel (or NULL). Returns 0 or ENOMEM. */
+int hl_add(struct hlset *h, dev_t dev, ino_t ino, const char *rel) {
+  if ((h->n + 1) * 2 > h->cap) {
+    size_t ncap = h->cap ? h->cap * 2 : 64;
+    struct hl_entry *nv = calloc(ncap, sizeof *nv);
+    if (!nv) return ENOMEM;
+    for (size_t i = 0; i < h->cap; i++)
+      if (h->v[i].used) *hl_slot(nv, ncap, h->v[i].dev, h->v[i].ino) = h->v[i];
+    free(h->v);
+    h->v = nv;
+    h->cap = ncap;
+  }
+  char *copy = NULL;
+  if (rel && !(copy = strdup(rel))) return ENOMEM;
+  struct hl_entry *s = hl_slot(h->v, h->cap, dev, ino);
+  s->dev = dev;
+  s->ino = ino;
+  s->rel = copy;
+  s->used = 1;
+  h->n++;
+  return 0;
+}
+
+void hl_free(struct hlset *h) {
+  for (size_t i = 0; i < h->cap; i++)
+    if (h->v[i].used) free(h->v[i].rel);
+  free(h->v);
+  memset(h, 0, sizeof *h);
+}
+
