@@ -87,7 +87,7 @@ return {
     end
     j:finish()
     if ctx.json then
-      ui.print(json.encode({ logs = report }))
+      json.print({ logs = report })
     else
       for _, r in ipairs(report) do
         if r.rotated > 0 then
