@@ -256,6 +256,12 @@ end
 -- command requires, the command's own check), before anything runs.
 function cli.check(parsed)
   local cmd, name = parsed.command, parsed.name
+  -- A command whose output is not a document says so rather than print
+  -- text a JSON reader would choke on.
+  if parsed.globals.json and cmd.no_json then
+    return nil, usage_error(string.format("'%s' has no --json output: %s", name, cmd.no_json),
+      "run it without --json (docs/json.md lists the commands that have it)")
+  end
   local nargs = #parsed.args
   local min, max = cmd.min_args or 0, cmd.max_args
   if nargs < min or (max and nargs > max) then
@@ -267,12 +273,6 @@ function cli.check(parsed)
       return nil, usage_error(string.format("'%s' needs %s %s: %s", name, spec[#spec], spec.arg, spec.help),
         "run 'ctcli help " .. name .. "'")
     end
-  end
-  -- A command whose output is not a document says so rather than print
-  -- text a JSON reader would choke on.
-  if parsed.globals.json and cmd.no_json then
-    return nil, usage_error(string.format("'%s' has no --json output: %s", name, cmd.no_json),
-      "run it without --json (docs/json.md lists the commands that have it)")
   end
   if cmd.check then
     local ok, msg, hint = cmd.check(parsed.opts, parsed.args)
