@@ -386,7 +386,7 @@ return {
       local p2 = H.package({ "--version", "opbot-2024.06", "--app", "web:version=2.5.0,mark=two" })
       local root = H.root()
       local insp = H.json(nil, { "inspect", p1 })
-      assert.same({ "opbot-2024.05", "opbot-2024.05" }, { insp.name, insp.version })
+      assert.same({ "opbot-2024.05", "opbot-2024.05" }, { insp.release.name, insp.release.version })
       assert.equal("registry.example/web:2.4.1", insp.apps[1].image)
       assert.equal("web", insp.apps[1].ref)
       local text = H.ok(nil, { "inspect", p1 })
