@@ -20,6 +20,9 @@ packages=(
   systemd
   # scripts/build-deb.sh (cpack's dpkg-shlibdeps) and its spec (deb_slow)
   dpkg-dev
+  # tests/spec/json_spec.lua checks every --json document against its schema
+  # (docs/schemas) with a validator written by others
+  python3-jsonschema
 )
 
 missing=()

@@ -3,6 +3,7 @@
 -- exit status (cli.EXIT; docs/exit-codes.md, `ctcli help exit-codes`).
 local ct = require("ct")
 local history = require("ctcli.history")
+local json = require("ctcli.json")
 local ui = require("ctcli.ui")
 
 local cli = {}
@@ -33,7 +34,8 @@ cli.COMMANDS = {
 cli.GLOBAL_OPTIONS = {
   { "--root", arg = "DIR", help = "the root directory (default $CTCLI_ROOT, then the current directory)" },
   { "-y", "--yes", help = "answer yes to every question" },
-  { "--json", help = "machine-readable output" },
+  { "--json", help = "machine-readable output: one JSON document (docs/json.md), errors too" },
+  { "--pretty", help = "with --json, indented even when stdout is not a terminal" },
   { "--no-color", help = "no colors (also when NO_COLOR is set)" },
   { "-v", "--verbose", help = "more detail; tracebacks on internal errors" },
   { "--hook-timeout", arg = "SECONDS", type = "number", above = 0, help = "time limit of one hook (default 60)" },
@@ -254,6 +256,12 @@ end
 -- command requires, the command's own check), before anything runs.
 function cli.check(parsed)
   local cmd, name = parsed.command, parsed.name
+  -- A command whose output is not a document says so rather than print
+  -- text a JSON reader would choke on.
+  if parsed.globals.json and cmd.no_json then
+    return nil, usage_error(string.format("'%s' has no --json output: %s", name, cmd.no_json),
+      "run it without --json (docs/json.md lists the commands that have it)")
+  end
   local nargs = #parsed.args
   local min, max = cmd.min_args or 0, cmd.max_args
   if nargs < min or (max and nargs > max) then
@@ -411,17 +419,41 @@ local function run(parsed)
   return type(ok) == "number" and ok or 0
 end
 
-function cli.main(argv)
-  local verbose = false
+-- asked(argv, words...) -> whether one of the global flags is on the
+-- command line, read before parsing so a usage error knows too (the words
+-- after "--" are an app's own).
+local function asked(argv, ...)
   for _, a in ipairs(argv) do
-    if a == "-v" or a == "--verbose" then verbose = true end
+    if a == "--" then return false end
+    for i = 1, select("#", ...) do
+      if a == select(i, ...) then return true end
+    end
   end
+  return false
+end
+
+-- fail(as_json, line, msg, hint): every failure is one line on stderr (and a
+-- hint); with --json it is also the error document on stdout, so a reader of
+-- stdout always gets JSON (docs/json.md: {"format": 1, "error": ...}).
+local function fail(as_json, line, msg, hint)
+  io.stderr:write(line, "\n")
+  if hint then io.stderr:write("hint: ", hint, "\n") end
+  if as_json then
+    json.print({ error = msg, hint = hint })
+    io.stdout:flush()
+  end
+end
+
+function cli.main(argv)
+  local verbose = asked(argv, "-v", "--verbose")
+  local as_json = asked(argv, "--json")
+  json.pretty = asked(argv, "--pretty") or ct.term.isatty(1)
   local parsed, perr = cli.parse(argv)
   if not parsed then
-    io.stderr:write("ctcli: ", perr.msg, "\n")
-    if perr.hint then io.stderr:write("hint: ", perr.hint, "\n") end
+    fail(as_json, "ctcli: " .. perr.msg, perr.msg, perr.hint)
     return cli.EXIT.usage
   end
+  as_json = parsed.globals.json or false
   parsed.argv = argv
   local ok, status, err, code = xpcall(run, function(e)
     if getmetatable(e) == UsageError then return e end
@@ -431,26 +463,18 @@ function cli.main(argv)
   history.finish(parsed.ctx, ok, status, err, code)
   if not ok then
     if getmetatable(status) == UsageError then
-      io.stderr:write("ctcli: ", status.msg, "\n")
-      if status.hint then io.stderr:write("hint: ", status.hint, "\n") end
+      fail(as_json, "ctcli: " .. status.msg, status.msg, status.hint)
       return cli.EXIT.usage
     end
-    if verbose then
-      io.stderr:write("ctcli: internal error: ", status.trace, "\n")
-    else
-      io.stderr:write("ctcli: internal error: ", (status.msg:gsub("\n.*", "")),
-        " (a bug in ctcli; run with -v for a traceback)\n")
-    end
+    local msg = "internal error: " .. status.msg:gsub("\n.*", "") .. " (a bug in ctcli; run with -v for a traceback)"
+    fail(as_json, "ctcli: " .. (verbose and ("internal error: " .. status.trace) or msg), msg)
     -- exec's own failures are all 125 (docker's), so a script can tell them
     -- from the app's status; elsewhere a bug has its own code.
     return parsed.command and parsed.command.failure_code or cli.EXIT.internal
   end
   if status == nil then
-    if code == cli.EXIT.cancelled then
-      io.stderr:write("ctcli: ", tostring(err):gsub("\n+$", ""), "\n")
-    else
-      io.stderr:write("ctcli: error: ", tostring(err):gsub("\n+$", ""), "\n")
-    end
+    local msg = tostring(err):gsub("\n+$", "")
+    fail(as_json, code == cli.EXIT.cancelled and ("ctcli: " .. msg) or ("ctcli: error: " .. msg), msg)
     return code or parsed.command and parsed.command.failure_code or cli.EXIT.failed
   end
   return status

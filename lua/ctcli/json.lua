@@ -145,4 +145,42 @@ end
 
 json.null = cjson.null
 
+-- The --json output contract (docs/json.md): every document a command
+-- prints carries "format": FORMAT at its top, and the number changes only
+-- when a field changes its meaning or goes away (new fields do not).
+json.FORMAT = 1
+
+-- Pretty (indented) documents on a terminal or with --pretty; one compact
+-- line when a program reads stdout. cli sets this once per run.
+json.pretty = false
+
+-- document(doc) -> the text of one --json document (doc gains its format).
+function json.document(doc)
+  doc.format = json.FORMAT
+  return json.encode(doc, json.pretty)
+end
+
+-- release(r) -> a release as every --json document nests it: id, name and
+-- version (null when unknown; id null for one not made yet, as plan's "to").
+function json.release(r)
+  if r == nil then return json.null end
+  return { id = r.id or json.null, name = r.name or json.null, version = r.version or json.null }
+end
+
+-- backup(b) -> a backup as list-releases, backup and prune show it (b: a
+-- backup's record, ours or the Go tool's); "format" is the output's own, so
+-- the archive's is backup_format.
+function json.backup(b)
+  return {
+    path = b.path, release = b.release and json.release({ id = b.release, name = b.name, version = b.version }) or json.null,
+    created = b.created or json.null, data = b.data == nil and json.null or b.data, backup_format = b.format or json.null,
+    bytes = b.bytes or json.null, reason = b.reason or json.null,
+  }
+end
+
+-- print(doc): doc as one --json document on stdout.
+function json.print(doc)
+  io.stdout:write(json.document(doc), "\n")
+end
+
 return json

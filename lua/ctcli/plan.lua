@@ -58,8 +58,10 @@ function M.to_json(diff)
     out[#out + 1] = {
       name = d.name, change = d.change,
       old_version = d.old and d.old.version or json.null, new_version = d.new and d.new.version or json.null,
-      old_image = d.old and d.old.image.digest or json.null, new_image = d.new and d.new.image.digest or json.null,
-      old_image_name = d.old and d.old.image.name or json.null, new_image_name = d.new and d.new.image.name or json.null,
+      -- image: the reference, digest: the sha256, as in every --json document
+      old_image = d.old and (d.old.image.name or d.old.image.ref) or json.null,
+      new_image = d.new and (d.new.image.name or d.new.image.ref) or json.null,
+      old_digest = d.old and d.old.image.digest or json.null, new_digest = d.new and d.new.image.digest or json.null,
     }
   end
   return out

@@ -168,8 +168,7 @@ function M.build(ctx, pkg, cur)
     and (pkg.dir .. "/" .. pkg.release.runtime.runc))
   return {
     privileged = privileged, runc = runc_note or json.null,
-    from = cur and { id = cur.id, name = cur.name, version = cur.version } or json.null,
-    to = { name = pkg.release.name, version = pkg.release.version },
+    from = json.release(cur), to = json.release({ name = pkg.release.name, version = pkg.release.version }),
     changes = plan.to_json(diff), diff = diff,
     stop = stop, start = start, hooks = hooks_list, migrations = migrations,
     disk = { needed = needed, extracted = extracted, images = 2 * images, backup = backup,

@@ -140,7 +140,9 @@ end
 -- a JSON summary of one); once when they are equal, as a legacy package's
 -- are (both its releaseMeta.id).
 function ui.release_label(r)
-  local name, version = tostring(r.name or "?"), r.version
+  -- A JSON summary's unknown field is null (a userdata), shown as unknown.
+  local function known(v) if type(v) ~= "userdata" then return v end end
+  local name, version = tostring(known(r.name) or "?"), known(r.version)
   if version == nil or version == name then return name end
   return name .. " " .. tostring(version)
 end

@@ -147,9 +147,9 @@ describe("taking over a root the Go ctcli made", function()
     local lr = H.json(root, { "list-releases" })
     local go_listed = 0
     for _, b in ipairs(lr.backups) do
-      if b.format == "go-ctcli" then
+      if b.backup_format == "go-ctcli" then
         go_listed = go_listed + 1
-        assert.is_string(b.release)
+        assert.is_string(b.release.id)
         assert.is_true(b.data)
       end
     end

@@ -57,7 +57,7 @@ describe("Ansible ctcli.host.ctcli_release and the rolling upgrade", function()
   end
 
   local function version(root)
-    return H.json(root, { "release-info" }).version
+    return H.json(root, { "release-info" }).release.version
   end
 
   -- the playbook's final status line of a host
@@ -122,13 +122,13 @@ describe("Ansible ctcli.host.ctcli_release and the rolling upgrade", function()
 
   it("is idempotent: the same package again changes nothing", function()
     local ids = {}
-    for i, root in ipairs(roots) do ids[i] = H.json(root, { "release-info" }).id end
+    for i, root in ipairs(roots) do ids[i] = H.json(root, { "release-info" }).release.id end
     local r, doc = playbook(v2)
     assert.equals(0, r.code, r.stdout .. r.stderr)
     for i, root in ipairs(roots) do
       assert.equals(0, doc["host" .. i].changed, "host" .. i)
       assert.truthy(final(r, "host" .. i):find("host" .. i .. ": none;", 1, true))
-      assert.equals(ids[i], H.json(root, { "release-info" }).id)
+      assert.equals(ids[i], H.json(root, { "release-info" }).release.id)
     end
   end)
 
@@ -221,7 +221,7 @@ describe("Ansible ctcli.host.ctcli_release and the rolling upgrade", function()
     assert.equals(before, H.root_hash(root))
     _, res = module("host1", { root = root, state = "absent" })
     assert.is_true(res.changed)
-    assert.is_nil(H.json(root, { "release-info" }).id)
+    assert.is_nil(H.json(root, { "release-info" }).release)
     _, res = module("host1", { root = root, state = "absent" })
     assert.is_false(res.changed)
 
@@ -303,24 +303,24 @@ describe("Ansible ctcli.host.ctcli_release and the rolling upgrade", function()
     H.ok(root, { "-y", "install", v1 })
     local before = H.json(root, { "release-info" })
     local plan = H.json(root, { "plan", v2 })
-    local want = plan.changes[1].new_image
+    local want = plan.changes[1].new_digest
     assert.truthy(want:match("^sha256:%x+$"))
     -- check mode: the planned release, no id yet
     local r = module("host1", { root = root, package = v2 }, { check = true, diff = true })
     assert.equals(0, r.code, r.stdout .. r.stderr)
-    assert.truthy(r.stdout:find('"release": "' .. before.id .. '"', 1, true), r.stdout)
+    assert.truthy(r.stdout:find('"release": "' .. before.release.id .. '"', 1, true), r.stdout)
     assert.truthy(r.stdout:find('"digest": "' .. before.apps[1].digest .. '"', 1, true), r.stdout)
     assert.truthy(r.stdout:find('"digest": "' .. want .. '"', 1, true), r.stdout)
     local _, res = module("host1", { root = root, package = v2 })
     local after = H.json(root, { "release-info" })
-    assert.equals(after.id, res.release.id)
-    assert.equals(before.id, res.previous.id)
+    assert.equals(after.release.id, res.release.id)
+    assert.equals(before.release.id, res.previous.id)
     assert.equals(want, after.apps[1].digest)
     -- the real run: the new release's id and digests
     H.ok(root, { "-y", "rollback" })
     r = module("host1", { root = root, package = v2 }, { diff = true })
     local now = H.json(root, { "release-info" })
-    assert.truthy(r.stdout:find('"release": "' .. now.id .. '"', 1, true), r.stdout)
+    assert.truthy(r.stdout:find('"release": "' .. now.release.id .. '"', 1, true), r.stdout)
     assert.truthy(r.stdout:find('"digest": "' .. want .. '"', 1, true), r.stdout)
   end)
 

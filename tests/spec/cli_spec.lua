@@ -82,7 +82,7 @@ describe("ctcli front end", function()
     assert.same({}, doc.apps)
     assert.equals(root, doc.root)
     assert.is_nil(doc.release)
-    assert.truthy(H.ok(root, { "--json", "status" }):find('"apps": []', 1, true))
+    assert.truthy(H.ok(root, { "--json", "status" }):find('"apps":[]', 1, true))
   end)
 
   it("refuses a directory that is not a root, saying how to make one", function()

@@ -131,7 +131,7 @@ return {
   end,
 }]])
     -- The migration has no record yet for 1.0.0 data: let it run on the next upgrade only.
-    local first = H.json(root, { "release-info" }).id
+    local first = H.json(root, { "release-info" }).release.id
     local r = H.ctcli(root, { "-y", "upgrade", v2 })
     assert.equals(1, r.code)
     assert.truthy(r.stderr:find("failed at post_upgrade", 1, true), r.stderr)
@@ -139,7 +139,7 @@ return {
     assert.truthy(r.stderr:find("rolled back to " .. first, 1, true), r.stderr)
     assert.equals("v1 records\n", ct.fs.read(db))
     assert.falsy(ct.fs.exists(root .. "/data/web/.ctcli/migrations.json"))
-    assert.equals(first, H.json(root, { "release-info" }).id)
+    assert.equals(first, H.json(root, { "release-info" }).release.id)
     assert.equals("running", app_state(root, "web").state)
     assert.equals("1.0.0", app_state(root, "web").version)
     assert.equals(1, #H.json(root, { "list-releases" }).releases)

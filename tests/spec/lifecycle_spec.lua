@@ -48,7 +48,7 @@ describe("lifecycle (" .. format .. " packages)", function()
     for _, a in ipairs(st.apps) do
       assert.equals("running", a.state, a.name)
       assert.truthy(a.pid > 0)
-      assert.truthy(a.image:match("^sha256:"))
+      assert.truthy(a.digest:match("^sha256:"))
     end
     assert.truthy(wait_log(root, "web", "web-one"))
     -- the config was seeded from the image and the data path bound
@@ -105,7 +105,7 @@ describe("lifecycle (" .. format .. " packages)", function()
     -- and after a restart the edit is still there
     H.ok(root, { "restart", "web" })
     assert.equals("greeting=edited by the operator\n", ct.fs.read(conf))
-    local info = H.json(root, { "release-info" })
+    local info = H.json(root, { "release-info" }).release
     assert.equals("1.1.0", info.version)
     assert.truthy(info.previous:match("^%d+T%d+Z%-%x+$"))
   end)
@@ -193,15 +193,15 @@ describe("lifecycle (" .. format .. " packages)", function()
   it("rolls back to the previous release and forward again by id", function()
     local root = H.root()
     H.ok(root, { "install", v1 })
-    local first = H.json(root, { "release-info" }).id
+    local first = H.json(root, { "release-info" }).release.id
     H.ok(root, { "-y", "upgrade", v2 })
-    local second = H.json(root, { "release-info" }).id
+    local second = H.json(root, { "release-info" }).release.id
     H.ok(root, { "-y", "rollback" })
-    assert.equals(first, H.json(root, { "release-info" }).id)
+    assert.equals(first, H.json(root, { "release-info" }).release.id)
     assert.equals("1.0.0", app_state(root, "web").version)
     assert.equals("running", app_state(root, "web").state)
     H.ok(root, { "-y", "rollback", second })
-    assert.equals(second, H.json(root, { "release-info" }).id)
+    assert.equals(second, H.json(root, { "release-info" }).release.id)
     assert.equals("running", app_state(root, "web").state)
   end)
 

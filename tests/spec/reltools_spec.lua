@@ -187,7 +187,7 @@ describe("release tools", function()
       local root = H.root()
       assert(ct.fs.copyfile(pub, root .. "/trusted-keys/release.pub"))
       H.ok(root, { "install", "--no-start", signed })
-      local info = H.json(root, { "release-info" })
+      local info = H.json(root, { "release-info" }).release
       assert.truthy(tostring(info.signer):find("^release %(sha256:"), tostring(info.signer))
     end)
 
@@ -324,12 +324,12 @@ return {
       local signed = work .. "/inspect-signed.pkg"
       H.ok(nil, { "pack", src1, "-o", signed, "--sign", key })
       local doc = H.json(nil, { "inspect", signed, "--key", pub })
-      assert.equal("1.0.0", doc.version)
+      assert.equal("1.0.0", doc.release.version)
       assert.equal("verified", doc.signature.status)
       assert.equal(2, #doc.apps)
       assert.equal("web", doc.apps[1].name)
-      assert.is_true(doc.apps[1].image_bytes > 0)
-      assert.is_true(doc.apps[1].largest_layers[1].size > 0)
+      assert.is_true(doc.apps[1].bytes > 0)
+      assert.is_true(doc.apps[1].largest_layers[1].bytes > 0)
       doc = H.json(nil, { "inspect", v1 })
       assert.equal("unsigned", doc.signature.status)
     end)
@@ -386,7 +386,7 @@ return {
       local p2 = H.package({ "--version", "opbot-2024.06", "--app", "web:version=2.5.0,mark=two" })
       local root = H.root()
       local insp = H.json(nil, { "inspect", p1 })
-      assert.same({ "opbot-2024.05", "opbot-2024.05" }, { insp.name, insp.version })
+      assert.same({ "opbot-2024.05", "opbot-2024.05" }, { insp.release.name, insp.release.version })
       assert.equal("registry.example/web:2.4.1", insp.apps[1].image)
       assert.equal("web", insp.apps[1].ref)
       local text = H.ok(nil, { "inspect", p1 })
@@ -395,7 +395,8 @@ return {
 
       H.ok(root, { "install", p1 })
       local info = H.json(root, { "release-info" })
-      assert.same({ "opbot-2024.05", "opbot-2024.05", "legacy" }, { info.name, info.version, info.format })
+      assert.same({ "opbot-2024.05", "opbot-2024.05", "legacy" },
+        { info.release.name, info.release.version, info.release.package_format })
       assert.equal("registry.example/web:2.4.1", info.apps[1].image)
       assert.equal("2.4.1", info.apps[1].version)
       text = H.ok(root, { "release-info" })
@@ -408,7 +409,7 @@ return {
       assert.falsy(list:find("opbot-2024.05 opbot-2024.05", 1, true), list)
 
       local st = H.json(root, { "status" })
-      assert.equal("registry.example/web:2.4.1", st.apps[1].image_name)
+      assert.equal("registry.example/web:2.4.1", st.apps[1].image)
       text = H.ok(root, { "status" })
       assert.truthy(text:find("(opbot-2024.05)", 1, true), text)
       assert.truthy(text:find("registry.example/web:2.4.1 (", 1, true), text)
@@ -416,7 +417,7 @@ return {
       local plan = H.json(root, { "plan", p2 })
       assert.same({ "opbot-2024.05", "opbot-2024.06" }, { plan.from.name, plan.to.name })
       assert.same({ "registry.example/web:2.4.1", "registry.example/web:2.5.0" },
-        { plan.changes[1].old_image_name, plan.changes[1].new_image_name })
+        { plan.changes[1].old_image, plan.changes[1].new_image })
       text = H.ok(root, { "plan", p2 })
       assert.truthy(text:find("plan: upgrade opbot-2024.05 (", 1, true), text)
       assert.truthy(text:find(") -> opbot-2024.06\n", 1, true), text)
@@ -432,7 +433,7 @@ return {
       H.ok(nil, { "validate", pkg })
       local root = H.root()
       H.ok(root, { "install", pkg })
-      local info = H.json(root, { "release-info" })
+      local info = H.json(root, { "release-info" }).release
       assert.same({ "crafttalk-opbot-release-7", "crafttalk-opbot-release-7" }, { info.name, info.version })
       H.ok(root, { "stop", "--force" })
     end)
@@ -473,7 +474,7 @@ return {
       local conv = work .. "/converted-names.pkg"
       H.ok(nil, { "convert", legacy, "-o", conv })
       local doc = H.json(nil, { "inspect", conv })
-      assert.same({ "manifest", "opbot-2024.05", "opbot-2024.05" }, { doc.format, doc.name, doc.version })
+      assert.same({ "manifest", "opbot-2024.05", "opbot-2024.05" }, { doc.package_format, doc.release.name, doc.release.version })
       assert.equal("registry.example/web:2.4.1", doc.apps[1].image)
     end)
   end)
@@ -510,7 +511,7 @@ return {
       assert.truthy(plan.delta.images.worker)
       H.ok(root, { "-y", "upgrade", delta })
       local rel = H.json(root, { "release-info" })
-      assert.equal("1.1.0", rel.version)
+      assert.equal("1.1.0", rel.release.version)
       assert.equal(info.delta.images.worker, rel.apps[2].digest)
     end)
   end)

@@ -194,7 +194,7 @@ describe("backup retention", function()
     assert.truthy(#kept >= 1)
     local go_listed = false
     for _, b in ipairs(backups(root)) do
-      if b.format == "go-ctcli" then go_listed = true end
+      if b.backup_format == "go-ctcli" then go_listed = true end
     end
     assert.is_true(go_listed)
     H.ok(root, { "prune", "--backups", "--keep", "0" })

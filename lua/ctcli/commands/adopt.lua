@@ -5,6 +5,8 @@ local ui = require("ctcli.ui")
 local adopt = require("ctcli.adopt")
 
 return {
+  -- --json is a usage error: no document to print (docs/json.md)
+  no_json = "it reports in prose; 'release-info --json' and 'list-releases --json' show the result",
   summary = "Take over a root the Go ctcli made, in place (running apps keep running)",
   usage = "adopt [-y]",
   description = "Backs the root up in the Go ctcli's own format (its way back), moves each app's\n" ..

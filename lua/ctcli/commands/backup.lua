@@ -38,7 +38,7 @@ return {
     local done, ferr = j:finish()
     if not done then return nil, "backed up " .. rel.id .. " to " .. info.path .. ", but " .. ferr end
     if ctx.json then
-      ui.print(json.encode(info, true))
+      json.print(json.backup(info))
     else
       ui.print("backed up %s to %s (%s%s)", rel.id, info.path, ui.bytes(info.bytes or 0),
         info.data and "" or ", without data")

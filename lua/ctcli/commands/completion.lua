@@ -83,7 +83,7 @@ local function bash_script(reg)
   add("  local root=\"$1\"")
   add("  local -a argv=(\"${COMP_WORDS[0]}\")")
   add("  [ -n \"$root\" ] && argv+=(--root \"$root\")")
-  add("  \"${argv[@]}\" --json status 2>/dev/null | awk '%s'", APPS_AWK)
+  add("  \"${argv[@]}\" --json --pretty status 2>/dev/null | awk '%s'", APPS_AWK)
   add("}")
   add("")
   add("_ctcli() {")
@@ -176,7 +176,7 @@ local function zsh_script(reg)
   add("_ctcli_apps() {")
   add("  local -a argv; argv=(${words[1]})")
   add("  [[ -n $1 ]] && argv+=(--root $1)")
-  add("  ${argv[@]} --json status 2>/dev/null | awk '%s'", APPS_AWK)
+  add("  ${argv[@]} --json --pretty status 2>/dev/null | awk '%s'", APPS_AWK)
   add("}")
   add("")
   add("_ctcli() {")
@@ -254,6 +254,8 @@ local function zsh_script(reg)
 end
 
 return {
+  -- --json is a usage error: no document to print (docs/json.md)
+  no_json = "its output is a shell script",
   summary = "Print a shell completion script (bash or zsh)",
   usage = "completion bash|zsh",
   description = "Prints a completion script generated from the commands and options this\n" ..

@@ -52,7 +52,7 @@ return {
     cleanup()
     if not ok then return nil, werr end
     if ctx.json then
-      ui.print(json.encode({ package = out, apps = #doc.apps, sha256 = ct.hash.sha256_file(out) }))
+      json.print({ package = out, apps = #doc.apps, sha256 = ct.hash.sha256_file(out) })
     else
       ui.print("converted %s into %s (%d app%s)", file, out, #doc.apps, #doc.apps == 1 and "" or "s")
     end

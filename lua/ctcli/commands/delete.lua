@@ -30,7 +30,7 @@ local function nothing_installed(ctx)
     purge_dirs(ctx.paths)
   end
   if ctx.json then
-    ui.print(json.encode({ deleted = json.null, purged = left }))
+    json.print({ deleted = json.null, purged = left })
   elseif left then
     ui.print("no release installed in %s; purged the configs, data, logs and backups left", ctx.root)
   else
@@ -102,7 +102,7 @@ return {
     local done, ferr = j:finish()
     if not done then return nil, "deleted release " .. rel.id .. ", but " .. ferr end
     if ctx.json then
-      ui.print(json.encode({ deleted = rel.id, purged = ctx.opts.purge or false }))
+      json.print({ deleted = json.release(rel), purged = ctx.opts.purge or false })
     else
       ui.print("deleted release %s%s", rel.id, ctx.opts.purge and " and purged configs, data, logs and backups" or
         "; configs, data, logs and backups are kept")

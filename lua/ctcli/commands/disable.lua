@@ -5,6 +5,8 @@ local systemd = require("ctcli.systemd")
 local ui = require("ctcli.ui")
 
 return {
+  -- --json is a usage error: no document to print (docs/json.md)
+  no_json = "it reports in prose",
   summary = "Remove this root's systemd units (the apps keep running)",
   usage = "disable",
   max_args = 0,

@@ -11,6 +11,8 @@ local function ctcli_path()
 end
 
 return {
+  -- --json is a usage error: no document to print (docs/json.md)
+  no_json = "it reports in prose",
   summary = "Install systemd units that start this root's apps at boot",
   usage = "enable [--watch SECONDS] [--print]",
   description = table.concat({

@@ -28,8 +28,10 @@ end
 local function line(ctx, name, before, now)
   local time = os.date("!%Y-%m-%dT%H:%M:%SZ")
   if ctx.json then
-    return json.encode({ time = time, app = name, from = before and before.state or json.null, to = now.state,
-      pid = now.pid or json.null, restarts = now.restarts, last_exit = now.exit or json.null })
+    -- One document per line (JSON Lines), each with its format; always
+    -- compact, whatever --pretty says, so a line is an event.
+    return json.encode({ format = json.FORMAT, time = time, app = name, from = before and before.state or json.null,
+      to = now.state, pid = now.pid or json.null, restarts = now.restarts, last_exit = now.exit or json.null })
   end
   local what = now.state
   if now.exit and now.state ~= "running" then what = what .. " (" .. (monitor.exit_text(now.exit) or "?") .. ")" end

@@ -58,6 +58,8 @@ local function temporary(ctx, rel, app, argv)
 end
 
 return {
+  -- --json is a usage error: no document to print (docs/json.md)
+  no_json = "its output is the command's own, run in the container",
   summary = "Run a command in an app's container (a temporary one when it is stopped)",
   usage = "exec APP CMD [ARG...]",
   description = "Runs CMD with runc exec in the running container of APP, with a terminal\n" ..

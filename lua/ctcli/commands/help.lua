@@ -2,6 +2,8 @@
 local cli = require("ctcli.cli")
 
 return {
+  -- --json is a usage error: no document to print (docs/json.md)
+  no_json = "help is text for people",
   summary = "Show the commands, or one command's usage and options",
   usage = "help [COMMAND | exit-codes]",
   max_args = 1,

@@ -109,7 +109,7 @@ return {
         end
         if type(e.argv) == "table" then json.array(e.argv) end
       end
-      ui.print(json.encode({ format = history.FORMAT, entries = shown, skipped_lines = json.array(skipped) }, true))
+      json.print({ entries = shown, skipped_lines = json.array(skipped) })
       return true
     end
     if #shown == 0 then

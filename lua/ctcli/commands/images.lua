@@ -28,13 +28,14 @@ return {
           if id == cur_id then in_current = true end
         end
         list[#list + 1] = {
-          app = app, digest = digest, size = bytes, releases = json.array(rels), current = in_current,
+          app = app, digest = digest, bytes = bytes, releases = json.array(rels), current = in_current,
           reset = ct.fs.exists(ctx.paths.images .. "/" .. key .. "/oci/index.json"),
+          layers = json.array(), -- the layer store's, per image (docs/schemas/images.schema.json)
         }
       end
     end
     if ctx.json then
-      ui.print(json.encode({ images = list, total = total }, true))
+      json.print({ images = list, bytes = total })
       return true
     end
     if #list == 0 then
@@ -44,7 +45,7 @@ return {
     local rows = {}
     for _, im in ipairs(list) do
       local rels = #im.releases > 0 and table.concat(im.releases, ", ") or "(none: 'ctcli prune' removes it)"
-      rows[#rows + 1] = { im.app, im.digest:sub(8, 19), ui.bytes(im.size), im.current and "yes" or "no", rels }
+      rows[#rows + 1] = { im.app, im.digest:sub(8, 19), ui.bytes(im.bytes), im.current and "yes" or "no", rels }
     end
     ui.table({ "APP", "DIGEST", "SIZE", "CURRENT", "RELEASES" }, rows)
     ui.print("%d image%s, %s", #list, #list == 1 and "" or "s", ui.bytes(total))

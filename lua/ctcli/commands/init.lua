@@ -16,7 +16,7 @@ return {
     if created == nil then return nil, "cannot initialise " .. ctx.root .. ": " .. err end
     local what = created and "initialised" or (legacy and "recognised a root made by the Go ctcli at" or "already a root:")
     if ctx.json then
-      ui.print(json.encode({ root = ctx.root, created = created, legacy = legacy }))
+      json.print({ root = ctx.root, created = created, legacy = legacy })
     else
       ui.print("%s %s", what, ctx.root)
     end

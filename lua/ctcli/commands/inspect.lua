@@ -27,9 +27,9 @@ local function layers_of(dir, app)
   local mf = json.decode(ct.fs.read(blob) or "") or {}
   local out = {}
   for _, l in ipairs(type(mf.layers) == "table" and mf.layers or {}) do
-    out[#out + 1] = { digest = l.digest, size = math.tointeger(l.size) or 0 }
+    out[#out + 1] = { digest = l.digest, bytes = math.tointeger(l.size) or 0 }
   end
-  table.sort(out, function(a, b) return a.size > b.size end)
+  table.sort(out, function(a, b) return a.bytes > b.bytes end)
   return out
 end
 
@@ -61,11 +61,16 @@ return {
       conf, cerr = rootconf.load({ root = ctx.root })
       if not conf then cleanup() return nil, cerr end
     end
+    -- The release nested as release-info nests it (no id: one is made when
+    -- it is installed); "format" at the top is the output's own.
+    local rdoc = json.release(r)
+    rdoc.commit, rdoc.time = r.commit or json.null, r.time or json.null
     local doc = {
-      package = file, size = ct.fs.size(file), format = pkg.format,
-      compression = ct.archive.detect(file),
-      name = r.name, version = r.version, commit = r.commit or json.null, time = r.time or json.null,
-      signature = sig, apps = json.array({}), delta = pkg.delta or json.null,
+      package = file, bytes = ct.fs.size(file) or json.null, package_format = pkg.format,
+      compression = ct.archive.detect(file) or json.null,
+      release = rdoc,
+      signature = { status = sig.status, signed = sig.signed, signer = sig.signer or json.null },
+      apps = json.array({}), delta = pkg.delta or json.null,
     }
     for _, name in ipairs(r.order) do
       local a
@@ -75,11 +80,11 @@ return {
       local top = json.array({})
       for i = 1, math.min(3, #layers) do top[i] = layers[i] end
       doc.apps[#doc.apps + 1] = {
-        name = a.name, version = a.version, image = a.image.name or a.image.ref, ref = a.image.ref,
-        digest = a.image.digest,
-        image_bytes = in_base and 0 or (ct.fs.du(dir .. "/" .. a.image.layout) or 0), largest_layers = top,
+        name = a.name, version = a.version or json.null, image = a.image.name or a.image.ref or json.null,
+        ref = a.image.ref or json.null, digest = a.image.digest,
+        bytes = in_base and 0 or (ct.fs.du(dir .. "/" .. a.image.layout) or 0), largest_layers = top,
         from_base = in_base and true or false,
-        depends_on = a.depends_on, hooks = a.hooks or json.null,
+        depends_on = json.array(a.depends_on or {}), hooks = a.hooks or json.null,
         migrations = a.migrations or json.null,
         -- Without a user namespace container root is host root.
         privileged = userns.opted_out(a, conf) ~= nil,
@@ -88,11 +93,12 @@ return {
     end
     cleanup()
     if ctx.json then
-      ui.print(json.encode(doc, true))
+      json.print(doc)
       return true
     end
-    ui.print("package    %s (%s, %s format, %s)", file, ui.bytes(doc.size or 0), doc.format, doc.compression)
-    ui.print("release    %s", ui.release_label(doc))
+    ui.print("package    %s (%s, %s format, %s)", file, ui.bytes(ct.fs.size(file) or 0), pkg.format,
+      tostring(ct.archive.detect(file)))
+    ui.print("release    %s", ui.release_label(r))
     ui.print("commit     %s", r.commit or "-")
     ui.print("time       %s", r.time or "-")
     ui.print("signature  %s%s", sig.status, sig.signer and (" by " .. sig.signer) or "")
@@ -107,8 +113,8 @@ return {
     for _, a in ipairs(doc.apps) do
       local big = a.largest_layers[1]
       rows[#rows + 1] = { a.name, a.version,
-        ui.image_label({ digest = a.digest, name = a.image ~= a.ref and a.image or nil }), ui.bytes(a.image_bytes),
-        big and (big.digest:sub(8, 19) .. " " .. ui.bytes(big.size)) or "-",
+        ui.image_label({ digest = a.digest, name = a.image ~= a.ref and a.image ~= json.null and a.image or nil }),
+        ui.bytes(a.bytes), big and (big.digest:sub(8, 19) .. " " .. ui.bytes(big.bytes)) or "-",
         #a.depends_on > 0 and table.concat(a.depends_on, ",") or "-",
         userns.describe(not a.privileged, a.privileged_by ~= json.null and a.privileged_by or nil) }
     end

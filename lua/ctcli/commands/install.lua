@@ -121,8 +121,7 @@ return {
     local done, ferr = j:finish()
     if not done then return nil, "installed " .. rel.id .. ", but " .. ferr end
     if ctx.json then
-      ui.print(json.encode({ release = rel.id, name = rel.name, version = rel.version,
-        started = json.array(started) }))
+      json.print({ release = json.release(rel), started = json.array(started) })
     else
       ui.print("installed %s as release %s", ui.release_label(rel), rel.id)
       if #started > 0 then ui.print("started %s", table.concat(started, ", ")) end

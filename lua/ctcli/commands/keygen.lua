@@ -25,7 +25,7 @@ return {
     if not ok then ct.fs.unlink(keyfile) return nil, err end
     local fp = signing.fingerprint(pub)
     if ctx.json then
-      ui.print(json.encode({ private = keyfile, public = pubfile, fingerprint = fp }))
+      json.print({ private = keyfile, public = pubfile, fingerprint = fp })
     else
       ui.print("wrote %s (private, mode 0600) and %s (public, %s)", keyfile, pubfile, fp)
     end

@@ -14,16 +14,16 @@ return {
   run = function(ctx)
     local target = ct.fs.readlink(ctx.paths.current)
     local cur_id = target and target:match("([^/]+)$")
-    local doc = { releases = json.array(), backups = json.array() }
+    local doc = { root = ctx.root, releases = json.array(), backups = json.array() }
     local rels, err = release.list(ctx.paths)
     if not rels then return nil, err end
     local backups, berr = backup.list(ctx.paths)
     if not backups then return nil, berr end
     for _, r in ipairs(rels) do
-      doc.releases[#doc.releases + 1] = {
-        id = r.id, name = r.name, version = r.version, created = r.created,
-        current = r.id == cur_id, previous = r.previous or json.null,
-      }
+      local entry = json.release(r)
+      entry.created, entry.current, entry.previous = r.created, r.id == cur_id, r.previous or json.null
+      entry.adopted = true
+      doc.releases[#doc.releases + 1] = entry
     end
     -- A staged release ('ctcli stage'): listed apart, never a kept one.
     local srec = require("ctcli.staged").current(ctx.paths)
@@ -34,20 +34,17 @@ return {
       -- A root the Go ctcli made, not adopted yet: its release as it is.
       local cur = release.current(ctx.paths)
       if cur then
-        doc.releases[#doc.releases + 1] = { id = cur.id, name = cur.name, version = cur.version,
-          created = cur.created, current = true, previous = json.null, adopted = false }
+        local entry = json.release(cur)
+        entry.created, entry.current, entry.previous, entry.adopted = cur.created, true, json.null, false
+        doc.releases[#doc.releases + 1] = entry
       end
     end
     for _, b in ipairs(backups) do
       if b.format == goroot.FORMAT and b.data == nil then b.data = goroot.has_data(b.path) end
-      doc.backups[#doc.backups + 1] = {
-        path = b.path, release = b.release or json.null, version = b.version or json.null,
-        created = b.created, data = b.data, format = b.format, bytes = b.bytes or json.null,
-        reason = b.reason or json.null,
-      }
+      doc.backups[#doc.backups + 1] = json.backup(b)
     end
     if ctx.json then
-      ui.print(json.encode(doc, true))
+      json.print(doc)
       return true
     end
     if #doc.releases == 0 and #doc.backups == 0 and not srel then
@@ -64,12 +61,13 @@ return {
         or ("staged against " .. s.against .. ", not current: re-stage"), s.id, ui.release_label(s), s.created }
     end
     for _, b in ipairs(doc.backups) do
-      local kind = b.data and "backup" or "backup (no data)"
+      local kind = b.data == true and "backup" or "backup (no data)"
       if b.reason ~= json.null then kind = kind .. ", " .. tostring(b.reason) end
-      local version = b.version ~= json.null and tostring(b.version) or "-"
-      if b.format == goroot.FORMAT then
+      local rel = b.release ~= json.null and b.release or {}
+      local version = rel.version and rel.version ~= json.null and tostring(rel.version) or "-"
+      if b.backup_format == goroot.FORMAT then
         kind = kind .. ", Go ctcli"
-        version = b.release ~= json.null and ("release " .. tostring(b.release)) or "-"
+        version = rel.id and ("release " .. tostring(rel.id)) or "-"
       end
       rows[#rows + 1] = { "", kind, b.path:match("[^/]+$"), version, tostring(b.created) }
     end

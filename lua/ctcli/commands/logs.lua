@@ -192,6 +192,8 @@ local function supervised(ctx, names, width)
 end
 
 return {
+  -- --json is a usage error: no document to print (docs/json.md)
+  no_json = "its output is the apps' own text, as they wrote it",
   summary = "Print the apps' output (stdout and stderr); -f follows it",
   usage = "logs [--tail N] [--bytes N] [--since T] [--timestamps] [-f | --previous] [APP]",
   description = "The output of one app, or of every app interleaved by time with a prefix\n" ..

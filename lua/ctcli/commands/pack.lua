@@ -92,8 +92,8 @@ return {
     local n = 0
     for _ in pairs(files) do n = n + 1 end
     if ctx.json then
-      ui.print(json.encode({ package = out, files = n, sha256 = ct.hash.sha256_file(out),
-        signed = ctx.opts.sign ~= nil, delta = doc[package.DELTA] or json.null }))
+      json.print({ package = out, files = n, sha256 = ct.hash.sha256_file(out),
+        signed = ctx.opts.sign ~= nil, delta = doc[package.DELTA] or json.null })
     else
       ui.print("packed %s: %d files, %s%s%s", out, n, ui.bytes(ct.fs.size(out) or 0),
         ctx.opts.sign and ", signed" or "", doc[package.DELTA] and ", delta" or "")

@@ -8,7 +8,6 @@ local preview = require("ctcli.preview")
 local release = require("ctcli.release")
 local signing = require("ctcli.signing")
 local store = require("ctcli.store")
-local ui = require("ctcli.ui")
 
 -- plan --staged: the staged release against the current one.
 local function staged_plan(ctx)
@@ -70,6 +69,7 @@ return {
     local signer, serr = signing.enforce(ctx.paths, dir, label)
     if serr then cleanup() return nil, serr end
     local signature
+    local signed = signer ~= nil or ct.fs.exists(dir .. "/" .. signing.SIGNATURE)
     if signer then signature = "verified: " .. signer
     elseif ct.fs.exists(dir .. "/" .. signing.SIGNATURE) then signature = "signed, not checked (no trusted keys)"
     else signature = "unsigned (accepted: no trusted keys)" end
@@ -79,12 +79,12 @@ return {
     if not pkg then cleanup() return nil, perr end
     local p = preview.build(ctx, pkg, cur)
     cleanup()
-    p.signature = { status = signature, signer = signer or json.null }
+    p.signature = { status = signature, signed = signed, signer = signer or json.null }
     p.delta = pkg.delta or json.null
     if ctx.json then
       local diff = p.diff
       p.diff = nil
-      ui.print(json.encode(p, true))
+      json.print(p)
       p.diff = diff
       return true
     end

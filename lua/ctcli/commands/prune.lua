@@ -61,11 +61,10 @@ local function backups(ctx)
   local out = json.array()
   for _, b in ipairs(removed) do
     total = total + (b.bytes or 0)
-    out[#out + 1] = { path = b.path, reason = b.reason or json.null, release = b.release or json.null,
-      bytes = b.bytes or json.null }
+    out[#out + 1] = json.backup(b)
   end
   if ctx.json then
-    ui.print(json.encode({ backups = out, freed = total }, true))
+    json.print({ backups = out, bytes = total })
   elseif #out == 0 then
     ui.print("no backup to prune")
   else
@@ -156,7 +155,7 @@ return {
       total = total + f.bytes
     end
     if ctx.json then
-      ui.print(json.encode({ releases = rels, images = images, freed = total }, true))
+      json.print({ releases = rels, images = images, bytes = total })
       return true
     end
     for _, r in ipairs(rels) do ui.print("removed release %s (%s)", r.id, ui.bytes(r.bytes)) end

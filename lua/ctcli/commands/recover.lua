@@ -8,6 +8,8 @@ local journal = require("ctcli.journal")
 local ui = require("ctcli.ui")
 
 return {
+  -- --json is a usage error: no document to print (docs/json.md)
+  no_json = "it reports in prose; 'status --json' and 'history --json' show the result",
   summary = "Complete or undo an interrupted command (others do this first, too)",
   usage = "recover [--discard-journal]",
   description = "--discard-journal drops state/journal.json without completing or undoing what it\n" ..

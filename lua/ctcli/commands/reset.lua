@@ -94,7 +94,7 @@ return {
     end
     j:finish()
     if ctx.json then
-      ui.print(json.encode({ reset = app.name, restarted = was_running }))
+      json.print({ reset = app.name, restarted = was_running })
     else
       ui.print("reset %s to its image %s%s", app.name, app.image.digest:sub(8, 19),
         was_running and "; restarted it" or "")

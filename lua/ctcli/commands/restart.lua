@@ -32,7 +32,7 @@ return {
     j:finish()
     if not started then return nil, aerr end
     if ctx.json then
-      ui.print(json.encode({ restarted = json.array(started) }))
+      json.print({ restarted = json.array(started) })
     else
       for _, n in ipairs(started) do ui.print("restarted %s", n) end
     end

@@ -425,9 +425,9 @@ return {
     local done, ferr = j:finish()
     if not done then return nil, "rolled back to " .. target.id .. ", but " .. ferr end
     if ctx.json then
-      ui.print(json.encode({ release = target.id, from = cur and cur.id or json.null,
+      json.print({ release = json.release(target), from = json.release(cur),
         started = json.array(started), data_restored = info and info.data or false,
-        safety_backup = safety and safety.path or json.null }))
+        safety_backup = safety and safety.path or json.null })
     else
       ui.print("rolled back to %s (%s)%s", target.id, ui.release_label(target),
         info and (info.data and ", configs and data restored" or ", configs restored") or "")

@@ -56,12 +56,12 @@ return {
           if not n then
             failures[#failures + 1] = name .. ": " .. tostring(reply or rerr)
           else
-            report[#report + 1] = { app = name, rotated = size, part = string.format("%08d.log", tonumber(n)),
+            report[#report + 1] = { app = name, bytes = size, part = string.format("%08d.log", tonumber(n)),
               method = "monitor",
               removed = json.array() }
           end
         else
-          report[#report + 1] = { app = name, rotated = 0, part = json.null, method = "monitor", removed = json.array() }
+          report[#report + 1] = { app = name, bytes = 0, part = json.null, method = "monitor", removed = json.array() }
         end
         goto continue
       end
@@ -78,7 +78,7 @@ return {
         else
           if res.warning then ui.warn("%s", res.warning) end
           report[#report + 1] = {
-            app = name, rotated = res.rotated, part = res.part and res.part:match("[^/]+$") or json.null,
+            app = name, bytes = res.rotated, part = res.part and res.part:match("[^/]+$") or json.null,
             method = res.method or json.null, removed = json.array(res.removed),
           }
         end
@@ -87,11 +87,11 @@ return {
     end
     j:finish()
     if ctx.json then
-      ui.print(json.encode({ logs = report }))
+      json.print({ logs = report })
     else
       for _, r in ipairs(report) do
-        if r.rotated > 0 then
-          ui.print("%s: rotated %s into %s", r.app, ui.bytes(r.rotated), r.part)
+        if r.bytes > 0 then
+          ui.print("%s: rotated %s into %s", r.app, ui.bytes(r.bytes), r.part)
         else
           ui.info("%s: under %s, left as it is", r.app, ui.bytes(max))
         end

@@ -7,6 +7,8 @@ local signing = require("ctcli.signing")
 local ui = require("ctcli.ui")
 
 return {
+  -- --json is a usage error: no document to print (docs/json.md)
+  no_json = "it reports in prose; 'verify --json' shows the result",
   summary = "Sign a manifest package with a private key (adds manifest.sig)",
   usage = "sign PKG --key KEY [-o OUT]",
   description = "Signs the exact bytes of PKG's manifest.json and rewrites PKG (or writes\n" ..

@@ -115,9 +115,9 @@ return {
     if again and #started == 0 then ctx.history_quiet = true end
     if boot then wanted.log(ctx.paths, "boot: started %s", #started > 0 and table.concat(started, ", ") or "nothing") end
     if ctx.json then
-      ui.print(json.encode({
+      json.print({
         started = json.array(started), already_running = json.array(already), not_wanted = json.array(skipped),
-      }))
+      })
     else
       for _, n in ipairs(already) do ui.print("%s is already running", n) end
       for _, n in ipairs(started) do

@@ -60,7 +60,7 @@ return {
     local rel, err = release.current(ctx.paths)
     if err then return nil, err end
     if rel then
-      doc.release = { id = rel.id, name = rel.name, version = rel.version }
+      doc.release = json.release(rel)
       local states, serr = apps.states(ctx, rel)
       if not states then return nil, serr end
       local now = ct.time.now()
@@ -122,8 +122,11 @@ return {
           container = runtime.container_id(ctx.paths, name),
           uptime = (st and st.status == "running" and created) and math.max(0, math.floor(now - created)) or json.null,
           version = app.version,
-          image = app.image.digest,
-          image_name = app.image.name or json.null,
+          -- image is the reference, digest the sha256 (docs/json.md), as
+          -- release-info, inspect and plan name them.
+          image = app.image.name or app.image.ref or json.null,
+          ref = app.image.ref or json.null,
+          digest = app.image.digest,
           health = (st and st.status == "running" and app.healthcheck and checks[name] and checks[name].status) or json.null,
           user_namespace = idmap or false,
           privileged = not idmap,
@@ -132,7 +135,7 @@ return {
       end
     end
     if ctx.json then
-      ui.print(json.encode(doc, true))
+      json.print(doc)
       return true
     end
     if doc.journal_error then
@@ -174,7 +177,7 @@ return {
         a.name, state, a.wanted and "yes" or "no", a.pid ~= json.null and tostring(a.pid) or "-",
         a.uptime ~= json.null and ui.duration(a.uptime) or "-",
         a.health ~= json.null and a.health or "-", a.version or "-",
-        ui.image_label({ digest = a.image, name = a.image_name ~= json.null and a.image_name or nil }),
+        ui.image_label({ digest = a.digest, name = a.image ~= a.ref and a.image ~= json.null and a.image or nil }),
       }
       if ctx.verbose then
         local s = type(a.stats) == "table" and a.stats or {}

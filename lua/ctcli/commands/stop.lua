@@ -23,7 +23,7 @@ return {
     -- Idempotent: with no release nothing runs, so there is nothing to stop.
     if not rel then
       if ctx.json then
-        ui.print(json.encode({ stopped = json.array(), not_running = json.array(ctx.args) }))
+        json.print({ stopped = json.array(), not_running = json.array(ctx.args) })
       else
         ui.print("no release installed in %s; nothing to stop", ctx.root)
       end
@@ -52,7 +52,7 @@ return {
     j:finish()
     if not ok then return nil, sterr end
     if ctx.json then
-      ui.print(json.encode({ stopped = json.array(names), not_running = json.array(stopped_already) }))
+      json.print({ stopped = json.array(names), not_running = json.array(stopped_already) })
     else
       for _, n in ipairs(stopped_already) do ui.print("%s is not running", n) end
       for _, n in ipairs(names) do ui.print("stopped %s", n) end

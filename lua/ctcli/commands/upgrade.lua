@@ -290,15 +290,15 @@ return {
     local done, ferr = j:finish()
     if not done then return nil, "upgraded to " .. rel.id .. ", but " .. ferr end
     if ctx.json then
-      ui.print(json.encode({
-        release = rel.id, previous = cur.id, changes = plan.to_json(diff),
+      json.print({
+        release = json.release(rel), from = json.release(cur), changes = plan.to_json(diff),
         restarted = json.array(started), pruned = json.array(pruned),
         pruned_backups = (function()
           local out = json.array()
           for _, b in ipairs(gone or {}) do out[#out + 1] = b.path end
           return out
         end)(),
-      }, true))
+      })
     else
       ui.print("upgraded to %s (%s)", rel.id, ui.release_label(rel))
       if #started > 0 then ui.print("started %s", table.concat(started, ", ")) end

@@ -48,7 +48,7 @@ return {
       for i, p in ipairs(problems) do
         list[i] = { file = p.file or "manifest.json", path = p.path or "", message = p.message }
       end
-      ui.print(json.encode({ target = target, valid = #problems == 0, problems = list }, true))
+      json.print({ target = target, valid = #problems == 0, problems = list })
     else
       for _, line in ipairs(lint.format(problems)) do ui.print("%s", line) end
       if #problems == 0 then

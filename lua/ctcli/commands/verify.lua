@@ -31,10 +31,14 @@ return {
       result.signer = signing.label(key)
     end
     result.ok = failure == nil
-    result.error = failure
     if ctx.json then
-      result.signature = result.signer and "verified" or (#keys == 0 and (result.signed and "not checked" or "unsigned")) or "failed"
-      ui.print(json.encode(result, true))
+      -- "error" is the error document's alone (docs/json.md): what failed
+      -- the check is its "problem".
+      result.problem = failure or json.null
+      result.signer = result.signer or json.null
+      result.signature = result.signer ~= json.null and "verified" or
+        (#keys == 0 and (result.signed and "not checked" or "unsigned")) or "failed"
+      json.print(result)
       return failure and 1 or 0
     end
     if failure then return nil, file .. ": " .. failure end

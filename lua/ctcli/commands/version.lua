@@ -14,17 +14,19 @@ return {
       info.lua = ct.lua_version
       info.libarchive = ct.libarchive_version
       local t = tools.resolve(ctx)
-      info.runc = { path = t.runc, source = t.source, version = tools.version(t.runc) }
-      info.umoci = { path = t.umoci, source = t.source, version = tools.version(t.umoci) }
+      info.runc = { path = t.runc or json.null, source = t.source, version = tools.version(t.runc) or json.null }
+      info.umoci = { path = t.umoci or json.null, source = t.source, version = tools.version(t.umoci) or json.null }
     end
     if ctx.json then
-      ui.print(json.encode(info, true))
+      json.print(info)
     elseif ctx.verbose then
       ui.print("ctcli %s", info.ctcli)
       ui.print("lua %s", info.lua)
       ui.print("%s", info.libarchive)
-      ui.print("runc %s (%s, %s)", info.runc.version or "not found", info.runc.path or "-", info.runc.source)
-      ui.print("umoci %s (%s, %s)", info.umoci.version or "not found", info.umoci.path or "-", info.umoci.source)
+      ui.print("runc %s (%s, %s)", info.runc.version ~= json.null and info.runc.version or "not found",
+        info.runc.path ~= json.null and info.runc.path or "-", info.runc.source)
+      ui.print("umoci %s (%s, %s)", info.umoci.version ~= json.null and info.umoci.version or "not found",
+        info.umoci.path ~= json.null and info.umoci.path or "-", info.umoci.source)
     else
       ui.print("ctcli %s", info.ctcli)
     end

@@ -28,6 +28,8 @@ description:
     as M(ansible.builtin.service) does; it is always a change.
   - Results and diffs name a release by its id (C(<UTC time>-<8 hex of the
     manifest's sha256>)), as C(ctcli release-info) prints it.
+  - Reads ctcli's C(--json) output format 1 (ctcli's docs/json.md); a ctcli
+    that prints another format fails the task, naming both.
   - Supports check mode (nothing is changed; the result says what would be)
     and diff mode (the release id and every app's version and image digest,
     before and after).
@@ -133,18 +135,20 @@ changes:
   type: list
   elements: dict
   sample: [{"name": "web", "change": "changed", "old_version": "1.0.0", "new_version": "2.0.0",
-            "old_image": "sha256:3d3c...", "new_image": "sha256:77ba..."}]
+            "old_image": "registry.example/web:1.0.0", "new_image": "registry.example/web:2.0.0",
+            "old_digest": "sha256:3d3c...", "new_digest": "sha256:77ba..."}]
 apps:
   description: ctcli status of each app after the task.
   returned: always
   type: list
   elements: dict
-  sample: [{"name": "web", "state": "running", "version": "2.0.0", "image": "sha256:77ba..."}]
+  sample: [{"name": "web", "state": "running", "version": "2.0.0", "image": "registry.example/web:2.0.0",
+            "digest": "sha256:77ba..."}]
 result:
   description: The JSON ctcli printed for the changing command.
   returned: when changed and not in check mode
   type: dict
-  sample: {"restarted": ["web"]}
+  sample: {"format": 1, "restarted": ["web"]}
 '''
 
 import hashlib
@@ -153,6 +157,9 @@ import os
 import tarfile
 
 from ansible.module_utils.basic import AnsibleModule
+
+# The --json output format this module reads (ctcli's docs/json.md).
+JSON_FORMAT = 1
 
 
 def ctcli_argv(binary, root, args, json_out=True, wait=None, hook_timeout=None):
@@ -212,9 +219,16 @@ class Ctcli(object):
         if rc != 0:
             self.module.fail_json(msg=error_message(rc, out, err), rc=rc, stdout=out, stderr=err, cmd=argv, **extra)
         try:
-            return json.loads(out) if out.strip() else {}
+            doc = json.loads(out) if out.strip() else {}
         except ValueError:
-            return {'output': out}
+            self.module.fail_json(msg="ctcli %s printed no JSON document" % ' '.join(args), stdout=out, stderr=err,
+                                  cmd=argv, **extra)
+        if not isinstance(doc, dict) or doc.get('format') != JSON_FORMAT:
+            self.module.fail_json(msg="ctcli %s printed --json format %r; this module reads format %d (ctcli's "
+                                      "docs/json.md): update the collection or ctcli"
+                                      % (' '.join(args), doc.get('format') if isinstance(doc, dict) else None,
+                                         JSON_FORMAT), stdout=out, cmd=argv, **extra)
+        return doc
 
     def has_command(self, name):
         if name not in self._has:
@@ -229,9 +243,12 @@ class Ctcli(object):
         if not self.initialised():
             return None
         doc = self.call(['release-info'])
-        rel = doc.get('release', doc) if isinstance(doc, dict) else None
+        rel = doc.get('release')
         if not isinstance(rel, dict) or not rel.get('id'):
             return None
+        # The release with its apps beside it, as the diff shows them.
+        rel = dict(rel)
+        rel['apps'] = doc.get('apps') or []
         return rel
 
     def status(self):
@@ -247,8 +264,10 @@ def summary(rel):
 
 
 def app_digest(app):
-    """An app's image digest, from release-info (digest), status (image) or a package."""
-    for key in ('digest', 'image', 'new_image'):
+    """An app's image digest: "digest" in release-info, status and a package's
+    apps, "new_digest" in a plan's changes (docs/json.md: "image" is the
+    reference, never the digest)."""
+    for key in ('digest', 'new_digest'):
         v = app.get(key)
         if isinstance(v, str) and v.startswith('sha256:'):
             return v
@@ -304,6 +323,7 @@ def parse_package(path, manifest, meta, versions, fail):
         doc = json.loads(manifest.decode('utf-8'))
         rel = doc.get('release', {})
         apps = [{'name': a.get('name'), 'version': a.get('version'),
+                 'image': (a.get('image') or {}).get('name'),
                  'digest': (a.get('image') or {}).get('digest')} for a in doc.get('apps', [])]
         return 'manifest', manifest, {'name': rel.get('name'), 'version': rel.get('version')}, apps
     if meta is None:
@@ -314,7 +334,8 @@ def parse_package(path, manifest, meta, versions, fail):
     apps = []
     for name in sorted(versions):
         v = versions[name]
-        apps.append({'name': v.get('appName', name), 'version': v.get('imageTag'), 'digest': v.get('imageSha')})
+        apps.append({'name': v.get('appName', name), 'version': v.get('imageTag'), 'image': v.get('image'),
+                     'digest': v.get('imageSha')})
     return 'legacy', None, {'name': rmeta.get('id') or rmeta.get('name'), 'version': None}, apps
 
 
@@ -333,11 +354,13 @@ def predict_changes(cur, cur_apps, fmt, manifest, prel, papps):
             change = 'unchanged'
         changes.append({'name': a['name'], 'change': change,
                         'old_version': o.get('version') if o else None, 'new_version': a.get('version'),
-                        'old_image': app_digest(o) if o else None, 'new_image': a.get('digest')})
+                        'old_image': o.get('image') if o else None, 'new_image': a.get('image'),
+                        'old_digest': app_digest(o) if o else None, 'new_digest': a.get('digest')})
     for a in cur_apps:
         if a['name'] not in new:
             changes.append({'name': a['name'], 'change': 'removed', 'old_version': a.get('version'),
-                            'new_version': None, 'old_image': app_digest(a), 'new_image': None})
+                            'new_version': None, 'old_image': a.get('image'), 'new_image': None,
+                            'old_digest': app_digest(a), 'new_digest': None})
     if fmt == 'manifest':
         # A release id ends with 8 hex of its manifest's sha256.
         same = cur['id'].endswith('-' + hashlib.sha256(manifest).hexdigest()[:8])
@@ -349,7 +372,7 @@ def predict_changes(cur, cur_apps, fmt, manifest, prel, papps):
 def planned_view(prel, changes):
     """The diff's "after" before the release exists: no id yet, each app's
     version and digest as the plan (or the package) gives them."""
-    apps = [{'name': c['name'], 'version': c.get('new_version'), 'digest': c.get('new_image')}
+    apps = [{'name': c['name'], 'version': c.get('new_version'), 'digest': c.get('new_digest')}
             for c in changes if c.get('change') != 'removed']
     return release_view({'id': None, 'name': prel.get('name'), 'version': prel.get('version')}, apps)
 
@@ -367,7 +390,8 @@ def present(module, ctcli):
     if cur is None:
         action = 'install'
         changes = [{'name': a['name'], 'change': 'added', 'old_version': None, 'new_version': a.get('version'),
-                    'old_image': None, 'new_image': a.get('digest')} for a in papps]
+                    'old_image': None, 'new_image': a.get('image'), 'old_digest': None, 'new_digest': a.get('digest')}
+                   for a in papps]
         differs = True
     else:
         cur_apps = cur.get('apps') or []

@@ -99,12 +99,14 @@ D2 = 'sha256:' + '2' * 64
 class TestPackages(unittest.TestCase):
     def test_a_manifest_package(self):
         manifest = json.dumps({'release': {'name': 'shop', 'version': '2.0.0'},
-                               'apps': [{'name': 'web', 'version': '2.0.0', 'image': {'digest': D2}}]}).encode()
+                               'apps': [{'name': 'web', 'version': '2.0.0',
+                                         'image': {'name': 'registry.example/web:2.0.0', 'digest': D2}}]}).encode()
         fmt, raw, rel, apps = m.parse_package('p', manifest, None, {}, fail)
         self.assertEqual('manifest', fmt)
         self.assertEqual(manifest, raw)
         self.assertEqual({'name': 'shop', 'version': '2.0.0'}, rel)
-        self.assertEqual([{'name': 'web', 'version': '2.0.0', 'digest': D2}], apps)
+        self.assertEqual([{'name': 'web', 'version': '2.0.0', 'image': 'registry.example/web:2.0.0', 'digest': D2}],
+                         apps)
 
     def test_a_legacy_package_is_not_named_by_its_package_version(self):
         meta = {'packageVersion': '7', 'releaseMeta': {'id': 'shop-2024.12', 'name': 'shop'}}
@@ -113,7 +115,7 @@ class TestPackages(unittest.TestCase):
         self.assertEqual('legacy', fmt)
         self.assertIsNone(raw)
         self.assertEqual({'name': 'shop-2024.12', 'version': None}, rel)
-        self.assertEqual([{'name': 'web', 'version': '1.2', 'digest': D1}], apps)
+        self.assertEqual([{'name': 'web', 'version': '1.2', 'image': None, 'digest': D1}], apps)
 
     def test_not_a_package(self):
         self.assertRaises(Fail, m.parse_package, 'p', None, None, {}, fail)
@@ -136,6 +138,8 @@ class TestChanges(unittest.TestCase):
                                               {'name': 'worker', 'version': '1', 'digest': D1}])
         self.assertTrue(differs)
         self.assertEqual({'web': 'changed', 'worker': 'added'}, dict((c['name'], c['change']) for c in changes))
+        # the plan's names (docs/json.md): digests in *_digest, references in *_image
+        self.assertEqual((D1, D2), (changes[0]['old_digest'], changes[0]['new_digest']))
         changes, differs = m.predict_changes(cur, self.cur_apps, 'legacy', None, {}, [])
         self.assertEqual('removed', changes[0]['change'])
         self.assertTrue(differs)
@@ -155,13 +159,13 @@ class TestDiff(unittest.TestCase):
         apps = [{'name': 'web', 'version': '1.0.0', 'digest': D1, 'image': 'web'}]
         self.assertEqual({'release': rel['id'], 'name': 'shop', 'version': '1.0.0',
                           'apps': {'web': {'version': '1.0.0', 'digest': D1}}}, m.release_view(rel, apps))
-        # status names the digest "image"
-        self.assertEqual(D1, m.release_view(rel, [{'name': 'web', 'image': D1}])['apps']['web']['digest'])
+        # "image" is the reference (docs/json.md): never taken for the digest
+        self.assertIsNone(m.release_view(rel, [{'name': 'web', 'image': 'web'}])['apps']['web']['digest'])
         self.assertEqual({}, m.release_view(None, []))
 
     def test_after_carries_the_new_digests(self):
-        changes = [{'name': 'web', 'change': 'changed', 'new_version': '2.0.0', 'new_image': D2},
-                   {'name': 'old', 'change': 'removed', 'new_version': None, 'new_image': None}]
+        changes = [{'name': 'web', 'change': 'changed', 'new_version': '2.0.0', 'new_image': 'web', 'new_digest': D2},
+                   {'name': 'old', 'change': 'removed', 'new_version': None, 'new_image': None, 'new_digest': None}]
         view = m.planned_view({'name': 'shop', 'version': '2.0.0'}, changes)
         self.assertIsNone(view['release'])
         self.assertEqual({'web': {'version': '2.0.0', 'digest': D2}}, view['apps'])
