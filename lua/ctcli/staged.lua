@@ -150,10 +150,10 @@ function M.drop(paths)
   return rec.id
 end
 
--- same_package(file, want) -> whether file is the package want ({size=, sha256=}) describes.
+-- same_package(file, want) -> whether file is the package want ({bytes=, sha256=}) describes.
 local function same_package(file, want)
   local st = ct.fs.stat(file)
-  if not st or st.size ~= want.size then return false end
+  if not st or st.size ~= want.bytes then return false end
   return ct.hash.sha256_file(file) == want.sha256
 end
 
@@ -338,7 +338,7 @@ function M.stage(ctx, file)
   p.signature_text = pkg.signer and ("verified, signed by " .. pkg.signer) or nil
   local record = {
     id = rel.id, against = cur.id, staged = os.date("!%Y-%m-%dT%H:%M:%SZ"),
-    package = { name = file:match("[^/]+$"), size = st and st.size or 0, sha256 = sum },
+    package = { name = file:match("[^/]+$"), bytes = st and st.size or 0, sha256 = sum },
     signer = pkg.signer or json.null,
     changes = require("ctcli.plan").to_json(p.diff),
     disk = p.disk,

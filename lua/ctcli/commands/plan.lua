@@ -8,6 +8,7 @@ local preview = require("ctcli.preview")
 local release = require("ctcli.release")
 local signing = require("ctcli.signing")
 local store = require("ctcli.store")
+local ui = require("ctcli.ui")
 
 -- plan --staged: the staged release against the current one.
 local function staged_plan(ctx)
@@ -24,10 +25,13 @@ local function staged_plan(ctx)
   p.staged = { id = rec.id, against = rec.against, package = rec.package.name, staged = rec.staged,
     current = not stale }
   p.signature = { status = pkg.signer and ("verified when staged: " .. pkg.signer) or "not signed by a trusted key",
-    signer = pkg.signer or json.null }
+    signed = pkg.signer ~= nil, signer = pkg.signer or json.null }
+  -- the staged release has its id already
+  if type(p.to) == "table" then p.to.id = rec.id end
+  p.delta = pkg.delta or json.null
   if ctx.json then
     p.diff = nil
-    ui.print(json.encode(p, true))
+    json.print(p)
     return true
   end
   p.signature_text = p.signature.status

@@ -80,9 +80,9 @@ end
 -- staged(ctx) -> true | nil, msg: `prune --staged`, the staged release and
 -- the images only it used.
 local function staged(ctx)
-  local j, jerr = journal.begin(ctx.paths, "prune", { staged = true })
+  local j, jerr = journal.begin(ctx.paths, "prune", { staged = true }, ctx.steps)
   if not j then return nil, jerr end
-  j:step("prune")
+  do local stepped, jwerr = j:step("prune") if not stepped then return nil, jwerr end end
   local id, err = require("ctcli.staged").drop(ctx.paths)
   local _, freed = release.prune(ctx.paths, math.huge)
   j:finish()
@@ -90,16 +90,19 @@ local function staged(ctx)
   local images = json.array()
   local total = 0
   for _, f in ipairs(type(freed) == "table" and freed or {}) do
-    images[#images + 1] = { image = f.image, bytes = f.bytes }
+    local app, digest = f.image:match("^(.-)@(.+)$")
+    images[#images + 1] = { app = app or f.image, digest = digest or json.null, bytes = f.bytes }
     total = total + f.bytes
   end
   if ctx.json then
-    ui.print(json.encode({ staged = id or json.null, images = images, freed = total }, true))
+    json.print({ staged = id or json.null, images = images, bytes = total })
   elseif not id then
     ui.print("no staged release")
   else
     ui.print("removed the staged release %s", id)
-    for _, im in ipairs(images) do ui.print("removed image %s (%s)", im.image, ui.bytes(im.bytes)) end
+    for _, im in ipairs(images) do
+      ui.print("removed image %s (%s)", im.app .. (im.digest ~= json.null and ("@" .. im.digest) or ""), ui.bytes(im.bytes))
+    end
   end
   return true
 end

@@ -33,10 +33,10 @@ return {
     if ctx.json then
       local p = rec.plan
       p.diff = nil
-      ui.print(json.encode({
+      json.print({
         staged = rec.id, against = rec.against, package = rec.package, replaced = rec.replaced or json.null,
         plan = p,
-      }, true))
+      })
       return true
     end
     preview.print(rec.plan, rec.plan.from)
