@@ -137,7 +137,12 @@ function M.create(ctx, rel, opts)
     -- layout, which would double the archive (a restore gets it back by
     -- reinstalling the package, should `reset` need it).
     local key, dir = store.key(app.name, app.image.digest), store.dir(p, app.name, app.image.digest)
-    entries[#entries + 1] = { name = "images/" .. key .. "/rootfs", path = dir .. "/rootfs" }
+    if ct.fs.exists(dir .. "/rootfs") then
+      entries[#entries + 1] = { name = "images/" .. key .. "/rootfs", path = dir .. "/rootfs" }
+    else
+      -- An image of the layer store: its blobs (a restore extracts its layers again).
+      entries[#entries + 1] = { name = "images/" .. key .. "/oci", path = dir .. "/oci" }
+    end
     entries[#entries + 1] = { name = "images/" .. key .. "/image.json", path = dir .. "/image.json" }
     if ct.fs.exists(dir .. "/idmap") then
       entries[#entries + 1] = { name = "images/" .. key .. "/idmap", path = dir .. "/idmap" }
@@ -455,7 +460,7 @@ function M.check_restore(dir)
   end
   for _, key in ipairs(ct.fs.dir(dir .. "/images") or {}) do
     ok, err = only(dir, "images/" .. key, function(n)
-      return (n == "rootfs" and "dir") or ((n == "image.json" or n == "idmap") and "file") or nil
+      return ((n == "rootfs" or n == "oci") and "dir") or ((n == "image.json" or n == "idmap") and "file") or nil
     end, "an image")
     if not ok then return nil, err end
   end

@@ -97,6 +97,7 @@ return {
     if not stepped then return undo(step_err) end
     for _, r in ipairs(release.list(ctx.paths) or {}) do ct.fs.rmtree(r.dir) end
     for _, key in ipairs(ct.fs.dir(ctx.paths.images) or {}) do ct.fs.rmtree(ctx.paths.images .. "/" .. key) end
+    require("ctcli.layers").remove_all(ctx.paths)
     if ctx.opts.purge then purge_dirs(ctx.paths) end
     local done, ferr = j:finish()
     if not done then return nil, "deleted release " .. rel.id .. ", but " .. ferr end
