@@ -1140,6 +1140,21 @@ static int f_tostring(lua_State *L) {
   return 1;
 }
 
+/* ---- for layer.c: the same resolution by descriptor -------------------- */
+
+int ct_open_beneath(int dirfd, const char *rel, int flags, mode_t mode) {
+  const char *why = bad_rel(rel);
+  if (why) {
+    errno = why == MSG_ABS ? EINVAL : EPERM;
+    return -1;
+  }
+  return open_beneath(dirfd, rel, flags, mode);
+}
+
+int ct_mkdirs_beneath(int dirfd, const char *rel, mode_t mode, int *out) {
+  return bad_rel(rel) ? EPERM : mkdirs(dirfd, rel, mode, out);
+}
+
 /* ---- registration ----------------------------------------------------- */
 
 static const luaL_Reg dir_methods[] = {

@@ -97,6 +97,7 @@ static int luaopen_ct(lua_State *L) {
       {"fs", luaopen_ct_fs},     {"archive", luaopen_ct_archive}, {"proc", luaopen_ct_proc},
       {"oci", luaopen_ct_oci},   {"lock", luaopen_ct_lock},       {"hash", luaopen_ct_hash},
       {"term", luaopen_ct_term}, {"time", luaopen_ct_time},       {"monitor", luaopen_ct_monitor},
+      {"layer", luaopen_ct_layer},
   };
   lua_newtable(L);
   for (size_t i = 0; i < sizeof groups / sizeof groups[0]; i++) {

@@ -2007,6 +2007,7 @@ int luaopen_ct_fs(lua_State *L) {
   lua_pop(L, 1);
   luaL_newlib(L, fs_funcs);
   luaopen_ct_fs_beneath(L);
+  luaopen_ct_fs_mount(L);
   /* The errnos Lua decides on, by name: no magic numbers in Lua. */
   static const struct {
     const char *name;

@@ -139,4 +139,15 @@ int luaopen_ct_fs_beneath(lua_State *L); /* adds opendir to the table on top */
 int ct_beneath_openat2(void);
 void ct_beneath_set_openat2(int on);
 
+/* open_beneath / mkdirs of beneath.c for other engine files: rel resolved
+   beneath dirfd, no symlink followed, ".." and absolute paths refused
+   (EPERM / EINVAL). ct_open_beneath returns a descriptor or -1 with errno;
+   ct_mkdirs_beneath 0 or an errno (*out: the last directory, DIR_FLAGS). */
+int ct_open_beneath(int dirfd, const char *rel, int flags, mode_t mode);
+int ct_mkdirs_beneath(int dirfd, const char *rel, mode_t mode, int *out);
+
+/* ---- mount.c ---- */
+
+int luaopen_ct_fs_mount(lua_State *L); /* adds mount_overlay, umount, mounted */
+
 #endif
