@@ -248,6 +248,17 @@ function M.ensure(paths, layers, m)
   return true
 end
 
+-- skipped(paths, layers, m) -> how many device nodes, fifos and sockets
+-- the extraction of these layers left out (their records say).
+function M.skipped(paths, layers, m)
+  local n = 0
+  for _, l in ipairs(layers) do
+    local rec = read_json(M.layer_dir(paths, m, l.diff_id) .. ".json")
+    n = n + (type(rec) == "table" and type(rec.skipped) == "table" and #rec.skipped or 0)
+  end
+  return n
+end
+
 -- lowers(paths, layers, m) -> the layer dirs, top first (overlay's order).
 function M.lowers(paths, layers, m)
   local out = {}

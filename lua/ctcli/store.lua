@@ -130,7 +130,10 @@ local function import(paths, job)
   end
   ok, err = ct.fs.write_atomic(tmp .. "/image.json", json.encode({
     app = job.name, digest = job.digest, process = process_of(image.config, lookup), layers = list,
-    config = image.config_digest, manifest = image.manifest_digest, devices_removed = 0,
+    config = image.config_digest, manifest = image.manifest_digest,
+    -- No device node from a layer reaches the store (runc gives every
+    -- container its own /dev): the count the extraction skipped.
+    devices_removed = layers.skipped(paths, image.layers, job.idmap),
   }, true) .. "\n", 420)
   if ok then
     ok, err = ct.fs.write_atomic(tmp .. "/idmap", require("ctcli.userns").image_idmap_text(job.idmap), 420)
