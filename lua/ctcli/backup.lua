@@ -414,6 +414,11 @@ function M.check_restore(dir)
     for k, v in pairs(type(a) == "table" and a or {}) do copy[k] = v end
     local img = type(copy.image) == "table" and copy.image or {}
     copy.image = { layout = "images", ref = img.ref, digest = img.digest }
+    -- Its writable layer's name (the layer store's): a release id, a path part.
+    if copy.upper ~= nil and not (type(copy.upper) == "string" and release.is_id(copy.upper)) then
+      return nil, string.format("current-release/release.json: apps[%d].upper: not a release id", i)
+    end
+    copy.upper = nil
     doc.apps[i] = copy
   end
   local problems = manifest.validate(doc, "current-release/release.json")

@@ -50,7 +50,9 @@ function M.validate(doc, id)
   for i, a in ipairs(doc.apps) do
     local copy = {}
     for k, v in pairs(a) do copy[k] = v end
-    copy.upper = nil -- the store's, not the manifest's
+    -- The layer store's name of its writable layer: a release id (a path part).
+    if a.upper ~= nil and not M.is_id(a.upper) then return "apps[" .. i .. "].upper: not a release id" end
+    copy.upper = nil
     copy.image = { layout = "images", ref = a.image.ref, digest = a.image.digest, name = a.image.name }
     mdoc.apps[i] = copy
   end
@@ -311,9 +313,9 @@ function M.place(paths, staged)
 end
 
 -- prune_uppers(paths, list, removed): the uppers no kept (nor staged)
--- release names go with the releases that named them; a mounted one stays.
+-- release names go: those of the releases pruned, of a release a failed
+-- command removed, the spare of a killed reset. A mounted one stays.
 local function prune_uppers(paths, list, removed)
-  if #removed == 0 then return end
   local gone = {}
   for _, id in ipairs(removed) do gone[id] = true end
   local used = {}
@@ -323,15 +325,15 @@ local function prune_uppers(paths, list, removed)
     end
   end
   local layers = require("ctcli.layers")
-  local top = layers.uppers_root(paths)
-  for _, name in ipairs(ct.fs.dir(top) or {}) do
+  for _, name in ipairs(ct.fs.dir(layers.uppers_root(paths)) or {}) do
     for _, id in ipairs(layers.uppers(paths, name)) do
       local dir = layers.upper_dir(paths, name, id)
-      if gone[id] and not used[name .. "/" .. id] and not ct.fs.exists(paths.releases .. "/staged/" .. id)
+      if not used[name .. "/" .. id] and not ct.fs.exists(paths.releases .. "/staged/" .. id)
           and not ct.fs.mounted(dir .. "/merged") then
         ct.fs.rmtree(dir)
       end
     end
+    ct.fs.rmdir(layers.uppers_root(paths) .. "/" .. name)
   end
 end
 
