@@ -365,17 +365,25 @@ local function prepare_kind(paths, app, kind, list, make)
   end)
 end
 
-function M.prepare(paths, app, rootfs)
+-- rootfs: the image's tree, or a function(path) -> the tree (a layer of
+-- the image, see ctcli.layers.find) whose copy of path the image shows.
+function M.prepare(paths, app, image)
+  local function tree(p)
+    if type(image) == "function" then return image(p) end
+    return image
+  end
   local ok, err = prepare_kind(paths, app.name, "config", app.configs, function(dst, p)
+    local rootfs = tree(p)
     if rootfs and ct.fs.copy_beneath(rootfs, p, dst) then return true end
     -- The image has no such file: an empty one keeps the bind mount valid.
     return ct.fs.write_atomic(dst, "", 384)
   end)
   if not ok then return nil, err end
-  ok, err = prepare_kind(paths, app.name, "data", app.data, function(dst, _, r)
+  ok, err = prepare_kind(paths, app.name, "data", app.data, function(dst, p, r)
     -- The image's dir, opened without following a symlink (a running
     -- container of the same image can change its rootfs), copied through
     -- the descriptor we checked.
+    local rootfs = tree(p)
     local img = rootfs and ct.fs.opendir(rootfs)
     local st = img and img:stat(r)
     local cok, cerr

@@ -38,7 +38,7 @@ end
 -- prepare_files(paths, app) -> true | nil, msg: the app's config, data
 -- and logs dirs, seeded from its image (appfs.prepare).
 function M.prepare_files(paths, app)
-  return appfs.prepare(paths, app, store.dir(paths, app.name, app.image.digest) .. "/rootfs")
+  return appfs.prepare(paths, app, store.image_seed(paths, app))
 end
 
 -- move_to_mapping(paths, uc, rel, app) -> mapping | false | nil, msg: a

@@ -140,7 +140,12 @@ function M.create(ctx, rel, opts)
     -- the store, which keeps them for the kept release this backup is of.
     local key, dir = store.key(app.name, app.image.digest), store.dir(p, app.name, app.image.digest)
     if opts.images ~= false then
-      entries[#entries + 1] = { name = "images/" .. key .. "/rootfs", path = dir .. "/rootfs" }
+      if ct.fs.exists(dir .. "/rootfs") then
+        entries[#entries + 1] = { name = "images/" .. key .. "/rootfs", path = dir .. "/rootfs" }
+      else
+        -- An image of the layer store: its blobs (a restore extracts its layers again).
+        entries[#entries + 1] = { name = "images/" .. key .. "/oci", path = dir .. "/oci" }
+      end
       entries[#entries + 1] = { name = "images/" .. key .. "/image.json", path = dir .. "/image.json" }
       if ct.fs.exists(dir .. "/idmap") then
         entries[#entries + 1] = { name = "images/" .. key .. "/idmap", path = dir .. "/idmap" }
@@ -414,6 +419,11 @@ function M.check_restore(dir)
     for k, v in pairs(type(a) == "table" and a or {}) do copy[k] = v end
     local img = type(copy.image) == "table" and copy.image or {}
     copy.image = { layout = "images", ref = img.ref, digest = img.digest }
+    -- Its writable layer's name (the layer store's): a release id, a path part.
+    if copy.upper ~= nil and not (type(copy.upper) == "string" and release.is_id(copy.upper)) then
+      return nil, string.format("current-release/release.json: apps[%d].upper: not a release id", i)
+    end
+    copy.upper = nil
     doc.apps[i] = copy
   end
   local problems = manifest.validate(doc, "current-release/release.json")
@@ -460,7 +470,7 @@ function M.check_restore(dir)
   end
   for _, key in ipairs(ct.fs.dir(dir .. "/images") or {}) do
     ok, err = only(dir, "images/" .. key, function(n)
-      return (n == "rootfs" and "dir") or ((n == "image.json" or n == "idmap") and "file") or nil
+      return ((n == "rootfs" or n == "oci") and "dir") or ((n == "image.json" or n == "idmap") and "file") or nil
     end, "an image")
     if not ok then return nil, err end
   end

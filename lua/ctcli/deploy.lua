@@ -1,21 +1,14 @@
 -- The slow half of install and upgrade, done before any app stops: open the
--- package, unpack the images the store lacks, build the release directory.
+-- package, bring the images the store lacks into it (their blobs, the
+-- layers it lacks), build the release directory (with the apps' uppers).
 local ct = require("ct")
 local package = require("ctcli.package")
 local release = require("ctcli.release")
 local store = require("ctcli.store")
-local tools_mod = require("ctcli.tools")
 local ui = require("ctcli.ui")
 local userns = require("ctcli.userns")
 
 local M = {}
-
--- The package's own umoci when it ships one, else the host's.
-local function package_umoci(pkg)
-  local rt = pkg.release.runtime or {}
-  if rt.umoci then return pkg.dir .. "/" .. rt.umoci end
-  return tools_mod.which("umoci")
-end
 
 -- unpack(ctx, pkg) -> true | nil, msg: images missing from the store.
 function M.unpack(ctx, pkg)
@@ -34,7 +27,8 @@ function M.unpack(ctx, pkg)
   if #jobs > 0 then
     ui.info("unpacking %d image%s", #jobs, #jobs == 1 and "" or "s")
   end
-  return store.unpack_all(ctx.paths, package_umoci(pkg), jobs, function(job)
+  -- ctcli extracts the layers itself (ctcli.layers): umoci is not needed here.
+  return store.unpack_all(ctx.paths, nil, jobs, function(job)
     ui.debug("unpacked %s (%s)", job.name, job.digest:sub(8, 19))
   end)
 end

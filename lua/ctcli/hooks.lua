@@ -137,6 +137,7 @@ local function make_ctx(info, emit, workdir)
       full = runtime.argv(rt, "run", "--pid-file", pidfile, "--bundle", tdir, tid)
       local r, err = ct.proc.run(full, { stdin = opts.stdin, timeout = opts.timeout })
       runtime.delete(rt, tid)
+      runtime.temporary_done(tdir)
       if not r then return nil, err end
       return { code = r.code, stdout = r.stdout, stderr = r.stderr }
     end
@@ -290,6 +291,9 @@ local function in_child(hc, timeout, fn, app_name, point)
     for tid in (ct.fs.read(workdir .. "/temporary-ids") or ""):gmatch("%S+") do
       runtime.delete({ runc = hc.runc, root = hc.paths.runc_root }, tid)
     end
+    for _, f in ipairs(ct.fs.dir(workdir) or {}) do
+      if f:match("^bundle%-%d+$") then runtime.temporary_done(workdir .. "/" .. f) end
+    end
   end
   ct.fs.rmtree(workdir)
   return ok, result, lines or {}, kind
@@ -315,7 +319,7 @@ local function info_for(hc, app, point)
     app = app.name, phase = point, from_version = hc.from_versions and hc.from_versions[app.name],
     to_version = hc.to_versions and hc.to_versions[app.name], release = hc.release_id,
     paths = { config = hp.config, data = hp.data, logs = hp.logs,
-      rootfs = store.dir(hc.paths, app.name, app.image.digest) .. "/rootfs" },
+      rootfs = store.rootfs(hc.paths, app) },
     running = hc.running[app.name],
     root_paths = hc.paths, app_model = app,
     runc = hc.runc, runc_root = hc.paths.runc_root,

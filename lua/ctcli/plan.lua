@@ -22,7 +22,9 @@ function M.diff(paths, cur, model)
       change = "changed"
     else
       local old_cfg = ct.fs.read(release.bundle_dir(cur, app.name) .. "/config.json")
-      local new_cfg = store.has(paths, app.name, app.image.digest) and release.app_config(paths, app)
+      -- With the old app's writable layer: an unchanged app keeps it.
+      local probe = setmetatable({ upper = old.upper }, { __index = app })
+      local new_cfg = store.has(paths, app.name, app.image.digest) and release.app_config(paths, probe)
       change = (old_cfg and new_cfg and old_cfg == new_cfg) and "unchanged" or "changed"
     end
     out[#out + 1] = { name = app.name, change = change, old = old, new = app }

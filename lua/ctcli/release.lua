@@ -23,7 +23,7 @@ end
 -- checked by the manifest's validator as well (validate below).
 local APP_SHAPE = {
   object = {
-    name = "string", version = "string", hooks = "string",
+    name = "string", version = "string", hooks = "string", upper = "string",
     image = { object = { digest = "string", ref = "string", config_digest = "string", name = "string" },
       required = { "digest" } },
   },
@@ -50,6 +50,9 @@ function M.validate(doc, id)
   for i, a in ipairs(doc.apps) do
     local copy = {}
     for k, v in pairs(a) do copy[k] = v end
+    -- The layer store's name of its writable layer: a release id (a path part).
+    if a.upper ~= nil and not M.is_id(a.upper) then return "apps[" .. i .. "].upper: not a release id" end
+    copy.upper = nil
     copy.image = { layout = "images", ref = a.image.ref, digest = a.image.digest, name = a.image.name }
     mdoc.apps[i] = copy
   end
@@ -217,7 +220,7 @@ function M.app_config(paths, app, idmap)
     bpaths = require("ctcli.root").paths(real)
     bpaths.id_base = paths.id_base
   end
-  local rootfs = store.dir(bpaths, app.name, app.image.digest) .. "/rootfs"
+  local rootfs = store.rootfs(bpaths, app)
   return bundle.config({
     paths = bpaths, app = app, image = info.process,
     rootfs = ct.fs.realpath(rootfs) or rootfs,
@@ -254,6 +257,8 @@ function M.stage(paths, pkg, opts)
   end
   ct.fs.mkdir(dir .. "/apps", 493)
   ct.fs.mkdir(dir .. "/hooks", 493)
+  local prev = opts.previous and M.load(paths, opts.previous)
+  local uc
   for _, app in ipairs(model.apps) do
     local rec = M.app_record(app)
     if app.hooks then
@@ -261,7 +266,29 @@ function M.stage(paths, pkg, opts)
       if not ok then return fail(cerr) end
       rec.hooks = "hooks/" .. app.name .. ".lua"
     end
-    local cfg, cerr = M.app_config(paths, rec)
+    local cfg, cerr
+    local old = prev and prev.by_name[app.name]
+    local list = store.layers_of(paths, app.name, app.image.digest)
+    if list then
+      -- An unchanged app (same image, same config.json) keeps its upper;
+      -- any other gets a fresh one, named by this release.
+      if old and old.upper and old.image.digest == app.image.digest then
+        rec.upper = old.upper
+        cfg = M.app_config(paths, rec)
+        if not cfg or cfg ~= ct.fs.read(M.bundle_dir(prev, app.name) .. "/config.json") then cfg = nil end
+      end
+      if not cfg then
+        if not uc then
+          local uerr
+          uc, uerr = require("ctcli.userns").context(paths)
+          if not uc then return fail(uerr) end
+        end
+        rec.upper = id
+        local ok, uerr = store.ensure_upper(paths, rec, id, require("ctcli.userns").desired(rec, uc.conf, uc.range))
+        if not ok then return fail(uerr) end
+      end
+    end
+    if not cfg then cfg, cerr = M.app_config(paths, rec) end
     if not cfg then return fail(cerr) end
     ct.fs.mkdir(dir .. "/apps/" .. app.name, 493)
     local ok, werr = ct.fs.write_atomic(dir .. "/apps/" .. app.name .. "/config.json", cfg)
@@ -283,6 +310,31 @@ function M.place(paths, staged)
   if not ok then return nil, err end
   staged.dir = final
   return ct.fs.fsync(paths.releases)
+end
+
+-- prune_uppers(paths, list, removed): the uppers no kept (nor staged)
+-- release names go: those of the releases pruned, of a release a failed
+-- command removed, the spare of a killed reset. A mounted one stays.
+local function prune_uppers(paths, list, removed)
+  local gone = {}
+  for _, id in ipairs(removed) do gone[id] = true end
+  local used = {}
+  for _, rel in ipairs(list) do
+    if not gone[rel.id] then
+      for _, app in ipairs(rel.apps) do if app.upper then used[app.name .. "/" .. app.upper] = true end end
+    end
+  end
+  local layers = require("ctcli.layers")
+  for _, name in ipairs(ct.fs.dir(layers.uppers_root(paths)) or {}) do
+    for _, id in ipairs(layers.uppers(paths, name)) do
+      local dir = layers.upper_dir(paths, name, id)
+      if not used[name .. "/" .. id] and not ct.fs.exists(paths.releases .. "/staged/" .. id)
+          and not ct.fs.mounted(dir .. "/merged") then
+        ct.fs.rmtree(dir)
+      end
+    end
+    ct.fs.rmdir(layers.uppers_root(paths) .. "/" .. name)
+  end
 end
 
 -- prune(paths, keep) -> removed release ids, freed images | nil, msg: keeps the newest `keep`
@@ -311,6 +363,7 @@ function M.prune(paths, keep)
   end
   -- A staged release (or a stage under way) keeps its images.
   for key in pairs(require("ctcli.staged").image_keys(paths)) do users[key] = true end
+  prune_uppers(paths, list, removed)
   local freed = {}
   for _, key in ipairs(ct.fs.dir(paths.images) or {}) do
     if not users[key] then

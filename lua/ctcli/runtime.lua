@@ -4,6 +4,7 @@
 local ct = require("ct")
 local appfs = require("ctcli.appfs")
 local json = require("ctcli.json")
+local overlay = require("ctcli.overlay")
 local rootconf = require("ctcli.rootconf")
 
 -- The monitors' side of the runtime, filled in below (runtime.monitor).
@@ -225,7 +226,37 @@ function M.temporary(bundle, dir, argv, tty)
   end
   cfg.process.args = json.array({ table.unpack(argv) })
   cfg.process.terminal = tty and true or false
-  return ct.fs.write_atomic(dir .. "/config.json", json.encode(cfg, true))
+  local ok, err = ct.fs.write_atomic(dir .. "/config.json", json.encode(cfg, true))
+  if not ok then return nil, err end
+  -- The app's rootfs, mounted for the time of the temporary container when
+  -- the app's own is not (see temporary_done).
+  local rpaths, app, id = overlay.of_path(type(cfg.root) == "table" and cfg.root.path)
+  if rpaths then
+    local mok, now = overlay.ensure_upper(rpaths, app, id)
+    if not mok then return nil, now end
+    if now then ct.fs.write_atomic(dir .. "/mounted", cfg.root.path, 384) end
+  end
+  return true
+end
+
+-- unmount(paths, app) -> true | nil, msg: a stopped app's rootfs mount
+-- gone (reset swaps its upper; a leftover of a killed command).
+function M.unmount(paths, app)
+  return overlay.release(paths, app)
+end
+
+-- mounted(paths, app) -> whether the app's rootfs is mounted now.
+function M.mounted(paths, app)
+  return overlay.mounted(paths, app)
+end
+
+-- temporary_done(dir): after the temporary container of the bundle in dir
+-- is deleted, the rootfs mount temporary made for it goes.
+function M.temporary_done(dir)
+  local root_path = ct.fs.read(dir .. "/mounted")
+  local rpaths, app, id = overlay.of_path(root_path)
+  if rpaths then return overlay.release_upper(rpaths, app, id) end
+  return true
 end
 
 -- temporary_id(paths, app, kind, n) -> the id of a temporary container: the
@@ -358,9 +389,14 @@ function M.start(c)
   -- check and runc's bind mounts (runc follows symlinks in path strings).
   ok, err = appfs.check_binds(c.paths, c.app)
   if not ok then return nil, err end
+  -- Its rootfs (an overlay of its image's layers and its upper), before runc
+  -- create; it stays for the monitor's restarts until the app is stopped.
+  ok, err = overlay.ensure(c.paths, c.app)
+  if not ok then return nil, err end
   local pid, serr = monitor.spawn(c, c.policy or { restart = "no", log_max = 0, log_keep = 0 })
   if not pid then
     oci.runc(c.rt, { "delete", "--force", c.id }, { timeout = 30 })
+    overlay.release(c.paths, c.app)
     return nil, M.message(serr)
   end
   return true
@@ -382,6 +418,7 @@ function M.stop_many(items, force)
     -- The monitor first: this exit is ctcli's doing, not one to restart.
     if c.paths and c.app then monitor.stop(c.paths, c.app.name) end
     local st = M.state(c.rt, c.id)
+    c.listed = st ~= nil
     if st then
       if st.status == "paused" then oci.runc(c.rt, { "resume", c.id }, { timeout = 30 }) end
       if st.status == "running" or st.status == "paused" then
@@ -413,10 +450,13 @@ function M.stop_many(items, force)
     if pending > 0 then ct.time.sleep(0.02) end
   end
   local errors = {}
+  local deleted = {}
   for _, c in ipairs(waiting) do
     local r, err = oci.runc(c.rt, { "delete", "--force", c.id }, { timeout = 30 })
     if not r or r.code ~= 0 then
       errors[#errors + 1] = runc_error("runc delete " .. c.id, r, err)
+    else
+      deleted[c] = true
     end
   end
   -- The monitors record the exits and leave; their cgroups go with them.
@@ -424,6 +464,11 @@ function M.stop_many(items, force)
     if c.paths and c.app then
       wait_monitor(c.paths, c.app.name)
       monitor.forget_cgroup(c.id)
+      -- Its rootfs mount goes with the container (none was there: nothing to do).
+      if deleted[c] or not c.listed then
+        local ok, err = overlay.release(c.paths, c.app)
+        if not ok then errors[#errors + 1] = err end
+      end
     end
   end
   if #errors > 0 then return nil, table.concat(errors, "; ") end

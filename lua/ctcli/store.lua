@@ -1,8 +1,11 @@
--- The image store: images/<app>@<digest>/{rootfs/, image.json, oci/}, one per app
--- and image digest, shared by every release that has that app at that
--- digest. umoci unpacks into tmp/; the rootfs is renamed into place (no copy).
+-- The image store: images/<app>@<digest>/{image.json, idmap, oci/}, one per
+-- app and image digest, shared by every release that has that app at that
+-- digest. An image is its layer list (extracted once per mapping in layers/,
+-- see ctcli.layers) and its config; images unpacked before the layer store
+-- are "flat": a whole rootfs/ beside image.json, used as it is.
 local ct = require("ct")
 local json = require("ctcli.json")
+local layers = require("ctcli.layers")
 local rootmod = require("ctcli.root")
 local statefile = require("ctcli.statefile")
 
@@ -18,7 +21,11 @@ end
 
 function M.has(paths, app_name, digest)
   local d = M.dir(paths, app_name, digest)
-  return ct.fs.exists(d .. "/rootfs") and ct.fs.exists(d .. "/image.json")
+  if not ct.fs.exists(d .. "/image.json") then return false end
+  if ct.fs.exists(d .. "/rootfs") then return true end
+  -- A layered image: its record is complete once renamed in (its layers
+  -- are made again from its blobs when they are missing, see complete).
+  return ct.fs.exists(d .. "/oci/index.json")
 end
 
 local function image_hint(key)
@@ -47,167 +54,191 @@ function M.check_records(paths)
   return true
 end
 
--- What the image itself says about its process, read from the runtime
--- config umoci generates (we never edit that file; we write our own).
-local function process_of(bundle)
-  local text = ct.fs.read(bundle .. "/config.json")
-  local cfg = text and json.decode(text) or {}
-  local p = type(cfg.process) == "table" and cfg.process or {}
-  return {
-    args = p.args or json.array(),
-    env = p.env or json.array(),
-    cwd = p.cwd or "/",
-    user = type(p.user) == "table" and { uid = p.user.uid or 0, gid = p.user.gid or 0 } or { uid = 0, gid = 0 },
-  }
+-- What the image itself says about its process, from its config as umoci's
+-- config.json gave it before (Entrypoint + Cmd, Env, WorkingDir, User).
+-- A user given by name is looked up in the image's /etc/passwd and /etc/group.
+local function process_of(config, lookup)
+  local c = type(config.config) == "table" and config.config or {}
+  local args = json.array()
+  for _, list in ipairs({ c.Entrypoint, c.Cmd }) do
+    for _, a in ipairs(type(list) == "table" and list or {}) do args[#args + 1] = a end
+  end
+  local env = json.array()
+  for _, e in ipairs(type(c.Env) == "table" and c.Env or {}) do env[#env + 1] = e end
+  local user = { uid = 0, gid = 0 }
+  if type(c.User) == "string" and c.User ~= "" then
+    local u, g = c.User:match("^([^:]*):?(.*)$")
+    local function id_of(name, file, field)
+      if name == "" then return nil end
+      if name:match("^%d+$") then return tonumber(name) end
+      for line in (lookup(file) or ""):gmatch("[^\n]+") do
+        local f = {}
+        for x in (line .. ":"):gmatch("([^:]*):") do f[#f + 1] = x end
+        if f[1] == name then return tonumber(f[field]), tonumber(f[4]) end
+      end
+      return nil
+    end
+    local uid, pgid = id_of(u, "/etc/passwd", 3)
+    user.uid = uid or 0
+    user.gid = id_of(g, "/etc/group", 3) or pgid or 0
+  end
+  return { args = args, env = env, cwd = type(c.WorkingDir) == "string" and c.WorkingDir ~= "" and c.WorkingDir or "/",
+    user = user }
 end
 
--- keep_layout(layout, ref, dest) -> true | nil, msg: an OCI layout at dest
--- holding only ref's image (index.json, its manifest, config and layers),
--- so `reset` can unpack the image again after the package is gone. Blobs
--- are hard-linked where they can be (tmp/ and images/ share a filesystem).
-local function keep_layout(layout, ref, dest)
-  local index = json.decode(ct.fs.read(layout .. "/index.json") or "null")
-  local desc
-  for _, m in ipairs(type(index) == "table" and index.manifests or {}) do
-    local ann = type(m.annotations) == "table" and m.annotations or {}
-    if ann["org.opencontainers.image.ref.name"] == ref then desc = m end
-  end
-  local function blob(digest)
-    return "/blobs/" .. tostring(digest):gsub(":", "/", 1)
-  end
-  local manifest = desc and json.decode(ct.fs.read(layout .. blob(desc.digest)) or "null")
-  if type(manifest) ~= "table" or type(manifest.layers) ~= "table" then
-    -- Not a plain image manifest (an index of platforms...): keep it all.
-    return ct.fs.copytree(layout, dest)
-  end
-  local ok, err = ct.fs.mkdir(dest .. "/blobs/sha256", 493, true)
+-- layered(info) -> whether an image.json describes an image of layers (else
+-- a flat rootfs/ unpacked before the layer store).
+function M.layered(info)
+  return type(info) == "table" and type(info.layers) == "table"
+end
+
+-- layers_of(paths, app_name, digest) -> the image's layers (bottom first),
+-- its mapping | nil, msg (flat image: nil, nil).
+function M.layers_of(paths, app_name, digest)
+  local info, err = M.image_info(paths, app_name, digest)
+  if not info then return nil, err end
+  if not M.layered(info) then return nil end
+  local m, merr = require("ctcli.userns").image_idmap(M.dir(paths, app_name, digest), paths)
+  if m == nil then return nil, merr end
+  return info.layers, m
+end
+
+-- import(paths, job) -> true | nil, msg: one image from an OCI layout into
+-- the store: its blobs, its layers in job.idmap's mapping (those the store
+-- lacks), images/<key>/{image.json, idmap, oci/}, renamed in whole.
+local function import(paths, job, added)
+  local image, err = layers.read_layout(job.layout, job.ref)
+  if not image then return nil, err end
+  local ok
+  ok, err = layers.store_blobs(paths, job.layout, image.blobs, added)
   if not ok then return nil, err end
-  local digests = { desc.digest, manifest.config and manifest.config.digest }
-  for _, l in ipairs(manifest.layers) do digests[#digests + 1] = l.digest end
-  for _, d in ipairs(digests) do
-    local from, to = layout .. blob(d), dest .. blob(d)
-    if not ct.fs.exists(to) and not ct.fs.link(from, to) then
-      ok, err = ct.fs.copyfile(from, to, 420)
-      if not ok then return nil, err end
-    end
+  ok, err = layers.ensure(paths, image.layers, job.idmap, added)
+  if not ok then return nil, err end
+  local function lookup(file)
+    local dir = layers.find(paths, image.layers, job.idmap, file)
+    return dir and ct.fs.read(dir .. file)
   end
-  ok, err = ct.fs.copyfile(layout .. "/oci-layout", dest .. "/oci-layout", 420)
+  local tmp, terr = ct.fs.mkdtemp(paths.tmp .. "/image-" .. job.name .. "-XXXXXX")
+  if not tmp then return nil, terr end
+  local function fail(e) ct.fs.rmtree(tmp) return nil, e end
+  ok, err = ct.fs.chmod(tmp, rootmod.MODES.image_dir)
+  if not ok then return fail(err) end
+  if job.idmap then ct.fs.lchown(tmp, 0, job.idmap.gid) end
+  local list = json.array()
+  for i, l in ipairs(image.layers) do
+    list[i] = { diff_id = l.diff_id, blob = l.digest, size = l.size or json.null, media_type = l.media_type or json.null }
+  end
+  ok, err = ct.fs.write_atomic(tmp .. "/image.json", json.encode({
+    app = job.name, digest = job.digest, process = process_of(image.config, lookup), layers = list,
+    config = image.config_digest, manifest = image.manifest_digest,
+    -- No device node from a layer reaches the store (runc gives every
+    -- container its own /dev): the count the extraction skipped.
+    devices_removed = layers.skipped(paths, image.layers, job.idmap),
+  }, true) .. "\n", 420)
   if ok then
-    ok, err = ct.fs.write_atomic(dest .. "/index.json",
-      json.encode({ schemaVersion = 2, manifests = json.array({ desc }) }) .. "\n", 420)
+    ok, err = ct.fs.write_atomic(tmp .. "/idmap", require("ctcli.userns").image_idmap_text(job.idmap), 420)
   end
-  return ok, err
+  if ok then ok, err = layers.write_layout(paths, tmp .. "/oci", image) end
+  if not ok then return fail(err) end
+  local final = M.dir(paths, job.name, job.digest)
+  -- A stage (which holds no root lock) places under the root's lock
+  -- (paths.store_guard), and keeps a complete record another command
+  -- placed meanwhile: a release may use it already.
+  local function place()
+    if ct.fs.exists(final) then
+      if paths.store_guard and M.has(paths, job.name, job.digest) then
+        ct.fs.rmtree(tmp)
+        return true
+      end
+      -- A leftover of an interrupted run: the complete record just made wins.
+      ct.fs.rmtree(final)
+    end
+    return ct.fs.rename(tmp, final)
+  end
+  ok, err = (paths.store_guard or function(fn) return fn() end)(place)
+  if not ok then return fail(err) end
+  return true
 end
 
--- unpack_all(paths, umoci, jobs) -> true | nil, msg
+-- unpack_all(paths, _, jobs [, on_done]) -> true | nil, msg
 -- jobs: array of {name=, digest=, layout= (absolute), ref=, idmap= (the
--- mapping to unpack with, or false)}. Runs the
--- unpacks in parallel over the cores; each lands in images/ by rename.
-function M.unpack_all(paths, umoci, jobs, on_done)
-  if #jobs == 0 then return true end
-  if not umoci then return nil, "umoci not found: install it or ship it in the package" end
-  local workers = 2
-  local f = io.open("/proc/cpuinfo")
-  if f then
-    local n = 0
-    for line in f:lines() do if line:match("^processor") then n = n + 1 end end
-    f:close()
-    if n > 0 then workers = n end
-  end
-  local running, failed = {}, nil
-  local next_job = 1
-  local function launch(job)
-    local dir, err = ct.fs.mkdtemp(paths.tmp .. "/unpack-" .. job.name .. "-XXXXXX")
-    if not dir then return nil, err end
-    job.tmp = dir
-    job.bundle = dir .. "/bundle"
-    job.errlog = dir .. "/umoci.log"
-    -- With the root's mapping the rootfs is owned by the mapped ids (job.idmap).
-    local argv = { umoci, "unpack" }
-    for _, a in ipairs(require("ctcli.userns").umoci_args(job.idmap)) do argv[#argv + 1] = a end
-    for _, a in ipairs({ "--image", job.layout .. ":" .. job.ref, job.bundle }) do argv[#argv + 1] = a end
-    local p, serr = ct.proc.spawn(argv, { stdout = "null", stderr = { append = job.errlog } })
-    if not p then return nil, serr end
-    job.proc = p
-    return true
-  end
-  local function finish(job)
-    local code = job.proc:wait()
-    job.proc:close()
-    if code ~= 0 then
-      local log = ct.fs.read(job.errlog) or ""
-      local last = ""
-      for line in log:gmatch("[^\n]+") do last = line end
-      -- On a full disk umoci's log (in tmp/ too) may be cut short: ask the disk.
+-- mapping to extract its layers in, or false)}. Layers shared by several
+-- images are extracted once (the second finds the first's).
+function M.unpack_all(paths, _, jobs, on_done)
+  -- What this call adds to blobs/ and layers/, taken back when it fails:
+  -- a refused upgrade leaves the store as it was.
+  local added = {}
+  for _, job in ipairs(jobs) do
+    local ok, err = import(paths, job, added)
+    if not ok then
+      for i = #added, 1, -1 do
+        if not ct.fs.rmtree(added[i]) then ct.fs.unlink(added[i]) end
+      end
+      for _, d in ipairs({ "blobs/sha256", "blobs", "layers/" .. layers.mapping_name(job.idmap), "layers" }) do
+        ct.fs.rmdir(paths.root .. "/" .. d) -- only when this call made them (empty now)
+      end
       local vfs = ct.fs.statvfs(paths.tmp)
-      local full = log:find("no space left on device", 1, true) or (vfs and vfs.avail < 4 * 1024 * 1024)
-      ct.fs.rmtree(job.tmp)
-      if full then
+      if vfs and vfs.avail < 4 * 1024 * 1024 then
         return nil, string.format("unpacking the image of %s failed: not enough space in %s (%s free)",
-          job.name, paths.tmp, vfs and (vfs.avail // 1024 .. " KiB") or "?")
+          job.name, paths.tmp, vfs.avail // 1024 .. " KiB")
       end
-      return nil, string.format("unpacking the image of %s failed: %s", job.name, last)
+      return nil, string.format("unpacking the image of %s failed: %s", job.name, err)
     end
-    -- No device node from a layer reaches images/: runc gives every
-    -- container its own /dev, and a node in a rootfs would only serve
-    -- whoever reaches the tree from the host. The count stays in image.json.
-    local removed, derr = ct.fs.remove_devices(job.bundle .. "/rootfs")
-    if not removed then
-      ct.fs.rmtree(job.tmp)
-      return nil, string.format("unpacking the image of %s failed: %s", job.name, derr)
-    end
-    local info = process_of(job.bundle)
-    local ok, err = ct.fs.write_atomic(job.bundle .. "/image.json", json.encode({
-      app = job.name, digest = job.digest, process = info, devices_removed = #removed,
-    }, true))
-    if not ok then ct.fs.rmtree(job.tmp) return nil, err end
-    local final = M.dir(paths, job.name, job.digest)
-    local img = job.tmp .. "/image"
-    ct.fs.mkdir(img, rootmod.MODES.image_dir)
-    -- The mapped root must get through to its rootfs (a migration's
-    -- temporary container runs before any start secures the dirs).
-    if job.idmap then ct.fs.lchown(img, 0, job.idmap.gid) end
-    ok, err = ct.fs.rename(job.bundle .. "/rootfs", img .. "/rootfs")
-    if ok then ok, err = ct.fs.rename(job.bundle .. "/image.json", img .. "/image.json") end
-    if ok then
-      ok, err = ct.fs.write_atomic(img .. "/idmap", require("ctcli.userns").image_idmap_text(job.idmap), 420)
-    end
-    -- The image itself stays too (images/<key>/oci/), for `reset`.
-    if ok then ok, err = keep_layout(job.layout, job.ref, img .. "/oci") end
-    -- A stage (which holds no root lock) places under the root's lock
-    -- (paths.store_guard), and keeps a complete copy another command placed
-    -- meanwhile: a release may use it already.
-    local function place()
-      if ct.fs.exists(final) then
-        if paths.store_guard and M.has(paths, job.name, job.digest) then return true end
-        -- A leftover from an interrupted run: the complete copy we just made wins.
-        ct.fs.rmtree(final)
-      end
-      return ct.fs.rename(img, final)
-    end
-    if ok then ok, err = (paths.store_guard or function(fn) return fn() end)(place) end
-    ct.fs.rmtree(job.tmp)
-    if not ok then return nil, err end
     if on_done then on_done(job) end
-    return true
   end
-  while next_job <= #jobs or #running > 0 do
-    while not failed and next_job <= #jobs and #running < workers do
-      local job = jobs[next_job]
-      next_job = next_job + 1
-      local ok, err = launch(job)
-      if not ok then failed = err break end
-      running[#running + 1] = job
-    end
-    if #running == 0 then break end
-    -- Wait for the oldest: unpacks are of similar cost, and a simple FIFO
-    -- keeps every core busy without a wait-any primitive.
-    local job = table.remove(running, 1)
-    local ok, err = finish(job)
-    if not ok and not failed then failed = err end
-  end
-  if failed then return nil, failed end
   return true
+end
+
+-- complete(paths, app, m) -> true | nil, msg: a layered image's layers in
+-- mapping m (from the store's blobs, or its own oci/ after a restore) and
+-- images/<key>/idmap saying so. Nothing for a flat image.
+function M.complete(paths, app, m)
+  local info, err = M.image_info(paths, app.name, app.image.digest)
+  if not info then return nil, err end
+  if not M.layered(info) then return true end
+  local dir = M.dir(paths, app.name, app.image.digest)
+  for _, l in ipairs(info.layers) do
+    l.digest = l.blob
+    if not ct.fs.exists(layers.blob_path(paths, l.blob)) then
+      local ok, serr = layers.store_blobs(paths, dir .. "/oci", { l.blob })
+      if not ok then return nil, serr end
+    end
+  end
+  local ok, lerr = layers.ensure(paths, info.layers, m)
+  if not ok then return nil, lerr end
+  local userns = require("ctcli.userns")
+  local cur = userns.image_idmap(dir, paths)
+  if cur == nil or not userns.equal(cur, m) or cur == "moving" then
+    return ct.fs.write_atomic(dir .. "/idmap", userns.image_idmap_text(m), 420)
+  end
+  return true
+end
+
+-- rootfs(paths, app) -> the bundle's root.path of an app record: its
+-- upper's merged/ or own copy, or images/<key>/rootfs for a flat image.
+function M.rootfs(paths, app)
+  if app.upper then return layers.root_path(paths, app.name, app.upper) end
+  return M.dir(paths, app.name, app.image.digest) .. "/rootfs"
+end
+
+-- ensure_upper(paths, app, id, m) -> true | nil, msg: the upper `id` of an
+-- app of a layered image (created empty, or as an own copy without overlayfs).
+function M.ensure_upper(paths, app, id, m)
+  local list, err = M.layers_of(paths, app.name, app.image.digest)
+  if not list then return nil, err or ("the image of " .. app.name .. " has no layers") end
+  for _, l in ipairs(list) do l.digest = l.blob end
+  local dir, cerr = layers.create_upper(paths, { app = app.name, id = id, key = M.key(app.name, app.image.digest),
+    layers = list, idmap = m })
+  if not dir then return nil, cerr end
+  return true
+end
+
+-- image_seed(paths, app) -> what appfs.prepare seeds configs and data from:
+-- the flat rootfs, or a function finding a path in the image's layers.
+function M.image_seed(paths, app)
+  local list, m = M.layers_of(paths, app.name, app.image.digest)
+  if not list then return M.dir(paths, app.name, app.image.digest) .. "/rootfs" end
+  return function(p) return layers.find(paths, list, m, p) end
 end
 
 -- users(paths) -> map image key -> list of release ids using it

@@ -345,6 +345,12 @@ function M.secure_dirs(paths, rel, app, m, range)
     { paths.images, shared_gid, shared_mode },
     { store.dir(paths, app.name, app.image.digest), gid, mode },
   }
+  if app.upper then
+    local layers = require("ctcli.layers")
+    list[#list + 1] = { layers.uppers_root(paths), shared_gid, shared_mode }
+    list[#list + 1] = { layers.uppers_root(paths) .. "/" .. app.name, gid, mode }
+    list[#list + 1] = { layers.upper_dir(paths, app.name, app.upper), gid, mode }
+  end
   for _, d in ipairs(list) do
     -- releases/ keeps other users out only when a range exists; without
     -- one it keeps its mode (backups stay 0700 beneath it either way).
@@ -370,9 +376,42 @@ end
 -- from the rootfs and creates files as host root). The app must be stopped.
 -- prepare_image(paths, uc, app) -> mapping | false | nil, msg: its rootfs
 -- in the mapping it is to run with.
+-- An image of the layer store moves by having its layers of the new
+-- mapping extracted (from the store's blobs; layers are never shifted) and
+-- the app's upper shifted, as a rootfs was.
+local function prepare_layered(paths, uc, app, m)
+  local store = require("ctcli.store")
+  local ok, err = store.complete(paths, app, m)
+  if not ok then return nil, "cannot prepare the image of " .. app.name .. ": " .. tostring(err) end
+  if not app.upper then return m end
+  local layers = require("ctcli.layers")
+  local udir = layers.upper_dir(paths, app.name, app.upper)
+  if not ct.fs.exists(udir .. "/upper.json") then
+    -- Named by a release and gone (a backup restored into another root): a fresh one.
+    ok, err = store.ensure_upper(paths, app, app.upper, m)
+    if not ok then return nil, "cannot make the writable layer of " .. app.name .. ": " .. tostring(err) end
+    return m
+  end
+  local cur, cerr = M.image_idmap(udir, paths)
+  if cur == nil then return nil, cerr end
+  if cur == "moving" or not M.equal(cur, m) then
+    -- A mount left from before the move would show the old mapping's layers.
+    ok, err = require("ctcli.overlay").release(paths, app)
+    if ok then ok, err = ct.fs.write_atomic(udir .. "/idmap", "moving\n", 420) end
+    if ok then ok, err = shift(udir, layers.top(paths, app.name, app.upper), as_range(not m and uc.range), as_range(m)) end
+    if ok then ok, err = ct.fs.lchown(udir, 0, m and m.gid or 0) end
+    if ok then ok, err = ct.fs.write_atomic(udir .. "/idmap", M.image_idmap_text(m), 420) end
+    if not ok then return nil, "cannot re-own the writable layer of " .. app.name .. ": " .. tostring(err) end
+  end
+  return m
+end
+
 function M.prepare_image(paths, uc, app)
   local store = require("ctcli.store")
   local m = M.desired(app, uc.conf, uc.range)
+  local info, ierr = store.image_info(paths, app.name, app.image.digest)
+  if not info then return nil, ierr end
+  if store.layered(info) then return prepare_layered(paths, uc, app, m) end
   local target, other = as_range(m), as_range(not m and uc.range)
   local idir = store.dir(paths, app.name, app.image.digest)
   local cur, cerr = M.image_idmap(idir, paths)

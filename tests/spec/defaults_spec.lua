@@ -86,7 +86,9 @@ describe("generated container configs", function()
     assert.falsy(has(cfg.linux.namespaces, "network"))
     assert.truthy(has(cfg.linux.maskedPaths, "/proc/kcore"))
     assert.truthy(has(cfg.linux.readonlyPaths, "/proc/sys"))
-    assert.equals(root .. "/images/web@" .. H.json(root, { "release-info" }).apps[1].digest .. "/rootfs", cfg.root.path)
+    -- the app's writable layer over its image's layers (ctcli.layers)
+    local rel = json.decode(ct.fs.read(root .. "/current-release/release.json"))
+    assert.equals(root .. "/uppers/web/" .. rel.apps[1].upper .. "/merged", cfg.root.path)
     assert.is_false(cfg.root.readonly)
     -- every bind from the host: nosuid and nodev; /sys read-only all the way down
     for _, m in ipairs(cfg.mounts) do
@@ -161,7 +163,8 @@ describe("generated container configs", function()
     local cfg = bundle(root, "web")
     assert.is_true(cfg.root.readonly)
     -- the layer's dev/console never reached the store
-    local found = ct.proc.run({ "find", root .. "/images", "-type", "c", "-o", "-type", "b" })
+    local found = ct.proc.run({ "find", root .. "/images", root .. "/layers", root .. "/uppers",
+      "-type", "c", "-o", "-type", "b" })
     assert.equals(0, found.code, found.stderr)
     assert.equals("", found.stdout)
     local digest = H.json(root, { "release-info" }).apps[1].digest
@@ -175,9 +178,10 @@ describe("generated container configs", function()
     assert.truthy(H.wait_for(function()
       return (ct.fs.read(root .. "/data/web/var/lib/web/starts.log") or ""):find("start") ~= nil
     end, 10), "the app runs with a read-only rootfs")
-    -- reset unpacks the image again: still no device node
+    -- reset gives it a fresh writable layer: still no device node
     H.ok(root, { "--yes", "reset", "web" })
-    assert.equals("", ct.proc.run({ "find", root .. "/images", "-type", "c", "-o", "-type", "b" }).stdout)
+    assert.equals("", ct.proc.run({ "find", root .. "/images", root .. "/layers", root .. "/uppers",
+      "-type", "c", "-o", "-type", "b" }).stdout)
   end)
 
   it("keep config and data private to root", function()

@@ -362,8 +362,11 @@ describe("hostops", function()
     for _, k in ipairs(ct.fs.dir(root .. "/images")) do
       if k:match("^web@") then key = k end
     end
-    local rootfs = root .. "/images/" .. key .. "/rootfs"
+    -- what the app changed is in its writable layer (a whiteout for what it removed)
+    local upper = json.decode(ct.fs.read(root .. "/current-release/release.json")).apps[1].upper
+    local rootfs = root .. "/uppers/web/" .. upper .. "/upper"
     assert.truthy(ct.fs.exists(rootfs .. "/junk"))
+    assert.equals("char", ct.fs.lstat(rootfs .. "/app/mark").type)
     assert.truthy(ct.fs.exists(root .. "/images/" .. key .. "/oci/index.json"))
     local before_cfg = ct.fs.read(cfg)
     local before_data = ct.fs.read(root .. "/data/web/var/lib/web/mine")
@@ -374,7 +377,8 @@ describe("hostops", function()
     local pid = app_state(root, "web").pid
     H.ok(root, { "reset", "-y", "web" })
     assert.falsy(ct.fs.exists(rootfs .. "/junk"))
-    assert.truthy(ct.fs.exists(rootfs .. "/app/mark"))
+    assert.falsy(ct.fs.lstat(rootfs .. "/app/mark"))
+    assert.truthy(H.ok(root, { "exec", "web", "cat", "/app/mark" }):find("web", 1, true))
     assert.equals(before_cfg, ct.fs.read(cfg))
     assert.equals(before_data, ct.fs.read(root .. "/data/web/var/lib/web/mine"))
     local st = app_state(root, "web")
@@ -386,6 +390,7 @@ describe("hostops", function()
     H.ok(root, { "stop", "worker" })
     H.ok(root, { "reset", "--yes", "worker" })
     assert.equals("stopped", app_state(root, "worker").state)
+    assert.falsy((ct.fs.read("/proc/self/mountinfo") or ""):find(root .. "/uppers/worker/", 1, true))
   end)
   it("prune removes old releases and unused images, never what a kept release uses", function()
     local root = H.root()
@@ -423,7 +428,10 @@ describe("hostops", function()
     -- the worker image the first release also used is still there
     for _, im in ipairs(left) do
       assert.is_true(im.current)
-      assert.truthy(ct.fs.exists(root .. "/images/" .. im.app .. "@" .. im.digest .. "/rootfs/app/run.sh"))
+      local info = json.decode(ct.fs.read(root .. "/images/" .. im.app .. "@" .. im.digest .. "/image.json"))
+      for _, l in ipairs(info.layers) do
+        assert.truthy(ct.fs.exists(root .. "/blobs/sha256/" .. l.blob:sub(8)), l.blob)
+      end
     end
     assert.equals(1, #H.json(root, { "list-releases" }).releases)
     assert.same(cur, H.json(root, { "release-info" }))

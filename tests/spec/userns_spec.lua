@@ -168,14 +168,18 @@ describe("user namespaces", function()
     -- Its image moved with it.
     local key = ct.fs.dir(root .. "/images")[1]
     assert.equals(string.format("%d:%d:65536\n", range.uid, range.gid), ct.fs.read(root .. "/images/" .. key .. "/idmap"))
-    assert.equals(range.uid, ct.fs.lstat(root .. "/images/" .. key .. "/rootfs/bin/busybox").uid)
+    -- (the layers of its new mapping, extracted from the store's blobs)
+    local base = json.decode(ct.fs.read(root .. "/images/" .. key .. "/image.json")).layers[1].diff_id:sub(8)
+    local mapped = string.format("%s/layers/%d-%d/%s/bin/busybox", root, range.uid, range.gid, base)
+    assert.equals(range.uid, ct.fs.lstat(mapped).uid)
 
     -- And back: opting out again moves it to host ids at its next start.
     set_conf(root, OPT_OUT)
     H.ok(root, { "restart", "web" })
     assert.equals(0, host_uid(pid_of(root, "web")))
     assert.equals(0, ct.fs.lstat(log).uid)
-    assert.equals(0, ct.fs.lstat(root .. "/images/" .. key .. "/rootfs/bin/busybox").uid)
+    assert.equals(0, ct.fs.lstat(root .. "/layers/host/" .. base .. "/bin/busybox").uid)
+    assert.equals("none\n", ct.fs.read(root .. "/images/" .. key .. "/idmap"))
   end)
 
   it("gives every root its own range and one ctcli entry in the subid files", function()

@@ -303,6 +303,24 @@ function H.goroot_cleanup()
   goroots = {}
 end
 
+-- mounts(root) -> the mount points under root (/proc/self/mountinfo), as
+-- the layer store's rootfs mounts (uppers/<app>/<id>/merged) show.
+function H.mounts(root)
+  local real = ct.fs.realpath(root) or root
+  local out = {}
+  for line in (ct.fs.read("/proc/self/mountinfo") or ""):gmatch("[^\n]+") do
+    local mp = line:match("^%S+ %S+ %S+ %S+ (%S+)")
+    mp = mp and mp:gsub("\\(%d%d%d)", function(o) return string.char(tonumber(o, 8)) end)
+    if mp and (mp:sub(1, #real + 1) == real .. "/" or mp:sub(1, #root + 1) == root .. "/") then out[#out + 1] = mp end
+  end
+  return out
+end
+
+-- unmount_all(root): every mount under root gone (a reboot; a spec's cleanup).
+function H.unmount_all(root)
+  for _, mp in ipairs(H.mounts(root)) do ct.fs.umount(mp, { detach = true }) end
+end
+
 -- cleanup(): kills and deletes every container of the roots this spec
 -- made (by id, from each root's runc-root; Go roots by the ids they were
 -- given), then removes the temp dirs.
@@ -318,6 +336,8 @@ function H.cleanup()
         ct.proc.run({ "runc", "--root", rr, "delete", "--force", id }, { timeout = 30 })
       end
     end
+    -- The apps' rootfs mounts (the layer store) before their trees go.
+    H.unmount_all(root)
   end
   H.roots = {}
   for i = #made, 1, -1 do ct.fs.rmtree(made[i]) end

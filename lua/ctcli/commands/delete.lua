@@ -98,6 +98,7 @@ return {
     for _, r in ipairs(release.list(ctx.paths) or {}) do ct.fs.rmtree(r.dir) end
     require("ctcli.staged").drop(ctx.paths)
     for _, key in ipairs(ct.fs.dir(ctx.paths.images) or {}) do ct.fs.rmtree(ctx.paths.images .. "/" .. key) end
+    require("ctcli.layers").remove_all(ctx.paths)
     if ctx.opts.purge then purge_dirs(ctx.paths) end
     local done, ferr = j:finish()
     if not done then return nil, "deleted release " .. rel.id .. ", but " .. ferr end

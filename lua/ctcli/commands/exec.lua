@@ -49,6 +49,7 @@ local function temporary(ctx, rel, app, argv)
   local log, drop = runc_log()
   local code, rerr = runtime.run_tty(rt, dir, id, { log = log })
   runtime.delete(rt, id)
+  runtime.temporary_done(dir)
   ct.fs.rmtree(dir)
   lock:release()
   if not code then drop() return nil, rerr end

@@ -1,21 +1,73 @@
--- reset APP: discards what the app changed in its rootfs by unpacking its
--- image again (from the layout the store keeps in images/<key>/oci/); its
+-- reset APP: discards what the app changed in its rootfs: its writable
+-- layer (uppers/<app>/<id>) is swapped for an empty one (or, without
+-- overlayfs, a fresh copy of its image); an image unpacked before the layer
+-- store (a flat rootfs) is unpacked again from images/<key>/oci/. Its
 -- configs and data are untouched. A running app is stopped and started again.
 local ct = require("ct")
 local apps = require("ctcli.apps")
 local common = require("ctcli.common")
 local journal = require("ctcli.journal")
 local json = require("ctcli.json")
+local layers = require("ctcli.layers")
 local release = require("ctcli.release")
 local runtime = require("ctcli.runtime")
 local store = require("ctcli.store")
 local ui = require("ctcli.ui")
 local userns = require("ctcli.userns")
 
+-- reset_upper(ctx, rel, app) -> true | nil, msg: the layer-store way. The
+-- fresh upper is made beside the old one first (nothing stops until it is
+-- there), then exchanged with it in one rename while the app is stopped.
+local function reset_upper(ctx, rel, app)
+  local states, lerr = apps.states(ctx, rel)
+  if not states then return nil, lerr end
+  local was_running = runtime.running(states[app.name])
+  local j, jerr = journal.begin(ctx.paths, "reset", {
+    app = app.name, stopped = json.array(was_running and { app.name } or {}),
+  })
+  if not j then return nil, jerr end
+  local uc, uerr = userns.context(ctx.paths)
+  if not uc then j:finish() return nil, uerr end
+  j:step("unpack")
+  local spare = string.format(".reset-%d-%d", ct.proc.getpid(), ct.time.now() // 1)
+  local ok, err = store.ensure_upper(ctx.paths, app, spare, userns.desired(app, uc.conf, uc.range))
+  local spare_dir = layers.upper_dir(ctx.paths, app.name, spare)
+  local function fail(e)
+    ct.fs.rmtree(spare_dir)
+    j:finish()
+    return nil, e
+  end
+  if not ok then return fail("cannot make a fresh writable layer for " .. app.name .. ": " .. tostring(err)) end
+  local hc = apps.hooks_for(ctx, rel)
+  if was_running then
+    j:step("stop")
+    ok, err = apps.stop(ctx, rel, { app }, { hooks = hc })
+    if not ok then return fail(err) end
+  end
+  j:step("swap")
+  -- Stopped now: nothing has it mounted (a leftover mount goes too).
+  ok, err = runtime.unmount(ctx.paths, app)
+  if ok then ok, err = ct.fs.exchange(spare_dir, layers.upper_dir(ctx.paths, app.name, app.upper)) end
+  if not ok then
+    if was_running then apps.start(ctx, rel, { app }, { hooks = hc }) end
+    return fail("cannot swap the writable layer of " .. app.name .. ": " .. tostring(err))
+  end
+  -- The spare now holds what the app had changed: gone.
+  ct.fs.rmtree(spare_dir)
+  if was_running then
+    j:step("start")
+    local started, serr = apps.start(ctx, rel, { app }, { hooks = hc, health = true })
+    if not started then j:finish() return nil, serr end
+  end
+  j:finish()
+  return was_running
+end
+
 return {
   summary = "Restore an app's rootfs to its image (configs and data untouched)",
   usage = "reset [-y] APP",
-  description = "Unpacks the app's image again and swaps it in for the rootfs it changed;\n" ..
+  description = "Swaps the app's writable layer for an empty one (an image unpacked by an\n" ..
+    "older ctcli: unpacks it again and swaps it in for the rootfs it changed);\n" ..
     "config/<app> and data/<app> stay as they are. Asks first (-y answers yes).",
   min_args = 1, max_args = 1,
   needs_root = true, needs_lock = true,
@@ -25,6 +77,20 @@ return {
     local list, serr = apps.select(rel, ctx.args)
     if not list then return nil, serr end
     local app = list[1]
+    if app.upper then
+      local yes, why, code = ui.ask(ctx, string.format(
+        "Reset %s: discard every change to its rootfs (configs and data stay)?", app.name), "reset")
+      if not yes then return nil, why, code end
+      local restarted, rerr = reset_upper(ctx, rel, app)
+      if restarted == nil then return nil, rerr end
+      if ctx.json then
+        ui.print(json.encode({ reset = app.name, restarted = restarted }))
+      else
+        ui.print("reset %s to its image %s%s", app.name, app.image.digest:sub(8, 19),
+          restarted and "; restarted it" or "")
+      end
+      return true
+    end
     local dir = store.dir(ctx.paths, app.name, app.image.digest)
     local layout = dir .. "/oci"
     if not ct.fs.exists(layout .. "/index.json") then

@@ -199,6 +199,12 @@ return {
       headers[#headers + 1] = "ISOLATION"
     end
     ui.table(headers, rows)
+    if ctx.verbose then
+      -- Said once: whether the apps' rootfs are overlays or each app's own copy.
+      local kind, why = require("ctcli.layers").storage(ctx.paths)
+      ui.print(kind == "overlay" and "storage: overlayfs (shared read-only layers, a writable layer per app)"
+        or "storage: an own copy of its image per app (no overlayfs: %s)", why)
+    end
     if #lost > 0 then
       ui.warn("the monitor of %s is gone: its output is not read and it is not restarted until " ..
         "'ctcli restart %s'", table.concat(lost, ", "), table.concat(lost, " "))
