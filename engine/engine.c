@@ -64,7 +64,7 @@ static int search_embedded(lua_State *L) {
   const char *name = luaL_checkstring(L, 1);
   for (const struct ct_embedded *m = ct_embedded_modules; m->module; m++) {
     if (strcmp(m->module, name) != 0) continue;
-    if (luaL_loadbufferx(L, m->source, m->len, m->chunk, "t") != LUA_OK)
+    if (luaL_loadbufferx(L, m->source, m->len, m->chunk, "b") != LUA_OK)
       return luaL_error(L, "error loading embedded module '%s':\n\t%s", name, lua_tostring(L, -1));
     lua_pushstring(L, m->chunk + 1);
     return 2;

@@ -20,6 +20,7 @@
 
 #include <archive.h>
 #include <archive_entry.h>
+#include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -34,6 +35,8 @@
 #include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <linux/capability.h>
 
 #define LX_MT "ct.layer.job"
 #define BLOCK_SIZE 65536
@@ -234,13 +237,15 @@ static int entry_owner(struct lx *x, struct archive_entry *e, uid_t *uid, gid_t 
 
 /* The directory dir (cleaned, "" for dest) opened beneath dest, kept for
    the next entries. Missing directories are made 0755, owned by the mapped
-   root. Returns the descriptor, or -1 (the job holds the failure). */
-static int parent_fd(struct lx *x, const char *dir) {
+   root, when `make`; else a missing one is -2. Returns the descriptor, or
+   -1 (the job holds the failure). */
+static int parent_fd(struct lx *x, const char *dir, int make) {
   if (x->pdir && strcmp(x->pdir, dir) == 0) return x->pfd;
   if (x->pfd >= 0) close(x->pfd);
   free(x->pdir);
   x->pdir = NULL;
   x->pfd = ct_open_beneath(x->root, *dir ? dir : ".", DIR_FLAGS, 0);
+  if (x->pfd < 0 && errno == ENOENT && !make) return -2;
   if (x->pfd < 0 && errno == ENOENT) {
     uint32_t u = 0, g = 0;
     int mapped = map_id(x, 0, &u) == 0 && map_id(x, 0, &g) == 0;
@@ -330,6 +335,25 @@ static int xattr_allowed(const char *name) {
   return strncmp(name, "user.", 5) == 0 || strcmp(name, "security.capability") == 0;
 }
 
+/* A file capability for the id mapping's root: v2 (which the kernel honours
+   for the host's root only) becomes v3 with rootid = the mapped root; a v3
+   rootid is mapped. -1 when it cannot be (the attribute is then dropped). */
+static int map_fcaps(const struct lx *x, const void *value, size_t size, struct vfs_ns_cap_data *out) {
+  memset(out, 0, sizeof *out);
+  memcpy(out, value, size < sizeof *out ? size : sizeof *out);
+  uint32_t magic = le32toh(out->magic_etc), rev = magic & VFS_CAP_REVISION_MASK, root, mapped;
+  if (rev == VFS_CAP_REVISION_2 && size == XATTR_CAPS_SZ_2)
+    root = 0;
+  else if (rev == VFS_CAP_REVISION_3 && size == XATTR_CAPS_SZ_3)
+    root = le32toh(out->rootid);
+  else
+    return -1;
+  if (map_id(x, root, &mapped) < 0) return -1;
+  out->magic_etc = htole32((magic & ~VFS_CAP_REVISION_MASK) | VFS_CAP_REVISION_3);
+  out->rootid = htole32(mapped);
+  return 0;
+}
+
 /* Owner, then mode (chown clears setuid/setgid: set after it), then
    xattrs (chown also drops file capabilities), then times. */
 static int set_meta(struct lx *x, int fd, struct archive_entry *e, uid_t uid, gid_t gid, int dir) {
@@ -340,8 +364,14 @@ static int set_meta(struct lx *x, int fd, struct archive_entry *e, uid_t uid, gi
   size_t size;
   archive_entry_xattr_reset(e);
   while (archive_entry_xattr_next(e, &name, &value, &size) == ARCHIVE_OK) {
-    if (xattr_allowed(name) && fsetxattr(fd, name, value, size, 0) != 0 && errno != ENOTSUP)
-      return entry_fail(x, errno, NULL);
+    if (!xattr_allowed(name)) continue;
+    struct vfs_ns_cap_data caps;
+    if (x->nmap && strcmp(name, "security.capability") == 0) {
+      if (map_fcaps(x, value, size, &caps) < 0) continue;
+      value = &caps;
+      size = XATTR_CAPS_SZ_3;
+    }
+    if (fsetxattr(fd, name, value, size, 0) != 0 && errno != ENOTSUP) return entry_fail(x, errno, NULL);
   }
   if (!dir) {
     struct timespec t = {archive_entry_mtime(e), archive_entry_mtime_nsec(e)};
@@ -466,9 +496,11 @@ static int layer_entry(struct lx *x, struct archive_entry *e) {
   const char *target = NULL;
   enum ct_wh_kind wk = ct_wh_kind(base, &target);
   if (wk == CT_WH_BAD) return entry_fail(x, EPERM, "refusing a whiteout of no name");
-  int pfd = parent_fd(x, dir);
-  if (pfd < 0) return -1;
   if (wk == CT_WH_META) return 0;
+  /* applied, a whiteout in a directory that is not there hides nothing */
+  int pfd = parent_fd(x, dir, !(x->apply && wk != CT_WH_NONE));
+  if (pfd == -2) return 0;
+  if (pfd < 0) return -1;
   if (wk == CT_WH_OPAQUE_DIR) return opaque(x, pfd, dir);
   if (wk == CT_WH_FILE) {
     x->whiteouts++;

@@ -1465,26 +1465,35 @@ static int p_fork_call(lua_State *L) {
     snprintf(secs, sizeof secs, "%.14g", timeout);
     lua_pushfstring(L, "timed out after %ss", secs);
     lua_pushvalue(L, 4);
-    return 4;
+    lua_pushliteral(L, "timeout");
+    return 5;
   }
   if (final && !bad) {
     lua_pushboolean(L, final != R_ERROR);
     lua_pushvalue(L, 6);
     lua_pushvalue(L, 7);
     lua_pushvalue(L, 4);
-    return 4;
+    if (final != R_ERROR) return 4;
+    lua_pushliteral(L, "error");
+    return 5;
   }
   lua_pushboolean(L, 0);
   lua_pushvalue(L, 6);
-  if (bad)
-    lua_pushliteral(L, "hook process sent a malformed record");
-  else if (p->reaped && WIFSIGNALED(p->status))
-    lua_pushfstring(L, "hook process died (signal %d)", WTERMSIG(p->status));
-  else
-    lua_pushfstring(L, "hook process exited (status %d) without a result",
+  const char *kind;
+  if (bad) {
+    lua_pushliteral(L, "the child process sent a malformed record");
+    kind = "malformed";
+  } else if (p->reaped && WIFSIGNALED(p->status)) {
+    lua_pushfstring(L, "the child process died (signal %d)", WTERMSIG(p->status));
+    kind = "signal";
+  } else {
+    lua_pushfstring(L, "the child process exited (status %d) without a result",
                     p->reaped && WIFEXITED(p->status) ? WEXITSTATUS(p->status) : -1);
+    kind = "exit";
+  }
   lua_pushvalue(L, 4);
-  return 4;
+  lua_pushstring(L, kind);
+  return 5;
 }
 
 /* ---------- the module ---------- */

@@ -9,7 +9,6 @@ here=$(cd "$(dirname "$0")" && pwd)
 src=$(dirname "$here")
 out=${1:-$here/out}
 mkdir -p "$out"
-cmake -DSRC_DIR="$src" -DOUT="$out/embedded_lua.c" -P "$src/cmake/EmbedLua.cmake"
 lua_static=$(for d in /usr/lib/x86_64-linux-gnu /usr/lib/aarch64-linux-gnu /usr/lib /usr/local/lib; do
   [ -f "$d/liblua5.4.a" ] && echo "$d/liblua5.4.a" && break; done)
 cjson_static=$(dirname "$lua_static")/liblua5.4-cjson.a
@@ -18,9 +17,15 @@ engine=""
 for f in "$src"/engine/*.c; do
   case $(basename "$f") in main.c|lua_runner.c) ;; *) engine="$engine $f" ;; esac
 done
+# The embedded modules, compiled to bytecode by the build's own tool.
+cc -O1 -I"$(pkg-config --variable=includedir lua5.4)/lua5.4" $(pkg-config --cflags lua5.4) -o "$out/embedlua" \
+  "$src/tools/embedlua.c" "$lua_static" -lm -ldl
+(cd "$src/lua" && find . -name '*.lua' | sed 's|^\./||' | LC_ALL=C sort) > "$out/lua-files"
+# shellcheck disable=SC2046
+"$out/embedlua" "$out/embedded_lua.c" "$src" $(cat "$out/lua-files")
 cflags="-g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
-  -D_GNU_SOURCE -DCTCLI_VERSION=\"fuzz\" -I$src/engine $(pkg-config --cflags lua5.4 libarchive libcrypto)"
-libs="$cjson_static $lua_static $(pkg-config --libs libarchive libcrypto) -lm -ldl"
+  -D_GNU_SOURCE -DCTCLI_VERSION=\"fuzz\" -I$src/engine $(pkg-config --cflags lua5.4 libarchive nettle hogweed)"
+libs="$cjson_static $lua_static $(pkg-config --libs libarchive nettle hogweed) -lm -ldl"
 for t in manifest legacy archive; do
   echo "build.sh: fuzz-$t"
   # shellcheck disable=SC2086

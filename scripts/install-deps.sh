@@ -6,10 +6,12 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config git
   liblua5.4-dev lua5.4 lua-cjson-dev
-  libarchive-dev libssl-dev libzstd-dev
+  libarchive-dev nettle-dev libzstd-dev
   runc umoci busybox-static
   lua-busted lua-check ansible-core
   zstd gzip tar strace valgrind openssl inotify-tools
+  # bench/: bsdtar is the start-up floor (the same libarchive)
+  libarchive-tools
   # tests/support/mkdebimg: Debian roots for the real-services tests (as root:
   # no uidmap needed)
   mmdebstrap

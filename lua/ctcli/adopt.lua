@@ -159,7 +159,7 @@ end
 -- run(ctx) -> result of resume | false (not a Go root) | nil, msg.
 function M.run(ctx)
   if not goroot.present(ctx.paths) then return false end
-  local j, err = journal.begin(ctx.paths, "adopt", {})
+  local j, err = journal.begin(ctx.paths, "adopt", {}, M.STEPS)
   if not j then return nil, err end
   local res, rerr = M.resume(ctx, j)
   if not res then

@@ -358,6 +358,8 @@ local function run(parsed)
     opts = parsed.opts,
     args = parsed.args,
     argv = parsed.argv,
+    -- the journal's step names for this command (journal.begin)
+    steps = cmd.steps,
   }
   parsed.ctx = ctx
   if cmd.needs_root then

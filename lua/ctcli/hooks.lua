@@ -236,7 +236,7 @@ local SHAPE_TIMEOUT = 10
 -- Runs the file's top level (what builds its table; no hook is called) in a
 -- sandboxed child under a short deadline: only that shows what a value is.
 function M.shape(text, label)
-  local ok, _, result = ct.proc.fork_call(function()
+  local ok, _, result, _, kind = ct.proc.fork_call(function()
     string.dump = nil -- luacheck: ignore 122
     local t = load_source({ text = text, label = label }, sandbox_env(function() end))
     local ids = {}
@@ -249,7 +249,7 @@ function M.shape(text, label)
     return json.encode({ problems = json.array(table_problems(t)), migrations = json.array(ids) })
   end, SHAPE_TIMEOUT)
   if not ok then
-    if tostring(result):match("^timed out") then
+    if kind == "timeout" then
       return nil, string.format("its top level did not finish within %ds", SHAPE_TIMEOUT)
     end
     return nil, tostring(result)
@@ -264,11 +264,12 @@ local cgroup_warned = false
 -- deadline. When the call ends, at the deadline or not, every process it
 -- started on the host is killed (the cgroup holds a `setsid` daemon too;
 -- without a cgroup, only its process group is, and the first call says so
--- in the log). -> ok, result_or_error, log lines
+-- in the log). -> ok, result_or_error, log lines, kind of failure (as
+-- ct.proc.fork_call: "timeout", "error", "signal", "exit", "malformed")
 local function in_child(hc, timeout, fn, app_name, point)
   local workdir = ct.fs.mkdtemp(hc.paths.tmp .. "/hook-XXXXXX")
   local cgroup, why = hookcgroup.next()
-  local ok, lines, result, note = ct.proc.fork_call(function(emit)
+  local ok, lines, result, note, kind = ct.proc.fork_call(function(emit)
     -- The string metatable reaches the real library: take dump out of it.
     string.dump = nil -- luacheck: ignore 122
     return fn(emit, workdir)
@@ -295,7 +296,7 @@ local function in_child(hc, timeout, fn, app_name, point)
     end
   end
   ct.fs.rmtree(workdir)
-  return ok, result, lines or {}
+  return ok, result, lines or {}, kind
 end
 
 function log_line(hc, app, point, msg)
@@ -361,7 +362,7 @@ function M.run(hc, app, point)
   local info = info_for(hc, app, point)
   for _, src in ipairs(sources) do
     local timeout = time_limit(hc, app)
-    local done, result, lines = in_child(hc, timeout, function(emit, workdir)
+    local done, result, lines, kind = in_child(hc, timeout, function(emit, workdir)
       local ctx = make_ctx(info, emit, workdir)
       local t = load_source(src, sandbox_env(ctx.log))
       local f = t[point]
@@ -372,7 +373,7 @@ function M.run(hc, app, point)
     end, app.name, point)
     relay(hc, app.name, point, lines)
     if not done then
-      if tostring(result):match("^timed out") then
+      if kind == "timeout" then
         return nil, string.format("%s hook of %s (%s) hit its time limit of %gs and was killed",
           point, app.name, src.label, timeout)
       end
@@ -444,7 +445,7 @@ function M.migrate(hc, app)
     if not done[id] then
       local info = info_for(hc, app, "migration " .. id)
       local timeout = time_limit(hc, app)
-      local ok, result, lines = in_child(hc, timeout, function(emit, workdir)
+      local ok, result, lines, kind = in_child(hc, timeout, function(emit, workdir)
         local ctx = make_ctx(info, emit, workdir)
         for _, src in ipairs(sources) do
           local t = load_source(src, sandbox_env(ctx.log))
@@ -458,7 +459,7 @@ function M.migrate(hc, app)
       end, app.name, "migration " .. id)
       relay(hc, app.name, "migration " .. id, lines)
       if not ok then
-        if tostring(result):match("^timed out") then
+        if kind == "timeout" then
           return nil, string.format("migration %s of %s hit its time limit of %gs and was killed", id, app.name, timeout)
         end
         return nil, string.format("migration %s of %s: %s", id, app.name, result)

@@ -31,10 +31,12 @@ local function fault(command, step)
   return true
 end
 
--- begin(paths, command, data) -> journal | nil, msg
-function M.begin(paths, command, data)
+-- begin(paths, command, data, steps) -> journal | nil, msg. steps: the
+-- step names the command declares (its `steps`), or nil for a command that
+-- declares none (its steps are not checked and take only injected kills).
+function M.begin(paths, command, data, steps)
   local j = setmetatable({
-    path = paths.journal,
+    path = paths.journal, steps = steps,
     doc = { command = command, pid = ct.proc.getpid(), started = os.date("!%Y-%m-%dT%H:%M:%SZ"),
             steps = json.array(), data = data or {} },
   }, Journal)
@@ -44,36 +46,38 @@ function M.begin(paths, command, data)
 end
 
 -- step(name) -> true | nil, msg: records that the step named is about to
--- run (and the one before it is done). It fails only when CTCLI_FAULT injects
--- a failure there; every caller takes its error path then.
+-- run (and the one before it is done). It fails when the journal cannot be
+-- written (a full disk) or CTCLI_FAULT injects a failure there; every
+-- caller takes its error path then.
 function Journal:step(name)
   -- A step a command does not declare is a bug: the crash tests enumerate the declared ones.
-  local cmd = require("ctcli.cli").command(self.doc.command)
-  if cmd and cmd.steps then
+  if self.steps then
     local known = false
-    for _, s in ipairs(cmd.steps) do if s == name then known = true end end
+    for _, s in ipairs(self.steps) do if s == name then known = true end end
     if not known then error("journal: step '" .. name .. "' is not declared by " .. self.doc.command) end
   end
   local steps = self.doc.steps
   if #steps > 0 then steps[#steps].done = true end
   steps[#steps + 1] = { name = name, done = false }
   local ok, err = save(self)
-  if not ok then error("cannot write the journal: " .. err) end
+  if not ok then return nil, "cannot write the journal: " .. tostring(err) end
   -- The kill comes after the journal says the step began: the hardest case.
   local went, why = fault(self.doc.command, name)
   -- Only the commands that declare their steps check what step returns: an
   -- injected failure anywhere else would pass unseen, so it is refused.
-  if not went and not (cmd and cmd.steps) then
+  if not went and not self.steps then
     error("CTCLI_FAULT: " .. self.doc.command .. " takes no injected failures (only kills)")
   end
   return went, why
 end
 
--- set(key, value): adds to what recovery needs to know.
+-- set(key, value) -> true | nil, msg: adds to what recovery needs to know
+-- (a failed write also fails the next step, which writes it all again).
 function Journal:set(key, value)
   self.doc.data[key] = value
   local ok, err = save(self)
-  if not ok then error("cannot write the journal: " .. err) end
+  if not ok then return nil, "cannot write the journal: " .. tostring(err) end
+  return true
 end
 
 function Journal:reached(name)

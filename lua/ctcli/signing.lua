@@ -6,6 +6,7 @@
 -- exactly the files its manifest lists, each matching its digest.
 local ct = require("ct")
 local json = require("ctcli.json")
+local pem_mod = require("ctcli.pem")
 
 local M = {}
 
@@ -19,9 +20,8 @@ end
 
 -- parse_key(path, pem) -> key | nil, why: a key that parses as ed25519.
 local function parse_key(path, pem)
-  -- A malformed key is nil, msg; a good one is false (no signature matches "").
-  local good, kerr = ct.hash.verify(pem, "", "")
-  if good == nil then return nil, "not an ed25519 public key (" .. tostring(kerr) .. ")" end
+  local good, kerr = pem_mod.public_key(pem)
+  if not good then return nil, "not an ed25519 public key (" .. tostring(kerr) .. ")" end
   local name = path:match("([^/]+)$"):gsub("%.pub$", ""):gsub("%.key$", "")
   return { name = name, path = path, pem = pem, fingerprint = M.fingerprint(pem) }
 end
@@ -100,10 +100,8 @@ function M.sign(key_path, manifest_text)
     return nil, key_path .. ": a public key; signing needs the private key ('ctcli keygen' wrote it as " ..
       "<name>.key beside <name>.pub)"
   end
-  local ok, sig = pcall(ct.hash.sign, pem, manifest_text)
-  if not ok or not sig then
-    return nil, key_path .. ": not an ed25519 private key" .. (sig and (" (" .. tostring(sig) .. ")") or "")
-  end
+  local sig, serr = pem_mod.sign(pem, manifest_text)
+  if not sig then return nil, key_path .. ": not an ed25519 private key (" .. tostring(serr) .. ")" end
   return sig
 end
 
@@ -113,8 +111,7 @@ function M.check_signature(manifest_text, sig, keys)
     return nil, "not signed (no " .. M.SIGNATURE .. ")"
   end
   for _, k in ipairs(keys) do
-    local ok, good = pcall(ct.hash.verify, k.pem, manifest_text, sig)
-    if ok and good then return k end
+    if pem_mod.verify(k.pem, manifest_text, sig) then return k end
   end
   local names = {}
   for _, k in ipairs(keys) do names[#names + 1] = M.label(k) end

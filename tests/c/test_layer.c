@@ -45,7 +45,7 @@ static void sh(const char *fmt, ...) {
 /* Root, for chown, mknod and mount; a namespace of our own for the mounts. */
 static void need_root(void) {
   if (geteuid() != 0) t_skip("needs root (chown, mknod, trusted.* xattrs, mount)");
-  if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0)
+  if (unshare(CLONE_NEWNS) != 0 || mount("none", "/", "none", MS_REC | MS_PRIVATE, NULL) != 0)
     t_skip("cannot make a private mount namespace");
 }
 
@@ -379,6 +379,7 @@ DEFINE_TEST(apply_layers_in_order) {
       {"added/", 'd', 0700, NULL, 0}, /* a directory replaces the file added */
       {"bin/", 'd', 0711, NULL, 0},   /* a directory on a directory: kept, mode updated */
       {"home/.wh.app", 'f', 0, NULL, 0}, /* a whiteout of a tree */
+      {"nowhere/.wh.x", 'f', 0, NULL, 0}, /* hides nothing, makes nothing */
   };
   LAYER(P("late.tar"), "none", LATE);
   sh("mkdir -p %s", P("root"));
@@ -396,6 +397,7 @@ DEFINE_TEST(apply_layers_in_order) {
       "assert(st(d .. '/bin').mode == tonumber('711', 8) and ct.fs.exists(d .. '/bin/su'))\n"
       "assert(st(d .. '/bin/su').mode == tonumber('4755', 8))\n"
       "assert(not ct.fs.exists(d .. '/home/app') and ct.fs.exists(d .. '/home'))\n"
+      "assert(not ct.fs.exists(d .. '/nowhere'))\n"
       "return true");
 }
 
@@ -432,4 +434,126 @@ DEFINE_TEST(apply_never_follows_dest_symlinks) {
       "assert(#n == 1 and n[1] == 'sub', table.concat(n, ' '))\n"
       "assert(ok(ct.fs.read(T .. '/outside/sub/file')) == 'keep\\n')\n"
       "return true");
+}
+
+/* The layers under overlayfs and the same layers applied in order are one
+   tree to tree_digest; a change of content, mode or opaque flag is not. */
+DEFINE_TEST(tree_digest_merged_equals_applied) {
+  need_root();
+  LAYER(P("base.tar"), "none", BASE);
+  LAYER(P("top.tar"), "none", TOP);
+  sh("mkdir -p %s %s %s %s", P("l1"), P("l2"), P("copy"), P("m"));
+  LUA("ok(ct.layer.extract(T .. '/base.tar', T .. '/l1'))\n"
+      "ok(ct.layer.extract(T .. '/top.tar', T .. '/l2'))\n"
+      "ok(ct.layer.apply(T .. '/base.tar', T .. '/copy'))\n"
+      "ok(ct.layer.apply(T .. '/top.tar', T .. '/copy'))\n"
+      "ok(ct.fs.mount_overlay{lower = {T .. '/l2', T .. '/l1'}, target = T .. '/m'})\n"
+      "local merged = ok(ct.fs.tree_digest(T .. '/m'))\n"
+      "ok(ct.fs.umount(T .. '/m'))\n"
+      "local copy = ok(ct.fs.tree_digest(T .. '/copy'))\n"
+      "assert(merged:match('^sha256:%%x+$') and #merged == 71, merged)\n"
+      "assert(merged == copy, merged .. ' ~= ' .. copy)\n"
+      "assert(ok(ct.fs.tree_digest(T .. '/copy')) == copy)\n"
+      "local l2 = ok(ct.fs.tree_digest(T .. '/l2'))\n"
+      "ok(ct.fs.write_atomic(T .. '/copy/a/keep', 'changed'))\n"
+      "local c2 = ok(ct.fs.tree_digest(T .. '/copy'))\n"
+      "assert(c2 ~= copy)\n"
+      "ok(ct.fs.chmod(T .. '/copy/a/keep', tonumber('600', 8)))\n"
+      "assert(ok(ct.fs.tree_digest(T .. '/copy')) ~= c2)\n"
+      "return l2");
+  lua_State *L = S();
+  char before[80];
+  snprintf(before, sizeof before, "%s", lua_tostring(L, -1));
+  lua_pop(L, 1);
+  T_ASSERT(lremovexattr(P("l2/opq"), "trusted.overlay.opaque") == 0);
+  LUA("assert(ok(ct.fs.tree_digest(T .. '/l2')) ~= '%s') return true", before);
+  LUA("refused('No such file', ct.fs.tree_digest(T .. '/missing')) return true");
+}
+
+/* An upper an app wrote: Dir:walk shows its whiteouts and opaque
+   directories; a backup writes them as OCI entries and a restore with
+   whiteouts = "overlay" gives the same tree back. */
+DEFINE_TEST(upper_walk_and_oci_round_trip) {
+  need_root();
+  LAYER(P("base.tar"), "none", BASE);
+  sh("mkdir -p %s %s %s %s %s", P("l1"), P("upper"), P("work"), P("m"), P("restored"));
+  LUA("ok(ct.layer.extract(T .. '/base.tar', T .. '/l1'))\n"
+      "ok(ct.fs.mount_overlay{lower = {T .. '/l1'}, upper = T .. '/upper', work = T .. '/work',\n"
+      "  target = T .. '/m'})\n"
+      "local m = T .. '/m'\n"
+      "ok(ct.fs.unlink(m .. '/a/gone'))\n"
+      "ok(ct.fs.rmtree(m .. '/opq')) ok(ct.fs.mkdir(m .. '/opq')) ok(ct.fs.write_atomic(m .. '/opq/mine', 'x'))\n"
+      "ok(ct.fs.write_atomic(m .. '/new', 'new'))\n"
+      "ok(ct.fs.symlink('/etc', m .. '/link'))\n"
+      "ok(ct.fs.umount(m))\n"
+      "return true");
+  /* a device node an app made in its upper: left out of a backup */
+  T_ASSERT(mknod(P("upper/dev-null"), S_IFCHR | 0666, makedev(1, 3)) == 0);
+  LUA("local d <close> = ok(ct.fs.opendir(T .. '/upper'))\n"
+      "local by = {}\n"
+      "for _, e in ipairs(ok(d:walk(''))) do by[e.path] = e end\n"
+      "assert(by['a/gone'].type == 'char' and by['a/gone'].rdev == 0, 'no whiteout')\n"
+      "assert(by['opq'].type == 'dir' and by['opq'].opaque and not by['a'].opaque)\n"
+      "assert(by['opq/mine'].type == 'file' and by['opq/mine'].size == 1)\n"
+      "assert(by['new'] and by['link'].type == 'link' and not by['link/passwd'])\n"
+      "assert(#ok(d:walk('opq')) == 1 and ok(d:walk('opq'))[1].path == 'mine')\n"
+      "refused('not allowed', d:walk('../x'))\n"
+      "refused('symlink', d:walk('link'))\n"
+      "local want = ok(ct.fs.tree_digest(T .. '/upper'))\n"
+      "local r = ok(ct.archive.create(T .. '/upper.tar', {{name = 'upper', path = T .. '/upper',\n"
+      "  whiteouts = 'oci'}}, {format = 'none'}))\n"
+      "assert(r.warnings and r.warnings[1]:find('dev-null', 1, true), 'no warning')\n"
+      "local names = {}\n"
+      "for _, e in ipairs(ok(ct.archive.list(T .. '/upper.tar'))) do names[e.name] = e end\n"
+      "assert(names['upper/a/.wh.gone'] and names['upper/a/.wh.gone'].type == 'file')\n"
+      "assert(names['upper/opq/.wh..wh..opq'] and not names['upper/a/gone'])\n"
+      "assert(not names['upper/dev-null'])\n"
+      "ok(ct.fs.unlink(T .. '/upper/dev-null'))\n"
+      "want = ok(ct.fs.tree_digest(T .. '/upper'))\n"
+      "ok(ct.archive.extract(T .. '/upper.tar', T .. '/restored', {preserve = true, whiteouts = 'overlay'}))\n"
+      "local got = ok(ct.fs.tree_digest(T .. '/restored/upper'))\n"
+      "assert(got == want, got .. ' ~= ' .. want)\n"
+      "-- without the option a whiteout stays the OCI file it is in the archive\n"
+      "ok(ct.fs.mkdir(T .. '/plain'))\n"
+      "ok(ct.archive.extract(T .. '/upper.tar', T .. '/plain', {preserve = true}))\n"
+      "assert(st(T .. '/plain/upper/a/.wh.gone').type == 'file')\n"
+      "return true");
+  T_ASSERT(is_whiteout(P("restored/upper/a/gone")) && is_opaque(P("restored/upper/opq")));
+}
+
+/* A file capability (v2, as images carry it) works for the mapped root
+   only as v3 with that root's id: extract with an idmap converts it. */
+DEFINE_TEST(extract_maps_file_capabilities) {
+  need_root();
+  struct archive *a = archive_write_new();
+  archive_write_set_format_pax_restricted(a);
+  archive_write_add_filter_none(a);
+  if (archive_write_open_filename(a, P("caps.tar")) != ARCHIVE_OK) t_fail(__FILE__, __LINE__, "open");
+  struct archive_entry *e = archive_entry_new();
+  archive_entry_set_pathname(e, "ping");
+  archive_entry_set_filetype(e, AE_IFREG);
+  archive_entry_set_perm(e, 0755);
+  archive_entry_set_size(e, 0);
+  /* v2, effective, cap_net_raw (13) permitted */
+  unsigned char v2[20] = {0x01, 0x00, 0x00, 0x02, 0x00, 0x20, 0x00, 0x00};
+  archive_entry_xattr_add_entry(e, "security.capability", v2, sizeof v2);
+  archive_entry_xattr_add_entry(e, "trusted.overlay.redirect", "/etc", 4);
+  archive_entry_xattr_add_entry(e, "user.note", "hi", 2);
+  archive_write_header(a, e);
+  archive_entry_free(e);
+  archive_write_close(a);
+  archive_write_free(a);
+  sh("mkdir -p %s %s", P("host"), P("mapped"));
+  LUA("ok(ct.layer.extract(T .. '/caps.tar', T .. '/host'))\n"
+      "ok(ct.layer.extract(T .. '/caps.tar', T .. '/mapped', {idmap = {{inside = 0, outside = 300000, size = 65536}}}))\n"
+      "return true");
+  unsigned char got[32];
+  T_ASSERT(getxattr(P("host/ping"), "security.capability", got, sizeof got) == 20);
+  T_ASSERT(memcmp(got, v2, 20) == 0);
+  T_ASSERT(getxattr(P("mapped/ping"), "security.capability", got, sizeof got) == 24);
+  T_ASSERT(got[3] == 0x03 && got[0] == 0x01 && got[5] == 0x20);
+  unsigned rootid = got[20] | got[21] << 8 | got[22] << 16 | (unsigned)got[23] << 24;
+  T_ASSERT(rootid == 300000);
+  T_ASSERT(getxattr(P("mapped/ping"), "user.note", got, sizeof got) == 2);
+  T_ASSERT(getxattr(P("mapped/ping"), "trusted.overlay.redirect", got, sizeof got) < 0);
 }

@@ -347,14 +347,15 @@ DEFINE_TEST(kill_alive_getpid_and_signals) {
 DEFINE_TEST(exec_replaces_the_process) {
   lua_State *L = P();
   T_LUA(L,
-        "local ok, lines, err = proc.fork_call(function(emit) "
+        "local ok, lines, err, _, kind = proc.fork_call(function(emit) "
         "  local r, msg, e = proc.exec({'ct-no-such-program-4711'}) "
         "  emit(tostring(r) .. '|' .. msg .. '|' .. e) "
         "  proc.exec({'sh', '-c', 'test \"$CT_X\" = yes && exit 5; exit 1'}, {CT_X = 'yes'}) "
         "  return 'not reached' "
         "end, 10) "
         "assert(lines[1] == 'nil|ct-no-such-program-4711: No such file or directory|2', lines[1]) "
-        "assert(ok == false and err == 'hook process exited (status 5) without a result', err) "
+        "assert(ok == false and err == 'the child process exited (status 5) without a result', err) "
+        "assert(kind == 'exit', kind) "
         "return true");
 }
 
@@ -393,26 +394,29 @@ DEFINE_TEST(fork_call_reports_errors) {
   lua_State *L = P();
   T_LUA(
       L,
-      "local ok, lines, err = proc.fork_call(function(emit) emit('before') error('boom') end, 10) "
+      "local ok, lines, err, _, kind = proc.fork_call(function(emit) emit('before') error('boom') end, 10) "
       "assert(ok == false and lines[1] == 'before' and err:find('boom', 1, true), err) "
+      "assert(kind == 'error', kind) "
       "ok, lines, err = proc.fork_call(function() error({}) end, 10) "
       "assert(ok == false and err == '(error object is a table value)', err) "
       "ok, lines, err = proc.fork_call(function() error(setmetatable({}, "
       "  {__tostring = function() return 'custom' end})) end, 10) "
       "assert(ok == false and err == 'custom', err) "
-      "ok, lines, err = proc.fork_call(function(emit) emit('x') "
+      "ok, lines, err, _, kind = proc.fork_call(function(emit) emit('x') "
       "  proc.kill(proc.getpid(), 'KILL') end, 10) "
-      "assert(ok == false and lines[1] == 'x' and err == 'hook process died (signal 9)', err) "
+      "assert(ok == false and lines[1] == 'x' and err == 'the child process died (signal 9)', err) "
+      "assert(kind == 'signal', kind) "
       "return true");
 }
 
 DEFINE_TEST(fork_call_stops_an_infinite_loop) {
   lua_State *L = P();
   T_LUA(L, "local t0 = ct.time.monotonic() "
-           "local ok, lines, err = proc.fork_call(function(emit) emit('spinning') "
+           "local ok, lines, err, _, kind = proc.fork_call(function(emit) emit('spinning') "
            "  while true do end end, 0.5) "
            "local dt = ct.time.monotonic() - t0 "
            "assert(ok == false and lines[1] == 'spinning' and err == 'timed out after 0.5s', err) "
+           "assert(kind == 'timeout', kind) "
            "assert(dt >= 0.5 and dt < 5, dt) "
            /* neither pcall nor a coroutine escapes it */
            "ok, lines, err = proc.fork_call(function() "

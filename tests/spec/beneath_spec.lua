@@ -1,3 +1,4 @@
+-- ctest: unit
 -- ct.fs.opendir as the Lua layer sees it: the types it hands back, the
 -- shape of its failures and the messages an operator reads.
 local ct = require("ct")

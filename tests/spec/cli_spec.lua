@@ -1,3 +1,4 @@
+-- ctest: unit
 -- The front end, end to end through the real binary: help, version, init,
 -- global options, usage errors, a root that is not one.
 local ct = require("ct")

@@ -1,3 +1,4 @@
+-- ctest: unit
 -- `ctcli completion bash|zsh`: the scripts parse, and a real bash completion
 -- run (COMP_WORDS, COMP_CWORD, the function, COMPREPLY) offers the registry's
 -- commands, options, files and the root's app names.

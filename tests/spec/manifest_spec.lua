@@ -1,3 +1,4 @@
+-- ctest: unit
 -- The release manifest: validation (every problem, with its path), the
 -- release model, the legacy conversion, and the schema kept in step.
 local json = require("ctcli.json")

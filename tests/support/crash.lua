@@ -120,8 +120,11 @@ local function kill_case(sc, step, matrix)
     assert.equals("", running(root))
   end
   if sc.command ~= "install" and sc.command ~= "delete" then assert.truthy(now) end
-  if sc.command == "backup" or (sc.command == "upgrade" and now == before_id) then
+  if sc.command == "backup" then
     assert.equals(before_id, now)
+  elseif sc.command == "upgrade" and now ~= before_id then
+    -- not the old release: then the whole new one, made from it
+    assert.equals(before_id, release_of(root, now).previous, "upgrade killed at " .. step .. " left " .. now)
   end
   -- configs and data as before, or as intended
   if sc.intended then

@@ -63,7 +63,7 @@ return {
     local yes, why, code = ui.ask(ctx, string.format("Delete %s (%s) from %s?", what, ui.release_label(rel),
       ctx.root), "delete")
     if not yes then return nil, why, code end
-    local j, jerr = journal.begin(ctx.paths, "delete", { release = rel.id, purge = ctx.opts.purge or false })
+    local j, jerr = journal.begin(ctx.paths, "delete", { release = rel.id, purge = ctx.opts.purge or false }, ctx.steps)
     if not j then return nil, jerr end
     local running = json.array()
     for name, st in pairs(apps.states(ctx, rel) or {}) do

@@ -34,7 +34,7 @@ return {
     elseif cerr then
       return nil, cerr
     end
-    local j, jerr = journal.begin(ctx.paths, "install", { package = file })
+    local j, jerr = journal.begin(ctx.paths, "install", { package = file }, ctx.steps)
     if not j then return nil, jerr end
     local pkg, perr = deploy.open(ctx, file, j)
     if not pkg then j:finish() return nil, perr end

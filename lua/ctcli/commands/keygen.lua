@@ -17,7 +17,7 @@ return {
     for _, f in ipairs({ keyfile, pubfile }) do
       if ct.fs.exists(f) then return nil, f .. " exists; remove it first or choose another name" end
     end
-    local priv, pub = ct.hash.keygen()
+    local priv, pub = require("ctcli.pem").keygen()
     if not priv then return nil, "cannot generate a key: " .. tostring(pub) end
     local ok, err = ct.fs.write_atomic(keyfile, priv, 384)
     if not ok then return nil, err end

@@ -33,9 +33,9 @@ local function backups(ctx)
       end
       todo[#todo + 1] = found
     end
-    local j, jerr = journal.begin(ctx.paths, "prune", { backups = json.array(ctx.args) })
+    local j, jerr = journal.begin(ctx.paths, "prune", { backups = json.array(ctx.args) }, ctx.steps)
     if not j then return nil, jerr end
-    j:step("prune")
+    do local stepped, jwerr = j:step("prune") if not stepped then return nil, jwerr end end
     for _, b in ipairs(todo) do
       local ok, err = backup.remove(b)
       if not ok then j:finish() return nil, "cannot remove the backup " .. b.path .. ": " .. tostring(err) end
@@ -49,9 +49,9 @@ local function backups(ctx)
     if ctx.opts.keep then
       for reason in pairs(keep) do keep[reason] = math.floor(ctx.opts.keep) end
     end
-    local j, jerr = journal.begin(ctx.paths, "prune", { backups = true })
+    local j, jerr = journal.begin(ctx.paths, "prune", { backups = true }, ctx.steps)
     if not j then return nil, jerr end
-    j:step("prune")
+    do local stepped, jwerr = j:step("prune") if not stepped then return nil, jwerr end end
     local res, err = backup.retain(ctx.paths, keep)
     j:finish()
     if not res then return nil, err end
@@ -103,9 +103,9 @@ return {
     -- Every release must read before anything goes (release.prune checks again).
     local list, lerr = release.list(ctx.paths)
     if not list then return nil, lerr end
-    local j, jerr = journal.begin(ctx.paths, "prune", { keep = keep })
+    local j, jerr = journal.begin(ctx.paths, "prune", { keep = keep }, ctx.steps)
     if not j then return nil, jerr end
-    j:step("prune")
+    do local stepped, jwerr = j:step("prune") if not stepped then return nil, jwerr end end
     local sizes = {}
     for _, rel in ipairs(list) do sizes[rel.id] = ct.fs.du(rel.dir) or 0 end
     local removed, freed = release.prune(ctx.paths, keep)

@@ -108,7 +108,7 @@ return {
 
     local j, jerr = journal.begin(ctx.paths, "reset", {
       app = app.name, stopped = json.array(was_running and { app.name } or {}),
-    })
+    }, ctx.steps)
     if not j then return nil, jerr end
     local function fail(e, tmp)
       if tmp then ct.fs.rmtree(tmp) end

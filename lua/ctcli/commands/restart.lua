@@ -19,15 +19,15 @@ return {
     local names = {}
     for _, app in ipairs(list) do names[#names + 1] = app.name end
     -- Recovery starts again what an interrupted restart stopped.
-    local j, jerr = journal.begin(ctx.paths, "restart", { stopped = json.array(names) })
+    local j, jerr = journal.begin(ctx.paths, "restart", { stopped = json.array(names) }, ctx.steps)
     if not j then return nil, jerr end
-    j:step("mark")
+    do local stepped, jwerr = j:step("mark") if not stepped then return nil, jwerr end end
     local mok, merr = wanted.mark(ctx.paths, names, true)
     if not mok then j:finish() return nil, merr end
-    j:step("stop")
+    do local stepped, jwerr = j:step("stop") if not stepped then return nil, jwerr end end
     local ok, sterr = apps.stop(ctx, rel, list, { hooks = hc })
     if not ok then j:finish() return nil, sterr end
-    j:step("start")
+    do local stepped, jwerr = j:step("start") if not stepped then return nil, jwerr end end
     local started, aerr = apps.start(ctx, rel, list, { hooks = hc, health = true })
     j:finish()
     if not started then return nil, aerr end

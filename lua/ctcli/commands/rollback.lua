@@ -411,7 +411,7 @@ return {
     local yes, why, code = ui.ask(ctx, "Proceed with the rollback?", "rollback")
     if not yes then return nil, why, code end
 
-    local j, jerr = journal.begin(ctx.paths, "rollback", { from = cur and cur.id or json.null, target = arg })
+    local j, jerr = journal.begin(ctx.paths, "rollback", { from = cur and cur.id or json.null, target = arg }, ctx.steps)
     if not j then return nil, jerr end
     local started, info, safety
     if archive then

@@ -40,9 +40,9 @@ return {
       end
       table.sort(names)
     end
-    local j, jerr = journal.begin(ctx.paths, "rotate-logs", { apps = json.array(names) })
+    local j, jerr = journal.begin(ctx.paths, "rotate-logs", { apps = json.array(names) }, ctx.steps)
     if not j then return nil, jerr end
-    j:step("rotate")
+    do local stepped, jwerr = j:step("rotate") if not stepped then return nil, jwerr end end
     local report, failures = json.array(), {}
     for _, name in ipairs(names) do
       local mon = name:match("^[%w][%w._-]*$") and monitor.state(ctx.paths, name)

@@ -86,9 +86,9 @@ return {
     for _, app in ipairs(todo) do names[#names + 1] = app.name end
     local j, jerr = journal.begin(ctx.paths, "start", {
       apps = json.array(names), mode = boot and "boot" or again and "restart-exited" or "start",
-    })
+    }, ctx.steps)
     if not j then return nil, jerr end
-    j:step("mark")
+    do local stepped, jwerr = j:step("mark") if not stepped then return nil, jwerr end end
     if not (boot or again) then
       -- The operator's intent is recorded first: an interrupted start still
       -- leaves the apps wanted, and the next boot starts them.
@@ -97,7 +97,7 @@ return {
       local ok, merr = wanted.mark(ctx.paths, all, true)
       if not ok then j:finish() return nil, merr end
     end
-    j:step("start")
+    do local stepped, jwerr = j:step("start") if not stepped then return nil, jwerr end end
     if again then
       for _, n in ipairs(names) do
         local count = wanted.count_restart(ctx.paths, n)

@@ -40,14 +40,14 @@ return {
     local names, all = {}, {}
     for _, app in ipairs(todo) do names[#names + 1] = app.name end
     for _, app in ipairs(list) do all[#all + 1] = app.name end
-    local j, jerr = journal.begin(ctx.paths, "stop", { apps = json.array(names) })
+    local j, jerr = journal.begin(ctx.paths, "stop", { apps = json.array(names) }, ctx.steps)
     if not j then return nil, jerr end
-    j:step("mark")
+    do local stepped, jwerr = j:step("mark") if not stepped then return nil, jwerr end end
     if not ctx.opts.keep_wanted then
       local mok, merr = wanted.mark(ctx.paths, all, false)
       if not mok then j:finish() return nil, merr end
     end
-    j:step("stop")
+    do local stepped, jwerr = j:step("stop") if not stepped then return nil, jwerr end end
     local ok, sterr = apps.stop(ctx, rel, todo, { force = ctx.opts.force, hooks = apps.hooks_for(ctx, rel) })
     j:finish()
     if not ok then return nil, sterr end

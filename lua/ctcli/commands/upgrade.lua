@@ -71,7 +71,7 @@ return {
     local file = ctx.args[1]
     local cur, cerr = common.current_or_fail(ctx, "upgrade")
     if not cur then return nil, cerr end
-    local j, jerr = journal.begin(ctx.paths, "upgrade", { package = file, from = cur.id })
+    local j, jerr = journal.begin(ctx.paths, "upgrade", { package = file, from = cur.id }, ctx.steps)
     if not j then return nil, jerr end
     local pkg, perr = deploy.open(ctx, file, j)
     if not pkg then j:finish() return nil, perr end
