@@ -93,15 +93,16 @@ local function sorted_keys(t)
 end
 
 -- Deleted paths: the top-most image paths (under `within`, "" for all)
--- that are gone, once each (docker lists a removed dir, not its content).
-local function deleted(view, present, within, out)
+-- that are gone, once each (docker lists a removed dir, not its content,
+-- nor that of a dir that became a file). keys: view's paths, sorted.
+local function deleted(keys, present, within, out)
   local prefix = within .. "/"
   local gone = {}
-  for _, p in ipairs(sorted_keys(view)) do
+  for _, p in ipairs(keys) do
     if not present[p] and (within == "" or p:sub(1, #prefix) == prefix) then
       local a, covered = parent(p), false
       while a and a ~= "" and a ~= within do
-        if gone[a] then covered = true break end
+        if gone[a] or (present[a] and present[a].type ~= "dir") then covered = true break end
         a = parent(a)
       end
       gone[p] = true
@@ -119,13 +120,17 @@ function M.of_upper(dir, view)
   for _, e in ipairs(entries) do
     if not (e.type == "char" and e.rdev == 0) then present["/" .. e.path] = e end
   end
+  local keys
   for _, e in ipairs(entries) do
     local p = "/" .. e.path
     if e.type == "char" and e.rdev == 0 then
       if view[p] then out[p] = "D" end
     else
       out[p] = view[p] and "C" or "A"
-      if e.type == "dir" and e.opaque and view[p] then deleted(view, present, p, out) end
+      if e.type == "dir" and e.opaque and view[p] then
+        keys = keys or sorted_keys(view)
+        deleted(keys, present, p, out)
+      end
     end
   end
   return out, present
@@ -154,9 +159,9 @@ function M.of_tree(dir, view)
     local v = view[p]
     if not v then out[p] = "A" elseif differs(e, v) then out[p] = "C" end
   end
-  deleted(view, present, "", out)
+  deleted(sorted_keys(view), present, "", out)
   -- The dirs above a change changed too, as an overlay upper shows them.
-  for p in pairs(out) do
+  for _, p in ipairs(sorted_keys(out)) do
     local a = parent(p)
     while a and a ~= "" and present[a] and view[a] and not out[a] do
       out[a] = "C"

@@ -102,10 +102,15 @@ function M.run(paths, progress)
       end
     end
   end
+  local refs = storeinfo.references(paths) or { images = {} }
   for _, im in ipairs(images) do
     if im.flat then
       progress(im.key)
-      local changes, err = diff.flat(paths, im.app, im.digest, im.dir .. "/rootfs")
+      -- runc's mount points are not the app's changes: those of a release
+      -- that runs the image.
+      local rels = refs.images[im.key] and refs.images[im.key].releases or {}
+      local mounts = rels[1] and diff.mounts_of(paths.releases .. "/" .. rels[1] .. "/apps/" .. im.app) or {}
+      local changes, err = diff.flat(paths, im.app, im.digest, im.dir .. "/rootfs", mounts)
       if changes then
         report.flat[#report.flat + 1] = { image = im.key, changes = diff.list(changes) }
       else

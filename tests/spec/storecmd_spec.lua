@@ -184,6 +184,59 @@ describe("the store commands", function()
     assert.equals(2, #vdoc.problems)
   end)
 
+  it("compares a flat rootfs of a root made before the layer store with its kept layout's layers", function()
+    local root = H.root()
+    H.ok(root, { "install", v1 })
+    H.ok(root, { "stop", "web" })
+    -- What an older ctcli made: umoci's whole rootfs in images/<key>/, an
+    -- image.json without layers, a release record without an upper.
+    local key = key_of(root, "web")
+    local dir = root .. "/images/" .. key
+    local argv = { "umoci", "unpack" }
+    local u, g, s = assert(ct.fs.read(dir .. "/idmap")):match("^(%d+):(%d+):(%d+)")
+    if u then
+      for _, a in ipairs({ "--uid-map", "0:" .. u .. ":" .. s, "--gid-map", "0:" .. g .. ":" .. s }) do
+        argv[#argv + 1] = a
+      end
+    end
+    local bundle = H.tmpdir() .. "/bundle"
+    for _, a in ipairs({ "--image", "oci:web", bundle }) do argv[#argv + 1] = a end
+    local r = assert(ct.proc.run(argv, { cwd = dir, timeout = 120 }))
+    assert.equals(0, r.code, r.stderr)
+    assert(ct.fs.rename(bundle .. "/rootfs", dir .. "/rootfs"))
+    local info = image_json(root, key)
+    info.layers = nil
+    assert(ct.fs.write_atomic(dir .. "/image.json", json.encode(info)))
+    local relfile = ct.fs.realpath(root .. "/current-release") .. "/release.json"
+    local rel = release_of(root)
+    for _, a in ipairs(rel.apps) do if a.name == "web" then a.upper = nil end end
+    assert(ct.fs.write_atomic(relfile, json.encode(rel)))
+
+    local v = H.ctcli(root, { "images", "--verify" })
+    assert.equals(0, v.code, v.stdout .. v.stderr)
+    assert.truthy(v.stdout:find("its app changed nothing in it", 1, true), v.stdout)
+    assert.same({}, diff_lines(root, "web"))
+    -- The app wrote its image's rootfs (those roots let it).
+    assert(ct.fs.write_atomic(dir .. "/rootfs/etc/written", "x\n"))
+    assert(ct.fs.unlink(dir .. "/rootfs/bin/cat"))
+    assert(ct.fs.symlink("/etc/shadow", dir .. "/rootfs/shadowlink"))
+    -- and runc made its mount point there (not the app's change)
+    assert(ct.fs.write_atomic(dir .. "/rootfs/etc/resolv.conf", ""))
+    local want = { "C /bin", "D /bin/cat", "C /etc", "A /etc/written", "A /shadowlink" }
+    assert.same(want, diff_lines(root, "web"))
+    v = H.ctcli(root, { "images", "--verify" })
+    assert.equals(0, v.code, "an app's changes are not a broken store: " .. v.stdout .. v.stderr)
+    for _, l in ipairs(want) do assert.truthy(v.stdout:find("  " .. l .. "\n", 1, true), l .. " in " .. v.stdout) end
+    local doc = H.json(root, { "images" })
+    for _, im in ipairs(doc.images) do
+      if im.app == "web" then
+        assert.is_true(im.flat)
+        assert.same({}, im.layers)
+      end
+    end
+    assert.same({}, ct.fs.dir(root .. "/tmp"))
+  end)
+
   it("prune after an upgrade removes the old image's layers and blobs, and keeps what a backup names", function()
     local root = H.root()
     H.ok(root, { "install", v1 })

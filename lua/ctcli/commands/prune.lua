@@ -158,13 +158,13 @@ return {
       add("layers", { diff_id = "sha256:" .. h, mapping = mapping, bytes = l.bytes })
     end
     for _, b in ipairs(gc.blobs) do add("blobs", { digest = b.blob, bytes = b.bytes }) end
-    if gc.error then
-      -- Releases went; the store stays whole until every record reads.
-      io.stderr:write("ctcli: the layer store was not pruned: ", gc.error, "\n")
-    end
+    -- Releases went; the store stays whole until every record reads.
+    local gc_error = gc.error and string.format("%d release%s pruned, but not the layer store: %s",
+      #doc.releases, #doc.releases == 1 and "" or "s", gc.error)
     if ctx.json then
+      if gc_error then return nil, gc_error end
       print_doc(doc)
-      return gc.error and 1 or true
+      return true
     end
     for _, r in ipairs(doc.releases) do ui.print("removed release %s (%s)", r.id, ui.bytes(r.bytes)) end
     for _, u in ipairs(doc.uppers) do
@@ -189,7 +189,7 @@ return {
     else
       ui.print("freed %s", ui.bytes(doc.bytes))
     end
-    if gc.error then return 1 end
+    if gc_error then return nil, gc_error end
     return true
   end,
 }
