@@ -264,15 +264,32 @@ describe("the store commands", function()
       if im.app .. "@" .. im.digest == old_web then assert.same({ name .. ".tar.zst" }, im.backups) end
     end
 
+    -- And a staged release using it (releases/staged/<id>/, as 'stage'
+    -- registers one: a release directory of its own).
+    local staged = root .. "/releases/staged/" .. first
+    assert(ct.fs.mkdir(root .. "/releases/staged", 448))
+    assert(ct.fs.copytree(root .. "/releases/" .. first, staged))
+
     local out = H.json(root, { "prune", "--keep", "1" })
     assert.equals(1, #out.releases)
-    assert.same({}, out.images, "the backup holds the old web image")
+    assert.same({}, out.images, "the staged release and the backup hold the old web image")
     assert.same({}, out.layers)
+    assert.same({}, out.blobs)
+    assert.same({}, out.uppers, "the staged release names the old upper of web")
+    local function still_there()
+      assert.truthy(ct.fs.exists(root .. "/images/" .. old_web .. "/image.json"))
+      assert.truthy(layer_dirs(root)[old_layer])
+      for _, b in ipairs(blobs) do assert.truthy(ct.fs.exists(root .. "/blobs/sha256/" .. b:sub(8)), b) end
+    end
+    still_there()
+
+    assert(ct.fs.rmtree(staged))
+    out = H.json(root, { "prune", "--keep", "1" })
+    assert.same({}, out.images, "the backup holds the old web image")
     assert.equals(1, #out.uppers, "the old release's upper of web goes")
     assert.equals("web", out.uppers[1].app)
-    assert.truthy(ct.fs.exists(root .. "/images/" .. old_web .. "/image.json"))
-    assert.truthy(layer_dirs(root)[old_layer])
-    for _, b in ipairs(blobs) do assert.truthy(ct.fs.exists(root .. "/blobs/sha256/" .. b:sub(8)), b) end
+    assert.equals(first, out.uppers[1].id)
+    still_there()
 
     -- The backup gone, nothing holds it any more.
     H.ok(root, { "prune", "--backups", "--keep", "0" })
