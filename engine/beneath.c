@@ -958,7 +958,7 @@ static int d_du(lua_State *L) {
 
 /* One Dir:walk record, appended to the table on top. */
 static void push_walked(lua_State *L, lua_Integer i, const char *path, const struct stat *st, int opaque) {
-  lua_createtable(L, 0, 8);
+  lua_createtable(L, 0, 10);
   lua_pushstring(L, path);
   lua_setfield(L, -2, "path");
   lua_pushstring(L, type_name(st->st_mode));
@@ -973,12 +973,18 @@ static void push_walked(lua_State *L, lua_Integer i, const char *path, const str
   lua_setfield(L, -2, "size");
   lua_pushinteger(L, (lua_Integer)st->st_rdev);
   lua_setfield(L, -2, "rdev");
+  /* diff of an own copy against its layers tells a rewritten file by it,
+     as the extraction keeps each entry's time */
+  lua_pushinteger(L, (lua_Integer)st->st_mtim.tv_sec);
+  lua_setfield(L, -2, "mtime");
+  lua_pushinteger(L, (lua_Integer)st->st_mtim.tv_nsec);
+  lua_setfield(L, -2, "mtime_nsec");
   lua_pushboolean(L, opaque);
   lua_setfield(L, -2, "opaque");
   lua_rawseti(L, -2, i);
 }
 
-/* Dir:walk(rel) -> {{path=, type=, mode=, uid=, gid=, size=, rdev=, opaque=}, ...}:
+/* Dir:walk(rel) -> {{path=, type=, mode=, uid=, gid=, size=, rdev=, mtime=, mtime_nsec=, opaque=}, ...}:
    what is beneath rel, a directory before its contents, names in byte
    order, paths relative to rel; no symlink followed, no mount entered (a
    mount point is listed). opaque: trusted.overlay.opaque = "y" (a

@@ -26,7 +26,7 @@ cli.COMMANDS = {
   "delete", "start", "stop", "restart", "status", "logs", "exec", "backup", "rollback", "release-info", "list-releases", "recover",
   "adopt", "events", "history",
   "validate", "pack", "keygen", "sign", "verify", "plan", "inspect", "convert",
-  "enable", "disable", "rotate-logs", "reset", "images", "prune",
+  "enable", "disable", "rotate-logs", "reset", "diff", "images", "prune",
 
   "help", "version", "completion",
 }
@@ -375,7 +375,10 @@ local function run(parsed)
     local paths, err = rootmod.open(ctx.root)
     if not paths then return nil, err end
     ctx.paths = paths
-    if cmd.needs_lock then
+    local needs_lock = cmd.needs_lock
+    -- A reader may need the lock for one of its options (images --verify).
+    if type(needs_lock) == "function" then needs_lock = needs_lock(parsed.opts, parsed.args) end
+    if needs_lock then
       history.begin(ctx, parsed.name)
       local lock, lerr = rootmod.lock(paths, parsed.name, g.wait)
       if not lock then return nil, lerr end

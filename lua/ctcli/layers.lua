@@ -36,6 +36,7 @@ local function idmap_opt(m)
   if not m or m.go then return nil end
   return { { inside = 0, outside = m.uid, size = m.size } }
 end
+M.idmap_opt = idmap_opt
 
 function M.blob_path(paths, digest)
   return blobs_dir(paths) .. "/" .. hex(digest)

@@ -337,8 +337,10 @@ local function prune_uppers(paths, list, removed)
   end
 end
 
--- prune(paths, keep) -> removed release ids, freed images | nil, msg: keeps the newest `keep`
--- releases (and always the current one), then the images no kept release uses.
+-- prune(paths, keep) -> removed release ids, freed images, store | nil, msg:
+-- keeps the newest `keep` releases (and always the current one), then the
+-- store's images, layers and blobs nothing refers to go (store: storegc's
+-- freed, or {error=} when it could not tell and removed nothing).
 function M.prune(paths, keep)
   -- Every release and the current pointer must read: an unreadable one
   -- could be the one running, and its images would look unused.
@@ -364,16 +366,11 @@ function M.prune(paths, keep)
   -- A staged release (or a stage under way) keeps its images.
   for key in pairs(require("ctcli.staged").image_keys(paths)) do users[key] = true end
   prune_uppers(paths, list, removed)
-  local freed = {}
-  for _, key in ipairs(ct.fs.dir(paths.images) or {}) do
-    if not users[key] then
-      local bytes = ct.fs.du(paths.images .. "/" .. key)
-      if ct.fs.rmtree(paths.images .. "/" .. key) then
-        freed[#freed + 1] = { image = key, bytes = bytes or 0 }
-      end
-    end
-  end
-  return removed, freed
+  -- The store keeps what a staged release or a backup record names too
+  -- (ctcli.storegc); what it cannot tell (a record that does not read) stays.
+  local gc, gerr = require("ctcli.storegc").collect(paths, users)
+  if not gc then return removed, {}, { error = gerr, images = {}, layers = {}, blobs = {}, bytes = 0 } end
+  return removed, gc.images, gc
 end
 
 -- bundle_dir(rel, app_name)

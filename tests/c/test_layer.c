@@ -506,6 +506,7 @@ DEFINE_TEST(upper_walk_and_oci_round_trip) {
       "assert(by['opq'].type == 'dir' and by['opq'].opaque and not by['a'].opaque)\n"
       "assert(by['opq/mine'].type == 'file' and by['opq/mine'].size == 1)\n"
       "assert(by['new'] and by['link'].type == 'link' and not by['link/passwd'])\n"
+      "assert(by['new'].mtime == ct.fs.lstat(T .. '/upper/new').mtime and by['new'].mtime_nsec)\n"
       "assert(#ok(d:walk('opq')) == 1 and ok(d:walk('opq'))[1].path == 'mine')\n"
       "refused('not allowed', d:walk('../x'))\n"
       "refused('symlink', d:walk('link'))\n"

@@ -259,7 +259,7 @@ return {
   summary = "Print a shell completion script (bash or zsh)",
   usage = "completion bash|zsh",
   description = "Prints a completion script generated from the commands and options this\n" ..
-    "ctcli has. App names (start, stop, restart, logs, exec, reset) come from\n" ..
+    "ctcli has. App names (start, stop, restart, logs, exec, reset, diff) come from\n" ..
     "'ctcli --json status' when you press tab.\n" ..
     "  bash: source <(ctcli completion bash), or save it in\n" ..
     "        /etc/bash_completion.d/ctcli\n" ..

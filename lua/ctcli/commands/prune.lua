@@ -1,11 +1,14 @@
 -- prune [--keep N]: removes the releases beyond the newest N (never the
--- current one) and the images no kept release uses; prints what it freed.
+-- current one), the writable layers no release names, and what of the
+-- store nothing refers to (images, layers, blobs: ctcli.storegc); prints
+-- what it freed.
 -- prune --backups [PATH...]: backup retention (per reason, ctcli.json), or
 -- the named backups.
 local ct = require("ct")
 local backup = require("ctcli.backup")
 local journal = require("ctcli.journal")
 local json = require("ctcli.json")
+local layers = require("ctcli.layers")
 local release = require("ctcli.release")
 local rootconf = require("ctcli.rootconf")
 local ui = require("ctcli.ui")
@@ -107,11 +110,28 @@ local function staged(ctx)
   return true
 end
 
+-- upper_sizes(paths) -> the apps' writable layers not mounted (prune may
+-- remove those no release names): {app=, id=, dir=, bytes=}.
+local function upper_sizes(paths)
+  local out = {}
+  for _, name in ipairs(ct.fs.dir(layers.uppers_root(paths)) or {}) do
+    for _, id in ipairs(layers.uppers(paths, name)) do
+      local dir = layers.upper_dir(paths, name, id)
+      if not ct.fs.mounted(dir .. "/merged") then
+        out[#out + 1] = { app = name, id = id, dir = dir, bytes = ct.fs.du(dir) or 0 }
+      end
+    end
+  end
+  return out
+end
+
 return {
-  summary = "Remove old releases and the images no kept release uses",
+  summary = "Remove old releases and the images, layers and blobs nothing uses",
   usage = "prune [--keep N] | prune --backups [--keep N] [BACKUP...] | prune --staged",
-  description = "Keeps the newest N releases (default 3) and always the current one, and every\n" ..
-    "image a kept release uses; backups are not touched.\n" ..
+  description = "Keeps the newest N releases (default 3) and always the current one; then removes\n" ..
+    "the writable layers no kept release names and the images, layers and blobs\n" ..
+    "that no kept or staged release and no backup record refers to; backups are\n" ..
+    "not touched.\n" ..
     "With --backups, only backups: of each reason (upgrade, manual, safety) the\n" ..
     "newest backups.keep.<reason> of ctcli.json (default 3; --keep N for all) stay,\n" ..
     "and always the newest backup of each kept release. The Go tool's backups are\n" ..
@@ -142,34 +162,61 @@ return {
     do local stepped, jwerr = j:step("prune") if not stepped then return nil, jwerr end end
     local sizes = {}
     for _, rel in ipairs(list) do sizes[rel.id] = ct.fs.du(rel.dir) or 0 end
-    local removed, freed = release.prune(ctx.paths, keep)
+    local uppers = upper_sizes(ctx.paths)
+    local removed, freed, gc = release.prune(ctx.paths, keep)
     j:finish()
     if not removed then return nil, freed end
-    local total = 0
-    local rels = json.array()
-    for _, id in ipairs(removed) do
-      rels[#rels + 1] = { id = id, bytes = sizes[id] or 0 }
-      total = total + (sizes[id] or 0)
+    local doc = { releases = json.array(), images = json.array(), layers = json.array(), blobs = json.array(),
+      uppers = json.array(), bytes = 0 }
+    local function add(kind, item)
+      doc[kind][#doc[kind] + 1] = item
+      doc.bytes = doc.bytes + item.bytes
     end
-    local images = json.array()
+    for _, id in ipairs(removed) do add("releases", { id = id, bytes = sizes[id] or 0 }) end
+    for _, u in ipairs(uppers) do
+      if not ct.fs.exists(u.dir) then add("uppers", { app = u.app, id = u.id, bytes = u.bytes }) end
+    end
     for _, f in ipairs(freed) do
       local app, digest = f.image:match("^(.-)@(.+)$")
-      images[#images + 1] = { app = app or f.image, digest = digest or json.null, bytes = f.bytes }
-      total = total + f.bytes
+      add("images", { app = app or f.image, digest = digest or json.null, bytes = f.bytes })
     end
+    for _, l in ipairs(gc.layers) do
+      local mapping, h = l.layer:match("^(.+)/(%x+)$")
+      add("layers", { diff_id = "sha256:" .. h, mapping = mapping, bytes = l.bytes })
+    end
+    for _, b in ipairs(gc.blobs) do add("blobs", { digest = b.blob, bytes = b.bytes }) end
+    -- Releases went; the store stays whole until every record reads.
+    local gc_error = gc.error and string.format("%d release%s pruned, but not the layer store: %s",
+      #doc.releases, #doc.releases == 1 and "" or "s", gc.error)
     if ctx.json then
-      json.print({ releases = rels, images = images, bytes = total })
+      if gc_error then return nil, gc_error end
+      json.print(doc)
       return true
     end
-    for _, r in ipairs(rels) do ui.print("removed release %s (%s)", r.id, ui.bytes(r.bytes)) end
-    for _, im in ipairs(images) do
+    for _, r in ipairs(doc.releases) do ui.print("removed release %s (%s)", r.id, ui.bytes(r.bytes)) end
+    for _, u in ipairs(doc.uppers) do
+      ui.print("removed the writable layer %s of %s (%s)", u.id, u.app, ui.bytes(u.bytes))
+    end
+    for _, im in ipairs(doc.images) do
       ui.print("removed image %s %s (%s)", im.app, im.digest ~= json.null and im.digest:sub(8, 19) or "", ui.bytes(im.bytes))
     end
-    if #rels == 0 and #images == 0 then
+    local function sum(items)
+      local n = 0
+      for _, x in ipairs(items) do n = n + x.bytes end
+      return n
+    end
+    if #doc.layers > 0 then
+      ui.print("removed %d layer%s (%s)", #doc.layers, #doc.layers == 1 and "" or "s", ui.bytes(sum(doc.layers)))
+    end
+    if #doc.blobs > 0 then
+      ui.print("removed %d blob%s (%s)", #doc.blobs, #doc.blobs == 1 and "" or "s", ui.bytes(sum(doc.blobs)))
+    end
+    if #doc.releases + #doc.uppers + #doc.images + #doc.layers + #doc.blobs == 0 then
       ui.print("nothing to prune")
     else
-      ui.print("freed %s", ui.bytes(total))
+      ui.print("freed %s", ui.bytes(doc.bytes))
     end
+    if gc_error then return nil, gc_error end
     return true
   end,
 }
