@@ -10,6 +10,7 @@
    progress callback, out of memory) still frees them. No chdir: every
    entry's name is checked, then prefixed with the destination. */
 #include "ct.h"
+#include "layer.h"
 
 #include <archive.h>
 #include <archive_entry.h>
@@ -337,6 +338,7 @@ struct extract {
   size_t destlen;      /* 0 when dest is "/" */
   int preserve, check_space;
   int skip_special; /* a backup's FIFOs, sockets and devices: skipped with a warning */
+  int wh_overlay;   /* whiteouts = "overlay" */
   lua_Integer max_entries, max_bytes; /* -1: no limit */
   int64_t block, space_left;
   const char **only; /* cleaned names; NULL: everything */
@@ -387,6 +389,40 @@ static int check_parents(struct extract *x, const char *full, const char *what) 
   return 0;
 }
 
+/* whiteouts = "overlay" (an app's upper restored from a backup): ".wh.<name>"
+   becomes the character device 0:0 <name> (e and x->name rewritten),
+   ".wh..wh..opq" the opaque xattr of its existing directory. Returns 0 for
+   any other entry, 1 for a whiteout, 2 when the entry is done, -1 on failure. */
+static int overlay_whiteout(struct extract *x, struct archive_entry *e) {
+  char *slash = strrchr(x->name, '/');
+  char *base = slash ? slash + 1 : x->name;
+  const char *target = NULL;
+  switch (ct_wh_kind(base, &target)) {
+  case CT_WH_NONE: return 0;
+  case CT_WH_META: return 2;
+  case CT_WH_BAD: return job_fail(x->j, EPERM, "%s: %s: refusing a whiteout of no name", x->src, x->name);
+  case CT_WH_FILE:
+    memmove(base, target, strlen(target) + 1);
+    archive_entry_set_hardlink(e, NULL);
+    archive_entry_set_filetype(e, AE_IFCHR);
+    archive_entry_set_rdev(e, 0);
+    archive_entry_set_perm(e, 0);
+    archive_entry_set_size(e, 0);
+    return 1;
+  case CT_WH_OPAQUE_DIR: break;
+  }
+  if (join_path(x->path, sizeof x->path, x->dest, x->destlen, x->name) != 0)
+    return job_fail(x->j, ENAMETOOLONG, "%s: %s: path too long under %s", x->src, x->name, x->dest);
+  if (check_parents(x, x->path, "an opaque marker") < 0) return -1;
+  *strrchr(x->path, '/') = '\0'; /* x->path is now the marker's directory */
+  struct stat st;
+  if (lstat(x->path, &st) != 0 || !S_ISDIR(st.st_mode))
+    return job_fail(x->j, ENOENT, "%s: %s: an opaque marker before its directory", x->src, x->name);
+  if (lsetxattr(x->path, CT_OPAQUE_XATTR, "y", 1, 0) != 0)
+    return job_fail(x->j, errno, "%s: %s: %s", x->src, x->name, strerror(errno));
+  return 2;
+}
+
 /* Refuses what a package may never hold, else checks the limits, rewrites
    owners, modes and paths, and streams the entry to disk. */
 static int extract_entry(struct extract *x, struct archive_entry *e) {
@@ -405,6 +441,8 @@ static int extract_entry(struct extract *x, struct archive_entry *e) {
   if (seen_before(x->L, x->seen, x->name))
     return job_fail(j, EPERM, "%s: %s: refusing a second entry of the same name", x->src, x->name);
   if (!wanted(x, x->name)) return 0;
+  int wh = x->wh_overlay ? overlay_whiteout(x, e) : 0;
+  if (wh < 0 || wh == 2) return wh < 0 ? -1 : 0;
 
   const char *hard = archive_entry_hardlink(e);
   switch (archive_entry_filetype(e)) {
@@ -415,6 +453,7 @@ static int extract_entry(struct extract *x, struct archive_entry *e) {
   case AE_IFBLK:
   case AE_IFIFO:
   case AE_IFSOCK: {
+    if (wh) break;
     mode_t t = archive_entry_filetype(e);
     const char *what = t == AE_IFIFO ? "a fifo" : t == AE_IFSOCK ? "a socket" : "a device node";
     if (!x->skip_special) return job_fail(j, EPERM, "%s: %s: refusing %s", x->src, x->name, what);
@@ -571,6 +610,9 @@ static int ar_extract(lua_State *L) {
   x->preserve = opt_bool(L, 3, "preserve");
   x->check_space = opt_bool(L, 3, "check_space");
   x->skip_special = opt_bool(L, 3, "skip_special");
+  const char *wh = opt_string(L, 3, "whiteouts", NULL);
+  if (wh && strcmp(wh, "overlay") != 0) luaL_error(L, "bad option 'whiteouts' (\"overlay\" expected)");
+  x->wh_overlay = wh != NULL;
   x->max_entries = opt_integer(L, 3, "max_entries", -1, 0);
   x->max_bytes = opt_integer(L, 3, "max_bytes", -1, 0);
   int progress = opt_progress(L, 3);
@@ -616,6 +658,8 @@ struct create {
   char name[PATH_MAX]; /* its name in the archive */
   size_t namelen;
   int depth; /* 0: an entry the caller named; deeper: found in a directory */
+  int oci;   /* this entry's whiteouts = "oci" */
+  int whtab; /* stack index: entry index -> whiteouts = "oci" */
 };
 
 static void set_names(struct create *c, struct archive_entry *e, const struct stat *st) {
@@ -740,6 +784,35 @@ static int cmp_names(const void *a, const void *b) {
   return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
+/* whiteouts = "oci": the empty regular entry that stands for an overlay
+   whiteout (".wh.<name>" beside it) or an opaque directory (opaque: its
+   ".wh..wh..opq"), with the node's owner and time. */
+static int add_oci_marker(struct create *c, const struct stat *st, int opaque) {
+  struct job *j = c->j;
+  char name[PATH_MAX];
+  const char *slash = strrchr(c->name, '/');
+  size_t dl = slash ? (size_t)(slash - c->name) + 1 : 0;
+  int n = opaque ? snprintf(name, sizeof name, "%s%s%s", c->name, c->namelen ? "/" : "", CT_WH_OPAQUE)
+                 : snprintf(name, sizeof name, "%.*s%s%s", (int)dl, c->name, CT_WH_PREFIX, c->name + dl);
+  if (n < 0 || (size_t)n >= sizeof name)
+    return job_fail(j, ENAMETOOLONG, "%s: %s", c->host, strerror(ENAMETOOLONG));
+  struct archive_entry *e = j->entry = archive_entry_new();
+  if (!e) return job_fail(j, ENOMEM, "%s: %s", c->host, strerror(ENOMEM));
+  archive_entry_set_pathname(e, name);
+  archive_entry_set_filetype(e, AE_IFREG);
+  archive_entry_set_perm(e, 0644);
+  archive_entry_set_size(e, 0);
+  archive_entry_set_mtime(e, c->has_mtime ? (time_t)c->mtime : st->st_mtime, 0);
+  archive_entry_set_uid(e, c->owner0 ? 0 : st->st_uid);
+  archive_entry_set_gid(e, c->owner0 ? 0 : st->st_gid);
+  if (archive_write_header(j->wr, e) < ARCHIVE_WARN || archive_write_finish_entry(j->wr) < ARCHIVE_WARN)
+    return create_write_failed(c);
+  archive_entry_free(j->entry);
+  j->entry = NULL;
+  c->entries++;
+  return 0;
+}
+
 static int add_tree(struct create *c, int pfd, const char *base);
 
 /* Adds the children of the directory open at dfd in byte order of their
@@ -832,6 +905,11 @@ static int add_tree(struct create *c, int pfd, const char *base) {
     job_warn(c->L, j, "%s: a socket, left out", c->host);
     return 0;
   }
+  if (c->oci && (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) || S_ISFIFO(st.st_mode))) {
+    if (c->namelen && ct_is_overlay_whiteout(&st)) return add_oci_marker(c, &st, 0);
+    job_warn(c->L, j, "%s: a device node or fifo, left out", c->host);
+    return 0;
+  }
   if (!c->namelen && !S_ISDIR(st.st_mode))
     return job_fail(j, EINVAL, "%s: only a directory can be added with an empty name", c->host);
   int fd = -1;
@@ -852,6 +930,7 @@ static int add_tree(struct create *c, int pfd, const char *base) {
   }
   int r = 0;
   if (c->namelen) r = add_entry(c, &st, pfd, base, fd);
+  if (!r && c->oci && S_ISDIR(st.st_mode) && ct_fd_opaque(fd)) r = add_oci_marker(c, &st, 1);
   if (!r && S_ISDIR(st.st_mode)) r = add_children(c, fd);
   if (fd >= 0) close(fd);
   return r;
@@ -953,6 +1032,9 @@ static int create_run(struct create *c, int list, lua_Integer n, const char *for
     c->hostlen = pl;
     c->namelen = strlen(c->name);
     c->depth = 0;
+    lua_rawgeti(c->L, c->whtab, i);
+    c->oci = lua_toboolean(c->L, -1);
+    lua_pop(c->L, 1);
     if (add_tree(c, AT_FDCWD, c->host) < 0) return -1;
     if (entry_hook(c, list, 4 * i, "refused by its 'after' function", name) < 0) return -1;
     lua_pop(c->L, 2);
@@ -1021,6 +1103,8 @@ static int ar_create(lua_State *L) {
   lua_Integer n = (lua_Integer)lua_rawlen(L, 2);
   lua_createtable(L, (int)(4 * n), 0);
   int list = lua_gettop(L);
+  lua_newtable(L);
+  c->whtab = lua_gettop(L);
   for (lua_Integer i = 1; i <= n; i++) {
     if (lua_rawgeti(L, 2, i) != LUA_TTABLE || lua_getfield(L, -1, "name") != LUA_TSTRING ||
         lua_getfield(L, -2, "path") != LUA_TSTRING)
@@ -1036,11 +1120,17 @@ static int ar_create(lua_State *L) {
                    (LUA_INTEGER)i, hooks[h]);
       lua_rawseti(L, list, 4 * i - 1 + h);
     }
+    const char *wh = lua_getfield(L, -1, "whiteouts") == LUA_TNIL ? NULL : lua_tostring(L, -1);
+    if (!lua_isnil(L, -1) && (!wh || strcmp(wh, "oci") != 0))
+      luaL_error(L, "bad argument #2 to 'create' (entry %I: 'whiteouts' must be \"oci\")", (LUA_INTEGER)i);
+    lua_pushboolean(L, wh != NULL);
+    lua_rawseti(L, c->whtab, i);
+    lua_pop(L, 1);
     lua_pop(L, 1);
   }
-  lua_newtable(L); /* 7: warnings */
+  lua_newtable(L); /* 8: warnings */
   int warnings = lua_gettop(L);
-  c->j = job_new(L); /* 8 */
+  c->j = job_new(L); /* 9 */
   c->j->progress = progress;
   c->j->warnings = warnings;
   struct stat st;

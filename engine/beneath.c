@@ -21,6 +21,7 @@
 
    Tree walks (rmtree, du, shift_tree) are fs.c's descriptor walker. */
 #include "fs_int.h"
+#include "layer.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -955,6 +956,93 @@ static int d_du(lua_State *L) {
   return 2;
 }
 
+/* One Dir:walk record, appended to the table on top. */
+static void push_walked(lua_State *L, lua_Integer i, const char *path, const struct stat *st, int opaque) {
+  lua_createtable(L, 0, 8);
+  lua_pushstring(L, path);
+  lua_setfield(L, -2, "path");
+  lua_pushstring(L, type_name(st->st_mode));
+  lua_setfield(L, -2, "type");
+  lua_pushinteger(L, st->st_mode & 07777);
+  lua_setfield(L, -2, "mode");
+  lua_pushinteger(L, st->st_uid);
+  lua_setfield(L, -2, "uid");
+  lua_pushinteger(L, st->st_gid);
+  lua_setfield(L, -2, "gid");
+  lua_pushinteger(L, (lua_Integer)st->st_size);
+  lua_setfield(L, -2, "size");
+  lua_pushinteger(L, (lua_Integer)st->st_rdev);
+  lua_setfield(L, -2, "rdev");
+  lua_pushboolean(L, opaque);
+  lua_setfield(L, -2, "opaque");
+  lua_rawseti(L, -2, i);
+}
+
+/* Dir:walk(rel) -> {{path=, type=, mode=, uid=, gid=, size=, rdev=, opaque=}, ...}:
+   what is beneath rel, a directory before its contents, names in byte
+   order, paths relative to rel; no symlink followed, no mount entered (a
+   mount point is listed). opaque: trusted.overlay.opaque = "y" (a
+   directory of an overlay upper). */
+static int d_walk(lua_State *L) {
+  struct handle *d = check_dir(L, 1);
+  lua_settop(L, 2);
+  CHECK_REL(L, 2, rel, display);
+  int fd = open_beneath(d->fd, rel, DIR_FLAGS, 0);
+  if (fd < 0) return fail(L, errno, display, NULL);
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    close_keep_errno(fd);
+    return fail(L, errno, display, NULL);
+  }
+  lua_newtable(L);
+  lua_Integer n = 0;
+  struct walk w;
+  memset(&w, 0, sizeof w);
+  struct fserr e = {0, NULL, NULL, NULL};
+  int err = walk_push(&w, fd, -1, &st);
+  if (err) fserr_set(&e, err, display, "", NULL);
+  while (!err) {
+    const char *name;
+    int ev = walk_next(&w, &name);
+    if (ev < 0) {
+      err = fserr_set(&e, -ev, display, pb_str(&w.rel), NULL);
+      break;
+    }
+    struct frame *t = walk_top(&w);
+    if (ev == EV_LEAVE) {
+      if (w.depth == 1) break;
+      if ((err = walk_pop(&w))) fserr_set(&e, err, display, pb_str(&w.rel), NULL);
+      continue;
+    }
+    struct stat cst;
+    if (fstatat(t->fd, name, &cst, AT_SYMLINK_NOFOLLOW) != 0) {
+      if (errno == ENOENT) continue; /* removed meanwhile */
+      err = fserr_set(&e, errno, display, pb_str(&w.rel), NULL);
+      break;
+    }
+    if (!S_ISDIR(cst.st_mode)) {
+      push_walked(L, ++n, pb_str(&w.rel), &cst, 0);
+      continue;
+    }
+    int cfd = openat(t->fd, name, DIR_FLAGS | O_NOFOLLOW);
+    struct stat now;
+    if (cfd < 0 || fstat(cfd, &now) != 0 || now.st_ino != cst.st_ino || now.st_dev != cst.st_dev) {
+      /* swapped for a symlink or removed meanwhile: not entered */
+      if (cfd >= 0) close(cfd);
+      continue;
+    }
+    push_walked(L, ++n, pb_str(&w.rel), &now, ct_fd_opaque(cfd));
+    if (now.st_dev != t->st.st_dev) {
+      close(cfd);
+      continue;
+    }
+    if ((err = walk_push(&w, cfd, -1, &now))) fserr_set(&e, err, display, pb_str(&w.rel), NULL);
+  }
+  walk_free(&w);
+  if (err) return fserr_push(L, &e);
+  return 1;
+}
+
 static int d_tostring(lua_State *L) {
   struct handle *h = luaL_checkudata(L, 1, DIR_MT);
   lua_pushfstring(L, "ct.fs.Dir (%s%s)", handle_path(L, 1), h->fd < 0 ? ", closed" : "");
@@ -1164,7 +1252,7 @@ static const luaL_Reg dir_methods[] = {
     {"list", d_list},         {"unlink", d_unlink},   {"rmdir", d_rmdir},
     {"rmtree", d_rmtree},     {"rename", d_rename},   {"chmod", d_chmod},
     {"chown", d_chown},       {"shift_tree", d_shift_tree},
-    {"du", d_du},             {"copytree", d_copytree}, {"close", dir_close},   {NULL, NULL},
+    {"du", d_du},             {"copytree", d_copytree}, {"walk", d_walk}, {"close", dir_close},   {NULL, NULL},
 };
 
 static const luaL_Reg file_methods[] = {

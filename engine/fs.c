@@ -2008,6 +2008,7 @@ int luaopen_ct_fs(lua_State *L) {
   luaL_newlib(L, fs_funcs);
   luaopen_ct_fs_beneath(L);
   luaopen_ct_fs_mount(L);
+  luaopen_ct_fs_tree(L);
   /* The errnos Lua decides on, by name: no magic numbers in Lua. */
   static const struct {
     const char *name;

@@ -149,5 +149,6 @@ int ct_mkdirs_beneath(int dirfd, const char *rel, mode_t mode, int *out);
 /* ---- mount.c ---- */
 
 int luaopen_ct_fs_mount(lua_State *L); /* adds mount_overlay, umount, mounted */
+int luaopen_ct_fs_tree(lua_State *L);  /* adds tree_digest (tree.c) */
 
 #endif

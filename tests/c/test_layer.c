@@ -433,3 +433,88 @@ DEFINE_TEST(apply_never_follows_dest_symlinks) {
       "assert(ok(ct.fs.read(T .. '/outside/sub/file')) == 'keep\\n')\n"
       "return true");
 }
+
+/* The layers under overlayfs and the same layers applied in order are one
+   tree to tree_digest; a change of content, mode or opaque flag is not. */
+DEFINE_TEST(tree_digest_merged_equals_applied) {
+  need_root();
+  LAYER(P("base.tar"), "none", BASE);
+  LAYER(P("top.tar"), "none", TOP);
+  sh("mkdir -p %s %s %s %s", P("l1"), P("l2"), P("copy"), P("m"));
+  LUA("ok(ct.layer.extract(T .. '/base.tar', T .. '/l1'))\n"
+      "ok(ct.layer.extract(T .. '/top.tar', T .. '/l2'))\n"
+      "ok(ct.layer.apply(T .. '/base.tar', T .. '/copy'))\n"
+      "ok(ct.layer.apply(T .. '/top.tar', T .. '/copy'))\n"
+      "ok(ct.fs.mount_overlay{lower = {T .. '/l2', T .. '/l1'}, target = T .. '/m'})\n"
+      "local merged = ok(ct.fs.tree_digest(T .. '/m'))\n"
+      "ok(ct.fs.umount(T .. '/m'))\n"
+      "local copy = ok(ct.fs.tree_digest(T .. '/copy'))\n"
+      "assert(merged:match('^sha256:%%x+$') and #merged == 71, merged)\n"
+      "assert(merged == copy, merged .. ' ~= ' .. copy)\n"
+      "assert(ok(ct.fs.tree_digest(T .. '/copy')) == copy)\n"
+      "local l2 = ok(ct.fs.tree_digest(T .. '/l2'))\n"
+      "ok(ct.fs.write_atomic(T .. '/copy/a/keep', 'changed'))\n"
+      "local c2 = ok(ct.fs.tree_digest(T .. '/copy'))\n"
+      "assert(c2 ~= copy)\n"
+      "ok(ct.fs.chmod(T .. '/copy/a/keep', tonumber('600', 8)))\n"
+      "assert(ok(ct.fs.tree_digest(T .. '/copy')) ~= c2)\n"
+      "return l2");
+  lua_State *L = S();
+  char before[80];
+  snprintf(before, sizeof before, "%s", lua_tostring(L, -1));
+  lua_pop(L, 1);
+  T_ASSERT(lremovexattr(P("l2/opq"), "trusted.overlay.opaque") == 0);
+  LUA("assert(ok(ct.fs.tree_digest(T .. '/l2')) ~= '%s') return true", before);
+  LUA("refused('No such file', ct.fs.tree_digest(T .. '/missing')) return true");
+}
+
+/* An upper an app wrote: Dir:walk shows its whiteouts and opaque
+   directories; a backup writes them as OCI entries and a restore with
+   whiteouts = "overlay" gives the same tree back. */
+DEFINE_TEST(upper_walk_and_oci_round_trip) {
+  need_root();
+  LAYER(P("base.tar"), "none", BASE);
+  sh("mkdir -p %s %s %s %s %s", P("l1"), P("upper"), P("work"), P("m"), P("restored"));
+  LUA("ok(ct.layer.extract(T .. '/base.tar', T .. '/l1'))\n"
+      "ok(ct.fs.mount_overlay{lower = {T .. '/l1'}, upper = T .. '/upper', work = T .. '/work',\n"
+      "  target = T .. '/m'})\n"
+      "local m = T .. '/m'\n"
+      "ok(ct.fs.unlink(m .. '/a/gone'))\n"
+      "ok(ct.fs.rmtree(m .. '/opq')) ok(ct.fs.mkdir(m .. '/opq')) ok(ct.fs.write_atomic(m .. '/opq/mine', 'x'))\n"
+      "ok(ct.fs.write_atomic(m .. '/new', 'new'))\n"
+      "ok(ct.fs.symlink('/etc', m .. '/link'))\n"
+      "ok(ct.fs.umount(m))\n"
+      "return true");
+  /* a device node an app made in its upper: left out of a backup */
+  T_ASSERT(mknod(P("upper/dev-null"), S_IFCHR | 0666, makedev(1, 3)) == 0);
+  LUA("local d <close> = ok(ct.fs.opendir(T .. '/upper'))\n"
+      "local by = {}\n"
+      "for _, e in ipairs(ok(d:walk(''))) do by[e.path] = e end\n"
+      "assert(by['a/gone'].type == 'char' and by['a/gone'].rdev == 0, 'no whiteout')\n"
+      "assert(by['opq'].type == 'dir' and by['opq'].opaque and not by['a'].opaque)\n"
+      "assert(by['opq/mine'].type == 'file' and by['opq/mine'].size == 1)\n"
+      "assert(by['new'] and by['link'].type == 'link' and not by['link/passwd'])\n"
+      "assert(#ok(d:walk('opq')) == 1 and ok(d:walk('opq'))[1].path == 'mine')\n"
+      "refused('not allowed', d:walk('../x'))\n"
+      "refused('symlink', d:walk('link'))\n"
+      "local want = ok(ct.fs.tree_digest(T .. '/upper'))\n"
+      "local r = ok(ct.archive.create(T .. '/upper.tar', {{name = 'upper', path = T .. '/upper',\n"
+      "  whiteouts = 'oci'}}, {format = 'none'}))\n"
+      "assert(r.warnings and r.warnings[1]:find('dev-null', 1, true), 'no warning')\n"
+      "local names = {}\n"
+      "for _, e in ipairs(ok(ct.archive.list(T .. '/upper.tar'))) do names[e.name] = e end\n"
+      "assert(names['upper/a/.wh.gone'] and names['upper/a/.wh.gone'].type == 'file')\n"
+      "assert(names['upper/opq/.wh..wh..opq'] and not names['upper/a/gone'])\n"
+      "assert(not names['upper/dev-null'])\n"
+      "ok(ct.fs.unlink(T .. '/upper/dev-null'))\n"
+      "want = ok(ct.fs.tree_digest(T .. '/upper'))\n"
+      "ok(ct.archive.extract(T .. '/upper.tar', T .. '/restored', {preserve = true, whiteouts = 'overlay'}))\n"
+      "local got = ok(ct.fs.tree_digest(T .. '/restored/upper'))\n"
+      "assert(got == want, got .. ' ~= ' .. want)\n"
+      "-- without the option a whiteout stays the OCI file it is in the archive\n"
+      "ok(ct.fs.mkdir(T .. '/plain'))\n"
+      "ok(ct.archive.extract(T .. '/upper.tar', T .. '/plain', {preserve = true}))\n"
+      "assert(st(T .. '/plain/upper/a/.wh.gone').type == 'file')\n"
+      "return true");
+  T_ASSERT(is_whiteout(P("restored/upper/a/gone")) && is_opaque(P("restored/upper/opq")));
+}

@@ -1,0 +1,188 @@
+/* ct.fs.tree_digest: one sha256 over a directory tree's names, metadata and contents.
+
+   The layer store records it for every extracted layer so `images --verify`
+   can tell a layer that changed on disk. The walk is fs.c's descriptor
+   walker: names in byte order, no symlink followed, no mount crossed (a
+   directory on another filesystem is recorded, not entered). Each entry
+   adds one record to the digest:
+
+     <relative name> NUL <type> NUL <mode, octal> NUL <uid> NUL <gid> NUL <what> NUL LF
+
+   where <what> is the sha256 of a regular file's content, a symlink's
+   target, "major:minor" of a device, "y"/"" for a directory's
+   trusted.overlay.opaque; the root itself is recorded as "." with its
+   opaque flag only (its owner and mode are the caller's). */
+#include "fs_int.h"
+#include "layer.h"
+
+#include <errno.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+struct digest {
+  EVP_MD_CTX *all, *file;
+  char *buf;
+};
+
+static int feed(EVP_MD_CTX *md, const char *s, size_t n) {
+  return EVP_DigestUpdate(md, s, n) == 1 ? 0 : EIO;
+}
+
+static int feed_str(EVP_MD_CTX *md, const char *s) { return feed(md, s, strlen(s) + 1); }
+
+static void hex(const unsigned char *d, unsigned n, char *out) {
+  for (unsigned i = 0; i < n; i++) snprintf(out + 2 * i, 3, "%02x", d[i]);
+}
+
+/* The sha256 hex of the regular file name in dirfd, which must still be
+   the inode *st (else ESTALE). */
+static int file_digest(struct digest *g, int dirfd, const char *name, const struct stat *st,
+                       char out[65]) {
+  int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+  if (fd < 0) return last_err();
+  struct stat now;
+  int err = fstat(fd, &now) != 0 ? last_err() : 0;
+  if (!err && (now.st_ino != st->st_ino || now.st_dev != st->st_dev || !S_ISREG(now.st_mode))) err = ESTALE;
+  if (!err && EVP_DigestInit_ex(g->file, EVP_sha256(), NULL) != 1) err = EIO;
+  while (!err) {
+    ssize_t n = read(fd, g->buf, COPY_BUFSIZE);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) err = last_err();
+    if (n <= 0) break;
+    err = feed(g->file, g->buf, (size_t)n);
+  }
+  close(fd);
+  unsigned char d[EVP_MAX_MD_SIZE];
+  unsigned n = 0;
+  if (!err && EVP_DigestFinal_ex(g->file, d, &n) != 1) err = EIO;
+  if (!err) hex(d, n, out);
+  return err;
+}
+
+/* One record; fd is the entry opened as a directory (for its xattr), or -1. */
+static int record(struct digest *g, int dirfd, const char *name, const char *rel,
+                  const struct stat *st, int fd) {
+  char what[PATH_MAX + 1] = "", num[64];
+  int err = 0;
+  if (S_ISREG(st->st_mode)) {
+    err = file_digest(g, dirfd, name, st, what);
+  } else if (S_ISLNK(st->st_mode)) {
+    char *t = readlink_alloc(dirfd, name);
+    if (!t) return last_err();
+    snprintf(what, sizeof what, "%s", t);
+    free(t);
+  } else if (S_ISCHR(st->st_mode) || S_ISBLK(st->st_mode)) {
+    snprintf(what, sizeof what, "%u:%u", major(st->st_rdev), minor(st->st_rdev));
+  } else if (S_ISDIR(st->st_mode) && fd >= 0 && ct_fd_opaque(fd)) {
+    snprintf(what, sizeof what, "y");
+  }
+  if (err) return err;
+  if ((err = feed_str(g->all, rel)) || (err = feed_str(g->all, type_name(st->st_mode)))) return err;
+  snprintf(num, sizeof num, "%o", (unsigned)(st->st_mode & 07777));
+  if ((err = feed_str(g->all, num))) return err;
+  snprintf(num, sizeof num, "%u", (unsigned)st->st_uid);
+  if ((err = feed_str(g->all, num))) return err;
+  snprintf(num, sizeof num, "%u", (unsigned)st->st_gid);
+  if ((err = feed_str(g->all, num)) || (err = feed_str(g->all, what))) return err;
+  return feed(g->all, "\n", 1);
+}
+
+static int digest_tree(struct digest *g, int fd, const char *path, struct fserr *e) {
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    close_keep_errno(fd);
+    return fserr_set(e, errno, path, "", NULL);
+  }
+  int err = 0;
+  const char root[] = ".";
+  if (EVP_DigestUpdate(g->all, root, sizeof root) != 1 ||
+      feed_str(g->all, ct_fd_opaque(fd) ? "y" : "") || feed(g->all, "\n", 1)) {
+    close(fd);
+    return fserr_set(e, EIO, path, "", "sha256 failed");
+  }
+  struct walk w;
+  memset(&w, 0, sizeof w);
+  if ((err = walk_push(&w, fd, -1, &st))) fserr_set(e, err, path, "", NULL);
+  while (!err) {
+    const char *name;
+    int ev = walk_next(&w, &name);
+    if (ev < 0) {
+      err = fserr_set(e, -ev, path, pb_str(&w.rel), NULL);
+      break;
+    }
+    struct frame *t = walk_top(&w);
+    if (ev == EV_LEAVE) {
+      if (w.depth == 1) break;
+      if ((err = walk_pop(&w))) fserr_set(e, err, path, pb_str(&w.rel), NULL);
+      continue;
+    }
+    struct stat cst;
+    if (fstatat(t->fd, name, &cst, AT_SYMLINK_NOFOLLOW) != 0) {
+      err = fserr_set(e, errno, path, pb_str(&w.rel), NULL);
+      break;
+    }
+    int cfd = -1;
+    if (S_ISDIR(cst.st_mode)) {
+      cfd = openat(t->fd, name, DIR_FLAGS | O_NOFOLLOW);
+      struct stat now;
+      if (cfd < 0 || fstat(cfd, &now) != 0 || now.st_ino != cst.st_ino) {
+        err = fserr_set(e, cfd < 0 ? errno : ESTALE, path, pb_str(&w.rel), NULL);
+        if (cfd >= 0) close(cfd);
+        break;
+      }
+    }
+    if ((err = record(g, t->fd, name, pb_str(&w.rel), &cst, cfd))) {
+      fserr_set(e, err, path, pb_str(&w.rel), NULL);
+      if (cfd >= 0) close(cfd);
+      break;
+    }
+    if (cfd < 0) continue;
+    if (cst.st_dev != t->st.st_dev) { /* a mount: recorded, not entered */
+      close(cfd);
+      continue;
+    }
+    if ((err = walk_push(&w, cfd, -1, &cst))) fserr_set(e, err, path, pb_str(&w.rel), NULL);
+  }
+  walk_free(&w);
+  return err;
+}
+
+/* tree_digest(path) -> "sha256:<hex>" */
+static int fs_tree_digest(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  int fd = open(path, DIR_FLAGS | O_NOFOLLOW);
+  if (fd < 0) return ct_oserror(L, errno, path);
+  struct digest g = {EVP_MD_CTX_new(), EVP_MD_CTX_new(), malloc(COPY_BUFSIZE)};
+  struct fserr e = {0, NULL, NULL, NULL};
+  int err = 0;
+  if (!g.all || !g.file || !g.buf) {
+    close(fd);
+    err = fserr_set(&e, ENOMEM, path, "", NULL);
+  } else if (EVP_DigestInit_ex(g.all, EVP_sha256(), NULL) != 1) {
+    close(fd);
+    err = fserr_set(&e, EIO, path, "", "sha256 is not available");
+  } else {
+    err = digest_tree(&g, fd, path, &e);
+  }
+  unsigned char d[EVP_MAX_MD_SIZE];
+  unsigned n = 0;
+  if (!err && EVP_DigestFinal_ex(g.all, d, &n) != 1) err = fserr_set(&e, EIO, path, "", "sha256 failed");
+  EVP_MD_CTX_free(g.all);
+  EVP_MD_CTX_free(g.file);
+  free(g.buf);
+  if (err) return fserr_push(L, &e);
+  char out[2 * EVP_MAX_MD_SIZE + 1];
+  hex(d, n, out);
+  lua_pushfstring(L, "sha256:%s", out);
+  return 1;
+}
+
+int luaopen_ct_fs_tree(lua_State *L) {
+  lua_pushcfunction(L, fs_tree_digest);
+  lua_setfield(L, -2, "tree_digest");
+  return 0;
+}
