@@ -223,3 +223,95 @@ describe("backups of the layer store", function()
     for _, app in ipairs(H.json(c, { "status" }).apps) do assert.equals("running", app.state, app.name) end
   end)
 end)
+
+-- blobs_in(pkg) -> set of hex of the blobs an archive holds, and by layout
+local function blobs_in(pkg)
+  local out, by = {}, {}
+  for _, e in ipairs(assert(ct.archive.list(pkg))) do
+    local layout, h = e.name:gsub("^%./", ""):match("^(.*)/blobs/sha256/(%x+)$")
+    if h then
+      out[h] = true
+      by[layout] = (by[layout] or 0) + 1
+    end
+  end
+  return out, by
+end
+
+describe("deltas by layer", function()
+  teardown(H.cleanup)
+
+  it("carry only the layer that changed and install where the store holds the rest, whatever release brought it", function()
+    local old = H.package({ "--format", "manifest", "--version", "1.0.0", "--app", "web:health=none,payload=2" })
+    local new = H.package({ "--format", "manifest", "--version", "1.1.0",
+      "--app", "web:health=none,version=1.1.0,payload=2" })
+    local content = unpacked(new)
+    local delta = H.tmpdir() .. "/web-1.1.0-delta.tar.zst"
+    local full = H.tmpdir() .. "/web-1.1.0.tar.zst"
+    H.ok(nil, { "pack", content, "-o", full })
+    local out = H.json(nil, { "pack", content, "-o", delta, "--base", old })
+    assert.truthy(out.delta ~= json.null and out.delta.blobs["images/web"], json.encode(out))
+
+    -- of web's two layers, the base one (busybox) is left out, the app's own carried
+    local mf = json.decode(assert(ct.fs.read(content .. "/images/web/blobs/sha256/" ..
+      json.decode(ct.fs.read(content .. "/manifest.json")).apps[1].image.digest:sub(8))))
+    assert.equals(2, #mf.layers)
+    local held = blobs_in(delta)
+    assert.falsy(held[mf.layers[1].digest:sub(8)], "the base layer is left out")
+    assert.truthy(held[mf.layers[2].digest:sub(8)], "the changed layer is carried")
+    local left = out.delta.blobs["images/web"]
+    assert.same({ mf.layers[1].digest }, left)
+    local fsize, dsize = ct.fs.size(full), ct.fs.size(delta)
+    print(string.format("\n[delta] one changed layer of two: full package %d bytes, delta %d bytes (%.0f%%)",
+      fsize, dsize, 100 * dsize / fsize))
+    assert.truthy(dsize < fsize * 0.8, "delta " .. dsize .. " vs full " .. fsize)
+
+    -- validate, verify and inspect read a delta without a root
+    H.ok(nil, { "validate", delta })
+    H.ok(nil, { "verify", delta })
+    local ins = H.json(nil, { "inspect", delta })
+    assert.equals("1.1.0", ins.version)
+
+    -- a root that got the base layer through another app and release
+    local root = H.root()
+    H.ok(root, { "install", "-y", H.package({ "--format", "manifest", "--version", "0.9.0", "--app", "other:health=none" }) })
+    assert.truthy(ct.fs.exists(root .. "/blobs/sha256/" .. mf.layers[1].digest:sub(8)))
+    H.ok(root, { "upgrade", "-y", delta })
+    assert.equals("1.1.0", release_of(root).version)
+    local r = sh(root, "web", "cat /app/version; ls /bin/busybox")
+    assert.equals(0, r.code, r.stderr)
+    assert.truthy(r.stdout:find("1.1.0", 1, true), r.stdout)
+    for _, app in ipairs(H.json(root, { "status" }).apps) do assert.equals("running", app.state, app.name) end
+  end)
+
+  it("fails naming the blob on a root whose store lacks it, and changes nothing", function()
+    local old = H.package({ "--format", "manifest", "--version", "1.0.0", "--app", "web:health=none",
+      "--app", "api:health=none" })
+    local new = H.package({ "--format", "manifest", "--version", "1.1.0", "--app", "web:health=none,version=1.1.0",
+      "--app", "api:health=none,version=1.0.0" })
+    local delta = H.tmpdir() .. "/delta.tar.zst"
+    local out = H.json(nil, { "pack", unpacked(new), "-o", delta, "--base", old })
+    -- api is unchanged: its app layer, config and manifest are left out too
+    local api_left = out.delta.blobs["images/api"]
+    assert.equals(4, #api_left)
+    local _, by = blobs_in(delta)
+    assert.falsy(by["images/api"], "none of api's blobs is carried")
+
+    local root = H.root()
+    H.ok(root, { "install", "-y", H.package({ "--format", "manifest", "--version", "0.9.0", "--app", "canary:health=none" }) })
+    -- the canary has written what it writes at its start
+    assert.truthy(H.wait_for(function() return ct.fs.exists(root .. "/data/canary/var/lib/canary/starts.log") end, 20))
+    local before, before_parts = H.root_hash(root)
+    local r = H.ctcli(root, { "upgrade", "-y", delta })
+    assert.equals(1, r.code, r.stdout .. r.stderr)
+    assert.truthy(r.stderr:find("leaves out the blob sha256:%x+ of images/api"), r.stderr)
+    local missing = r.stderr:match("the blob (sha256:%x+)")
+    local listed = false
+    for _, d in ipairs(api_left) do if d == missing then listed = true end end
+    assert.is_true(listed, missing)
+    assert.falsy(ct.fs.exists(root .. "/blobs/sha256/" .. missing:sub(8)))
+    local after, after_parts = H.root_hash(root)
+    if after ~= before then assert.same(before_parts, after_parts) end
+    assert.equals("0.9.0", release_of(root).version)
+    assert.equals("running", H.app_state(root, "canary").state)
+  end)
+end)

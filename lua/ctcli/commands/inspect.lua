@@ -99,6 +99,9 @@ return {
     if pkg.delta then
       local needs = {}
       for name, digest in pairs(pkg.delta.images) do needs[#needs + 1] = name .. "@" .. digest end
+      local n = 0
+      for _, list in pairs(pkg.delta.blobs) do n = n + #list end
+      if n > 0 then needs[#needs + 1] = string.format("%d blob%s (layers, configs, manifests)", n, n == 1 and "" or "s") end
       table.sort(needs)
       ui.print("delta      of %s; needs in the root's image store: %s", tostring(pkg.delta.base), table.concat(needs, ", "))
     end
