@@ -70,7 +70,8 @@ return {
     for _, name in ipairs(r.order) do
       local a
       for _, x in ipairs(r.apps) do if x.name == name then a = x end end
-      local in_base = pkg.delta and pkg.delta.images[a.name]
+      -- The image as the base has it: left out whole, or its manifest left out by layer.
+      local in_base = pkg.delta and (pkg.delta.images[a.name] or package.absent(pkg.doc, a.image.layout)[a.image.digest])
       local layers = in_base and {} or layers_of(dir, a)
       local top = json.array({})
       for i = 1, math.min(3, #layers) do top[i] = layers[i] end
