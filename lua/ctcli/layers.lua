@@ -144,9 +144,9 @@ function M.read_layout(layout, ref)
   }
 end
 
--- store_blobs(paths, layout, digests) -> true | nil, msg: each blob into
--- blobs/sha256/ (a hard link where it can, else a copy), once.
-function M.store_blobs(paths, layout, digests)
+-- store_blobs(paths, layout, digests [, added]) -> true | nil, msg: each
+-- blob into blobs/sha256/ (a hard link where it can, else a copy), once.
+function M.store_blobs(paths, layout, digests, added)
   local ok, err = ensure_dir(blobs_dir(paths), DIR_MODE)
   if not ok then return nil, err end
   ct.fs.chmod(paths.root .. "/blobs", DIR_MODE)
@@ -164,6 +164,7 @@ function M.store_blobs(paths, layout, digests)
       ct.fs.chmod(tmp, 420)
       ok, err = ct.fs.rename(tmp, to)
       if not ok then ct.fs.unlink(tmp) return nil, err end
+      if added then added[#added + 1] = to end
     end
   end
   return true
@@ -195,8 +196,9 @@ end
 
 -- extract(paths, layer, m) -> true | nil, msg: one layer into
 -- layers/<mapping>/<diffhex>, in tmp/ first, then renamed (a layer dir that
--- exists is complete); its record beside it.
-function M.extract(paths, layer, m, on_progress)
+-- exists is complete); its record beside it. added: a list the paths it
+-- made are appended to (so a command that fails can take them back).
+function M.extract(paths, layer, m, added)
   if M.has_layer(paths, m, layer.diff_id) then return true end
   local final = M.layer_dir(paths, m, layer.diff_id)
   local ok, err = ensure_dir(layers_root(paths), DIR_MODE)
@@ -209,12 +211,13 @@ function M.extract(paths, layer, m, on_progress)
     local tree = tmp .. "/tree"
     ct.fs.mkdir(tree, 493)
     local stats, xerr = ct.layer.extract(blob, tree, {
-      idmap = idmap_opt(m), check_space = true, progress = on_progress,
+      idmap = idmap_opt(m), check_space = true,
     })
     if not stats then ct.fs.rmtree(tmp) return nil, "extracting layer " .. layer.diff_id .. ": " .. tostring(xerr) end
     ok, err = ct.fs.rename(tree, final)
     ct.fs.rmtree(tmp)
     if not ok then return nil, err end
+    if added then added[#added + 1] = final; added[#added + 1] = final .. ".json" end
     layer.stats = stats
   end
   local stats = layer.stats or {}
@@ -231,17 +234,17 @@ function M.extract(paths, layer, m, on_progress)
   }, true) .. "\n", 420)
 end
 
--- ensure(paths, layers, m) -> true | nil, msg: every layer of the list in
+-- ensure(paths, layers, m [, added]) -> true | nil, msg: every layer of the list in
 -- mapping m, extracted from the store's blobs where missing. One at a time:
 -- the extraction is I/O bound, and a layer shared by several images is then
 -- extracted once even within one command.
-function M.ensure(paths, layers, m)
+function M.ensure(paths, layers, m, added)
   for _, l in ipairs(layers) do
     if not M.has_layer(paths, m, l.diff_id) then
       if not ct.fs.exists(M.blob_path(paths, l.digest)) then
         return nil, "the store has no blob " .. l.digest .. " for layer " .. l.diff_id
       end
-      local ok, err = M.extract(paths, l, m)
+      local ok, err = M.extract(paths, l, m, added)
       if not ok then return nil, err end
     end
   end

@@ -106,13 +106,13 @@ end
 -- import(paths, job) -> true | nil, msg: one image from an OCI layout into
 -- the store: its blobs, its layers in job.idmap's mapping (those the store
 -- lacks), images/<key>/{image.json, idmap, oci/}, renamed in whole.
-local function import(paths, job)
+local function import(paths, job, added)
   local image, err = layers.read_layout(job.layout, job.ref)
   if not image then return nil, err end
   local ok
-  ok, err = layers.store_blobs(paths, job.layout, image.blobs)
+  ok, err = layers.store_blobs(paths, job.layout, image.blobs, added)
   if not ok then return nil, err end
-  ok, err = layers.ensure(paths, image.layers, job.idmap)
+  ok, err = layers.ensure(paths, image.layers, job.idmap, added)
   if not ok then return nil, err end
   local function lookup(file)
     local dir = layers.find(paths, image.layers, job.idmap, file)
@@ -153,9 +153,18 @@ end
 -- mapping to extract its layers in, or false)}. Layers shared by several
 -- images are extracted once (the second finds the first's).
 function M.unpack_all(paths, _, jobs, on_done)
+  -- What this call adds to blobs/ and layers/, taken back when it fails:
+  -- a refused upgrade leaves the store as it was.
+  local added = {}
   for _, job in ipairs(jobs) do
-    local ok, err = import(paths, job)
+    local ok, err = import(paths, job, added)
     if not ok then
+      for i = #added, 1, -1 do
+        if not ct.fs.rmtree(added[i]) then ct.fs.unlink(added[i]) end
+      end
+      for _, d in ipairs({ "blobs/sha256", "blobs", "layers/" .. layers.mapping_name(job.idmap), "layers" }) do
+        ct.fs.rmdir(paths.root .. "/" .. d) -- only when this call made them (empty now)
+      end
       local vfs = ct.fs.statvfs(paths.tmp)
       if vfs and vfs.avail < 4 * 1024 * 1024 then
         return nil, string.format("unpacking the image of %s failed: not enough space in %s (%s free)",

@@ -43,7 +43,22 @@ local function assert_whole_releases(root)
     assert.truthy(rel, "release " .. id .. " has no release.json")
     for _, app in ipairs(rel.apps) do
       assert.truthy(ct.fs.exists(root .. "/releases/" .. id .. "/apps/" .. app.name .. "/config.json"), id .. "/" .. app.name)
-      assert.truthy(ct.fs.exists(root .. "/images/" .. app.name .. "@" .. app.image.digest .. "/rootfs"), app.name)
+      local image = root .. "/images/" .. app.name .. "@" .. app.image.digest
+      assert.truthy(ct.fs.exists(image .. "/image.json"), app.name)
+      -- a flat image (unpacked before the layer store) or its layers' blobs
+      local info = json.decode(ct.fs.read(image .. "/image.json"))
+      if info.layers then
+        for _, l in ipairs(info.layers) do
+          assert.truthy(ct.fs.exists(root .. "/blobs/sha256/" .. l.blob:sub(8)), app.name .. ": " .. l.blob)
+        end
+      else
+        assert.truthy(ct.fs.exists(image .. "/rootfs"), app.name)
+      end
+      -- and the writable layer the release names
+      if app.upper then
+        assert.truthy(ct.fs.exists(root .. "/uppers/" .. app.name .. "/" .. app.upper .. "/upper.json"),
+          id .. ": the upper of " .. app.name)
+      end
     end
   end
 end
