@@ -1,5 +1,5 @@
 -- Backups: one self-contained archive of the current release (with each
--- app's rootfs), config/ and, unless left out, data/ (or only some apps'
+-- app's image as its blobs and the app's writable layer), config/ and, unless left out, data/ (or only some apps'
 -- configs and data, for an upgrade), plus its metadata, under
 -- releases/backups/. A running app is paused only while its own config
 -- and data are read, so they are consistent; the journal names it so a
@@ -8,6 +8,7 @@ local ct = require("ct")
 local appfs = require("ctcli.appfs")
 local history = require("ctcli.history")
 local json = require("ctcli.json")
+local layers = require("ctcli.layers")
 local apps = require("ctcli.apps")
 local manifest = require("ctcli.manifest")
 local statefile = require("ctcli.statefile")
@@ -18,6 +19,7 @@ local ui = require("ctcli.ui")
 local userns = require("ctcli.userns")
 
 local M = {}
+local image_entries, upper_entries, check_store
 
 M.FORMAT = "ctcli-backup/1"
 
@@ -45,7 +47,7 @@ end
 local function app_entries(ctx, rel, entries, kinds, wanted, opts)
   local p = ctx.paths
   local rt = runtime.rt(p, release.tools(rel))
-  local states = opts.data and apps.states(ctx, rel) or {}
+  local states = (opts.data or opts.uppers) and apps.states(ctx, rel) or {}
   local paused = nil -- the app paused now, if any
   local function resume()
     if not paused then return end
@@ -60,6 +62,8 @@ local function app_entries(ctx, rel, entries, kinds, wanted, opts)
         local dir = p[kind] .. "/" .. app.name
         if ct.fs.lstat(dir) then own[#own + 1] = { name = kind .. "/" .. app.name, path = dir } end
       end
+      -- The app's writable layer is its own too: read while it is paused.
+      for _, e in ipairs(opts.uppers and opts.uppers[app.name] or {}) do own[#own + 1] = e end
       local st = states[app.name]
       if #own > 0 and st and st.status == "running" then
         local name = app.name
@@ -82,18 +86,71 @@ local function app_entries(ctx, rel, entries, kinds, wanted, opts)
   return resume
 end
 
+-- image_entries(p, app, key, dir, entries, info, seen) -> true | nil, msg:
+-- an image as the store keeps it. A flat image (unpacked before the layer
+-- store) is its rootfs; an image of layers is its record, its OCI index and
+-- its blobs (manifest, config, layers) as blobs/sha256/<hex>, each blob once
+-- in the archive however many images share it; info.images[key] lists them
+-- (what prune counts as held by this backup). Never paused for: a blob is
+-- never written after it is stored.
+function image_entries(p, app, key, dir, entries, info, seen)
+  local name = "images/" .. key
+  if ct.fs.exists(dir .. "/rootfs") then
+    entries[#entries + 1] = { name = name .. "/rootfs", path = dir .. "/rootfs" }
+  else
+    local list = ct.fs.dir(dir .. "/oci/blobs/sha256")
+    if not list then return nil, "the image of " .. app.name .. " has no blobs in " .. dir .. "/oci" end
+    table.sort(list)
+    local digests = json.array()
+    for _, h in ipairs(list) do
+      local digest = "sha256:" .. h
+      digests[#digests + 1] = digest
+      if not seen[h] then
+        seen[h] = true
+        local from = layers.blob_path(p, digest)
+        if not ct.fs.exists(from) then from = dir .. "/oci/blobs/sha256/" .. h end
+        entries[#entries + 1] = { name = "blobs/sha256/" .. h, path = from }
+      end
+    end
+    info.images[key] = digests
+    for _, f in ipairs({ "index.json", "oci-layout" }) do
+      entries[#entries + 1] = { name = name .. "/oci/" .. f, path = dir .. "/oci/" .. f }
+    end
+  end
+  entries[#entries + 1] = { name = name .. "/image.json", path = dir .. "/image.json" }
+  if ct.fs.exists(dir .. "/idmap") then entries[#entries + 1] = { name = name .. "/idmap", path = dir .. "/idmap" } end
+  return true
+end
+
+-- upper_entries(p, app, entries, uppers) -> whether it has one: an app's
+-- writable layer: its records now (ctcli writes them, the app cannot), its
+-- tree into uppers[app] for app_entries, read while the app is paused.
+-- Whiteouts go in as OCI ".wh." entries and opaque dirs as ".wh..wh..opq",
+-- so no device node enters the archive (DESIGN "Settled — special files").
+-- Without overlayfs the tree is the app's own copy (rootfs/).
+function upper_entries(p, app, entries, uppers)
+  local udir = layers.upper_dir(p, app.name, app.upper)
+  if not ct.fs.exists(udir .. "/upper.json") then return false end -- never made: a restore makes a fresh one
+  local name = "uppers/" .. app.name .. "/" .. app.upper
+  entries[#entries + 1] = { name = name .. "/upper.json", path = udir .. "/upper.json" }
+  if ct.fs.exists(udir .. "/idmap") then entries[#entries + 1] = { name = name .. "/idmap", path = udir .. "/idmap" } end
+  local top = layers.top(p, app.name, app.upper)
+  uppers[app.name] = { { name = name .. "/" .. top, path = udir .. "/" .. top, whiteouts = "oci" } }
+  return true
+end
+
 -- create(ctx, rel, opts) -> info (with .archive) | nil, msg
 -- opts: data (bool), gzip (bool), journal (for the paused apps), reason,
 -- only (app names: the configs and data of these apps alone, as an
 -- upgrade's backup holds them; default: all of config/ and data/).
 --
--- What costs the apps nothing comes first: the release and the images are
--- archived while every app runs. An image's rootfs is taken as immutable
--- here although a running app can still write to it today (the layer
--- store's read-only layers make that true); a backup never pauses an app
--- for its rootfs. Then, with data, each running app is paused only while
--- its own config and data are read, one app at a time, in release order;
--- an app not named in `only` is never paused.
+-- What costs the apps nothing comes first: the release and the images
+-- (their blobs, never written after they are stored; a flat image's rootfs
+-- of a root made before the layer store) are archived while every app runs.
+-- Then each running app is paused only while its own writable layer (and,
+-- with data, its config and data) is read, one app at a time, in release
+-- order; an app not named in `only` is never paused, and its writable layer
+-- is not in the backup (a restore elsewhere gives it a fresh one).
 function M.create(ctx, rel, opts)
   local p = ctx.paths
   local ext = opts.gzip and ".tar.gz" or ".tar.zst"
@@ -128,31 +185,29 @@ function M.create(ctx, rel, opts)
   local entries = {
     { name = "current-release", path = rel.dir },
   }
+  -- Blob digests already archived (an image's blobs are shared), image
+  -- keys done, and each app's upper entries (read while it is paused).
+  local blobs_seen, images_seen, uppers = {}, {}, {}
+  info.images = json.object({})
+  info.uppers = json.object({})
   for _, app in ipairs(rel.apps) do
     -- The mapping its config and data are owned in (false: none), so a
     -- restore into another root (another range) can shift them.
     info.apps[app.name] = { version = app.version, digest = app.image.digest,
       idmap = userns.recorded(p, app.name) }
-    -- The rootfs and what the image says of its process; not the kept OCI
-    -- layout, which would double the archive (a restore gets it back by
-    -- reinstalling the package, should `reset` need it).
+    local key, dir = store.key(app.name, app.image.digest), store.dir(p, app.name, app.image.digest)
     -- opts.images == false (a staged cutover's backup): the images stay in
     -- the store, which keeps them for the kept release this backup is of.
-    local key, dir = store.key(app.name, app.image.digest), store.dir(p, app.name, app.image.digest)
-    if opts.images ~= false then
-      if ct.fs.exists(dir .. "/rootfs") then
-        entries[#entries + 1] = { name = "images/" .. key .. "/rootfs", path = dir .. "/rootfs" }
-      else
-        -- An image of the layer store: its blobs (a restore extracts its layers again).
-        entries[#entries + 1] = { name = "images/" .. key .. "/oci", path = dir .. "/oci" }
-      end
-      entries[#entries + 1] = { name = "images/" .. key .. "/image.json", path = dir .. "/image.json" }
-      if ct.fs.exists(dir .. "/idmap") then
-        entries[#entries + 1] = { name = "images/" .. key .. "/idmap", path = dir .. "/idmap" }
-      end
+    if opts.images ~= false and not images_seen[key] then
+      images_seen[key] = true
+      local ok, ierr = image_entries(p, app, key, dir, entries, info, blobs_seen)
+      if not ok then return nil, ierr end
+    end
+    if app.upper and (not wanted or wanted[app.name]) then
+      if upper_entries(p, app, entries, uppers) then info.uppers[app.name] = app.upper end
     end
   end
-  if opts.images == false then info.images = false end
+  if opts.images == false then info.images_in_store = true end
   local info_tmp, terr = ct.fs.mkdtemp(p.tmp .. "/backup-XXXXXX")
   if not info_tmp then return nil, terr end
   ct.fs.write_atomic(info_tmp .. "/backup-info.json", json.encode(info, true) .. "\n")
@@ -176,7 +231,8 @@ function M.create(ctx, rel, opts)
   end
   local in_release = {}
   for _, app in ipairs(rel.apps) do in_release[app.name] = true end
-  local resume = app_entries(ctx, rel, entries, kinds, wanted, opts)
+  local resume = app_entries(ctx, rel, entries, kinds, wanted,
+    { data = opts.data, journal = opts.journal, uppers = uppers })
   -- What lies in config/ or data/ for no app of the release (an app removed
   -- earlier) runs nowhere: a full backup keeps it, without pausing.
   if not wanted then
@@ -320,7 +376,7 @@ end
 M.RELEASE_ID = "^%d%d%d%d%d%d%d%dT%d%d%d%d%d%dZ%-%x%x%x%x%x%x%x%x$"
 -- name -> the type it must have; nothing else may be at the top.
 local TOP = { ["backup-info.json"] = "file", ["current-release"] = "dir", config = "dir", data = "dir", images = "dir",
-  [history.FILE] = "file" }
+  [history.FILE] = "file", blobs = "dir", uppers = "dir" }
 local RELEASE_TOP = { ["release.json"] = "file", apps = "dir", hooks = "dir", bin = "dir" }
 local TYPE_WORD = { file = "a regular file", dir = "a directory" }
 
@@ -349,12 +405,23 @@ end
 -- no container sees) rather than the restore refused, so nothing an app
 -- plants can block the operator's way back. A setgid directory (group
 -- inheritance) is kept.
+-- An image's rootfs and an app's writable layer keep their setuid bits; the
+-- writable layer of overlayfs holds its whiteouts (character devices 0:0,
+-- the only node the extraction of uppers/ makes, from ".wh." entries).
+local function image_tree(path)
+  return path:match("^images/[^/]+/rootfs$") or path:match("^uppers/[^/]+/[^/]+/rootfs$")
+    or path:match("^uppers/[^/]+/[^/]+/upper$")
+end
+
 local function walk_special(dir, rel, in_rootfs)
+  local in_upper = in_rootfs and (rel .. "/"):match("^uppers/[^/]+/[^/]+/upper/") ~= nil
   for _, name in ipairs(ct.fs.dir(dir .. "/" .. rel) or {}) do
     local path = rel == "" and name or (rel .. "/" .. name)
     local st = ct.fs.lstat(dir .. "/" .. path)
     if not st then return nil, path .. ": cannot be read" end
-    if st.type ~= "file" and st.type ~= "dir" and st.type ~= "link" then
+    if st.type == "char" and in_upper then
+      st = { type = "file", mode = 0 }
+    elseif st.type ~= "file" and st.type ~= "dir" and st.type ~= "link" then
       return nil, path .. ": a " .. st.type .. " (a backup holds no special files)"
     end
     if not in_rootfs and st.type == "file" and (st.mode & 3072) ~= 0 then
@@ -362,8 +429,82 @@ local function walk_special(dir, rel, in_rootfs)
       if not ok then return nil, err end
     end
     if st.type == "dir" then
-      local ok, err = walk_special(dir, path, in_rootfs or path:match("^images/[^/]+/rootfs$") ~= nil)
+      local ok, err = walk_special(dir, path, in_rootfs or image_tree(path) ~= nil)
       if not ok then return nil, err end
+    end
+  end
+  return true
+end
+
+-- check_store(dir, info, by_name) -> true | nil, why: the layer store's
+-- part of a backup. blobs/sha256/ holds files named by their digest, each
+-- matching it; every image of layers has a blob list (backup-info.json
+-- "images") naming blobs the backup holds, which covers its record's
+-- manifest, config and layers; uppers/<app>/<id>/ is the writable layer the
+-- backed-up release names for that app: upper.json, idmap, and upper/ or
+-- (without overlayfs) rootfs/.
+function check_store(dir, info, by_name)
+  local ok, err = only(dir, "blobs", function(n) return n == "sha256" and "dir" end, "the blobs")
+  if not ok then return nil, err end
+  local have = {}
+  for _, h in ipairs(ct.fs.dir(dir .. "/blobs/sha256") or {}) do
+    if not h:match("^%x+$") or #h ~= 64 then return nil, "blobs/sha256/" .. h .. ": not a sha256 digest" end
+    ok, err = expect(dir, "blobs/sha256/" .. h, "file")
+    if not ok then return nil, err end
+    local actual = ct.hash.sha256_file(dir .. "/blobs/sha256/" .. h)
+    if actual ~= h then
+      return nil, "blobs/sha256/" .. h .. ": does not match its digest (sha256:" .. tostring(actual) .. ")"
+    end
+    have["sha256:" .. h] = true
+  end
+  if info.images ~= nil and type(info.images) ~= "table" then
+    return nil, "backup-info.json: \"images\" is not an object of blob lists"
+  end
+  for _, key in ipairs(ct.fs.dir(dir .. "/images") or {}) do
+    local idir = dir .. "/images/" .. key
+    local rec = json.decode(ct.fs.read(idir .. "/image.json") or "")
+    if type(rec) ~= "table" then return nil, "images/" .. key .. "/image.json: not a JSON object" end
+    if store.layered(rec) and not ct.fs.exists(idir .. "/oci/blobs") then
+      local list = info.images and info.images[key]
+      if type(list) ~= "table" then return nil, "backup-info.json: no blob list for the image " .. key end
+      ok, err = only(dir, "images/" .. key .. "/oci", function(n)
+        return (n == "index.json" or n == "oci-layout") and "file"
+      end, "an image's index")
+      if not ok then return nil, err end
+      local listed = {}
+      for _, d in ipairs(list) do
+        if type(d) ~= "string" or not have[d] then
+          return nil, "the backup lacks the blob " .. tostring(d) .. " of the image " .. key
+        end
+        listed[d] = true
+      end
+      local needed = { rec.manifest, rec.config }
+      for _, l in ipairs(rec.layers) do needed[#needed + 1] = type(l) == "table" and l.blob or nil end
+      for _, d in ipairs(needed) do
+        if not listed[d] then return nil, "images/" .. key .. ": its blob " .. tostring(d) .. " is not in its list" end
+      end
+    end
+  end
+  ok, err = only(dir, "uppers", function(n) return by_name[n] and by_name[n].upper and "dir" end,
+    "the writable layers of the backed-up release's apps")
+  if not ok then return nil, err end
+  for _, app in ipairs(ct.fs.dir(dir .. "/uppers") or {}) do
+    local id = by_name[app].upper
+    ok, err = only(dir, "uppers/" .. app, function(n) return n == id and "dir" end, "the writable layer of " .. app)
+    if not ok then return nil, err end
+    local rel = "uppers/" .. app .. "/" .. id
+    ok, err = only(dir, rel, function(n)
+      return ((n == "upper" or n == "rootfs") and "dir") or ((n == "upper.json" or n == "idmap") and "file") or nil
+    end, "a writable layer")
+    if ok then ok, err = expect(dir, rel .. "/upper.json", "file") end
+    if not ok then return nil, err end
+    local u = json.decode(ct.fs.read(dir .. "/" .. rel .. "/upper.json") or "")
+    local key = store.key(app, by_name[app].image.digest)
+    if type(u) ~= "table" or u.image ~= key then
+      return nil, rel .. "/upper.json: not the writable layer of " .. key
+    end
+    if ct.fs.exists(dir .. "/" .. rel .. "/upper") == ct.fs.exists(dir .. "/" .. rel .. "/rootfs") then
+      return nil, rel .. ": expected upper/ or rootfs/"
     end
   end
   return true
@@ -474,6 +615,8 @@ function M.check_restore(dir)
     end, "an image")
     if not ok then return nil, err end
   end
+  ok, err = check_store(dir, info, by_name)
+  if not ok then return nil, err end
   if info.data ~= (ct.fs.lstat(dir .. "/data") ~= nil) then
     return nil, info.data and "backup-info.json says the backup holds data, and it has none"
       or "data: backup-info.json says the backup holds no data"
@@ -481,6 +624,143 @@ function M.check_restore(dir)
   ok, err = walk_special(dir, "", false)
   if not ok then return nil, err end
   return info, rel
+end
+
+-- extract(file, dir, progress) -> stats | nil, msg: a backup into dir. The
+-- writable layers (uppers/) are read again on their own with their ".wh."
+-- entries made overlay whiteouts again; nothing else is (a file an app
+-- named ".wh.x" in its data stays a file). A FIFO, socket or device an app
+-- made in its data, or an older backup holds, is skipped with a warning
+-- (stats.warnings): it never blocks the way back.
+function M.extract(file, dir, progress)
+  local stats, err = ct.archive.extract(file, dir, {
+    preserve = true, check_space = true, special = "skip", progress = progress,
+  })
+  if not stats then return nil, err end
+  if ct.fs.lstat(dir .. "/uppers") then
+    local ok, rerr = ct.fs.rmtree(dir .. "/uppers")
+    if not ok then return nil, rerr end
+    local more, xerr = ct.archive.extract(file, dir, {
+      preserve = true, check_space = true, special = "skip", only = { "uppers" }, whiteouts = "overlay",
+    })
+    if not more then return nil, xerr end
+    stats.warnings = stats.warnings or {}
+    for _, w in ipairs(more.warnings or {}) do stats.warnings[#stats.warnings + 1] = w end
+  end
+  return stats
+end
+
+-- Where a restored app's flattened rootfs goes when this root's store
+-- holds its image as layers: the app's own copy (an upper without
+-- overlayfs) named by the restored release, its writes kept.
+local function flat_to_copy(dir, rel_doc, key, id)
+  local name = key:match("^([^@]+)@")
+  local udir = dir .. "/uppers/" .. name .. "/" .. id
+  local ok, err = ct.fs.mkdir(udir, 456, true)
+  if ok then ok, err = ct.fs.rename(dir .. "/images/" .. key .. "/rootfs", udir .. "/rootfs") end
+  if ok then
+    ok, err = ct.fs.write_atomic(udir .. "/upper.json", json.encode({
+      app = name, image = key, kind = "copy", created = os.date("!%Y-%m-%dT%H:%M:%SZ"),
+      restored = "the flattened rootfs of a backup made before the layer store",
+    }, true) .. "\n", 420)
+  end
+  if ok then
+    ok, err = ct.fs.write_atomic(udir .. "/idmap", ct.fs.read(dir .. "/images/" .. key .. "/idmap") or "none\n", 420)
+  end
+  if not ok then return nil, err end
+  for _, a in ipairs(rel_doc.apps) do
+    if a.name == name then a.upper = id end
+  end
+  return true
+end
+
+-- place(paths, dir, info, id) -> true | nil, msg: the store's part of a
+-- checked backup (dir, extracted in tmp/) into this root: the blobs into
+-- blobs/sha256/ (checked against their digests by check_restore), each
+-- image the root lacks (its OCI index linked to its blobs again), each
+-- writable layer the root lacks, in this root's range. What the root
+-- already holds stays as it is. A backup made before the layer store holds
+-- flattened rootfs: one the root lacks is placed as a flat image, as it was;
+-- where the root holds that image as layers, it becomes the app's own copy.
+-- Layers missing from layers/ are extracted when each app is prepared
+-- (store.complete, before it starts).
+function M.place(paths, dir, info, id)
+  local digests = {}
+  for _, h in ipairs(ct.fs.dir(dir .. "/blobs/sha256") or {}) do digests[#digests + 1] = "sha256:" .. h end
+  local ok, err = layers.store_blobs(paths, dir, digests)
+  if not ok then return nil, "restoring the blobs: " .. tostring(err) end
+  local placed_release = ct.fs.exists(release.dir(paths, id))
+  local rel_file = dir .. "/current-release/release.json"
+  local rel_doc = json.decode(ct.fs.read(rel_file) or "")
+  local rewrite = false
+  ct.fs.mkdir(paths.images, 493, true)
+  for _, key in ipairs(ct.fs.dir(dir .. "/images") or {}) do
+    local idir = dir .. "/images/" .. key
+    local live = paths.images .. "/" .. key
+    if ct.fs.exists(idir .. "/rootfs") and ct.fs.exists(live .. "/image.json") and not ct.fs.exists(live .. "/rootfs")
+        and not placed_release then
+      ok, err = flat_to_copy(dir, rel_doc, key, id)
+      if not ok then return nil, "restoring the rootfs of " .. key .. ": " .. tostring(err) end
+      rewrite = true
+    elseif not ct.fs.exists(live) then
+      for _, d in ipairs(type(info.images) == "table" and info.images[key] or {}) do
+        ok, err = ct.fs.mkdir(idir .. "/oci/blobs/sha256", 493, true)
+        if ok and not ct.fs.exists(idir .. "/oci/blobs/sha256/" .. layers.hex(d)) then
+          ok, err = ct.fs.link(layers.blob_path(paths, d), idir .. "/oci/blobs/sha256/" .. layers.hex(d))
+          if not ok then ok, err = ct.fs.copyfile(layers.blob_path(paths, d), idir .. "/oci/blobs/sha256/" .. layers.hex(d), 420) end
+        end
+        if not ok then return nil, "restoring the image " .. key .. ": " .. tostring(err) end
+      end
+      ok, err = ct.fs.rename(idir, live)
+      if not ok then return nil, err end
+    end
+  end
+  if rewrite then
+    ok, err = ct.fs.write_atomic(rel_file, json.encode(rel_doc, true) .. "\n", 420)
+    if not ok then return nil, err end
+  end
+  local range, rerr = userns.range(paths)
+  if rerr then return nil, rerr end
+  local kind = layers.storage(paths, true)
+  for _, app in ipairs(ct.fs.dir(dir .. "/uppers") or {}) do
+    for _, uid in ipairs(ct.fs.dir(dir .. "/uppers/" .. app) or {}) do
+      local udir = dir .. "/uppers/" .. app .. "/" .. uid
+      local live = layers.upper_dir(paths, app, uid)
+      if not ct.fs.exists(live) then
+        if kind == "copy" and ct.fs.exists(udir .. "/upper") then
+          -- An overlay's writable layer cannot serve without overlayfs: the
+          -- app starts from its image (a fresh own copy), its changes left out.
+          ui.warn("the writable layer of %s is not restored: this root has no overlayfs (%s); " ..
+            "the app starts from its image", app, select(2, layers.storage(paths)))
+        else
+          ok, err = M.adopt_upper(udir, range)
+          if ok and ct.fs.exists(udir .. "/upper") then
+            ok, err = ct.fs.mkdir(udir .. "/work", 448)
+            if ok then ok, err = ct.fs.mkdir(udir .. "/merged", 493) end
+          end
+          if ok then ok, err = ct.fs.mkdir(layers.uppers_root(paths) .. "/" .. app, 456, true) end
+          if ok then ok, err = ct.fs.rename(udir, live) end
+          if not ok then return nil, "restoring the writable layer of " .. app .. ": " .. tostring(err) end
+        end
+      end
+    end
+  end
+  return true
+end
+
+-- adopt_upper(udir, range) -> true | nil, msg: a restored writable layer
+-- made in a root with another range shifted to this root's (none: to host
+-- ids), as adopt_restored does for data and images; the next start moves
+-- it to the mapping its app runs with.
+function M.adopt_upper(udir, range)
+  local m = userns.image_idmap(udir)
+  if type(m) ~= "table" or userns.is_go(m) or userns.equal(m, range) then return true end
+  local target = range or { uid = 0, gid = 0, size = userns.SIZE }
+  for _, top in ipairs({ "upper", "rootfs" }) do
+    local ok, err = userns.shift(udir, top, m, target)
+    if not ok then return nil, err end
+  end
+  return ct.fs.write_atomic(udir .. "/idmap", userns.image_idmap_text(range), 420)
 end
 
 -- list(paths) -> backups newest first: ours (<stamp>-<id>.json beside the
@@ -511,6 +791,23 @@ function M.list(paths)
     end
   end
   table.sort(out, function(a, b) return tostring(a.created) > tostring(b.created) end)
+  return out
+end
+
+-- held(paths) -> {images = set of "<app>@<digest>", blobs = set of digests}
+-- | nil, msg: what this root's backups hold of the store (their records'
+-- "images"), which prune leaves; a backup made before the layer store
+-- holds its images whole and names none.
+function M.held(paths)
+  local list, err = M.list(paths)
+  if not list then return nil, err end
+  local out = { images = {}, blobs = {} }
+  for _, b in ipairs(list) do
+    for key, digests in pairs(type(b.images) == "table" and b.images or {}) do
+      out.images[key] = true
+      for _, d in ipairs(digests) do out.blobs[d] = true end
+    end
+  end
   return out
 end
 

@@ -159,10 +159,11 @@ local function check_images(problems, dir, file, doc, format)
         -- Reported against the legacy files, as the package's author wrote them.
         local base = package.LEGACY_APPS .. "/" .. tostring(app.name)
         local ok, err = package.image(dir, { layout = img.layout, ref = img.ref, digest = digest }, "\0",
-          base .. "/version.json imageSha")
+          base .. "/version.json imageSha", package.absent(doc, img.layout))
         if not ok then add(problems, base, "skopeo", (err:gsub("^%z: ", ""))) end
       else
-        local ok, err = package.image(dir, { layout = img.layout, ref = img.ref, digest = digest }, "\0")
+        local ok, err = package.image(dir, { layout = img.layout, ref = img.ref, digest = digest }, "\0", nil,
+          package.absent(doc, img.layout))
         if not ok then add(problems, file, path .. ".image", (err:gsub("^%z: ", ""))) end
       end
     end

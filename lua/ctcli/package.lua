@@ -27,7 +27,12 @@ end
 -- (and the declared one) against the blob's bytes. declared_by names where
 -- the declared digest came from (a legacy package's version.json imageSha),
 -- for the message when it matches neither digest of the image.
-function M.image(dir, image, label, declared_by)
+--
+-- absent: the set of blob digests a delta package leaves out of this layout
+-- and none has put back (validate, inspect without a root): not looked for;
+-- with the manifest left out, the digest is the index's, unread.
+function M.image(dir, image, label, declared_by, absent)
+  absent = absent or {}
   local layout = dir .. "/" .. image.layout
   local index, err = read_json(layout .. "/index.json", label .. "/index.json")
   if not index then
@@ -47,6 +52,13 @@ function M.image(dir, image, label, declared_by)
   end
   local function blob(d)
     return layout .. "/blobs/sha256/" .. d:sub(8)
+  end
+  if absent[digest] and not ct.fs.exists(blob(digest)) then
+    if image.digest and image.digest ~= digest then
+      return nil, string.format("%s: image %s:%s has digest %s, the package declares %s",
+        label, image.layout, image.ref, digest, image.digest)
+    end
+    return { digest = digest, left_out = true }
   end
   local actual, herr = ct.hash.sha256_file(blob(digest))
   if not actual then
@@ -69,14 +81,14 @@ function M.image(dir, image, label, declared_by)
     return nil, string.format("%s: image %s:%s has digest %s, the package declares %s",
       label, image.layout, image.ref, digest, image.digest)
   end
-  if type(config_digest) == "string" then
+  if type(config_digest) == "string" and not (absent[config_digest] and not ct.fs.exists(blob(config_digest))) then
     local c = ct.hash.sha256_file(blob(config_digest))
     if "sha256:" .. tostring(c) ~= config_digest then
       return nil, string.format("%s: config blob %s is missing or does not match its digest", label, config_digest)
     end
   end
   for _, layer in ipairs(type(mf.layers) == "table" and mf.layers or {}) do
-    if type(layer.digest) ~= "string" or not ct.fs.exists(blob(layer.digest)) then
+    if type(layer.digest) ~= "string" or not (ct.fs.exists(blob(layer.digest)) or absent[layer.digest]) then
       return nil, string.format("%s: layer %s is missing from %s", label, tostring(layer.digest), image.layout)
     end
   end
@@ -151,16 +163,74 @@ end
 -- image layouts it leaves out, by image digest, and the base it relies on.
 M.DELTA = "x-ctcli-delta"
 
--- delta_of(doc) -> {base=, images={app=digest}} | nil
+-- A delta made by layer (this ctcli's pack --base) leaves out single blobs
+-- instead: "blobs" = {<layout> = [digests]}, every blob (layer, config,
+-- manifest) of that layout the base package has; the root's store puts
+-- them back. "images" is then empty. Deltas that left out whole images
+-- ("images" = {app = digest}) still install where the image is in the store.
+
+-- delta_of(doc) -> {base=, images={app=digest}, blobs={layout=[digests]}} | nil
 function M.delta_of(doc)
   local d = type(doc) == "table" and doc[M.DELTA]
-  if type(d) ~= "table" or type(d.images) ~= "table" then return nil end
+  if type(d) ~= "table" or (type(d.images) ~= "table" and type(d.blobs) ~= "table") then return nil end
+  if type(d.images) ~= "table" then d.images = {} end
+  if type(d.blobs) ~= "table" then d.blobs = {} end
   return d
+end
+
+-- absent(doc, layout) -> set of the blob digests a delta leaves out of layout
+function M.absent(doc, layout)
+  local d = M.delta_of(doc)
+  local set = {}
+  local list = d and type(layout) == "string" and d.blobs[(layout:gsub("/+$", ""))]
+  for _, digest in ipairs(type(list) == "table" and list or {}) do set[digest] = true end
+  return set
+end
+
+-- fill_blobs(dir, delta, label, blob) -> true | nil, msg: every blob a delta
+-- leaves out, put back into its layout from the root's store (blob(digest)
+-- -> the store's file or nil), checked against its digest first: a root
+-- holds it whatever release brought it. A blob the store lacks fails here,
+-- named, before anything is changed.
+local function fill_blobs(dir, delta, label, blob)
+  local layouts = {}
+  for layout in pairs(delta.blobs) do layouts[#layouts + 1] = layout end
+  table.sort(layouts)
+  for _, layout in ipairs(layouts) do
+    local list = delta.blobs[layout]
+    if type(layout) ~= "string" or layout:find("%.%.") or layout:sub(1, 1) == "/" or type(list) ~= "table" then
+      return nil, label .. ": " .. M.DELTA .. ".blobs: not a list of blobs by image layout"
+    end
+    for _, digest in ipairs(list) do
+      local h = type(digest) == "string" and digest:match("^sha256:(%x+)$")
+      if not h or #h ~= 64 then return nil, label .. ": " .. M.DELTA .. ".blobs: " .. tostring(digest) .. " is not a digest" end
+      local dest = dir .. "/" .. layout .. "/blobs/sha256/" .. h
+      if not ct.fs.lstat(dest) then
+        local src = blob(digest)
+        if not src then
+          return nil, string.format("%s: a delta package (base %s) leaves out the blob %s of %s, and this root's "
+            .. "store does not hold it: upgrade from a release that has it first, or use the full package",
+            label, tostring(delta.base), digest, layout)
+        end
+        local actual = ct.hash.sha256_file(src)
+        if actual ~= h then
+          return nil, string.format("%s: the store's blob %s does not match its digest (sha256:%s); run "
+            .. "'ctcli images --verify'", label, digest, tostring(actual))
+        end
+        local ok, err = ct.fs.mkdir(dir .. "/" .. layout .. "/blobs/sha256", 493, true)
+        if ok and not ct.fs.link(src, dest) then ok, err = ct.fs.copyfile(src, dest, 420) end
+        if not ok then return nil, label .. ": " .. tostring(err) end
+      end
+    end
+  end
+  return true
 end
 
 -- read_dir(dir [, label [, opts]]) -> pkg | nil, msg: a package already
 -- extracted into dir. opts.have(app_name, digest): whether the root's image
--- store holds an image a delta package leaves out.
+-- store holds an image a delta package leaves out; opts.blob(digest): the
+-- root's stored file of a blob a delta leaves out (without it, as for
+-- validate and inspect, left-out blobs are not looked for).
 function M.read_dir(dir, label, opts)
   opts = opts or {}
   local pkg = { dir = dir, label = label }
@@ -186,6 +256,10 @@ function M.read_dir(dir, label, opts)
   pkg.release = manifest.normalize(pkg.doc)
   local delta = M.delta_of(pkg.doc)
   pkg.delta = delta
+  if delta and opts.blob then
+    local ok, ferr = fill_blobs(dir, delta, label, opts.blob)
+    if not ok then return nil, ferr end
+  end
   for _, app in ipairs(pkg.release.apps) do
     local needed = delta and delta.images[app.name]
     if needed then
@@ -197,13 +271,21 @@ function M.read_dir(dir, label, opts)
       app.image.digest = needed
     else
       local img, err = M.image(dir, app.image, label .. ": app " .. app.name,
-        pkg.format == "legacy" and (M.LEGACY_APPS .. "/" .. app.name .. "/version.json imageSha") or nil)
+        pkg.format == "legacy" and (M.LEGACY_APPS .. "/" .. app.name .. "/version.json imageSha") or nil,
+        M.absent(pkg.doc, app.image.layout))
       if not img then return nil, err end
       app.image.digest = img.digest
       app.image.config_digest = img.config_digest
     end
   end
   return pkg
+end
+
+-- stored_blob(paths, digest) -> the root's stored file of a blob, or nil
+function M.stored_blob(paths, digest)
+  local file = require("ctcli.layers").blob_path(paths, digest)
+  local st = ct.fs.lstat(file)
+  return st and st.type == "file" and file or nil
 end
 
 -- open(paths, file) -> pkg | nil, msg. The caller must call pkg:cleanup().
@@ -234,7 +316,7 @@ function M.open(paths, file)
   end
   local pkg, perr = M.read_dir(dir, label, { have = function(name, digest)
     return require("ctcli.store").has(paths, name, digest)
-  end })
+  end, blob = function(digest) return M.stored_blob(paths, digest) end })
   if not pkg then
     cleanup()
     return nil, perr

@@ -87,19 +87,22 @@ function M.named_paths(doc)
   return out
 end
 
--- digests(dir, roots) -> files table {path = "sha256:..."} of every file under roots
-function M.digests(dir, roots)
+-- digests(dir, roots [, sources]) -> files table {path = "sha256:..."} of
+-- every file under roots; sources[root]: the directory packed in its place
+-- (a delta's image layout without the blobs it leaves out).
+function M.digests(dir, roots, sources)
   local files = json.object({})
   for _, r in ipairs(roots) do
-    local st = ct.fs.lstat(dir .. "/" .. r)
+    local host = sources and sources[r] or (dir .. "/" .. r)
+    local st = ct.fs.lstat(host)
     if st and st.type == "dir" then
-      for _, rel in ipairs(signing.files_of(dir .. "/" .. r)) do
-        local h, err = ct.hash.sha256_file(dir .. "/" .. r .. "/" .. rel)
+      for _, rel in ipairs(signing.files_of(host)) do
+        local h, err = ct.hash.sha256_file(host .. "/" .. rel)
         if not h then return nil, err end
         files[r .. "/" .. rel] = "sha256:" .. h
       end
     elseif st then
-      local h, err = ct.hash.sha256_file(dir .. "/" .. r)
+      local h, err = ct.hash.sha256_file(host)
       if not h then return nil, err end
       files[r] = "sha256:" .. h
     else
@@ -111,7 +114,8 @@ end
 
 -- write(out, dir, manifest_text, roots, opts) -> true | nil, msg. The archive:
 -- manifest.json (these exact bytes), manifest.sig (opts.key signs), then
--- roots (paths under dir), sorted. opts: key, format ("zstd"|"gzip"), mtime.
+-- roots (paths under dir), sorted. opts: key, format ("zstd"|"gzip"), mtime,
+-- sources (as for digests).
 function M.write(out, dir, manifest_text, roots, opts)
   local stage, err = ct.fs.mkdtemp(M.tmpbase() .. "/ctcli-pack-XXXXXX")
   if not stage then return nil, "cannot create a temporary directory: " .. tostring(err) end
@@ -129,7 +133,9 @@ function M.write(out, dir, manifest_text, roots, opts)
   local sorted = {}
   for _, r in ipairs(roots) do sorted[#sorted + 1] = r end
   table.sort(sorted)
-  for _, r in ipairs(sorted) do entries[#entries + 1] = { name = r, path = dir .. "/" .. r } end
+  for _, r in ipairs(sorted) do
+    entries[#entries + 1] = { name = r, path = opts.sources and opts.sources[r] or (dir .. "/" .. r) }
+  end
   local res, cerr = ct.archive.create(out, entries, {
     format = opts.format or "zstd", mtime = opts.mtime or 0, owner0 = true,
   })

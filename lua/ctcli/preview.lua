@@ -206,6 +206,9 @@ function M.print(p, cur)
   if delta then
     local needs = {}
     for name, digest in pairs(delta.images) do needs[#needs + 1] = name .. "@" .. digest:sub(8, 19) end
+    local n = 0
+    for _, list in pairs(type(delta.blobs) == "table" and delta.blobs or {}) do n = n + #list end
+    if n > 0 then needs[#needs + 1] = string.format("%d blob%s", n, n == 1 and "" or "s") end
     table.sort(needs)
     ui.print("delta     of %s; takes from this root's store: %s", tostring(delta.base), table.concat(needs, ", "))
   end

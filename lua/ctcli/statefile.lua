@@ -150,6 +150,8 @@ M.BACKUP_RECORD = {
     archive = "string", release = "string", name = "string", version = "string", created = "string",
     data = "boolean", reason = "string", bytes = "integer", format = "any",
     apps = { map = { object = { digest = "string", version = "string" } } },
+    -- The blobs of each image it holds ("<app>@<digest>" -> digests): what prune keeps for it.
+    images = { map = { array = "string" } },
   },
   required = { "archive", "created" },
 }

@@ -157,7 +157,7 @@ describe("pausing for backups", function()
     assert.truthy(names["current-release/release.json"])
     for _, app in ipairs(APPS) do
       local found = false
-      for n in pairs(names) do if n:match("^images/" .. app .. "@sha256:%x+/oci$") then found = true end end
+      for n in pairs(names) do if n:match("^images/" .. app .. "@sha256:%x+/oci/index.json$") then found = true end end
       assert.is_true(found, "no image of " .. app)
     end
 

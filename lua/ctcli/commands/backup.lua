@@ -11,10 +11,10 @@ return {
   usage = "backup [--ignore-data] [--gzip]",
   description = "Writes releases/backups/<time>-<release>.tar.zst (multi-threaded zstd; --gzip\n" ..
     "for .tar.gz) and its backup-info.json beside it. The archive holds the\n" ..
-    "release with each app's rootfs, config/ and, unless --ignore-data, data/.\n" ..
-    "The release and images are written while every app runs; then each running\n" ..
-    "app is paused only while its own config and data are read, one at a time,\n" ..
-    "so its data is consistent (with --ignore-data nothing is paused).",
+    "release, each image's blobs, each app's writable layer, config/ and, unless\n" ..
+    "--ignore-data, data/. The release and images are written while every app\n" ..
+    "runs; then each running app is paused only while its own writable layer,\n" ..
+    "config and data are read, one at a time, so they are consistent.",
   options = {
     { "--ignore-data", help = "leave data/ out" },
     { "--gzip", help = "write a .tar.gz instead of .tar.zst" },

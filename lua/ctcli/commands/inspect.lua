@@ -75,7 +75,8 @@ return {
     for _, name in ipairs(r.order) do
       local a
       for _, x in ipairs(r.apps) do if x.name == name then a = x end end
-      local in_base = pkg.delta and pkg.delta.images[a.name]
+      -- The image as the base has it: left out whole, or its manifest left out by layer.
+      local in_base = pkg.delta and (pkg.delta.images[a.name] or package.absent(pkg.doc, a.image.layout)[a.image.digest])
       local layers = in_base and {} or layers_of(dir, a)
       local top = json.array({})
       for i = 1, math.min(3, #layers) do top[i] = layers[i] end
@@ -105,6 +106,9 @@ return {
     if pkg.delta then
       local needs = {}
       for name, digest in pairs(pkg.delta.images) do needs[#needs + 1] = name .. "@" .. digest end
+      local n = 0
+      for _, list in pairs(pkg.delta.blobs) do n = n + #list end
+      if n > 0 then needs[#needs + 1] = string.format("%d blob%s (layers, configs, manifests)", n, n == 1 and "" or "s") end
       table.sort(needs)
       ui.print("delta      of %s; needs in the root's image store: %s", tostring(pkg.delta.base), table.concat(needs, ", "))
     end

@@ -8,17 +8,84 @@ local package = require("ctcli.package")
 local pkgtool = require("ctcli.pkgtool")
 local ui = require("ctcli.ui")
 
--- base_images(file) -> {label=, digests={app=digest}} | nil, msg: what a base package holds.
-local function base_images(file)
+-- base_blobs(file) -> {label=, blobs = set of digests} | nil, msg: every
+-- blob (manifest, config, layer) the image layouts of a base package hold.
+local function base_blobs(file)
   local dir, cleanup = pkgtool.extract(file)
   if not dir then return nil, cleanup end
   local pkg, err = package.read_dir(dir, file:match("[^/]+$"))
+  if not pkg then cleanup() return nil, "the base package: " .. err end
+  if pkg.delta then cleanup() return nil, file .. ": a delta package cannot be a base; use a full package" end
+  local blobs = {}
+  for _, app in ipairs(pkg.release.apps) do
+    for _, h in ipairs(ct.fs.dir(dir .. "/" .. app.image.layout .. "/blobs/sha256") or {}) do
+      blobs["sha256:" .. h] = true
+    end
+  end
   cleanup()
-  if not pkg then return nil, "the base package: " .. err end
-  if pkg.delta then return nil, file .. ": a delta package cannot be a base; use a full package" end
-  local digests = {}
-  for _, app in ipairs(pkg.release.apps) do digests[app.name] = app.image.digest end
-  return { label = pkg.release.name .. " " .. pkg.release.version, digests = digests }
+  return { label = pkg.release.name .. " " .. pkg.release.version, blobs = blobs }
+end
+
+-- copy_layout(src, dest, left) -> true | nil, msg: an OCI layout without
+-- the blobs in left (hex -> true); blobs hard-linked where the filesystem
+-- allows, modes as the source's (the archive records them).
+local function copy_layout(src, dest, left)
+  local function copy(from, to, rel)
+    local st = ct.fs.lstat(from)
+    if not st then return nil, from .. ": cannot be read" end
+    if st.type == "dir" then
+      local ok, err = ct.fs.mkdir(to, st.mode)
+      if ok then ok, err = ct.fs.chmod(to, st.mode) end
+      if not ok then return nil, err end
+      for _, n in ipairs(ct.fs.dir(from) or {}) do
+        local sub = rel == "" and n or (rel .. "/" .. n)
+        if not (sub:match("^blobs/sha256/%x+$") and left[n]) then
+          ok, err = copy(from .. "/" .. n, to .. "/" .. n, sub)
+          if not ok then return nil, err end
+        end
+      end
+      return true
+    elseif st.type == "file" then
+      if ct.fs.link(from, to) then return true end
+      return ct.fs.copyfile(from, to, st.mode)
+    end
+    return nil, from .. ": not a file or directory in an image layout"
+  end
+  return copy(src, dest, "")
+end
+
+-- delta(dir, doc, base, stage) -> the delta record, sources | nil, msg: of
+-- each image layout, the blobs the base has are left out: the layout is
+-- packed from a copy in stage (hard links) without them.
+local function delta(dir, doc, base, stage)
+  local record = { base = base.label, images = json.object({}), blobs = json.object({}) }
+  local sources, n = {}, 0
+  local layouts, seen = {}, {}
+  for _, app in ipairs(doc.apps) do
+    local layout = app.image.layout:gsub("/+$", "")
+    if not seen[layout] then seen[layout] = true layouts[#layouts + 1] = layout end
+  end
+  table.sort(layouts)
+  for i, layout in ipairs(layouts) do
+    local src = dir .. "/" .. layout
+    local out = json.array()
+    for _, h in ipairs(ct.fs.dir(src .. "/blobs/sha256") or {}) do
+      if base.blobs["sha256:" .. h] then out[#out + 1] = "sha256:" .. h end
+    end
+    if #out > 0 then
+      table.sort(out)
+      n = n + #out
+      record.blobs[layout] = out
+      local left = {}
+      for _, d in ipairs(out) do left[d:sub(8)] = true end
+      local copy = stage .. "/" .. i
+      local ok, err = copy_layout(src, copy, left)
+      if not ok then return nil, err end
+      sources[layout] = copy
+    end
+  end
+  if n == 0 then return nil, "no blob of " .. dir .. "'s images is in the base; a delta would be the full package" end
+  return record, sources
 end
 
 return {
@@ -30,14 +97,15 @@ return {
     "sorted, owner 0:0, mtimes from SOURCE_DATE_EPOCH, else the manifest's release\n" ..
     "time; packing the same directory twice gives byte-identical files. zstd by\n" ..
     "default, --gzip for the format the Go tool read. With --base OLD.pkg, a delta\n" ..
-    "package: the image layouts of apps whose image OLD carries unchanged are left\n" ..
-    "out and their digests recorded; upgrade takes them from the root's image store\n" ..
-    "and refuses, naming the image, on a root that does not hold them.",
+    "package: every blob of its images (layer, config, manifest) that OLD's images\n" ..
+    "hold is left out and recorded; install and upgrade take them from the root's\n" ..
+    "store (blobs/sha256/, whatever release brought them, checked against their\n" ..
+    "digests) and refuse, naming the blob, on a root that does not hold them.",
   options = {
     { "-o", "--output", arg = "PKG", required = true, help = "the package to write" },
     { "--sign", arg = "KEY", help = "sign with this private key (adds manifest.sig)" },
     { "--gzip", help = "gzip instead of zstd" },
-    { "--base", arg = "OLD", help = "a delta: leave out the images OLD already carries (the root must hold them)" },
+    { "--base", arg = "OLD", help = "a delta: leave out the blobs OLD already carries (the root's store must hold them)" },
   },
   min_args = 1, max_args = 1,
   run = function(ctx)
@@ -54,40 +122,33 @@ return {
       return nil, string.format("%s: %d problem%s, nothing packed:\n  %s", dir, #problems,
         #problems == 1 and "" or "s", table.concat(lines, "\n  "))
     end
+    local sources, stage
     if ctx.opts.base then
-      local base, berr = base_images(ctx.opts.base)
+      local base, berr = base_blobs(ctx.opts.base)
       if not base then return nil, berr end
-      local images = json.object({})
-      local n = 0
-      for _, app in ipairs(doc.apps) do
-        local img = package.image(dir, app.image, app.name)
-        local layout_shared = false
-        for _, other in ipairs(doc.apps) do
-          if other ~= app and other.image.layout == app.image.layout and
-            not (base.digests[other.name] and img and base.digests[other.name] == img.digest) then
-            layout_shared = true
-          end
-        end
-        if img and base.digests[app.name] == img.digest and not layout_shared then
-          images[app.name] = img.digest
-          app.image.digest = img.digest
-          n = n + 1
-        end
-      end
-      if n == 0 then
-        return nil, "no app of " .. dir .. " has the same image in " .. ctx.opts.base .. "; a delta would be the full package"
-      end
-      doc[package.DELTA] = { base = base.label, images = images }
+      local serr
+      stage, serr = ct.fs.mkdtemp(pkgtool.tmpbase() .. "/ctcli-delta-XXXXXX")
+      if not stage then return nil, "cannot create a temporary directory: " .. tostring(serr) end
+      local record
+      record, sources = delta(dir, doc, base, stage)
+      if not record then ct.fs.rmtree(stage) return nil, sources end
+      doc[package.DELTA] = record
     end
     doc["$schema"] = doc["$schema"] or manifest.SCHEMA_URL
     local roots = pkgtool.named_paths(doc)
-    local files, err = pkgtool.digests(dir, roots)
-    if not files then return nil, err end
+    local function done(...)
+      if stage then ct.fs.rmtree(stage) end
+      return ...
+    end
+    local files, err = pkgtool.digests(dir, roots, sources)
+    if not files then return done(nil, err) end
     doc.files = files
     local text = json.encode(doc, true) .. "\n"
     local ok, werr = pkgtool.write(out, dir, text, roots, {
       key = ctx.opts.sign, format = ctx.opts.gzip and "gzip" or "zstd", mtime = pkgtool.mtime(doc),
+      sources = sources,
     })
+    done()
     if not ok then return nil, werr end
     local n = 0
     for _ in pairs(files) do n = n + 1 end

@@ -79,7 +79,7 @@ return {
     else signature = "unsigned (accepted: no trusted keys)" end
     local pkg, perr = package.read_dir(dir, label, { have = function(name, digest)
       return store.has(ctx.paths, name, digest)
-    end })
+    end, blob = function(digest) return package.stored_blob(ctx.paths, digest) end })
     if not pkg then cleanup() return nil, perr end
     local p = preview.build(ctx, pkg, cur)
     cleanup()

@@ -203,10 +203,7 @@ local function from_archive(ctx, cur, file, j)
   local size = ct.fs.size(file) or 0
   -- A FIFO, socket or device the app made in its data holds nothing to
   -- restore: skipped with a warning, so it never blocks the way back.
-  local stats, xerr = ct.archive.extract(file, dir, {
-    preserve = true, check_space = true, special = "skip",
-    progress = function(_, read) bar:update(read, size) end,
-  })
+  local stats, xerr = backup.extract(file, dir, function(_, read) bar:update(read, size) end)
   bar:finish()
   if not stats then return fail(xerr) end
   for _, w in ipairs(stats.warnings or {}) do ui.warn("%s", w) end
@@ -230,12 +227,10 @@ local function from_archive(ctx, cur, file, j)
   local undo = new_undo()
   local aok, aerr = userns.adopt_restored(ctx.paths, dir, info)
   if not aok then return fail(aerr) end
-  for _, key in ipairs(ct.fs.dir(dir .. "/images") or {}) do
-    if not ct.fs.exists(ctx.paths.images .. "/" .. key) then
-      local ok, rerr = ct.fs.rename(dir .. "/images/" .. key, ctx.paths.images .. "/" .. key)
-      if not ok then return fail(rerr) end
-    end
-  end
+  -- Blobs, images and the apps' writable layers into the store (what it
+  -- holds already stays); a flattened rootfs of an older backup as it can.
+  local pok, perr = backup.place(ctx.paths, dir, info, id)
+  if not pok then return fail(perr) end
   if not ct.fs.exists(release.dir(ctx.paths, id)) then
     local ok, rerr = ct.fs.rename(dir .. "/current-release", release.dir(ctx.paths, id))
     if not ok then return fail(rerr) end
@@ -247,6 +242,12 @@ local function from_archive(ctx, cur, file, j)
     if not store.has(ctx.paths, app.name, app.image.digest) then
       return fail(string.format("%s: the backup lacks the image of %s", file, app.name))
     end
+    -- The same layers as where the backup was made, from its blobs: a
+    -- delta package made against that release applies here too.
+    local uc, uerr = userns.context(ctx.paths)
+    if not uc then return fail(uerr) end
+    local cok, cerr0 = store.complete(ctx.paths, app, userns.desired(app, uc.conf, uc.range))
+    if not cok then return fail(string.format("%s: the image of %s: %s", file, app.name, tostring(cerr0))) end
     -- The bundle names the root's paths: regenerate it for this root.
     local cfg, cerr = release.app_config(ctx.paths, app)
     if not cfg then return fail(cerr) end
