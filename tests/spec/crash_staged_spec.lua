@@ -4,6 +4,12 @@
 local ct = require("ct")
 local json = require("ctcli.json")
 local H = require("support.helpers")
+
+-- image_ok(root, app, digest): the store holds the image whole (its record;
+-- a layered one's blobs and layout, from which its layers are remade).
+local function image_ok(root, app, digest)
+  return require("ctcli.store").has(require("ctcli.root").paths(root), app, digest)
+end
 local cli = require("ctcli.cli")
 
 H.need_root()
@@ -50,7 +56,7 @@ local function assert_consistent(root)
     if id ~= "backups" and id ~= "staged" then
       local rel = assert(release_json(root, id), "release " .. id .. " has no release.json")
       for _, app in ipairs(rel.apps) do
-        assert.truthy(ct.fs.exists(root .. "/images/" .. app.name .. "@" .. app.image.digest .. "/rootfs"), id)
+        assert.truthy(image_ok(root, app.name, app.image.digest), id)
       end
     end
   end

@@ -40,12 +40,7 @@ return {
     local list = diff.list(changes)
     if ctx.json then
       local doc = { app = app.name, digest = app.image.digest, storage = how, changes = list }
-      if json.print then
-        json.print(doc)
-      else
-        doc.format = 1
-        ui.print(json.encode(doc, true))
-      end
+      json.print(doc)
       return true
     end
     for _, c in ipairs(list) do ui.print("%s %s", c.kind, c.path) end

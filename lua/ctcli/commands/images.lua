@@ -7,11 +7,6 @@ local json = require("ctcli.json")
 local storeinfo = require("ctcli.storeinfo")
 local ui = require("ctcli.ui")
 
-local function print_doc(doc)
-  if json.print then return json.print(doc) end
-  doc.format = 1
-  ui.print(json.encode(doc, true))
-end
 
 local function short(digest)
   return type(digest) == "string" and digest:sub(8, 19) or "-"
@@ -110,7 +105,7 @@ local function verify(ctx)
     for _, f in ipairs(report.flat) do
       flat[#flat + 1] = { image = f.image, changes = f.changes or json.null, error = f.error or json.null }
     end
-    print_doc({ ok = ok, blobs = report.blobs, layers = report.layers, problems = problems,
+    json.print({ ok = ok, blobs = report.blobs, layers = report.layers, problems = problems,
       notes = json.array(report.notes), flat = flat })
     return ok and 0 or 1
   end
@@ -168,7 +163,7 @@ return {
         doc.layers = json.array()
         for _, l in ipairs(all) do doc.layers[#doc.layers + 1] = layer_doc(l) end
       end
-      print_doc(doc)
+      json.print(doc)
       return true
     end
     if ctx.opts.layers then

@@ -84,7 +84,7 @@ return {
       local restarted, rerr = reset_upper(ctx, rel, app)
       if restarted == nil then return nil, rerr end
       if ctx.json then
-        ui.print(json.encode({ reset = app.name, restarted = restarted }))
+        json.print({ reset = app.name, restarted = restarted })
       else
         ui.print("reset %s to its image %s%s", app.name, app.image.digest:sub(8, 19),
           restarted and "; restarted it" or "")
