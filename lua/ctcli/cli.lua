@@ -24,7 +24,7 @@ cli.COMMANDS = {
   "init", "install", "upgrade",
   "delete", "start", "stop", "restart", "status", "logs", "exec", "backup", "rollback", "release-info", "list-releases", "recover",
   "adopt", "events", "history",
-  "validate", "pack", "keygen", "sign", "verify", "plan", "inspect", "convert",
+  "validate", "pack", "keygen", "sign", "verify", "plan", "inspect", "convert", "hook",
   "enable", "disable", "rotate-logs", "reset", "images", "prune",
 
   "help", "version", "completion",
