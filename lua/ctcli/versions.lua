@@ -62,9 +62,7 @@ function M.time(s)
   if not y then return nil end
   local frac, zone = rest:match("^(%.?%d*)(.*)$")
   local offset = 0
-  if zone == "Z" or zone == "z" then
-    offset = 0
-  else
+  if zone ~= "Z" and zone ~= "z" then
     local sign, zh, zm = zone:match("^([+-])(%d%d):?(%d%d)$")
     if not sign then return nil end
     offset = (tonumber(zh) * 3600 + tonumber(zm) * 60) * (sign == "+" and 1 or -1)
