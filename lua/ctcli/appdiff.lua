@@ -45,7 +45,12 @@ end
 
 local function short(v)
   if v == nil or v == json.null then return "none" end
-  if type(v) == "table" then return json.encode(v) end
+  if type(v) == "table" then
+    -- An argv reads best as its words.
+    local words = #v > 0
+    for _, w in ipairs(v) do if type(w) ~= "string" then words = false end end
+    return words and ("[" .. table.concat(v, " ") .. "]") or json.encode(v)
+  end
   local s = tostring(v)
   if s:match("^sha256:%x+$") then return s:sub(1, 19) end
   if s:match("^%x+$") and #s == 40 then return s:sub(1, 12) end -- a commit

@@ -34,6 +34,35 @@ describe("versions", function()
   end)
 end)
 
+describe("appdiff", function()
+  local appdiff = require("ctcli.appdiff")
+  local function app(t)
+    local a = { name = "web", image = { digest = "sha256:" .. string.rep("a", 64) }, env = {}, configs = {}, data = {} }
+    for k, v in pairs(t) do a[k] = v end
+    return a
+  end
+
+  it("tells each field that differs, env by key only, limits with values", function()
+    local old = app({ env = { A = "1", B = "2", SECRET = "x" }, configs = { "/etc/a" }, resources = { memory = 1 } })
+    local new = app({ env = { A = "1", B = "3", C = "4" }, configs = { "/etc/a", "/etc/b" }, resources = { memory = 2 },
+      image = { digest = "sha256:" .. string.rep("b", 64) }, entrypoint = { "/bin/app" } })
+    local text = appdiff.text(appdiff.reasons(old, new, { old_hooks = "x", new_hooks = "y" }))
+    assert.equals("image sha256:aaaaaaaaaaaa -> sha256:bbbbbbbbbbbb; entrypoint none -> [/bin/app]; " ..
+      "env ~B, +C, -SECRET; mounts: configs +/etc/b; limits ~memory 1 -> 2; hooks hook file changed", text)
+    assert.is_false(has(text, "x"))
+  end)
+
+  it("names the config.json paths that differ when no field explains them", function()
+    local cfg1 = json.encode({ process = { args = { "a" } }, linux = { uidMappings = { { hostID = 1 } } } })
+    local cfg2 = json.encode({ process = { args = { "a" } }, linux = { uidMappings = { { hostID = 2 } } } })
+    local r = appdiff.reasons(app({}), app({}), { old_cfg = cfg1, new_cfg = cfg2 })
+    assert.equals("config.json linux.uidMappings", appdiff.text(r))
+    assert.is_false(appdiff.same(app({}), app({}), cfg1, cfg2))
+    assert.is_true(appdiff.same(app({}), app({}), cfg1, cfg1))
+    assert.is_false(appdiff.same(app({}), app({}), nil, nil))
+  end)
+end)
+
 H.need_root()
 
 local HOOKS = [[

@@ -13,9 +13,10 @@ return {
     "ctx, time limit and cgroup. By default the hook works on a copy of the app's\n" ..
     "config/, data/ and logs/ made in the root's tmp/ (removed afterwards), and a\n" ..
     "ctx.exec runs in a temporary container of that copy; with --live it reads the\n" ..
-    "live dirs and ctx.write is refused. Commands a hook runs with ctx.run run on the\n" ..
-    "host for real in both modes. Prints the hook's ctx.log lines, the commands it ran\n" ..
-    "and their statuses, the files it wrote and every file that differs in the copy.\n" ..
+    "live dirs and ctx.write is refused (ctx.exec then runs in the live container).\n" ..
+    "Commands a hook runs with ctx.run run on the host for real in both modes.\n" ..
+    "Prints the hook's ctx.log lines, the commands it ran and their statuses, the\n" ..
+    "files it wrote and every file that differs in the copy.\n" ..
     "Exit status 0 when the hook ran and succeeded, 1 otherwise.",
   options = {
     { "--release", arg = "ID", help = "the release whose hook files to use (default: the current one)" },
