@@ -25,7 +25,7 @@ cli.COMMANDS = {
   "init", "install", "upgrade", "stage",
   "delete", "start", "stop", "restart", "status", "logs", "exec", "backup", "rollback", "release-info", "list-releases", "recover",
   "adopt", "events", "history",
-  "validate", "pack", "keygen", "sign", "verify", "plan", "inspect", "convert",
+  "validate", "pack", "keygen", "sign", "verify", "plan", "inspect", "convert", "hook",
   "enable", "disable", "rotate-logs", "reset", "diff", "images", "prune",
 
   "help", "version", "completion",

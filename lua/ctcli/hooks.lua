@@ -105,11 +105,16 @@ local function make_ctx(info, emit, workdir)
     json = { encode = json.encode, decode = json.decode },
   }
   function ctx.log(msg) emit("log\t" .. tostring(msg)) end
+  -- `hook test` shows what a hook did: each command and file it wrote.
+  local function trace(kind, what)
+    if info.trace then emit(kind .. "\t" .. json.encode(what)) end
+  end
   function ctx.fail(msg) error(tostring(msg), 2) end
   function ctx.run(argv, opts)
     opts = opts or {}
     if type(argv) ~= "table" then error("ctx.run: argv must be an array of strings", 2) end
     local r, err = ct.proc.run(argv, { stdin = opts.stdin, env_add = opts.env, cwd = opts.cwd, timeout = opts.timeout })
+    trace("run", { argv = json.array(argv), code = r and r.code or json.null, error = err })
     if not r then return nil, err end
     return { code = r.code, stdout = r.stdout, stderr = r.stderr }
   end
@@ -136,6 +141,7 @@ local function make_ctx(info, emit, workdir)
       ct.fs.append(workdir .. "/temporary-ids", tid .. "\n")
       full = runtime.argv(rt, "run", "--pid-file", pidfile, "--bundle", tdir, tid)
       local r, err = ct.proc.run(full, { stdin = opts.stdin, timeout = opts.timeout })
+      trace("exec", { argv = json.array(argv), code = r and r.code or json.null, error = err })
       runtime.delete(rt, tid)
       runtime.temporary_done(tdir)
       if not r then return nil, err end
@@ -143,6 +149,7 @@ local function make_ctx(info, emit, workdir)
     end
     for _, a in ipairs(argv) do full[#full + 1] = a end
     local r, err = ct.proc.run(full, { stdin = opts.stdin, timeout = opts.timeout })
+    trace("exec", { argv = json.array(argv), code = r and r.code or json.null, error = err })
     if not r then return nil, err end
     return { code = r.code, stdout = r.stdout, stderr = r.stderr }
   end
@@ -168,6 +175,7 @@ local function make_ctx(info, emit, workdir)
     local base, rel = beneath(dirs, path)
     if not base then error("cannot write a directory", 2) end
     if type(text) ~= "string" then error("ctx.write: text must be a string", 2) end
+    if info.read_only then error("ctx.write " .. path .. ": refused, the live dirs are read-only here (hook test --live)", 2) end
     -- The app's own directory is ours to create (before its first start);
     -- deeper parents must exist, so no symlink an app planted is followed.
     if not ct.fs.exists(base) then ct.fs.mkdir(base, 448, true) end
@@ -183,6 +191,7 @@ local function make_ctx(info, emit, workdir)
       d:close()
     end
     if not ok then error("ctx.write " .. path .. ": " .. tostring(err), 2) end
+    trace("write", { path = path, bytes = #text })
     return true
   end
   return ctx
@@ -309,6 +318,10 @@ local function relay(hc, app, point, lines)
   for _, l in ipairs(lines) do
     local msg = l:match("^log\t(.*)$")
     if msg then log_line(hc, app, point, msg) end
+    if hc.trace then
+      local kind, rest = l:match("^(%a+)\t(.*)$")
+      if kind then hc.trace(kind, kind == "log" and rest or json.decode(rest)) end
+    end
   end
 end
 
@@ -325,6 +338,7 @@ local function info_for(hc, app, point)
     runc = hc.runc, runc_root = hc.paths.runc_root,
     container = runtime.container_id(hc.paths, app.name),
     bundle = hc.bundle_dir and (hc.bundle_dir .. "/apps/" .. app.name) or nil,
+    trace = hc.trace ~= nil, read_only = hc.read_only,
   }
 end
 
@@ -366,6 +380,8 @@ function M.run(hc, app, point)
       local ctx = make_ctx(info, emit, workdir)
       local t = load_source(src, sandbox_env(ctx.log))
       local f = t[point]
+      local mid = point:match("^migration:(.+)$")
+      if mid then f = type(t.migrations) == "table" and t.migrations[mid] or nil end
       if f == nil then return "absent" end
       if type(f) ~= "function" then error(src.label .. ": " .. point .. " is not a function", 0) end
       f(ctx)

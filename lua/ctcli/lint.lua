@@ -1,12 +1,14 @@
 -- Every problem of a package's content at once (ctcli validate, pack): the
 -- manifest's schema and cross-field rules (manifest.lua), then what needs
--- the files: image layouts, refs and digests, hook files (compiled as text,
+-- the files: image layouts (every blob against its digest, ocicheck.lua), refs
+-- and digests, hook files (compiled as text,
 -- never run; only known hook points), migration ids, runtime binaries and,
 -- for a packed package, the "files" digests. A problem is {file=, path=, message=}.
 local ct = require("ct")
 local hooks = require("ctcli.hooks")
 local json = require("ctcli.json")
 local manifest = require("ctcli.manifest")
+local ocicheck = require("ctcli.ocicheck")
 local package = require("ctcli.package")
 
 local M = {}
@@ -144,6 +146,18 @@ end
 
 local function check_images(problems, dir, file, doc, format)
   local delta = package.delta_of(doc)
+  -- Each layout's blobs once (apps may share one); a layout whose files do
+  -- not match their digests is reported file by file, and nothing more is
+  -- read from it.
+  local broken = {}
+  local function layout_ok(layout)
+    if broken[layout] == nil then
+      local found = ocicheck.check(dir, layout)
+      for _, p in ipairs(found) do problems[#problems + 1] = p end
+      broken[layout] = #found > 0
+    end
+    return not broken[layout]
+  end
   for i, app in ipairs(type(doc.apps) == "table" and doc.apps or {}) do
     local path = app_path(app, i)
     local img = type(app) == "table" and app.image
@@ -153,7 +167,8 @@ local function check_images(problems, dir, file, doc, format)
       if type(img) == "table" and img.digest ~= nil and img.digest ~= needed then
         add(problems, file, path .. ".image.digest", "differs from the digest the delta relies on (" .. tostring(needed) .. ")")
       end
-    elseif type(img) == "table" and is_rel(img.layout) and type(img.ref) == "string" and img.ref ~= "" then
+    elseif type(img) == "table" and is_rel(img.layout) and type(img.ref) == "string" and img.ref ~= ""
+      and (not ct.fs.exists(dir .. "/" .. img.layout .. "/index.json") or layout_ok(img.layout)) then
       local digest = type(img.digest) == "string" and img.digest or nil
       if format == "legacy" then
         -- Reported against the legacy files, as the package's author wrote them.

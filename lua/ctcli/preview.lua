@@ -13,6 +13,7 @@ local store = require("ctcli.store")
 local tools = require("ctcli.tools")
 local ui = require("ctcli.ui")
 local userns = require("ctcli.userns")
+local versions = require("ctcli.versions")
 
 local M = {}
 
@@ -61,7 +62,7 @@ end
 -- build(ctx, pkg, cur) -> the plan table (cur: the current release or nil)
 function M.build(ctx, pkg, cur)
   local paths = ctx.paths
-  local diff = plan.diff(paths, cur, pkg.release)
+  local diff = plan.diff(paths, cur, pkg.release, pkg.dir)
   local affected, to_stop_set = {}, {}
   for _, d in ipairs(diff) do
     if d.change == "changed" or d.change == "added" then affected[#affected + 1] = d.new end
@@ -166,7 +167,10 @@ function M.build(ctx, pkg, cur)
   end
   local runc_note = tools.refused_runc_note(pkg.release.runtime and pkg.release.runtime.runc
     and (pkg.dir .. "/" .. pkg.release.runtime.runc))
+  local down = versions.downgrade(cur, pkg.release, pkg.format)
   return {
+    noop = plan.noop(diff, cur, pkg.release),
+    downgrade = down and down.what or json.null,
     privileged = privileged, runc = runc_note or json.null,
     from = json.release(cur), to = json.release({ name = pkg.release.name, version = pkg.release.version }),
     changes = plan.to_json(diff), diff = diff,
@@ -180,7 +184,10 @@ end
 -- print(p, cur): the plan for people; p.signature_text and p.delta are optional.
 function M.print(p, cur)
   if cur then
-    ui.print("plan: upgrade %s (%s) -> %s", ui.release_label(cur), cur.id, ui.release_label(p.to))
+    ui.print("plan: %s %s (%s) -> %s", p.downgrade ~= json.null and "DOWNGRADE" or "upgrade",
+      ui.release_label(cur), cur.id, ui.release_label(p.to))
+    if p.downgrade ~= json.null then ui.print("downgrade %s", p.downgrade) end
+    if p.noop then ui.print("already at %s: the package is the installed release again", cur.id) end
   else
     ui.print("plan: install %s (no release installed)", ui.release_label(p.to))
   end

@@ -369,9 +369,15 @@ describe("Ansible ctcli.host.ctcli_release and the rolling upgrade", function()
     assert.equals(1, recap.host1.failed)
     assert.is_nil(recap.host2)
     for i, root in ipairs(roots) do assert.equals(before[i], H.root_hash(root)) end
+    -- host1 holds 4.0.0 (the module test above): v3 is a downgrade there,
+    -- refused unless allowed, in check mode too
+    local mr, res = module("host1", { root = roots[1], package = good }, { check = true })
+    assert.not_equals(0, mr.code)
+    assert.truthy(res.msg:find("refusing a downgrade: release version 3.0.0 is lower than the installed 4.0.0", 1, true),
+      res.msg)
     -- signed with the trusted key: verified on every host (in check mode, so
     -- the upgrade itself is only predicted)
-    r, recap = playbook(good, { "-e", "ctcli_verify=true", "--check" })
+    r, recap = playbook(good, { "-e", "ctcli_verify=true", "-e", "ctcli_allow_downgrade=true", "--check" })
     assert.equals(0, r.code, r.stdout .. r.stderr)
     local _, verified = r.stdout:gsub("TASK %[Verify the package's signature%] %**\nok: %[host%d%]", "")
     assert.equals(3, verified)

@@ -36,7 +36,7 @@ describe("kill -9 from outside during large upgrades", function()
     local target = 1
     for i = 1, 20 do
       local at = duration * i / 20
-      local p = assert(ct.proc.spawn({ H.bin, "--root", root, "-y", "upgrade", pkgs[target] },
+      local p = assert(ct.proc.spawn({ H.bin, "--root", root, "-y", "upgrade", "--allow-downgrade", pkgs[target] },
         { stdout = "null", stderr = "null" }))
       -- spread the kills over the upgrade's whole run (a few seconds)
       ct.time.sleep(at)

@@ -185,7 +185,7 @@ describe("backup retention", function()
     ct.time.sleep(1.1)
     H.ok(root, { "-y", "upgrade", v2 })
     ct.time.sleep(1.1)
-    H.ok(root, { "-y", "upgrade", v1 })
+    H.ok(root, { "-y", "upgrade", "--allow-downgrade", v1 }) -- back to 1.0.0: a downgrade, asked for
     ct.time.sleep(1.1)
     local last = H.json(root, { "-y", "upgrade", v2 })
     assert.equals(1, #last.pruned_backups)

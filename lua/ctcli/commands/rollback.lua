@@ -1,5 +1,6 @@
 -- rollback [ARCHIVE | RELEASE-ID]: back to a kept release, or restore a backup.
 local ct = require("ct")
+local appdiff = require("ctcli.appdiff")
 local appfs = require("ctcli.appfs")
 local apps = require("ctcli.apps")
 local backup = require("ctcli.backup")
@@ -25,12 +26,10 @@ local function running_names(ctx, rel)
   return out
 end
 
--- changed(a, b, name): whether the app differs between releases a and b.
+-- changed(a, b, name): whether the app differs between releases a and b
+-- (the rule plan and upgrade use too).
 local function changed(a, b, name)
-  local x, y = a.by_name[name], b.by_name[name]
-  if not x or not y or x.image.digest ~= y.image.digest then return true end
-  return ct.fs.read(release.bundle_dir(a, name) .. "/config.json") ~=
-    ct.fs.read(release.bundle_dir(b, name) .. "/config.json")
+  return not appdiff.between(a, b, name)
 end
 
 -- What a rollback set aside and changed, so a failure can undo it: the

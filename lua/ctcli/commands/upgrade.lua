@@ -50,7 +50,7 @@ end
 
 return {
   summary = "Upgrade to a package: show the changes, ask, swap the changed apps",
-  usage = "upgrade [--keep N] [--no-rollback] PKG | upgrade --staged [PKG]",
+  usage = "upgrade [--keep N] [--no-rollback] [--allow-downgrade] PKG | upgrade --staged [PKG]",
   description = "Extracts and validates PKG and prints, per app, whether it is added, changed,\n" ..
     "removed or unchanged. After a yes (or -y) it runs pre_upgrade, unpacks the\n" ..
     "changed images and builds the new release while the old one runs, backs up,\n" ..
@@ -60,11 +60,14 @@ return {
     "it rolls back to the previous release and restores the changed apps' data.\n" ..
     "With --staged (or a PKG that 'ctcli stage' staged) the release built by\n" ..
     "'stage' is used: nothing is extracted or unpacked, and the backup holds the\n" ..
-    "changed apps' configs and data only (their images stay in the store).",
+    "changed apps' configs and data only (their images stay in the store).\n" ..
+    "The installed release again is 'already at' and changes nothing; an older\n" ..
+    "release is a downgrade, refused without --allow-downgrade.",
   options = {
     { "--keep", arg = "N", type = "number", integer = true, min = 1, help = "releases to keep after a successful upgrade (default 3)" },
     { "--no-rollback", help = "on a failure, leave the new release in place for debugging" },
     { "--staged", help = "cut over to the release 'ctcli stage' built (see 'ctcli help stage')" },
+    { "--allow-downgrade", help = "go ahead when the package is older than the installed release" },
   },
   min_args = 0, max_args = 1,
   check = function(opts, args)
@@ -105,6 +108,17 @@ return {
     for _, app in ipairs(pkg.release.apps) do
       local ok, err = hooks.check(hooks.sources(ctx.paths, app, pkg.dir))
       if not ok then return abort(err) end
+    end
+    -- The installed release again: nothing to do (no release, backup or restart).
+    if preview_plan.noop then
+      pkg.cleanup()
+      j:finish()
+      if ctx.json then json.print({ release = json.release(cur), noop = true, changes = plan.to_json(diff) })
+      else ui.print("already at %s (%s)", cur.id, ui.release_label(cur)) end
+      return true
+    end
+    if preview_plan.downgrade ~= json.null and not ctx.opts.allow_downgrade then
+      return abort("refusing a downgrade: " .. preview_plan.downgrade .. " (--allow-downgrade to go ahead)")
     end
     if not ctx.json then
       preview_plan.signature_text = pkg.signer and ("verified, signed by " .. pkg.signer) or nil

@@ -66,6 +66,12 @@ options:
   keep:
     description: Releases to keep after an upgrade (C(upgrade --keep)).
     type: int
+  allow_downgrade:
+    description:
+      - Upgrade to a package older than the installed release (C(upgrade --allow-downgrade)).
+      - Without it, a downgrade fails the task (also in check mode) and changes nothing.
+    type: bool
+    default: false
   purge:
     description: With C(state=absent), also remove configs, data, logs and backups.
     type: bool
@@ -405,6 +411,12 @@ def present(module, ctcli):
                 prel = {'name': to.get('name', prel.get('name')), 'version': to.get('version', prel.get('version'))}
                 differs = (any(c.get('change') != 'unchanged' for c in changes)
                            or frm.get('version') != to.get('version') or frm.get('name') != to.get('name'))
+                if isinstance(doc.get('noop'), bool):
+                    # ctcli's own answer: a changed hook file alone is a new release too.
+                    differs = not doc['noop']
+                if doc.get('downgrade') and not p['allow_downgrade']:
+                    module.fail_json(msg="refusing a downgrade: %s (allow_downgrade=true to go ahead)"
+                                     % doc['downgrade'], **result)
         if changes is None:
             changes, differs = predict_changes(cur, cur_apps, fmt, manifest, prel, papps)
         action = 'upgrade' if differs else 'none'
@@ -423,6 +435,8 @@ def present(module, ctcli):
             args = ['-y', 'upgrade']
             if p['keep'] is not None:
                 args += ['--keep', str(p['keep'])]
+            if p['allow_downgrade']:
+                args += ['--allow-downgrade']
             result['result'] = ctcli.call(args + [pkg], **result)
         # The release as made: its id, and the digests ctcli unpacked.
         new = ctcli.release_info()
@@ -493,6 +507,7 @@ ARGUMENT_SPEC = dict(
     apps=dict(type='list', elements='str', default=[]),
     binary=dict(type='str', default='ctcli'),
     keep=dict(type='int'),
+    allow_downgrade=dict(type='bool', default=False),
     purge=dict(type='bool', default=False),
     hook_timeout=dict(type='int'),
     wait=dict(type='int'),
