@@ -17,6 +17,7 @@ local runtime = require("ctcli.runtime")
 local store = require("ctcli.store")
 local ui = require("ctcli.ui")
 local userns = require("ctcli.userns")
+local clock = require("ctcli.clock")
 
 local M = {}
 local image_entries, upper_entries, check_store
@@ -169,7 +170,7 @@ function M.create(ctx, rel, opts)
   local archive = p.backups .. "/" .. base .. ext
   local info = {
     format = M.FORMAT, release = rel.id, name = rel.name, version = rel.version,
-    created = os.date("!%Y-%m-%dT%H:%M:%SZ"), data = opts.data and true or false,
+    created = clock.iso(), data = opts.data and true or false,
     reason = opts.reason or "backup", apps = {},
     archive = base .. ext,
   }
@@ -660,7 +661,7 @@ local function flat_to_copy(dir, rel_doc, key, id)
   if ok then ok, err = ct.fs.rename(dir .. "/images/" .. key .. "/rootfs", udir .. "/rootfs") end
   if ok then
     ok, err = ct.fs.write_atomic(udir .. "/upper.json", json.encode({
-      app = name, image = key, kind = "copy", created = os.date("!%Y-%m-%dT%H:%M:%SZ"),
+      app = name, image = key, kind = "copy", created = clock.iso(),
       restored = "the flattened rootfs of a backup made before the layer store",
     }, true) .. "\n", 420)
   end

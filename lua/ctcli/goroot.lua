@@ -7,6 +7,7 @@ local json = require("ctcli.json")
 local manifest = require("ctcli.manifest")
 local rootmod = require("ctcli.root")
 local userns = require("ctcli.userns")
+local clock = require("ctcli.clock")
 
 local M = {}
 
@@ -26,34 +27,14 @@ local function read_json(file)
   return v, nil, text
 end
 
--- Days since 1970-01-01 of a civil date (proleptic Gregorian).
-local function days(y, m, d)
-  y = m <= 2 and y - 1 or y
-  local era = (y >= 0 and y or y - 399) // 400
-  local yoe = y - era * 400
-  local doy = (153 * (m + (m > 2 and -3 or 9)) + 2) // 5 + d - 1
-  local doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-  return era * 146097 + doe - 719468
-end
-
 -- epoch(text) -> seconds since the epoch of an RFC 3339 time as Go writes
 -- it ("2006-01-02T15:04:05.999999999Z07:00"), or nil.
 function M.epoch(text)
-  if type(text) ~= "string" then return nil end
-  local y, mo, d, h, mi, s, rest = text:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)T(%d%d):(%d%d):(%d%d)(.*)$")
-  if not y then return nil end
-  rest = rest:gsub("^%.%d+", "")
-  local off = 0
-  if rest ~= "Z" then
-    local sign, oh, om = rest:match("^([+-])(%d%d):(%d%d)$")
-    if not sign then return nil end
-    off = (tonumber(oh) * 3600 + tonumber(om) * 60) * (sign == "-" and -1 or 1)
-  end
-  local t = days(tonumber(y), tonumber(mo), tonumber(d)) * 86400 + tonumber(h) * 3600 + tonumber(mi) * 60 + tonumber(s)
-  return t - off
+  local t = clock.epoch(text)
+  return t and math.floor(t)
 end
 
-local function iso(t) return os.date("!%Y-%m-%dT%H:%M:%SZ", t) end
+local iso = clock.iso
 
 -- The digest an app's image is stored under: version.json's imageSha (the
 -- image the Go tool unpacked), else one made from the app's own files, so

@@ -5,6 +5,7 @@
 local ct = require("ct")
 local json = require("ctcli.json")
 local runtime = require("ctcli.runtime")
+local clock = require("ctcli.clock")
 
 local M = {}
 
@@ -50,7 +51,7 @@ function M.check(paths, rt, app, started_at)
     for _, a in ipairs(hc.command) do args[#args + 1] = a end
     local r, err = runtime.run(rt, args, { timeout = hc.timeout or 30, stderr = "stdout" })
     if r and r.code == 0 and not r.timed_out then
-      record(paths, app.name, { status = "healthy", time = os.date("!%Y-%m-%dT%H:%M:%SZ") })
+      record(paths, app.name, { status = "healthy", time = clock.iso() })
       return true
     end
     if not r then
@@ -62,7 +63,7 @@ function M.check(paths, rt, app, started_at)
     end
     if i < attempts and interval > 0 then ct.time.sleep(interval) end
   end
-  record(paths, app.name, { status = "unhealthy", time = os.date("!%Y-%m-%dT%H:%M:%SZ"), last = last })
+  record(paths, app.name, { status = "unhealthy", time = clock.iso(), last = last })
   return nil, string.format("health check of %s failed after %d attempt%s: %s", app.name, attempts,
     attempts == 1 and "" or "s", last)
 end

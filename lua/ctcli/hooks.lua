@@ -10,6 +10,7 @@ local appfs = require("ctcli.appfs")
 local store = require("ctcli.store")
 local runtime = require("ctcli.runtime")
 local hookcgroup = require("ctcli.hookcgroup")
+local clock = require("ctcli.clock")
 
 local M = {}
 
@@ -309,7 +310,7 @@ local function in_child(hc, timeout, fn, app_name, point)
 end
 
 function log_line(hc, app, point, msg)
-  local line = string.format("%s %s %s: %s", os.date("!%Y-%m-%dT%H:%M:%SZ"), app, point, msg)
+  local line = string.format("%s %s %s: %s", clock.iso(), app, point, msg)
   ct.fs.append(hc.paths.ctcli_log, line .. "\n")
   if hc.print then hc.print(string.format("%s %s: %s", app, point, msg)) end
 end
@@ -480,7 +481,7 @@ function M.migrate(hc, app)
         end
         return nil, string.format("migration %s of %s: %s", id, app.name, result)
       end
-      rec[#rec + 1] = { id = id, release = hc.release_id, time = os.date("!%Y-%m-%dT%H:%M:%SZ") }
+      rec[#rec + 1] = { id = id, release = hc.release_id, time = clock.iso() }
       local wok, werr = appfs.write_migrations(hc.paths, app.name, json.encode(json.array(rec), true) .. "\n")
       if not wok then return nil, werr end
       if hc.fired then hc.fired[#hc.fired + 1] = app.name .. ":migration:" .. id end

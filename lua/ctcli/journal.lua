@@ -8,6 +8,7 @@ local ct = require("ct")
 local json = require("ctcli.json")
 local statefile = require("ctcli.statefile")
 local ui = require("ctcli.ui")
+local clock = require("ctcli.clock")
 
 local M = {}
 local Journal = {}
@@ -51,7 +52,7 @@ end
 function M.begin(paths, command, data, steps)
   local j = setmetatable({
     path = paths.journal, steps = steps,
-    doc = { command = command, pid = ct.proc.getpid(), started = os.date("!%Y-%m-%dT%H:%M:%SZ"),
+    doc = { command = command, pid = ct.proc.getpid(), started = clock.iso(),
             steps = json.array(), data = data or {} },
   }, Journal)
   local ok, err = save(j)

@@ -7,6 +7,7 @@
 local ct = require("ct")
 local json = require("ctcli.json")
 local rootconf = require("ctcli.rootconf")
+local clock = require("ctcli.clock")
 
 local M = {}
 
@@ -329,7 +330,7 @@ function M.storage(paths, probe)
   if dir then ct.fs.rmtree(dir) end
   reason = reason or "overlayfs mounts here"
   ct.fs.write_atomic(storage_file(paths), json.encode({
-    overlay = ok, reason = reason, checked = os.date("!%Y-%m-%dT%H:%M:%SZ"),
+    overlay = ok, reason = reason, checked = clock.iso(),
   }, true) .. "\n", 420)
   return ok and "overlay" or "copy", reason
 end
@@ -387,7 +388,7 @@ function M.create_upper(paths, a)
   end
   if not ok then return fail(err) end
   ok, err = ct.fs.write_atomic(tmp .. "/upper.json", json.encode({
-    app = a.app, image = a.key, kind = kind, created = os.date("!%Y-%m-%dT%H:%M:%SZ"),
+    app = a.app, image = a.key, kind = kind, created = clock.iso(),
   }, true) .. "\n", 420)
   if ok then ok, err = ct.fs.write_atomic(tmp .. "/idmap", require("ctcli.userns").image_idmap_text(m), 420) end
   if ok then ok, err = ct.fs.rename(tmp, final) end

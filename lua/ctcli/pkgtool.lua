@@ -3,6 +3,7 @@
 -- sign, convert): manifest.json (and manifest.sig) first, then the paths
 -- the manifest names, sorted, owner 0:0, one fixed mtime.
 local ct = require("ct")
+local clock = require("ctcli.clock")
 local json = require("ctcli.json")
 local package = require("ctcli.package")
 local signing = require("ctcli.signing")
@@ -30,24 +31,10 @@ function M.extract(file)
   return dir, cleanup
 end
 
--- Days since 1970-01-01 of a civil date (proleptic Gregorian).
-local function days_from_civil(y, m, d)
-  y = m <= 2 and y - 1 or y
-  local era = (y >= 0 and y or y - 399) // 400
-  local yoe = y - era * 400
-  local mp = (m + 9) % 12
-  local doy = (153 * mp + 2) // 5 + d - 1
-  local doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-  return era * 146097 + doe - 719468
-end
-
--- epoch_of("2026-11-01T12:00:00Z") -> seconds, or nil
+-- epoch_of("2026-11-01T12:00:00Z") -> whole seconds, or nil
 function M.epoch_of(s)
-  if type(s) ~= "string" then return nil end
-  local y, mo, d, h, mi, se = s:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)T(%d%d):(%d%d):(%d%d)")
-  if not y then return nil end
-  return days_from_civil(tonumber(y), tonumber(mo), tonumber(d)) * 86400
-    + tonumber(h) * 3600 + tonumber(mi) * 60 + tonumber(se)
+  local t = clock.epoch(s)
+  return t and math.floor(t)
 end
 
 -- mtime(doc) -> SOURCE_DATE_EPOCH, else the release time, else 0.

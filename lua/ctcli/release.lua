@@ -7,6 +7,7 @@ local store = require("ctcli.store")
 local runtime = require("ctcli.runtime")
 local manifest = require("ctcli.manifest")
 local statefile = require("ctcli.statefile")
+local clock = require("ctcli.clock")
 
 local M = {}
 
@@ -241,7 +242,7 @@ function M.stage(paths, pkg, opts)
   local function fail(e) ct.fs.rmtree(dir) return nil, e end
   local rel = {
     id = id, name = model.name, version = model.version, commit = model.commit, time = model.time,
-    meta = model.meta, format = pkg.format, created = os.date("!%Y-%m-%dT%H:%M:%SZ"),
+    meta = model.meta, format = pkg.format, created = clock.iso(),
     previous = opts.previous, source = opts.source, signer = opts.signer,
     apps = json.array(), order = model.order, levels = model.levels,
     runtime = { runc = "host", umoci = "host" },

@@ -1,6 +1,7 @@
 -- The root directory: its layout (DESIGN §3), creating it, recognising it
 -- (also a root made by the Go ctcli) and its exclusive lock.
 local ct = require("ct")
+local clock = require("ctcli.clock")
 
 local M = {}
 
@@ -239,7 +240,7 @@ function M.lock(p, command, wait)
     if not ok then return nil, err end
   end
   local info = string.format("pid=%d command=%s since=%s\n", ct.proc.getpid(), command,
-    os.date("!%Y-%m-%dT%H:%M:%SZ"))
+    clock.iso())
   local lock, err, _, holder = ct.lock.acquire(p.lock, info, wait)
   if lock then return lock end
   if holder then

@@ -16,6 +16,7 @@ local journal = require("ctcli.journal")
 local json = require("ctcli.json")
 local release = require("ctcli.release")
 local store = require("ctcli.store")
+local clock = require("ctcli.clock")
 
 local M = {}
 
@@ -35,7 +36,7 @@ end
 function M.lock(paths, wait)
   local ok, err = ct.fs.mkdir(M.dir(paths), 448, true)
   if not ok then return nil, "cannot create " .. M.dir(paths) .. ": " .. tostring(err) end
-  local info = string.format("pid=%d command=stage since=%s\n", ct.proc.getpid(), os.date("!%Y-%m-%dT%H:%M:%SZ"))
+  local info = string.format("pid=%d command=stage since=%s\n", ct.proc.getpid(), clock.iso())
   local lock, lerr, _, holder = ct.lock.acquire(lock_path(paths), info, wait)
   if lock then return lock end
   if holder then
@@ -337,7 +338,7 @@ function M.stage(ctx, file)
   local p = preview.build(ctx, pkg, cur)
   p.signature_text = pkg.signer and ("verified, signed by " .. pkg.signer) or nil
   local record = {
-    id = rel.id, against = cur.id, staged = os.date("!%Y-%m-%dT%H:%M:%SZ"),
+    id = rel.id, against = cur.id, staged = clock.iso(),
     package = { name = file:match("[^/]+$"), bytes = st and st.size or 0, sha256 = sum },
     signer = pkg.signer or json.null,
     changes = require("ctcli.plan").to_json(p.diff),

@@ -56,28 +56,7 @@ function M.compare(a, b)
 end
 
 -- time(s) -> seconds since the epoch of an RFC 3339 time, or nil.
-function M.time(s)
-  if type(s) ~= "string" then return nil end
-  local y, mo, d, h, mi, sec, rest = s:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)[Tt ](%d%d):(%d%d):(%d%d)(.*)$")
-  if not y then return nil end
-  local frac, zone = rest:match("^(%.?%d*)(.*)$")
-  local offset = 0
-  if zone ~= "Z" and zone ~= "z" then
-    local sign, zh, zm = zone:match("^([+-])(%d%d):?(%d%d)$")
-    if not sign then return nil end
-    offset = (tonumber(zh) * 3600 + tonumber(zm) * 60) * (sign == "+" and 1 or -1)
-  end
-  -- Days from the civil date (no dependence on the host's time zone).
-  local yy, mm = tonumber(y), tonumber(mo)
-  if mm <= 2 then yy = yy - 1 end
-  local era = yy // 400
-  local yoe = yy - era * 400
-  local doy = (153 * (mm + (mm > 2 and -3 or 9)) + 2) // 5 + tonumber(d) - 1
-  local doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-  local days = era * 146097 + doe - 719468
-  local t = days * 86400 + tonumber(h) * 3600 + tonumber(mi) * 60 + tonumber(sec) - offset
-  return t + (tonumber("0" .. frac) or 0)
-end
+M.time = require("ctcli.clock").epoch
 
 -- downgrade(cur, model, format) -> nil | {what = "...", apps = {...}}: whether
 -- going from the current release cur to the release model is a downgrade.

@@ -10,11 +10,12 @@ local ct = require("ct")
 local json = require("ctcli.json")
 local rootmod = require("ctcli.root")
 local statefile = require("ctcli.statefile")
+local clock = require("ctcli.clock")
 
 local M = {}
 
 local function now_utc()
-  return os.date("!%Y-%m-%dT%H:%M:%SZ")
+  return clock.iso()
 end
 
 -- read(paths) -> the document (an empty one when the file is missing) | nil,

@@ -8,6 +8,7 @@ local common = require("ctcli.common")
 local json = require("ctcli.json")
 local monitor = require("ctcli.runtime").monitor
 local ui = require("ctcli.ui")
+local clock = require("ctcli.clock")
 
 -- snapshot(ctx, rel) -> name -> {state=, pid=, restarts=, exit=}
 local function snapshot(ctx, rel)
@@ -26,7 +27,7 @@ local function snapshot(ctx, rel)
 end
 
 local function line(ctx, name, before, now)
-  local time = os.date("!%Y-%m-%dT%H:%M:%SZ")
+  local time = clock.iso()
   if ctx.json then
     -- One document per line (JSON Lines), each with its format; always
     -- compact, whatever --pretty says, so a line is an event.

@@ -13,6 +13,7 @@ local release = require("ctcli.release")
 local store = require("ctcli.store")
 local ui = require("ctcli.ui")
 local userns = require("ctcli.userns")
+local clock = require("ctcli.clock")
 
 -- running_names(ctx, rel) -> names of the apps of rel that run now
 local function running_names(ctx, rel)
@@ -316,7 +317,7 @@ local function short(digest)
   return type(digest) == "string" and digest:gsub("^sha256:", ""):sub(1, 12) or "-"
 end
 
-local function iso(t) return os.date("!%Y-%m-%dT%H:%M:%SZ", t) end
+local iso = clock.iso
 
 -- show(ctx, cur, to): per app, what is there now (release, image, data
 -- size, newest change) and what the rollback puts in its place.

@@ -17,20 +17,12 @@ local runtime = require("ctcli.runtime")
 local ui = require("ctcli.ui")
 local userns = require("ctcli.userns")
 local wanted = require("ctcli.wanted")
+local clock = require("ctcli.clock")
 
-local function parse_time(s)
-  if type(s) ~= "string" then return nil end
-  local y, mo, d, h, mi, sec = s:match("^(%d+)-(%d+)-(%d+)T(%d+):(%d+):(%d+)")
-  if not y then return nil end
-  -- os.time reads the fields as local time; correct by the zone's offset.
-  local t = os.time({ year = y, month = mo, day = d, hour = h, min = mi, sec = sec, isdst = false })
-  local utc_now = os.time(os.date("!*t"))
-  local local_now = os.time(os.date("*t"))
-  return t + (local_now - utc_now)
-end
+local parse_time = clock.epoch
 
 local function iso(t)
-  return t and os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(t)) or json.null
+  return t and clock.iso(math.floor(t)) or json.null
 end
 
 -- exit_time(ctx, rt, name) -> epoch seconds of an exited app's exit: its
