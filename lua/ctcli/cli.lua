@@ -66,20 +66,8 @@ function cli.command(name)
   return nil
 end
 
-local distance = require("ctcli.text").distance
-
--- suggest(word, candidates) -> the closest candidate, or nil.
-function cli.suggest(word, candidates)
-  local best, best_d
-  for _, c in ipairs(candidates) do
-    local d = distance(word, c)
-    if c:sub(1, #word) == word and #word >= 2 then d = math.min(d, 1) end
-    if d <= math.max(2, #word // 3) and (not best_d or d < best_d) then
-      best, best_d = c, d
-    end
-  end
-  return best
-end
+-- suggest(word, candidates) -> the closest candidate, or nil (ctcli.text).
+cli.suggest = require("ctcli.text").suggest
 
 -- option_key("--hook-timeout") -> "hook_timeout"
 local function option_key(spec)

@@ -80,18 +80,8 @@ end
 local SIGNAL_SET = set_of(M.SIGNALS)
 local NETWORK_SET = set_of(M.NETWORKS)
 
-local distance = require("ctcli.text").distance
-
--- suggest(word, candidates) -> the closest candidate within distance 2, or nil.
-local function suggest(word, candidates)
-  if type(word) ~= "string" or #word > 64 then return nil end
-  local best, best_d
-  for _, c in ipairs(candidates) do
-    local d = distance(word, c)
-    if d <= 2 and d < #c and (not best_d or d < best_d) then best, best_d = c, d end
-  end
-  return best
-end
+-- suggest(word, candidates) -> the closest candidate, or nil (ctcli.text).
+local suggest = require("ctcli.text").suggest
 M.suggest = suggest
 
 local function quote(s)

@@ -17,4 +17,23 @@ function M.distance(a, b)
   return prev[#b]
 end
 
+-- suggest(word, candidates) -> the closest candidate, or nil: the one rule
+-- behind every "did you mean" (commands, options, manifest keys, hooks).
+-- A candidate the word begins (two letters or more) counts as distance 1;
+-- the distance allowed grows with the word (2, or a third of it) and stays
+-- below the candidate's length, so a short word is not "corrected" into
+-- an unrelated one.
+function M.suggest(word, candidates)
+  if type(word) ~= "string" or #word > 64 then return nil end
+  local best, best_d
+  for _, c in ipairs(candidates) do
+    local d = M.distance(word, c)
+    if #word >= 2 and c:sub(1, #word) == word then d = math.min(d, 1) end
+    if d <= math.max(2, #word // 3) and d < #c and (not best_d or d < best_d) then
+      best, best_d = c, d
+    end
+  end
+  return best
+end
+
 return M
