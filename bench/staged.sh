@@ -53,11 +53,23 @@ work=$(mktemp -d "$tmp_base/ctcli-bench-staged.XXXXXX")
 chmod 711 "$work"
 roots=()
 cleanup() {
-  local rc=$? r id
+  local rc=$? r id f p
   set +e
   trap - EXIT INT TERM
+  # Every root made here (new_root runs in a command substitution, so its
+  # roots+= never reaches this shell): found by their marker.
+  for r in "$work"/*/; do
+    r=${r%/}
+    [[ -e $r/.ctcli-init ]] && roots+=("$r")
+  done
   for r in "${roots[@]}"; do
     [[ -e $r/current-release ]] && "$ctcli" --root "$r" stop --force >/dev/null 2>&1
+    # A monitor still alive would restart the container deleted below.
+    for f in "$r"/state/runs/*/state.json; do
+      [[ -f $f ]] || continue
+      p=$(lua5.4 -e 'local t = require("cjson").decode(io.open(arg[1]):read("a")) print(t.monitor_pid or "")' "$f" 2>/dev/null)
+      [[ $p =~ ^[0-9]+$ ]] && grep -q __ctcli-monitor__ "/proc/$p/cmdline" 2>/dev/null && kill -9 "$p"
+    done
     if [[ -d $r/runc-root ]]; then
       for id in $(runc --root "$r/runc-root" list -q 2>/dev/null); do
         runc --root "$r/runc-root" delete --force "$id" >/dev/null 2>&1
