@@ -9,6 +9,15 @@ M.FORMAT = 1
 M.MARKER = ".ctcli-init"
 
 -- paths(root) -> table of the absolute paths ctcli uses under root.
+-- paths_in(paths, releases) -> a copy of paths whose releases/ is another
+-- directory (a staged release's, a stage's work dir).
+function M.paths_in(paths, releases)
+  local p = {}
+  for k, v in pairs(paths) do p[k] = v end
+  p.releases = releases
+  return p
+end
+
 function M.paths(root)
   local p = {
     root = root,

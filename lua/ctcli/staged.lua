@@ -102,13 +102,7 @@ function M.current(paths)
   return rec
 end
 
--- paths_in(paths, releases) -> a copy of paths whose releases/ is another directory.
-local function paths_in(paths, releases)
-  local p = {}
-  for k, v in pairs(paths) do p[k] = v end
-  p.releases = releases
-  return p
-end
+local paths_in = require("ctcli.root").paths_in
 
 -- load(paths, rec) -> the staged release (release.load's table, dir in releases/staged/) | nil, msg
 function M.load(paths, rec)

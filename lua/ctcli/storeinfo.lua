@@ -109,12 +109,7 @@ function M.uses(im, all)
   return out
 end
 
-local function paths_in(paths, releases)
-  local p = {}
-  for k, v in pairs(paths) do p[k] = v end
-  p.releases = releases
-  return p
-end
+local paths_in = require("ctcli.root").paths_in
 
 -- references(paths) -> refs | nil, msg: what holds each image and blob.
 -- refs.images[key] = {releases = {ids}, staged = {ids}, backups = {names}},
