@@ -152,7 +152,7 @@ local function check_images(problems, dir, file, doc, format)
   local broken = {}
   local function layout_ok(layout)
     if broken[layout] == nil then
-      local found = ocicheck.check(dir, layout)
+      local found = ocicheck.check(dir, layout, package.absent(doc, layout))
       for _, p in ipairs(found) do problems[#problems + 1] = p end
       broken[layout] = #found > 0
     end

@@ -15,9 +15,11 @@ local INDEX_TYPES = {
   ["application/vnd.docker.distribution.manifest.list.v2+json"] = true,
 }
 
--- check(dir, layout) -> problems {{file=, path=, message=}}; layout is
--- relative to dir (the package).
-function M.check(dir, layout)
+-- check(dir, layout [, absent]) -> problems {{file=, path=, message=}};
+-- layout is relative to dir (the package); absent: the set of digests a
+-- delta package leaves out of this layout (the root's store supplies them).
+function M.check(dir, layout, absent)
+  absent = absent or {}
   local problems = {}
   local function add(file, message, path)
     problems[#problems + 1] = { file = file, path = path or "", message = message }
@@ -63,7 +65,7 @@ function M.check(dir, layout)
     local rel = blobs .. "/sha256/" .. d.digest:sub(8)
     local st = ct.fs.lstat(dir .. "/" .. rel)
     if not st then
-      add(from, "names " .. d.digest .. ", which is missing (" .. rel .. ")", where)
+      if not absent[d.digest] then add(from, "names " .. d.digest .. ", which is missing (" .. rel .. ")", where) end
       return nil
     end
     if ok_blob[d.digest] == nil then return nil end -- reported above
