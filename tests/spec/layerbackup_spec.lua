@@ -269,7 +269,7 @@ describe("deltas by layer", function()
     H.ok(nil, { "validate", delta })
     H.ok(nil, { "verify", delta })
     local ins = H.json(nil, { "inspect", delta })
-    assert.equals("1.1.0", ins.version)
+    assert.equals("1.1.0", ins.release.version)
 
     -- a root that got the base layer through another app and release
     local root = H.root()

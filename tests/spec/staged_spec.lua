@@ -111,7 +111,7 @@ describe("stage and upgrade --staged", function()
     assert.equals(1, #staged_ids(root))
 
     local out = H.json(root, { "-y", "upgrade", "--staged" })
-    assert.equals(ids[1], out.release)
+    assert.equals(ids[1], out.release.id)
     assert.equals("1.1.0", version_of(root))
     assert.same({}, staged_ids(root))
     -- the cutover's backup leaves the images (in the store) out
@@ -119,7 +119,9 @@ describe("stage and upgrade --staged", function()
     for _, f in ipairs(ct.fs.dir(root .. "/releases/backups")) do
       if f:match("%-upgrade%-.*%.json$") then
         found = true
-        assert.is_false(json.decode(ct.fs.read(root .. "/releases/backups/" .. f)).images)
+        local rec = json.decode(ct.fs.read(root .. "/releases/backups/" .. f))
+        assert.is_true(rec.images_in_store)
+        assert.same({}, rec.images)
       end
     end
     assert.is_true(found)

@@ -41,7 +41,7 @@ return {
     local report, rerr = hooktest.run(ctx, rel, name, point, { live = ctx.opts.live })
     if not report then return nil, rerr end
     if ctx.json then
-      ui.print(json.encode(report, true))
+      json.print(report)
     else
       hooktest.print(report, ui)
     end
