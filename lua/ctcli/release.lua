@@ -258,7 +258,10 @@ function M.stage(paths, pkg, opts)
   end
   ct.fs.mkdir(dir .. "/apps", 493)
   ct.fs.mkdir(dir .. "/hooks", 493)
-  local prev = opts.previous and M.load(paths, opts.previous)
+  -- A stage builds in a releases/ of its own (paths.releases is its work
+  -- dir): the release it is staged against is in the root's (paths.base_releases).
+  local prev = opts.previous and (M.load(paths, opts.previous) or
+    (paths.base_releases and M.load(require("ctcli.root").paths_in(paths, paths.base_releases), opts.previous)))
   local uc
   for _, app in ipairs(model.apps) do
     local rec = M.app_record(app)

@@ -299,6 +299,9 @@ function M.stage(ctx, file)
   -- The work's own tmp/ and releases/; images/ is the root's, each image
   -- placed under the root's lock (store.lua: paths.store_guard).
   local wpaths = paths_in(paths, work .. "/rel")
+  -- the current release stays readable (its apps' writable layers are kept
+  -- by the unchanged apps of the staged one)
+  wpaths.base_releases = paths.releases
   wpaths.tmp = work .. "/tmp"
   wpaths.store_guard = function(fn) return M.with_root_lock(paths, fn) end
   local wctx = setmetatable({ paths = wpaths }, { __index = ctx })

@@ -14,10 +14,12 @@ end
 H.need_root()
 
 local v1 = H.package({ "--version", "1.0.0", "--app", "web:mark=one,health=none", "--app", "db:health=none" })
+-- db is the same in every package (its version stays 1.0.0): an app a
+-- staged cutover keeps running, with its own writable layer
 local v2 = H.package({ "--version", "1.1.0", "--app", "web:mark=two,version=1.1.0,health=none",
-  "--app", "db:health=none" })
+  "--app", "db:health=none,version=1.0.0" })
 local v3 = H.package({ "--version", "1.2.0", "--app", "web:mark=three,version=1.2.0,health=none",
-  "--app", "db:health=none" })
+  "--app", "db:health=none,version=1.0.0" })
 
 local function release_json(root, id)
   return json.decode(ct.fs.read(root .. "/releases/" .. id .. "/release.json") or "null")
@@ -126,6 +128,16 @@ describe("stage and upgrade --staged", function()
     end
     assert.is_true(found)
     assert_consistent(root)
+    -- each running app's rootfs is the writable layer the release names (an
+    -- app the cutover kept running keeps its own): nothing else is mounted
+    local named = {}
+    for _, app in ipairs(release_json(root, H.current(root)).apps) do
+      named[#named + 1] = ct.fs.realpath(root) .. "/uppers/" .. app.name .. "/" .. app.upper .. "/merged"
+    end
+    local mounted = H.mounts(root)
+    table.sort(named)
+    table.sort(mounted)
+    assert.same(named, mounted)
     -- and the staged release behaves as an upgraded one: rollback returns to 1.0.0
     H.ok(root, { "-y", "rollback" })
     assert.equals("1.0.0", version_of(root))
