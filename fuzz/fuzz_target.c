@@ -19,7 +19,7 @@
 
 /* manifest: parse + validate (+ normalize on success) of manifest.json text. */
 static const char manifest_src[] =
-    "local m = require('ctcli.manifest')\n"
+    "local m = require('ctcli.model.manifest')\n"
     "return function(s)\n"
     "  local doc, problems = m.parse(s, 'manifest.json')\n"
     "  if not doc then\n"
@@ -37,8 +37,8 @@ static const char manifest_src[] =
    line '--' (missing parts are empty), then from_legacy and, when that
    accepts them, validate + normalize of the manifest it made. */
 static const char legacy_src[] =
-    "local m = require('ctcli.manifest')\n"
-    "local json = require('ctcli.json')\n"
+    "local m = require('ctcli.model.manifest')\n"
+    "local json = require('ctcli.base.json')\n"
     "return function(s)\n"
     "  local parts = {}\n"
     "  for part in (s .. '\\n--\\n'):gmatch('(.-)\\n%-%-\\n') do parts[#parts + 1] = part end\n"

@@ -5,7 +5,7 @@
 -- binary where that install puts it:
 --   ctcli-lua tools/genunits.lua OUTDIR CTCLI     (CTCLI an absolute path)
 local ct = require("ct")
-local systemd = require("ctcli.systemd")
+local systemd = require("ctcli.runtime.systemd")
 
 local outdir, ctcli = arg[1], arg[2]
 if not outdir or not ctcli or ctcli:sub(1, 1) ~= "/" then

@@ -2,9 +2,9 @@
 -- root and its lock, and the one place that prints an error and picks the
 -- exit status (cli.EXIT; docs/exit-codes.md, `ctcli help exit-codes`).
 local ct = require("ct")
-local history = require("ctcli.history")
-local json = require("ctcli.json")
-local ui = require("ctcli.ui")
+local history = require("ctcli.store.history")
+local json = require("ctcli.base.json")
+local ui = require("ctcli.ui.console")
 
 local cli = {}
 
@@ -67,7 +67,7 @@ function cli.command(name)
 end
 
 -- suggest(word, candidates) -> the closest candidate, or nil (ctcli.text).
-cli.suggest = require("ctcli.text").suggest
+cli.suggest = require("ctcli.base.text").suggest
 
 -- option_key("--hook-timeout") -> "hook_timeout"
 local function option_key(spec)
@@ -331,7 +331,7 @@ end
 local function resolve_root(globals)
   local root = globals.root or os.getenv("CTCLI_ROOT")
   if not root or root == "" then root = "." end
-  return require("ctcli.root").absolute(root)
+  return require("ctcli.store.root").absolute(root)
 end
 
 -- run(parsed) -> exit status; may raise on a bug.
@@ -359,7 +359,7 @@ local function run(parsed)
   }
   parsed.ctx = ctx
   if cmd.needs_root then
-    local rootmod = require("ctcli.root")
+    local rootmod = require("ctcli.store.root")
     local paths, err = rootmod.open(ctx.root)
     if not paths then return nil, err end
     ctx.paths = paths
@@ -382,13 +382,13 @@ local function run(parsed)
       -- that is broken stops the command here, before recovery too
       -- (`recover --discard-journal` drops an unreadable journal, once
       -- everything else reads).
-      local fine, serr = require("ctcli.statecheck").run(paths)
+      local fine, serr = require("ctcli.services.statecheck").run(paths)
       if not fine then lock:release() return nil, serr end
       if cmd.before_recovery then
         local done, derr = cmd.before_recovery(ctx)
         if not done then lock:release() return nil, derr end
       end
-      local note, rerr = require("ctcli.recovery").run(ctx)
+      local note, rerr = require("ctcli.services.recovery").run(ctx)
       if rerr then lock:release() return nil, rerr end
       if note then
         io.stderr:write("ctcli: ", note, "\n")
@@ -396,7 +396,7 @@ local function run(parsed)
       end
       -- A root the Go ctcli made is adopted by the first changing command.
       if not cmd.adopts_itself then
-        local adopt = require("ctcli.adopt")
+        local adopt = require("ctcli.services.adopt")
         local res, aerr = history.adopting(ctx, adopt.run)
         if res == nil then lock:release() return nil, aerr end
         if res then io.stderr:write("ctcli: ", adopt.summary(ctx, res), "\n") end

@@ -25,7 +25,7 @@
 static lua_State *hash_state(void) {
   lua_State *L = t_state();
   /* The key formats are ctcli.pem's; the digests and raw ed25519 the engine's. */
-  T_LUA(L, "local pem = require('ctcli.pem') "
+  T_LUA(L, "local pem = require('ctcli.base.pem') "
            "H = setmetatable({ keygen = pem.keygen, sign = pem.sign, verify = pem.verify }, "
            "  { __index = require('ct').hash }) "
            "function unhex(s) return (s:gsub('..', function(x) return string.char(tonumber(x, 16)) end)) end "

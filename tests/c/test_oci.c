@@ -11,7 +11,7 @@ static lua_State *O(void) {
   lua_pushstring(L, t_tmpdir());
   lua_setglobal(L, "tmp");
   T_LUA(L,
-        "ct = require('ct') proc = ct.proc runtime = require('ctcli.runtime') cjson = require('cjson') "
+        "ct = require('ct') proc = ct.proc runtime = require('ctcli.runtime.runc') cjson = require('cjson') "
         "id = 'cttest-' .. proc.getpid() "
         "rt = {runc = 'runc', root = tmp .. '/runc-root'} "
         "function sh(argv) local r, msg = proc.run(argv, {timeout = 60}) "

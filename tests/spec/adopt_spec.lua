@@ -4,7 +4,7 @@
 -- rolled back to the Go tool's own backup; an adoption killed at any step
 -- is finished by the next command.
 local ct = require("ct")
-local json = require("ctcli.json")
+local json = require("ctcli.base.json")
 local H = require("support.helpers")
 
 H.need_root()

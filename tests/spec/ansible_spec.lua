@@ -3,7 +3,7 @@
 -- on this machine (ansible_connection: local): check mode, a clean rolling
 -- upgrade, idempotence, and a post_upgrade hook failing on the second host.
 local ct = require("ct")
-local json = require("ctcli.json")
+local json = require("ctcli.base.json")
 local H = require("support.helpers")
 
 local function have(cmd)

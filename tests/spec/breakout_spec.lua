@@ -5,7 +5,7 @@
 -- clear line; a canary outside the root is never opened or changed
 -- (inotify watches it for the whole spec).
 local ct = require("ct")
-local json = require("ctcli.json")
+local json = require("ctcli.base.json")
 local H = require("support.helpers")
 
 H.need_root()

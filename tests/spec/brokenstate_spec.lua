@@ -4,7 +4,7 @@
 -- stay running). One installed root; the planted file is put back after
 -- each case.
 local ct = require("ct")
-local json = require("ctcli.json")
+local json = require("ctcli.base.json")
 local H = require("support.helpers")
 
 H.need_root()

@@ -2,7 +2,7 @@
 -- The front end, end to end through the real binary: help, version, init,
 -- global options, usage errors, a root that is not one.
 local ct = require("ct")
-local json = require("ctcli.json")
+local json = require("ctcli.base.json")
 local H = require("support.helpers")
 
 describe("ctcli front end", function()

@@ -2,7 +2,7 @@
 -- refused naming the holder, or waits with --wait; readers never block
 -- behind a writer and never see a half state.
 local ct = require("ct")
-local json = require("ctcli.json")
+local json = require("ctcli.base.json")
 local H = require("support.helpers")
 
 H.need_root()

@@ -2,13 +2,13 @@
 -- every step of `stage` and of `upgrade --staged` leaves a root every
 -- command reads, and a new stage and cutover work.
 local ct = require("ct")
-local json = require("ctcli.json")
+local json = require("ctcli.base.json")
 local H = require("support.helpers")
 
 -- image_ok(root, app, digest): the store holds the image whole (its record;
 -- a layered one's blobs and layout, from which its layers are remade).
 local function image_ok(root, app, digest)
-  return require("ctcli.store").has(require("ctcli.root").paths(root), app, digest)
+  return require("ctcli.store.images").has(require("ctcli.store.root").paths(root), app, digest)
 end
 local cli = require("ctcli.cli")
 

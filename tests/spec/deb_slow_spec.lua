@@ -150,7 +150,7 @@ describe("the .deb", function()
     assert.truthy(r.stdout:find("started web, worker", 1, true), r.stdout)
     r = inroot({ "ctcli", "--root", "/tmp/r", "--json", "status" }, true)
     assert.equals(0, r.code, r.stderr)
-    local st = assert(require("ctcli.json").decode(r.stdout))
+    local st = assert(require("ctcli.base.json").decode(r.stdout))
     local states = {}
     for _, a in ipairs(st.apps) do states[a.name] = a.state end
     assert.same({ web = "running", worker = "running" }, states)

@@ -5,7 +5,7 @@
 -- nodes in images, private images/ and logs/), each checked in config.json
 -- and from inside a running container.
 local ct = require("ct")
-local json = require("ctcli.json")
+local json = require("ctcli.base.json")
 local H = require("support.helpers")
 
 H.need_root()

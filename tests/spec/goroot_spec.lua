@@ -4,7 +4,7 @@
 -- pins the same facts without it, so a change to the generator that
 -- drifts from the Go tool's layout fails here.
 local ct = require("ct")
-local json = require("ctcli.json")
+local json = require("ctcli.base.json")
 local H = require("support.helpers")
 
 H.need_root()

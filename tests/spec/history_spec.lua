@@ -2,7 +2,7 @@
 -- command, with its outcome, in the order they ended; kept across rollbacks
 -- and restores; carried by backups; a torn last line never stops it.
 local ct = require("ct")
-local json = require("ctcli.json")
+local json = require("ctcli.base.json")
 local H = require("support.helpers")
 
 H.need_root()

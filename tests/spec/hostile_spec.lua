@@ -4,7 +4,7 @@
 -- outside the root (a canary directory next to it stays as it was).
 local ct = require("ct")
 local H = require("support.helpers")
-local package = require("ctcli.package")
+local package = require("ctcli.model.package")
 
 H.need_root()
 

@@ -2,7 +2,7 @@
 -- exited, systemd units, log rotation, memory limits, reset, images and
 -- prune — on real runc containers.
 local ct = require("ct")
-local json = require("ctcli.json")
+local json = require("ctcli.base.json")
 local H = require("support.helpers")
 
 H.need_root()

@@ -5,7 +5,7 @@
 -- commands without a document refusing --json; compact and pretty output.
 local ct = require("ct")
 local cli = require("ctcli.cli")
-local json = require("ctcli.json")
+local json = require("ctcli.base.json")
 local H = require("support.helpers")
 
 local SCHEMAS = H.src .. "/docs/schemas"

@@ -3,7 +3,7 @@
 -- data as it was, tmp/ empty and the apps running. Label "slow": run with
 -- `ctest -L slow` (see README).
 local ct = require("ct")
-local json = require("ctcli.json")
+local json = require("ctcli.base.json")
 local H = require("support.helpers")
 
 H.need_root()

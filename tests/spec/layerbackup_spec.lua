@@ -6,7 +6,7 @@
 -- and runs; a delta package leaves out every blob its base has and installs
 -- wherever the root's store holds them, else fails naming the blob.
 local ct = require("ct")
-local json = require("ctcli.json")
+local json = require("ctcli.base.json")
 local H = require("support.helpers")
 
 H.need_root()
@@ -161,7 +161,7 @@ describe("backups of the layer store", function()
     H.ok(a, { "stop" })
     -- The archive the code before the layer store made: the release, each
     -- image as images/<key>/{rootfs, image.json, idmap}, config/ and data/
-    -- (git show d8e8cf4^:lua/ctcli/backup.lua); its release names no upper.
+    -- (git show d8e8cf4^:lua/ctcli/store/backup.lua); its release names no upper.
     local cur = ct.fs.realpath(a .. "/current-release")
     local old = H.tmpdir()
     local rel = release_of(a)

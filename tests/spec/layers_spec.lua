@@ -3,7 +3,7 @@
 -- per release (rollback brings an app's changes back, reset drops them),
 -- remounted at boot, and the own-copy fallback forced by ctcli.json.
 local ct = require("ct")
-local json = require("ctcli.json")
+local json = require("ctcli.base.json")
 local H = require("support.helpers")
 
 H.need_root()

@@ -1,8 +1,8 @@
 -- ctest: unit
 -- The release manifest: validation (every problem, with its path), the
 -- release model, the legacy conversion, and the schema kept in step.
-local json = require("ctcli.json")
-local manifest = require("ctcli.manifest")
+local json = require("ctcli.base.json")
+local manifest = require("ctcli.model.manifest")
 
 local SRC = os.getenv("CTCLI_SOURCE_DIR") or "."
 local DIGEST = "sha256:" .. string.rep("ab", 32)
@@ -533,8 +533,8 @@ describe("manifest", function()
     end)
 
     it("keeps journald as an opt-in only; ctcli.json overrides it and names the socket", function()
-      local monitor = require("ctcli.runtime").monitor
-      local rootconf = require("ctcli.rootconf")
+      local monitor = require("ctcli.runtime.runc").monitor
+      local rootconf = require("ctcli.store.rootconf")
       local doc = base()
       doc.apps[2].journald = true
       doc.apps[1].journald = false

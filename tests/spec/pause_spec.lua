@@ -6,7 +6,7 @@
 -- freezes (or stops) an unchanged app, and its partial backup restores the
 -- changed app's data alone.
 local ct = require("ct")
-local json = require("ctcli.json")
+local json = require("ctcli.base.json")
 local H = require("support.helpers")
 
 H.need_root()

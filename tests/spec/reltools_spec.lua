@@ -1,7 +1,7 @@
 -- The release engineer's tools end to end on real packages, keys and runc:
 -- validate, pack, keygen/sign/verify and the trust model, plan, the docs.
 local ct = require("ct")
-local json = require("ctcli.json")
+local json = require("ctcli.base.json")
 local H = require("support.helpers")
 
 H.need_root()

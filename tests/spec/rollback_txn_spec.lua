@@ -2,7 +2,7 @@
 -- restore replaces in a safety backup, and a failure part way puts config/,
 -- data/ and the running apps back exactly. And backup retention.
 local ct = require("ct")
-local json = require("ctcli.json")
+local json = require("ctcli.base.json")
 local H = require("support.helpers")
 
 H.need_root()

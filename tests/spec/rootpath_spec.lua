@@ -2,7 +2,7 @@
 -- containers: ids are made from the absolute root recorded in
 -- state/id-base, never from the path a command was given.
 local ct = require("ct")
-local json = require("ctcli.json")
+local json = require("ctcli.base.json")
 local H = require("support.helpers")
 
 H.need_root()

@@ -2,7 +2,7 @@
 -- for running, paused, created and stopped containers.
 local ct = require("ct")
 local H = require("support.helpers")
-local runtime = require("ctcli.runtime")
+local runtime = require("ctcli.runtime.runc")
 
 H.need_root()
 
@@ -26,9 +26,9 @@ describe("container state without spawning runc", function()
     local log = assert(logs:open("d.log", { write = true, create = true, append = true }))
     logs:close()
     -- its rootfs (the overlay runtime mounts before runc create; stop took it down)
-    local paths = require("ctcli.root").paths(root)
-    local rel = assert(require("ctcli.release").current(paths))
-    assert(require("ctcli.overlay").ensure(paths, rel.by_name.d))
+    local paths = require("ctcli.store.root").paths(root)
+    local rel = assert(require("ctcli.store.release").current(paths))
+    assert(require("ctcli.runtime.overlay").ensure(paths, rel.by_name.d))
     -- runc create as the monitor runs it: detached, its output on the log
     local r = ct.proc.run({ "runc", "--root", rt.root, "create", "--bundle", root .. "/current-release/apps/d", id("d") },
       { stdout = log, stderr = log, detach = true, timeout = 60 })

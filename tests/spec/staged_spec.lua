@@ -2,13 +2,13 @@
 -- other commands work; `upgrade --staged` cuts over; a kill at any step of
 -- either leaves a root every command reads and a new stage or upgrade works.
 local ct = require("ct")
-local json = require("ctcli.json")
+local json = require("ctcli.base.json")
 local H = require("support.helpers")
 
 -- image_ok(root, app, digest): the store holds the image whole (its record;
 -- a layered one's blobs and layout, from which its layers are remade).
 local function image_ok(root, app, digest)
-  return require("ctcli.store").has(require("ctcli.root").paths(root), app, digest)
+  return require("ctcli.store.images").has(require("ctcli.store.root").paths(root), app, digest)
 end
 
 H.need_root()

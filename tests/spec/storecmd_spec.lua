@@ -5,7 +5,7 @@
 -- prune (an upgraded image's layers and blobs go, what a backup record
 -- names stays).
 local ct = require("ct")
-local json = require("ctcli.json")
+local json = require("ctcli.base.json")
 local H = require("support.helpers")
 
 H.need_root()

@@ -2,7 +2,7 @@
 -- end on real roots: a crafted backup is refused before anything of it
 -- leaves tmp/, and the root and a canary next to it stay as they were.
 local ct = require("ct")
-local json = require("ctcli.json")
+local json = require("ctcli.base.json")
 local H = require("support.helpers")
 
 H.need_root()

@@ -4,7 +4,7 @@
 -- privileged; an app started before the mapping keeps running unmapped
 -- until its next start, which moves its data; every root has its own range.
 local ct = require("ct")
-local json = require("ctcli.json")
+local json = require("ctcli.base.json")
 local H = require("support.helpers")
 
 H.need_root()

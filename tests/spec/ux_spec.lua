@@ -4,7 +4,7 @@
 -- manifest, backup names and size units, and what validate and the hook
 -- ctx tell a hook author. Real packages, real runc.
 local ct = require("ct")
-local json = require("ctcli.json")
+local json = require("ctcli.base.json")
 local H = require("support.helpers")
 
 H.need_root()

@@ -4,8 +4,8 @@
 -- unless asked for, `hook test` runs one hook on a copy, and validate/pack
 -- check every OCI blob. Real packages, real runc.
 local ct = require("ct")
-local json = require("ctcli.json")
-local versions = require("ctcli.versions")
+local json = require("ctcli.base.json")
+local versions = require("ctcli.base.versions")
 local H = require("support.helpers")
 
 local function has(s, want) return s:find(want, 1, true) ~= nil end
@@ -35,7 +35,7 @@ describe("versions", function()
 end)
 
 describe("appdiff", function()
-  local appdiff = require("ctcli.appdiff")
+  local appdiff = require("ctcli.model.appdiff")
   local function app(t)
     local a = { name = "web", image = { digest = "sha256:" .. string.rep("a", 64) }, env = {}, configs = {}, data = {} }
     for k, v in pairs(t) do a[k] = v end

@@ -11,7 +11,7 @@
 --        failure, tmp/ empty and no journal (unless the error line sends the
 --        operator to `ctcli recover`, which must then finish the job).
 local ct = require("ct")
-local json = require("ctcli.json")
+local json = require("ctcli.base.json")
 local H = require("support.helpers")
 local cli = require("ctcli.cli")
 -- busted's assert and blocks are the spec file's globals, not this module's.

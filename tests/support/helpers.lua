@@ -2,7 +2,7 @@
 -- real packages with mkpkg (cached per spec run), hashing a tree, and
 -- cleaning up every container a root started, by id.
 local ct = require("ct")
-local json = require("ctcli.json")
+local json = require("ctcli.base.json")
 
 local H = {}
 

@@ -1,8 +1,8 @@
 -- adopt: converts a root the Go ctcli made into this ctcli's layout, in
 -- place, stopping nothing (ctcli.adopt). The first changing command on
 -- such a root does the same; this command shows what it will do first.
-local ui = require("ctcli.ui")
-local adopt = require("ctcli.adopt")
+local ui = require("ctcli.ui.console")
+local adopt = require("ctcli.services.adopt")
 
 return {
   -- --json is a usage error: no document to print (docs/json.md)

@@ -1,10 +1,10 @@
 -- backup [--ignore-data] [--gzip]: one archive of the current release,
 -- config/ and data/ under releases/backups/.
-local backup = require("ctcli.backup")
-local common = require("ctcli.common")
-local journal = require("ctcli.journal")
-local json = require("ctcli.json")
-local ui = require("ctcli.ui")
+local backup = require("ctcli.store.backup")
+local common = require("ctcli.services.common")
+local journal = require("ctcli.journal.journal")
+local json = require("ctcli.base.json")
+local ui = require("ctcli.ui.console")
 
 return {
   summary = "Back up the current release, configs and data into releases/backups/",

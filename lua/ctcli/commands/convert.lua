@@ -2,12 +2,12 @@
 -- + package/apps/*) into a manifest package with the same apps, images,
 -- configs, data, logs folders, entrypoints and health checks.
 local ct = require("ct")
-local json = require("ctcli.json")
-local lint = require("ctcli.lint")
-local manifest = require("ctcli.manifest")
-local package = require("ctcli.package")
-local pkgtool = require("ctcli.pkgtool")
-local ui = require("ctcli.ui")
+local json = require("ctcli.base.json")
+local lint = require("ctcli.model.lint")
+local manifest = require("ctcli.model.manifest")
+local package = require("ctcli.model.package")
+local pkgtool = require("ctcli.model.pkgtool")
+local ui = require("ctcli.ui.console")
 
 return {
   summary = "Convert a package in the original layout into a manifest package",

@@ -1,10 +1,10 @@
 -- delete: stop the apps and remove the current release (after asking).
 local ct = require("ct")
-local apps = require("ctcli.apps")
-local journal = require("ctcli.journal")
-local json = require("ctcli.json")
-local release = require("ctcli.release")
-local ui = require("ctcli.ui")
+local apps = require("ctcli.services.apps")
+local journal = require("ctcli.journal.journal")
+local json = require("ctcli.base.json")
+local release = require("ctcli.store.release")
+local ui = require("ctcli.ui.console")
 
 -- purge_dirs(paths): config/, data/, logs/ and the backups, emptied.
 local function purge_dirs(paths)
@@ -96,9 +96,9 @@ return {
     stepped, step_err = j:step("remove")
     if not stepped then return undo(step_err) end
     for _, r in ipairs(release.list(ctx.paths) or {}) do ct.fs.rmtree(r.dir) end
-    require("ctcli.staged").drop(ctx.paths)
+    require("ctcli.services.staged").drop(ctx.paths)
     for _, key in ipairs(ct.fs.dir(ctx.paths.images) or {}) do ct.fs.rmtree(ctx.paths.images .. "/" .. key) end
-    require("ctcli.layers").remove_all(ctx.paths)
+    require("ctcli.store.layers").remove_all(ctx.paths)
     if ctx.opts.purge then purge_dirs(ctx.paths) end
     local done, ferr = j:finish()
     if not done then return nil, "deleted release " .. rel.id .. ", but " .. ferr end

@@ -1,10 +1,10 @@
 -- diff APP: what the app changed in its rootfs against its image, as
 -- `docker diff` prints it (ctcli.diff reads the app's tree without ever
 -- following a link it planted).
-local common = require("ctcli.common")
-local diff = require("ctcli.diff")
-local json = require("ctcli.json")
-local ui = require("ctcli.ui")
+local common = require("ctcli.services.common")
+local diff = require("ctcli.store.diff")
+local json = require("ctcli.base.json")
+local ui = require("ctcli.ui.console")
 
 local HOW = {
   overlay = "its writable layer",
@@ -31,7 +31,7 @@ return {
     if not app.upper then
       -- A flat rootfs is compared with its layers applied in tmp/: only a
       -- holder of the root's lock writes there.
-      local lock, lerr = require("ctcli.root").lock(ctx.paths, "diff")
+      local lock, lerr = require("ctcli.store.root").lock(ctx.paths, "diff")
       if not lock then return nil, lerr end
       ctx.lock = lock
     end

@@ -1,8 +1,8 @@
 -- disable: removes the systemd units 'enable' installed for this root. The
 -- apps keep running; only boot, the log timer and the watch stop.
 local ct = require("ct")
-local systemd = require("ctcli.systemd")
-local ui = require("ctcli.ui")
+local systemd = require("ctcli.runtime.systemd")
+local ui = require("ctcli.ui.console")
 
 return {
   -- --json is a usage error: no document to print (docs/json.md)

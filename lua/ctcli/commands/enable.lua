@@ -2,8 +2,8 @@
 -- root's wanted apps at boot (and stop them at shutdown), rotate the logs
 -- daily and, with --watch, restart apps that exited.
 local ct = require("ct")
-local systemd = require("ctcli.systemd")
-local ui = require("ctcli.ui")
+local systemd = require("ctcli.runtime.systemd")
+local ui = require("ctcli.ui.console")
 
 -- The absolute path of this ctcli, for the units' Exec lines.
 local function ctcli_path()

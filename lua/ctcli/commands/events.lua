@@ -3,12 +3,12 @@
 -- monitor lost), from runc's state and the monitors' records, until
 -- interrupted (or for --for SECONDS).
 local ct = require("ct")
-local apps = require("ctcli.apps")
-local common = require("ctcli.common")
-local json = require("ctcli.json")
-local monitor = require("ctcli.runtime").monitor
-local ui = require("ctcli.ui")
-local clock = require("ctcli.clock")
+local apps = require("ctcli.services.apps")
+local common = require("ctcli.services.common")
+local json = require("ctcli.base.json")
+local monitor = require("ctcli.runtime.runc").monitor
+local ui = require("ctcli.ui.console")
+local clock = require("ctcli.base.clock")
 
 -- snapshot(ctx, rel) -> name -> {state=, pid=, restarts=, exit=}
 local function snapshot(ctx, rel)

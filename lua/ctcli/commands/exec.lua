@@ -1,11 +1,11 @@
 -- exec APP CMD...: run a command inside the app's container (runc exec);
 -- in a temporary container when the app is not running, as the Go tool did.
 local ct = require("ct")
-local apps = require("ctcli.apps")
-local common = require("ctcli.common")
-local release = require("ctcli.release")
-local root = require("ctcli.root")
-local runtime = require("ctcli.runtime")
+local apps = require("ctcli.services.apps")
+local common = require("ctcli.services.common")
+local release = require("ctcli.store.release")
+local root = require("ctcli.store.root")
+local runtime = require("ctcli.runtime.runc")
 
 -- EXIT: docker's statuses for a command that did not run (DESIGN §6).
 local NOT_RUN, NOT_EXECUTABLE, NOT_FOUND = 125, 126, 127

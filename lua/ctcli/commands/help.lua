@@ -10,7 +10,7 @@ return {
   run = function(ctx)
     local name = ctx.args[1]
     if name == "exit-codes" then
-      io.stdout:write(require("ctcli.exit_codes").text(), "\n")
+      io.stdout:write(require("ctcli.base.exit_codes").text(), "\n")
       return true
     end
     local text = cli.help_text(name)

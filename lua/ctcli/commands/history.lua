@@ -1,8 +1,8 @@
 -- history [-n N]: the changing commands run on this root, oldest first and
 -- newest last (as `helm history`), from state/history.jsonl (ctcli.history).
-local history = require("ctcli.history")
-local json = require("ctcli.json")
-local ui = require("ctcli.ui")
+local history = require("ctcli.store.history")
+local json = require("ctcli.base.json")
+local ui = require("ctcli.ui.console")
 
 -- A word of the command line as a shell would need it.
 local function quote(w)

@@ -1,9 +1,9 @@
 -- hook test APP HOOK: one hook of one app in its real sandbox, against a
 -- copy of the app's dirs (or the live ones, read-only); see hooktest.lua.
-local hooktest = require("ctcli.hooktest")
-local json = require("ctcli.json")
-local release = require("ctcli.release")
-local ui = require("ctcli.ui")
+local hooktest = require("ctcli.hooks.test")
+local json = require("ctcli.base.json")
+local release = require("ctcli.store.release")
+local ui = require("ctcli.ui.console")
 
 return {
   summary = "Try a hook: run one hook of an app in its sandbox and show what it did",

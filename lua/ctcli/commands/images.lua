@@ -3,9 +3,9 @@
 -- holds it (installed and staged releases, backups); --layers per layer;
 -- --verify re-hashes the store (ctcli.storeverify).
 local ct = require("ct")
-local json = require("ctcli.json")
-local storeinfo = require("ctcli.storeinfo")
-local ui = require("ctcli.ui")
+local json = require("ctcli.base.json")
+local storeinfo = require("ctcli.store.info")
+local ui = require("ctcli.ui.console")
 
 
 local function short(digest)
@@ -93,7 +93,7 @@ end
 
 -- verify(ctx) -> exit status: 0 when everything matches, 1 naming each mismatch.
 local function verify(ctx)
-  local report = require("ctcli.storeverify").run(ctx.paths)
+  local report = require("ctcli.store.verify").run(ctx.paths)
   local ok = #report.problems == 0
   if ctx.json then
     local problems = json.array()

@@ -1,7 +1,7 @@
 -- init: create the root layout; idempotent; recognises a Go ctcli root.
-local root = require("ctcli.root")
-local ui = require("ctcli.ui")
-local json = require("ctcli.json")
+local root = require("ctcli.store.root")
+local ui = require("ctcli.ui.console")
+local json = require("ctcli.base.json")
 
 return {
   summary = "Create a root directory (idempotent)",

@@ -1,13 +1,13 @@
 -- inspect PKG: the release and apps a package holds, its signature status
 -- and sizes, without installing it.
 local ct = require("ct")
-local json = require("ctcli.json")
-local package = require("ctcli.package")
-local pkgtool = require("ctcli.pkgtool")
-local signing = require("ctcli.signing")
-local rootconf = require("ctcli.rootconf")
-local ui = require("ctcli.ui")
-local userns = require("ctcli.userns")
+local json = require("ctcli.base.json")
+local package = require("ctcli.model.package")
+local pkgtool = require("ctcli.model.pkgtool")
+local signing = require("ctcli.model.signing")
+local rootconf = require("ctcli.store.rootconf")
+local ui = require("ctcli.ui.console")
+local userns = require("ctcli.runtime.userns")
 
 local function signature_status(ctx, dir)
   local keys, kerr = signing.keys_for(ctx.opts.key, ctx.root)

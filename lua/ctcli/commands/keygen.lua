@@ -1,8 +1,8 @@
 -- keygen NAME: an ed25519 key pair to sign packages with.
 local ct = require("ct")
-local signing = require("ctcli.signing")
-local ui = require("ctcli.ui")
-local json = require("ctcli.json")
+local signing = require("ctcli.model.signing")
+local ui = require("ctcli.ui.console")
+local json = require("ctcli.base.json")
 
 return {
   summary = "Create an ed25519 key pair: NAME.key (private, 0600) and NAME.pub",
@@ -17,7 +17,7 @@ return {
     for _, f in ipairs({ keyfile, pubfile }) do
       if ct.fs.exists(f) then return nil, f .. " exists; remove it first or choose another name" end
     end
-    local priv, pub = require("ctcli.pem").keygen()
+    local priv, pub = require("ctcli.base.pem").keygen()
     if not priv then return nil, "cannot generate a key: " .. tostring(pub) end
     local ok, err = ct.fs.write_atomic(keyfile, priv, 384)
     if not ok then return nil, err end

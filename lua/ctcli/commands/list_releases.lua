@@ -1,10 +1,10 @@
 -- list-releases: kept releases and backups, newest first.
 local ct = require("ct")
-local backup = require("ctcli.backup")
-local goroot = require("ctcli.goroot")
-local json = require("ctcli.json")
-local release = require("ctcli.release")
-local ui = require("ctcli.ui")
+local backup = require("ctcli.store.backup")
+local goroot = require("ctcli.store.goroot")
+local json = require("ctcli.base.json")
+local release = require("ctcli.store.release")
+local ui = require("ctcli.ui.console")
 
 return {
   summary = "List the kept releases, the staged one and the backups, newest first",
@@ -26,8 +26,8 @@ return {
       doc.releases[#doc.releases + 1] = entry
     end
     -- A staged release ('ctcli stage'): listed apart, never a kept one.
-    local srec = require("ctcli.staged").current(ctx.paths)
-    local srel = srec and require("ctcli.staged").load(ctx.paths, srec)
+    local srec = require("ctcli.services.staged").current(ctx.paths)
+    local srel = srec and require("ctcli.services.staged").load(ctx.paths, srec)
     doc.staged = srel and { id = srel.id, name = srel.name, version = srel.version, created = srec.staged,
       against = srec.against, current_matches = srec.against == cur_id, package = srec.package.name } or json.null
     if goroot.present(ctx.paths) then

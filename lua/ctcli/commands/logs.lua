@@ -1,10 +1,10 @@
 -- logs [--tail N] [--bytes N] [-f | --previous] APP: the app's stdout and
 -- stderr, or those of its earlier run.
 local ct = require("ct")
-local common = require("ctcli.common")
-local apps = require("ctcli.apps")
-local appfs = require("ctcli.appfs")
-local runlog = require("ctcli.runlog")
+local common = require("ctcli.services.common")
+local apps = require("ctcli.services.apps")
+local appfs = require("ctcli.runtime.appfs")
+local runlog = require("ctcli.runtime.runlog")
 
 local CHUNK = 65536
 

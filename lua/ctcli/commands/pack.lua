@@ -1,12 +1,12 @@
 -- pack DIR -o PKG: a reproducible package from a directory laid out as a
 -- package's content (manifest.json and the paths it names).
 local ct = require("ct")
-local json = require("ctcli.json")
-local lint = require("ctcli.lint")
-local manifest = require("ctcli.manifest")
-local package = require("ctcli.package")
-local pkgtool = require("ctcli.pkgtool")
-local ui = require("ctcli.ui")
+local json = require("ctcli.base.json")
+local lint = require("ctcli.model.lint")
+local manifest = require("ctcli.model.manifest")
+local package = require("ctcli.model.package")
+local pkgtool = require("ctcli.model.pkgtool")
+local ui = require("ctcli.ui.console")
 
 -- base_blobs(file) -> {label=, blobs = set of digests} | nil, msg: every
 -- blob (manifest, config, layer) the image layouts of a base package hold.

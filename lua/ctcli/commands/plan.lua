@@ -1,18 +1,18 @@
 -- plan PKG: what 'upgrade PKG' would do, changing nothing. The package is
 -- extracted outside the root; no lock is taken; the root stays byte-identical.
 local ct = require("ct")
-local json = require("ctcli.json")
-local package = require("ctcli.package")
-local pkgtool = require("ctcli.pkgtool")
-local preview = require("ctcli.preview")
-local release = require("ctcli.release")
-local signing = require("ctcli.signing")
-local store = require("ctcli.store")
-local ui = require("ctcli.ui")
+local json = require("ctcli.base.json")
+local package = require("ctcli.model.package")
+local pkgtool = require("ctcli.model.pkgtool")
+local preview = require("ctcli.services.preview")
+local release = require("ctcli.store.release")
+local signing = require("ctcli.model.signing")
+local store = require("ctcli.store.images")
+local ui = require("ctcli.ui.console")
 
 -- plan --staged: the staged release against the current one.
 local function staged_plan(ctx)
-  local staged = require("ctcli.staged")
+  local staged = require("ctcli.services.staged")
   local cur, cerr = release.current(ctx.paths)
   if cerr then return nil, cerr end
   local rec, serr = staged.current(ctx.paths)

@@ -5,13 +5,13 @@
 -- prune --backups [PATH...]: backup retention (per reason, ctcli.json), or
 -- the named backups.
 local ct = require("ct")
-local backup = require("ctcli.backup")
-local journal = require("ctcli.journal")
-local json = require("ctcli.json")
-local layers = require("ctcli.layers")
-local release = require("ctcli.release")
-local rootconf = require("ctcli.rootconf")
-local ui = require("ctcli.ui")
+local backup = require("ctcli.store.backup")
+local journal = require("ctcli.journal.journal")
+local json = require("ctcli.base.json")
+local layers = require("ctcli.store.layers")
+local release = require("ctcli.store.release")
+local rootconf = require("ctcli.store.rootconf")
+local ui = require("ctcli.ui.console")
 
 -- backups(ctx) -> true | nil, msg: `prune --backups`.
 local function backups(ctx)
@@ -86,7 +86,7 @@ local function staged(ctx)
   local j, jerr = journal.begin(ctx.paths, "prune", { staged = true }, ctx.steps)
   if not j then return nil, jerr end
   do local stepped, jwerr = j:step("prune") if not stepped then return nil, jwerr end end
-  local id, err = require("ctcli.staged").drop(ctx.paths)
+  local id, err = require("ctcli.services.staged").drop(ctx.paths)
   local _, freed = release.prune(ctx.paths, math.huge)
   j:finish()
   if id == nil then return nil, err end

@@ -4,8 +4,8 @@
 -- checking the root by hand: what the interrupted command left is kept as
 -- it is.
 local ct = require("ct")
-local journal = require("ctcli.journal")
-local ui = require("ctcli.ui")
+local journal = require("ctcli.journal.journal")
+local ui = require("ctcli.ui.console")
 
 return {
   -- --json is a usage error: no document to print (docs/json.md)

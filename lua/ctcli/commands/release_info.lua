@@ -1,7 +1,7 @@
 -- release-info: the current release and its apps.
-local json = require("ctcli.json")
-local release = require("ctcli.release")
-local ui = require("ctcli.ui")
+local json = require("ctcli.base.json")
+local release = require("ctcli.store.release")
+local ui = require("ctcli.ui.console")
 
 return {
   summary = "Show the current release: id, version, created, previous, and its apps",

@@ -4,16 +4,16 @@
 -- store (a flat rootfs) is unpacked again from images/<key>/oci/. Its
 -- configs and data are untouched. A running app is stopped and started again.
 local ct = require("ct")
-local apps = require("ctcli.apps")
-local common = require("ctcli.common")
-local journal = require("ctcli.journal")
-local json = require("ctcli.json")
-local layers = require("ctcli.layers")
-local release = require("ctcli.release")
-local runtime = require("ctcli.runtime")
-local store = require("ctcli.store")
-local ui = require("ctcli.ui")
-local userns = require("ctcli.userns")
+local apps = require("ctcli.services.apps")
+local common = require("ctcli.services.common")
+local journal = require("ctcli.journal.journal")
+local json = require("ctcli.base.json")
+local layers = require("ctcli.store.layers")
+local release = require("ctcli.store.release")
+local runtime = require("ctcli.runtime.runc")
+local store = require("ctcli.store.images")
+local ui = require("ctcli.ui.console")
+local userns = require("ctcli.runtime.userns")
 
 -- reset_upper(ctx, rel, app) -> true | nil, msg: the layer-store way. The
 -- fresh upper is made beside the old one first (nothing stops until it is

@@ -1,10 +1,10 @@
 -- restart [app...]: stop, then start, all apps or the named ones.
-local apps = require("ctcli.apps")
-local common = require("ctcli.common")
-local journal = require("ctcli.journal")
-local json = require("ctcli.json")
-local ui = require("ctcli.ui")
-local wanted = require("ctcli.wanted")
+local apps = require("ctcli.services.apps")
+local common = require("ctcli.services.common")
+local journal = require("ctcli.journal.journal")
+local json = require("ctcli.base.json")
+local ui = require("ctcli.ui.console")
+local wanted = require("ctcli.store.wanted")
 
 return {
   summary = "Restart all apps, or the named ones",

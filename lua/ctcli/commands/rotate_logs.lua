@@ -2,12 +2,12 @@
 -- stdout-stderr.log past SIZE while the app runs, compress the rotated part
 -- (zstd) and keep the newest N.
 local ct = require("ct")
-local appfs = require("ctcli.appfs")
-local journal = require("ctcli.journal")
-local json = require("ctcli.json")
-local logrotate = require("ctcli.logrotate")
-local monitor = require("ctcli.runtime").monitor
-local ui = require("ctcli.ui")
+local appfs = require("ctcli.runtime.appfs")
+local journal = require("ctcli.journal.journal")
+local json = require("ctcli.base.json")
+local logrotate = require("ctcli.runtime.logrotate")
+local monitor = require("ctcli.runtime.runc").monitor
+local ui = require("ctcli.ui.console")
 
 return {
   summary = "Rotate the apps' stdout/stderr logs past a size (monitors: now; older logs: keeping N parts)",

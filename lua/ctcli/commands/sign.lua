@@ -1,10 +1,10 @@
 -- sign PKG --key KEY: adds manifest.sig, a detached ed25519 signature over
 -- the exact bytes of manifest.json, and rewrites the package with both first.
 local ct = require("ct")
-local json = require("ctcli.json")
-local pkgtool = require("ctcli.pkgtool")
-local signing = require("ctcli.signing")
-local ui = require("ctcli.ui")
+local json = require("ctcli.base.json")
+local pkgtool = require("ctcli.model.pkgtool")
+local signing = require("ctcli.model.signing")
+local ui = require("ctcli.ui.console")
 
 return {
   -- --json is a usage error: no document to print (docs/json.md)

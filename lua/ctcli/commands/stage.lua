@@ -1,9 +1,9 @@
 -- stage PKG: the slow half of an upgrade, done while everything runs and
 -- without the root's lock; `upgrade --staged` is the quick half.
-local json = require("ctcli.json")
-local preview = require("ctcli.preview")
-local staged = require("ctcli.staged")
-local ui = require("ctcli.ui")
+local json = require("ctcli.base.json")
+local preview = require("ctcli.services.preview")
+local staged = require("ctcli.services.staged")
+local ui = require("ctcli.ui.console")
 
 return {
   summary = "Prepare an upgrade while the apps run; 'upgrade --staged' cuts over",

@@ -2,13 +2,13 @@
 -- and mark them wanted. --boot starts only the wanted apps (after the front
 -- end recovered an interrupted command); --restart-exited starts the wanted
 -- apps whose container stopped by itself, and logs it to logs/ctcli.log.
-local apps = require("ctcli.apps")
-local common = require("ctcli.common")
-local journal = require("ctcli.journal")
-local monitor = require("ctcli.runtime").monitor
-local json = require("ctcli.json")
-local ui = require("ctcli.ui")
-local wanted = require("ctcli.wanted")
+local apps = require("ctcli.services.apps")
+local common = require("ctcli.services.common")
+local journal = require("ctcli.journal.journal")
+local monitor = require("ctcli.runtime.runc").monitor
+local json = require("ctcli.base.json")
+local ui = require("ctcli.ui.console")
+local wanted = require("ctcli.store.wanted")
 
 -- exited(states, name) -> the runc state of a container that stopped by
 -- itself (ctcli's stop deletes its containers, so a stopped one that is

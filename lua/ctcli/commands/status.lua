@@ -5,19 +5,19 @@
 -- the code is reported only when known (null otherwise), and the time is
 -- when its cgroup last changed (the exit) or, failing that, its last output.
 local ct = require("ct")
-local appfs = require("ctcli.appfs")
-local apps = require("ctcli.apps")
-local health = require("ctcli.health")
-local journal = require("ctcli.journal")
-local monitor = require("ctcli.runtime").monitor
-local json = require("ctcli.json")
-local release = require("ctcli.release")
-local rootconf = require("ctcli.rootconf")
-local runtime = require("ctcli.runtime")
-local ui = require("ctcli.ui")
-local userns = require("ctcli.userns")
-local wanted = require("ctcli.wanted")
-local clock = require("ctcli.clock")
+local appfs = require("ctcli.runtime.appfs")
+local apps = require("ctcli.services.apps")
+local health = require("ctcli.runtime.health")
+local journal = require("ctcli.journal.journal")
+local monitor = require("ctcli.runtime.runc").monitor
+local json = require("ctcli.base.json")
+local release = require("ctcli.store.release")
+local rootconf = require("ctcli.store.rootconf")
+local runtime = require("ctcli.runtime.runc")
+local ui = require("ctcli.ui.console")
+local userns = require("ctcli.runtime.userns")
+local wanted = require("ctcli.store.wanted")
+local clock = require("ctcli.base.clock")
 
 local parse_time = clock.epoch
 
@@ -193,7 +193,7 @@ return {
     ui.table(headers, rows)
     if ctx.verbose then
       -- Said once: whether the apps' rootfs are overlays or each app's own copy.
-      local kind, why = require("ctcli.layers").storage(ctx.paths)
+      local kind, why = require("ctcli.store.layers").storage(ctx.paths)
       ui.print(kind == "overlay" and "storage: overlayfs (shared read-only layers, a writable layer per app)"
         or "storage: an own copy of its image per app (no overlayfs: %s)", why)
     end

@@ -1,11 +1,11 @@
 -- stop [app...]: stop all apps, or the named ones, in reverse dependency
 -- order, and mark them not wanted (boot leaves them stopped).
-local apps = require("ctcli.apps")
-local journal = require("ctcli.journal")
-local json = require("ctcli.json")
-local release = require("ctcli.release")
-local ui = require("ctcli.ui")
-local wanted = require("ctcli.wanted")
+local apps = require("ctcli.services.apps")
+local journal = require("ctcli.journal.journal")
+local json = require("ctcli.base.json")
+local release = require("ctcli.store.release")
+local ui = require("ctcli.ui.console")
+local wanted = require("ctcli.store.wanted")
 
 return {
   summary = "Stop all apps, or the named ones (stop signal, timeout, then SIGKILL)",

@@ -2,19 +2,19 @@
 -- old one runs, back up, stop only the changed apps, swap, migrate, start,
 -- check health, post_upgrade; on a failure after the swap, roll back.
 local ct = require("ct")
-local apps = require("ctcli.apps")
-local backup = require("ctcli.backup")
-local common = require("ctcli.common")
-local deploy = require("ctcli.deploy")
-local hooks = require("ctcli.hooks")
-local journal = require("ctcli.journal")
-local json = require("ctcli.json")
-local plan = require("ctcli.plan")
-local preview = require("ctcli.preview")
-local release = require("ctcli.release")
-local rootconf = require("ctcli.rootconf")
-local staged = require("ctcli.staged")
-local ui = require("ctcli.ui")
+local apps = require("ctcli.services.apps")
+local backup = require("ctcli.store.backup")
+local common = require("ctcli.services.common")
+local deploy = require("ctcli.services.deploy")
+local hooks = require("ctcli.hooks.runner")
+local journal = require("ctcli.journal.journal")
+local json = require("ctcli.base.json")
+local plan = require("ctcli.services.plan")
+local preview = require("ctcli.services.preview")
+local release = require("ctcli.store.release")
+local rootconf = require("ctcli.store.rootconf")
+local staged = require("ctcli.services.staged")
+local ui = require("ctcli.ui.console")
 
 -- Undoes an upgrade that failed after its swap: stop the new apps, swap
 -- back, restore the changed apps' data, start the previous apps, then

@@ -1,10 +1,10 @@
 -- validate PKG|DIR|manifest.json: every problem at once, one line each.
 local ct = require("ct")
-local json = require("ctcli.json")
-local lint = require("ctcli.lint")
-local package = require("ctcli.package")
-local pkgtool = require("ctcli.pkgtool")
-local ui = require("ctcli.ui")
+local json = require("ctcli.base.json")
+local lint = require("ctcli.model.lint")
+local package = require("ctcli.model.package")
+local pkgtool = require("ctcli.model.pkgtool")
+local ui = require("ctcli.ui.console")
 
 -- problems_of(target) -> problems | nil, msg
 local function problems_of(target)

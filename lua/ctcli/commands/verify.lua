@@ -1,8 +1,8 @@
 -- verify PKG [--key PUB]: the signature, then every file against its digest.
 local ct = require("ct")
-local json = require("ctcli.json")
-local signing = require("ctcli.signing")
-local ui = require("ctcli.ui")
+local json = require("ctcli.base.json")
+local signing = require("ctcli.model.signing")
+local ui = require("ctcli.ui.console")
 
 return {
   summary = "Check a package's signature and every file's digest",

@@ -1,8 +1,8 @@
 -- version: ctcli's version; with -v also Lua, libarchive, runc and umoci.
 local ct = require("ct")
-local json = require("ctcli.json")
-local ui = require("ctcli.ui")
-local tools = require("ctcli.tools")
+local json = require("ctcli.base.json")
+local ui = require("ctcli.ui.console")
+local tools = require("ctcli.runtime.tools")
 
 return {
   summary = "Print the version (with -v: Lua, libarchive, runc and umoci too)",

@@ -1,0 +1,133 @@
+-- The release engineer's side of packages: extracting one outside any root
+-- (validate, verify, inspect, plan), and writing one reproducibly (pack,
+-- sign, convert): manifest.json (and manifest.sig) first, then the paths
+-- the manifest names, sorted, owner 0:0, one fixed mtime.
+local ct = require("ct")
+local clock = require("ctcli.base.clock")
+local json = require("ctcli.base.json")
+local package = require("ctcli.model.package")
+local signing = require("ctcli.model.signing")
+
+local M = {}
+
+function M.tmpbase()
+  local t = os.getenv("TMPDIR")
+  if not t or t == "" then t = "/tmp" end
+  return t
+end
+
+-- extract(file) -> dir, cleanup | nil, msg: into a new temp dir under $TMPDIR.
+function M.extract(file)
+  local st = ct.fs.stat(file)
+  if not st then return nil, file .. ": no such package" end
+  if st.type ~= "file" then return nil, file .. ": not a file" end
+  local dir, err = ct.fs.mkdtemp(M.tmpbase() .. "/ctcli-pkg-XXXXXX")
+  if not dir then return nil, "cannot create a temporary directory: " .. tostring(err) end
+  local function cleanup() ct.fs.rmtree(dir) end
+  local ok, xerr = ct.archive.extract(file, dir, {
+    max_entries = package.MAX_ENTRIES, max_bytes = package.MAX_BYTES, check_space = true, special = "refuse",
+  })
+  if not ok then cleanup() return nil, xerr end
+  return dir, cleanup
+end
+
+-- epoch_of("2026-11-01T12:00:00Z") -> whole seconds, or nil
+function M.epoch_of(s)
+  local t = clock.epoch(s)
+  return t and math.floor(t)
+end
+
+-- mtime(doc) -> SOURCE_DATE_EPOCH, else the release time, else 0.
+function M.mtime(doc)
+  local sde = tonumber(os.getenv("SOURCE_DATE_EPOCH") or "")
+  if sde then return math.floor(sde) end
+  local r = type(doc) == "table" and doc.release
+  return (type(r) == "table" and M.epoch_of(r.time)) or 0
+end
+
+-- named_paths(doc) -> the package paths a manifest names (image layouts,
+-- hook files, runtime binaries), sorted, none inside another. The layouts
+-- of the apps a delta package leaves out are not named.
+function M.named_paths(doc)
+  local set = {}
+  local delta = package.delta_of(doc)
+  for _, app in ipairs(doc.apps or {}) do
+    if app.image and app.image.layout and not (delta and delta.images[app.name]) then
+      set[(app.image.layout:gsub("/+$", ""))] = true
+    end
+    if app.hooks then set[app.hooks] = true end
+  end
+  for _, tool in ipairs({ "runc", "umoci" }) do
+    if doc.runtime and doc.runtime[tool] then set[doc.runtime[tool]] = true end
+  end
+  local list = {}
+  for p in pairs(set) do list[#list + 1] = p end
+  table.sort(list)
+  local out = {}
+  for _, p in ipairs(list) do
+    local inside = false
+    for _, q in ipairs(out) do
+      if p:sub(1, #q + 1) == q .. "/" then inside = true end
+    end
+    if not inside then out[#out + 1] = p end
+  end
+  return out
+end
+
+-- digests(dir, roots [, sources]) -> files table {path = "sha256:..."} of
+-- every file under roots; sources[root]: the directory packed in its place
+-- (a delta's image layout without the blobs it leaves out).
+function M.digests(dir, roots, sources)
+  local files = json.object({})
+  for _, r in ipairs(roots) do
+    local host = sources and sources[r] or (dir .. "/" .. r)
+    local st = ct.fs.lstat(host)
+    if st and st.type == "dir" then
+      for _, rel in ipairs(signing.files_of(host)) do
+        local h, err = ct.hash.sha256_file(host .. "/" .. rel)
+        if not h then return nil, err end
+        files[r .. "/" .. rel] = "sha256:" .. h
+      end
+    elseif st then
+      local h, err = ct.hash.sha256_file(host)
+      if not h then return nil, err end
+      files[r] = "sha256:" .. h
+    else
+      return nil, r .. ": no such file or directory in " .. dir
+    end
+  end
+  return files
+end
+
+-- write(out, dir, manifest_text, roots, opts) -> true | nil, msg. The archive:
+-- manifest.json (these exact bytes), manifest.sig (opts.key signs), then
+-- roots (paths under dir), sorted. opts: key, format ("zstd"|"gzip"), mtime,
+-- sources (as for digests).
+function M.write(out, dir, manifest_text, roots, opts)
+  local stage, err = ct.fs.mkdtemp(M.tmpbase() .. "/ctcli-pack-XXXXXX")
+  if not stage then return nil, "cannot create a temporary directory: " .. tostring(err) end
+  local function done(ok, msg) ct.fs.rmtree(stage) return ok, msg end
+  local ok, werr = ct.fs.write_atomic(stage .. "/manifest.json", manifest_text)
+  if not ok then return done(nil, werr) end
+  local entries = { { name = signing.MANIFEST, path = stage .. "/manifest.json" } }
+  if opts.key then
+    local sig, serr = signing.sign(opts.key, manifest_text)
+    if not sig then return done(nil, serr) end
+    ok, werr = ct.fs.write_atomic(stage .. "/manifest.sig", sig)
+    if not ok then return done(nil, werr) end
+    entries[2] = { name = signing.SIGNATURE, path = stage .. "/manifest.sig" }
+  end
+  local sorted = {}
+  for _, r in ipairs(roots) do sorted[#sorted + 1] = r end
+  table.sort(sorted)
+  for _, r in ipairs(sorted) do
+    entries[#entries + 1] = { name = r, path = opts.sources and opts.sources[r] or (dir .. "/" .. r) }
+  end
+  local res, cerr = ct.archive.create(out, entries, {
+    format = opts.format or "zstd", mtime = opts.mtime or 0, owner0 = true,
+  })
+  if not res then return done(nil, cerr) end
+  return done(true)
+end
+
+return M

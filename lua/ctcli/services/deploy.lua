@@ -1,0 +1,63 @@
+-- The slow half of install and upgrade, done before any app stops: open the
+-- package, bring the images the store lacks into it (their blobs, the
+-- layers it lacks), build the release directory (with the apps' uppers).
+local ct = require("ct")
+local package = require("ctcli.model.package")
+local release = require("ctcli.store.release")
+local store = require("ctcli.store.images")
+local ui = require("ctcli.ui.console")
+local userns = require("ctcli.runtime.userns")
+
+local M = {}
+
+-- unpack(ctx, pkg) -> true | nil, msg: images missing from the store.
+function M.unpack(ctx, pkg)
+  local jobs = {}
+  local uc, uerr = userns.context(ctx.paths)
+  if not uc then return nil, uerr end
+  for _, app in ipairs(pkg.release.apps) do
+    if not store.has(ctx.paths, app.name, app.image.digest) then
+      jobs[#jobs + 1] = {
+        name = app.name, digest = app.image.digest, ref = app.image.ref,
+        layout = pkg.dir .. "/" .. app.image.layout,
+        idmap = userns.desired(app, uc.conf, uc.range),
+      }
+    end
+  end
+  if #jobs > 0 then
+    ui.info("unpacking %d image%s", #jobs, #jobs == 1 and "" or "s")
+  end
+  -- ctcli extracts the layers itself (ctcli.layers): umoci is not needed here.
+  return store.unpack_all(ctx.paths, nil, jobs, function(job)
+    ui.debug("unpacked %s (%s)", job.name, job.digest:sub(8, 19))
+  end)
+end
+
+-- build(ctx, pkg, journal, previous) -> staged release placed in releases/ | nil, msg
+function M.build(ctx, pkg, journal, previous)
+  local ok, err = journal:step("unpack")
+  if not ok then return nil, err end
+  ok, err = M.unpack(ctx, pkg)
+  if not ok then return nil, err end
+  ok, err = journal:step("stage")
+  if not ok then return nil, err end
+  local staged, serr = release.stage(ctx.paths, pkg, {
+    previous = previous, source = pkg.file and pkg.file:match("[^/]+$"), signer = pkg.signer,
+  })
+  if not staged then return nil, serr end
+  journal:set("release", staged.id)
+  ok, err = journal:step("place")
+  if not ok then ct.fs.rmtree(staged.dir) return nil, err end
+  ok, err = release.place(ctx.paths, staged)
+  if not ok then ct.fs.rmtree(staged.dir) return nil, err end
+  return release.load(ctx.paths, staged.id)
+end
+
+-- open(ctx, file, journal) -> pkg | nil, msg
+function M.open(ctx, file, journal)
+  local ok, err = journal:step("extract")
+  if not ok then return nil, err end
+  return package.open(ctx.paths, file)
+end
+
+return M
