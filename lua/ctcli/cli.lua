@@ -331,7 +331,7 @@ end
 local function resolve_root(globals)
   local root = globals.root or os.getenv("CTCLI_ROOT")
   if not root or root == "" then root = "." end
-  return require("ctcli.store.root").absolute(root)
+  return require("ctcli.base.root").absolute(root)
 end
 
 -- run(parsed) -> exit status; may raise on a bug.
@@ -356,10 +356,12 @@ local function run(parsed)
     argv = parsed.argv,
     -- the journal's step names for this command (journal.begin)
     steps = cmd.steps,
+    -- the commands, their options and help (help and completion read it)
+    registry = cli,
   }
   parsed.ctx = ctx
   if cmd.needs_root then
-    local rootmod = require("ctcli.store.root")
+    local rootmod = require("ctcli.base.root")
     local paths, err = rootmod.open(ctx.root)
     if not paths then return nil, err end
     ctx.paths = paths

@@ -26,7 +26,7 @@ describe("container state without spawning runc", function()
     local log = assert(logs:open("d.log", { write = true, create = true, append = true }))
     logs:close()
     -- its rootfs (the overlay runtime mounts before runc create; stop took it down)
-    local paths = require("ctcli.store.root").paths(root)
+    local paths = require("ctcli.base.root").paths(root)
     local rel = assert(require("ctcli.store.release").current(paths))
     assert(require("ctcli.runtime.overlay").ensure(paths, rel.by_name.d))
     -- runc create as the monitor runs it: detached, its output on the log

@@ -8,7 +8,7 @@ local H = require("support.helpers")
 -- image_ok(root, app, digest): the store holds the image whole (its record;
 -- a layered one's blobs and layout, from which its layers are remade).
 local function image_ok(root, app, digest)
-  return require("ctcli.store.images").has(require("ctcli.store.root").paths(root), app, digest)
+  return require("ctcli.store.images").has(require("ctcli.base.root").paths(root), app, digest)
 end
 
 H.need_root()

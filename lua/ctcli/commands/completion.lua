@@ -1,7 +1,6 @@
 -- completion bash|zsh: a shell completion script, generated at run time from
--- cli.COMMANDS, cli.GLOBAL_OPTIONS and each command's options and usage, so a
+-- the registry's COMMANDS, GLOBAL_OPTIONS and each command's options and usage, so a
 -- command or option added to the registry completes without editing this file.
-local cli = require("ctcli.cli")
 
 -- What a command's first positional argument is, read from its usage line:
 -- "apps" (names from `ctcli --json status` at completion time), "files",
@@ -30,7 +29,7 @@ end
 
 -- The registry, read once: commands in help's order with their summaries,
 -- option names, the options that take a value, and the argument kind.
-local function registry()
+local function registry(cli)
   local out = { commands = {}, globals = {}, global_args = {}, global_values = { dirs = {}, files = {} } }
   for _, spec in ipairs(cli.GLOBAL_OPTIONS) do
     for _, s in ipairs(spec) do
@@ -268,7 +267,8 @@ return {
   min_args = 1, max_args = 1,
   run = function(ctx)
     local shell = ctx.args[1]
-    local reg = registry()
+    local cli = ctx.registry
+    local reg = registry(cli)
     if shell == "bash" then
       io.stdout:write(bash_script(reg))
     elseif shell == "zsh" then

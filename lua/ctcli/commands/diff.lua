@@ -31,7 +31,7 @@ return {
     if not app.upper then
       -- A flat rootfs is compared with its layers applied in tmp/: only a
       -- holder of the root's lock writes there.
-      local lock, lerr = require("ctcli.store.root").lock(ctx.paths, "diff")
+      local lock, lerr = require("ctcli.base.root").lock(ctx.paths, "diff")
       if not lock then return nil, lerr end
       ctx.lock = lock
     end

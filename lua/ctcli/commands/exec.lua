@@ -4,7 +4,8 @@ local ct = require("ct")
 local apps = require("ctcli.services.apps")
 local common = require("ctcli.services.common")
 local release = require("ctcli.store.release")
-local root = require("ctcli.store.root")
+local runtools = require("ctcli.runtime.tools")
+local root = require("ctcli.base.root")
 local runtime = require("ctcli.runtime.runc")
 
 -- EXIT: docker's statuses for a command that did not run (DESIGN §6).
@@ -42,7 +43,7 @@ local function temporary(ctx, rel, app, argv)
   local ok, werr = apps.prepare_files(ctx.paths, app)
   if ok then ok, werr = runtime.temporary(release.bundle_dir(rel, app.name), dir, argv, ct.term.isatty(0)) end
   if not ok then ct.fs.rmtree(dir) lock:release() return nil, werr end
-  local rt = runtime.rt(ctx.paths, release.tools(rel))
+  local rt = runtime.rt(ctx.paths, runtools.of(rel))
   local id = runtime.temporary_id(ctx.paths, app.name, "exec")
   -- Our own stdin, stdout and stderr (a pipe or a terminal), as runc exec
   -- gets them when the app runs.
@@ -89,7 +90,7 @@ return {
     if not states then return nil, lerr end
     local st = states[app.name]
     if st and st.status == "running" then
-      local tools = release.tools(rel)
+      local tools = runtools.of(rel)
       local log, drop = runc_log()
       local code, xerr = runtime.exec_tty(runtime.rt(ctx.paths, tools),
         runtime.container_id(ctx.paths, app.name), argv, { log = log })

@@ -1,6 +1,4 @@
 -- help [COMMAND]: the command list, or one command's usage and options.
-local cli = require("ctcli.cli")
-
 return {
   -- --json is a usage error: no document to print (docs/json.md)
   no_json = "help is text for people",
@@ -13,6 +11,7 @@ return {
       io.stdout:write(require("ctcli.base.exit_codes").text(), "\n")
       return true
     end
+    local cli = ctx.registry
     local text = cli.help_text(name)
     if not text then
       local hint = cli.suggest(name, cli.COMMANDS)

@@ -1,6 +1,6 @@
 -- hook test APP HOOK: one hook of one app in its real sandbox, against a
 -- copy of the app's dirs (or the live ones, read-only); see hooktest.lua.
-local hooktest = require("ctcli.hooks.test")
+local hooktest = require("ctcli.services.hooktest")
 local json = require("ctcli.base.json")
 local release = require("ctcli.store.release")
 local ui = require("ctcli.ui.console")

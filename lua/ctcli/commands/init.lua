@@ -1,5 +1,5 @@
 -- init: create the root layout; idempotent; recognises a Go ctcli root.
-local root = require("ctcli.store.root")
+local root = require("ctcli.base.root")
 local ui = require("ctcli.ui.console")
 local json = require("ctcli.base.json")
 

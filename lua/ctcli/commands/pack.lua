@@ -2,7 +2,7 @@
 -- package's content (manifest.json and the paths it names).
 local ct = require("ct")
 local json = require("ctcli.base.json")
-local lint = require("ctcli.model.lint")
+local lint = require("ctcli.services.lint")
 local manifest = require("ctcli.model.manifest")
 local package = require("ctcli.model.package")
 local pkgtool = require("ctcli.model.pkgtool")

@@ -10,6 +10,7 @@ local journal = require("ctcli.journal.journal")
 local json = require("ctcli.base.json")
 local layers = require("ctcli.store.layers")
 local release = require("ctcli.store.release")
+local releases = require("ctcli.services.releases")
 local rootconf = require("ctcli.store.rootconf")
 local ui = require("ctcli.ui.console")
 
@@ -87,7 +88,7 @@ local function staged(ctx)
   if not j then return nil, jerr end
   do local stepped, jwerr = j:step("prune") if not stepped then return nil, jwerr end end
   local id, err = require("ctcli.services.staged").drop(ctx.paths)
-  local _, freed = release.prune(ctx.paths, math.huge)
+  local _, freed = releases.prune(ctx.paths, math.huge)
   j:finish()
   if id == nil then return nil, err end
   local images = json.array()
@@ -154,7 +155,7 @@ return {
     if ctx.opts.backups then return backups(ctx) end
     if ctx.opts.staged then return staged(ctx) end
     local keep = math.floor(ctx.opts.keep or 3)
-    -- Every release must read before anything goes (release.prune checks again).
+    -- Every release must read before anything goes (releases.prune checks again).
     local list, lerr = release.list(ctx.paths)
     if not list then return nil, lerr end
     local j, jerr = journal.begin(ctx.paths, "prune", { keep = keep }, ctx.steps)
@@ -163,7 +164,7 @@ return {
     local sizes = {}
     for _, rel in ipairs(list) do sizes[rel.id] = ct.fs.du(rel.dir) or 0 end
     local uppers = upper_sizes(ctx.paths)
-    local removed, freed, gc = release.prune(ctx.paths, keep)
+    local removed, freed, gc = releases.prune(ctx.paths, keep)
     j:finish()
     if not removed then return nil, freed end
     local doc = { releases = json.array(), images = json.array(), layers = json.array(), blobs = json.array(),

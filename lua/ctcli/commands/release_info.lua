@@ -1,6 +1,7 @@
 -- release-info: the current release and its apps.
 local json = require("ctcli.base.json")
 local release = require("ctcli.store.release")
+local runtools = require("ctcli.runtime.tools")
 local ui = require("ctcli.ui.console")
 
 return {
@@ -19,7 +20,7 @@ return {
       end
       return true
     end
-    local tools = release.tools(rel)
+    local tools = runtools.of(rel)
     -- The release nested as status nests it (docs/json.md), with what only
     -- release-info shows; "format" at the top is the output's own.
     local doc = {

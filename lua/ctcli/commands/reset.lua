@@ -9,7 +9,7 @@ local common = require("ctcli.services.common")
 local journal = require("ctcli.journal.journal")
 local json = require("ctcli.base.json")
 local layers = require("ctcli.store.layers")
-local release = require("ctcli.store.release")
+local runtools = require("ctcli.runtime.tools")
 local runtime = require("ctcli.runtime.runc")
 local store = require("ctcli.store.images")
 local ui = require("ctcli.ui.console")
@@ -97,7 +97,7 @@ return {
       return nil, string.format("the store keeps no image of %s (%s was unpacked by an older ctcli); " ..
         "upgrade to a package holding it to reset it", app.name, store.key(app.name, app.image.digest))
     end
-    local tools = release.tools(rel)
+    local tools = runtools.of(rel)
     if not tools.umoci then return nil, "umoci not found: install it or ship it in the package" end
     local yes, why, code = ui.ask(ctx, string.format(
       "Reset %s: discard every change to its rootfs (configs and data stay)?", app.name), "reset")

@@ -10,6 +10,8 @@ local json = require("ctcli.base.json")
 local journal = require("ctcli.journal.journal")
 local manifest = require("ctcli.model.manifest")
 local release = require("ctcli.store.release")
+local releases = require("ctcli.services.releases")
+local bundle = require("ctcli.runtime.bundle")
 local store = require("ctcli.store.images")
 local ui = require("ctcli.ui.console")
 local userns = require("ctcli.runtime.userns")
@@ -98,7 +100,7 @@ local function revert(ctx, cur, target, undo, plan, failure)
   if not ok then problems[#problems + 1] = err end
   if undo.placed and ok and #problems == 0 then
     ct.fs.rmtree(release.dir(ctx.paths, target.id))
-    release.prune(ctx.paths, math.huge)
+    releases.prune(ctx.paths, math.huge)
   end
   if cur and #plan.stopped > 0 then
     local started, serr = apps.start(ctx, cur, apps.select(cur, plan.stopped))
@@ -249,7 +251,7 @@ local function from_archive(ctx, cur, file, j)
     local cok, cerr0 = store.complete(ctx.paths, app, userns.desired(app, uc.conf, uc.range))
     if not cok then return fail(string.format("%s: the image of %s: %s", file, app.name, tostring(cerr0))) end
     -- The bundle names the root's paths: regenerate it for this root.
-    local cfg, cerr = release.app_config(ctx.paths, app)
+    local cfg, cerr = bundle.app_config(ctx.paths, app)
     if not cfg then return fail(cerr) end
     ct.fs.write_atomic(release.bundle_dir(target, app.name) .. "/config.json", cfg)
   end

@@ -12,6 +12,7 @@ local journal = require("ctcli.journal.journal")
 local monitor = require("ctcli.runtime.runc").monitor
 local json = require("ctcli.base.json")
 local release = require("ctcli.store.release")
+local runtools = require("ctcli.runtime.tools")
 local rootconf = require("ctcli.store.rootconf")
 local runtime = require("ctcli.runtime.runc")
 local ui = require("ctcli.ui.console")
@@ -59,7 +60,7 @@ return {
       local checks = health.read(ctx.paths)
       local want, werr = wanted.read(ctx.paths)
       if not want then return nil, werr end
-      local rt = runtime.rt(ctx.paths, release.tools(rel))
+      local rt = runtime.rt(ctx.paths, runtools.of(rel))
       local conf = rootconf.load(ctx.paths) or { apps = {} }
       local range, rerr = userns.range(ctx.paths)
       if rerr then return nil, rerr end

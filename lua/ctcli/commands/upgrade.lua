@@ -12,6 +12,8 @@ local json = require("ctcli.base.json")
 local plan = require("ctcli.services.plan")
 local preview = require("ctcli.services.preview")
 local release = require("ctcli.store.release")
+local runtools = require("ctcli.runtime.tools")
+local releases = require("ctcli.services.releases")
 local rootconf = require("ctcli.store.rootconf")
 local staged = require("ctcli.services.staged")
 local ui = require("ctcli.ui.console")
@@ -43,7 +45,7 @@ local function auto_rollback(ctx, s)
     if not hok then problems[#problems + 1] = herr end
   end
   ct.fs.rmtree(s.rel.dir)
-  release.prune(ctx.paths, math.huge)
+  releases.prune(ctx.paths, math.huge)
   if #problems > 0 then return nil, table.concat(problems, "; ") end
   return true
 end
@@ -129,7 +131,7 @@ return {
 
     -- pre_upgrade comes from the new release's hooks and may veto.
     local pkg_hc = hooks.context(ctx, {
-      base = pkg.dir, runc = release.tools(cur).runc, bundle_dir = cur.dir,
+      base = pkg.dir, runc = runtools.of(cur).runc, bundle_dir = cur.dir,
       from = cur, to = pkg.release,
     })
     local stepped, step_err = j:step("pre_upgrade")
@@ -144,7 +146,7 @@ return {
     if not rel then j:finish() return nil, berr end
     local function undo_build(msg)
       if pkg.unplace then pkg.unplace(rel) else ct.fs.rmtree(rel.dir) end
-      release.prune(ctx.paths, math.huge)
+      releases.prune(ctx.paths, math.huge)
       j:finish()
       return nil, msg
     end
@@ -291,7 +293,7 @@ return {
     stepped, step_err = j:step("prune")
     local pruned, gone = {}, nil
     if stepped then
-      pruned = release.prune(ctx.paths, math.max(1, math.floor(ctx.opts.keep or 3)))
+      pruned = releases.prune(ctx.paths, math.max(1, math.floor(ctx.opts.keep or 3)))
       -- Backup retention after every successful upgrade (after the releases,
       -- so a pruned release's backups are no longer protected).
       local conf, conf_err = rootconf.load(ctx.paths)

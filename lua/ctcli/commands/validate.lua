@@ -1,7 +1,7 @@
 -- validate PKG|DIR|manifest.json: every problem at once, one line each.
 local ct = require("ct")
 local json = require("ctcli.base.json")
-local lint = require("ctcli.model.lint")
+local lint = require("ctcli.services.lint")
 local package = require("ctcli.model.package")
 local pkgtool = require("ctcli.model.pkgtool")
 local ui = require("ctcli.ui.console")

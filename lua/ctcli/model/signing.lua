@@ -77,7 +77,7 @@ function M.keys_for(key_paths, root_dir)
     end
     return keys, "--key"
   end
-  local root = require("ctcli.store.root")
+  local root = require("ctcli.base.root")
   if root_dir and root.is_root(root_dir) then
     local keys, err = M.trusted_keys(root.paths(root_dir))
     if not keys then return nil, err end

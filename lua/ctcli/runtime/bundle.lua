@@ -1,6 +1,7 @@
 -- The runc bundle of an app: our own config.json (never umoci's), built
 -- from the release model, the image's process and the root's paths. The
 -- result is deterministic, so two releases can compare it byte for byte.
+local ct = require("ct")
 local appfs = require("ctcli.runtime.appfs")
 local json = require("ctcli.base.json")
 local seccomp = require("ctcli.runtime.seccomp")
@@ -171,6 +172,54 @@ function M.config(a)
   harden(cfg, app, a.machine)
   add_userns(cfg, a.idmap)
   return json.encode(cfg, true) .. "\n"
+end
+
+-- The machine's architecture (uname -m), read once: it picks the seccomp
+-- architectures of every bundle.
+local machine_name
+local function machine()
+  if not machine_name then
+    local text = ct.fs.read("/proc/sys/kernel/arch")
+    if not text then
+      local r = ct.proc.run({ "uname", "-m" })
+      text = r and r.code == 0 and r.stdout or ""
+    end
+    machine_name = text:match("^%s*(%S+)") or "x86_64"
+  end
+  return machine_name
+end
+
+-- app_config(paths, app [, idmap]) -> config.json text for app (a
+-- release.json app record); idmap defaults to the mapping the app is to run
+-- with (the root's range unless it opts out; none before one is allocated).
+function M.app_config(paths, app, idmap)
+  local store = require("ctcli.store.images")
+  local info, err = store.image_info(paths, app.name, app.image.digest)
+  if not info then return nil, err end
+  if idmap == nil then
+    local userns = require("ctcli.runtime.userns")
+    local conf, cerr = require("ctcli.store.rootconf").load(paths)
+    if not conf then return nil, cerr end
+    idmap = userns.desired(app, conf, userns.range(paths))
+  end
+  -- Host paths in the bundle are real paths: runc refuses a rootfs reached
+  -- through a symlink, and a root used through a symlink to it must give
+  -- the same config.json (an app is unchanged when its config.json is).
+  local real = ct.fs.realpath(paths.root)
+  local bpaths = paths
+  if real and real ~= paths.root then
+    bpaths = require("ctcli.base.root").paths(real)
+    bpaths.id_base = paths.id_base
+  end
+  local rootfs = store.rootfs(bpaths, app)
+  return M.config({
+    paths = bpaths, app = app, image = info.process,
+    rootfs = ct.fs.realpath(rootfs) or rootfs,
+    id = require("ctcli.runtime.runc").container_id(paths, app.name),
+    resolv_conf = ct.fs.exists("/etc/resolv.conf"),
+    machine = machine(),
+    idmap = idmap,
+  })
 end
 
 return M

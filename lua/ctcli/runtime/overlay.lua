@@ -84,7 +84,7 @@ function M.of_path(root_path)
   if type(root_path) ~= "string" then return nil end
   local root, app, id = root_path:match("^(.+)/uppers/([^/]+)/([^/]+)/merged$")
   if not root then return nil end
-  return require("ctcli.store.root").paths(root), app, id
+  return require("ctcli.base.root").paths(root), app, id
 end
 
 -- mounted(paths, app) -> whether the app's rootfs is mounted now.

@@ -65,7 +65,7 @@ function M.resolve(ctx)
   if ctx.paths then
     dir = ct.fs.realpath(ctx.paths.current)
   else
-    local root = require("ctcli.store.root")
+    local root = require("ctcli.base.root")
     local p = root.paths(ctx.root)
     dir = ct.fs.realpath(p.current)
   end
@@ -78,6 +78,11 @@ function M.version(path)
   local r = ct.proc.run({ path, "--version" }, { timeout = 10 })
   if not r or r.code ~= 0 then return nil end
   return r.stdout:match("version%s+(%S+)") or r.stdout:match("(%d+%.%d+%S*)")
+end
+
+-- of(rel) -> the runc/umoci a release uses.
+function M.of(rel)
+  return M.for_release(rel and rel.dir)
 end
 
 return M

@@ -15,7 +15,8 @@ local goroot = require("ctcli.store.goroot")
 local journal = require("ctcli.journal.journal")
 local json = require("ctcli.base.json")
 local release = require("ctcli.store.release")
-local rootmod = require("ctcli.store.root")
+local bundle = require("ctcli.runtime.bundle")
+local rootmod = require("ctcli.base.root")
 local store = require("ctcli.store.images")
 local userns = require("ctcli.runtime.userns")
 local wanted = require("ctcli.store.wanted")
@@ -65,7 +66,7 @@ local function write_release(ctx, gorel)
   for _, a in ipairs(rel.apps) do
     if not ok then break end
     -- Today's bundle; the app moves to it (and to the root's range) at its next start.
-    local cfg, cerr = release.app_config(p, a)
+    local cfg, cerr = bundle.app_config(p, a)
     if not cfg then ok, werr = nil, cerr break end
     ok, werr = ct.fs.write_atomic(dir .. "/apps/" .. a.name .. "/config.json", cfg)
     -- runc runs `exec` from the rootfs path it recorded when the Go ctcli

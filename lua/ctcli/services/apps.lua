@@ -6,6 +6,7 @@ local health = require("ctcli.runtime.health")
 local hooks = require("ctcli.hooks.runner")
 local monitor = require("ctcli.runtime.runc").monitor
 local release = require("ctcli.store.release")
+local runtools = require("ctcli.runtime.tools")
 local runtime = require("ctcli.runtime.runc")
 local store = require("ctcli.store.images")
 local userns = require("ctcli.runtime.userns")
@@ -56,7 +57,7 @@ local function move_to_mapping(paths, uc, rel, app)
 end
 
 function M.container(ctx, rel, app, tools)
-  tools = tools or release.tools(rel)
+  tools = tools or runtools.of(rel)
   return {
     rt = runtime.rt(ctx.paths, tools),
     id = runtime.container_id(ctx.paths, app.name),
@@ -70,7 +71,7 @@ end
 
 -- states(ctx, rel) -> map app name -> runc state (nil when no container).
 function M.states(ctx, rel)
-  local tools = release.tools(rel)
+  local tools = runtools.of(rel)
   local list, err = runtime.list(runtime.rt(ctx.paths, tools))
   if not list then return nil, err end
   local out = {}
@@ -85,7 +86,7 @@ end
 function M.hooks_for(ctx, rel, opts)
   opts = opts or {}
   return hooks.context(ctx, {
-    base = rel.dir, release_id = rel.id, runc = release.tools(rel).runc, bundle_dir = rel.dir,
+    base = rel.dir, release_id = rel.id, runc = runtools.of(rel).runc, bundle_dir = rel.dir,
     from = opts.from, to = opts.to, fired = opts.fired,
   })
 end
@@ -95,7 +96,7 @@ end
 -- opts.health: run each started app's health check afterwards.
 function M.start(ctx, rel, list, opts)
   opts = opts or {}
-  local tools = release.tools(rel)
+  local tools = runtools.of(rel)
   local hc = opts.hooks
   local started, started_at = {}, {}
   local uc, uerr = userns.context(ctx.paths)
@@ -161,7 +162,7 @@ end
 -- opts.hooks: pre_stop before and post_stop after, per app.
 function M.stop(ctx, rel, list, opts)
   if type(opts) ~= "table" then opts = { force = opts } end
-  local tools = release.tools(rel)
+  local tools = runtools.of(rel)
   local hc = opts.hooks
   local want = {}
   for _, app in ipairs(list) do want[app.name] = app end

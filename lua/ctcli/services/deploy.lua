@@ -4,6 +4,7 @@
 local ct = require("ct")
 local package = require("ctcli.model.package")
 local release = require("ctcli.store.release")
+local releases = require("ctcli.services.releases")
 local store = require("ctcli.store.images")
 local ui = require("ctcli.ui.console")
 local userns = require("ctcli.runtime.userns")
@@ -41,7 +42,7 @@ function M.build(ctx, pkg, journal, previous)
   if not ok then return nil, err end
   ok, err = journal:step("stage")
   if not ok then return nil, err end
-  local staged, serr = release.stage(ctx.paths, pkg, {
+  local staged, serr = releases.stage(ctx.paths, pkg, {
     previous = previous, source = pkg.file and pkg.file:match("[^/]+$"), signer = pkg.signer,
   })
   if not staged then return nil, serr end

@@ -4,6 +4,7 @@
 local ct = require("ct")
 local appdiff = require("ctcli.model.appdiff")
 local release = require("ctcli.store.release")
+local bundle = require("ctcli.runtime.bundle")
 local store = require("ctcli.store.images")
 local ui = require("ctcli.ui.console")
 
@@ -28,7 +29,7 @@ function M.diff(paths, cur, model, base)
       local old_cfg = ct.fs.read(release.bundle_dir(cur, app.name) .. "/config.json")
       -- With the old app's writable layer: an unchanged app keeps it.
       local probe = setmetatable({ upper = old.upper }, { __index = app })
-      local new_cfg = store.has(paths, app.name, app.image.digest) and release.app_config(paths, probe) or nil
+      local new_cfg = store.has(paths, app.name, app.image.digest) and bundle.app_config(paths, probe) or nil
       change = appdiff.same(old, app, old_cfg, new_cfg) and "unchanged" or "changed"
       reasons = appdiff.reasons(old, app, {
         old_cfg = old_cfg, new_cfg = new_cfg,

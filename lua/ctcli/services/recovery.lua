@@ -11,6 +11,7 @@ local hooks = require("ctcli.hooks.runner")
 local journal = require("ctcli.journal.journal")
 local manifest = require("ctcli.model.manifest")
 local release = require("ctcli.store.release")
+local releases = require("ctcli.services.releases")
 
 local M = {}
 
@@ -48,7 +49,7 @@ end
 
 local function clean_tmp(paths)
   for _, t in ipairs(ct.fs.dir(paths.tmp) or {}) do ct.fs.rmtree(paths.tmp .. "/" .. t) end
-  ct.fs.unlink(paths.root .. "/.current-release.new")
+  ct.fs.unlink(release.swap_temp(paths))
   for _, f in ipairs(ct.fs.dir(paths.backups) or {}) do
     if f:match("%.tmp%-") then ct.fs.unlink(paths.backups .. "/" .. f) end
   end
@@ -189,7 +190,7 @@ function M.run(ctx)
   clean_tmp(p)
   -- Images only an undone release used go too (never one a kept release
   -- uses; nothing when a release cannot be read).
-  release.prune(p, math.huge)
+  releases.prune(p, math.huge)
   j:finish()
   local line = string.format("recovered an interrupted '%s' (pid %s, %s): %s", doc.command,
     tostring(doc.pid), tostring(doc.started), outcome)

@@ -15,6 +15,7 @@ local ct = require("ct")
 local journal = require("ctcli.journal.journal")
 local json = require("ctcli.base.json")
 local release = require("ctcli.store.release")
+local bundle = require("ctcli.runtime.bundle")
 local store = require("ctcli.store.images")
 local clock = require("ctcli.base.clock")
 
@@ -48,7 +49,7 @@ end
 
 -- with_root_lock(paths, fn, ...) -> fn's results, run while holding the root's lock.
 function M.with_root_lock(paths, fn, ...)
-  local lock, err = require("ctcli.store.root").lock(paths, "stage", ROOT_WAIT)
+  local lock, err = require("ctcli.base.root").lock(paths, "stage", ROOT_WAIT)
   if not lock then return nil, err end
   local res = table.pack(pcall(fn, ...))
   lock:release()
@@ -102,7 +103,7 @@ function M.current(paths)
   return rec
 end
 
-local paths_in = require("ctcli.store.root").paths_in
+local paths_in = require("ctcli.base.root").paths_in
 
 -- load(paths, rec) -> the staged release (release.load's table, dir in releases/staged/) | nil, msg
 function M.load(paths, rec)
@@ -229,7 +230,7 @@ function M.open(ctx, file, j, cur)
     stepped, step_err = jj:step("stage")
     if not stepped then return nil, step_err end
     for _, app in ipairs(rel.apps) do
-      local cfg, cerr = release.app_config(paths, app)
+      local cfg, cerr = bundle.app_config(paths, app)
       if not cfg then return nil, cerr end
       local file_path = release.bundle_dir(rel, app.name) .. "/config.json"
       if ct.fs.read(file_path) ~= cfg then

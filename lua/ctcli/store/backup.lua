@@ -13,10 +13,11 @@ local apps = require("ctcli.services.apps")
 local manifest = require("ctcli.model.manifest")
 local statefile = require("ctcli.base.statefile")
 local release = require("ctcli.store.release")
+local runtools = require("ctcli.runtime.tools")
 local runtime = require("ctcli.runtime.runc")
 local store = require("ctcli.store.images")
 local ui = require("ctcli.ui.console")
-local userns = require("ctcli.runtime.userns")
+local idmap = require("ctcli.store.idmap")
 local clock = require("ctcli.base.clock")
 
 local M = {}
@@ -30,7 +31,7 @@ end
 
 -- resume(ctx, rel, names): resumes paused containers (also used by recovery).
 function M.resume(ctx, rel, names)
-  local rt = runtime.rt(ctx.paths, release.tools(rel))
+  local rt = runtime.rt(ctx.paths, runtools.of(rel))
   for _, n in ipairs(names or {}) do runtime.resume(rt, runtime.container_id(ctx.paths, n)) end
 end
 
@@ -47,7 +48,7 @@ end
 -- read. resume() resumes the one paused when the archive failed midway.
 local function app_entries(ctx, rel, entries, kinds, wanted, opts)
   local p = ctx.paths
-  local rt = runtime.rt(p, release.tools(rel))
+  local rt = runtime.rt(p, runtools.of(rel))
   local states = (opts.data or opts.uppers) and apps.states(ctx, rel) or {}
   local paused = nil -- the app paused now, if any
   local function resume()
@@ -195,7 +196,7 @@ function M.create(ctx, rel, opts)
     -- The mapping its config and data are owned in (false: none), so a
     -- restore into another root (another range) can shift them.
     info.apps[app.name] = { version = app.version, digest = app.image.digest,
-      idmap = userns.recorded(p, app.name) }
+      idmap = idmap.recorded(p, app.name) }
     local key, dir = store.key(app.name, app.image.digest), store.dir(p, app.name, app.image.digest)
     -- opts.images == false (a staged cutover's backup): the images stay in
     -- the store, which keeps them for the kept release this backup is of.
@@ -720,7 +721,7 @@ function M.place(paths, dir, info, id)
     ok, err = ct.fs.write_atomic(rel_file, json.encode(rel_doc, true) .. "\n", 420)
     if not ok then return nil, err end
   end
-  local range, rerr = userns.range(paths)
+  local range, rerr = idmap.range(paths)
   if rerr then return nil, rerr end
   local kind = layers.storage(paths, true)
   for _, app in ipairs(ct.fs.dir(dir .. "/uppers") or {}) do
@@ -754,14 +755,14 @@ end
 -- ids), as adopt_restored does for data and images; the next start moves
 -- it to the mapping its app runs with.
 function M.adopt_upper(udir, range)
-  local m = userns.image_idmap(udir)
-  if type(m) ~= "table" or userns.is_go(m) or userns.equal(m, range) then return true end
-  local target = range or { uid = 0, gid = 0, size = userns.SIZE }
+  local m = idmap.image_idmap(udir)
+  if type(m) ~= "table" or idmap.is_go(m) or idmap.equal(m, range) then return true end
+  local target = range or { uid = 0, gid = 0, size = idmap.SIZE }
   for _, top in ipairs({ "upper", "rootfs" }) do
-    local ok, err = userns.shift(udir, top, m, target)
+    local ok, err = idmap.shift(udir, top, m, target)
     if not ok then return nil, err end
   end
-  return ct.fs.write_atomic(udir .. "/idmap", userns.image_idmap_text(range), 420)
+  return ct.fs.write_atomic(udir .. "/idmap", idmap.image_idmap_text(range), 420)
 end
 
 -- list(paths) -> backups newest first: ours (<stamp>-<id>.json beside the

@@ -212,7 +212,7 @@ function M.list(changes)
 end
 
 local function mapping_of(paths, app_name, digest)
-  local userns = require("ctcli.runtime.userns")
+  local userns = require("ctcli.store.idmap")
   local m, err = userns.image_idmap(store.dir(paths, app_name, digest), paths)
   if m == nil then return nil, err end
   if m == "moving" then

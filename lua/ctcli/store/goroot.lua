@@ -5,8 +5,8 @@
 local ct = require("ct")
 local json = require("ctcli.base.json")
 local manifest = require("ctcli.model.manifest")
-local rootmod = require("ctcli.store.root")
-local userns = require("ctcli.runtime.userns")
+local rootmod = require("ctcli.base.root")
+local idmap = require("ctcli.store.idmap")
 local clock = require("ctcli.base.clock")
 
 local M = {}
@@ -173,7 +173,7 @@ function M.place_image(images, gorel, name)
   if ct.fs.exists(final .. "/rootfs") and ct.fs.exists(final .. "/image.json") then return key end
   if not ct.fs.lstat(src) then return nil, src .. ": missing (the app's image)" end
   local ok, err = ct.fs.mkdir(final, rootmod.MODES.image_dir, true)
-  if ok then ok, err = ct.fs.write_atomic(final .. "/idmap", userns.image_idmap_text(userns.GO), 420) end
+  if ok then ok, err = ct.fs.write_atomic(final .. "/idmap", idmap.image_idmap_text(idmap.GO), 420) end
   if ok then ok, err = ct.fs.write_atomic(final .. "/image.json", json.encode(image_doc(name, a), true), 420) end
   if ok then ok, err = ct.fs.rename(src, final .. "/rootfs") end
   if not ok then return nil, "cannot move the image of " .. name .. ": " .. tostring(err) end

@@ -6,7 +6,7 @@
 local ct = require("ct")
 local json = require("ctcli.base.json")
 local layers = require("ctcli.store.layers")
-local rootmod = require("ctcli.store.root")
+local rootmod = require("ctcli.base.root")
 local statefile = require("ctcli.base.statefile")
 
 local M = {}
@@ -48,7 +48,7 @@ function M.check_records(paths)
     local dir = paths.images .. "/" .. key
     local info, err = statefile.read(paths, dir .. "/image.json", statefile.IMAGE, image_hint(key))
     if info == nil then return nil, err end
-    local m, merr = require("ctcli.runtime.userns").image_idmap(dir, paths)
+    local m, merr = require("ctcli.store.idmap").image_idmap(dir, paths)
     if m == nil then return nil, merr end
   end
   return true
@@ -98,7 +98,7 @@ function M.layers_of(paths, app_name, digest)
   local info, err = M.image_info(paths, app_name, digest)
   if not info then return nil, err end
   if not M.layered(info) then return nil end
-  local m, merr = require("ctcli.runtime.userns").image_idmap(M.dir(paths, app_name, digest), paths)
+  local m, merr = require("ctcli.store.idmap").image_idmap(M.dir(paths, app_name, digest), paths)
   if m == nil then return nil, merr end
   return info.layers, m
 end
@@ -136,7 +136,7 @@ local function import(paths, job, added)
     devices_removed = layers.skipped(paths, image.layers, job.idmap),
   }, true) .. "\n", 420)
   if ok then
-    ok, err = ct.fs.write_atomic(tmp .. "/idmap", require("ctcli.runtime.userns").image_idmap_text(job.idmap), 420)
+    ok, err = ct.fs.write_atomic(tmp .. "/idmap", require("ctcli.store.idmap").image_idmap_text(job.idmap), 420)
   end
   if ok then ok, err = layers.write_layout(paths, tmp .. "/oci", image) end
   if not ok then return fail(err) end
@@ -206,7 +206,7 @@ function M.complete(paths, app, m)
   end
   local ok, lerr = layers.ensure(paths, info.layers, m)
   if not ok then return nil, lerr end
-  local userns = require("ctcli.runtime.userns")
+  local userns = require("ctcli.store.idmap")
   local cur = userns.image_idmap(dir, paths)
   if cur == nil or not userns.equal(cur, m) or cur == "moving" then
     return ct.fs.write_atomic(dir .. "/idmap", userns.image_idmap_text(m), 420)

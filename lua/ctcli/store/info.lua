@@ -37,7 +37,7 @@ function M.images(paths)
         for _, l in ipairs(info.layers) do im.blobs[l.blob] = true end
         if type(info.config) == "string" then im.blobs[info.config] = true end
         if type(info.manifest) == "string" then im.blobs[info.manifest] = true end
-        local m, merr = require("ctcli.runtime.userns").image_idmap(dir, paths)
+        local m, merr = require("ctcli.store.idmap").image_idmap(dir, paths)
         if m == nil then
           im.err = merr
         elseif m == "moving" then
@@ -109,7 +109,7 @@ function M.uses(im, all)
   return out
 end
 
-local paths_in = require("ctcli.store.root").paths_in
+local paths_in = require("ctcli.base.root").paths_in
 
 -- references(paths) -> refs | nil, msg: what holds each image and blob.
 -- refs.images[key] = {releases = {ids}, staged = {ids}, backups = {names}},

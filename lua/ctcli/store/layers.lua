@@ -390,7 +390,7 @@ function M.create_upper(paths, a)
   ok, err = ct.fs.write_atomic(tmp .. "/upper.json", json.encode({
     app = a.app, image = a.key, kind = kind, created = clock.iso(),
   }, true) .. "\n", 420)
-  if ok then ok, err = ct.fs.write_atomic(tmp .. "/idmap", require("ctcli.runtime.userns").image_idmap_text(m), 420) end
+  if ok then ok, err = ct.fs.write_atomic(tmp .. "/idmap", require("ctcli.store.idmap").image_idmap_text(m), 420) end
   if ok then ok, err = ct.fs.rename(tmp, final) end
   if not ok then return fail(err) end
   return final

@@ -2,12 +2,8 @@
 -- hooks/), ids, the current-release symlink and its atomic swap.
 local ct = require("ct")
 local json = require("ctcli.base.json")
-local bundle = require("ctcli.runtime.bundle")
-local store = require("ctcli.store.images")
-local runtime = require("ctcli.runtime.runc")
 local manifest = require("ctcli.model.manifest")
 local statefile = require("ctcli.base.statefile")
-local clock = require("ctcli.base.clock")
 
 local M = {}
 
@@ -158,9 +154,15 @@ function M.list(paths)
   return out
 end
 
+-- swap_temp(paths) -> the link a swap makes before its rename (recovery
+-- removes one a killed swap left).
+function M.swap_temp(paths)
+  return paths.root .. "/.current-release.new"
+end
+
 -- swap(paths, id): points current-release at releases/<id> with one rename.
 function M.swap(paths, id)
-  local tmp = paths.root .. "/.current-release.new"
+  local tmp = M.swap_temp(paths)
   ct.fs.unlink(tmp)
   local ok, err = ct.fs.symlink("releases/" .. id, tmp)
   if not ok then return nil, err end
@@ -185,125 +187,6 @@ function M.app_record(app)
   return r
 end
 
--- The machine's architecture (uname -m), read once: it picks the seccomp
--- architectures of every bundle.
-local machine_name
-local function machine()
-  if not machine_name then
-    local text = ct.fs.read("/proc/sys/kernel/arch")
-    if not text then
-      local r = ct.proc.run({ "uname", "-m" })
-      text = r and r.code == 0 and r.stdout or ""
-    end
-    machine_name = text:match("^%s*(%S+)") or "x86_64"
-  end
-  return machine_name
-end
-
--- app_config(paths, app [, idmap]) -> config.json text for app (a
--- release.json app record); idmap defaults to the mapping the app is to run
--- with (the root's range unless it opts out; none before one is allocated).
-function M.app_config(paths, app, idmap)
-  local info, err = store.image_info(paths, app.name, app.image.digest)
-  if not info then return nil, err end
-  if idmap == nil then
-    local userns = require("ctcli.runtime.userns")
-    local conf, cerr = require("ctcli.store.rootconf").load(paths)
-    if not conf then return nil, cerr end
-    idmap = userns.desired(app, conf, userns.range(paths))
-  end
-  -- Host paths in the bundle are real paths: runc refuses a rootfs reached
-  -- through a symlink, and a root used through a symlink to it must give
-  -- the same config.json (an app is unchanged when its config.json is).
-  local real = ct.fs.realpath(paths.root)
-  local bpaths = paths
-  if real and real ~= paths.root then
-    bpaths = require("ctcli.store.root").paths(real)
-    bpaths.id_base = paths.id_base
-  end
-  local rootfs = store.rootfs(bpaths, app)
-  return bundle.config({
-    paths = bpaths, app = app, image = info.process,
-    rootfs = ct.fs.realpath(rootfs) or rootfs,
-    id = runtime.container_id(paths, app.name),
-    resolv_conf = ct.fs.exists("/etc/resolv.conf"),
-    machine = machine(),
-    idmap = idmap,
-  })
-end
-
--- stage(paths, pkg, opts) -> {id=, dir=, release=} built in tmp/ (images must
--- be in the store already). opts: previous (id), source (file name).
-function M.stage(paths, pkg, opts)
-  local model = pkg.release
-  local id = M.new_id(pkg.manifest_text)
-  local dir, err = ct.fs.mkdtemp(paths.tmp .. "/release-XXXXXX")
-  if not dir then return nil, err end
-  local function fail(e) ct.fs.rmtree(dir) return nil, e end
-  local rel = {
-    id = id, name = model.name, version = model.version, commit = model.commit, time = model.time,
-    meta = model.meta, format = pkg.format, created = clock.iso(),
-    previous = opts.previous, source = opts.source, signer = opts.signer,
-    apps = json.array(), order = model.order, levels = model.levels,
-    runtime = { runc = "host", umoci = "host" },
-  }
-  ct.fs.mkdir(dir .. "/bin", 493)
-  for _, tool in ipairs({ "runc", "umoci" }) do
-    local src = model.runtime and model.runtime[tool]
-    if src then
-      local ok, cerr = ct.fs.copyfile(pkg.dir .. "/" .. src, dir .. "/bin/" .. tool, 493)
-      if not ok then return fail(cerr) end
-      rel.runtime[tool] = "release"
-    end
-  end
-  ct.fs.mkdir(dir .. "/apps", 493)
-  ct.fs.mkdir(dir .. "/hooks", 493)
-  -- A stage builds in a releases/ of its own (paths.releases is its work
-  -- dir): the release it is staged against is in the root's (paths.base_releases).
-  local prev = opts.previous and (M.load(paths, opts.previous) or
-    (paths.base_releases and M.load(require("ctcli.store.root").paths_in(paths, paths.base_releases), opts.previous)))
-  local uc
-  for _, app in ipairs(model.apps) do
-    local rec = M.app_record(app)
-    if app.hooks then
-      local ok, cerr = ct.fs.copyfile(pkg.dir .. "/" .. app.hooks, dir .. "/hooks/" .. app.name .. ".lua", 420)
-      if not ok then return fail(cerr) end
-      rec.hooks = "hooks/" .. app.name .. ".lua"
-    end
-    local cfg, cerr
-    local old = prev and prev.by_name[app.name]
-    local list = store.layers_of(paths, app.name, app.image.digest)
-    if list then
-      -- An unchanged app (same image, same config.json) keeps its upper;
-      -- any other gets a fresh one, named by this release.
-      if old and old.upper and old.image.digest == app.image.digest then
-        rec.upper = old.upper
-        cfg = M.app_config(paths, rec)
-        if not cfg or cfg ~= ct.fs.read(M.bundle_dir(prev, app.name) .. "/config.json") then cfg = nil end
-      end
-      if not cfg then
-        if not uc then
-          local uerr
-          uc, uerr = require("ctcli.runtime.userns").context(paths)
-          if not uc then return fail(uerr) end
-        end
-        rec.upper = id
-        local ok, uerr = store.ensure_upper(paths, rec, id, require("ctcli.runtime.userns").desired(rec, uc.conf, uc.range))
-        if not ok then return fail(uerr) end
-      end
-    end
-    if not cfg then cfg, cerr = M.app_config(paths, rec) end
-    if not cfg then return fail(cerr) end
-    ct.fs.mkdir(dir .. "/apps/" .. app.name, 493)
-    local ok, werr = ct.fs.write_atomic(dir .. "/apps/" .. app.name .. "/config.json", cfg)
-    if not ok then return fail(werr) end
-    rel.apps[#rel.apps + 1] = rec
-  end
-  local ok, werr = ct.fs.write_atomic(dir .. "/release.json", json.encode(rel, true) .. "\n")
-  if not ok then return fail(werr) end
-  return { id = id, dir = dir, release = rel }
-end
-
 -- place(paths, staged) -> moves a staged release into releases/<id>.
 function M.place(paths, staged)
   local final = M.dir(paths, staged.id)
@@ -316,75 +199,9 @@ function M.place(paths, staged)
   return ct.fs.fsync(paths.releases)
 end
 
--- prune_uppers(paths, list, removed): the uppers no kept (nor staged)
--- release names go: those of the releases pruned, of a release a failed
--- command removed, the spare of a killed reset. A mounted one stays.
-local function prune_uppers(paths, list, removed)
-  local gone = {}
-  for _, id in ipairs(removed) do gone[id] = true end
-  local used = {}
-  for _, rel in ipairs(list) do
-    if not gone[rel.id] then
-      for _, app in ipairs(rel.apps) do if app.upper then used[app.name .. "/" .. app.upper] = true end end
-    end
-  end
-  local layers = require("ctcli.store.layers")
-  for _, name in ipairs(ct.fs.dir(layers.uppers_root(paths)) or {}) do
-    for _, id in ipairs(layers.uppers(paths, name)) do
-      local dir = layers.upper_dir(paths, name, id)
-      if not used[name .. "/" .. id] and not ct.fs.exists(paths.releases .. "/staged/" .. id)
-          and not ct.fs.mounted(dir .. "/merged") then
-        ct.fs.rmtree(dir)
-      end
-    end
-    ct.fs.rmdir(layers.uppers_root(paths) .. "/" .. name)
-  end
-end
-
--- prune(paths, keep) -> removed release ids, freed images, store | nil, msg:
--- keeps the newest `keep` releases (and always the current one), then the
--- store's images, layers and blobs nothing refers to go (store: storegc's
--- freed, or {error=} when it could not tell and removed nothing).
-function M.prune(paths, keep)
-  -- Every release and the current pointer must read: an unreadable one
-  -- could be the one running, and its images would look unused.
-  local list, lerr = M.list(paths)
-  if not list then return nil, lerr end
-  local cur, cerr = M.current(paths)
-  if cerr then return nil, cerr end
-  local cur_id = cur and cur.id
-  local removed = {}
-  local users = {}
-  local kept = 0
-  for _, rel in ipairs(list) do
-    if rel.id == cur_id or kept < keep then
-      kept = kept + 1
-      for _, app in ipairs(rel.apps) do users[store.key(app.name, app.image.digest)] = true end
-    elseif ct.fs.rmtree(rel.dir) then
-      removed[#removed + 1] = rel.id
-    else
-      -- Still there (in part): its images stay.
-      for _, app in ipairs(rel.apps) do users[store.key(app.name, app.image.digest)] = true end
-    end
-  end
-  -- A staged release (or a stage under way) keeps its images.
-  for key in pairs(require("ctcli.services.staged").image_keys(paths)) do users[key] = true end
-  prune_uppers(paths, list, removed)
-  -- The store keeps what a staged release or a backup record names too
-  -- (ctcli.storegc); what it cannot tell (a record that does not read) stays.
-  local gc, gerr = require("ctcli.store.gc").collect(paths, users)
-  if not gc then return removed, {}, { error = gerr, images = {}, layers = {}, blobs = {}, bytes = 0 } end
-  return removed, gc.images, gc
-end
-
 -- bundle_dir(rel, app_name)
 function M.bundle_dir(rel, name)
   return rel.dir .. "/apps/" .. name
-end
-
--- tools(rel) -> the runc/umoci a release uses.
-function M.tools(rel)
-  return require("ctcli.runtime.tools").for_release(rel and rel.dir)
 end
 
 return M

@@ -8,7 +8,7 @@
 --                          "restarts": N, "last_restart": "<UTC>" } } }
 local ct = require("ct")
 local json = require("ctcli.base.json")
-local rootmod = require("ctcli.store.root")
+local rootmod = require("ctcli.base.root")
 local statefile = require("ctcli.base.statefile")
 local clock = require("ctcli.base.clock")
 
