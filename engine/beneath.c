@@ -19,7 +19,7 @@
    so the descriptor we read or write is the inode we checked. Mode and
    owner changes go through such O_PATH descriptors too.
 
-   Tree walks (rmtree, du, shift_tree) are fs.c's descriptor walker. */
+   Tree walks (rmtree, du, shift_tree, walk) ride on walk.c's visitor. */
 #include "int.h"
 #include "layer.h"
 
@@ -828,6 +828,24 @@ static int shift_entry(int dirfd, const char *name, const struct stat *st, const
   return 0;
 }
 
+struct shift {
+  const struct idmap *m;
+  lua_Integer changed;
+};
+
+/* Re-owns each entry; a directory of another filesystem (a mount) is
+   re-owned, not entered. */
+static int shift_visit(struct tw *v, struct frame *t, const char *name, const struct stat *st) {
+  struct shift *sh = v->ctx;
+  int err = shift_entry(t->fd, name, st, sh->m, &sh->changed);
+  if (err) return tw_fail(v, err, NULL);
+  if (!S_ISDIR(st->st_mode) || st->st_dev != t->st.st_dev) return 0;
+  struct stat cst = *st;
+  int cfd = tw_opendir(t, name, &cst, 0);
+  if (cfd < 0) return errno == ENOENT ? 0 : tw_fail(v, classify(t->fd, name, errno), NULL);
+  return tw_enter(v, cfd, -1, &cst);
+}
+
 static uint32_t get_id(lua_State *L, int arg, const char *k) {
   lua_getfield(L, arg, k);
   lua_Integer v = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : -1;
@@ -867,66 +885,25 @@ static int d_shift_tree(lua_State *L) {
                 4, "range out of bounds");
   lua_settop(L, 2);
   CHECK_REL(L, 2, rel, display);
-  lua_Integer changed = 0;
+  struct shift sh = {&m, 0};
   struct fserr e = {0, NULL, NULL, NULL};
   int fd = open_path(d->fd, rel);
   if (fd < 0) return fail(L, errno, display, NULL);
   struct stat st;
   int err = fstat(fd, &st) != 0 ? fserr_set(&e, errno, display, "", NULL) : 0;
-  if (!err && (err = shift_entry(fd, "", &st, &m, &changed))) fserr_set(&e, err, display, "", NULL);
+  if (!err && (err = shift_entry(fd, "", &st, &m, &sh.changed))) fserr_set(&e, err, display, "", NULL);
   if (err || !S_ISDIR(st.st_mode)) {
     close(fd);
     if (err) return fserr_push(L, &e);
-    lua_pushinteger(L, changed);
+    lua_pushinteger(L, sh.changed);
     return 1;
   }
   int dfd = openat(fd, ".", DIR_FLAGS);
   close(fd);
   if (dfd < 0) return fail(L, errno, display, NULL);
-  struct walk w;
-  memset(&w, 0, sizeof w);
-  if ((err = walk_push(&w, dfd, -1, &st))) fserr_set(&e, err, display, "", NULL);
-  while (!err) {
-    const char *name;
-    int ev = walk_next(&w, &name);
-    if (ev < 0) {
-      err = fserr_set(&e, -ev, display, pb_str(&w.rel), NULL);
-      break;
-    }
-    struct frame *t = walk_top(&w);
-    if (ev == EV_LEAVE) {
-      if (w.depth == 1) break;
-      if ((err = walk_pop(&w))) fserr_set(&e, err, display, pb_str(&w.rel), NULL);
-      continue;
-    }
-    struct stat cst;
-    if (fstatat(t->fd, name, &cst, AT_SYMLINK_NOFOLLOW) != 0) {
-      if (errno == ENOENT) continue;
-      err = fserr_set(&e, errno, display, pb_str(&w.rel), NULL);
-      break;
-    }
-    if ((err = shift_entry(t->fd, name, &cst, &m, &changed))) {
-      fserr_set(&e, err, display, pb_str(&w.rel), NULL);
-      break;
-    }
-    /* a directory of another filesystem (a mount) is re-owned, not entered */
-    if (!S_ISDIR(cst.st_mode) || cst.st_dev != t->st.st_dev) continue;
-    int cfd = openat(t->fd, name, DIR_FLAGS | O_NOFOLLOW);
-    if (cfd < 0) {
-      if (errno == ENOENT) continue;
-      err = fserr_set(&e, classify(t->fd, name, errno), display, pb_str(&w.rel), NULL);
-      break;
-    }
-    if (fstat(cfd, &cst) != 0) {
-      err = fserr_set(&e, errno, display, pb_str(&w.rel), NULL);
-      close(cfd);
-      break;
-    }
-    if ((err = walk_push(&w, cfd, -1, &cst))) fserr_set(&e, err, display, pb_str(&w.rel), NULL);
-  }
-  walk_free(&w);
-  if (err) return fserr_push(L, &e);
-  lua_pushinteger(L, changed);
+  struct tw v = {.e = &e, .display = display, .entry = shift_visit, .ctx = &sh};
+  if (tw_run(&v, dfd, -1, &st)) return fserr_push(L, &e);
+  lua_pushinteger(L, sh.changed);
   return 1;
 }
 
@@ -984,6 +961,26 @@ static void push_walked(lua_State *L, lua_Integer i, const char *path, const str
   lua_rawseti(L, -2, i);
 }
 
+struct dwalk {
+  lua_State *L;
+  lua_Integer n;
+};
+
+static int walk_visit(struct tw *v, struct frame *t, const char *name, const struct stat *st) {
+  struct dwalk *dw = v->ctx;
+  if (!S_ISDIR(st->st_mode)) {
+    push_walked(dw->L, ++dw->n, pb_str(&v->w.rel), st, 0);
+    return 0;
+  }
+  struct stat now = *st;
+  int cfd = tw_opendir(t, name, &now, 1);
+  if (cfd < 0) return 0; /* swapped for a symlink or removed meanwhile: not entered */
+  push_walked(dw->L, ++dw->n, pb_str(&v->w.rel), &now, ct_fd_opaque(cfd));
+  if (now.st_dev == t->st.st_dev) return tw_enter(v, cfd, -1, &now);
+  close(cfd);
+  return 0;
+}
+
 /* Dir:walk(rel) -> {{path=, type=, mode=, uid=, gid=, size=, rdev=, mtime=, mtime_nsec=, opaque=}, ...}:
    what is beneath rel, a directory before its contents, names in byte
    order, paths relative to rel; no symlink followed, no mount entered (a
@@ -1001,51 +998,10 @@ static int d_walk(lua_State *L) {
     return fail(L, errno, display, NULL);
   }
   lua_newtable(L);
-  lua_Integer n = 0;
-  struct walk w;
-  memset(&w, 0, sizeof w);
   struct fserr e = {0, NULL, NULL, NULL};
-  int err = walk_push(&w, fd, -1, &st);
-  if (err) fserr_set(&e, err, display, "", NULL);
-  while (!err) {
-    const char *name;
-    int ev = walk_next(&w, &name);
-    if (ev < 0) {
-      err = fserr_set(&e, -ev, display, pb_str(&w.rel), NULL);
-      break;
-    }
-    struct frame *t = walk_top(&w);
-    if (ev == EV_LEAVE) {
-      if (w.depth == 1) break;
-      if ((err = walk_pop(&w))) fserr_set(&e, err, display, pb_str(&w.rel), NULL);
-      continue;
-    }
-    struct stat cst;
-    if (fstatat(t->fd, name, &cst, AT_SYMLINK_NOFOLLOW) != 0) {
-      if (errno == ENOENT) continue; /* removed meanwhile */
-      err = fserr_set(&e, errno, display, pb_str(&w.rel), NULL);
-      break;
-    }
-    if (!S_ISDIR(cst.st_mode)) {
-      push_walked(L, ++n, pb_str(&w.rel), &cst, 0);
-      continue;
-    }
-    int cfd = openat(t->fd, name, DIR_FLAGS | O_NOFOLLOW);
-    struct stat now;
-    if (cfd < 0 || fstat(cfd, &now) != 0 || now.st_ino != cst.st_ino || now.st_dev != cst.st_dev) {
-      /* swapped for a symlink or removed meanwhile: not entered */
-      if (cfd >= 0) close(cfd);
-      continue;
-    }
-    push_walked(L, ++n, pb_str(&w.rel), &now, ct_fd_opaque(cfd));
-    if (now.st_dev != t->st.st_dev) {
-      close(cfd);
-      continue;
-    }
-    if ((err = walk_push(&w, cfd, -1, &now))) fserr_set(&e, err, display, pb_str(&w.rel), NULL);
-  }
-  walk_free(&w);
-  if (err) return fserr_push(L, &e);
+  struct dwalk dw = {L, 0};
+  struct tw v = {.e = &e, .display = display, .entry = walk_visit, .ctx = &dw};
+  if (tw_run(&v, fd, -1, &st)) return fserr_push(L, &e);
   return 1;
 }
 

@@ -147,20 +147,37 @@ struct walk {
 
 enum { EV_ENTRY = 1, EV_LEAVE = 2 };
 
-void walk_free(struct walk *w);
-struct frame *walk_top(struct walk *w);
-int walk_push(struct walk *w, int fd, int dfd, const struct stat *st);
-int walk_next(struct walk *w, const char **name);
-int walk_pop(struct walk *w);
-const char *walk_popped_name(struct walk *w);
+/* The one tree walk (walk.c) that rmtree, du, copytree, tree_digest,
+   remove_devices, shift_tree and Dir:walk ride on: every entry beneath a
+   directory, names in byte order, looked up relative to its directory's
+   descriptor, never through a symlink. Callbacks return 0 or an errno
+   recorded with tw_fail; a directory is entered only by tw_enter. */
+struct tw {
+  struct walk w;
+  struct fserr *e;
+  const char *display; /* the root's name in messages */
+  int nostat;          /* entry() gets no stat (st NULL) */
+  int gone_fails;      /* an entry removed meanwhile fails the walk (else skipped) */
+  int (*entry)(struct tw *v, struct frame *t, const char *name, const struct stat *st);
+  int (*leave)(struct tw *v, struct frame *t); /* contents done (the root too), before it is left */
+  int (*left)(struct tw *v, struct frame *t, const char *name); /* a directory left (not the root) */
+  void *ctx;
+};
+/* Walks from the directory open at fd (dfd: copytree's destination, or -1),
+   both taken over, whose stat is *st. 0 or an errno (in *v->e). */
+int tw_run(struct tw *v, int fd, int dfd, const struct stat *st);
+int tw_enter(struct tw *v, int fd, int dfd, const struct stat *st);
+/* Records err against display/<current entry>; returns the first errno. */
+int tw_fail(struct tw *v, int err, const char *msg);
+/* Opens directory name in t (no symlink) and stats it into *st; with same,
+   it must be the inode *st already names (else ESTALE). fd or -1, errno. */
+int tw_opendir(const struct frame *t, const char *name, struct stat *st, int same);
 
 /* Empties the directory open at fd (taken over: closed on return), whose
    parent's stat is *parent (NULL when unknown: then only statx tells a
    mount root). Never follows a symlink, never crosses a mount. Failures are
    recorded in *e against display/<rel>. Returns 0 or an errno. */
 int empty_dir_fd(int fd, const struct stat *parent, const char *display, struct fserr *e);
-/* Apparent bytes and file count of the directory open at fd (taken over),
-   symlinks not followed, hard links once. Returns 0 or an errno (with *e). */
 /* copytree_fd(sfd, src, dst, e): copy the directory open at sfd (closed
    here) to the new directory dst; src is its name in messages. */
 int copytree_fd(int sfd, const char *src, const char *dst, struct fserr *e);
@@ -168,6 +185,8 @@ int copytree_fd(int sfd, const char *src, const char *dst, struct fserr *e);
    to out (copy_file_range, else read/write); 0 or an errno, *wside when the
    writing side failed. */
 int copy_fds(int in, int out, uint64_t limit, uint64_t *done, int *wside);
+/* Apparent bytes and file count of the directory open at fd (taken over),
+   symlinks not followed, hard links once. Returns 0 or an errno (with *e). */
 int du_fd(int fd, const char *display, lua_Integer *bytes, lua_Integer *files, struct fserr *e);
 
 /* ---- hard link table ---- */
