@@ -3,7 +3,9 @@
 /* Engine-internal helpers shared between engine files (never part of the Lua contract). */
 #include "ct.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -236,6 +238,66 @@ int do_rmtree(const char *path, struct fserr *e);
 int copy_data(int in, int out, int *wside);
 int is_mount_root(int fd, const struct stat *parent, const struct stat *st);
 int luaopen_ct_fs_trees(lua_State *L); /* adds rmtree, copytree, du, remove_devices */
+
+/* ---- archive.c: the job of one ct.archive or ct.layer call ---- */
+
+struct archive;
+struct archive_entry;
+struct archive_entry_linkresolver;
+
+#define BLOCK_SIZE 65536
+
+struct job {
+  struct archive *rd;                       /* an archive being read */
+  struct archive *wr;                       /* the disk, or an archive being written */
+  struct archive_entry *entry;              /* create: the entry being built */
+  struct archive_entry_linkresolver *links; /* create: hard link detection */
+  DIR *dir;                                 /* create: a directory being listed */
+  int fd;                                   /* the archive file */
+  char *tmp;                                /* create: temp file, removed unless renamed */
+  char *buf;                                /* create: copy buffer */
+  struct stat st;                           /* the archive file's stat (reading) */
+  /* Stack indices (0: none) of the progress callback and the warnings table. */
+  int progress, warnings;
+  double last_progress;
+  lua_Integer nwarnings;
+  int err;                      /* the failure: errno ... */
+  char msg[2 * PATH_MAX + 256]; /* ... and message */
+};
+
+/* Pushes a new job marked to-be-closed: it stays where it is on the stack. */
+struct job *job_new(lua_State *L);
+/* Frees what the job holds (again is harmless). */
+void job_close(struct job *j);
+/* Records the failure of the call; returns -1. */
+int job_fail(struct job *j, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* A libarchive failure on a: "<who>: [<entry>: ]<libarchive's message>"; -1. */
+int job_fail_archive(struct job *j, struct archive *a, const char *who, const char *entry);
+/* Frees the job's resources and returns nil, msg, errno. */
+int job_error(lua_State *L, struct job *j);
+void job_warn(lua_State *L, struct job *j, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* progress(done, other) at most every 0.1 s (always when forced); its errors propagate. */
+void job_progress_n(lua_State *L, struct job *j, lua_Integer done, lua_Integer other, int force);
+/* The same with the bytes through a's outer end (read or written). */
+void job_progress(lua_State *L, struct job *j, lua_Integer done, struct archive *a, int force);
+/* Opens src (again, from its start) for reading, compression detected. 0 or -1. */
+int open_reader(struct job *j, const char *src);
+
+/* Options of the table at t (none: nil); a bad type raises. */
+int opt_field(lua_State *L, int t, const char *k);
+int opt_bool(lua_State *L, int t, const char *k);
+lua_Integer opt_integer(lua_State *L, int t, const char *k, lua_Integer def, lua_Integer min);
+const char *opt_string(lua_State *L, int t, const char *k, const char *def);
+/* Pushes opts.progress (a function or nil); its index, or 0. */
+int opt_progress(lua_State *L, int t);
+
+/* A member name as "a/b/c" (no ".", repeated or trailing slashes) in out:
+   NULL, or why it is refused ("" is the archive's root). */
+const char *clean_name(const char *name, char *out, size_t size);
+/* Whether name was met before in the table at seen (remembering it). */
+int seen_before(lua_State *L, int seen, const char *name);
+int ar_extract(lua_State *L);
+int ar_create(lua_State *L);
 
 /* ---- mount.c ---- */
 
