@@ -491,13 +491,7 @@ static const luaL_Reg archive_funcs[] = {
 };
 
 int luaopen_ct_archive(lua_State *L) {
-  if (luaL_newmetatable(L, JOB_MT)) {
-    lua_pushcfunction(L, job_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, job_gc);
-    lua_setfield(L, -2, "__close");
-  }
-  lua_pop(L, 1);
+  ct_class(L, JOB_MT, NULL, job_gc, NULL);
   luaL_newlib(L, archive_funcs);
   return 1;
 }

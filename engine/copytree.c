@@ -494,8 +494,7 @@ static int fs_rmtree(lua_State *L) {
   const char *path = check_tree_path(L, 1);
   struct fserr e = {0, NULL, NULL, NULL};
   if (do_rmtree(path, &e)) return fserr_push(L, &e);
-  lua_pushboolean(L, 1);
-  return 1;
+  return ct_true(L);
 }
 
 /* copytree(src, dst) -> true; dst must not exist */
@@ -504,8 +503,7 @@ static int fs_copytree(lua_State *L) {
   const char *dst = check_tree_path(L, 2);
   struct fserr e = {0, NULL, NULL, NULL};
   if (do_copytree(src, dst, &e)) return fserr_push(L, &e);
-  lua_pushboolean(L, 1);
-  return 1;
+  return ct_true(L);
 }
 
 /* du(path) -> bytes, files: apparent sizes of everything but directories,

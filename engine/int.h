@@ -228,6 +228,46 @@ void ct_beneath_set_openat2(int on);
 int ct_open_beneath(int dirfd, const char *rel, int flags, mode_t mode);
 int ct_mkdirs_beneath(int dirfd, const char *rel, mode_t mode, int *out);
 
+/* ---- beneath.c: Dir and File handles (beneath_tree.c, beneath_file.c) ---- */
+
+#define DIR_MT "ct.fs.Dir"
+#define FILE_MT "ct.fs.File"
+struct handle {
+  int fd; /* -1 once closed */
+};
+/* A new closed handle (metatable mt) whose display path is the string at
+   path_idx, on top of the stack. */
+struct handle *ct_new_handle(lua_State *L, const char *mt, int path_idx);
+struct handle *ct_handle_check(lua_State *L, int idx, const char *mt); /* raises if closed */
+#define check_dir(L, idx) ct_handle_check(L, idx, DIR_MT)
+#define check_file(L, idx) ct_handle_check(L, idx, FILE_MT)
+int ct_handle_close(lua_State *L, const char *mt);
+const char *ct_handle_path(lua_State *L, int idx);
+/* The relative path at arg for the Dir at 1, display path pushed; NULL
+   after pushing nil, msg, EINVAL for an absolute path or "..". */
+const char *ct_check_rel(lua_State *L, int arg, const char **display);
+#define CHECK_REL(L, arg, rel, display)            \
+  const char *display;                             \
+  const char *rel = ct_check_rel(L, arg, &display); \
+  if (!rel) return 3
+/* nil, "<display>: <msg or strerror>", err (ELOOP: "a symlink ..."). */
+int ct_fail_at(lua_State *L, int err, const char *display, const char *msg);
+/* After a failed open of name in dirfd: a symlink there is ELOOP. */
+int ct_classify(int dirfd, const char *name, int err);
+int ct_chmod_fd(int fd, mode_t mode); /* of an O_PATH descriptor */
+int ct_open_path(int dirfd, const char *rel); /* O_PATH beneath, no symlink followed */
+/* The parent of rel opened beneath dirfd and rel's last component (malloc'd). */
+int ct_parent_beneath(int dirfd, const char *rel, int *pfd, char **base);
+/* The rest of fd into Lua; more than max (>= 0) bytes is EFBIG. */
+int ct_read_rest(lua_State *L, int fd, lua_Integer max, const char *display);
+lua_Integer ct_opt_max(lua_State *L, int arg); /* -1: none */
+void ct_file_class(lua_State *L);
+int d_copytree(lua_State *L);
+int d_rmtree(lua_State *L);
+int d_du(lua_State *L);
+int d_walk(lua_State *L);
+int d_shift_tree(lua_State *L);
+
 /* ---- walk.c, copytree.c: whole trees ---- */
 
 /* The path argument at arg without trailing slashes (a symlink's "l/"

@@ -643,13 +643,7 @@ static const luaL_Reg layer_funcs[] = {
 };
 
 int luaopen_ct_layer(lua_State *L) {
-  if (luaL_newmetatable(L, LX_MT)) {
-    lua_pushcfunction(L, lx_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, lx_gc);
-    lua_setfield(L, -2, "__close");
-  }
-  lua_pop(L, 1);
+  ct_class(L, LX_MT, NULL, lx_gc, NULL);
   luaL_newlib(L, layer_funcs);
   return 1;
 }

@@ -839,8 +839,7 @@ static int pr_kill(lua_State *L) {
   int sig = check_signal(L, 2, SIGTERM);
   if (p->pid <= 0 || p->reaped) return ct_error(L, ESRCH, "process %d has exited", (int)p->pid);
   if (kill(p->group ? -p->pid : p->pid, sig) != 0) return ct_oserror(L, errno, "kill");
-  lua_pushboolean(L, 1);
-  return 1;
+  return ct_true(L);
 }
 
 /* p:close() / __gc / __close: kills (the group) and reaps a live child. */
@@ -899,8 +898,7 @@ static int p_kill(lua_State *L) {
   int group = lua_toboolean(L, 3);
   if (kill(group ? -pid : pid, sig) != 0)
     return ct_error(L, errno, "kill %d: %s", (int)pid, strerror(errno));
-  lua_pushboolean(L, 1);
-  return 1;
+  return ct_true(L);
 }
 
 /* alive(pid) -> boolean; a zombie is not alive. */
@@ -952,17 +950,7 @@ static const luaL_Reg proc_funcs[] = {
 };
 
 int luaopen_ct_proc(lua_State *L) {
-  if (luaL_newmetatable(L, PROCESS_MT)) {
-    luaL_newlib(L, process_methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, pr_close);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, pr_close);
-    lua_setfield(L, -2, "__close");
-    lua_pushliteral(L, "ct.process");
-    lua_setfield(L, -2, "__name");
-  }
-  lua_pop(L, 1);
+  ct_class(L, PROCESS_MT, process_methods, pr_close, NULL);
   luaL_newlib(L, proc_funcs);
   lua_createtable(L, 0, (int)(sizeof signal_names / sizeof signal_names[0]));
   for (size_t i = 0; i < sizeof signal_names / sizeof signal_names[0]; i++) {
