@@ -1,4 +1,4 @@
-/* The descriptor-based tree walker (never follows a symlink, any depth on a bounded number of descriptors), rmtree and the hard link table.
+/* The tree walk: a descriptor-based walker (no symlink followed, any depth on a bounded number of descriptors), the visitor every tree operation rides on, rmtree and the hard link table.
 
    The walk is iterative: a heap stack of frames, one per directory level,
    each holding the directory's sorted entry names. Only the deepest
