@@ -185,12 +185,11 @@ struct cp {
   ino_t dino;
   int root;            /* euid 0: owners must be kept */
   struct hlset hl;
-  struct walk w;
-  struct fserr *e;
+  struct tw v;
 };
 
 static int cp_fail(struct cp *c, int err, int dst_side, const char *msg) {
-  return fserr_set(c->e, err, dst_side ? c->dst : c->src, pb_str(&c->w.rel), msg);
+  return fserr_set(c->v.e, err, dst_side ? c->dst : c->src, pb_str(&c->v.w.rel), msg);
 }
 
 static int owner_ok(struct cp *c, int r) { return r == 0 || (!c->root && errno == EPERM); }
@@ -280,32 +279,23 @@ static int cp_dir(struct cp *c, struct frame *t, const char *name, const struct 
   if (st->st_dev == c->ddev && st->st_ino == c->dino)
     return cp_fail(c, EINVAL, 0, "the destination is inside the source tree");
   if (mkdirat(t->dfd, name, 0700) != 0) return cp_fail(c, errno, 1, NULL);
-  int sfd = openat(t->fd, name, DIR_FLAGS | O_NOFOLLOW);
+  struct stat sst = *st;
+  int sfd = tw_opendir(t, name, &sst, 1); /* ESTALE: replaced */
   if (sfd < 0) return cp_fail(c, errno, 0, NULL);
-  struct stat sst;
-  int err = fstat(sfd, &sst) != 0 ? errno : 0;
-  if (!err && (sst.st_ino != st->st_ino || sst.st_dev != st->st_dev)) err = ESTALE; /* replaced */
-  if (err) {
-    close(sfd);
-    return cp_fail(c, err, 0, NULL);
-  }
   int dfd = openat(t->dfd, name, DIR_FLAGS | O_NOFOLLOW);
   if (dfd < 0) {
     close_keep_errno(sfd);
     return cp_fail(c, errno, 1, NULL);
   }
-  err = walk_push(&c->w, sfd, dfd, &sst);
-  return err ? cp_fail(c, err, 0, NULL) : 0;
+  return tw_enter(&c->v, sfd, dfd, &sst);
 }
 
-static int cp_entry(struct cp *c, struct frame *t, const char *name) {
-  struct stat st;
-  if (fstatat(t->fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0)
-    return errno == ENOENT ? 0 : cp_fail(c, errno, 0, NULL);
-  if (S_ISDIR(st.st_mode)) return cp_dir(c, t, name, &st);
-  int linked = st.st_nlink > 1;
+static int cp_entry(struct tw *v, struct frame *t, const char *name, const struct stat *st) {
+  struct cp *c = v->ctx;
+  if (S_ISDIR(st->st_mode)) return cp_dir(c, t, name, st);
+  int linked = st->st_nlink > 1;
   if (linked) {
-    struct hl_entry *h = hl_find(&c->hl, st.st_dev, st.st_ino);
+    struct hl_entry *h = hl_find(&c->hl, st->st_dev, st->st_ino);
     if (h) {
       if (linkat(c->droot, h->rel, t->dfd, name, 0) == 0) return 0;
       if (errno != ENAMETOOLONG) return cp_fail(c, errno, 1, NULL);
@@ -313,15 +303,20 @@ static int cp_entry(struct cp *c, struct frame *t, const char *name) {
     }
   }
   int err;
-  if (S_ISREG(st.st_mode))
-    err = cp_file(c, t, name, &st);
-  else if (S_ISLNK(st.st_mode))
-    err = cp_symlink(c, t, name, &st);
+  if (S_ISREG(st->st_mode))
+    err = cp_file(c, t, name, st);
+  else if (S_ISLNK(st->st_mode))
+    err = cp_symlink(c, t, name, st);
   else
-    err = cp_node(c, t, name, &st);
-  if (!err && linked && (err = hl_add(&c->hl, st.st_dev, st.st_ino, pb_str(&c->w.rel))))
+    err = cp_node(c, t, name, st);
+  if (!err && linked && (err = hl_add(&c->hl, st->st_dev, st->st_ino, pb_str(&v->w.rel))))
     cp_fail(c, err, 0, NULL);
   return err;
+}
+
+/* A directory's metadata once its contents are in (writing moves mtime). */
+static int cp_leave(struct tw *v, struct frame *t) {
+  return cp_meta_fd(v->ctx, t->fd, t->dfd, &t->st);
 }
 
 static int do_copytree(const char *src, const char *dst, struct fserr *e) {
@@ -340,7 +335,7 @@ int copytree_fd(int sfd, const char *src, const char *dst, struct fserr *e) {
   memset(&c, 0, sizeof c);
   c.src = src;
   c.dst = dst;
-  c.e = e;
+  c.v = (struct tw){.e = e, .display = src, .entry = cp_entry, .leave = cp_leave, .ctx = &c};
   c.droot = -1;
   c.root = geteuid() == 0;
   struct stat st;
@@ -365,25 +360,8 @@ int copytree_fd(int sfd, const char *src, const char *dst, struct fserr *e) {
   } else {
     c.ddev = dst_st.st_dev;
     c.dino = dst_st.st_ino;
-    if ((err = walk_push(&c.w, sfd, dfd, &st))) fserr_set(e, err, src, "", NULL);
+    err = tw_run(&c.v, sfd, dfd, &st);
   }
-  while (!err) {
-    const char *name;
-    int ev = walk_next(&c.w, &name);
-    if (ev < 0) {
-      err = cp_fail(&c, -ev, 0, NULL);
-      break;
-    }
-    struct frame *t = walk_top(&c.w);
-    if (ev == EV_ENTRY) {
-      err = cp_entry(&c, t, name);
-    } else {
-      if ((err = cp_meta_fd(&c, t->fd, t->dfd, &t->st))) break;
-      if (c.w.depth == 1) break;
-      if ((err = walk_pop(&c.w))) cp_fail(&c, err, 0, NULL);
-    }
-  }
-  walk_free(&c.w);
   hl_free(&c.hl);
   if (c.droot >= 0) close(c.droot);
   if (err) {
@@ -410,62 +388,41 @@ static int do_du(const char *path, lua_Integer *bytes, lua_Integer *files, struc
   return du_fd(fd, path, bytes, files, e);
 }
 
+struct du {
+  struct hlset seen;
+  lua_Integer bytes, files;
+};
+
+static int du_entry(struct tw *v, struct frame *t, const char *name, const struct stat *st) {
+  struct du *d = v->ctx;
+  if (S_ISDIR(st->st_mode)) {
+    struct stat cst = *st;
+    int cfd = tw_opendir(t, name, &cst, 0);
+    if (cfd < 0) return errno == ENOENT ? 0 : tw_fail(v, errno, NULL);
+    return tw_enter(v, cfd, -1, &cst);
+  }
+  if (st->st_nlink > 1) {
+    if (hl_find(&d->seen, st->st_dev, st->st_ino)) return 0;
+    int err = hl_add(&d->seen, st->st_dev, st->st_ino, NULL);
+    if (err) return tw_fail(v, err, NULL);
+  }
+  d->bytes += st->st_size;
+  d->files += 1;
+  return 0;
+}
+
 /* Sizes under the directory open at fd; see int.h. */
 int du_fd(int fd, const char *path, lua_Integer *bytes, lua_Integer *files, struct fserr *e) {
-  *bytes = *files = 0;
+  struct du d;
+  memset(&d, 0, sizeof d);
+  struct tw v = {.e = e, .display = path, .entry = du_entry, .ctx = &d};
   struct stat st;
-  if (fstat(fd, &st) != 0) {
-    int err = fserr_set(e, errno, path, "", NULL);
-    close(fd);
-    return err;
-  }
-  struct walk w;
-  struct hlset seen;
-  memset(&w, 0, sizeof w);
-  memset(&seen, 0, sizeof seen);
-  int err = walk_push(&w, fd, -1, &st);
-  if (err) fserr_set(e, err, path, "", NULL);
-  while (!err) {
-    const char *name;
-    int ev = walk_next(&w, &name);
-    if (ev < 0) {
-      err = fserr_set(e, -ev, path, pb_str(&w.rel), NULL);
-      break;
-    }
-    struct frame *t = walk_top(&w);
-    if (ev == EV_LEAVE) {
-      if (w.depth == 1) break;
-      if ((err = walk_pop(&w))) fserr_set(e, err, path, pb_str(&w.rel), NULL);
-      continue;
-    }
-    struct stat cst;
-    if (fstatat(t->fd, name, &cst, AT_SYMLINK_NOFOLLOW) != 0) {
-      if (errno == ENOENT) continue;
-      err = fserr_set(e, errno, path, pb_str(&w.rel), NULL);
-      break;
-    }
-    if (S_ISDIR(cst.st_mode)) {
-      int cfd = openat(t->fd, name, DIR_FLAGS | O_NOFOLLOW);
-      if (cfd < 0) {
-        if (errno == ENOENT) continue;
-        err = fserr_set(e, errno, path, pb_str(&w.rel), NULL);
-        break;
-      }
-      if ((err = walk_push(&w, cfd, -1, &cst))) fserr_set(e, err, path, pb_str(&w.rel), NULL);
-      continue;
-    }
-    if (cst.st_nlink > 1) {
-      if (hl_find(&seen, cst.st_dev, cst.st_ino)) continue;
-      if ((err = hl_add(&seen, cst.st_dev, cst.st_ino, NULL))) {
-        fserr_set(e, err, path, pb_str(&w.rel), NULL);
-        break;
-      }
-    }
-    *bytes += cst.st_size;
-    *files += 1;
-  }
-  walk_free(&w);
-  hl_free(&seen);
+  int err = fstat(fd, &st) != 0 ? fserr_set(e, errno, path, "", NULL) : 0;
+  if (err) close(fd);
+  else err = tw_run(&v, fd, -1, &st);
+  hl_free(&d.seen);
+  *bytes = d.bytes;
+  *files = d.files;
   return err;
 }
 
@@ -501,7 +458,25 @@ static int pathlist_add(struct pathlist *l, const char *rel) {
    serves someone who reaches the tree from the host). Symlinks are never
    followed and mount points never crossed. Returns 0 or an errno (with *e);
    what was removed before a failure stays listed in *out. */
+static int rd_entry(struct tw *v, struct frame *t, const char *name, const struct stat *st) {
+  if (S_ISCHR(st->st_mode) || S_ISBLK(st->st_mode)) {
+    if (unlinkat(t->fd, name, 0) != 0 && errno != ENOENT) return tw_fail(v, errno, NULL);
+    int err = pathlist_add(v->ctx, pb_str(&v->w.rel));
+    return err ? tw_fail(v, err, NULL) : 0;
+  }
+  if (!S_ISDIR(st->st_mode)) return 0;
+  struct stat cst = *st;
+  int cfd = tw_opendir(t, name, &cst, 0);
+  if (cfd < 0) return errno == ENOENT ? 0 : tw_fail(v, errno, NULL);
+  if (is_mount_root(cfd, &t->st, &cst)) {
+    close(cfd);
+    return tw_fail(v, EBUSY, "is a mount point (not walking across it)");
+  }
+  return tw_enter(v, cfd, -1, &cst);
+}
+
 static int do_remove_devices(const char *path, struct pathlist *out, struct fserr *e) {
+  struct tw v = {.e = e, .display = path, .entry = rd_entry, .ctx = out};
   int fd = open(path, DIR_FLAGS | O_NOFOLLOW);
   struct stat st;
   if (fd < 0 || fstat(fd, &st) != 0) {
@@ -509,63 +484,8 @@ static int do_remove_devices(const char *path, struct pathlist *out, struct fser
     if (fd >= 0) close(fd);
     return err;
   }
-  struct walk w;
-  memset(&w, 0, sizeof w);
-  int err = walk_push(&w, fd, -1, &st);
-  if (err) fserr_set(e, err, path, "", NULL);
-  while (!err) {
-    const char *name;
-    int ev = walk_next(&w, &name);
-    if (ev < 0) {
-      err = fserr_set(e, -ev, path, pb_str(&w.rel), NULL);
-      break;
-    }
-    struct frame *t = walk_top(&w);
-    if (ev == EV_LEAVE) {
-      if (w.depth == 1) break;
-      if ((err = walk_pop(&w))) fserr_set(e, err, path, pb_str(&w.rel), NULL);
-      continue;
-    }
-    struct stat cst;
-    if (fstatat(t->fd, name, &cst, AT_SYMLINK_NOFOLLOW) != 0) {
-      if (errno == ENOENT) continue;
-      err = fserr_set(e, errno, path, pb_str(&w.rel), NULL);
-      break;
-    }
-    if (S_ISCHR(cst.st_mode) || S_ISBLK(cst.st_mode)) {
-      if (unlinkat(t->fd, name, 0) != 0 && errno != ENOENT) {
-        err = fserr_set(e, errno, path, pb_str(&w.rel), NULL);
-        break;
-      }
-      if ((err = pathlist_add(out, pb_str(&w.rel)))) {
-        fserr_set(e, err, path, pb_str(&w.rel), NULL);
-        break;
-      }
-      continue;
-    }
-    if (!S_ISDIR(cst.st_mode)) continue;
-    int cfd = openat(t->fd, name, DIR_FLAGS | O_NOFOLLOW);
-    if (cfd < 0) {
-      if (errno == ENOENT) continue;
-      err = fserr_set(e, errno, path, pb_str(&w.rel), NULL);
-      break;
-    }
-    if (fstat(cfd, &cst) != 0) {
-      err = fserr_set(e, errno, path, pb_str(&w.rel), NULL);
-      close(cfd);
-      break;
-    }
-    if (is_mount_root(cfd, &t->st, &cst)) {
-      err = fserr_set(e, EBUSY, path, pb_str(&w.rel), "is a mount point (not walking across it)");
-      close(cfd);
-      break;
-    }
-    if ((err = walk_push(&w, cfd, -1, &cst))) fserr_set(e, err, path, pb_str(&w.rel), NULL);
-  }
-  walk_free(&w);
-  return err;
+  return tw_run(&v, fd, -1, &st);
 }
-
 
 /* ---- the Lua functions ---- */
 
@@ -574,8 +494,7 @@ static int fs_rmtree(lua_State *L) {
   const char *path = check_tree_path(L, 1);
   struct fserr e = {0, NULL, NULL, NULL};
   if (do_rmtree(path, &e)) return fserr_push(L, &e);
-  lua_pushboolean(L, 1);
-  return 1;
+  return ct_true(L);
 }
 
 /* copytree(src, dst) -> true; dst must not exist */
@@ -584,8 +503,7 @@ static int fs_copytree(lua_State *L) {
   const char *dst = check_tree_path(L, 2);
   struct fserr e = {0, NULL, NULL, NULL};
   if (do_copytree(src, dst, &e)) return fserr_push(L, &e);
-  lua_pushboolean(L, 1);
-  return 1;
+  return ct_true(L);
 }
 
 /* du(path) -> bytes, files: apparent sizes of everything but directories,

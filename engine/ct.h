@@ -19,6 +19,12 @@ int luaopen_ct_layer(lua_State *L);
 int ct_oserror(lua_State *L, int err, const char *what);
 /* Pushes nil, msg, err and returns 3. */
 int ct_error(lua_State *L, int err, const char *fmt, ...);
+/* Pushes true and returns 1. */
+int ct_true(lua_State *L);
+/* Registers metatable mt once: methods (or NULL) as __index, gc as __gc and
+   __close, tostr (or NULL) as __tostring. */
+void ct_class(lua_State *L, const char *mt, const luaL_Reg *methods, lua_CFunction gc,
+              lua_CFunction tostr);
 /* The descriptor of the ct.fs.File at idx, or -1 when it is not one;
    raises if it is closed. The File keeps owning it. */
 int ct_testfile(lua_State *L, int idx);

@@ -37,6 +37,31 @@ int ct_error(lua_State *L, int err, const char *fmt, ...) {
   return 3;
 }
 
+int ct_true(lua_State *L) {
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+void ct_class(lua_State *L, const char *mt, const luaL_Reg *methods, lua_CFunction gc,
+              lua_CFunction tostr) {
+  if (luaL_newmetatable(L, mt)) {
+    if (methods) {
+      lua_newtable(L);
+      luaL_setfuncs(L, methods, 0);
+      lua_setfield(L, -2, "__index");
+    }
+    lua_pushcfunction(L, gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, gc);
+    lua_setfield(L, -2, "__close");
+    if (tostr) {
+      lua_pushcfunction(L, tostr);
+      lua_setfield(L, -2, "__tostring");
+    }
+  }
+  lua_pop(L, 1);
+}
+
 /* Searcher 1: CTCLI_LUA_DIR/<a>/<b>.lua. */
 static int search_lua_dir(lua_State *L) {
   const char *name = luaL_checkstring(L, 1);

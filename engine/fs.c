@@ -187,68 +187,6 @@ void push_stat(lua_State *L, const struct stat *st) {
   set_int(L, "nlink", (lua_Integer)st->st_nlink);
 }
 
-/* ---- atomic replacement: temp file + fsync + rename + fsync dir -------- */
-
-struct atomic {
-  int dirfd; /* borrowed */
-  int fd;
-  char tmp[NAME_MAX + 1];
-};
-
-/* Creates a temp file next to `base` in dirfd. Returns 0 or an errno. */
-static int atomic_begin(struct atomic *a, int dirfd, const char *base) {
-  a->dirfd = dirfd;
-  a->fd = -1;
-  a->tmp[0] = '\0';
-  for (int tries = 0; tries < 100; tries++) {
-    unsigned char rnd[6];
-    if (getrandom(rnd, sizeof rnd, GRND_NONBLOCK) != (ssize_t)sizeof rnd) {
-      struct timespec ts;
-      clock_gettime(CLOCK_MONOTONIC, &ts);
-      uint64_t x = (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 32) ^ (uint64_t)tries;
-      memcpy(rnd, &x, sizeof rnd);
-    }
-    /* the base is cut so the name fits NAME_MAX */
-    snprintf(a->tmp, sizeof a->tmp, ".%.200s.%02x%02x%02x%02x%02x%02x.tmp", base, rnd[0], rnd[1],
-             rnd[2], rnd[3], rnd[4], rnd[5]);
-    a->fd = openat(dirfd, a->tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (a->fd >= 0) return 0;
-    if (errno != EEXIST) return last_err();
-  }
-  return EEXIST;
-}
-
-static void atomic_abort(struct atomic *a) {
-  int e = errno;
-  if (a->fd >= 0) {
-    close(a->fd);
-    a->fd = -1;
-  }
-  if (a->tmp[0]) unlinkat(a->dirfd, a->tmp, 0);
-  a->tmp[0] = '\0';
-  errno = e;
-}
-
-/* mode, fsync, rename over `base`, fsync the directory. Returns 0 or an
-   errno; the temp file is gone either way. */
-static int atomic_commit(struct atomic *a, const char *base, mode_t mode) {
-  int err = 0;
-  if (fchmod(a->fd, mode) != 0 || fsync(a->fd) != 0) err = errno;
-  if (!err) {
-    int r = close(a->fd);
-    a->fd = -1;
-    if (r != 0) err = errno;
-  }
-  if (!err && renameat(a->dirfd, a->tmp, a->dirfd, base) != 0) err = errno;
-  if (err) {
-    atomic_abort(a);
-    return err;
-  }
-  a->tmp[0] = '\0';
-  if (fsync(a->dirfd) != 0 && errno != EINVAL) return errno;
-  return 0;
-}
-
 /* Opens the directory of a host path for writing `base` in it (base points
    into path). Returns 0 or an errno. */
 static int open_parent(const char *path, int *dirfd, const char **base) {
@@ -269,26 +207,6 @@ static int open_parent(const char *path, int *dirfd, const char **base) {
     free(dir);
   }
   return *dirfd < 0 ? last_err() : 0;
-}
-
-/* Writes data (or the rest of fd `from` when data is NULL) to base in
-   dirfd atomically. Returns 0 or an errno. */
-int atomic_write_at(int dirfd, const char *base, const char *data, size_t len, int from,
-                           mode_t mode) {
-  struct atomic a;
-  int err = atomic_begin(&a, dirfd, base);
-  if (err) return err;
-  if (data) {
-    err = write_all(a.fd, data, len);
-  } else {
-    int wside;
-    err = copy_data(from, a.fd, &wside);
-  }
-  if (err) {
-    atomic_abort(&a);
-    return err;
-  }
-  return atomic_commit(&a, base, mode);
 }
 
 /* ---- openat2 beneath a directory --------------------------------------- */
@@ -409,8 +327,7 @@ static int fs_exists(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   struct stat st;
   if (lstat(path, &st) == 0) {
-    lua_pushboolean(L, 1);
-    return 1;
+    return ct_true(L);
   }
   if (errno == ENOENT || errno == ENOTDIR) {
     lua_pushboolean(L, 0);
@@ -440,8 +357,7 @@ static int fs_mkdir(lua_State *L) {
   if (!parents) {
     int err = mkdir_exact(path, mode);
     if (err) return ct_oserror(L, err, path);
-    lua_pushboolean(L, 1);
-    return 1;
+    return ct_true(L);
   }
   char *buf = strdup(path);
   if (!buf) return ct_oserror(L, ENOMEM, path);
@@ -464,8 +380,7 @@ static int fs_mkdir(lua_State *L) {
     return 3;
   }
   free(buf);
-  lua_pushboolean(L, 1);
-  return 1;
+  return ct_true(L);
 }
 
 /* Copies the open regular file `in` to host path dst via temp + rename. */
@@ -477,8 +392,7 @@ static int copy_to_path(lua_State *L, int in, const char *dst, mode_t mode) {
   err = atomic_write_at(dirfd, base, NULL, 0, in, mode);
   close(dirfd);
   if (err) return ct_oserror(L, err, dst);
-  lua_pushboolean(L, 1);
-  return 1;
+  return ct_true(L);
 }
 
 /* copyfile(src, dst [, mode]) -> true; mode defaults to src's rwx bits */
@@ -507,8 +421,7 @@ static int fs_rename(lua_State *L) {
   const char *a = luaL_checkstring(L, 1);
   const char *b = luaL_checkstring(L, 2);
   if (rename(a, b) != 0) return pair_error(L, errno, a, "->", b);
-  lua_pushboolean(L, 1);
-  return 1;
+  return ct_true(L);
 }
 
 /* exchange(a, b) -> true: both swap atomically (both must exist) */
@@ -517,8 +430,7 @@ static int fs_exchange(lua_State *L) {
   const char *b = luaL_checkstring(L, 2);
   if (renameat2(AT_FDCWD, a, AT_FDCWD, b, RENAME_EXCHANGE) != 0)
     return pair_error(L, errno, a, "<->", b);
-  lua_pushboolean(L, 1);
-  return 1;
+  return ct_true(L);
 }
 
 /* symlink(target, path) -> true */
@@ -526,8 +438,7 @@ static int fs_symlink(lua_State *L) {
   const char *target = luaL_checkstring(L, 1);
   const char *path = luaL_checkstring(L, 2);
   if (symlink(target, path) != 0) return ct_oserror(L, errno, path);
-  lua_pushboolean(L, 1);
-  return 1;
+  return ct_true(L);
 }
 
 /* readlink(path) -> target */
@@ -555,24 +466,21 @@ static int fs_link(lua_State *L) {
   const char *existing = luaL_checkstring(L, 1);
   const char *path = luaL_checkstring(L, 2);
   if (link(existing, path) != 0) return pair_error(L, errno, path, "->", existing);
-  lua_pushboolean(L, 1);
-  return 1;
+  return ct_true(L);
 }
 
 /* unlink(path) -> true */
 static int fs_unlink(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   if (unlink(path) != 0) return ct_oserror(L, errno, path);
-  lua_pushboolean(L, 1);
-  return 1;
+  return ct_true(L);
 }
 
 /* rmdir(path) -> true */
 static int fs_rmdir(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   if (rmdir(path) != 0) return ct_oserror(L, errno, path);
-  lua_pushboolean(L, 1);
-  return 1;
+  return ct_true(L);
 }
 
 /* dir(path) -> sorted array of names (no "." / "..") */
@@ -644,8 +552,7 @@ static int fs_write_atomic(lua_State *L) {
   err = atomic_write_at(dirfd, base, data, len, -1, mode);
   close(dirfd);
   if (err) return ct_oserror(L, err, path);
-  lua_pushboolean(L, 1);
-  return 1;
+  return ct_true(L);
 }
 
 /* append(path, data [, mode=0644]) -> true; O_APPEND|O_CREAT, one write */
@@ -659,8 +566,7 @@ static int fs_append(lua_State *L) {
   int err = write_all(fd, data, len);
   if (close(fd) != 0 && !err) err = errno;
   if (err) return ct_oserror(L, err, path);
-  lua_pushboolean(L, 1);
-  return 1;
+  return ct_true(L);
 }
 
 /* read_beneath(dir, rel [, max]) -> string; a file longer than max is
@@ -711,8 +617,7 @@ static int fs_chmod(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   mode_t mode = check_mode(L, 2);
   if (chmod(path, mode) != 0) return ct_oserror(L, errno, path);
-  lua_pushboolean(L, 1);
-  return 1;
+  return ct_true(L);
 }
 
 static int chown_common(lua_State *L, int follow) {
@@ -721,8 +626,7 @@ static int chown_common(lua_State *L, int follow) {
   gid_t gid = (gid_t)check_id(L, 3);
   if ((follow ? chown(path, uid, gid) : lchown(path, uid, gid)) != 0)
     return ct_oserror(L, errno, path);
-  lua_pushboolean(L, 1);
-  return 1;
+  return ct_true(L);
 }
 
 /* chown(path, uid, gid), lchown(path, uid, gid) -> true; -1 keeps one */
@@ -772,8 +676,7 @@ static int fs_fsync(lua_State *L) {
   int err = fsync(fd) != 0 ? errno : 0;
   close(fd);
   if (err) return ct_oserror(L, err, path);
-  lua_pushboolean(L, 1);
-  return 1;
+  return ct_true(L);
 }
 
 /* syncfs(path) -> true; the whole filesystem holding path */
@@ -784,8 +687,7 @@ static int fs_syncfs(lua_State *L) {
   int err = syncfs(fd) != 0 ? errno : 0;
   close(fd);
   if (err) return ct_oserror(L, err, path);
-  lua_pushboolean(L, 1);
-  return 1;
+  return ct_true(L);
 }
 
 /* size(path) -> bytes (follows symlinks) */
@@ -838,48 +740,24 @@ static int fs_collapse(lua_State *L) {
     lua_pushinteger(L, 0);
     return 1;
   }
-  int out = -1;
   if (copy_to) {
-    out = open(copy_to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+    int out = open(copy_to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
     if (out < 0) {
       int err = errno;
       close(fd);
       return ct_oserror(L, err, copy_to);
     }
-    off_t in_off = 0;
-    char *buf = NULL;
-    while (in_off < n) {
-      ssize_t w = copy_file_range(fd, &in_off, out, NULL, (size_t)(n - in_off), 0);
-      if (w > 0) continue;
-      if (w < 0 && errno != EXDEV && errno != ENOSYS && errno != EOPNOTSUPP && errno != EINVAL) goto copy_failed;
-      /* no copy_file_range here (or 0 bytes): a plain read/write loop */
-      if (!buf && !(buf = malloc(1 << 20))) { errno = ENOMEM; goto copy_failed; }
-      size_t want = (size_t)(n - in_off) < (1u << 20) ? (size_t)(n - in_off) : (1u << 20);
-      ssize_t r = pread(fd, buf, want, in_off);
-      if (r <= 0) { if (r == 0) errno = EIO; goto copy_failed; }
-      for (ssize_t done = 0; done < r;) {
-        ssize_t k = write(out, buf + done, (size_t)(r - done));
-        if (k < 0) { if (errno == EINTR) continue; goto copy_failed; }
-        done += k;
-      }
-      in_off += r;
-    }
-    free(buf);
-    if (fsync(out) != 0) goto copy_failed_nobuf;
+    uint64_t done;
+    int wside, err = copy_fds(fd, out, (uint64_t)n, &done, &wside);
+    if (!err && done < (uint64_t)n) err = EIO;
+    if (!err && fsync(out) != 0) err = errno;
     close(out);
-    out = -1;
-    goto collapse;
-  copy_failed:
-    free(buf);
-  copy_failed_nobuf: {
-      int err = errno;
-      close(out);
+    if (err) {
       unlink(copy_to);
       close(fd);
       return ct_oserror(L, err, copy_to);
     }
   }
-collapse:
   if (fallocate(fd, FALLOC_FL_COLLAPSE_RANGE, 0, n) != 0) {
     int err = errno;
     if (copy_to) unlink(copy_to);
@@ -924,11 +802,7 @@ static const luaL_Reg fs_funcs[] = {
 };
 
 int luaopen_ct_fs(lua_State *L) {
-  if (luaL_newmetatable(L, FD_GUARD_MT)) {
-    lua_pushcfunction(L, fd_guard_gc);
-    lua_setfield(L, -2, "__gc");
-  }
-  lua_pop(L, 1);
+  ct_class(L, FD_GUARD_MT, NULL, fd_guard_gc, NULL);
   luaL_newlib(L, fs_funcs);
   luaopen_ct_fs_beneath(L);
   luaopen_ct_fs_mount(L);

@@ -3,7 +3,9 @@
 /* Engine-internal helpers shared between engine files (never part of the Lua contract). */
 #include "ct.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -147,20 +149,37 @@ struct walk {
 
 enum { EV_ENTRY = 1, EV_LEAVE = 2 };
 
-void walk_free(struct walk *w);
-struct frame *walk_top(struct walk *w);
-int walk_push(struct walk *w, int fd, int dfd, const struct stat *st);
-int walk_next(struct walk *w, const char **name);
-int walk_pop(struct walk *w);
-const char *walk_popped_name(struct walk *w);
+/* The one tree walk (walk.c) that rmtree, du, copytree, tree_digest,
+   remove_devices, shift_tree and Dir:walk ride on: every entry beneath a
+   directory, names in byte order, looked up relative to its directory's
+   descriptor, never through a symlink. Callbacks return 0 or an errno
+   recorded with tw_fail; a directory is entered only by tw_enter. */
+struct tw {
+  struct walk w;
+  struct fserr *e;
+  const char *display; /* the root's name in messages */
+  int nostat;          /* entry() gets no stat (st NULL) */
+  int gone_fails;      /* an entry removed meanwhile fails the walk (else skipped) */
+  int (*entry)(struct tw *v, struct frame *t, const char *name, const struct stat *st);
+  int (*leave)(struct tw *v, struct frame *t); /* contents done (the root too), before it is left */
+  int (*left)(struct tw *v, struct frame *t, const char *name); /* a directory left (not the root) */
+  void *ctx;
+};
+/* Walks from the directory open at fd (dfd: copytree's destination, or -1),
+   both taken over, whose stat is *st. 0 or an errno (in *v->e). */
+int tw_run(struct tw *v, int fd, int dfd, const struct stat *st);
+int tw_enter(struct tw *v, int fd, int dfd, const struct stat *st);
+/* Records err against display/<current entry>; returns the first errno. */
+int tw_fail(struct tw *v, int err, const char *msg);
+/* Opens directory name in t (no symlink) and stats it into *st; with same,
+   it must be the inode *st already names (else ESTALE). fd or -1, errno. */
+int tw_opendir(const struct frame *t, const char *name, struct stat *st, int same);
 
 /* Empties the directory open at fd (taken over: closed on return), whose
    parent's stat is *parent (NULL when unknown: then only statx tells a
    mount root). Never follows a symlink, never crosses a mount. Failures are
    recorded in *e against display/<rel>. Returns 0 or an errno. */
 int empty_dir_fd(int fd, const struct stat *parent, const char *display, struct fserr *e);
-/* Apparent bytes and file count of the directory open at fd (taken over),
-   symlinks not followed, hard links once. Returns 0 or an errno (with *e). */
 /* copytree_fd(sfd, src, dst, e): copy the directory open at sfd (closed
    here) to the new directory dst; src is its name in messages. */
 int copytree_fd(int sfd, const char *src, const char *dst, struct fserr *e);
@@ -168,6 +187,8 @@ int copytree_fd(int sfd, const char *src, const char *dst, struct fserr *e);
    to out (copy_file_range, else read/write); 0 or an errno, *wside when the
    writing side failed. */
 int copy_fds(int in, int out, uint64_t limit, uint64_t *done, int *wside);
+/* Apparent bytes and file count of the directory open at fd (taken over),
+   symlinks not followed, hard links once. Returns 0 or an errno (with *e). */
 int du_fd(int fd, const char *display, lua_Integer *bytes, lua_Integer *files, struct fserr *e);
 
 /* ---- hard link table ---- */
@@ -207,6 +228,46 @@ void ct_beneath_set_openat2(int on);
 int ct_open_beneath(int dirfd, const char *rel, int flags, mode_t mode);
 int ct_mkdirs_beneath(int dirfd, const char *rel, mode_t mode, int *out);
 
+/* ---- beneath.c: Dir and File handles (beneath_tree.c, beneath_file.c) ---- */
+
+#define DIR_MT "ct.fs.Dir"
+#define FILE_MT "ct.fs.File"
+struct handle {
+  int fd; /* -1 once closed */
+};
+/* A new closed handle (metatable mt) whose display path is the string at
+   path_idx, on top of the stack. */
+struct handle *ct_new_handle(lua_State *L, const char *mt, int path_idx);
+struct handle *ct_handle_check(lua_State *L, int idx, const char *mt); /* raises if closed */
+#define check_dir(L, idx) ct_handle_check(L, idx, DIR_MT)
+#define check_file(L, idx) ct_handle_check(L, idx, FILE_MT)
+int ct_handle_close(lua_State *L, const char *mt);
+const char *ct_handle_path(lua_State *L, int idx);
+/* The relative path at arg for the Dir at 1, display path pushed; NULL
+   after pushing nil, msg, EINVAL for an absolute path or "..". */
+const char *ct_check_rel(lua_State *L, int arg, const char **display);
+#define CHECK_REL(L, arg, rel, display)            \
+  const char *display;                             \
+  const char *rel = ct_check_rel(L, arg, &display); \
+  if (!rel) return 3
+/* nil, "<display>: <msg or strerror>", err (ELOOP: "a symlink ..."). */
+int ct_fail_at(lua_State *L, int err, const char *display, const char *msg);
+/* After a failed open of name in dirfd: a symlink there is ELOOP. */
+int ct_classify(int dirfd, const char *name, int err);
+int ct_chmod_fd(int fd, mode_t mode); /* of an O_PATH descriptor */
+int ct_open_path(int dirfd, const char *rel); /* O_PATH beneath, no symlink followed */
+/* The parent of rel opened beneath dirfd and rel's last component (malloc'd). */
+int ct_parent_beneath(int dirfd, const char *rel, int *pfd, char **base);
+/* The rest of fd into Lua; more than max (>= 0) bytes is EFBIG. */
+int ct_read_rest(lua_State *L, int fd, lua_Integer max, const char *display);
+lua_Integer ct_opt_max(lua_State *L, int arg); /* -1: none */
+void ct_file_class(lua_State *L);
+int d_copytree(lua_State *L);
+int d_rmtree(lua_State *L);
+int d_du(lua_State *L);
+int d_walk(lua_State *L);
+int d_shift_tree(lua_State *L);
+
 /* ---- walk.c, copytree.c: whole trees ---- */
 
 /* The path argument at arg without trailing slashes (a symlink's "l/"
@@ -217,6 +278,66 @@ int do_rmtree(const char *path, struct fserr *e);
 int copy_data(int in, int out, int *wside);
 int is_mount_root(int fd, const struct stat *parent, const struct stat *st);
 int luaopen_ct_fs_trees(lua_State *L); /* adds rmtree, copytree, du, remove_devices */
+
+/* ---- archive.c: the job of one ct.archive or ct.layer call ---- */
+
+struct archive;
+struct archive_entry;
+struct archive_entry_linkresolver;
+
+#define BLOCK_SIZE 65536
+
+struct job {
+  struct archive *rd;                       /* an archive being read */
+  struct archive *wr;                       /* the disk, or an archive being written */
+  struct archive_entry *entry;              /* create: the entry being built */
+  struct archive_entry_linkresolver *links; /* create: hard link detection */
+  DIR *dir;                                 /* create: a directory being listed */
+  int fd;                                   /* the archive file */
+  char *tmp;                                /* create: temp file, removed unless renamed */
+  char *buf;                                /* create: copy buffer */
+  struct stat st;                           /* the archive file's stat (reading) */
+  /* Stack indices (0: none) of the progress callback and the warnings table. */
+  int progress, warnings;
+  double last_progress;
+  lua_Integer nwarnings;
+  int err;                      /* the failure: errno ... */
+  char msg[2 * PATH_MAX + 256]; /* ... and message */
+};
+
+/* Pushes a new job marked to-be-closed: it stays where it is on the stack. */
+struct job *job_new(lua_State *L);
+/* Frees what the job holds (again is harmless). */
+void job_close(struct job *j);
+/* Records the failure of the call; returns -1. */
+int job_fail(struct job *j, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* A libarchive failure on a: "<who>: [<entry>: ]<libarchive's message>"; -1. */
+int job_fail_archive(struct job *j, struct archive *a, const char *who, const char *entry);
+/* Frees the job's resources and returns nil, msg, errno. */
+int job_error(lua_State *L, struct job *j);
+void job_warn(lua_State *L, struct job *j, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* progress(done, other) at most every 0.1 s (always when forced); its errors propagate. */
+void job_progress_n(lua_State *L, struct job *j, lua_Integer done, lua_Integer other, int force);
+/* The same with the bytes through a's outer end (read or written). */
+void job_progress(lua_State *L, struct job *j, lua_Integer done, struct archive *a, int force);
+/* Opens src (again, from its start) for reading, compression detected. 0 or -1. */
+int open_reader(struct job *j, const char *src);
+
+/* Options of the table at t (none: nil); a bad type raises. */
+int opt_field(lua_State *L, int t, const char *k);
+int opt_bool(lua_State *L, int t, const char *k);
+lua_Integer opt_integer(lua_State *L, int t, const char *k, lua_Integer def, lua_Integer min);
+const char *opt_string(lua_State *L, int t, const char *k, const char *def);
+/* Pushes opts.progress (a function or nil); its index, or 0. */
+int opt_progress(lua_State *L, int t);
+
+/* A member name as "a/b/c" (no ".", repeated or trailing slashes) in out:
+   NULL, or why it is refused ("" is the archive's root). */
+const char *clean_name(const char *name, char *out, size_t size);
+/* Whether name was met before in the table at seen (remembering it). */
+int seen_before(lua_State *L, int seen, const char *name);
+int ar_extract(lua_State *L);
+int ar_create(lua_State *L);
 
 /* ---- mount.c ---- */
 

@@ -40,8 +40,6 @@
 #include <linux/capability.h>
 
 #define LX_MT "ct.layer.job"
-#define BLOCK_SIZE 65536
-#define PROGRESS_EVERY 0.1
 
 /* ---- whiteouts (shared with archive.c through layer.h) ---- */
 
@@ -81,8 +79,7 @@ struct dirtime {
 
 struct lx {
   lua_State *L;
-  struct archive *rd;
-  int fd;     /* the blob */
+  struct job j; /* the blob (j.fd, j.rd), the progress callback and the failure */
   int root;   /* dest */
   int pfd;    /* the parent directory of the last entry ... */
   char *pdir; /* ... and its name under dest (NULL: none kept) */
@@ -94,22 +91,17 @@ struct lx {
   lua_Integer max_entries, max_bytes; /* -1: no limit */
   lua_Integer entries, bytes, done, headers, whiteouts, nskipped;
   int64_t block, space_left;
-  int progress, seen, skipped; /* stack indices (progress 0: none) */
-  double last_progress;
+  int seen, skipped; /* stack indices */
   const char *src;
-  int err;
-  char msg[2 * PATH_MAX + 256];
   char name[PATH_MAX]; /* the entry's cleaned name */
   char link[PATH_MAX]; /* a hard link's cleaned target */
 };
 
 static void lx_close(struct lx *x) {
-  if (x->rd) archive_read_free(x->rd);
-  x->rd = NULL;
-  if (x->fd >= 0) close(x->fd);
+  job_close(&x->j);
   if (x->root >= 0) close(x->root);
   if (x->pfd >= 0) close(x->pfd);
-  x->fd = x->root = x->pfd = -1;
+  x->root = x->pfd = -1;
   free(x->pdir);
   x->pdir = NULL;
   for (size_t i = 0; i < x->ndirs; i++) free(x->dirs[i].rel);
@@ -125,57 +117,14 @@ static int lx_gc(lua_State *L) {
   return 0;
 }
 
-static int lx_fail(struct lx *x, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int lx_fail(struct lx *x, int err, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(x->msg, sizeof x->msg, fmt, ap);
-  va_end(ap);
-  x->err = err > 0 ? err : EIO;
-  return -1;
-}
-
 /* "<blob>: <entry>: <why or strerror>" */
 static int entry_fail(struct lx *x, int err, const char *why) {
   if (!why) why = err == ELOOP ? "refusing a path through a symlink" : strerror(err);
   if (err == EXDEV) why = "refusing a path that leaves the destination";
-  return lx_fail(x, err, "%s: %s: %s", x->src, x->name, why);
-}
-
-/* progress(bytes written, compressed bytes read); its errors propagate. */
-static void lx_progress(struct lx *x, int force) {
-  if (!x->progress) return;
-  double now = ct_mono();
-  if (!force && now - x->last_progress < PROGRESS_EVERY) return;
-  x->last_progress = now;
-  lua_pushvalue(x->L, x->progress);
-  lua_pushinteger(x->L, x->done);
-  lua_pushinteger(x->L, x->rd ? (lua_Integer)archive_filter_bytes(x->rd, -1) : 0);
-  lua_call(x->L, 2, 0);
+  return job_fail(&x->j, err, "%s: %s: %s", x->src, x->name, why);
 }
 
 /* ---- names and owners ---- */
-
-/* name as "a/b/c" (no ".", repeated or trailing slashes) into out; NULL or
-   why it is refused. "" is the layer's root. */
-static const char *clean_name(const char *name, char *out, size_t size) {
-  if (name[0] == '/') return "refusing an absolute path";
-  size_t n = 0;
-  for (const char *p = name; *p;) {
-    while (*p == '/') p++;
-    const char *s = p;
-    while (*p && *p != '/') p++;
-    size_t len = (size_t)(p - s);
-    if (len == 0 || (len == 1 && s[0] == '.')) continue;
-    if (len == 2 && s[0] == '.' && s[1] == '.') return "refusing a path with '..'";
-    if (n + len + 2 > size) return "refusing a path that is too long";
-    if (n) out[n++] = '/';
-    memcpy(out + n, s, len);
-    n += len;
-  }
-  out[n] = '\0';
-  return NULL;
-}
 
 /* Splits a cleaned name in place: returns its last component; *dir is
    the rest ("" at the top). */
@@ -188,17 +137,6 @@ static char *split_name(char *name, const char **dir) {
   *slash = '\0';
   *dir = name;
   return slash + 1;
-}
-
-/* Whether name was met before (remembering it). */
-static int seen_before(struct lx *x, const char *name) {
-  int was = lua_getfield(x->L, x->seen, name) != LUA_TNIL;
-  lua_pop(x->L, 1);
-  if (!was) {
-    lua_pushboolean(x->L, 1);
-    lua_setfield(x->L, x->seen, name);
-  }
-  return was;
 }
 
 /* id shifted by the idmap; -1 when no segment holds it. */
@@ -221,7 +159,7 @@ static int map_id(const struct lx *x, int64_t id, uint32_t *out) {
 static int entry_owner(struct lx *x, struct archive_entry *e, uid_t *uid, gid_t *gid) {
   uint32_t u, g;
   if (map_id(x, archive_entry_uid(e), &u) < 0 || map_id(x, archive_entry_gid(e), &g) < 0)
-    return lx_fail(x, EPERM, "%s: %s: owner %jd:%jd is outside the id mapping", x->src, x->name,
+    return job_fail(&x->j, EPERM, "%s: %s: owner %jd:%jd is outside the id mapping", x->src, x->name,
                    (intmax_t)archive_entry_uid(e), (intmax_t)archive_entry_gid(e));
   *uid = u;
   *gid = g;
@@ -384,11 +322,11 @@ static int write_data(struct lx *x, int fd, int64_t size) {
     const void *buf;
     size_t len;
     la_int64_t off;
-    int r = archive_read_data_block(x->rd, &buf, &len, &off);
+    int r = archive_read_data_block(x->j.rd, &buf, &len, &off);
     if (r == ARCHIVE_EOF) break;
     if (r < ARCHIVE_WARN)
-      return lx_fail(x, archive_errno(x->rd), "%s: %s: %s", x->src, x->name,
-                     archive_error_string(x->rd));
+      return job_fail(&x->j, archive_errno(x->j.rd), "%s: %s: %s", x->src, x->name,
+                     archive_error_string(x->j.rd));
     for (size_t w = 0; w < len;) {
       ssize_t n = pwrite(fd, (const char *)buf + w, len - w, off + (off_t)w);
       if (n < 0 && errno == EINTR) continue;
@@ -397,7 +335,7 @@ static int write_data(struct lx *x, int fd, int64_t size) {
     }
     if (off + (int64_t)len > end) end = off + (int64_t)len;
     x->done += (lua_Integer)len;
-    lx_progress(x, 0);
+    job_progress(x->L, &x->j, x->done, x->j.rd, 0);
   }
   if (end < size && ftruncate(fd, size) != 0) return entry_fail(x, errno, NULL);
   return 0;
@@ -447,14 +385,14 @@ static int opaque(struct lx *x, int pfd, const char *dir) {
 static int layer_entry(struct lx *x, struct archive_entry *e) {
   const char *raw = archive_entry_pathname(e);
   if (!raw) raw = archive_entry_pathname_utf8(e);
-  if (!raw) return lx_fail(x, EINVAL, "%s: an entry has a name that cannot be read", x->src);
+  if (!raw) return job_fail(&x->j, EINVAL, "%s: an entry has a name that cannot be read", x->src);
   const char *why = clean_name(raw, x->name, sizeof x->name);
-  if (why) return lx_fail(x, EPERM, "%s: %s: %s", x->src, raw, why);
+  if (why) return job_fail(&x->j, EPERM, "%s: %s: %s", x->src, raw, why);
   if (x->max_entries >= 0 && ++x->headers > x->max_entries)
-    return lx_fail(x, EFBIG, "%s: %s: the layer holds more than max_entries (%jd) entries", x->src,
+    return job_fail(&x->j, EFBIG, "%s: %s: the layer holds more than max_entries (%jd) entries", x->src,
                    x->name[0] ? x->name : raw, (intmax_t)x->max_entries);
   if (!x->name[0]) return 0; /* "./": dest is the caller's */
-  if (seen_before(x, x->name)) return entry_fail(x, EPERM, "refusing a second entry of the same name");
+  if (seen_before(x->L, x->seen, x->name)) return entry_fail(x, EPERM, "refusing a second entry of the same name");
 
   const char *hard = archive_entry_hardlink(e);
   mode_t type = archive_entry_filetype(e);
@@ -467,17 +405,17 @@ static int layer_entry(struct lx *x, struct archive_entry *e) {
   if (hard) {
     why = clean_name(hard, x->link, sizeof x->link);
     if (!why && !x->link[0]) why = "refusing a link to the layer's root";
-    if (why) return lx_fail(x, EPERM, "%s: %s: hard link to %s: %s", x->src, x->name, hard, why);
+    if (why) return job_fail(&x->j, EPERM, "%s: %s: hard link to %s: %s", x->src, x->name, hard, why);
   }
   int64_t size = archive_entry_size_is_set(e) ? archive_entry_size(e) : 0;
   if (size < 0 || type != AE_IFREG || hard) size = 0;
   if (x->max_bytes >= 0 && size > x->max_bytes - x->bytes)
-    return lx_fail(x, EFBIG, "%s: %s: the layer holds more than max_bytes (%jd) bytes", x->src,
+    return job_fail(&x->j, EFBIG, "%s: %s: the layer holds more than max_bytes (%jd) bytes", x->src,
                    x->name, (intmax_t)x->max_bytes);
   if (x->check_space) {
     int64_t need = (size + x->block - 1) / x->block * x->block;
     if (need > x->space_left)
-      return lx_fail(x, ENOSPC, "%s: %s: not enough space: need at least %jd bytes more, %jd free",
+      return job_fail(&x->j, ENOSPC, "%s: %s: not enough space: need at least %jd bytes more, %jd free",
                      x->src, x->name, (intmax_t)need, (intmax_t)x->space_left);
     x->space_left -= need;
   }
@@ -523,7 +461,7 @@ static int layer_entry(struct lx *x, struct archive_entry *e) {
     if (tfd < 0) return entry_fail(x, errno, NULL);
     int r = linkat(tfd, tbase, pfd, base, 0);
     close_keep_errno(tfd);
-    return r == 0 ? 0 : lx_fail(x, errno, "%s: %s: hard link to %s: %s", x->src, x->name, x->link,
+    return r == 0 ? 0 : job_fail(&x->j, errno, "%s: %s: hard link to %s: %s", x->src, x->name, x->link,
                                 strerror(errno));
   }
   if (type == AE_IFLNK) {
@@ -556,43 +494,43 @@ static int layer_entry(struct lx *x, struct archive_entry *e) {
 
 static int lx_run(struct lx *x, const char *dest) {
   x->root = open(dest, DIR_FLAGS);
-  if (x->root < 0) return lx_fail(x, errno, "%s: %s", dest, strerror(errno));
+  if (x->root < 0) return job_fail(&x->j, errno, "%s: %s", dest, strerror(errno));
   if (!x->apply) {
     struct names ns;
     int err = read_names(x->root, &ns);
     size_t n = ns.n;
     names_free(&ns);
-    if (err) return lx_fail(x, err, "%s: %s", dest, strerror(err));
-    if (n) return lx_fail(x, ENOTEMPTY, "%s: not empty (a layer is extracted into an empty directory)", dest);
+    if (err) return job_fail(&x->j, err, "%s: %s", dest, strerror(err));
+    if (n) return job_fail(&x->j, ENOTEMPTY, "%s: not empty (a layer is extracted into an empty directory)", dest);
   }
-  x->fd = open(x->src, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+  x->j.fd = open(x->src, O_RDONLY | O_CLOEXEC | O_NOCTTY);
   struct stat st;
-  if (x->fd < 0 || fstat(x->fd, &st) != 0) return lx_fail(x, errno, "%s: %s", x->src, strerror(errno));
-  if (!S_ISREG(st.st_mode)) return lx_fail(x, EINVAL, "%s: not a regular file", x->src);
+  if (x->j.fd < 0 || fstat(x->j.fd, &st) != 0) return job_fail(&x->j, errno, "%s: %s", x->src, strerror(errno));
+  if (!S_ISREG(st.st_mode)) return job_fail(&x->j, EINVAL, "%s: not a regular file", x->src);
   if (x->check_space) {
     struct statvfs vfs;
-    if (fstatvfs(x->root, &vfs) != 0) return lx_fail(x, errno, "%s: %s", dest, strerror(errno));
+    if (fstatvfs(x->root, &vfs) != 0) return job_fail(&x->j, errno, "%s: %s", dest, strerror(errno));
     x->block = vfs.f_frsize ? (int64_t)vfs.f_frsize : 4096;
     x->space_left = (int64_t)vfs.f_bavail * x->block;
   }
-  if (!(x->rd = archive_read_new())) return lx_fail(x, ENOMEM, "%s: %s", x->src, strerror(ENOMEM));
-  archive_read_support_filter_gzip(x->rd);
-  archive_read_support_filter_zstd(x->rd);
-  archive_read_support_format_tar(x->rd);
-  if (archive_read_open_fd(x->rd, x->fd, BLOCK_SIZE) != ARCHIVE_OK)
-    return lx_fail(x, EINVAL, "%s: not a layer (a tar, plain, gzip or zstd): %s", x->src,
-                   archive_error_string(x->rd));
+  if (!(x->j.rd = archive_read_new())) return job_fail(&x->j, ENOMEM, "%s: %s", x->src, strerror(ENOMEM));
+  archive_read_support_filter_gzip(x->j.rd);
+  archive_read_support_filter_zstd(x->j.rd);
+  archive_read_support_format_tar(x->j.rd);
+  if (archive_read_open_fd(x->j.rd, x->j.fd, BLOCK_SIZE) != ARCHIVE_OK)
+    return job_fail(&x->j, EINVAL, "%s: not a layer (a tar, plain, gzip or zstd): %s", x->src,
+                   archive_error_string(x->j.rd));
   for (;;) {
     struct archive_entry *e;
-    int r = archive_read_next_header(x->rd, &e);
+    int r = archive_read_next_header(x->j.rd, &e);
     if (r == ARCHIVE_EOF) break;
     if (r < ARCHIVE_WARN)
-      return lx_fail(x, archive_errno(x->rd) > 0 ? archive_errno(x->rd) : EINVAL, "%s: %s", x->src,
-                     archive_error_string(x->rd));
+      return job_fail(&x->j, archive_errno(x->j.rd) > 0 ? archive_errno(x->j.rd) : EINVAL, "%s: %s", x->src,
+                     archive_error_string(x->j.rd));
     if (layer_entry(x, e) < 0) return -1;
   }
   set_dir_times(x);
-  lx_progress(x, 1);
+  job_progress(x->L, &x->j, x->done, x->j.rd, 1);
   return 0;
 }
 
@@ -662,13 +600,13 @@ static int layer_call(lua_State *L, int apply) {
   lua_newtable(L); /* 6: skipped */
   struct lx *x = lua_newuserdatauv(L, sizeof *x, 0); /* 7 */
   memset(x, 0, sizeof *x);
-  x->fd = x->root = x->pfd = -1;
+  x->j.fd = x->root = x->pfd = -1;
   luaL_setmetatable(L, LX_MT);
   lua_toclose(L, 7);
   x->L = L;
   x->src = src;
   x->apply = apply;
-  x->progress = progress;
+  x->j.progress = progress;
   x->seen = 5;
   x->skipped = 6;
   x->max_entries = opt_int(L, "max_entries", -1);
@@ -680,7 +618,7 @@ static int layer_call(lua_State *L, int apply) {
   read_idmap(L, x);
   if (lx_run(x, dest) < 0) {
     lx_close(x);
-    return ct_error(L, x->err, "%s", x->msg);
+    return ct_error(L, x->j.err, "%s", x->j.msg);
   }
   lx_close(x);
   lua_createtable(L, 0, 4);
@@ -705,13 +643,7 @@ static const luaL_Reg layer_funcs[] = {
 };
 
 int luaopen_ct_layer(lua_State *L) {
-  if (luaL_newmetatable(L, LX_MT)) {
-    lua_pushcfunction(L, lx_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, lx_gc);
-    lua_setfield(L, -2, "__close");
-  }
-  lua_pop(L, 1);
+  ct_class(L, LX_MT, NULL, lx_gc, NULL);
   luaL_newlib(L, layer_funcs);
   return 1;
 }

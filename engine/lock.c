@@ -165,8 +165,7 @@ static int l_holder(lua_State *L) {
 static int lk_release(lua_State *L) {
   ct_lock *lk = luaL_checkudata(L, 1, LOCK_MT);
   lock_close(lk);
-  lua_pushboolean(L, 1);
-  return 1;
+  return ct_true(L);
 }
 
 static int lk_tostring(lua_State *L) {

@@ -137,8 +137,7 @@ static int fs_mount_overlay(lua_State *L) {
     if (cwd >= 0) close(cwd);
   }
   if (err) return ct_error(L, err, "mount overlay on %s: %s", target, strerror(err));
-  lua_pushboolean(L, 1);
-  return 1;
+  return ct_true(L);
 }
 
 /* umount(target [, {detach=true}]) -> true; a symlink at target is not followed */
@@ -152,8 +151,7 @@ static int fs_umount(lua_State *L) {
     lua_pop(L, 1);
   }
   if (umount2(target, flags) != 0) return ct_error(L, errno, "umount %s: %s", target, strerror(errno));
-  lua_pushboolean(L, 1);
-  return 1;
+  return ct_true(L);
 }
 
 /* mountinfo escapes space, tab, newline and backslash as \ooo. */

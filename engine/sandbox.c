@@ -164,8 +164,7 @@ static int p_cgroup_kill(lua_State *L) {
     return ct_error(L, err, "cgroup %s: processes still in it after %ss", path, num);
   }
   if (err) return ct_error(L, err, "cgroup %s: %s", path, strerror(err));
-  lua_pushboolean(L, 1);
-  return 1;
+  return ct_true(L);
 }
 
 /* ---------- fork_call ---------- */

@@ -1,8 +1,7 @@
 /* ct.fs.tree_digest: one sha256 over a directory tree's names, metadata and contents.
 
    The layer store records it for every extracted layer so `images --verify`
-   can tell a layer that changed on disk. The walk is fs.c's descriptor
-   walker: names in byte order, no symlink followed, no mount crossed (a
+   can tell a layer that changed on disk. The walk is walk.c's visitor: names in byte order, no symlink followed, no mount crossed (a
    directory on another filesystem is recorded, not entered). Each entry
    adds one record to the digest:
 
@@ -91,64 +90,33 @@ static int record(struct digest *g, int dirfd, const char *name, const char *rel
   return feed(&g->all, "\n", 1);
 }
 
+/* Records each entry; a directory on the same filesystem is entered. */
+static int dg_entry(struct tw *v, struct frame *t, const char *name, const struct stat *st) {
+  struct stat cst = *st;
+  int cfd = S_ISDIR(cst.st_mode) ? tw_opendir(t, name, &cst, 1) : -1;
+  if (S_ISDIR(cst.st_mode) && cfd < 0) return tw_fail(v, errno, NULL);
+  int err = record(v->ctx, t->fd, name, pb_str(&v->w.rel), &cst, cfd);
+  if (err || cfd < 0 || cst.st_dev != t->st.st_dev) { /* a mount: recorded, not entered */
+    if (cfd >= 0) close(cfd);
+    return err ? tw_fail(v, err, NULL) : 0;
+  }
+  return tw_enter(v, cfd, -1, &cst);
+}
+
 static int digest_tree(struct digest *g, int fd, const char *path, struct fserr *e) {
+  struct tw v = {.e = e, .display = path, .gone_fails = 1, .entry = dg_entry, .ctx = g};
   struct stat st;
+  const char root[] = ".";
   if (fstat(fd, &st) != 0) {
     close_keep_errno(fd);
     return fserr_set(e, errno, path, "", NULL);
   }
-  int err = 0;
-  const char root[] = ".";
   if (feed(&g->all, root, sizeof root) ||
       feed_str(&g->all, ct_fd_opaque(fd) ? "y" : "") || feed(&g->all, "\n", 1)) {
     close(fd);
     return fserr_set(e, EIO, path, "", "sha256 failed");
   }
-  struct walk w;
-  memset(&w, 0, sizeof w);
-  if ((err = walk_push(&w, fd, -1, &st))) fserr_set(e, err, path, "", NULL);
-  while (!err) {
-    const char *name;
-    int ev = walk_next(&w, &name);
-    if (ev < 0) {
-      err = fserr_set(e, -ev, path, pb_str(&w.rel), NULL);
-      break;
-    }
-    struct frame *t = walk_top(&w);
-    if (ev == EV_LEAVE) {
-      if (w.depth == 1) break;
-      if ((err = walk_pop(&w))) fserr_set(e, err, path, pb_str(&w.rel), NULL);
-      continue;
-    }
-    struct stat cst;
-    if (fstatat(t->fd, name, &cst, AT_SYMLINK_NOFOLLOW) != 0) {
-      err = fserr_set(e, errno, path, pb_str(&w.rel), NULL);
-      break;
-    }
-    int cfd = -1;
-    if (S_ISDIR(cst.st_mode)) {
-      cfd = openat(t->fd, name, DIR_FLAGS | O_NOFOLLOW);
-      struct stat now;
-      if (cfd < 0 || fstat(cfd, &now) != 0 || now.st_ino != cst.st_ino) {
-        err = fserr_set(e, cfd < 0 ? errno : ESTALE, path, pb_str(&w.rel), NULL);
-        if (cfd >= 0) close(cfd);
-        break;
-      }
-    }
-    if ((err = record(g, t->fd, name, pb_str(&w.rel), &cst, cfd))) {
-      fserr_set(e, err, path, pb_str(&w.rel), NULL);
-      if (cfd >= 0) close(cfd);
-      break;
-    }
-    if (cfd < 0) continue;
-    if (cst.st_dev != t->st.st_dev) { /* a mount: recorded, not entered */
-      close(cfd);
-      continue;
-    }
-    if ((err = walk_push(&w, cfd, -1, &cst))) fserr_set(e, err, path, pb_str(&w.rel), NULL);
-  }
-  walk_free(&w);
-  return err;
+  return tw_run(&v, fd, -1, &st);
 }
 
 /* tree_digest(path) -> "sha256:<hex>" */

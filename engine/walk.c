@@ -1,4 +1,4 @@
-/* The descriptor-based tree walker (never follows a symlink, any depth on a bounded number of descriptors), rmtree and the hard link table.
+/* The tree walk: a descriptor-based walker (no symlink followed, any depth on a bounded number of descriptors), the visitor every tree operation rides on, rmtree and the hard link table.
 
    The walk is iterative: a heap stack of frames, one per directory level,
    each holding the directory's sorted entry names. Only the deepest
@@ -131,7 +131,7 @@ static void frame_close(struct frame *fr) {
   fr->fd = fr->dfd = -1;
 }
 
-void walk_free(struct walk *w) {
+static void walk_free(struct walk *w) {
   for (size_t i = 0; i < w->depth; i++) {
     frame_close(&w->f[i]);
     names_free(&w->f[i].names);
@@ -141,11 +141,11 @@ void walk_free(struct walk *w) {
   memset(w, 0, sizeof *w);
 }
 
-struct frame *walk_top(struct walk *w) { return &w->f[w->depth - 1]; }
+static struct frame *walk_top(struct walk *w) { return &w->f[w->depth - 1]; }
 
 /* Enters a directory: takes ownership of fd (and dfd, or -1), whose source
    stat is *st. Returns 0 or an errno (the descriptors are then closed). */
-int walk_push(struct walk *w, int fd, int dfd, const struct stat *st) {
+static int walk_push(struct walk *w, int fd, int dfd, const struct stat *st) {
   if (w->depth == w->cap) {
     size_t ncap = w->cap ? w->cap * 2 : 16;
     struct frame *nf = realloc(w->f, ncap * sizeof *nf);
@@ -187,7 +187,7 @@ int walk_push(struct walk *w, int fd, int dfd, const struct stat *st) {
 /* The next event: EV_ENTRY with *name (w->rel is its relative path), or
    EV_LEAVE when the top directory has no more entries (w->rel is the
    directory's path); a negative errno on failure. */
-int walk_next(struct walk *w, const char **name) {
+static int walk_next(struct walk *w, const char **name) {
   struct frame *t = walk_top(w);
   if (t->next < t->names.n) {
     *name = t->names.v[t->next++];
@@ -218,7 +218,7 @@ static int reopen_parent(int childfd, dev_t dev, ino_t ino, int *out) {
 
 /* Leaves the top directory: its parent becomes the top, with open
    descriptors. w->rel keeps the left directory's path. Returns 0 or an errno. */
-int walk_pop(struct walk *w) {
+static int walk_pop(struct walk *w) {
   struct frame *t = walk_top(w);
   if (w->depth > 1) {
     struct frame *p = t - 1;
@@ -234,9 +234,66 @@ int walk_pop(struct walk *w) {
 }
 
 /* The name in the (new) top directory of the directory just popped. */
-const char *walk_popped_name(struct walk *w) {
+static const char *walk_popped_name(struct walk *w) {
   struct frame *t = walk_top(w);
   return t->names.v[t->next - 1];
+}
+
+/* ---- the visitor walk: every tree operation rides on it ----------------- */
+
+int tw_fail(struct tw *v, int err, const char *msg) {
+  return fserr_set(v->e, err, v->display, pb_str(&v->w.rel), msg);
+}
+
+int tw_enter(struct tw *v, int fd, int dfd, const struct stat *st) {
+  int err = walk_push(&v->w, fd, dfd, st);
+  return err ? tw_fail(v, err, NULL) : 0;
+}
+
+int tw_opendir(const struct frame *t, const char *name, struct stat *st, int same) {
+  int fd = openat(t->fd, name, DIR_FLAGS | O_NOFOLLOW);
+  struct stat now;
+  int err = fd < 0 ? last_err() : fstat(fd, &now) != 0 ? last_err() : 0;
+  if (!err && same && (now.st_ino != st->st_ino || now.st_dev != st->st_dev)) err = ESTALE;
+  if (!err) {
+    *st = now;
+    return fd;
+  }
+  if (fd >= 0) close(fd);
+  errno = err;
+  return -1;
+}
+
+int tw_run(struct tw *v, int fd, int dfd, const struct stat *st) {
+  int err = tw_enter(v, fd, dfd, st);
+  while (!err) {
+    const char *name;
+    int ev = walk_next(&v->w, &name);
+    if (ev < 0) {
+      err = tw_fail(v, -ev, NULL);
+      break;
+    }
+    struct frame *t = walk_top(&v->w);
+    if (ev == EV_ENTRY) {
+      struct stat cst;
+      if (!v->nostat && fstatat(t->fd, name, &cst, AT_SYMLINK_NOFOLLOW) != 0) {
+        if (errno == ENOENT && !v->gone_fails) continue; /* removed meanwhile */
+        err = tw_fail(v, errno, NULL);
+        break;
+      }
+      err = v->entry(v, t, name, v->nostat ? NULL : &cst);
+      continue;
+    }
+    if (v->leave && (err = v->leave(v, t))) break;
+    if (v->w.depth == 1) break;
+    if ((err = walk_pop(&v->w))) {
+      tw_fail(v, err, NULL);
+      break;
+    }
+    if (v->left) err = v->left(v, walk_top(&v->w), walk_popped_name(&v->w));
+  }
+  walk_free(&v->w);
+  return err;
 }
 
 /* ---- rmtree ------------------------------------------------------------ */
@@ -273,85 +330,39 @@ static int rm_open_dir(int dirfd, const char *name, int *out) {
   return 0;
 }
 
-static const char MSG_MOUNT[] = "is a mount point (not removing across it)";
+/* Checks the directory open at fd (taken over) is no mount root, makes it
+   writable and stats it into *st; 0 or an errno (recorded). */
+static int rm_prepare(struct tw *v, int fd, const struct stat *parent, struct stat *st) {
+  int err = fstat(fd, st) != 0 ? tw_fail(v, errno, NULL) : 0;
+  if (!err && is_mount_root(fd, parent, st))
+    err = tw_fail(v, EBUSY, "is a mount point (not removing across it)");
+  if (err) close(fd);
+  else ensure_rwx(fd, st);
+  return err;
+}
+
+/* An entry is unlinked at once; a directory is entered and removed when left. */
+static int rm_entry(struct tw *v, struct frame *t, const char *name, const struct stat *unused) {
+  (void)unused;
+  if (unlinkat(t->fd, name, 0) == 0 || errno == ENOENT) return 0;
+  if (errno != EISDIR) return tw_fail(v, errno, NULL);
+  int cfd, err = rm_open_dir(t->fd, name, &cfd);
+  if (err) return err == ENOENT ? 0 : tw_fail(v, err, NULL);
+  struct stat cst;
+  return (err = rm_prepare(v, cfd, &t->st, &cst)) ? err : tw_enter(v, cfd, -1, &cst);
+}
+
+static int rm_left(struct tw *v, struct frame *t, const char *name) {
+  if (unlinkat(t->fd, name, AT_REMOVEDIR) != 0 && errno != ENOENT) return tw_fail(v, errno, NULL);
+  return 0;
+}
 
 /* Empties the directory open at fd; see int.h. */
 int empty_dir_fd(int fd, const struct stat *parent, const char *display, struct fserr *e) {
+  struct tw v = {.e = e, .display = display, .nostat = 1, .entry = rm_entry, .left = rm_left};
   struct stat st;
-  int err;
-  if (fstat(fd, &st) != 0) {
-    err = errno;
-    close(fd);
-    return fserr_set(e, err, display, "", NULL);
-  }
-  if (is_mount_root(fd, parent, &st)) {
-    close(fd);
-    return fserr_set(e, EBUSY, display, "", MSG_MOUNT);
-  }
-  ensure_rwx(fd, &st);
-
-  struct walk w;
-  memset(&w, 0, sizeof w);
-  if ((err = walk_push(&w, fd, -1, &st))) {
-    fserr_set(e, err, display, "", NULL);
-    walk_free(&w);
-    return err;
-  }
-  for (;;) {
-    const char *name;
-    int ev = walk_next(&w, &name);
-    if (ev < 0) {
-      err = fserr_set(e, -ev, display, pb_str(&w.rel), NULL);
-      break;
-    }
-    struct frame *t = walk_top(&w);
-    if (ev == EV_ENTRY) {
-      if (unlinkat(t->fd, name, 0) == 0 || errno == ENOENT) continue;
-      if (errno != EISDIR) {
-        err = fserr_set(e, errno, display, pb_str(&w.rel), NULL);
-        break;
-      }
-      int cfd;
-      err = rm_open_dir(t->fd, name, &cfd);
-      if (err == ENOENT) {
-        err = 0;
-        continue;
-      }
-      if (err) {
-        fserr_set(e, err, display, pb_str(&w.rel), NULL);
-        break;
-      }
-      struct stat cst;
-      if (fstat(cfd, &cst) != 0) {
-        err = fserr_set(e, errno, display, pb_str(&w.rel), NULL);
-        close(cfd);
-        break;
-      }
-      if (is_mount_root(cfd, &t->st, &cst)) {
-        close(cfd);
-        err = fserr_set(e, EBUSY, display, pb_str(&w.rel), MSG_MOUNT);
-        break;
-      }
-      ensure_rwx(cfd, &cst);
-      if ((err = walk_push(&w, cfd, -1, &cst))) {
-        fserr_set(e, err, display, pb_str(&w.rel), NULL);
-        break;
-      }
-    } else {
-      if (w.depth == 1) break;
-      if ((err = walk_pop(&w))) {
-        fserr_set(e, err, display, pb_str(&w.rel), NULL);
-        break;
-      }
-      t = walk_top(&w);
-      if (unlinkat(t->fd, walk_popped_name(&w), AT_REMOVEDIR) != 0 && errno != ENOENT) {
-        err = fserr_set(e, errno, display, pb_str(&w.rel), NULL);
-        break;
-      }
-    }
-  }
-  walk_free(&w);
-  return err;
+  int err = rm_prepare(&v, fd, parent, &st);
+  return err ? err : tw_run(&v, fd, -1, &st);
 }
 
 /* Removes path and everything under it. Returns 0 or an errno (with *e). */

@@ -1,0 +1,212 @@
+/* ct.fs.File: a regular file opened beneath a Dir (read, write, seek, collapse, copy, zstd). */
+#include "int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <linux/falloc.h>
+#include <zstd.h>
+
+static int file_close(lua_State *L) { return ct_handle_close(L, FILE_MT); }
+
+static int file_fail(lua_State *L, int err) { return ct_fail_at(L, err, ct_handle_path(L, 1), NULL); }
+
+/* File:read(n) -> up to n bytes; "" at EOF */
+static int f_read(lua_State *L) {
+  struct handle *f = check_file(L, 1);
+  lua_Integer n = luaL_checkinteger(L, 2);
+  luaL_argcheck(L, n >= 0, 2, "negative size");
+  int err = push_read(L, f->fd, (size_t)n);
+  return err ? file_fail(L, err) : 1;
+}
+
+/* File:read_all([max]) -> the rest of the file; more than max is EFBIG */
+static int f_read_all(lua_State *L) {
+  struct handle *f = check_file(L, 1);
+  lua_Integer max = ct_opt_max(L, 2);
+  return ct_read_rest(L, f->fd, max, ct_handle_path(L, 1));
+}
+
+/* File:write(s) -> true */
+static int f_write(lua_State *L) {
+  struct handle *f = check_file(L, 1);
+  size_t len;
+  const char *s = luaL_checklstring(L, 2, &len);
+  int err = write_all(f->fd, s, len);
+  return err ? file_fail(L, err) : ct_true(L);
+}
+
+/* File:seek([whence="cur" [, offset=0]]) -> position */
+static int f_seek(lua_State *L) {
+  static const char *const names[] = {"set", "cur", "end", NULL};
+  static const int modes[] = {SEEK_SET, SEEK_CUR, SEEK_END};
+  struct handle *f = check_file(L, 1);
+  int op = luaL_checkoption(L, 2, "cur", names);
+  lua_Integer off = luaL_optinteger(L, 3, 0);
+  off_t pos = lseek(f->fd, (off_t)off, modes[op]);
+  if (pos < 0) return file_fail(L, errno);
+  lua_pushinteger(L, (lua_Integer)pos);
+  return 1;
+}
+
+/* File:stat() -> table */
+static int f_stat(lua_State *L) {
+  struct handle *f = check_file(L, 1);
+  struct stat st;
+  if (fstat(f->fd, &st) != 0) return file_fail(L, errno);
+  push_stat(L, &st);
+  return 1;
+}
+
+/* File:truncate(n) -> true */
+static int f_truncate(lua_State *L) {
+  struct handle *f = check_file(L, 1);
+  lua_Integer n = luaL_checkinteger(L, 2);
+  luaL_argcheck(L, n >= 0, 2, "negative size");
+  return ftruncate(f->fd, (off_t)n) != 0 ? file_fail(L, errno) : ct_true(L);
+}
+
+/* File:fsync() -> true */
+static int f_fsync(lua_State *L) {
+  struct handle *f = check_file(L, 1);
+  return fsync(f->fd) != 0 ? file_fail(L, errno) : ct_true(L);
+}
+
+/* File:collapse(len) -> bytes removed from the start (see ct.fs.collapse);
+   EOPNOTSUPP/EINVAL where the filesystem cannot, for the caller to copy */
+static int f_collapse(lua_State *L) {
+  struct handle *f = check_file(L, 1);
+  lua_Integer len = luaL_checkinteger(L, 2);
+  luaL_argcheck(L, len >= 0, 2, "negative length");
+  struct stat st;
+  if (fstat(f->fd, &st) != 0) return file_fail(L, errno);
+  off_t n = collapse_len(&st, (off_t)len);
+  if (n > 0 && fallocate(f->fd, FALLOC_FL_COLLAPSE_RANGE, 0, n) != 0) return file_fail(L, errno);
+  lua_pushinteger(L, (lua_Integer)n);
+  return 1;
+}
+
+
+/* File:copy_to(other [, len]) -> bytes copied from this file's offset */
+static int f_copy_to(lua_State *L) {
+  struct handle *f = check_file(L, 1);
+  struct handle *o = check_file(L, 2);
+  uint64_t limit = UINT64_MAX;
+  if (!lua_isnoneornil(L, 3)) {
+    lua_Integer n = luaL_checkinteger(L, 3);
+    luaL_argcheck(L, n >= 0, 3, "negative length");
+    limit = (uint64_t)n;
+  }
+  uint64_t done;
+  int wside;
+  int err = copy_fds(f->fd, o->fd, limit, &done, &wside);
+  if (err) return ct_fail_at(L, err, ct_handle_path(L, wside ? 2 : 1), NULL);
+  lua_pushinteger(L, (lua_Integer)done);
+  return 1;
+}
+
+/* Compresses from in's offset to EOF into out. Returns 0, an errno, or -1
+   with *zerr set (a zstd failure). */
+static int zstd_fds(int in, int out, int level, uint64_t *bin, uint64_t *bout, int *wside,
+                    const char **zerr) {
+  *bin = *bout = 0;
+  *wside = 0;
+  size_t icap = ZSTD_CStreamInSize(), ocap = ZSTD_CStreamOutSize();
+  ZSTD_CCtx *cc = ZSTD_createCCtx();
+  char *ibuf = malloc(icap), *obuf = malloc(ocap);
+  int err = 0;
+  if (!cc || !ibuf || !obuf) err = ENOMEM;
+  size_t r;
+  if (!err && (ZSTD_isError(r = ZSTD_CCtx_setParameter(cc, ZSTD_c_compressionLevel, level)) ||
+               ZSTD_isError(r = ZSTD_CCtx_setParameter(cc, ZSTD_c_checksumFlag, 1)))) {
+    *zerr = ZSTD_getErrorName(r);
+    err = -1;
+  }
+  while (!err) {
+    ssize_t n = read(in, ibuf, icap);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      err = errno;
+      break;
+    }
+    int last = n == 0;
+    ZSTD_inBuffer ib = {ibuf, (size_t)n, 0};
+    for (;;) {
+      ZSTD_outBuffer ob = {obuf, ocap, 0};
+      size_t rem = ZSTD_compressStream2(cc, &ob, &ib, last ? ZSTD_e_end : ZSTD_e_continue);
+      if (ZSTD_isError(rem)) {
+        *zerr = ZSTD_getErrorName(rem);
+        err = -1;
+        break;
+      }
+      if ((err = write_all(out, obuf, ob.pos))) {
+        *wside = 1;
+        break;
+      }
+      *bout += ob.pos;
+      if (last ? rem == 0 : ib.pos == ib.size) break;
+    }
+    *bin += (uint64_t)n;
+    if (last) break;
+  }
+  ZSTD_freeCCtx(cc);
+  free(ibuf);
+  free(obuf);
+  return err;
+}
+
+/* File:zstd_to(other [, level=3]) -> bytes_in, bytes_out; in process, one
+   zstd frame with a checksum, from this file's offset to its end */
+static int f_zstd_to(lua_State *L) {
+  struct handle *f = check_file(L, 1);
+  struct handle *o = check_file(L, 2);
+  lua_Integer level = luaL_optinteger(L, 3, 3);
+  luaL_argcheck(L, level >= 1 && level <= ZSTD_maxCLevel(), 3, "level out of range");
+  uint64_t bin, bout;
+  int wside;
+  const char *zerr = NULL;
+  int err = zstd_fds(f->fd, o->fd, (int)level, &bin, &bout, &wside, &zerr);
+  if (err < 0) return ct_error(L, EIO, "%s: zstd: %s", ct_handle_path(L, 1), zerr);
+  if (err) return ct_fail_at(L, err, ct_handle_path(L, wside ? 2 : 1), NULL);
+  lua_pushinteger(L, (lua_Integer)bin);
+  lua_pushinteger(L, (lua_Integer)bout);
+  return 2;
+}
+
+/* File:path() -> display path */
+static int f_path(lua_State *L) {
+  luaL_checkudata(L, 1, FILE_MT);
+  lua_getiuservalue(L, 1, 1);
+  return 1;
+}
+
+static int f_tostring(lua_State *L) {
+  struct handle *h = luaL_checkudata(L, 1, FILE_MT);
+  lua_pushfstring(L, "ct.fs.File (%s%s)", ct_handle_path(L, 1), h->fd < 0 ? ", closed" : "");
+  return 1;
+}
+
+
+int ct_testfile(lua_State *L, int idx) {
+  struct handle *h = luaL_testudata(L, idx, FILE_MT);
+  if (!h) return -1;
+  if (h->fd < 0) luaL_error(L, "attempt to use a closed %s", FILE_MT);
+  return h->fd;
+}
+
+
+static const luaL_Reg file_methods[] = {
+    {"read", f_read},         {"read_all", f_read_all}, {"write", f_write},
+    {"seek", f_seek},         {"stat", f_stat},         {"truncate", f_truncate},
+    {"fsync", f_fsync},       {"collapse", f_collapse}, {"copy_to", f_copy_to},
+    {"zstd_to", f_zstd_to},   {"path", f_path},         {"close", file_close},
+    {NULL, NULL},
+};
+
+
+void ct_file_class(lua_State *L) { ct_class(L, FILE_MT, file_methods, file_close, f_tostring); }

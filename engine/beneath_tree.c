@@ -1,0 +1,288 @@
+/* Dir's whole-tree methods (copytree, rmtree, du, walk, shift_tree), on walk.c's visitor beneath a Dir. */
+#include "int.h"
+#include "layer.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Dir:copytree(rel, dst) -> true: the directory rel (resolved beneath, no
+   symlink on the way) copied to dst, a new path outside every app's tree.
+   The walk reads through the descriptor it checked, so a symlink swapped in
+   afterwards is copied as a symlink, never followed. */
+int d_copytree(lua_State *L) {
+  struct handle *d = check_dir(L, 1);
+  const char *dst = luaL_checkstring(L, 3);
+  lua_settop(L, 3);
+  CHECK_REL(L, 2, rel, display);
+  int fd = ct_open_beneath(d->fd, rel, DIR_FLAGS, 0);
+  if (fd < 0) return ct_fail_at(L, last_err(), display, NULL);
+  struct fserr e = {0, NULL, NULL, NULL};
+  if (copytree_fd(fd, display, dst, &e)) return fserr_push(L, &e);
+  return ct_true(L);
+}
+
+/* Dir:rmtree(rel) -> true; "" empties the Dir itself; missing is fine */
+int d_rmtree(lua_State *L) {
+  struct handle *d = check_dir(L, 1);
+  CHECK_REL(L, 2, rel, display);
+  struct fserr e = {0, NULL, NULL, NULL};
+  const char *r = rel;
+  while (*r == '/' || (r[0] == '.' && (r[1] == '/' || !r[1]))) r++;
+  if (!*r) {
+    int fd = openat(d->fd, ".", DIR_FLAGS);
+    if (fd < 0) return ct_fail_at(L, errno, display, NULL);
+    if (empty_dir_fd(fd, NULL, display, &e)) return fserr_push(L, &e);
+    return ct_true(L);
+  }
+  int pfd;
+  char *base;
+  int err = ct_parent_beneath(d->fd, rel, &pfd, &base);
+  if (err) return err == ENOENT ? ct_true(L) : ct_fail_at(L, err, display, NULL);
+  struct stat st, pst;
+  if (fstatat(pfd, base, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+    err = errno == ENOENT ? 0 : fserr_set(&e, errno, display, "", NULL);
+  } else if (!S_ISDIR(st.st_mode)) {
+    if (unlinkat(pfd, base, 0) != 0 && errno != ENOENT) err = fserr_set(&e, errno, display, "", NULL);
+  } else {
+    int fd = openat(pfd, base, DIR_FLAGS | O_NOFOLLOW);
+    if (fd < 0) {
+      if (errno != ENOENT) err = fserr_set(&e, ct_classify(pfd, base, errno), display, "", NULL);
+    } else if (fstat(pfd, &pst) != 0) {
+      err = fserr_set(&e, errno, display, "", NULL);
+      close(fd);
+    } else if (!(err = empty_dir_fd(fd, &pst, display, &e)) && unlinkat(pfd, base, AT_REMOVEDIR) != 0 &&
+               errno != ENOENT) {
+      err = fserr_set(&e, errno, display, "", NULL);
+    }
+  }
+  close(pfd);
+  free(base);
+  return err ? fserr_push(L, &e) : ct_true(L);
+}
+
+/* ---- shift_tree ------------------------------------------------------- */
+
+struct idmap {
+  uint32_t from_uid, from_gid, to_uid, to_gid, size;
+  int keep_setid; /* put back the setuid/setgid bits chown clears */
+};
+
+static uint32_t map_one(uint32_t id, uint32_t from, uint32_t to, uint32_t size, int *hit) {
+  if (id >= from && id - from < size) {
+    *hit = 1;
+    return to + (id - from);
+  }
+  return id;
+}
+
+/* Re-owns name in dirfd ("" with AT_EMPTY_PATH: dirfd itself) whose lstat is
+   *st. chown clears setuid/setgid on a regular file: they are put back
+   when m->keep_setid (an image's rootfs needs them; an app's own trees do
+   not, and a setuid file an app made must not become host root's).
+   Returns 0 or an errno; *changed is incremented when it was re-owned. */
+static int shift_entry(int dirfd, const char *name, const struct stat *st, const struct idmap *m,
+                       lua_Integer *changed) {
+  int hit = 0;
+  uid_t uid = map_one(st->st_uid, m->from_uid, m->to_uid, m->size, &hit);
+  gid_t gid = map_one(st->st_gid, m->from_gid, m->to_gid, m->size, &hit);
+  if (!hit) return 0;
+  int flags = AT_SYMLINK_NOFOLLOW | (*name ? 0 : AT_EMPTY_PATH);
+  if (fchownat(dirfd, name, uid, gid, flags) != 0) return errno == ENOENT ? 0 : last_err();
+  (*changed)++;
+  if (m->keep_setid && S_ISREG(st->st_mode) && (st->st_mode & (S_ISUID | S_ISGID))) {
+    int fd = openat(dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return errno == ENOENT ? 0 : last_err();
+    struct stat now;
+    int err = fstat(fd, &now) != 0 ? last_err() : 0;
+    /* only the file we re-owned, and only if it is still a regular file */
+    if (!err && S_ISREG(now.st_mode) && now.st_ino == st->st_ino && now.st_dev == st->st_dev)
+      err = ct_chmod_fd(fd, st->st_mode & 07777);
+    close(fd);
+    return err;
+  }
+  return 0;
+}
+
+struct shift {
+  const struct idmap *m;
+  lua_Integer changed;
+};
+
+/* Re-owns each entry; a directory of another filesystem (a mount) is
+   re-owned, not entered. */
+static int shift_visit(struct tw *v, struct frame *t, const char *name, const struct stat *st) {
+  struct shift *sh = v->ctx;
+  int err = shift_entry(t->fd, name, st, sh->m, &sh->changed);
+  if (err) return tw_fail(v, err, NULL);
+  if (!S_ISDIR(st->st_mode) || st->st_dev != t->st.st_dev) return 0;
+  struct stat cst = *st;
+  int cfd = tw_opendir(t, name, &cst, 0);
+  if (cfd < 0) return errno == ENOENT ? 0 : tw_fail(v, ct_classify(t->fd, name, errno), NULL);
+  return tw_enter(v, cfd, -1, &cst);
+}
+
+static uint32_t get_id(lua_State *L, int arg, const char *k) {
+  lua_getfield(L, arg, k);
+  lua_Integer v = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : -1;
+  lua_pop(L, 1);
+  if (v < 0 || v > (lua_Integer)UINT32_MAX)
+    luaL_error(L, "bad argument #%d (field '%s' must be an id, 0 .. 2^32-1)", arg - 1, k);
+  return (uint32_t)v;
+}
+
+/* Dir:shift_tree(rel, from, to [, {keep_setid = true}]) -> entries changed */
+int d_shift_tree(lua_State *L) {
+  struct handle *d = check_dir(L, 1);
+  luaL_checktype(L, 3, LUA_TTABLE);
+  luaL_checktype(L, 4, LUA_TTABLE);
+  struct idmap m;
+  m.keep_setid = 1;
+  if (!lua_isnoneornil(L, 5)) {
+    luaL_checktype(L, 5, LUA_TTABLE);
+    if (lua_getfield(L, 5, "keep_setid") != LUA_TNIL) m.keep_setid = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+  }
+  m.from_uid = get_id(L, 3, "uid");
+  m.from_gid = get_id(L, 3, "gid");
+  m.size = get_id(L, 3, "size");
+  m.to_uid = get_id(L, 4, "uid");
+  m.to_gid = get_id(L, 4, "gid");
+  lua_getfield(L, 4, "size");
+  if (!lua_isnil(L, -1))
+    luaL_argcheck(L, lua_isinteger(L, -1) && (uint64_t)lua_tointeger(L, -1) == m.size, 4,
+                  "to.size must equal from.size");
+  lua_pop(L, 1);
+  luaL_argcheck(L, (uint64_t)m.from_uid + m.size <= UINT32_MAX + 1ull &&
+                       (uint64_t)m.from_gid + m.size <= UINT32_MAX + 1ull,
+                3, "range out of bounds");
+  luaL_argcheck(L, (uint64_t)m.to_uid + m.size <= UINT32_MAX + 1ull &&
+                       (uint64_t)m.to_gid + m.size <= UINT32_MAX + 1ull,
+                4, "range out of bounds");
+  lua_settop(L, 2);
+  CHECK_REL(L, 2, rel, display);
+  struct shift sh = {&m, 0};
+  struct fserr e = {0, NULL, NULL, NULL};
+  int fd = ct_open_path(d->fd, rel);
+  if (fd < 0) return ct_fail_at(L, errno, display, NULL);
+  struct stat st;
+  int err = fstat(fd, &st) != 0 ? fserr_set(&e, errno, display, "", NULL) : 0;
+  if (!err && (err = shift_entry(fd, "", &st, &m, &sh.changed))) fserr_set(&e, err, display, "", NULL);
+  if (err || !S_ISDIR(st.st_mode)) {
+    close(fd);
+    if (err) return fserr_push(L, &e);
+    lua_pushinteger(L, sh.changed);
+    return 1;
+  }
+  int dfd = openat(fd, ".", DIR_FLAGS);
+  close(fd);
+  if (dfd < 0) return ct_fail_at(L, errno, display, NULL);
+  struct tw v = {.e = &e, .display = display, .entry = shift_visit, .ctx = &sh};
+  if (tw_run(&v, dfd, -1, &st)) return fserr_push(L, &e);
+  lua_pushinteger(L, sh.changed);
+  return 1;
+}
+
+/* Dir:du(rel) -> bytes, files */
+int d_du(lua_State *L) {
+  struct handle *d = check_dir(L, 1);
+  CHECK_REL(L, 2, rel, display);
+  int fd = ct_open_path(d->fd, rel);
+  if (fd < 0) return ct_fail_at(L, errno, display, NULL);
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    close_keep_errno(fd);
+    return ct_fail_at(L, errno, display, NULL);
+  }
+  lua_Integer bytes = st.st_size, files = 1;
+  if (S_ISDIR(st.st_mode)) {
+    int dfd = openat(fd, ".", DIR_FLAGS);
+    close_keep_errno(fd);
+    if (dfd < 0) return ct_fail_at(L, errno, display, NULL);
+    struct fserr e = {0, NULL, NULL, NULL};
+    if (du_fd(dfd, display, &bytes, &files, &e)) return fserr_push(L, &e);
+  } else {
+    close(fd);
+  }
+  lua_pushinteger(L, bytes);
+  lua_pushinteger(L, files);
+  return 2;
+}
+
+/* One Dir:walk record, appended to the table on top. */
+static void push_walked(lua_State *L, lua_Integer i, const char *path, const struct stat *st, int opaque) {
+  lua_createtable(L, 0, 10);
+  lua_pushstring(L, path);
+  lua_setfield(L, -2, "path");
+  lua_pushstring(L, type_name(st->st_mode));
+  lua_setfield(L, -2, "type");
+  lua_pushinteger(L, st->st_mode & 07777);
+  lua_setfield(L, -2, "mode");
+  lua_pushinteger(L, st->st_uid);
+  lua_setfield(L, -2, "uid");
+  lua_pushinteger(L, st->st_gid);
+  lua_setfield(L, -2, "gid");
+  lua_pushinteger(L, (lua_Integer)st->st_size);
+  lua_setfield(L, -2, "size");
+  lua_pushinteger(L, (lua_Integer)st->st_rdev);
+  lua_setfield(L, -2, "rdev");
+  /* diff of an own copy against its layers tells a rewritten file by it,
+     as the extraction keeps each entry's time */
+  lua_pushinteger(L, (lua_Integer)st->st_mtim.tv_sec);
+  lua_setfield(L, -2, "mtime");
+  lua_pushinteger(L, (lua_Integer)st->st_mtim.tv_nsec);
+  lua_setfield(L, -2, "mtime_nsec");
+  lua_pushboolean(L, opaque);
+  lua_setfield(L, -2, "opaque");
+  lua_rawseti(L, -2, i);
+}
+
+struct dwalk {
+  lua_State *L;
+  lua_Integer n;
+};
+
+static int walk_visit(struct tw *v, struct frame *t, const char *name, const struct stat *st) {
+  struct dwalk *dw = v->ctx;
+  if (!S_ISDIR(st->st_mode)) {
+    push_walked(dw->L, ++dw->n, pb_str(&v->w.rel), st, 0);
+    return 0;
+  }
+  struct stat now = *st;
+  int cfd = tw_opendir(t, name, &now, 1);
+  if (cfd < 0) return 0; /* swapped for a symlink or removed meanwhile: not entered */
+  push_walked(dw->L, ++dw->n, pb_str(&v->w.rel), &now, ct_fd_opaque(cfd));
+  if (now.st_dev == t->st.st_dev) return tw_enter(v, cfd, -1, &now);
+  close(cfd);
+  return 0;
+}
+
+/* Dir:walk(rel) -> {{path=, type=, mode=, uid=, gid=, size=, rdev=, mtime=, mtime_nsec=, opaque=}, ...}:
+   what is beneath rel, a directory before its contents, names in byte
+   order, paths relative to rel; no symlink followed, no mount entered (a
+   mount point is listed). opaque: trusted.overlay.opaque = "y" (a
+   directory of an overlay upper). */
+int d_walk(lua_State *L) {
+  struct handle *d = check_dir(L, 1);
+  lua_settop(L, 2);
+  CHECK_REL(L, 2, rel, display);
+  int fd = ct_open_beneath(d->fd, rel, DIR_FLAGS, 0);
+  if (fd < 0) return ct_fail_at(L, errno, display, NULL);
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    close_keep_errno(fd);
+    return ct_fail_at(L, errno, display, NULL);
+  }
+  lua_newtable(L);
+  struct fserr e = {0, NULL, NULL, NULL};
+  struct dwalk dw = {L, 0};
+  struct tw v = {.e = &e, .display = display, .entry = walk_visit, .ctx = &dw};
+  if (tw_run(&v, fd, -1, &st)) return fserr_push(L, &e);
+  return 1;
+}
+
