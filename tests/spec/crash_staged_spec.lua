@@ -5,12 +5,10 @@ local ct = require("ct")
 local json = require("ctcli.base.json")
 local H = require("support.helpers")
 
--- image_ok(root, app, digest): the store holds the image whole (its record;
--- a layered one's blobs and layout, from which its layers are remade).
-local function image_ok(root, app, digest)
-  return require("ctcli.store.images").has(require("ctcli.base.root").paths(root), app, digest)
-end
 local cli = require("ctcli.cli")
+local S = require("support.staging")
+local version_of, staged_ids = S.version_of, S.staged_ids
+local assert_consistent = S.assert_consistent
 
 H.need_root()
 
@@ -20,46 +18,8 @@ local v2 = H.package({ "--version", "1.1.0", "--app", "web:mark=two,version=1.1.
 local v3 = H.package({ "--version", "1.2.0", "--app", "web:mark=three,version=1.2.0,health=none",
   "--app", "db:health=none" })
 
-local function release_json(root, id)
-  return json.decode(ct.fs.read(root .. "/releases/" .. id .. "/release.json") or "null")
-end
-
-local function version_of(root)
-  local rel = release_json(root, H.current(root))
-  return rel and rel.version
-end
-
-local function staged_ids(root)
-  local out = {}
-  for _, n in ipairs(ct.fs.dir(root .. "/releases/staged") or {}) do
-    if not n:match("^%.") then out[#out + 1] = n end
-  end
-  return out
-end
-
 local function installed(pkg)
-  local root = H.root()
-  H.ok(root, { "-y", "install", pkg or v1 })
-  return root
-end
-
--- The root reads and is settled: no journal, nothing in tmp/ or in a
--- staging work dir, every kept release whole with its images, the apps of
--- the current release running.
-local function assert_consistent(root)
-  assert.falsy(ct.fs.exists(root .. "/state/journal.json"))
-  assert.same({}, ct.fs.dir(root .. "/tmp"))
-  H.ok(root, { "list-releases" })
-  local st = H.json(root, { "status" })
-  for _, a in ipairs(st.apps) do assert.equals("running", a.state, a.name) end
-  for _, id in ipairs(ct.fs.dir(root .. "/releases") or {}) do
-    if id ~= "backups" and id ~= "staged" then
-      local rel = assert(release_json(root, id), "release " .. id .. " has no release.json")
-      for _, app in ipairs(rel.apps) do
-        assert.truthy(image_ok(root, app.name, app.image.digest), id)
-      end
-    end
-  end
+  return S.installed(pkg or v1)
 end
 
 describe("stage and upgrade --staged, killed", function()

@@ -8,22 +8,10 @@
 local ct = require("ct")
 local json = require("ctcli.base.json")
 local H = require("support.helpers")
+local L = require("support.layered")
+local release_of, upper_of, sh = L.release_of, L.upper_of, L.sh
 
 H.need_root()
-
-local function release_of(root)
-  return json.decode(assert(ct.fs.read(root .. "/current-release/release.json")))
-end
-
-local function upper_of(root, app)
-  for _, a in ipairs(release_of(root).apps) do
-    if a.name == app then return a.upper end
-  end
-end
-
-local function sh(root, app, script)
-  return H.ctcli(root, { "exec", app, "sh", "-c", script })
-end
 
 -- layer_digests(root, mapping) -> diff hex -> the tree digest of its layer dir
 local function layer_digests(root, mapping)

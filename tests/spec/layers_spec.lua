@@ -5,35 +5,12 @@
 local ct = require("ct")
 local json = require("ctcli.base.json")
 local H = require("support.helpers")
+local L = require("support.layered")
+local release_of, upper_of, sh, layer_dirs = L.release_of, L.upper_of, L.sh, L.layer_dirs
 
 H.need_root()
 
-local APPS = { "web", "api", "worker" }
-
-local function release_of(root)
-  return json.decode(assert(ct.fs.read(root .. "/current-release/release.json")))
-end
-
-local function upper_of(root, app)
-  for _, a in ipairs(release_of(root).apps) do
-    if a.name == app then return a.upper end
-  end
-end
-
-local function sh(root, app, script)
-  return H.ctcli(root, { "exec", app, "sh", "-c", script })
-end
-
--- layer_dirs(root) -> the extracted layers (layers/<mapping>/<diffid>), by path.
-local function layer_dirs(root)
-  local out = {}
-  for _, m in ipairs(ct.fs.dir(root .. "/layers") or {}) do
-    for _, n in ipairs(ct.fs.dir(root .. "/layers/" .. m) or {}) do
-      if not n:match("%.json$") then out[#out + 1] = root .. "/layers/" .. m .. "/" .. n end
-    end
-  end
-  return out
-end
+local APPS = L.APPS
 
 -- reboot(root): what a reboot leaves: every monitor and container dead,
 -- no mount; runc's state and the records stay on disk.
@@ -56,23 +33,17 @@ end
 
 describe("the layer store", function()
   local v1, v2
-  setup(function()
-    v1 = H.package({ "--format", "manifest", "--version", "1.0.0",
-      "--app", "web:health=none", "--app", "api:health=none", "--app", "worker:health=none" })
-    -- web changes; api and worker stay as they are (same image, same bundle)
-    v2 = H.package({ "--format", "manifest", "--version", "1.1.0", "--app", "web:health=none,version=1.1.0",
-      "--app", "api:health=none,version=1.0.0", "--app", "worker:health=none,version=1.0.0" })
-  end)
+  setup(function() v1, v2 = L.packages() end)
   teardown(H.cleanup)
 
   it("extracts a base layer three apps share once, and keeps each app's writes in its own upper", function()
     local root = H.root()
     H.ok(root, { "install", v1 })
     -- three images of two layers each, one base layer among them: 4 layers
-    local dirs = layer_dirs(root)
-    assert.equals(4, #dirs)
+    local dirs, n = layer_dirs(root)
+    assert.equals(4, n)
     local busyboxes = {}
-    for _, d in ipairs(dirs) do
+    for _, d in pairs(dirs) do
       local st = ct.fs.lstat(d .. "/bin/busybox")
       if st then busyboxes[#busyboxes + 1] = st.ino end
     end

@@ -7,28 +7,15 @@
 local ct = require("ct")
 local json = require("ctcli.base.json")
 local H = require("support.helpers")
+local L = require("support.layered")
+local release_of, layer_dirs = L.release_of, L.layer_dirs
 
 H.need_root()
-
-local function release_of(root)
-  return json.decode(assert(ct.fs.read(root .. "/current-release/release.json")))
-end
 
 local function sh(root, app, script)
   local r = H.ctcli(root, { "exec", app, "sh", "-c", script })
   assert.equals(0, r.code, r.stderr)
   return r
-end
-
--- layer_dirs(root) -> map diff hex -> its layers/<mapping>/<hex> dir.
-local function layer_dirs(root)
-  local out = {}
-  for _, m in ipairs(ct.fs.dir(root .. "/layers") or {}) do
-    for _, n in ipairs(ct.fs.dir(root .. "/layers/" .. m) or {}) do
-      if not n:match("%.json$") then out[n] = root .. "/layers/" .. m .. "/" .. n end
-    end
-  end
-  return out
 end
 
 local function count(t)
@@ -80,12 +67,7 @@ end
 
 describe("the store commands", function()
   local v1, v2
-  setup(function()
-    v1 = H.package({ "--format", "manifest", "--version", "1.0.0",
-      "--app", "web:health=none", "--app", "api:health=none", "--app", "worker:health=none" })
-    v2 = H.package({ "--format", "manifest", "--version", "1.1.0", "--app", "web:health=none,version=1.1.0",
-      "--app", "api:health=none,version=1.0.0", "--app", "worker:health=none,version=1.0.0" })
-  end)
+  setup(function() v1, v2 = L.packages() end)
   teardown(H.cleanup)
 
   it("diff lists what an app added, changed and deleted in its upper, never following what it planted", function()
