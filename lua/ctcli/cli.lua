@@ -37,7 +37,8 @@ cli.GLOBAL_OPTIONS = {
   { "--json", help = "machine-readable output: one JSON document (docs/json.md), errors too" },
   { "--pretty", help = "with --json, indented even when stdout is not a terminal" },
   { "--no-color", help = "no colors (also when NO_COLOR is set)" },
-  { "-v", "--verbose", help = "more detail; tracebacks on internal errors" },
+  { "-v", "--verbose", help = "more detail (hooks as they run, health attempts, runc calls); tracebacks on internal errors" },
+  { "-q", "--quiet", help = "no step lines or bars on stderr (errors and warnings still print)" },
   { "--hook-timeout", arg = "SECONDS", type = "number", above = 0, help = "time limit of one hook (default 60)" },
   -- An optional value: the next word is taken only when it is a number
   -- (or given as --wait=SECONDS), so it never swallows the command.
@@ -358,6 +359,8 @@ local function run(parsed)
     steps = cmd.steps,
     -- the commands, their options and help (help and completion read it)
     registry = cli,
+    -- Where the layers below tell their steps (ctcli.base.report): stderr.
+    report = require("ctcli.ui.report").new({ quiet = g.quiet, verbose = g.verbose, tty = ct.term.isatty(2) }),
   }
   parsed.ctx = ctx
   if cmd.needs_root then

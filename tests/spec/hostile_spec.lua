@@ -58,7 +58,8 @@ end
 local function refused(pkg, words)
   local root, canary = fresh()
   local before, canary_before = H.root_hash(root), H.tree_hash(canary)
-  local r = H.ctcli(root, { "install", "--no-start", pkg })
+  -- -q: the refusal alone on stderr, without the step lines before it
+  local r = H.ctcli(root, { "-q", "install", "--no-start", pkg })
   assert.equals(1, r.code, r.stdout .. r.stderr)
   local line = r.stderr:match("^([^\n]*)\n$")
   assert.is_truthy(line, "not one line:\n" .. r.stderr)
@@ -99,7 +100,7 @@ describe("hostile packages", function()
       H.ok(root, { "install", "--no-start", CORPUS .. "/valid.tar.gz" })
       local before, canary_before = H.root_hash(root), H.tree_hash(canary)
       for _, f in ipairs({ "duplicate-manifest.tar.gz", "duplicate-entry.tar.gz" }) do
-        local r = H.ctcli(root, { cmd, CORPUS .. "/" .. f })
+        local r = H.ctcli(root, { "-q", cmd, CORPUS .. "/" .. f })
         assert.equals(1, r.code, r.stdout .. r.stderr)
         local line = r.stderr:match("^([^\n]*)\n$")
         assert.is_truthy(line, "not one line:\n" .. r.stderr)

@@ -36,4 +36,14 @@ function M.suggest(word, candidates)
   return best
 end
 
+-- bytes(n) -> "1.5 MiB": powers of 1024, named so (the UI's and the
+-- reporter's one format for a size).
+function M.bytes(n)
+  local units = { "B", "KiB", "MiB", "GiB", "TiB" }
+  local i = 1
+  while n >= 1024 and i < #units do n = n / 1024; i = i + 1 end
+  if i == 1 then return string.format("%d B", n) end
+  return string.format("%.1f %s", n, units[i])
+end
+
 return M

@@ -27,7 +27,7 @@ return {
   run = function(ctx)
     local rel, err = common.current_or_fail(ctx, "backup")
     if not rel then return nil, err end
-    local j, jerr = journal.begin(ctx.paths, "backup", { release = rel.id }, ctx.steps)
+    local j, jerr = journal.begin(ctx.paths, "backup", { release = rel.id }, ctx.steps, ctx.report)
     if not j then return nil, jerr end
     local stepped, step_err = j:step("archive")
     if not stepped then j:finish() return nil, step_err end

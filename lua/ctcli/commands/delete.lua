@@ -63,7 +63,7 @@ return {
     local yes, why, code = ui.ask(ctx, string.format("Delete %s (%s) from %s?", what, ui.release_label(rel),
       ctx.root), "delete")
     if not yes then return nil, why, code end
-    local j, jerr = journal.begin(ctx.paths, "delete", { release = rel.id, purge = ctx.opts.purge or false }, ctx.steps)
+    local j, jerr = journal.begin(ctx.paths, "delete", { release = rel.id, purge = ctx.opts.purge or false }, ctx.steps, ctx.report)
     if not j then return nil, jerr end
     local running = json.array()
     for name, st in pairs(apps.states(ctx, rel) or {}) do
@@ -91,15 +91,20 @@ return {
     -- The symlink goes first: from then on the root has no release, whatever is left behind.
     stepped, step_err = j:step("unlink")
     if not stepped then return undo(step_err) end
+    ctx.report.step("removing current-release")
     ct.fs.unlink(ctx.paths.current)
     ct.fs.fsync(ctx.paths.root)
     stepped, step_err = j:step("remove")
     if not stepped then return undo(step_err) end
+    ctx.report.step("removing the releases, images and layers")
     for _, r in ipairs(release.list(ctx.paths) or {}) do ct.fs.rmtree(r.dir) end
     require("ctcli.services.staged").drop(ctx.paths)
     for _, key in ipairs(ct.fs.dir(ctx.paths.images) or {}) do ct.fs.rmtree(ctx.paths.images .. "/" .. key) end
     require("ctcli.store.layers").remove_all(ctx.paths)
-    if ctx.opts.purge then purge_dirs(ctx.paths) end
+    if ctx.opts.purge then
+      ctx.report.step("purging configs, data, logs and backups")
+      purge_dirs(ctx.paths)
+    end
     local done, ferr = j:finish()
     if not done then return nil, "deleted release " .. rel.id .. ", but " .. ferr end
     if ctx.json then

@@ -2,6 +2,7 @@
 local apps = require("ctcli.services.apps")
 local appfs = require("ctcli.runtime.appfs")
 local backup = require("ctcli.store.backup")
+local common = require("ctcli.services.common")
 local hooks = require("ctcli.hooks.runner")
 local deploy = require("ctcli.services.deploy")
 local journal = require("ctcli.journal.journal")
@@ -34,7 +35,7 @@ return {
     elseif cerr then
       return nil, cerr
     end
-    local j, jerr = journal.begin(ctx.paths, "install", { package = file }, ctx.steps)
+    local j, jerr = journal.begin(ctx.paths, "install", { package = file }, ctx.steps, ctx.report)
     if not j then return nil, jerr end
     local pkg, perr = deploy.open(ctx, file, j)
     if not pkg then j:finish() return nil, perr end
@@ -79,6 +80,7 @@ return {
     end
     stepped, step_err = j:step("swap")
     if not stepped then return undo_build(step_err) end
+    ctx.report.step("swapping to release %s", rel.id)
     local swapped, serr = release.swap(ctx.paths, rel.id)
     if not swapped then return undo_build(serr) end
     -- The zero backup: what the root looked like right after the install.
@@ -90,14 +92,17 @@ return {
     else
       berr2 = step_err
     end
-    if not info then ui.warn("installed, but the zero backup failed: %s", berr2) end
+    if not info then ctx.report.warn("installed, but the zero backup failed: %s", berr2) end
     local hc = apps.hooks_for(ctx, rel, { to = rel })
     stepped, step_err = j:step("migrate")
     if not stepped then j:finish() return nil, "installed " .. rel.id .. ", but " .. step_err end
+    local migrated = {}
     for _, app in ipairs(rel.apps) do
       local ran, merr = hooks.migrate(hc, app)
       if not ran then j:finish() return nil, "installed " .. rel.id .. ", but " .. merr end
+      migrated[#migrated + 1] = { app = app.name, ran = ran }
     end
+    common.tell_migrations(ctx, migrated)
     local started = {}
     if ctx.opts.no_start then
       -- Not started on purpose: not wanted either, so a boot does not start them.

@@ -146,7 +146,7 @@ return {
     local text = json.encode(doc, true) .. "\n"
     local ok, werr = pkgtool.write(out, dir, text, roots, {
       key = ctx.opts.sign, format = ctx.opts.gzip and "gzip" or "zstd", mtime = pkgtool.mtime(doc),
-      sources = sources,
+      sources = sources, report = ctx.report,
     })
     done()
     if not ok then return nil, werr end

@@ -35,7 +35,7 @@ local function staged_plan(ctx)
     return true
   end
   p.signature_text = p.signature.status
-  preview.print(p, cur)
+  preview.print(p, cur, ui)
   ui.print("staged    %s from %s (%s), against %s%s", rec.id, tostring(rec.package.name), tostring(rec.staged),
     rec.against, stale and (": the current release is " .. (cur and cur.id or "none") ..
       " now, so 'upgrade --staged' refuses; re-stage") or "")
@@ -93,7 +93,7 @@ return {
       return true
     end
     p.signature_text = signature
-    preview.print(p, cur)
+    preview.print(p, cur, ui)
     return true
   end,
 }

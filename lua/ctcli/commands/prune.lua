@@ -37,7 +37,7 @@ local function backups(ctx)
       end
       todo[#todo + 1] = found
     end
-    local j, jerr = journal.begin(ctx.paths, "prune", { backups = json.array(ctx.args) }, ctx.steps)
+    local j, jerr = journal.begin(ctx.paths, "prune", { backups = json.array(ctx.args) }, ctx.steps, ctx.report)
     if not j then return nil, jerr end
     do local stepped, jwerr = j:step("prune") if not stepped then return nil, jwerr end end
     for _, b in ipairs(todo) do
@@ -53,7 +53,7 @@ local function backups(ctx)
     if ctx.opts.keep then
       for reason in pairs(keep) do keep[reason] = math.floor(ctx.opts.keep) end
     end
-    local j, jerr = journal.begin(ctx.paths, "prune", { backups = true }, ctx.steps)
+    local j, jerr = journal.begin(ctx.paths, "prune", { backups = true }, ctx.steps, ctx.report)
     if not j then return nil, jerr end
     do local stepped, jwerr = j:step("prune") if not stepped then return nil, jwerr end end
     local res, err = backup.retain(ctx.paths, keep)
@@ -84,7 +84,7 @@ end
 -- staged(ctx) -> true | nil, msg: `prune --staged`, the staged release and
 -- the images only it used.
 local function staged(ctx)
-  local j, jerr = journal.begin(ctx.paths, "prune", { staged = true }, ctx.steps)
+  local j, jerr = journal.begin(ctx.paths, "prune", { staged = true }, ctx.steps, ctx.report)
   if not j then return nil, jerr end
   do local stepped, jwerr = j:step("prune") if not stepped then return nil, jwerr end end
   local id, err = require("ctcli.services.staged").drop(ctx.paths)
@@ -158,7 +158,7 @@ return {
     -- Every release must read before anything goes (releases.prune checks again).
     local list, lerr = release.list(ctx.paths)
     if not list then return nil, lerr end
-    local j, jerr = journal.begin(ctx.paths, "prune", { keep = keep }, ctx.steps)
+    local j, jerr = journal.begin(ctx.paths, "prune", { keep = keep }, ctx.steps, ctx.report)
     if not j then return nil, jerr end
     do local stepped, jwerr = j:step("prune") if not stepped then return nil, jwerr end end
     local sizes = {}

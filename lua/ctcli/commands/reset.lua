@@ -24,7 +24,7 @@ local function reset_upper(ctx, rel, app)
   local was_running = runtime.running(states[app.name])
   local j, jerr = journal.begin(ctx.paths, "reset", {
     app = app.name, stopped = json.array(was_running and { app.name } or {}),
-  })
+  }, nil, ctx.report)
   if not j then return nil, jerr end
   local uc, uerr = userns.context(ctx.paths)
   if not uc then j:finish() return nil, uerr end
@@ -108,7 +108,7 @@ return {
 
     local j, jerr = journal.begin(ctx.paths, "reset", {
       app = app.name, stopped = json.array(was_running and { app.name } or {}),
-    }, ctx.steps)
+    }, ctx.steps, ctx.report)
     if not j then return nil, jerr end
     local function fail(e, tmp)
       if tmp then ct.fs.rmtree(tmp) end

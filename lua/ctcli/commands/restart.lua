@@ -19,7 +19,7 @@ return {
     local names = {}
     for _, app in ipairs(list) do names[#names + 1] = app.name end
     -- Recovery starts again what an interrupted restart stopped.
-    local j, jerr = journal.begin(ctx.paths, "restart", { stopped = json.array(names) }, ctx.steps)
+    local j, jerr = journal.begin(ctx.paths, "restart", { stopped = json.array(names) }, ctx.steps, ctx.report)
     if not j then return nil, jerr end
     do local stepped, jwerr = j:step("mark") if not stepped then return nil, jwerr end end
     local mok, merr = wanted.mark(ctx.paths, names, true)

@@ -91,6 +91,7 @@ local function revert(ctx, cur, target, undo, plan, failure)
     local ok, err = apps.stop(ctx, target, apps.select(target, plan.to_start))
     if not ok then problems[#problems + 1] = "stopping " .. target.id .. ": " .. tostring(err) end
   end
+  ctx.report.step("putting things back: %s", failure)
   if undo.swapped then
     local ok, err
     if cur then ok, err = release.swap(ctx.paths, cur.id) else ok, err = ct.fs.unlink(ctx.paths.current) end
@@ -175,6 +176,7 @@ local function switch(ctx, cur, target, j, opts)
   end
   local stepped, step_err = j:step("swap")
   if not stepped then return fail(step_err) end
+  ctx.report.step("swapping to release %s", target.id)
   local swapped, swap_err = release.swap(ctx.paths, target.id)
   if not swapped then return fail("cannot switch current-release: " .. tostring(swap_err)) end
   undo.swapped = true
@@ -201,14 +203,14 @@ local function from_archive(ctx, cur, file, j)
   local function fail(msg) ct.fs.rmtree(dir) return nil, msg end
   local stepped, step_err = j:step("extract")
   if not stepped then return fail(step_err) end
-  local bar = ui.progress("restoring " .. file:match("[^/]+$"))
-  local size = ct.fs.size(file) or 0
+  ctx.report.step("restoring %s", file:match("[^/]+$"))
+  local bar = ctx.report.bar("restoring", ct.fs.size(file) or 0)
   -- A FIFO, socket or device the app made in its data holds nothing to
   -- restore: skipped with a warning, so it never blocks the way back.
-  local stats, xerr = backup.extract(file, dir, function(_, read) bar:update(read, size) end)
-  bar:finish()
+  local stats, xerr = backup.extract(file, dir, function(_, read) bar.set(read) end)
+  if stats then bar.done() else bar.stop() end
   if not stats then return fail(xerr) end
-  for _, w in ipairs(stats.warnings or {}) do ui.warn("%s", w) end
+  for _, w in ipairs(stats.warnings or {}) do ctx.report.warn("%s", w) end
   if not ct.fs.lstat(dir .. "/backup-info.json") and ct.fs.exists(dir .. "/current-release/release-info.json") then
     -- The Go ctcli's backup: made into one of ours here, in tmp/, then
     -- checked and restored as every backup is.
@@ -231,7 +233,7 @@ local function from_archive(ctx, cur, file, j)
   if not aok then return fail(aerr) end
   -- Blobs, images and the apps' writable layers into the store (what it
   -- holds already stays); a flattened rootfs of an older backup as it can.
-  local pok, perr = backup.place(ctx.paths, dir, info, id)
+  local pok, perr = backup.place(ctx.paths, dir, info, id, ctx.report)
   if not pok then return fail(perr) end
   if not ct.fs.exists(release.dir(ctx.paths, id)) then
     local ok, rerr = ct.fs.rename(dir .. "/current-release", release.dir(ctx.paths, id))
@@ -414,7 +416,7 @@ return {
     local yes, why, code = ui.ask(ctx, "Proceed with the rollback?", "rollback")
     if not yes then return nil, why, code end
 
-    local j, jerr = journal.begin(ctx.paths, "rollback", { from = cur and cur.id or json.null, target = arg }, ctx.steps)
+    local j, jerr = journal.begin(ctx.paths, "rollback", { from = cur and cur.id or json.null, target = arg }, ctx.steps, ctx.report)
     if not j then return nil, jerr end
     local started, info, safety
     if archive then

@@ -40,7 +40,7 @@ return {
       end
       table.sort(names)
     end
-    local j, jerr = journal.begin(ctx.paths, "rotate-logs", { apps = json.array(names) }, ctx.steps)
+    local j, jerr = journal.begin(ctx.paths, "rotate-logs", { apps = json.array(names) }, ctx.steps, ctx.report)
     if not j then return nil, jerr end
     do local stepped, jwerr = j:step("rotate") if not stepped then return nil, jwerr end end
     local report, failures = json.array(), {}

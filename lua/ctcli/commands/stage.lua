@@ -39,7 +39,7 @@ return {
       })
       return true
     end
-    preview.print(rec.plan, rec.plan.from)
+    preview.print(rec.plan, rec.plan.from, ui)
     ui.print("")
     if rec.replaced then ui.print("replaced the staged release %s", rec.replaced) end
     ui.print("staged %s (%s) against %s; cut over with 'ctcli upgrade --staged'", rec.id,

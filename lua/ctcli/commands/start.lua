@@ -86,7 +86,7 @@ return {
     for _, app in ipairs(todo) do names[#names + 1] = app.name end
     local j, jerr = journal.begin(ctx.paths, "start", {
       apps = json.array(names), mode = boot and "boot" or again and "restart-exited" or "start",
-    }, ctx.steps)
+    }, ctx.steps, ctx.report)
     if not j then return nil, jerr end
     do local stepped, jwerr = j:step("mark") if not stepped then return nil, jwerr end end
     if not (boot or again) then

@@ -40,7 +40,7 @@ return {
     local names, all = {}, {}
     for _, app in ipairs(todo) do names[#names + 1] = app.name end
     for _, app in ipairs(list) do all[#all + 1] = app.name end
-    local j, jerr = journal.begin(ctx.paths, "stop", { apps = json.array(names) }, ctx.steps)
+    local j, jerr = journal.begin(ctx.paths, "stop", { apps = json.array(names) }, ctx.steps, ctx.report)
     if not j then return nil, jerr end
     do local stepped, jwerr = j:step("mark") if not stepped then return nil, jwerr end end
     if not ctx.opts.keep_wanted then

@@ -22,14 +22,16 @@ local ui = require("ctcli.ui.console")
 -- back, restore the changed apps' data, start the previous apps, then
 -- post_rollback. A failing pre_rollback is logged and the rollback goes on.
 local function auto_rollback(ctx, s)
+  ctx.report.step("rolling back to %s", s.cur.id)
   local new_hc = apps.hooks_for(ctx, s.rel, { from = s.rel, to = s.cur })
   for _, app in ipairs(s.affected) do
     local ok, err = hooks.run(new_hc, app, "pre_rollback")
-    if not ok then ui.warn("pre_rollback of %s failed (rolling back anyway): %s", app.name, err) end
+    if not ok then ctx.report.warn("pre_rollback of %s failed (rolling back anyway): %s", app.name, err) end
   end
   local problems = {}
   local ok, err = apps.stop(ctx, s.rel, s.affected)
   if not ok then problems[#problems + 1] = err end
+  ctx.report.step("swapping back to release %s", s.cur.id)
   ok, err = release.swap(ctx.paths, s.cur.id)
   if not ok then return nil, "could not switch back: " .. tostring(err) end
   local names = {}
@@ -85,7 +87,7 @@ return {
     local file = ctx.args[1]
     local cur, cerr = common.current_or_fail(ctx, "upgrade")
     if not cur then return nil, cerr end
-    local j, jerr = journal.begin(ctx.paths, "upgrade", { package = file, from = cur.id }, ctx.steps)
+    local j, jerr = journal.begin(ctx.paths, "upgrade", { package = file, from = cur.id }, ctx.steps, ctx.report)
     if not j then return nil, jerr end
     local pkg, perr = staged.open(ctx, file, j, cur)
     if pkg == false then pkg, perr = deploy.open(ctx, file, j) end
@@ -124,7 +126,7 @@ return {
     end
     if not ctx.json then
       preview_plan.signature_text = pkg.signer and ("verified, signed by " .. pkg.signer) or nil
-      preview.print(preview_plan, cur)
+      preview.print(preview_plan, cur, ui)
     end
     local yes, why, code = ui.ask(ctx, "Proceed with the upgrade?", "upgrade")
     if not yes then return abort(why, code) end
@@ -210,7 +212,7 @@ return {
     end
     local function unstop(msg)
       local started = apps.start(ctx, cur, apps.select(cur, was_running))
-      if not started then ui.warn("could not start the stopped apps again") end
+      if not started then ctx.report.warn("could not start the stopped apps again") end
       ct.fs.unlink(info.path)
       ct.fs.unlink((info.path:gsub("%.tar%.%a+$", ".json")))
       return undo_build(msg)
@@ -225,6 +227,7 @@ return {
     end
     stepped, step_err = j:step("swap")
     if not stepped then return unstop(step_err) end
+    ctx.report.step("swapping to release %s", rel.id)
     local swapped, swap_err = release.swap(ctx.paths, rel.id)
     if not swapped then return unstop("cannot switch current-release: " .. tostring(swap_err)) end
 
@@ -232,11 +235,13 @@ return {
     local failed_step, failure
     stepped, step_err = j:step("migrate")
     if not stepped then failed_step, failure = "migration", step_err end
+    local migrated = {}
     for _, app in ipairs(stepped and affected or {}) do
       local ran, merr = hooks.migrate(new_hc, rel.by_name[app.name])
       if not ran then failed_step, failure = "migration", merr break end
-      if #ran > 0 then ui.info("%s: ran migration%s %s", app.name, #ran == 1 and "" or "s", table.concat(ran, ", ")) end
+      migrated[#migrated + 1] = { app = app.name, ran = ran }
     end
+    if not failed_step then common.tell_migrations(ctx, migrated) end
     local started = {}
     if not failed_step then
       stepped, step_err = j:step("start")
@@ -294,14 +299,15 @@ return {
     local pruned, gone = {}, nil
     if stepped then
       pruned = releases.prune(ctx.paths, math.max(1, math.floor(ctx.opts.keep or 3)))
+      if pruned and #pruned > 0 then ctx.report.step("pruned release%s %s", #pruned == 1 and "" or "s", table.concat(pruned, ", ")) end
       -- Backup retention after every successful upgrade (after the releases,
       -- so a pruned release's backups are no longer protected).
       local conf, conf_err = rootconf.load(ctx.paths)
       local ret_err
       if conf then gone, ret_err = backup.retain(ctx.paths, rootconf.keep(conf)) end
-      if not gone then ui.warn("backups not pruned: %s", tostring(conf_err or ret_err)) end
+      if not gone then ctx.report.warn("backups not pruned: %s", tostring(conf_err or ret_err)) end
     else
-      ui.warn("releases and backups not pruned: %s", step_err)
+      ctx.report.warn("releases and backups not pruned: %s", step_err)
     end
     local done, ferr = j:finish()
     if not done then return nil, "upgraded to " .. rel.id .. ", but " .. ferr end

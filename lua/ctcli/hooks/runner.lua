@@ -355,7 +355,10 @@ function M.context(ctx, opts)
     runc = opts.runc or require("ctcli.runtime.tools").which("runc"),
     bundle_dir = opts.bundle_dir, from_versions = from_versions, to_versions = to_versions,
     timeout = ctx.hook_timeout, fired = opts.fired,
-    print = function(line) io.stderr:write(line, "\n") end,
+    -- ctx.log lines (also in logs/ctcli.log) and, with -v, each hook that
+    -- runs: the command's reporter (ctcli.base.report) says them, not this.
+    print = ctx.report and function(line) ctx.report.step("%s", line) end,
+    report = ctx.report,
   }
   hc.running = setmetatable({}, { __index = function(_, name)
     if not hc.runc then return false end
@@ -377,6 +380,7 @@ function M.run(hc, app, point)
   local info = info_for(hc, app, point)
   for _, src in ipairs(sources) do
     local timeout = time_limit(hc, app)
+    local t0 = ct.time.monotonic()
     local done, result, lines, kind = in_child(hc, timeout, function(emit, workdir)
       local ctx = make_ctx(info, emit, workdir)
       local t = load_source(src, sandbox_env(ctx.log))
@@ -389,6 +393,10 @@ function M.run(hc, app, point)
       return "ran"
     end, app.name, point)
     relay(hc, app.name, point, lines)
+    if hc.report and result ~= "absent" then
+      hc.report.detail("hook %s of %s (%s): %s (%.2f s)", point, app.name, src.label, done and "ran" or "failed",
+        ct.time.monotonic() - t0)
+    end
     if not done then
       if kind == "timeout" then
         return nil, string.format("%s hook of %s (%s) hit its time limit of %gs and was killed",
@@ -475,6 +483,7 @@ function M.migrate(hc, app)
         return "absent"
       end, app.name, "migration " .. id)
       relay(hc, app.name, "migration " .. id, lines)
+      if hc.report then hc.report.detail("migration %s of %s: %s", id, app.name, ok and "ran" or "failed") end
       if not ok then
         if kind == "timeout" then
           return nil, string.format("migration %s of %s hit its time limit of %gs and was killed", id, app.name, timeout)

@@ -6,8 +6,8 @@
 -- (the crash tests use both).
 local ct = require("ct")
 local json = require("ctcli.base.json")
+local report = require("ctcli.base.report")
 local statefile = require("ctcli.base.statefile")
-local ui = require("ctcli.ui.console")
 local clock = require("ctcli.base.clock")
 
 local M = {}
@@ -46,12 +46,13 @@ local function fault(command, step)
   return true
 end
 
--- begin(paths, command, data, steps) -> journal | nil, msg. steps: the
--- step names the command declares (its `steps`), or nil for a command that
--- declares none (its steps are not checked and take only injected kills).
-function M.begin(paths, command, data, steps)
+-- begin(paths, command, data, steps [, rep]) -> journal | nil, msg. steps:
+-- the step names the command declares (its `steps`), or nil for a command
+-- that declares none (its steps are not checked and take only injected
+-- kills). rep: the reporter (ctx.report) told when each step begins.
+function M.begin(paths, command, data, steps, rep)
   local j = setmetatable({
-    path = paths.journal, steps = steps,
+    path = paths.journal, steps = steps, report = report.of(rep),
     doc = { command = command, pid = ct.proc.getpid(), started = clock.iso(),
             steps = json.array(), data = data or {} },
   }, Journal)
@@ -75,7 +76,7 @@ function Journal:step(name)
   if #steps > 0 then steps[#steps].done = true end
   steps[#steps + 1] = { name = name, done = false }
   -- -v: when each step begins (bench/staged.sh reads these).
-  ui.debug("step %s:%s at %.6f", self.doc.command, name, ct.time.monotonic())
+  if self.report then self.report.detail("step %s:%s at %.6f", self.doc.command, name, ct.time.monotonic()) end
   local ok, err = save(self)
   if not ok then return nil, "cannot write the journal: " .. tostring(err) end
   -- The kill comes after the journal says the step began: the hardest case.
@@ -112,7 +113,7 @@ function Journal:finish()
   if not ok then return nil, err .. "; run 'ctcli recover'" end
   ct.fs.unlink(self.path)
   ct.fs.fsync(self.path:match("^(.*)/[^/]+$"))
-  ui.debug("step %s:end at %.6f", self.doc.command, ct.time.monotonic())
+  if self.report then self.report.detail("step %s:end at %.6f", self.doc.command, ct.time.monotonic()) end
   return true
 end
 

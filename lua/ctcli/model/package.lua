@@ -4,8 +4,8 @@
 local ct = require("ct")
 local json = require("ctcli.base.json")
 local manifest = require("ctcli.model.manifest")
+local report = require("ctcli.base.report")
 local signing = require("ctcli.model.signing")
-local ui = require("ctcli.ui.console")
 
 local M = {}
 
@@ -288,8 +288,9 @@ function M.stored_blob(paths, digest)
   return st and st.type == "file" and file or nil
 end
 
--- open(paths, file) -> pkg | nil, msg. The caller must call pkg:cleanup().
-function M.open(paths, file)
+-- open(paths, file [, rep]) -> pkg | nil, msg. The caller must call
+-- pkg:cleanup(). rep: the reporter (ctcli.base.report) told of the extraction.
+function M.open(paths, file, rep)
   local st = ct.fs.stat(file)
   if not st then return nil, file .. ": no such package" end
   if st.type ~= "file" then return nil, file .. ": not a file" end
@@ -297,12 +298,14 @@ function M.open(paths, file)
   local dir, err = ct.fs.mkdtemp(paths.tmp .. "/package-XXXXXX")
   if not dir then return nil, "cannot create a staging directory: " .. err end
   local cleanup = function() ct.fs.rmtree(dir) end
-  local bar = ui.progress("extracting " .. label)
+  rep = report.of(rep)
+  rep.step("extracting %s", label)
+  local bar = rep.bar("extracting", st.size)
   local stats, xerr = ct.archive.extract(file, dir, {
     max_entries = M.MAX_ENTRIES, max_bytes = M.MAX_BYTES, check_space = true, special = "refuse",
-    progress = function(_, read) bar:update(read, st.size) end,
+    progress = function(_, read) bar.set(read) end,
   })
-  bar:finish()
+  if stats then bar.done() else bar.stop() end
   if not stats then
     cleanup()
     return nil, xerr

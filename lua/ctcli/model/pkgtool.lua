@@ -6,6 +6,7 @@ local ct = require("ct")
 local clock = require("ctcli.base.clock")
 local json = require("ctcli.base.json")
 local package = require("ctcli.model.package")
+local report = require("ctcli.base.report")
 local signing = require("ctcli.model.signing")
 
 local M = {}
@@ -102,7 +103,7 @@ end
 -- write(out, dir, manifest_text, roots, opts) -> true | nil, msg. The archive:
 -- manifest.json (these exact bytes), manifest.sig (opts.key signs), then
 -- roots (paths under dir), sorted. opts: key, format ("zstd"|"gzip"), mtime,
--- sources (as for digests).
+-- sources (as for digests), report (ctcli.base.report: a step line and a bar).
 function M.write(out, dir, manifest_text, roots, opts)
   local stage, err = ct.fs.mkdtemp(M.tmpbase() .. "/ctcli-pack-XXXXXX")
   if not stage then return nil, "cannot create a temporary directory: " .. tostring(err) end
@@ -123,9 +124,17 @@ function M.write(out, dir, manifest_text, roots, opts)
   for _, r in ipairs(sorted) do
     entries[#entries + 1] = { name = r, path = opts.sources and opts.sources[r] or (dir .. "/" .. r) }
   end
+  local rep = report.of(opts.report)
+  rep.step("packing %s", out:match("[^/]+$"))
+  local total = 0
+  -- The bar's total, only when someone is told (a walk of the tree).
+  for _, e in ipairs(opts.report and entries or {}) do total = total + (ct.fs.du(e.path) or 0) end
+  local bar = rep.bar("packing", total)
   local res, cerr = ct.archive.create(out, entries, {
     format = opts.format or "zstd", mtime = opts.mtime or 0, owner0 = true,
+    progress = opts.report and function(bytes) bar.set(bytes) end,
   })
+  if res then bar.done() else bar.stop() end
   if not res then return done(nil, cerr) end
   return done(true)
 end

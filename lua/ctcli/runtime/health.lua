@@ -30,12 +30,15 @@ function M.forget(paths, name)
   end
 end
 
--- check(paths, rt, app [, started_at]) -> true | nil, msg. started_at (a
--- monotonic time) counts the app's start wait from its start, so apps
--- started together wait together, not one after the other.
+-- check(paths, rt, app [, started_at]) -> attempts it took (0: the app has
+-- no check) | nil, msg. started_at (a monotonic time) counts the app's
+-- start wait from its start, so apps started together wait together, not
+-- one after the other. rt.report (the command's reporter) hears of each
+-- attempt with -v.
 function M.check(paths, rt, app, started_at)
   local hc = app.healthcheck
-  if not hc then return true end
+  if not hc then return 0 end
+  local function told(fmt, ...) if rt.report then rt.report.detail(fmt, ...) end end
   local id = runtime.container_id(paths, app.name)
   local attempts, interval, wait
   if hc.legacy_wait_for then
@@ -51,8 +54,9 @@ function M.check(paths, rt, app, started_at)
     for _, a in ipairs(hc.command) do args[#args + 1] = a end
     local r, err = runtime.run(rt, args, { timeout = hc.timeout or 30, stderr = "stdout" })
     if r and r.code == 0 and not r.timed_out then
+      told("health %s: attempt %d of %d: ok", app.name, i, attempts)
       record(paths, app.name, { status = "healthy", time = clock.iso() })
-      return true
+      return i
     end
     if not r then
       last = tostring(err)
@@ -61,6 +65,7 @@ function M.check(paths, rt, app, started_at)
     else
       last = string.format("exit status %d%s", r.code, r.stdout ~= "" and (": " .. r.stdout:gsub("%s+$", ""):sub(1, 200)) or "")
     end
+    told("health %s: attempt %d of %d: %s", app.name, i, attempts, last)
     if i < attempts and interval > 0 then ct.time.sleep(interval) end
   end
   record(paths, app.name, { status = "unhealthy", time = clock.iso(), last = last })

@@ -28,8 +28,19 @@ local function runc_argv(rt, log, args)
   return argv
 end
 
+-- told(rt, argv, t0): with -v, each runc call with its argv and time
+-- (rt.report, the command's reporter, when the caller gave one).
+local function told(rt, argv, t0)
+  if rt.report and rt.report.verbose then
+    rt.report.detail("runc: %s (%.3f s)", table.concat(argv, " "), ct.time.monotonic() - t0)
+  end
+end
+
 function oci.runc(rt, args, opts)
-  return ct.proc.run(runc_argv(rt, nil, args), opts)
+  local argv, t0 = runc_argv(rt, nil, args), ct.time.monotonic()
+  local r, err, errno = ct.proc.run(argv, opts)
+  told(rt, argv, t0)
+  return r, err, errno
 end
 
 -- Our process group and stdio, so a terminal's reads and ^C reach the command.
@@ -66,8 +77,10 @@ function M.container_id(paths, app)
   return ct.hash.md5(paths.id_base) .. "-" .. app
 end
 
-function M.rt(paths, tools)
-  return { runc = tools.runc, root = paths.runc_root }
+-- rt(paths, tools [, report]) -> how runc is run: the release's binary on
+-- the root's runc-root; report (ctx.report) hears of every call with -v.
+function M.rt(paths, tools, report)
+  return { runc = tools.runc, root = paths.runc_root, report = report }
 end
 
 -- message(text) -> what runc said went wrong, from its output: the msg of
@@ -633,8 +646,11 @@ function monitor.spawn(c, policy)
   if policy.journald and ct.fs.exists(policy.journal_socket) then
     opts.journal, opts.journal_identifier, opts.journal_container = policy.journal_socket, app, app
   end
+  local t0 = ct.time.monotonic()
   local mpid, pid, serr = ct.monitor.spawn(opts)
   d:close()
+  -- The monitor runs create and start itself: told as one call.
+  told(c.rt, { table.concat(opts.create, " "), "&&", table.concat(opts.start, " "), "(by its monitor)" }, t0)
   if not mpid then return nil, tostring(pid) end -- runc's words, read by runtime.message
   return pid or true, serr
 end

@@ -17,6 +17,7 @@ local json = require("ctcli.base.json")
 local release = require("ctcli.store.release")
 local bundle = require("ctcli.runtime.bundle")
 local rootmod = require("ctcli.base.root")
+local report = require("ctcli.base.report")
 local store = require("ctcli.store.images")
 local userns = require("ctcli.runtime.userns")
 local wanted = require("ctcli.store.wanted")
@@ -142,17 +143,19 @@ function M.resume(ctx, j)
     d.backup = b
   end
   j:set("release", gorel.id)
+  local rep = report.of(ctx.report)
+  rep.step("adopt: moving each app's rootfs into images/")
   ok, err = j:step("images")
   for _, name in ipairs(gorel.model.order) do
     if not ok then break end
     ok, err = goroot.place_image(p.images, gorel, name)
   end
   if ok then ok, err = j:step("release") end
-  if ok then ok, err = write_release(ctx, gorel) end
+  if ok then rep.step("adopt: writing release %s", gorel.id) ok, err = write_release(ctx, gorel) end
   if ok then ok, err = j:step("state") end
   if ok then ok, err = write_state(ctx, gorel) end
   if ok then ok, err = j:step("swap") end
-  if ok then ok, err = finish_swap(p, gorel.id) end
+  if ok then rep.step("swapping to release %s", gorel.id) ok, err = finish_swap(p, gorel.id) end
   if not ok then return nil, err end
   return { release = gorel.id, backup = d.backup }
 end
@@ -160,7 +163,7 @@ end
 -- run(ctx) -> result of resume | false (not a Go root) | nil, msg.
 function M.run(ctx)
   if not goroot.present(ctx.paths) then return false end
-  local j, err = journal.begin(ctx.paths, "adopt", {}, M.STEPS)
+  local j, err = journal.begin(ctx.paths, "adopt", {}, M.STEPS, ctx.report)
   if not j then return nil, err end
   local res, rerr = M.resume(ctx, j)
   if not res then

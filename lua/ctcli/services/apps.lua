@@ -7,6 +7,7 @@ local hooks = require("ctcli.hooks.runner")
 local monitor = require("ctcli.runtime.runc").monitor
 local release = require("ctcli.store.release")
 local runtools = require("ctcli.runtime.tools")
+local report = require("ctcli.base.report")
 local runtime = require("ctcli.runtime.runc")
 local store = require("ctcli.store.images")
 local userns = require("ctcli.runtime.userns")
@@ -59,7 +60,7 @@ end
 function M.container(ctx, rel, app, tools)
   tools = tools or runtools.of(rel)
   return {
-    rt = runtime.rt(ctx.paths, tools),
+    rt = runtime.rt(ctx.paths, tools, ctx.report),
     id = runtime.container_id(ctx.paths, app.name),
     bundle = release.bundle_dir(rel, app.name),
     paths = ctx.paths,
@@ -72,7 +73,7 @@ end
 -- states(ctx, rel) -> map app name -> runc state (nil when no container).
 function M.states(ctx, rel)
   local tools = runtools.of(rel)
-  local list, err = runtime.list(runtime.rt(ctx.paths, tools))
+  local list, err = runtime.list(runtime.rt(ctx.paths, tools, ctx.report))
   if not list then return nil, err end
   local out = {}
   for _, app in ipairs(rel.apps) do
@@ -98,6 +99,7 @@ function M.start(ctx, rel, list, opts)
   opts = opts or {}
   local tools = runtools.of(rel)
   local hc = opts.hooks
+  local rep = report.of(ctx.report)
   local started, started_at = {}, {}
   local uc, uerr = userns.context(ctx.paths)
   if not uc then return nil, uerr, "start", started end
@@ -129,6 +131,7 @@ function M.start(ctx, rel, list, opts)
       if ok == nil then return nil, "cannot prepare " .. app.name .. ": " .. err, "start", started end
       mapping[app.name] = ok
     end
+    rep.step("starting %s", app.name)
     local c = M.container(ctx, rel, app, tools)
     c.idmap = mapping[app.name]
     c.policy = monitor.policy(rel, app, uc.conf)
@@ -145,9 +148,12 @@ function M.start(ctx, rel, list, opts)
     end
   end
   if opts.health then
-    local rt = runtime.rt(ctx.paths, tools)
+    local rt = runtime.rt(ctx.paths, tools, ctx.report)
     for _, name in ipairs(started) do
       local ok, err = health.check(ctx.paths, rt, rel.by_name[name], started_at[name])
+      if ok and ok > 0 then
+        rep.step("health %s: ok after %d attempt%s", name, ok, ok == 1 and "" or "s")
+      end
       if not ok then
         local hint = userns.hint(ctx.paths, rel.by_name[name], mapping[name])
         return nil, err .. (hint and ("; " .. hint) or ""), "health", started
@@ -179,6 +185,9 @@ function M.stop(ctx, rel, list, opts)
       end
     end
     if #batch > 0 then
+      local names = {}
+      for _, c in ipairs(batch) do names[#names + 1] = c.app.name end
+      report.of(ctx.report).step("%s %s", opts.force and "killing" or "stopping", table.concat(names, ", "))
       local ok, err = runtime.stop_many(batch, opts.force)
       if not ok then return nil, err, "stop" end
       for _, c in ipairs(batch) do health.forget(ctx.paths, c.app.name) end

@@ -5,8 +5,8 @@ local ct = require("ct")
 local package = require("ctcli.model.package")
 local release = require("ctcli.store.release")
 local releases = require("ctcli.services.releases")
+local report = require("ctcli.base.report")
 local store = require("ctcli.store.images")
-local ui = require("ctcli.ui.console")
 local userns = require("ctcli.runtime.userns")
 
 local M = {}
@@ -25,12 +25,17 @@ function M.unpack(ctx, pkg)
       }
     end
   end
+  local rep = report.of(ctx.report)
   if #jobs > 0 then
-    ui.info("unpacking %d image%s", #jobs, #jobs == 1 and "" or "s")
+    local names = {}
+    for _, job in ipairs(jobs) do names[#names + 1] = job.name end
+    rep.step("unpacking %d image%s: %s", #jobs, #jobs == 1 and "" or "s", table.concat(names, ", "))
+  else
+    rep.step("unpacking: every image is in the store already")
   end
   -- ctcli extracts the layers itself (ctcli.layers): umoci is not needed here.
-  return store.unpack_all(ctx.paths, nil, jobs, function(job)
-    ui.debug("unpacked %s (%s)", job.name, job.digest:sub(8, 19))
+  return store.unpack_all(ctx.paths, rep, jobs, function(job)
+    rep.step("unpacked %s (%s)", job.name, job.digest:sub(8, 19))
   end)
 end
 
@@ -42,6 +47,7 @@ function M.build(ctx, pkg, journal, previous)
   if not ok then return nil, err end
   ok, err = journal:step("stage")
   if not ok then return nil, err end
+  report.of(ctx.report).step("building the release")
   local staged, serr = releases.stage(ctx.paths, pkg, {
     previous = previous, source = pkg.file and pkg.file:match("[^/]+$"), signer = pkg.signer,
   })
@@ -58,7 +64,7 @@ end
 function M.open(ctx, file, journal)
   local ok, err = journal:step("extract")
   if not ok then return nil, err end
-  return package.open(ctx.paths, file)
+  return package.open(ctx.paths, file, ctx.report)
 end
 
 return M

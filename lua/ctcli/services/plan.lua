@@ -6,7 +6,6 @@ local appdiff = require("ctcli.model.appdiff")
 local release = require("ctcli.store.release")
 local bundle = require("ctcli.runtime.bundle")
 local store = require("ctcli.store.images")
-local ui = require("ctcli.ui.console")
 
 local M = {}
 
@@ -59,8 +58,9 @@ function M.noop(diff, cur, model)
   return true
 end
 
--- print(diff): one line per app.
-function M.print(diff)
+-- print(diff, ui): one line per app, through the command's ui
+-- (ctcli.ui.console): a service never prints by itself.
+function M.print(diff, ui)
   local rows = {}
   local colors = { added = "green", changed = "yellow", removed = "red", unchanged = "dim" }
   for _, d in ipairs(diff) do

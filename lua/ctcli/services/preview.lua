@@ -11,7 +11,6 @@ local plan = require("ctcli.services.plan")
 local rootconf = require("ctcli.store.rootconf")
 local store = require("ctcli.store.images")
 local tools = require("ctcli.runtime.tools")
-local ui = require("ctcli.ui.console")
 local userns = require("ctcli.runtime.userns")
 local versions = require("ctcli.base.versions")
 
@@ -181,8 +180,9 @@ function M.build(ctx, pkg, cur)
   }
 end
 
--- print(p, cur): the plan for people; p.signature_text and p.delta are optional.
-function M.print(p, cur)
+-- print(p, cur, ui): the plan for people, through the command's ui
+-- (ctcli.ui.console); p.signature_text and p.delta are optional.
+function M.print(p, cur, ui)
   if cur then
     ui.print("plan: %s %s (%s) -> %s", p.downgrade ~= json.null and "DOWNGRADE" or "upgrade",
       ui.release_label(cur), cur.id, ui.release_label(p.to))
@@ -191,7 +191,7 @@ function M.print(p, cur)
   else
     ui.print("plan: install %s (no release installed)", ui.release_label(p.to))
   end
-  plan.print(p.diff)
+  plan.print(p.diff, ui)
   ui.print("")
   ui.print("stop      %s", #p.stop > 0 and table.concat(p.stop, ", ") or "nothing")
   ui.print("start     %s", #p.start > 0 and table.concat(p.start, ", ") or "nothing")

@@ -217,6 +217,7 @@ function M.open(ctx, file, j, cur)
   local ok, serr = j:step("extract")
   if not ok then return nil, serr end
   j:set("staged", rec.id)
+  require("ctcli.base.report").of(ctx.report).step("using the staged release %s (nothing to extract or unpack)", rec.id)
   local pkg = {
     dir = rec.dir, release = model_of(rel), signer = rel.signer, file = file, staged = rec,
     cleanup = function() end,
@@ -260,7 +261,6 @@ function M.stage(ctx, file)
   local deploy = require("ctcli.services.deploy")
   local hooks = require("ctcli.hooks.runner")
   local preview = require("ctcli.services.preview")
-  local ui = require("ctcli.ui.console")
   local function step(name) return journal.fault("stage", name) end
 
   local lock, lerr = M.lock(paths, ctx.wait)
@@ -310,7 +310,7 @@ function M.stage(ctx, file)
   ok, err = step("extract")
   if not ok then return fail(err) end
   local st = ct.fs.stat(file)
-  local pkg, perr = require("ctcli.model.package").open(wpaths, file)
+  local pkg, perr = require("ctcli.model.package").open(wpaths, file, ctx.report)
   if not pkg then return fail(perr) end
   local sum = ct.hash.sha256_file(file)
   -- The images this stage needs, before it looks at the store: a prune
@@ -343,8 +343,10 @@ function M.stage(ctx, file)
     disk = p.disk,
   }
   if not p.disk.enough then
-    ui.warn("the cutover needs about %s (its backup of the changed apps' data), %s free",
-      ui.bytes(p.disk.backup), ui.bytes(p.disk.free ~= json.null and p.disk.free or 0))
+    local text = require("ctcli.base.text")
+    require("ctcli.base.report").of(ctx.report).warn(
+      "the cutover needs about %s (its backup of the changed apps' data), %s free",
+      text.bytes(p.disk.backup), text.bytes(p.disk.free ~= json.null and p.disk.free or 0))
   end
   pkg.cleanup()
   ok, werr = ct.fs.write_atomic(rel.dir .. "/" .. M.RECORD, json.encode(record, true) .. "\n")

@@ -8,6 +8,7 @@ local ct = require("ct")
 local appfs = require("ctcli.runtime.appfs")
 local history = require("ctcli.store.history")
 local json = require("ctcli.base.json")
+local report = require("ctcli.base.report")
 local layers = require("ctcli.store.layers")
 local apps = require("ctcli.services.apps")
 local manifest = require("ctcli.model.manifest")
@@ -16,7 +17,6 @@ local release = require("ctcli.store.release")
 local runtools = require("ctcli.runtime.tools")
 local runtime = require("ctcli.runtime.runc")
 local store = require("ctcli.store.images")
-local ui = require("ctcli.ui.console")
 local idmap = require("ctcli.store.idmap")
 local clock = require("ctcli.base.clock")
 
@@ -42,13 +42,22 @@ local function children(dir)
   return names
 end
 
+-- entries_bytes(entries) -> what the archive will read: the total a
+-- backup's bar fills to (an app writing meanwhile moves it a little; the
+-- bar is filled when the archive is done).
+local function entries_bytes(entries)
+  local total = 0
+  for _, e in ipairs(entries) do total = total + (ct.fs.du(e.path) or 0) end
+  return total
+end
+
 -- app_entries(ctx, rel, entries, kinds, wanted, opts) -> resume: appends
 -- each app's own config/data trees (those named in `wanted`, or all) to
 -- entries; with data, a running app is paused only while its own trees are
 -- read. resume() resumes the one paused when the archive failed midway.
 local function app_entries(ctx, rel, entries, kinds, wanted, opts)
   local p = ctx.paths
-  local rt = runtime.rt(p, runtools.of(rel))
+  local rt = runtime.rt(p, runtools.of(rel), ctx.report)
   local states = (opts.data or opts.uppers) and apps.states(ctx, rel) or {}
   local paused = nil -- the app paused now, if any
   local function resume()
@@ -246,12 +255,20 @@ function M.create(ctx, rel, opts)
   end
 
   if opts.journal then opts.journal:set("archive", archive) end
-  local bar = ui.progress("backup")
+  local rep = report.of(ctx.report)
+  local who = {}
+  for _, app in ipairs(rel.apps) do
+    if not wanted or wanted[app.name] then who[#who + 1] = app.name end
+  end
+  local what = (#who > 0 and table.concat(who, ", ") or "no app") .. (opts.data and "" or " (configs only)")
+  if (opts.reason or "backup") == "backup" then rep.step("backup %s", what)
+  else rep.step("%s: backup %s", opts.reason, what) end
+  local bar = rep.bar("backup", entries_bytes(entries))
   local res, err = ct.archive.create(archive, entries, {
     format = opts.gzip and "gzip" or "zstd",
-    progress = function(bytes) bar:update(bytes, 0) end,
+    progress = function(bytes) bar.set(bytes) end,
   })
-  bar:finish()
+  if res then bar.done() else bar.stop() end
   -- A failure while an app's trees were read leaves it paused: resume it.
   resume()
   ct.fs.rmtree(info_tmp)
@@ -311,11 +328,13 @@ function M.create_go(ctx, rel, release_info, opts)
   end
   local resume = app_entries(ctx, rel, entries, kinds, nil, { data = true, journal = opts.journal })
   local archive = dir .. "/" .. uid .. ".tar.gz"
-  local bar = ui.progress("backup (Go ctcli format)")
+  local rep = report.of(ctx.report)
+  rep.step("backup in the Go ctcli's format: current-release, data, config")
+  local bar = rep.bar("backup", entries_bytes(entries))
   local res, aerr = ct.archive.create(archive, entries, {
-    format = "gzip", progress = function(bytes) bar:update(bytes, 0) end,
+    format = "gzip", progress = function(bytes) bar.set(bytes) end,
   })
-  bar:finish()
+  if res then bar.done() else bar.stop() end
   resume()
   for _, kind in ipairs(kinds) do ct.fs.rmdir(dir .. "/" .. kind) end
   if not res then ct.fs.rmtree(dir) return nil, aerr end
@@ -676,7 +695,7 @@ local function flat_to_copy(dir, rel_doc, key, id)
   return true
 end
 
--- place(paths, dir, info, id) -> true | nil, msg: the store's part of a
+-- place(paths, dir, info, id [, rep]) -> true | nil, msg: the store's part of a
 -- checked backup (dir, extracted in tmp/) into this root: the blobs into
 -- blobs/sha256/ (checked against their digests by check_restore), each
 -- image the root lacks (its OCI index linked to its blobs again), each
@@ -685,8 +704,8 @@ end
 -- flattened rootfs: one the root lacks is placed as a flat image, as it was;
 -- where the root holds that image as layers, it becomes the app's own copy.
 -- Layers missing from layers/ are extracted when each app is prepared
--- (store.complete, before it starts).
-function M.place(paths, dir, info, id)
+-- (store.complete, before it starts). rep: the reporter (ctcli.base.report).
+function M.place(paths, dir, info, id, rep)
   local digests = {}
   for _, h in ipairs(ct.fs.dir(dir .. "/blobs/sha256") or {}) do digests[#digests + 1] = "sha256:" .. h end
   local ok, err = layers.store_blobs(paths, dir, digests)
@@ -732,7 +751,7 @@ function M.place(paths, dir, info, id)
         if kind == "copy" and ct.fs.exists(udir .. "/upper") then
           -- An overlay's writable layer cannot serve without overlayfs: the
           -- app starts from its image (a fresh own copy), its changes left out.
-          ui.warn("the writable layer of %s is not restored: this root has no overlayfs (%s); " ..
+          report.of(rep).warn("the writable layer of %s is not restored: this root has no overlayfs (%s); " ..
             "the app starts from its image", app, select(2, layers.storage(paths)))
         else
           ok, err = M.adopt_upper(udir, range)

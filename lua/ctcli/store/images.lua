@@ -106,13 +106,14 @@ end
 -- import(paths, job) -> true | nil, msg: one image from an OCI layout into
 -- the store: its blobs, its layers in job.idmap's mapping (those the store
 -- lacks), images/<key>/{image.json, idmap, oci/}, renamed in whole.
-local function import(paths, job, added)
-  local image, err = layers.read_layout(job.layout, job.ref)
+local function import(paths, job, added, progress)
+  local image, err = job.image, nil
+  if not image then image, err = layers.read_layout(job.layout, job.ref) end
   if not image then return nil, err end
   local ok
   ok, err = layers.store_blobs(paths, job.layout, image.blobs, added)
   if not ok then return nil, err end
-  ok, err = layers.ensure(paths, image.layers, job.idmap, added)
+  ok, err = layers.ensure(paths, image.layers, job.idmap, added, progress)
   if not ok then return nil, err end
   local function lookup(file)
     local dir = layers.find(paths, image.layers, job.idmap, file)
@@ -160,17 +161,46 @@ local function import(paths, job, added)
   return true
 end
 
--- unpack_all(paths, _, jobs [, on_done]) -> true | nil, msg
+-- unpack_bar(rep, paths, jobs) -> a bar over the compressed bytes of the layers the
+-- store lacks (each counted once), and its feed for layers.ensure.
+local function unpack_bar(rep, paths, jobs)
+  local total, counted = 0, {}
+  for _, job in ipairs(jobs) do
+    job.image = job.image or layers.read_layout(job.layout, job.ref)
+    for _, l in ipairs(job.image and job.image.layers or {}) do
+      local key = layers.mapping_name(job.idmap) .. "/" .. l.diff_id
+      if not counted[key] and not layers.has_layer(paths, job.idmap, l.diff_id) then
+        counted[key] = true
+        total = total + (l.size or 0)
+      end
+    end
+  end
+  local bar = rep.bar("unpacking", total)
+  local base, current = 0, nil
+  return bar, function(layer, read)
+    if current ~= layer then
+      if current then base = base + (current.size or 0) end
+      current = layer
+    end
+    bar.set(base + math.min(read, layer.size or read))
+  end
+end
+
+-- unpack_all(paths, rep, jobs [, on_done]) -> true | nil, msg
 -- jobs: array of {name=, digest=, layout= (absolute), ref=, idmap= (the
 -- mapping to extract its layers in, or false)}. Layers shared by several
--- images are extracted once (the second finds the first's).
-function M.unpack_all(paths, _, jobs, on_done)
+-- images are extracted once (the second finds the first's). rep: the
+-- reporter (ctcli.base.report) whose bar follows the layers' bytes.
+function M.unpack_all(paths, rep, jobs, on_done)
   -- What this call adds to blobs/ and layers/, taken back when it fails:
   -- a refused upgrade leaves the store as it was.
   local added = {}
+  local bar, progress
+  if rep and #jobs > 0 then bar, progress = unpack_bar(rep, paths, jobs) end
   for _, job in ipairs(jobs) do
-    local ok, err = import(paths, job, added)
+    local ok, err = import(paths, job, added, progress)
     if not ok then
+      if bar then bar.stop() end
       for i = #added, 1, -1 do
         if not ct.fs.rmtree(added[i]) then ct.fs.unlink(added[i]) end
       end
@@ -186,6 +216,7 @@ function M.unpack_all(paths, _, jobs, on_done)
     end
     if on_done then on_done(job) end
   end
+  if bar then bar.done() end
   return true
 end
 

@@ -200,7 +200,8 @@ end
 -- layers/<mapping>/<diffhex>, in tmp/ first, then renamed (a layer dir that
 -- exists is complete); its record beside it. added: a list the paths it
 -- made are appended to (so a command that fails can take them back).
-function M.extract(paths, layer, m, added)
+-- progress(layer, compressed bytes read): a bar's feed, or nil.
+function M.extract(paths, layer, m, added, progress)
   if M.has_layer(paths, m, layer.diff_id) then return true end
   local final = M.layer_dir(paths, m, layer.diff_id)
   local ok, err = ensure_dir(layers_root(paths), DIR_MODE)
@@ -216,6 +217,7 @@ function M.extract(paths, layer, m, added)
     -- every container its own /dev), counted in the layer's record.
     local stats, xerr = ct.layer.extract(blob, tree, {
       idmap = idmap_opt(m), check_space = true, special = "skip",
+      progress = progress and function(_, read) progress(layer, read) end,
     })
     if not stats then ct.fs.rmtree(tmp) return nil, "extracting layer " .. layer.diff_id .. ": " .. tostring(xerr) end
     ok, err = ct.fs.rename(tree, final)
@@ -238,17 +240,17 @@ function M.extract(paths, layer, m, added)
   }, true) .. "\n", 420)
 end
 
--- ensure(paths, layers, m [, added]) -> true | nil, msg: every layer of the list in
+-- ensure(paths, layers, m [, added, progress]) -> true | nil, msg: every layer of the list in
 -- mapping m, extracted from the store's blobs where missing. One at a time:
 -- the extraction is I/O bound, and a layer shared by several images is then
 -- extracted once even within one command.
-function M.ensure(paths, layers, m, added)
+function M.ensure(paths, layers, m, added, progress)
   for _, l in ipairs(layers) do
     if not M.has_layer(paths, m, l.diff_id) then
       if not ct.fs.exists(M.blob_path(paths, l.digest)) then
         return nil, "the store has no blob " .. l.digest .. " for layer " .. l.diff_id
       end
-      local ok, err = M.extract(paths, l, m, added)
+      local ok, err = M.extract(paths, l, m, added, progress)
       if not ok then return nil, err end
     end
   end

@@ -121,13 +121,7 @@ function ui.progress(label)
   return p
 end
 
-function ui.bytes(n)
-  local units = { "B", "KiB", "MiB", "GiB", "TiB" } -- powers of 1024, named so
-  local i = 1
-  while n >= 1024 and i < #units do n = n / 1024; i = i + 1 end
-  if i == 1 then return string.format("%d B", n) end
-  return string.format("%.1f %s", n, units[i])
-end
+ui.bytes = require("ctcli.base.text").bytes
 
 function ui.duration(s)
   if s < 60 then return string.format("%ds", math.floor(s)) end
