@@ -1,6 +1,6 @@
 -- backup [--ignore-data] [--gzip]: one archive of the current release,
 -- config/ and data/ under releases/backups/.
-local backup = require("ctcli.store.backup")
+local backup = require("ctcli.services.backup")
 local common = require("ctcli.services.common")
 local journal = require("ctcli.journal.journal")
 local json = require("ctcli.base.json")

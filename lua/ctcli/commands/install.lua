@@ -1,7 +1,7 @@
 -- install PKG: the first release of a root.
 local apps = require("ctcli.services.apps")
 local appfs = require("ctcli.runtime.appfs")
-local backup = require("ctcli.store.backup")
+local backup = require("ctcli.services.backup")
 local common = require("ctcli.services.common")
 local hooks = require("ctcli.hooks.runner")
 local deploy = require("ctcli.services.deploy")

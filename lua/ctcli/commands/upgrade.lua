@@ -3,7 +3,7 @@
 -- check health, post_upgrade; on a failure after the swap, roll back.
 local ct = require("ct")
 local apps = require("ctcli.services.apps")
-local backup = require("ctcli.store.backup")
+local backup = require("ctcli.services.backup")
 local common = require("ctcli.services.common")
 local deploy = require("ctcli.services.deploy")
 local hooks = require("ctcli.hooks.runner")

@@ -10,7 +10,7 @@
 -- adoption is finished by running it again (recovery does that).
 local ct = require("ct")
 local apps = require("ctcli.services.apps")
-local backup = require("ctcli.store.backup")
+local backup = require("ctcli.services.backup")
 local goroot = require("ctcli.store.goroot")
 local journal = require("ctcli.journal.journal")
 local json = require("ctcli.base.json")

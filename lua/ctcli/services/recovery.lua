@@ -6,7 +6,7 @@
 -- upgrade that had already failed and was rolling back is rolled back.
 local ct = require("ct")
 local apps = require("ctcli.services.apps")
-local backup = require("ctcli.store.backup")
+local backup = require("ctcli.services.backup")
 local hooks = require("ctcli.hooks.runner")
 local journal = require("ctcli.journal.journal")
 local manifest = require("ctcli.model.manifest")
@@ -51,7 +51,7 @@ local function clean_tmp(paths)
   for _, t in ipairs(ct.fs.dir(paths.tmp) or {}) do ct.fs.rmtree(paths.tmp .. "/" .. t) end
   ct.fs.unlink(release.swap_temp(paths))
   for _, f in ipairs(ct.fs.dir(paths.backups) or {}) do
-    if f:match("%.tmp%-") then ct.fs.unlink(paths.backups .. "/" .. f) end
+    if backup.partial(f) then ct.fs.unlink(paths.backups .. "/" .. f) end
   end
 end
 
