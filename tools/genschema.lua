@@ -137,6 +137,9 @@ end
 local schema = read_value()
 skip()
 if pos <= #text then err("text after the document") end
+if type(schema) ~= "table" or type(schema.properties) ~= "table" or type(schema["$defs"]) ~= "table" then
+  fail("expected an object with properties and $defs")
+end
 
 ---------------------------------------------------------------------------
 -- What the validator takes from the schema
@@ -178,6 +181,7 @@ local shapes = {}
 local function add_shape(name, node)
   if type(node) ~= "table" or node.additionalProperties ~= false then return end
   if shapes[name] then fail("two objects named " .. name) end
+  if type(node.properties) ~= "table" then fail(name .. " has no properties") end
   local shape = { name = name, keys = {}, required = node.required or {}, rules = {} }
   for _, k in ipairs(node.properties.__keys) do
     shape.keys[#shape.keys + 1] = k
@@ -187,8 +191,9 @@ local function add_shape(name, node)
   shapes[#shapes + 1] = shape
 end
 add_shape("manifest", schema)
-for _, k in ipairs(schema.properties.__keys) do add_shape(k, schema.properties[k]) end
-for _, k in ipairs(schema["$defs"].__keys) do add_shape(k, schema["$defs"][k]) end
+for _, where in ipairs({ schema.properties, schema["$defs"] }) do
+  for _, k in ipairs(where.__keys) do add_shape(k, where[k]) end
+end
 
 ---------------------------------------------------------------------------
 -- Writing the module: sorted where the schema gives no order, so the same
