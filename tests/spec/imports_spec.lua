@@ -79,7 +79,9 @@ describe("imports", function()
         count = count + 1
         local to = part_of(mods, target)
         -- "ctcli.commands." .. name: a prefix, checked by its part only
-        assert(mods[target] or target:sub(-1) == ".", name .. " requires " .. target .. ", which does not exist")
+        -- a module generated at build time (schema_tables) is embedded, not in lua/
+        assert(mods[target] or target:sub(-1) == "." or package.loaded[target] or pcall(require, target),
+          name .. " requires " .. target .. ", which does not exist")
         local pair = name .. " -> " .. target
         if not allowed[m.part][to] then
           if exceptions[pair] then used[pair] = true
