@@ -75,12 +75,12 @@ local function read_json(file)
   return doc
 end
 
--- checked(layout, digest) -> the blob's path once its content matches its digest.
-local function checked(layout, digest)
+-- checked(layout, digest, sha256) -> the blob's path once its content matches its digest.
+local function checked(layout, digest, sha256)
   local h = hex(digest)
   if not h then return nil, "not a sha256 digest: " .. tostring(digest) end
   local file = layout .. "/blobs/sha256/" .. h
-  local actual, err = ct.hash.sha256_file(file)
+  local actual, err = sha256(file)
   if not actual then return nil, "blob " .. digest .. " is missing (" .. tostring(err) .. ")" end
   if actual ~= h then return nil, "blob " .. digest .. " does not match its digest (sha256:" .. actual .. ")" end
   return file
@@ -89,7 +89,10 @@ end
 -- read_layout(layout, ref) -> image | nil, msg: the image ref names in an OCI
 -- layout, every blob checked against its digest: {manifest_desc=, manifest=,
 -- config=, config_digest=, layers = {{digest=, diff_id=, size=, media_type=}}}.
-function M.read_layout(layout, ref)
+-- sha256: the hash function (default ct.hash.sha256_file; a package's
+-- ctcli.filedigest memo reads a blob several layouts share once).
+function M.read_layout(layout, ref, sha256)
+  sha256 = sha256 or ct.hash.sha256_file
   local index, err = read_json(layout .. "/index.json")
   if not index then return nil, err end
   local desc
@@ -98,7 +101,7 @@ function M.read_layout(layout, ref)
     if ann["org.opencontainers.image.ref.name"] == ref then desc = m end
   end
   if not desc then return nil, "the image layout has no ref '" .. tostring(ref) .. "'" end
-  local file, ferr = checked(layout, desc.digest)
+  local file, ferr = checked(layout, desc.digest, sha256)
   if not file then return nil, ferr end
   local manifest, merr = read_json(file)
   if not manifest then return nil, merr end
@@ -113,7 +116,7 @@ function M.read_layout(layout, ref)
     end
     if not pick then return nil, "the image index has no linux/" .. tostring(arch) .. " manifest" end
     platform_digest = pick.digest
-    file, ferr = checked(layout, pick.digest)
+    file, ferr = checked(layout, pick.digest, sha256)
     if not file then return nil, ferr end
     manifest, merr = read_json(file)
     if not manifest then return nil, merr end
@@ -121,7 +124,7 @@ function M.read_layout(layout, ref)
   if type(manifest.config) ~= "table" or type(manifest.layers) ~= "table" then
     return nil, "not an image manifest (no config and layers)"
   end
-  local cfile, cerr = checked(layout, manifest.config.digest)
+  local cfile, cerr = checked(layout, manifest.config.digest, sha256)
   if not cfile then return nil, cerr end
   local config, jerr = read_json(cfile)
   if not config then return nil, jerr end
@@ -133,7 +136,7 @@ function M.read_layout(layout, ref)
   local blobs = { desc.digest, manifest.config.digest }
   if platform_digest then blobs[#blobs + 1] = platform_digest end
   for i, l in ipairs(manifest.layers) do
-    local _, lerr = checked(layout, l.digest)
+    local _, lerr = checked(layout, l.digest, sha256)
     if lerr then return nil, "layer " .. i .. ": " .. lerr end
     if not hex(diff_ids[i]) then return nil, "layer " .. i .. ": diff_id " .. tostring(diff_ids[i]) .. " is not sha256" end
     layers[i] = { digest = l.digest, diff_id = diff_ids[i], size = l.size, media_type = l.mediaType }

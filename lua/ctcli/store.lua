@@ -107,7 +107,7 @@ end
 -- the store: its blobs, its layers in job.idmap's mapping (those the store
 -- lacks), images/<key>/{image.json, idmap, oci/}, renamed in whole.
 local function import(paths, job, added)
-  local image, err = layers.read_layout(job.layout, job.ref)
+  local image, err = layers.read_layout(job.layout, job.ref, job.sha256)
   if not image then return nil, err end
   local ok
   ok, err = layers.store_blobs(paths, job.layout, image.blobs, added)
@@ -162,7 +162,8 @@ end
 
 -- unpack_all(paths, _, jobs [, on_done]) -> true | nil, msg
 -- jobs: array of {name=, digest=, layout= (absolute), ref=, idmap= (the
--- mapping to extract its layers in, or false)}. Layers shared by several
+-- mapping to extract its layers in, or false)[, sha256= the package's
+-- ctcli.filedigest memo]}. Layers shared by several
 -- images are extracted once (the second finds the first's).
 function M.unpack_all(paths, _, jobs, on_done)
   -- What this call adds to blobs/ and layers/, taken back when it fails:
