@@ -115,6 +115,27 @@ describe("shared blobs", function()
     assert.equals(ct.hash.sha256_file(out), ct.hash.sha256_file(again))
   end)
 
+  it("ct.archive.create's links name archive members only", function()
+    local dir = H.tmpdir()
+    assert(ct.fs.write_atomic(dir .. "/a", "same\n"))
+    assert(ct.fs.write_atomic(dir .. "/b", "same\n"))
+    local out = dir .. "/out.tar"
+    local res, err = ct.archive.create(out, { { name = "x/a", path = dir .. "/a" }, { name = "x/b", path = dir .. "/b" } },
+      { format = "none", links = { ["x/b"] = "../x/a" } })
+    assert.is_nil(res)
+    assert.truthy(err:find("links[x/b]", 1, true) and err:find("'..'", 1, true), err)
+    assert.is_falsy(ct.fs.lstat(out))
+    assert(ct.archive.create(out, { { name = "x/a", path = dir .. "/a" }, { name = "x/b", path = dir .. "/b" } },
+      { format = "none", links = { ["x/b"] = "x/a" } }))
+    assert.same({ ["x/b"] = "x/a" }, hardlinks(out))
+    local into = dir .. "/into"
+    assert(ct.fs.mkdir(into, 493))
+    assert(ct.archive.extract(out, into))
+    local sa, sb = ct.fs.lstat(into .. "/x/a"), ct.fs.lstat(into .. "/x/b")
+    assert.equals(sa.ino, sb.ino)
+    assert.equals("same\n", ct.fs.read(into .. "/x/b"))
+  end)
+
   -- A fresh root with a canary beside it; the package refused, nothing changed.
   local function refused(pkg, words)
     local root = H.root()
