@@ -3,8 +3,10 @@
 # store before it did (one whole unpacked rootfs per app: `umoci unpack` of
 # each image, measured here as the floor), in the same run.
 #
-# usage: bench/layers.sh [--ctcli BIN] [--base-mb N] [--apps N]
+# usage: bench/layers.sh [--ctcli BIN] [--base-mb N] [--apps N] [--mkpkg PATH]
 #
+# --mkpkg: the fixture builder to use (default tests/support/mkpkg; an older
+# checkout's, to measure an older ctcli with the packages it was built for).
 # Builds a package of N apps (default 10) on one base of --base-mb MiB
 # (default 100; tests/support/mkpkg's MKPKG_BASE_MB) and one of 1 app, then:
 #   - install --no-start of each into a fresh root: the time the 2nd..Nth
@@ -21,18 +23,20 @@
 set -euo pipefail
 export LC_ALL=C
 here=$(cd "$(dirname "$0")/.." && pwd)
-ctcli="" base=100 apps=10
+ctcli="" base=100 apps=10 mkpkg=""
 while [ $# -gt 0 ]; do
   case $1 in
     --ctcli) ctcli=$2; shift 2 ;;
     --base-mb) base=$2; shift 2 ;;
     --apps) apps=$2; shift 2 ;;
-    *) echo "usage: bench/layers.sh [--ctcli BIN] [--base-mb N] [--apps N]" >&2; exit 2 ;;
+    --mkpkg) mkpkg=$2; shift 2 ;;
+    *) echo "usage: bench/layers.sh [--ctcli BIN] [--base-mb N] [--apps N] [--mkpkg PATH]" >&2; exit 2 ;;
   esac
 done
 [ "$(id -u)" = 0 ] || { echo "layers.sh: run as root" >&2; exit 1; }
 [ -n "$ctcli" ] || ctcli=$("$here/scripts/build.sh" Release)/ctcli
 ctcli=$(realpath "$ctcli")
+mkpkg=$(realpath "${mkpkg:-$here/tests/support/mkpkg}")
 T=$(mktemp -d); chmod 711 "$T"
 export CTCLI_SUBID_DIR=$T/subid; mkdir -p "$CTCLI_SUBID_DIR"
 roots=()
@@ -45,7 +49,7 @@ mkdir -p "$T/mk"
 mk() { # mk OUT N MARK
   local a=() i
   for i in $(seq 1 "$2"); do a+=(--app "app$i:health=none,mark=$3"); done
-  MKPKG_BASE_MB=$base "$here/tests/support/mkpkg" --out "$1" --format manifest --version 1.0.0 "${a[@]}" \
+  MKPKG_BASE_MB=$base "$mkpkg" --out "$1" --format manifest --version 1.0.0 "${a[@]}" \
     --workdir "$T/mk" >/dev/null
 }
 echo "== building packages ($apps apps and 1 app on a $base MiB base)" >&2
@@ -79,7 +83,7 @@ echo "| the store before ($apps apps) [MiB] | $(awk -v k="$before_kb" -v n="$app
 # a delta whose only change is app1's top layer
 a=()
 for i in $(seq 1 "$apps"); do m=one; [ "$i" = 1 ] && m=two; a+=(--app "app$i:health=none,mark=$m"); done
-MKPKG_BASE_MB=$base "$here/tests/support/mkpkg" --out "$T/n2.pkg" --format manifest --version 1.1.0 "${a[@]}" \
+MKPKG_BASE_MB=$base "$mkpkg" --out "$T/n2.pkg" --format manifest --version 1.1.0 "${a[@]}" \
   --workdir "$T/mk" >/dev/null
 mkdir -p "$T/d2"; tar -xf "$T/n2.pkg" -C "$T/d2"; rm -f "$T/d2/manifest.sig"
 "$ctcli" pack "$T/d2" -o "$T/delta.pkg" --base "$T/n.pkg" >/dev/null

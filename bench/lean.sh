@@ -105,17 +105,30 @@ floor_s() {
   echo "$s"
 }
 if [ "$install_only" = 1 ]; then
-  # R runs of each, alternating, each ctcli run into a fresh root.
-  cs=() fls=()
+  # R runs of each, alternating, each ctcli run into a fresh root. Also: the
+  # zero backup's step alone (from -v's step times), and the floor followed
+  # by a syncfs (ctcli's store is on disk when install returns; the floor's
+  # files are only in the page cache).
+  cs=() bs=() fls=() fds=()
   for i in $(seq 1 "$runs"); do
     Ri=$T/inst$i; roots+=("$Ri"); "$ctcli" --root "$Ri" init >/dev/null
-    read -r s _ < <(once "$ctcli" --root "$Ri" -y install --no-start "$T/big1.pkg")
-    cs+=("$s"); fls+=("$(floor_s)")
+    read -r s _ < <(once "$ctcli" --root "$Ri" -v -y install --no-start "$T/big1.pkg")
+    cs+=("$s")
+    bs+=("$(awk '$1 == "step" && $2 == "install:backup" {b = $4} $1 == "step" && $2 == "install:migrate" {m = $4}
+      END {printf "%.3f", m - b}' "$T/err.out")")
+    fls+=("$(floor_s)")
+    fds+=("$( { /usr/bin/time -f %e bash -c "$(declare -f floor_install); T=$T; floor_install; sync -f '$T/floor'" \
+      >/dev/null; } 2>&1 | tail -1)")
+    rm -rf "$T/floor"; mkdir -p "$T/floor"
     "$ctcli" --root "$Ri" -y delete --purge >/dev/null 2>&1 || true
   done
-  row "install --no-start, 3 x $payload MiB, median of $runs [s]" \
-    "$(printf '%s\n' "${cs[@]}" | median)" "$(printf '%s\n' "${fls[@]}" | median)"
-  echo "(ctcli: ${cs[*]}; floor: ${fls[*]})"
+  med() { printf '%s\n' "$@" | median; }
+  c=$(med "${cs[@]}") b=$(med "${bs[@]}")
+  row "install --no-start, 3 x $payload MiB, median of $runs [s]" "$c" "$(med "${fls[@]}")"
+  row "  the same against the floor + syncfs [s]" "$c" "$(med "${fds[@]}")"
+  row "  less its zero backup, against the floor + syncfs [s]" \
+    "$(awk -v a="$c" -v b="$b" 'BEGIN{printf "%.2f", a - b}')" "$(med "${fds[@]}")"
+  echo "(ctcli: ${cs[*]}; its backup step: ${bs[*]}; floor: ${fls[*]}; floor + syncfs: ${fds[*]})"
   exit 0
 fi
 fs=$(floor_s)
