@@ -2,12 +2,14 @@
 # lean.sh — issue 17's figures: start-up, status, install, pack, backup and
 # peak memory, each beside its floor measured in the same run.
 #
-# usage: bench/lean.sh [--ctcli BIN] [--payload-mb N] [--runs R]
+# usage: bench/lean.sh [--ctcli BIN] [--payload-mb N] [--runs R] [--install-only]
 #
 #   --ctcli BIN      the binary to measure (default: scripts/build.sh Release)
 #   --payload-mb N   MiB of incompressible payload per app of the big
 #                    package (3 apps; default 100)
 #   --runs R         runs of the quick measures (median; default 31)
+#   --install-only   only install --no-start against its floor, R runs each
+#                    (median; ctcli and the floor alternate, fresh root each)
 #
 # Floors: `bsdtar --version` (the same dynamic libraries) for start-up;
 # `runc list` on the same runc-root for status; `tar -xf` of the package plus
@@ -21,13 +23,14 @@
 set -euo pipefail
 export LC_ALL=C
 here=$(cd "$(dirname "$0")/.." && pwd)
-ctcli="" payload=100 runs=31
+ctcli="" payload=100 runs=31 install_only=0
 while [ $# -gt 0 ]; do
   case $1 in
     --ctcli) ctcli=$2; shift 2 ;;
     --payload-mb) payload=$2; shift 2 ;;
     --runs) runs=$2; shift 2 ;;
-    *) echo "usage: bench/lean.sh [--ctcli BIN] [--payload-mb N] [--runs R]" >&2; exit 2 ;;
+    --install-only) install_only=1; shift ;;
+    *) echo "usage: bench/lean.sh [--ctcli BIN] [--payload-mb N] [--runs R] [--install-only]" >&2; exit 2 ;;
   esac
 done
 [ "$(id -u)" = 0 ] || { echo "lean.sh: run as root (real containers)" >&2; exit 1; }
@@ -69,13 +72,16 @@ pkg() { # pkg OUT VERSION PAYLOAD [mark]
 mkdir -p "$T/mk"
 echo "== building packages (3 apps; $payload MiB each, and 0 MiB)" >&2
 pkg "$T/big1.pkg" 1.0.0 "$payload" a
-pkg "$T/big2.pkg" 1.1.0 "$payload" b
-pkg "$T/small1.pkg" 1.0.0 0 a
-pkg "$T/small2.pkg" 1.1.0 0 b
+if [ "$install_only" = 0 ]; then
+  pkg "$T/big2.pkg" 1.1.0 "$payload" b
+  pkg "$T/small1.pkg" 1.0.0 0 a
+  pkg "$T/small2.pkg" 1.1.0 0 b
+fi
 
 echo "| measure | ctcli | floor | ratio |"
 echo "| --- | ---: | ---: | ---: |"
-row "start-up: version vs bsdtar --version [ms]" "$(ms_of "$ctcli" version)" "$(ms_of bsdtar --version)"
+[ "$install_only" = 1 ] ||
+  row "start-up: version vs bsdtar --version [ms]" "$(ms_of "$ctcli" version)" "$(ms_of bsdtar --version)"
 
 # install --no-start of the big package against tar + parallel umoci
 R=$T/big; roots+=("$R"); "$ctcli" --root "$R" init >/dev/null
@@ -92,7 +98,40 @@ floor_install() {
     for _, a in ipairs(m.apps) do print(a.image.layout, a.image.ref) end' "$T/floor/manifest.json")
   wait "${pids[@]}"
 }
-fs=$( { /usr/bin/time -f %e bash -c "$(declare -f floor_install); T=$T; floor_install" >/dev/null; } 2>&1 | tail -1)
+floor_s() {
+  local s
+  s=$( { /usr/bin/time -f %e bash -c "$(declare -f floor_install); T=$T; floor_install" >/dev/null; } 2>&1 | tail -1)
+  rm -rf "$T/floor"; mkdir -p "$T/floor"
+  echo "$s"
+}
+if [ "$install_only" = 1 ]; then
+  # R runs of each, alternating, each ctcli run into a fresh root. Also: the
+  # zero backup's step alone (from -v's step times), and the floor followed
+  # by a syncfs (ctcli's store is on disk when install returns; the floor's
+  # files are only in the page cache).
+  cs=() bs=() fls=() fds=()
+  for i in $(seq 1 "$runs"); do
+    Ri=$T/inst$i; roots+=("$Ri"); "$ctcli" --root "$Ri" init >/dev/null
+    read -r s _ < <(once "$ctcli" --root "$Ri" -v -y install --no-start "$T/big1.pkg")
+    cs+=("$s")
+    bs+=("$(awk '$1 == "step" && $2 == "install:backup" {b = $4} $1 == "step" && $2 == "install:migrate" {m = $4}
+      END {printf "%.3f", m - b}' "$T/err.out")")
+    fls+=("$(floor_s)")
+    fds+=("$( { /usr/bin/time -f %e bash -c "$(declare -f floor_install); T=$T; floor_install; sync -f '$T/floor'" \
+      >/dev/null; } 2>&1 | tail -1)")
+    rm -rf "$T/floor"; mkdir -p "$T/floor"
+    "$ctcli" --root "$Ri" -y delete --purge >/dev/null 2>&1 || true
+  done
+  med() { printf '%s\n' "$@" | median; }
+  c=$(med "${cs[@]}") b=$(med "${bs[@]}")
+  row "install --no-start, 3 x $payload MiB, median of $runs [s]" "$c" "$(med "${fls[@]}")"
+  row "  the same against the floor + syncfs [s]" "$c" "$(med "${fds[@]}")"
+  row "  less its zero backup, against the floor + syncfs [s]" \
+    "$(awk -v a="$c" -v b="$b" 'BEGIN{printf "%.2f", a - b}')" "$(med "${fds[@]}")"
+  echo "(ctcli: ${cs[*]}; its backup step: ${bs[*]}; floor: ${fls[*]}; floor + syncfs: ${fds[*]})"
+  exit 0
+fi
+fs=$(floor_s)
 row "install --no-start, 3 x $payload MiB [s]" "$inst_s" "$fs"
 rm -rf "$T/floor"
 

@@ -41,6 +41,7 @@ struct create {
   int depth; /* 0: an entry the caller named; deeper: found in a directory */
   int oci;   /* this entry's whiteouts = "oci" */
   int whtab; /* stack index: entry index -> whiteouts = "oci" */
+  int links; /* stack index of opts.links, or 0 */
 };
 
 static void set_names(struct create *c, struct archive_entry *e, const struct stat *st) {
@@ -142,9 +143,25 @@ static int add_entry(struct create *c, const struct stat *st, int pfd, const cha
   }
   if (!S_ISREG(st->st_mode)) archive_entry_set_size(e, 0);
   if (c->xattrs && fd >= 0) add_xattrs(fd, e);
-  struct archive_entry *spare = NULL;
-  archive_entry_linkify(j->links, &j->entry, &spare); /* the tar strategy keeps j->entry */
-  if (spare) archive_entry_free(spare);
+  /* opts.links[name] = the name of an entry written before: this file goes
+     in as a hard link to it, no data (pack: a blob equal to one already in). */
+  char to[PATH_MAX];
+  to[0] = '\0';
+  if (c->links && S_ISREG(st->st_mode)) {
+    const char *why = lua_getfield(c->L, c->links, c->name) == LUA_TSTRING
+                          ? clean_name(lua_tostring(c->L, -1), to, sizeof to)
+                          : NULL;
+    lua_pop(c->L, 1);
+    if (why) return job_fail(j, EINVAL, "%s: links[%s]: %s", c->dest, c->name, why);
+  }
+  if (to[0]) {
+    archive_entry_set_hardlink(e, to);
+    archive_entry_set_size(e, 0);
+  } else {
+    struct archive_entry *spare = NULL;
+    archive_entry_linkify(j->links, &j->entry, &spare); /* the tar strategy keeps j->entry */
+    if (spare) archive_entry_free(spare);
+  }
   e = j->entry;
   int r = archive_write_header(j->wr, e);
   if (r < ARCHIVE_WARN) return create_write_failed(c);
@@ -456,7 +473,8 @@ static int create_run(struct create *c, int list, lua_Integer n, const char *for
    before its first file is read and its `after` just after its last one
    (so a caller can hold a tree still only while it is read); either fails
    the call by returning nil, msg. A failed call does not run the `after`
-   of the entry it failed in: the caller undoes what its `before` did. */
+   of the entry it failed in: the caller undoes what its `before` did.
+   opts.links = {[name] = earlier name}: those regular files as hard links. */
 int ar_create(lua_State *L) {
   lua_settop(L, 3);
   struct create *c = lua_newuserdatauv(L, sizeof *c, 0); /* 4 */
@@ -515,6 +533,10 @@ int ar_create(lua_State *L) {
   c->j = job_new(L); /* 9 */
   c->j->progress = progress;
   c->j->warnings = warnings;
+  int lt = opt_field(L, 3, "links"); /* 10 */
+  if (lt != LUA_TNIL && lt != LUA_TTABLE)
+    luaL_error(L, "bad option 'links' (table expected, got %s)", lua_typename(L, lt));
+  c->links = lt == LUA_TTABLE ? lua_gettop(L) : 0;
   struct stat st;
   if (create_run(c, list, n, format, threads, level, has_level) < 0) return job_error(L, c->j);
   job_close(c->j);

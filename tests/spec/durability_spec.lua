@@ -1,6 +1,8 @@
 -- Durability, read off the system calls of a real upgrade (strace -f):
 -- every metadata file is written to a temp file, fsynced, renamed over its
--- name and its directory fsynced; nothing is rewritten in place; and the
+-- name and its directory fsynced, or written into a new directory of tmp/
+-- that is renamed in whole only after a syncfs (the release, an image, an
+-- upper, a layer: ctcli.scratch); nothing is rewritten in place; and the
 -- journal says a step began before the step acts.
 local ct = require("ct")
 local H = require("support.helpers")
@@ -27,7 +29,7 @@ describe("durability of an upgrade", function()
     local log = H.tmpdir() .. "/strace.log"
     local r = assert(ct.proc.run({ "strace", "-f", "-qq", "-s", "65536", "-o", log,
       -- follow ctcli's own forks (hooks), detach from the programs it runs (runc, umoci)
-      "-b", "execve", "-e", "trace=openat,write,fsync,fdatasync,rename,renameat,renameat2,close",
+      "-b", "execve", "-e", "trace=openat,write,fsync,fdatasync,syncfs,rename,renameat,renameat2,close",
       H.bin, "--root", root, "-y", "upgrade", v2 }, {
       -- LeakSanitizer cannot run under ptrace (the sanitizer build).
       env_add = { ASAN_OPTIONS = "detect_leaks=0" }, timeout = 300,
@@ -73,6 +75,32 @@ describe("durability of an upgrade", function()
     end
     -- release.json, the bundles, the journal (many times), the backup's metadata...
     assert.truthy(checked >= 10, "only " .. checked .. " atomic writes seen")
+  end)
+
+  it("renames a directory built in tmp/ in only after a syncfs of everything written in it", function()
+    local checked = 0
+    for i, c in ipairs(calls) do
+      local src = (c.call == "rename" or c.call == "renameat" or c.call == "renameat2") and c.ret == 0
+        and c.args:match('"([^"]*/tmp/[a-z]+%-[^"]*)"')
+      if src and (src:match("/release%-%w+$") or src:match("/image%-[%w_.-]+$") or src:match("/upper%-[%w_.-]+$")
+          or src:match("/layer%-%w+/tree$")) then
+        local last_write, last_sync = 0, 0
+        for k = 1, i - 1 do
+          local o = calls[k]
+          if o.pid == c.pid and o.call == "openat" and o.args:find("O_CREAT", 1, true)
+              and o.args:find('"' .. src .. "/", 1, true) then
+            last_write = k
+          elseif o.pid == c.pid and o.call == "syncfs" and o.ret == 0 then
+            last_sync = k
+          end
+        end
+        assert.truthy(last_write > 0 or src:match("/tree$"), "nothing written in " .. src)
+        assert.truthy(last_sync > last_write, src .. " renamed in without a syncfs after its last file was made")
+        checked = checked + 1
+      end
+    end
+    -- the new release, the changed app's image, its layer and its upper
+    assert.truthy(checked >= 4, "only " .. checked .. " directories seen")
   end)
 
   it("never rewrites a metadata file in place", function()

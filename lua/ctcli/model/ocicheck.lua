@@ -17,9 +17,11 @@ local INDEX_TYPES = {
 
 -- check(dir, layout [, absent]) -> problems {{file=, path=, message=}};
 -- layout is relative to dir (the package); absent: the set of digests a
--- delta package leaves out of this layout (the root's store supplies them).
-function M.check(dir, layout, absent)
+-- delta package leaves out of this layout (the root's store supplies them);
+-- sha256: the hash function (a ctcli.filedigest memo, else ct.hash.sha256_file).
+function M.check(dir, layout, absent, sha256)
   absent = absent or {}
+  sha256 = sha256 or ct.hash.sha256_file
   local problems = {}
   local function add(file, message, path)
     problems[#problems + 1] = { file = file, path = path or "", message = message }
@@ -44,7 +46,7 @@ function M.check(dir, layout, absent)
         elseif not bst or bst.type ~= "file" then
           add(rel, "a blob must be a regular file, this is a " .. tostring(bst and bst.type))
         else
-          local sum, err = ct.hash.sha256_file(adir .. "/" .. name)
+          local sum, err = sha256(adir .. "/" .. name)
           if not sum then
             add(rel, "cannot be read: " .. tostring(err))
           elseif sum ~= name then

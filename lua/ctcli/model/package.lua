@@ -31,8 +31,10 @@ end
 -- absent: the set of blob digests a delta package leaves out of this layout
 -- and none has put back (validate, inspect without a root): not looked for;
 -- with the manifest left out, the digest is the index's, unread.
-function M.image(dir, image, label, declared_by, absent)
+-- sha256: the hash function (default ct.hash.sha256_file; see ctcli.filedigest).
+function M.image(dir, image, label, declared_by, absent, sha256)
   absent = absent or {}
+  sha256 = sha256 or ct.hash.sha256_file
   local layout = dir .. "/" .. image.layout
   local index, err = read_json(layout .. "/index.json", label .. "/index.json")
   if not index then
@@ -60,7 +62,7 @@ function M.image(dir, image, label, declared_by, absent)
     end
     return { digest = digest, left_out = true }
   end
-  local actual, herr = ct.hash.sha256_file(blob(digest))
+  local actual, herr = sha256(blob(digest))
   if not actual then
     return nil, string.format("%s: image manifest %s is missing (%s)", label, digest, herr)
   end
@@ -82,7 +84,7 @@ function M.image(dir, image, label, declared_by, absent)
       label, image.layout, image.ref, digest, image.digest)
   end
   if type(config_digest) == "string" and not (absent[config_digest] and not ct.fs.exists(blob(config_digest))) then
-    local c = ct.hash.sha256_file(blob(config_digest))
+    local c = sha256(blob(config_digest))
     if "sha256:" .. tostring(c) ~= config_digest then
       return nil, string.format("%s: config blob %s is missing or does not match its digest", label, config_digest)
     end
@@ -230,7 +232,8 @@ end
 -- extracted into dir. opts.have(app_name, digest): whether the root's image
 -- store holds an image a delta package leaves out; opts.blob(digest): the
 -- root's stored file of a blob a delta leaves out (without it, as for
--- validate and inspect, left-out blobs are not looked for).
+-- validate and inspect, left-out blobs are not looked for); opts.sha256:
+-- the hash function (a ctcli.filedigest memo: each inode read once).
 function M.read_dir(dir, label, opts)
   opts = opts or {}
   local pkg = { dir = dir, label = label }
@@ -272,7 +275,7 @@ function M.read_dir(dir, label, opts)
     else
       local img, err = M.image(dir, app.image, label .. ": app " .. app.name,
         pkg.format == "legacy" and (M.LEGACY_APPS .. "/" .. app.name .. "/version.json imageSha") or nil,
-        M.absent(pkg.doc, app.image.layout))
+        M.absent(pkg.doc, app.image.layout), opts.sha256)
       if not img then return nil, err end
       app.image.digest = img.digest
       app.image.config_digest = img.config_digest
@@ -311,20 +314,24 @@ function M.open(paths, file, rep)
     return nil, xerr
   end
   -- With trusted keys, the signature and every file's digest are checked
-  -- before anything else reads the package.
-  local signer, serr = signing.enforce(paths, dir, label)
+  -- before anything else reads the package. One memo of digests for every
+  -- reader: a blob the package holds once under several names (hard links)
+  -- is read once.
+  local sha256 = require("ctcli.base.filedigest").new()
+  local signer, serr = signing.enforce(paths, dir, label, sha256)
   if serr then
     cleanup()
     return nil, serr
   end
   local pkg, perr = M.read_dir(dir, label, { have = function(name, digest)
     return require("ctcli.store.images").has(paths, name, digest)
-  end, blob = function(digest) return M.stored_blob(paths, digest) end })
+  end, blob = function(digest) return M.stored_blob(paths, digest) end, sha256 = sha256 })
   if not pkg then
     cleanup()
     return nil, perr
   end
   pkg.signer = signer
+  pkg.sha256 = sha256
   pkg.file = file
   pkg.size = st.size
   pkg.cleanup = cleanup

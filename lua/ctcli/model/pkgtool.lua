@@ -75,22 +75,24 @@ function M.named_paths(doc)
   return out
 end
 
--- digests(dir, roots [, sources]) -> files table {path = "sha256:..."} of
+-- digests(dir, roots [, sources [, sha256]]) -> files table {path = "sha256:..."} of
 -- every file under roots; sources[root]: the directory packed in its place
--- (a delta's image layout without the blobs it leaves out).
-function M.digests(dir, roots, sources)
+-- (a delta's image layout without the blobs it leaves out); sha256: the
+-- hash function (a ctcli.filedigest memo lint read the blobs through).
+function M.digests(dir, roots, sources, sha256)
+  sha256 = sha256 or ct.hash.sha256_file
   local files = json.object({})
   for _, r in ipairs(roots) do
     local host = sources and sources[r] or (dir .. "/" .. r)
     local st = ct.fs.lstat(host)
     if st and st.type == "dir" then
       for _, rel in ipairs(signing.files_of(host)) do
-        local h, err = ct.hash.sha256_file(host .. "/" .. rel)
+        local h, err = sha256(host .. "/" .. rel)
         if not h then return nil, err end
         files[r .. "/" .. rel] = "sha256:" .. h
       end
     elseif st then
-      local h, err = ct.hash.sha256_file(host)
+      local h, err = sha256(host)
       if not h then return nil, err end
       files[r] = "sha256:" .. h
     else
@@ -100,10 +102,41 @@ function M.digests(dir, roots, sources)
   return files
 end
 
+-- links(roots, files) -> {[name] = earlier name}: each image layout's blob
+-- (<layout>/blobs/sha256/<hex>) whose content (files: the digests) a blob
+-- archived before it has. The archive holds such a blob once and then as
+-- hard links: ten apps on one base carry the base once, and an install
+-- reads and checks it once. Archive order: roots sorted, as write does; in
+-- a layout the blobs sort by name.
+function M.links(roots, files)
+  local sorted = {}
+  for _, r in ipairs(roots) do sorted[#sorted + 1] = r end
+  table.sort(sorted)
+  local blobs = {}
+  for name, digest in pairs(files) do
+    for i, r in ipairs(sorted) do
+      local rel = name:sub(1, #r + 1) == r .. "/" and name:sub(#r + 2)
+      if rel and rel:match("^blobs/sha256/%x+$") then
+        blobs[#blobs + 1] = { name = name, rank = i, rel = rel, digest = digest }
+        break
+      end
+    end
+  end
+  table.sort(blobs, function(a, b)
+    if a.rank ~= b.rank then return a.rank < b.rank end
+    return a.rel < b.rel
+  end)
+  local first, links = {}, {}
+  for _, b in ipairs(blobs) do
+    if first[b.digest] then links[b.name] = first[b.digest] else first[b.digest] = b.name end
+  end
+  return links
+end
+
 -- write(out, dir, manifest_text, roots, opts) -> true | nil, msg. The archive:
 -- manifest.json (these exact bytes), manifest.sig (opts.key signs), then
 -- roots (paths under dir), sorted. opts: key, format ("zstd"|"gzip"), mtime,
--- sources (as for digests), report (ctcli.base.report: a step line and a bar).
+-- sources (as for digests), links (see M.links), report (ctcli.base.report: a step line and a bar).
 function M.write(out, dir, manifest_text, roots, opts)
   local stage, err = ct.fs.mkdtemp(M.tmpbase() .. "/ctcli-pack-XXXXXX")
   if not stage then return nil, "cannot create a temporary directory: " .. tostring(err) end
@@ -131,7 +164,7 @@ function M.write(out, dir, manifest_text, roots, opts)
   for _, e in ipairs(opts.report and entries or {}) do total = total + (ct.fs.du(e.path) or 0) end
   local bar = rep.bar("packing", total)
   local res, cerr = ct.archive.create(out, entries, {
-    format = opts.format or "zstd", mtime = opts.mtime or 0, owner0 = true,
+    format = opts.format or "zstd", mtime = opts.mtime or 0, owner0 = true, links = opts.links,
     progress = opts.report and function(bytes) bar.set(bytes) end,
   })
   if res then bar.done() else bar.stop() end

@@ -167,16 +167,17 @@ local function match(files, entries)
   return true
 end
 
--- check_files(dir, files) -> true | nil, msg: every file under dir (but the
+-- check_files(dir, files [, sha256]) -> true | nil, msg: every file under dir (but the
 -- manifest and its signature) is listed and matches; every listed file exists.
-function M.check_files(dir, files)
+function M.check_files(dir, files, sha256)
+  sha256 = sha256 or ct.hash.sha256_file
   local entries = {}
   for _, rel in ipairs(M.files_of(dir)) do
     if rel ~= M.MANIFEST and rel ~= M.SIGNATURE then
       local st = ct.fs.lstat(dir .. "/" .. rel)
       local e = { rel = rel, kind = st.type }
       -- Only files that are listed are read: an unlisted one fails before.
-      if st.type == "file" and type(files) == "table" and files[rel] then e.sha256 = ct.hash.sha256_file(dir .. "/" .. rel) end
+      if st.type == "file" and type(files) == "table" and files[rel] then e.sha256 = sha256(dir .. "/" .. rel) end
       entries[#entries + 1] = e
     end
   end
@@ -227,7 +228,7 @@ end
 
 -- check_dir(dir, keys) -> key | nil, msg: the signature of an extracted
 -- package against keys, then every file against the manifest's digests.
-function M.check_dir(dir, keys)
+function M.check_dir(dir, keys, sha256)
   local text = ct.fs.read(dir .. "/" .. M.MANIFEST)
   if not text then
     return nil, "not signed (no " .. M.MANIFEST .. ": a package in the original layout cannot be signed; convert it with 'ctcli convert')"
@@ -237,18 +238,18 @@ function M.check_dir(dir, keys)
   if not key then return nil, err end
   local doc = json.decode(text)
   if type(doc) ~= "table" then return nil, M.MANIFEST .. ": not valid JSON" end
-  local ok, ferr = M.check_files(dir, doc.files)
+  local ok, ferr = M.check_files(dir, doc.files, sha256)
   if not ok then return nil, ferr end
   return key
 end
 
 -- enforce(paths, dir, label) -> signer label | nil (no trusted keys) | nil, msg.
 -- Called on a package extracted into tmp/, before anything else reads it.
-function M.enforce(paths, dir, label)
+function M.enforce(paths, dir, label, sha256)
   local keys, kerr = M.trusted_keys(paths)
   if not keys then return nil, label .. ": refused: " .. kerr end
   if #keys == 0 then return nil end
-  local key, err = M.check_dir(dir, keys)
+  local key, err = M.check_dir(dir, keys, sha256)
   if not key then
     return nil, string.format("%s: refused: %s (%s/trusted-keys holds %d trusted key%s)",
       label, err, paths.root, #keys, #keys == 1 and "" or "s")

@@ -21,7 +21,7 @@ function M.unpack(ctx, pkg)
       jobs[#jobs + 1] = {
         name = app.name, digest = app.image.digest, ref = app.image.ref,
         layout = pkg.dir .. "/" .. app.image.layout,
-        idmap = userns.desired(app, uc.conf, uc.range),
+        idmap = userns.desired(app, uc.conf, uc.range), sha256 = pkg.sha256,
       }
     end
   end

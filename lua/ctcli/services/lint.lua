@@ -144,7 +144,7 @@ local function check_hooks(problems, dir, file, app, path)
   end
 end
 
-local function check_images(problems, dir, file, doc, format)
+local function check_images(problems, dir, file, doc, format, sha256)
   local delta = package.delta_of(doc)
   -- Each layout's blobs once (apps may share one); a layout whose files do
   -- not match their digests is reported file by file, and nothing more is
@@ -152,7 +152,7 @@ local function check_images(problems, dir, file, doc, format)
   local broken = {}
   local function layout_ok(layout)
     if broken[layout] == nil then
-      local found = ocicheck.check(dir, layout, package.absent(doc, layout))
+      local found = ocicheck.check(dir, layout, package.absent(doc, layout), sha256)
       for _, p in ipairs(found) do problems[#problems + 1] = p end
       broken[layout] = #found > 0
     end
@@ -174,11 +174,11 @@ local function check_images(problems, dir, file, doc, format)
         -- Reported against the legacy files, as the package's author wrote them.
         local base = package.LEGACY_APPS .. "/" .. tostring(app.name)
         local ok, err = package.image(dir, { layout = img.layout, ref = img.ref, digest = digest }, "\0",
-          base .. "/version.json imageSha", package.absent(doc, img.layout))
+          base .. "/version.json imageSha", package.absent(doc, img.layout), sha256)
         if not ok then add(problems, base, "skopeo", (err:gsub("^%z: ", ""))) end
       else
         local ok, err = package.image(dir, { layout = img.layout, ref = img.ref, digest = digest }, "\0", nil,
-          package.absent(doc, img.layout))
+          package.absent(doc, img.layout), sha256)
         if not ok then add(problems, file, path .. ".image", (err:gsub("^%z: ", ""))) end
       end
     end
@@ -198,7 +198,7 @@ local function check_images(problems, dir, file, doc, format)
 end
 
 -- check_files(problems, dir, files): the "files" digests of a packed package.
-local function check_files(problems, dir, file, files)
+local function check_files(problems, dir, file, files, sha256)
   local signing = require("ctcli.model.signing")
   if type(files) ~= "table" then return end
   local seen = {}
@@ -208,7 +208,7 @@ local function check_files(problems, dir, file, files)
       local want = files[rel]
       if not want then
         add(problems, rel, "", "the package holds this file but manifest.json \"files\" does not list it")
-      elseif "sha256:" .. tostring(ct.hash.sha256_file(dir .. "/" .. rel)) ~= want then
+      elseif "sha256:" .. tostring(sha256(dir .. "/" .. rel)) ~= want then
         add(problems, rel, "", "does not match its digest in manifest.json \"files\"")
       end
     end
@@ -233,9 +233,11 @@ function M.check_text(text, file)
 end
 
 -- check_dir(dir, opts) -> problems, doc, format. opts.files: also check the
--- "files" digests (a packed package).
+-- "files" digests (a packed package); opts.sha256: the hash function (a
+-- ctcli.filedigest memo the caller reads the same files through again).
 function M.check_dir(dir, opts)
   opts = opts or {}
+  local sha256 = opts.sha256 or require("ctcli.base.filedigest").new()
   local problems = {}
   local file = "manifest.json"
   local doc, format
@@ -256,8 +258,8 @@ function M.check_dir(dir, opts)
     return { { file = dir, path = "", message = "not a ctcli package (no manifest.json, no meta.json, no package/apps/)" } }
   end
   if type(doc) == "table" then
-    check_images(problems, dir, file, doc, format)
-    if opts.files and format == "manifest" then check_files(problems, dir, file, doc.files) end
+    check_images(problems, dir, file, doc, format, sha256)
+    if opts.files and format == "manifest" then check_files(problems, dir, file, doc.files, sha256) end
   end
   return problems, doc, format
 end

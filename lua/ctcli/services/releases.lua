@@ -7,6 +7,7 @@ local json = require("ctcli.base.json")
 local clock = require("ctcli.base.clock")
 local bundle = require("ctcli.runtime.bundle")
 local release = require("ctcli.store.release")
+local scratch = require("ctcli.store.scratch")
 local store = require("ctcli.store.images")
 
 local M = {}
@@ -74,11 +75,13 @@ function M.stage(paths, pkg, opts)
     if not cfg then cfg, cerr = bundle.app_config(paths, rec) end
     if not cfg then return fail(cerr) end
     ct.fs.mkdir(dir .. "/apps/" .. app.name, 493)
-    local ok, werr = ct.fs.write_atomic(dir .. "/apps/" .. app.name .. "/config.json", cfg)
+    local ok, werr = scratch.write(dir .. "/apps/" .. app.name .. "/config.json", cfg)
     if not ok then return fail(werr) end
     rel.apps[#rel.apps + 1] = rec
   end
-  local ok, werr = ct.fs.write_atomic(dir .. "/release.json", json.encode(rel, true) .. "\n")
+  -- Written unsynced, flushed once: place renames the whole directory in.
+  local ok, werr = scratch.write(dir .. "/release.json", json.encode(rel, true) .. "\n")
+  if ok then ok, werr = scratch.flush(paths) end
   if not ok then return fail(werr) end
   return { id = id, dir = dir, release = rel }
 end

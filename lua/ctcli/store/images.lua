@@ -7,6 +7,7 @@ local ct = require("ct")
 local json = require("ctcli.base.json")
 local layers = require("ctcli.store.layers")
 local rootmod = require("ctcli.base.root")
+local scratch = require("ctcli.store.scratch")
 local statefile = require("ctcli.base.statefile")
 
 local M = {}
@@ -103,12 +104,14 @@ function M.layers_of(paths, app_name, digest)
   return info.layers, m
 end
 
--- import(paths, job) -> true | nil, msg: one image from an OCI layout into
--- the store: its blobs, its layers in job.idmap's mapping (those the store
--- lacks), images/<key>/{image.json, idmap, oci/}, renamed in whole.
+-- import(paths, job, added) -> place | nil, msg: one image from an OCI
+-- layout into the store: its blobs, its layers in job.idmap's mapping (those
+-- the store lacks), and images/<key>/{image.json, idmap, oci/} made in tmp/
+-- (written unsynced: see ctcli.scratch); place() renames it in whole, once
+-- the caller has flushed.
 local function import(paths, job, added, progress)
   local image, err = job.image, nil
-  if not image then image, err = layers.read_layout(job.layout, job.ref) end
+  if not image then image, err = layers.read_layout(job.layout, job.ref, job.sha256) end
   if not image then return nil, err end
   local ok
   ok, err = layers.store_blobs(paths, job.layout, image.blobs, added)
@@ -129,7 +132,7 @@ local function import(paths, job, added, progress)
   for i, l in ipairs(image.layers) do
     list[i] = { diff_id = l.diff_id, blob = l.digest, size = l.size or json.null, media_type = l.media_type or json.null }
   end
-  ok, err = ct.fs.write_atomic(tmp .. "/image.json", json.encode({
+  ok, err = scratch.write(tmp .. "/image.json", json.encode({
     app = job.name, digest = job.digest, process = process_of(image.config, lookup), layers = list,
     config = image.config_digest, manifest = image.manifest_digest,
     -- No device node from a layer reaches the store (runc gives every
@@ -137,9 +140,9 @@ local function import(paths, job, added, progress)
     devices_removed = layers.skipped(paths, image.layers, job.idmap),
   }, true) .. "\n", 420)
   if ok then
-    ok, err = ct.fs.write_atomic(tmp .. "/idmap", require("ctcli.store.idmap").image_idmap_text(job.idmap), 420)
+    ok, err = scratch.write(tmp .. "/idmap", require("ctcli.store.idmap").image_idmap_text(job.idmap), 420)
   end
-  if ok then ok, err = layers.write_layout(paths, tmp .. "/oci", image) end
+  if ok then ok, err = layers.write_layout(paths, tmp .. "/oci", image, scratch.write) end
   if not ok then return fail(err) end
   local final = M.dir(paths, job.name, job.digest)
   -- A stage (which holds no root lock) places under the root's lock
@@ -156,9 +159,11 @@ local function import(paths, job, added, progress)
     end
     return ct.fs.rename(tmp, final)
   end
-  ok, err = (paths.store_guard or function(fn) return fn() end)(place)
-  if not ok then return fail(err) end
-  return true
+  return function()
+    local pok, perr = (paths.store_guard or function(fn) return fn() end)(place)
+    if not pok then return fail(perr) end
+    return true
+  end, function() ct.fs.rmtree(tmp) end
 end
 
 -- unpack_bar(rep, paths, jobs) -> a bar over the compressed bytes of the layers the
@@ -166,7 +171,7 @@ end
 local function unpack_bar(rep, paths, jobs)
   local total, counted = 0, {}
   for _, job in ipairs(jobs) do
-    job.image = job.image or layers.read_layout(job.layout, job.ref)
+    job.image = job.image or layers.read_layout(job.layout, job.ref, job.sha256)
     for _, l in ipairs(job.image and job.image.layers or {}) do
       local key = layers.mapping_name(job.idmap) .. "/" .. l.diff_id
       if not counted[key] and not layers.has_layer(paths, job.idmap, l.diff_id) then
@@ -188,36 +193,53 @@ end
 
 -- unpack_all(paths, rep, jobs [, on_done]) -> true | nil, msg
 -- jobs: array of {name=, digest=, layout= (absolute), ref=, idmap= (the
--- mapping to extract its layers in, or false)}. Layers shared by several
--- images are extracted once (the second finds the first's). rep: the
--- reporter (ctcli.base.report) whose bar follows the layers' bytes.
+-- mapping to extract its layers in, or false)[, sha256= the package's
+-- ctcli.filedigest memo]}. Layers shared by several
+-- images are extracted once (the second finds the first's). Every image is
+-- made in tmp/ first; one flush, then each is renamed in. rep: the reporter
+-- (ctcli.base.report) whose bar follows the layers' bytes.
 function M.unpack_all(paths, rep, jobs, on_done)
   -- What this call adds to blobs/ and layers/, taken back when it fails:
   -- a refused upgrade leaves the store as it was.
   local added = {}
+  local places, drops = {}, {}
   local bar, progress
   if rep and #jobs > 0 then bar, progress = unpack_bar(rep, paths, jobs) end
-  for _, job in ipairs(jobs) do
-    local ok, err = import(paths, job, added, progress)
+  local function failed(job, err)
+    if bar then bar.stop() end
+    for _, drop in ipairs(drops) do drop() end
+    for i = #added, 1, -1 do
+      if not ct.fs.rmtree(added[i]) then ct.fs.unlink(added[i]) end
+    end
+    for _, d in ipairs({ "blobs/sha256", "blobs", "layers/" .. layers.mapping_name(job.idmap), "layers" }) do
+      ct.fs.rmdir(paths.root .. "/" .. d) -- only when this call made them (empty now)
+    end
+    local vfs = ct.fs.statvfs(paths.tmp)
+    if vfs and vfs.avail < 4 * 1024 * 1024 then
+      return nil, string.format("unpacking the image of %s failed: not enough space in %s (%s free)",
+        job.name, paths.tmp, vfs.avail // 1024 .. " KiB")
+    end
+    return nil, string.format("unpacking the image of %s failed: %s", job.name, err)
+  end
+  for i, job in ipairs(jobs) do
+    local place, drop = import(paths, job, added, progress)
+    if not place then return failed(job, drop) end
+    places[i], drops[i] = place, drop
+  end
+  if #jobs == 0 then return true end
+  local ok, err = scratch.flush(paths)
+  if not ok then return failed(jobs[1], err) end
+  for i, job in ipairs(jobs) do
+    ok, err = places[i]()
     if not ok then
       if bar then bar.stop() end
-      for i = #added, 1, -1 do
-        if not ct.fs.rmtree(added[i]) then ct.fs.unlink(added[i]) end
-      end
-      for _, d in ipairs({ "blobs/sha256", "blobs", "layers/" .. layers.mapping_name(job.idmap), "layers" }) do
-        ct.fs.rmdir(paths.root .. "/" .. d) -- only when this call made them (empty now)
-      end
-      local vfs = ct.fs.statvfs(paths.tmp)
-      if vfs and vfs.avail < 4 * 1024 * 1024 then
-        return nil, string.format("unpacking the image of %s failed: not enough space in %s (%s free)",
-          job.name, paths.tmp, vfs.avail // 1024 .. " KiB")
-      end
+      for k = i + 1, #jobs do drops[k]() end
       return nil, string.format("unpacking the image of %s failed: %s", job.name, err)
     end
     if on_done then on_done(job) end
   end
   if bar then bar.done() end
-  return true
+  return ct.fs.fsync(paths.images)
 end
 
 -- complete(paths, app, m) -> true | nil, msg: a layered image's layers in

@@ -8,6 +8,7 @@ local ct = require("ct")
 local json = require("ctcli.base.json")
 local rootconf = require("ctcli.store.rootconf")
 local clock = require("ctcli.base.clock")
+local scratch = require("ctcli.store.scratch")
 
 local M = {}
 
@@ -75,12 +76,12 @@ local function read_json(file)
   return doc
 end
 
--- checked(layout, digest) -> the blob's path once its content matches its digest.
-local function checked(layout, digest)
+-- checked(layout, digest, sha256) -> the blob's path once its content matches its digest.
+local function checked(layout, digest, sha256)
   local h = hex(digest)
   if not h then return nil, "not a sha256 digest: " .. tostring(digest) end
   local file = layout .. "/blobs/sha256/" .. h
-  local actual, err = ct.hash.sha256_file(file)
+  local actual, err = sha256(file)
   if not actual then return nil, "blob " .. digest .. " is missing (" .. tostring(err) .. ")" end
   if actual ~= h then return nil, "blob " .. digest .. " does not match its digest (sha256:" .. actual .. ")" end
   return file
@@ -89,7 +90,10 @@ end
 -- read_layout(layout, ref) -> image | nil, msg: the image ref names in an OCI
 -- layout, every blob checked against its digest: {manifest_desc=, manifest=,
 -- config=, config_digest=, layers = {{digest=, diff_id=, size=, media_type=}}}.
-function M.read_layout(layout, ref)
+-- sha256: the hash function (default ct.hash.sha256_file; a package's
+-- ctcli.filedigest memo reads a blob several layouts share once).
+function M.read_layout(layout, ref, sha256)
+  sha256 = sha256 or ct.hash.sha256_file
   local index, err = read_json(layout .. "/index.json")
   if not index then return nil, err end
   local desc
@@ -98,7 +102,7 @@ function M.read_layout(layout, ref)
     if ann["org.opencontainers.image.ref.name"] == ref then desc = m end
   end
   if not desc then return nil, "the image layout has no ref '" .. tostring(ref) .. "'" end
-  local file, ferr = checked(layout, desc.digest)
+  local file, ferr = checked(layout, desc.digest, sha256)
   if not file then return nil, ferr end
   local manifest, merr = read_json(file)
   if not manifest then return nil, merr end
@@ -113,7 +117,7 @@ function M.read_layout(layout, ref)
     end
     if not pick then return nil, "the image index has no linux/" .. tostring(arch) .. " manifest" end
     platform_digest = pick.digest
-    file, ferr = checked(layout, pick.digest)
+    file, ferr = checked(layout, pick.digest, sha256)
     if not file then return nil, ferr end
     manifest, merr = read_json(file)
     if not manifest then return nil, merr end
@@ -121,7 +125,7 @@ function M.read_layout(layout, ref)
   if type(manifest.config) ~= "table" or type(manifest.layers) ~= "table" then
     return nil, "not an image manifest (no config and layers)"
   end
-  local cfile, cerr = checked(layout, manifest.config.digest)
+  local cfile, cerr = checked(layout, manifest.config.digest, sha256)
   if not cfile then return nil, cerr end
   local config, jerr = read_json(cfile)
   if not config then return nil, jerr end
@@ -133,7 +137,7 @@ function M.read_layout(layout, ref)
   local blobs = { desc.digest, manifest.config.digest }
   if platform_digest then blobs[#blobs + 1] = platform_digest end
   for i, l in ipairs(manifest.layers) do
-    local _, lerr = checked(layout, l.digest)
+    local _, lerr = checked(layout, l.digest, sha256)
     if lerr then return nil, "layer " .. i .. ": " .. lerr end
     if not hex(diff_ids[i]) then return nil, "layer " .. i .. ": diff_id " .. tostring(diff_ids[i]) .. " is not sha256" end
     layers[i] = { digest = l.digest, diff_id = diff_ids[i], size = l.size, media_type = l.mediaType }
@@ -174,8 +178,10 @@ end
 
 -- write_layout(paths, dest, image) -> true | nil, msg: an OCI layout at dest
 -- (index.json, oci-layout, blobs as hard links of the store's) holding only
--- this image, for `reset` of a flat image and `images --verify`.
-function M.write_layout(paths, dest, image)
+-- this image, for `reset` of a flat image and `images --verify`. write:
+-- how its two files are written (default ct.fs.write_atomic).
+function M.write_layout(paths, dest, image, write)
+  write = write or ct.fs.write_atomic
   local ok, err = ct.fs.mkdir(dest .. "/blobs/sha256", 493, true)
   if not ok then return nil, err end
   for _, d in ipairs(image.blobs) do
@@ -185,9 +191,9 @@ function M.write_layout(paths, dest, image)
       if not ok then return nil, err end
     end
   end
-  ok, err = ct.fs.write_atomic(dest .. "/oci-layout", '{"imageLayoutVersion":"1.0.0"}\n', 420)
+  ok, err = write(dest .. "/oci-layout", '{"imageLayoutVersion":"1.0.0"}\n', 420)
   if ok then
-    ok, err = ct.fs.write_atomic(dest .. "/index.json",
+    ok, err = write(dest .. "/index.json",
       json.encode({ schemaVersion = 2, manifests = json.array({ image.manifest_desc }) }) .. "\n", 420)
   end
   return ok, err
@@ -196,9 +202,10 @@ end
 ---------------------------------------------------------------------------
 -- Extracting layers
 
--- extract(paths, layer, m) -> true | nil, msg: one layer into
--- layers/<mapping>/<diffhex>, in tmp/ first, then renamed (a layer dir that
--- exists is complete); its record beside it. added: a list the paths it
+-- extract(paths, layer, m, added) -> true | nil, msg: one layer into
+-- layers/<mapping>/<diffhex>, in tmp/ first with its record, flushed to
+-- disk, then renamed in (a layer dir that exists is complete and whole
+-- after a crash; its record is renamed last). added: a list the paths it
 -- made are appended to (so a command that fails can take them back).
 -- progress(layer, compressed bytes read): a bar's feed, or nil.
 function M.extract(paths, layer, m, added, progress)
@@ -207,37 +214,46 @@ function M.extract(paths, layer, m, added, progress)
   local ok, err = ensure_dir(layers_root(paths), DIR_MODE)
   if ok then ok, err = ensure_dir(final:match("^(.*)/[^/]+$"), DIR_MODE) end
   if not ok then return nil, err end
-  local blob = M.blob_path(paths, layer.digest)
-  if not ct.fs.exists(final) then
-    local tmp, terr = ct.fs.mkdtemp(paths.tmp .. "/layer-XXXXXX")
-    if not tmp then return nil, terr end
-    local tree = tmp .. "/tree"
+  local tmp, terr = ct.fs.mkdtemp(paths.tmp .. "/layer-XXXXXX")
+  if not tmp then return nil, terr end
+  local function fail(e) ct.fs.rmtree(tmp) return nil, e end
+  local tree = tmp .. "/tree"
+  local stats = {}
+  local made = not ct.fs.exists(final)
+  if made then
     ct.fs.mkdir(tree, 493)
     -- Device nodes, fifos and sockets of an image are left out (runc gives
     -- every container its own /dev), counted in the layer's record.
-    local stats, xerr = ct.layer.extract(blob, tree, {
+    local xerr
+    stats, xerr = ct.layer.extract(M.blob_path(paths, layer.digest), tree, {
       idmap = idmap_opt(m), check_space = true, special = "skip",
       progress = progress and function(_, read) progress(layer, read) end,
     })
-    if not stats then ct.fs.rmtree(tmp) return nil, "extracting layer " .. layer.diff_id .. ": " .. tostring(xerr) end
-    ok, err = ct.fs.rename(tree, final)
-    ct.fs.rmtree(tmp)
-    if not ok then return nil, err end
-    if added then added[#added + 1] = final; added[#added + 1] = final .. ".json" end
-    layer.stats = stats
+    if not stats then return fail("extracting layer " .. layer.diff_id .. ": " .. tostring(xerr)) end
   end
-  local stats = layer.stats or {}
   local digest = json.null
   if ct.fs.tree_digest then
     local derr
-    digest, derr = ct.fs.tree_digest(final)
-    if not digest then return nil, derr end
+    digest, derr = ct.fs.tree_digest(made and tree or final)
+    if not digest then return fail(derr) end
   end
-  return ct.fs.write_atomic(final .. ".json", json.encode({
+  ok, err = scratch.write(tmp .. "/record", json.encode({
     diff_id = layer.diff_id, blob = layer.digest, media_type = layer.media_type or json.null,
     bytes = stats.bytes or json.null, files = stats.entries or json.null, tree = digest,
     skipped = json.array(stats.skipped or {}),
   }, true) .. "\n", 420)
+  if ok then ok, err = scratch.flush(paths) end
+  if ok and made then
+    ok, err = ct.fs.rename(tree, final)
+    if ok and added then added[#added + 1] = final end
+  end
+  if ok then
+    ok, err = ct.fs.rename(tmp .. "/record", final .. ".json")
+    if ok and added then added[#added + 1] = final .. ".json" end
+  end
+  if ok then ok, err = ct.fs.fsync(final:match("^(.*)/[^/]+$")) end
+  ct.fs.rmtree(tmp)
+  return ok, err
 end
 
 -- ensure(paths, layers, m [, added, progress]) -> true | nil, msg: every layer of the list in
@@ -389,12 +405,14 @@ function M.create_upper(paths, a)
     end
   end
   if not ok then return fail(err) end
-  ok, err = ct.fs.write_atomic(tmp .. "/upper.json", json.encode({
+  ok, err = scratch.write(tmp .. "/upper.json", json.encode({
     app = a.app, image = a.key, kind = kind, created = clock.iso(),
   }, true) .. "\n", 420)
-  if ok then ok, err = ct.fs.write_atomic(tmp .. "/idmap", require("ctcli.store.idmap").image_idmap_text(m), 420) end
+  if ok then ok, err = scratch.write(tmp .. "/idmap", require("ctcli.store.idmap").image_idmap_text(m), 420) end
+  if ok then ok, err = scratch.flush(paths) end
   if ok then ok, err = ct.fs.rename(tmp, final) end
   if not ok then return fail(err) end
+  ct.fs.fsync(uppers_root(paths) .. "/" .. a.app)
   return final
 end
 
