@@ -120,7 +120,7 @@ describe("hostile packages", function()
     H.ok(root, { "install", "--no-start", pkg })
     assert.same({}, tmp_entries(root))
     assert.equals(canary_before, (H.tree_hash(canary)))
-    -- What the package is extracted to (package.open's options): no bits left.
+    -- What the package is extracted to (packages.open's options): no bits left.
     local dir = H.tmpdir()
     assert(ct.archive.extract(pkg, dir, {
       max_entries = package.MAX_ENTRIES, max_bytes = package.MAX_BYTES, check_space = true }))

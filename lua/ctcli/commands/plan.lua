@@ -3,6 +3,7 @@
 local ct = require("ct")
 local json = require("ctcli.base.json")
 local package = require("ctcli.model.package")
+local packages = require("ctcli.services.packages")
 local pkgtool = require("ctcli.model.pkgtool")
 local preview = require("ctcli.services.preview")
 local release = require("ctcli.store.release")
@@ -79,7 +80,7 @@ return {
     else signature = "unsigned (accepted: no trusted keys)" end
     local pkg, perr = package.read_dir(dir, label, { have = function(name, digest)
       return store.has(ctx.paths, name, digest)
-    end, blob = function(digest) return package.stored_blob(ctx.paths, digest) end })
+    end, blob = function(digest) return packages.stored_blob(ctx.paths, digest) end })
     if not pkg then cleanup() return nil, perr end
     local p = preview.build(ctx, pkg, cur)
     cleanup()

@@ -4,8 +4,6 @@
 local ct = require("ct")
 local json = require("ctcli.base.json")
 local manifest = require("ctcli.model.manifest")
-local report = require("ctcli.base.report")
-local signing = require("ctcli.model.signing")
 
 local M = {}
 
@@ -281,60 +279,6 @@ function M.read_dir(dir, label, opts)
       app.image.config_digest = img.config_digest
     end
   end
-  return pkg
-end
-
--- stored_blob(paths, digest) -> the root's stored file of a blob, or nil
-function M.stored_blob(paths, digest)
-  local file = require("ctcli.store.layers").blob_path(paths, digest)
-  local st = ct.fs.lstat(file)
-  return st and st.type == "file" and file or nil
-end
-
--- open(paths, file [, rep]) -> pkg | nil, msg. The caller must call
--- pkg:cleanup(). rep: the reporter (ctcli.base.report) told of the extraction.
-function M.open(paths, file, rep)
-  local st = ct.fs.stat(file)
-  if not st then return nil, file .. ": no such package" end
-  if st.type ~= "file" then return nil, file .. ": not a file" end
-  local label = file:match("[^/]+$")
-  local dir, err = ct.fs.mkdtemp(paths.tmp .. "/package-XXXXXX")
-  if not dir then return nil, "cannot create a staging directory: " .. err end
-  local cleanup = function() ct.fs.rmtree(dir) end
-  rep = report.of(rep)
-  rep.step("extracting %s", label)
-  local bar = rep.bar("extracting", st.size)
-  local stats, xerr = ct.archive.extract(file, dir, {
-    max_entries = M.MAX_ENTRIES, max_bytes = M.MAX_BYTES, check_space = true, special = "refuse",
-    progress = function(_, read) bar.set(read) end,
-  })
-  if stats then bar.done() else bar.stop() end
-  if not stats then
-    cleanup()
-    return nil, xerr
-  end
-  -- With trusted keys, the signature and every file's digest are checked
-  -- before anything else reads the package. One memo of digests for every
-  -- reader: a blob the package holds once under several names (hard links)
-  -- is read once.
-  local sha256 = require("ctcli.base.filedigest").new()
-  local signer, serr = signing.enforce(paths, dir, label, sha256)
-  if serr then
-    cleanup()
-    return nil, serr
-  end
-  local pkg, perr = M.read_dir(dir, label, { have = function(name, digest)
-    return require("ctcli.store.images").has(paths, name, digest)
-  end, blob = function(digest) return M.stored_blob(paths, digest) end, sha256 = sha256 })
-  if not pkg then
-    cleanup()
-    return nil, perr
-  end
-  pkg.signer = signer
-  pkg.sha256 = sha256
-  pkg.file = file
-  pkg.size = st.size
-  pkg.cleanup = cleanup
   return pkg
 end
 

@@ -2,7 +2,7 @@
 -- package, bring the images the store lacks into it (their blobs, the
 -- layers it lacks), build the release directory (with the apps' uppers).
 local ct = require("ct")
-local package = require("ctcli.model.package")
+local packages = require("ctcli.services.packages")
 local release = require("ctcli.store.release")
 local releases = require("ctcli.services.releases")
 local report = require("ctcli.base.report")
@@ -64,7 +64,7 @@ end
 function M.open(ctx, file, journal)
   local ok, err = journal:step("extract")
   if not ok then return nil, err end
-  return package.open(ctx.paths, file, ctx.report)
+  return packages.open(ctx.paths, file, ctx.report)
 end
 
 return M
