@@ -144,7 +144,7 @@ local function check_hooks(problems, dir, file, app, path)
   end
 end
 
-local function check_images(problems, dir, file, doc, format)
+local function check_images(problems, dir, file, doc, format, named)
   local delta = package.delta_of(doc)
   -- Each layout's blobs once (apps may share one); a layout whose files do
   -- not match their digests is reported file by file, and nothing more is
@@ -152,7 +152,7 @@ local function check_images(problems, dir, file, doc, format)
   local broken = {}
   local function layout_ok(layout)
     if broken[layout] == nil then
-      local found = ocicheck.check(dir, layout, package.absent(doc, layout))
+      local found = ocicheck.check(dir, layout, package.absent(doc, layout), named)
       for _, p in ipairs(found) do problems[#problems + 1] = p end
       broken[layout] = #found > 0
     end
@@ -233,7 +233,8 @@ function M.check_text(text, file)
 end
 
 -- check_dir(dir, opts) -> problems, doc, format. opts.files: also check the
--- "files" digests (a packed package).
+-- "files" digests (a packed package); opts.named_blobs: the blobs' content
+-- is not read (pack hashes it as it archives it).
 function M.check_dir(dir, opts)
   opts = opts or {}
   local problems = {}
@@ -256,7 +257,7 @@ function M.check_dir(dir, opts)
     return { { file = dir, path = "", message = "not a ctcli package (no manifest.json, no meta.json, no package/apps/)" } }
   end
   if type(doc) == "table" then
-    check_images(problems, dir, file, doc, format)
+    check_images(problems, dir, file, doc, format, opts.named_blobs)
     if opts.files and format == "manifest" then check_files(problems, dir, file, doc.files) end
   end
   return problems, doc, format

@@ -15,10 +15,12 @@ local INDEX_TYPES = {
   ["application/vnd.docker.distribution.manifest.list.v2+json"] = true,
 }
 
--- check(dir, layout [, absent]) -> problems {{file=, path=, message=}};
--- layout is relative to dir (the package); absent: the set of digests a
--- delta package leaves out of this layout (the root's store supplies them).
-function M.check(dir, layout, absent)
+-- check(dir, layout [, absent [, named]]) -> problems {{file=, path=,
+-- message=}}; layout is relative to dir (the package); absent: the set of
+-- digests a delta package leaves out of this layout (the root's store
+-- supplies them); named: a blob's content is not read here, the caller
+-- hashes it later against its name (pack, as it archives it).
+function M.check(dir, layout, absent, named)
   absent = absent or {}
   local problems = {}
   local function add(file, message, path)
@@ -43,6 +45,8 @@ function M.check(dir, layout, absent)
           add(rel, "not a blob name (64 hex digits of its sha256)")
         elseif not bst or bst.type ~= "file" then
           add(rel, "a blob must be a regular file, this is a " .. tostring(bst and bst.type))
+        elseif named then
+          ok_blob["sha256:" .. name] = bst.size
         else
           local sum, err = ct.hash.sha256_file(adir .. "/" .. name)
           if not sum then

@@ -116,7 +116,8 @@ return {
     if not ct.fs.exists(dir .. "/manifest.json") then
       return nil, dir .. ": no manifest.json (see docs/manifest.md)"
     end
-    local problems, doc = lint.check_dir(dir)
+    -- Each blob is read once: hashed as it is archived, against its name.
+    local problems, doc = lint.check_dir(dir, { named_blobs = true })
     if #problems > 0 then
       local lines = lint.format(problems)
       return nil, string.format("%s: %d problem%s, nothing packed:\n  %s", dir, #problems,
@@ -140,13 +141,13 @@ return {
       if stage then ct.fs.rmtree(stage) end
       return ...
     end
-    local files, err = pkgtool.digests(dir, roots, sources)
+    local files, err = pkgtool.digests(dir, roots, sources, true)
     if not files then return done(nil, err) end
     doc.files = files
     local text = json.encode(doc, true) .. "\n"
     local ok, werr = pkgtool.write(out, dir, text, roots, {
       key = ctx.opts.sign, format = ctx.opts.gzip and "gzip" or "zstd", mtime = pkgtool.mtime(doc),
-      sources = sources,
+      sources = sources, check = files,
     })
     done()
     if not ok then return nil, werr end
