@@ -74,6 +74,12 @@ function M.check(dir, layout, absent, named)
     end
     if ok_blob[d.digest] == nil then return nil end -- reported above
     if d.size ~= nil and d.size ~= ok_blob[d.digest] then
+      -- A blob taken at its name is read now: a changed one says so.
+      local sum = named and ct.hash.sha256_file(dir .. "/" .. rel)
+      if sum and sum ~= d.digest:sub(8) then
+        add(rel, "does not match the digest it is named by (its content is sha256:" .. sum .. ")")
+        return nil
+      end
       add(rel, string.format("is %d bytes, but %s says %s (%s)", ok_blob[d.digest], from, tostring(d.size), where))
       return nil
     end
