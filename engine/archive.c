@@ -55,6 +55,10 @@ void job_close(struct job *j) {
   j->tmp = NULL;
   free(j->buf);
   j->buf = NULL;
+  ZSTD_freeCCtx(j->zc); /* joins its workers */
+  j->zc = NULL;
+  free(j->out);
+  j->out = NULL;
 }
 
 static int job_gc(lua_State *L) {

@@ -4,6 +4,7 @@
 
 #include <archive.h>
 #include <archive_entry.h>
+#include <nettle/sha2.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -41,6 +42,8 @@ struct create {
   int depth; /* 0: an entry the caller named; deeper: found in a directory */
   int oci;   /* this entry's whiteouts = "oci" */
   int whtab; /* stack index: entry index -> whiteouts = "oci" */
+  int sums;  /* stack index of the sha256 table (0: not asked) */
+  struct sha256_ctx md;
   int links; /* stack index of opts.links, or 0 */
 };
 
@@ -108,9 +111,10 @@ static int copy_file(struct create *c, int fd, int64_t size) {
       break;
     }
     if (archive_write_data(j->wr, j->buf, (size_t)n) < 0) return create_write_failed(c);
+    if (c->sums) sha256_update(&c->md, (size_t)n, (const uint8_t *)j->buf);
     size -= n;
     c->bytes += n;
-    job_progress(c->L, j, c->bytes, j->wr, 0);
+    job_progress_n(c->L, j, c->bytes, (lua_Integer)j->written, 0);
   }
   return 0;
 }
@@ -166,15 +170,23 @@ static int add_entry(struct create *c, const struct stat *st, int pfd, const cha
   int r = archive_write_header(j->wr, e);
   if (r < ARCHIVE_WARN) return create_write_failed(c);
   if (r == ARCHIVE_WARN) job_warn(c->L, j, "%s: %s", c->host, archive_error_string(j->wr));
-  if (S_ISREG(st->st_mode) && !archive_entry_hardlink(e) && st->st_size > 0 &&
-      copy_file(c, fd, (int64_t)st->st_size) < 0)
-    return -1;
+  int data = S_ISREG(st->st_mode) && !archive_entry_hardlink(e);
+  if (data && c->sums) sha256_init(&c->md);
+  if (data && st->st_size > 0 && copy_file(c, fd, (int64_t)st->st_size) < 0) return -1;
+  if (data && c->sums) { /* the bytes archived, read once */
+    uint8_t d[SHA256_DIGEST_SIZE];
+    char hex[2 * SHA256_DIGEST_SIZE + 1];
+    sha256_digest(&c->md, sizeof d, d);
+    for (unsigned int i = 0; i < sizeof d; i++) snprintf(hex + 2 * i, 3, "%02x", d[i]);
+    lua_pushstring(c->L, hex);
+    lua_setfield(c->L, c->sums, c->name);
+  }
   r = archive_write_finish_entry(j->wr);
   if (r < ARCHIVE_WARN) return create_write_failed(c);
   archive_entry_free(j->entry);
   j->entry = NULL;
   c->entries++;
-  job_progress(c->L, j, c->bytes, j->wr, 0);
+  job_progress_n(c->L, j, c->bytes, (lua_Integer)j->written, 0);
   return 0;
 }
 
@@ -334,16 +346,99 @@ static int add_tree(struct create *c, int pfd, const char *base) {
   return r;
 }
 
+/* ---- the writer: what libarchive writes goes through here to the file ----
+
+   zstd is driven here, not through libarchive's filter: libarchive 3.6
+   sets zstd's workers but not their job size, and at level 3 zstd's
+   default job (8 MiB) made two workers buffer 50-80 MB. With the smallest
+   job zstd takes (512 KiB) two workers compress while this thread reads
+   in about 7 MB (4 MB more per further worker, so at most two unless
+   asked), for about 1% more output on compressible trees. The frame is
+   the one zstd always writes (level 3 unless asked, no checksum, as
+   libarchive's); with any number of workers >= 1 the bytes are the same.
+   Writeback is started every few MiB, so the final fsync waits for the
+   last few MiB only, not for the whole archive. */
+#define OUT_SIZE (256 << 10)
+#define ZSTD_JOB_SIZE (512 << 10)
+#define ZSTD_WORKERS_MAX 2 /* the default's cap */
+#define WRITEBACK_EVERY (8 << 20)
+
+static int out_flush(struct archive *a, struct job *j) {
+  int err = write_all(j->fd, j->out, j->outlen);
+  if (err) {
+    archive_set_error(a, err, "%s", strerror(err));
+    return -1;
+  }
+  j->written += (off_t)j->outlen;
+  j->outlen = 0;
+  if (j->written - j->flushed >= WRITEBACK_EVERY) {
+    /* a hint: a failure here shows at the fsync */
+    sync_file_range(j->fd, j->flushed, j->written - j->flushed, SYNC_FILE_RANGE_WRITE);
+    j->flushed = j->written;
+  }
+  return 0;
+}
+
+/* zstd's step: ZSTD_e_continue while writing, ZSTD_e_end to finish. */
+static int out_zstd(struct archive *a, struct job *j, const void *p, size_t len, ZSTD_EndDirective how) {
+  ZSTD_inBuffer in = {p, len, 0};
+  for (;;) {
+    ZSTD_outBuffer o = {j->out, OUT_SIZE, j->outlen};
+    size_t left = ZSTD_compressStream2(j->zc, &o, &in, how);
+    if (ZSTD_isError(left)) {
+      archive_set_error(a, EIO, "zstd: %s", ZSTD_getErrorName(left));
+      return -1;
+    }
+    j->outlen = o.pos;
+    if (j->outlen == OUT_SIZE && out_flush(a, j) < 0) return -1;
+    if (how == ZSTD_e_end ? left == 0 : in.pos == in.size) return 0;
+  }
+}
+
+static la_ssize_t out_write(struct archive *a, void *data, const void *p, size_t len) {
+  struct job *j = data;
+  if (j->zc) return out_zstd(a, j, p, len, ZSTD_e_continue) < 0 ? -1 : (la_ssize_t)len;
+  for (size_t done = 0; done < len;) {
+    size_t n = len - done < OUT_SIZE - j->outlen ? len - done : OUT_SIZE - j->outlen;
+    memcpy(j->out + j->outlen, (const char *)p + done, n);
+    j->outlen += n;
+    done += n;
+    if (j->outlen == OUT_SIZE && out_flush(a, j) < 0) return -1;
+  }
+  return (la_ssize_t)len;
+}
+
+/* After archive_write_close: the end of the zstd frame and what is left. */
+static int out_finish(struct create *c) {
+  struct job *j = c->j;
+  return (j->zc && out_zstd(j->wr, j, NULL, 0, ZSTD_e_end) < 0) || out_flush(j->wr, j) < 0 ? -1 : 0;
+}
+
+
 static int set_filter(struct create *c, const char *format, lua_Integer threads, lua_Integer level,
                       int has_level) {
-  struct archive *a = c->j->wr;
+  struct job *j = c->j;
+  struct archive *a = j->wr;
   char value[32];
+  if (!(j->out = malloc(OUT_SIZE))) return job_fail(j, ENOMEM, "%s: %s", c->dest, strerror(ENOMEM));
   if (strcmp(format, "zstd") == 0) {
-    if (archive_write_add_filter_zstd(a) != ARCHIVE_OK) return create_write_failed(c);
-    snprintf(value, sizeof value, "%jd", (intmax_t)threads);
-    if (archive_write_set_filter_option(a, "zstd", "threads", value) != ARCHIVE_OK)
-      return create_write_failed(c);
-  } else if (strcmp(format, "gzip") == 0) {
+    if (has_level && (level < ZSTD_minCLevel() || level > ZSTD_maxCLevel()))
+      return job_fail(j, EINVAL, "%s: compression level %jd is out of range for zstd", c->dest,
+                      (intmax_t)level);
+    if (threads < 0) {
+      long n = sysconf(_SC_NPROCESSORS_ONLN);
+      threads = n < 1 ? 1 : n > ZSTD_WORKERS_MAX ? ZSTD_WORKERS_MAX : n;
+    }
+    if (!(j->zc = ZSTD_createCCtx())) return job_fail(j, ENOMEM, "%s: %s", c->dest, strerror(ENOMEM));
+    size_t r = ZSTD_CCtx_setParameter(j->zc, ZSTD_c_compressionLevel, has_level ? (int)level : 3);
+    if (!ZSTD_isError(r) && threads > 0) {
+      r = ZSTD_CCtx_setParameter(j->zc, ZSTD_c_nbWorkers, (int)threads);
+      if (!ZSTD_isError(r)) r = ZSTD_CCtx_setParameter(j->zc, ZSTD_c_jobSize, ZSTD_JOB_SIZE);
+    }
+    if (ZSTD_isError(r)) return job_fail(j, EINVAL, "%s: zstd: %s", c->dest, ZSTD_getErrorName(r));
+    return archive_write_add_filter_none(a) == ARCHIVE_OK ? 0 : create_write_failed(c);
+  }
+  if (strcmp(format, "gzip") == 0) {
     if (archive_write_add_filter_gzip(a) != ARCHIVE_OK) return create_write_failed(c);
     /* no time in the gzip header: equal trees give equal files */
     if (archive_write_set_filter_option(a, "gzip", "timestamp", NULL) != ARCHIVE_OK)
@@ -413,8 +508,10 @@ static int create_run(struct create *c, int list, lua_Integer n, const char *for
   if (archive_write_set_format_pax_restricted(j->wr) != ARCHIVE_OK) return create_write_failed(c);
   archive_entry_linkresolver_set_strategy(j->links, ARCHIVE_FORMAT_TAR_PAX_RESTRICTED);
   if (set_filter(c, format, threads, level, has_level) < 0) return -1;
-  archive_write_set_bytes_in_last_block(j->wr, 1); /* no padding after the compressed data */
-  if (archive_write_open_fd(j->wr, j->fd) != ARCHIVE_OK) return create_write_failed(c);
+  /* no blocks, no padding after the compressed data: out_write buffers */
+  archive_write_set_bytes_per_block(j->wr, 0);
+  archive_write_set_bytes_in_last_block(j->wr, 1);
+  if (archive_write_open(j->wr, j, NULL, out_write, NULL) != ARCHIVE_OK) return create_write_failed(c);
 
   for (lua_Integer i = 1; i <= n; i++) {
     lua_rawgeti(c->L, list, 4 * i - 3);
@@ -438,8 +535,8 @@ static int create_run(struct create *c, int list, lua_Integer n, const char *for
     lua_pop(c->L, 2);
   }
 
-  if (archive_write_close(j->wr) != ARCHIVE_OK) return create_write_failed(c);
-  lua_Integer written = (lua_Integer)archive_filter_bytes(j->wr, -1);
+  if (archive_write_close(j->wr) != ARCHIVE_OK || out_finish(c) < 0) return create_write_failed(c);
+  lua_Integer written = (lua_Integer)j->written;
   archive_write_free(j->wr);
   j->wr = NULL;
   if (fsync(j->fd) != 0) return job_fail(j, errno, "%s: %s", j->tmp, strerror(errno));
@@ -468,8 +565,10 @@ static int create_run(struct create *c, int list, lua_Integer n, const char *for
 }
 
 /* create(dest, {{name=, path=[, before=, after=]}, ...} [, opts])
-     -> {entries=, bytes=, size=[, warnings=]}
-   Entries are written in the order given. An entry's `before` runs just
+     -> {entries=, bytes=, size=[, sha256=][, warnings=]}
+   Entries are written in the order given. With opts.sha256, sha256 maps
+   the name of every regular file whose data was written (not a hard link
+   to one before it) to the hex sha256 of those bytes, hashed as read. An entry's `before` runs just
    before its first file is read and its `after` just after its last one
    (so a caller can hold a tree still only while it is read); either fails
    the call by returning nil, msg. A failed call does not run the `after`
@@ -486,9 +585,10 @@ int ar_create(lua_State *L) {
   const char *format = opt_string(L, 3, "format", "zstd");
   if (strcmp(format, "zstd") != 0 && strcmp(format, "gzip") != 0 && strcmp(format, "none") != 0)
     luaL_error(L, "bad option 'format' (zstd, gzip or none expected, got '%s')", format);
-  /* 0: zstd compresses in the calling thread, in bounded memory (each
-     worker of its multi-threaded mode buffers whole jobs of megabytes). */
-  lua_Integer threads = opt_integer(L, 3, "threads", 0, 0);
+  /* zstd's workers; -1 (default): one per online CPU, at most two; 0:
+     none, zstd compresses in the calling thread (other bytes, the same
+     content) */
+  lua_Integer threads = opt_integer(L, 3, "threads", -1, -1);
   int has_level = opt_field(L, 3, "level") != LUA_TNIL;
   lua_pop(L, 1);
   lua_Integer level = opt_integer(L, 3, "level", 0, LUA_MININTEGER);
@@ -497,6 +597,7 @@ int ar_create(lua_State *L) {
   c->mtime = opt_integer(L, 3, "mtime", 0, 0);
   c->owner0 = opt_bool(L, 3, "owner0");
   c->xattrs = opt_bool(L, 3, "xattrs");
+  int sums = opt_bool(L, 3, "sha256");
   int progress = opt_progress(L, 3); /* 5 */
 
   /* 6: the entries, copied so a callback changing them changes nothing */
@@ -530,10 +631,12 @@ int ar_create(lua_State *L) {
   }
   lua_newtable(L); /* 8: warnings */
   int warnings = lua_gettop(L);
-  c->j = job_new(L); /* 9 */
+  lua_newtable(L); /* 9: the sha256 of each regular file by name */
+  if (sums) c->sums = lua_gettop(L);
+  c->j = job_new(L); /* 10 */
   c->j->progress = progress;
   c->j->warnings = warnings;
-  int lt = opt_field(L, 3, "links"); /* 10 */
+  int lt = opt_field(L, 3, "links"); /* 11 */
   if (lt != LUA_TNIL && lt != LUA_TTABLE)
     luaL_error(L, "bad option 'links' (table expected, got %s)", lua_typename(L, lt));
   c->links = lt == LUA_TTABLE ? lua_gettop(L) : 0;
@@ -548,6 +651,10 @@ int ar_create(lua_State *L) {
   if (stat(c->dest, &st) == 0) {
     lua_pushinteger(L, (lua_Integer)st.st_size);
     lua_setfield(L, -2, "size");
+  }
+  if (c->sums) {
+    lua_pushvalue(L, c->sums);
+    lua_setfield(L, -2, "sha256");
   }
   if (c->j->nwarnings) {
     lua_pushvalue(L, warnings);

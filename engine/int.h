@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <zstd.h>
 
 /* Chunk size of the read/write fallback copy and of reads into Lua. */
 #define COPY_BUFSIZE (128 * 1024)
@@ -296,6 +297,10 @@ struct job {
   int fd;                                   /* the archive file */
   char *tmp;                                /* create: temp file, removed unless renamed */
   char *buf;                                /* create: copy buffer */
+  ZSTD_CCtx *zc;                            /* create: zstd, driven by our writer */
+  unsigned char *out;                       /* create: what goes to fd next */
+  size_t outlen;
+  off_t written, flushed;                   /* bytes written to fd; handed to writeback */
   struct stat st;                           /* the archive file's stat (reading) */
   /* Stack indices (0: none) of the progress callback and the warnings table. */
   int progress, warnings;

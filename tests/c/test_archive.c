@@ -790,6 +790,34 @@ DEFINE_TEST(create_is_reproducible_with_mtime_and_owner0_gzip) {
   reproducible("{format='gzip', level=6}");
 }
 
+/* 3 MiB of text (compressible, several of zstd's 512 KiB jobs): the bytes
+   are zstd's own for one worker or two, and each file's sha256 is that of
+   what was archived, read once. */
+DEFINE_TEST(create_hashes_what_it_archives_and_workers_do_not_change_the_bytes) {
+  make_tree();
+  static char text[3 << 20];
+  for (size_t i = 0; i < sizeof text; i++) text[i] = (char)('a' + (i * 7 + i / 4093) % 26);
+  write_file(P("src/app/text"), text, sizeof text, 0644);
+  for (int w = 0; w <= 2; w++)
+    LUA_FMT("local r = ok(A.create(T .. '/w%d', {{name='app', path=T .. '/src/app'}}, "
+            "  {threads=%d, mtime=1700000000, owner0=true, sha256=true})) "
+            "local h = require('ct').hash "
+            "for _, f in ipairs({'text', 'data.bin', 'etc/conf', 'bin/run'}) do "
+            "  assert(r.sha256['app/' .. f] == h.sha256_file(T .. '/src/app/' .. f), f) end "
+            "assert((r.sha256['app/hard1'] ~= nil) ~= (r.sha256['app/hard2'] ~= nil)) "
+            "assert(r.sha256['app/link'] == nil and r.sha256['app/bin'] == nil) "
+            "assert(r.size < %d, r.size) "
+            "local n = 0 for _, e in ipairs(ok(A.list(T .. '/w%d'))) do n = n + 1 end "
+            "assert(n == r.entries) "
+            "local plain = ok(A.create(T .. '/p%d', {{name='app', path=T .. '/src/app'}})) "
+            "assert(plain.sha256 == nil) return true",
+            w, w, (1 << 20) + (2 << 20) / 4, w, w);
+  same_file(P("w1"), P("w2"));
+  mkdirs(P("x"));
+  LUA_FMT("ok(A.extract(T .. '/w0', T .. '/x')) return true");
+  same_file(P("x/app/text"), P("src/app/text"));
+}
+
 DEFINE_TEST(create_adds_a_directory_contents_at_the_top_and_reports_progress) {
   make_tree();
   LUA_FMT("local last = 0 "

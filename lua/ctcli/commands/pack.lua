@@ -116,10 +116,10 @@ return {
     if not ct.fs.exists(dir .. "/manifest.json") then
       return nil, dir .. ": no manifest.json (see docs/manifest.md)"
     end
-    -- Every file is hashed once, by lint (each blob against its name) and
-    -- then for "files" (the memo answers), an inode several names share once.
+    -- Each blob is read once: hashed as it is archived, against its name;
+    -- other files through one digest memo (an inode several names share once).
     local sha256 = require("ctcli.base.filedigest").new()
-    local problems, doc = lint.check_dir(dir, { sha256 = sha256 })
+    local problems, doc = lint.check_dir(dir, { named_blobs = true, sha256 = sha256 })
     if #problems > 0 then
       local lines = lint.format(problems)
       return nil, string.format("%s: %d problem%s, nothing packed:\n  %s", dir, #problems,
@@ -143,13 +143,13 @@ return {
       if stage then ct.fs.rmtree(stage) end
       return ...
     end
-    local files, err = pkgtool.digests(dir, roots, sources, sha256)
+    local files, err = pkgtool.digests(dir, roots, sources, sha256, true)
     if not files then return done(nil, err) end
     doc.files = files
     local text = json.encode(doc, true) .. "\n"
     local ok, werr = pkgtool.write(out, dir, text, roots, {
       key = ctx.opts.sign, format = ctx.opts.gzip and "gzip" or "zstd", mtime = pkgtool.mtime(doc),
-      sources = sources, report = ctx.report, links = pkgtool.links(roots, files),
+      sources = sources, report = ctx.report, links = pkgtool.links(roots, files), check = files,
     })
     done()
     if not ok then return nil, werr end

@@ -15,11 +15,13 @@ local INDEX_TYPES = {
   ["application/vnd.docker.distribution.manifest.list.v2+json"] = true,
 }
 
--- check(dir, layout [, absent]) -> problems {{file=, path=, message=}};
--- layout is relative to dir (the package); absent: the set of digests a
--- delta package leaves out of this layout (the root's store supplies them);
--- sha256: the hash function (a ctcli.filedigest memo, else ct.hash.sha256_file).
-function M.check(dir, layout, absent, sha256)
+-- check(dir, layout [, absent [, sha256 [, named]]]) -> problems {{file=,
+-- path=, message=}}; layout is relative to dir (the package); absent: the
+-- set of digests a delta package leaves out of this layout (the root's
+-- store supplies them); sha256: the hash function (a ctcli.filedigest
+-- memo, else ct.hash.sha256_file); named: a blob's content is not read
+-- here, the caller hashes it later against its name (pack, as it archives it).
+function M.check(dir, layout, absent, sha256, named)
   absent = absent or {}
   sha256 = sha256 or ct.hash.sha256_file
   local problems = {}
@@ -45,6 +47,8 @@ function M.check(dir, layout, absent, sha256)
           add(rel, "not a blob name (64 hex digits of its sha256)")
         elseif not bst or bst.type ~= "file" then
           add(rel, "a blob must be a regular file, this is a " .. tostring(bst and bst.type))
+        elseif named then
+          ok_blob["sha256:" .. name] = bst.size
         else
           local sum, err = sha256(adir .. "/" .. name)
           if not sum then
@@ -72,6 +76,12 @@ function M.check(dir, layout, absent, sha256)
     end
     if ok_blob[d.digest] == nil then return nil end -- reported above
     if d.size ~= nil and d.size ~= ok_blob[d.digest] then
+      -- A blob taken at its name is read now: a changed one says so.
+      local sum = named and ct.hash.sha256_file(dir .. "/" .. rel)
+      if sum and sum ~= d.digest:sub(8) then
+        add(rel, "does not match the digest it is named by (its content is sha256:" .. sum .. ")")
+        return nil
+      end
       add(rel, string.format("is %d bytes, but %s says %s (%s)", ok_blob[d.digest], from, tostring(d.size), where))
       return nil
     end

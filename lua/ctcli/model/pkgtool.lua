@@ -75,11 +75,13 @@ function M.named_paths(doc)
   return out
 end
 
--- digests(dir, roots [, sources [, sha256]]) -> files table {path = "sha256:..."} of
--- every file under roots; sources[root]: the directory packed in its place
--- (a delta's image layout without the blobs it leaves out); sha256: the
--- hash function (a ctcli.filedigest memo lint read the blobs through).
-function M.digests(dir, roots, sources, sha256)
+-- digests(dir, roots [, sources [, sha256 [, named]]]) -> files table
+-- {path = "sha256:..."} of every file under roots; sources[root]: the
+-- directory packed in its place (a delta's image layout without the blobs
+-- it leaves out); sha256: the hash function (a ctcli.filedigest memo);
+-- named: a blob (blobs/sha256/<hex> under a root) is taken at its name,
+-- unread; the caller checks its content (write's opts.check).
+function M.digests(dir, roots, sources, sha256, named)
   sha256 = sha256 or ct.hash.sha256_file
   local files = json.object({})
   for _, r in ipairs(roots) do
@@ -87,9 +89,14 @@ function M.digests(dir, roots, sources, sha256)
     local st = ct.fs.lstat(host)
     if st and st.type == "dir" then
       for _, rel in ipairs(signing.files_of(host)) do
-        local h, err = sha256(host .. "/" .. rel)
-        if not h then return nil, err end
-        files[r .. "/" .. rel] = "sha256:" .. h
+        local blob = named and rel:match("^blobs/sha256/(" .. ("%x"):rep(64) .. ")$")
+        if blob then
+          files[r .. "/" .. rel] = "sha256:" .. blob
+        else
+          local h, err = sha256(host .. "/" .. rel)
+          if not h then return nil, err end
+          files[r .. "/" .. rel] = "sha256:" .. h
+        end
       end
     elseif st then
       local h, err = sha256(host)
@@ -133,10 +140,38 @@ function M.links(roots, files)
   return links
 end
 
+-- check(files, sums, host_of) -> true | nil, msg: each file's digest in
+-- files against the sha256 of the bytes archived (sums, by name); a file
+-- archived without data (a hard link to one before it, a symlink) is
+-- hashed at host_of(name).
+local function check(files, sums, host_of)
+  local names = {}
+  for name in pairs(files) do names[#names + 1] = name end
+  table.sort(names)
+  for _, name in ipairs(names) do
+    local got = sums[name]
+    if not got then
+      local err
+      got, err = ct.hash.sha256_file(host_of(name))
+      if not got then return nil, err end
+    end
+    if "sha256:" .. got ~= files[name] then
+      if name:match("/blobs/sha256/%x+$") then
+        return nil, string.format("%s: does not match the digest it is named by (its content is sha256:%s)", name, got)
+      end
+      return nil, string.format("%s: changed while being packed (sha256:%s, then sha256:%s)", name,
+        files[name]:sub(8), got)
+    end
+  end
+  return true
+end
+
 -- write(out, dir, manifest_text, roots, opts) -> true | nil, msg. The archive:
 -- manifest.json (these exact bytes), manifest.sig (opts.key signs), then
 -- roots (paths under dir), sorted. opts: key, format ("zstd"|"gzip"), mtime,
--- sources (as for digests), links (see M.links), report (ctcli.base.report: a step line and a bar).
+-- sources (as for digests), links (see M.links), report (ctcli.base.report: a step line and
+-- a bar), check (the files table: every file's content is hashed as it is archived and must
+-- match it, else no package is left).
 function M.write(out, dir, manifest_text, roots, opts)
   local stage, err = ct.fs.mkdtemp(M.tmpbase() .. "/ctcli-pack-XXXXXX")
   if not stage then return nil, "cannot create a temporary directory: " .. tostring(err) end
@@ -165,10 +200,25 @@ function M.write(out, dir, manifest_text, roots, opts)
   local bar = rep.bar("packing", total)
   local res, cerr = ct.archive.create(out, entries, {
     format = opts.format or "zstd", mtime = opts.mtime or 0, owner0 = true, links = opts.links,
+    sha256 = opts.check ~= nil,
     progress = opts.report and function(bytes) bar.set(bytes) end,
   })
   if res then bar.done() else bar.stop() end
   if not res then return done(nil, cerr) end
+  if opts.check then
+    local ok2, kerr = check(opts.check, res.sha256, function(name)
+      local root = name
+      for _, r in ipairs(sorted) do
+        if name:sub(1, #r + 1) == r .. "/" then root = r end
+      end
+      local base = opts.sources and opts.sources[root] or (dir .. "/" .. root)
+      return base .. name:sub(#root + 1)
+    end)
+    if not ok2 then
+      ct.fs.unlink(out)
+      return done(nil, kerr)
+    end
+  end
   return done(true)
 end
 

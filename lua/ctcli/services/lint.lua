@@ -144,7 +144,7 @@ local function check_hooks(problems, dir, file, app, path)
   end
 end
 
-local function check_images(problems, dir, file, doc, format, sha256)
+local function check_images(problems, dir, file, doc, format, sha256, named)
   local delta = package.delta_of(doc)
   -- Each layout's blobs once (apps may share one); a layout whose files do
   -- not match their digests is reported file by file, and nothing more is
@@ -152,7 +152,7 @@ local function check_images(problems, dir, file, doc, format, sha256)
   local broken = {}
   local function layout_ok(layout)
     if broken[layout] == nil then
-      local found = ocicheck.check(dir, layout, package.absent(doc, layout), sha256)
+      local found = ocicheck.check(dir, layout, package.absent(doc, layout), sha256, named)
       for _, p in ipairs(found) do problems[#problems + 1] = p end
       broken[layout] = #found > 0
     end
@@ -234,7 +234,9 @@ end
 
 -- check_dir(dir, opts) -> problems, doc, format. opts.files: also check the
 -- "files" digests (a packed package); opts.sha256: the hash function (a
--- ctcli.filedigest memo the caller reads the same files through again).
+-- ctcli.filedigest memo the caller reads the same files through again);
+-- opts.named_blobs: the blobs' content is not read (pack hashes it as it
+-- archives it).
 function M.check_dir(dir, opts)
   opts = opts or {}
   local sha256 = opts.sha256 or require("ctcli.base.filedigest").new()
@@ -258,7 +260,7 @@ function M.check_dir(dir, opts)
     return { { file = dir, path = "", message = "not a ctcli package (no manifest.json, no meta.json, no package/apps/)" } }
   end
   if type(doc) == "table" then
-    check_images(problems, dir, file, doc, format, sha256)
+    check_images(problems, dir, file, doc, format, sha256, opts.named_blobs)
     if opts.files and format == "manifest" then check_files(problems, dir, file, doc.files, sha256) end
   end
   return problems, doc, format
