@@ -114,17 +114,16 @@ struct shift {
   lua_Integer changed;
 };
 
-/* Re-owns each entry; a directory of another filesystem (a mount) is
-   re-owned, not entered. */
+/* Re-owns each entry; a mount point is re-owned, not entered. */
 static int shift_visit(struct tw *v, struct frame *t, const char *name, const struct stat *st) {
   struct shift *sh = v->ctx;
   int err = shift_entry(t->fd, name, st, sh->m, &sh->changed);
   if (err) return tw_fail(v, err, NULL);
-  if (!S_ISDIR(st->st_mode) || st->st_dev != t->st.st_dev) return 0;
+  if (!S_ISDIR(st->st_mode)) return 0;
   struct stat cst = *st;
-  int cfd = tw_opendir(t, name, &cst, 0);
-  if (cfd < 0) return errno == ENOENT ? 0 : tw_fail(v, ct_classify(t->fd, name, errno), NULL);
-  return tw_enter(v, cfd, -1, &cst);
+  int cfd = tw_opendir(t, name, &cst);
+  if (cfd >= 0) return tw_enter(v, cfd, -1, &cst);
+  return errno == ENOENT || errno == EBUSY ? 0 : tw_fail(v, ct_classify(t->fd, name, errno), NULL);
 }
 
 static uint32_t get_id(lua_State *L, int arg, const char *k) {
@@ -249,17 +248,11 @@ struct dwalk {
 
 static int walk_visit(struct tw *v, struct frame *t, const char *name, const struct stat *st) {
   struct dwalk *dw = v->ctx;
-  if (!S_ISDIR(st->st_mode)) {
-    push_walked(dw->L, ++dw->n, pb_str(&v->w.rel), st, 0);
-    return 0;
-  }
   struct stat now = *st;
-  int cfd = tw_opendir(t, name, &now, 1);
-  if (cfd < 0) return 0; /* swapped for a symlink or removed meanwhile: not entered */
-  push_walked(dw->L, ++dw->n, pb_str(&v->w.rel), &now, ct_fd_opaque(cfd));
-  if (now.st_dev == t->st.st_dev) return tw_enter(v, cfd, -1, &now);
-  close(cfd);
-  return 0;
+  int cfd = S_ISDIR(st->st_mode) ? tw_opendir(t, name, &now) : -1;
+  if (cfd < 0 && S_ISDIR(st->st_mode) && errno != EBUSY) return 0; /* swapped or removed: left out */
+  push_walked(dw->L, ++dw->n, pb_str(&v->w.rel), &now, cfd >= 0 && ct_fd_opaque(cfd));
+  return cfd < 0 ? 0 : tw_enter(v, cfd, -1, &now); /* a mount point is listed, not entered */
 }
 
 /* Dir:walk(rel) -> {{path=, type=, mode=, uid=, gid=, size=, rdev=, mtime=, mtime_nsec=, opaque=}, ...}:
