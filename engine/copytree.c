@@ -400,7 +400,7 @@ static int du_entry(struct tw *v, struct frame *t, const char *name, const struc
     int err = hl_add(&d->seen, st->st_dev, st->st_ino, NULL);
     if (err) return tw_fail(v, err, NULL);
   }
-  d->bytes += st->st_size;
+  d->bytes = st->st_size > LUA_MAXINTEGER - d->bytes ? LUA_MAXINTEGER : d->bytes + st->st_size;
   d->files += 1;
   return 0;
 }

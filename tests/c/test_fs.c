@@ -315,6 +315,20 @@ DEFINE_TEST(no_walk_enters_a_bind_mount) {
              "assert(fs.lstat(P('host/f')).uid == 1000, 'shift_tree re-owned a file beneath a mount')");
 }
 
+/* du's total stops at the largest integer instead of wrapping. */
+DEFINE_TEST(du_saturates_instead_of_overflowing) {
+  lua_State *L = fs_state();
+  T_LUA(L, "assert(fs.mkdir(P('big'))) return true");
+  with_mount(L, "tmpfs", tp("big"), "tmpfs", 0, "size=1m",
+             "for _, n in ipairs({'a', 'b', 'c'}) do "
+             "  local f = assert(io.open(P('big/' .. n), 'w')) "
+             "  assert(f:seek('set', math.maxinteger - 1)) f:write('x') f:close() "
+             "end "
+             "local b, n = assert(fs.du(P('big'))) "
+             "assert(b == math.maxinteger and n == 3, b .. ' ' .. n) "
+             "b = assert(assert(fs.opendir(P('big'))):du('')) assert(b == math.maxinteger, b)");
+}
+
 /* ---- an app swapping entries while a walk runs ------------------------ */
 
 /* A child exchanging dir/x and dir/y (renameat2 RENAME_EXCHANGE) as fast
