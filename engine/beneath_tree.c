@@ -135,6 +135,10 @@ static uint32_t get_id(lua_State *L, int arg, const char *k) {
   return (uint32_t)v;
 }
 
+static int overlap(uint32_t from, uint32_t to, uint32_t size) {
+  return from != to && (uint64_t)from < (uint64_t)to + size && (uint64_t)to < (uint64_t)from + size;
+}
+
 /* Dir:shift_tree(rel, from, to [, {keep_setid = true}]) -> entries changed */
 int d_shift_tree(lua_State *L) {
   struct handle *d = check_dir(L, 1);
@@ -163,6 +167,9 @@ int d_shift_tree(lua_State *L) {
   luaL_argcheck(L, (uint64_t)m.to_uid + m.size <= UINT32_MAX + 1ull &&
                        (uint64_t)m.to_gid + m.size <= UINT32_MAX + 1ull,
                 4, "range out of bounds");
+  /* an id shifted into the from range would be shifted again at its next hard link */
+  luaL_argcheck(L, !overlap(m.from_uid, m.to_uid, m.size) && !overlap(m.from_gid, m.to_gid, m.size), 4,
+                "overlaps the from range");
   lua_settop(L, 2);
   CHECK_REL(L, 2, rel, display);
   struct shift sh = {&m, 0};

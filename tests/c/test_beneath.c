@@ -400,6 +400,18 @@ DEFINE_TEST(shift_tree_reowns_in_range_ids_only) {
            "u = own('d/sub/link') assert(u == 1001) canary_ok() ");
 }
 
+DEFINE_TEST(shift_tree_refuses_overlapping_ranges) {
+  lua_State *L = b_state();
+  /* a hard-linked file would be shifted once per link */
+  run_both(L,
+           "assert(root:mkdir('d', tonumber('755', 8))) "
+           "local a, b = {uid=1000, gid=1000, size=100}, {uid=1050, gid=5000, size=100} "
+           "assert(not pcall(root.shift_tree, root, 'd', a, b), 'overlapping uids') "
+           "assert(not pcall(root.shift_tree, root, 'd', b, {uid=0, gid=4990, size=100}), 'gids') "
+           "assert(root:shift_tree('d', a, a) == 0, 'the same range changes nothing') "
+           "assert(root:shift_tree('d', a, {uid=1100, gid=900, size=100}) == 0, 'adjacent') ");
+}
+
 /* ---- files ------------------------------------------------------------- */
 
 DEFINE_TEST(write_atomic_and_read) {
