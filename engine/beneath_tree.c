@@ -248,18 +248,30 @@ static void push_walked(lua_State *L, lua_Integer i, const char *path, const str
   lua_rawseti(L, -2, i);
 }
 
+/* A Dir:walk in progress: a userdata, so that a Lua error (out of memory)
+   in push_walked still releases the walk's descriptors and frames. */
+#define WALK_MT "ct.fs.walk"
 struct dwalk {
+  struct tw v;
   lua_State *L;
   lua_Integer n;
 };
+
+static int dwalk_close(lua_State *L) {
+  walk_free(&((struct dwalk *)luaL_checkudata(L, 1, WALK_MT))->v.w);
+  return 0;
+}
 
 static int walk_visit(struct tw *v, struct frame *t, const char *name, const struct stat *st) {
   struct dwalk *dw = v->ctx;
   struct stat now = *st;
   int cfd = S_ISDIR(st->st_mode) ? tw_opendir(t, name, &now) : -1;
   if (cfd < 0 && S_ISDIR(st->st_mode) && errno != EBUSY) return 0; /* swapped or removed: left out */
-  push_walked(dw->L, ++dw->n, pb_str(&v->w.rel), &now, cfd >= 0 && ct_fd_opaque(cfd));
-  return cfd < 0 ? 0 : tw_enter(v, cfd, -1, &now); /* a mount point is listed, not entered */
+  int opaque = cfd >= 0 && ct_fd_opaque(cfd);
+  int err = cfd < 0 ? 0 : tw_enter(v, cfd, -1, &now); /* a mount point is listed, not entered */
+  /* after tw_enter took cfd over: a raise in push_walked leaks nothing */
+  if (!err) push_walked(dw->L, ++dw->n, pb_str(&v->w.rel), &now, opaque);
+  return err;
 }
 
 /* Dir:walk(rel) -> {{path=, type=, mode=, uid=, gid=, size=, rdev=, mtime=, mtime_nsec=, opaque=}, ...}:
@@ -271,6 +283,12 @@ int d_walk(lua_State *L) {
   struct handle *d = check_dir(L, 1);
   lua_settop(L, 2);
   CHECK_REL(L, 2, rel, display);
+  ct_class(L, WALK_MT, NULL, dwalk_close, NULL);
+  struct dwalk *dw = lua_newuserdatauv(L, sizeof *dw, 0);
+  memset(dw, 0, sizeof *dw);
+  luaL_setmetatable(L, WALK_MT);
+  lua_toclose(L, -1);
+  lua_newtable(L); /* nothing of Lua's raises from here to tw_run but push_walked */
   int fd = ct_open_beneath(d->fd, rel, DIR_FLAGS, 0);
   if (fd < 0) return ct_fail_at(L, errno, display, NULL);
   struct stat st;
@@ -278,11 +296,10 @@ int d_walk(lua_State *L) {
     close_keep_errno(fd);
     return ct_fail_at(L, errno, display, NULL);
   }
-  lua_newtable(L);
   struct fserr e = {0, NULL, NULL, NULL};
-  struct dwalk dw = {L, 0};
-  struct tw v = {.e = &e, .display = display, .entry = walk_visit, .ctx = &dw};
-  if (tw_run(&v, fd, -1, &st)) return fserr_push(L, &e);
+  dw->L = L;
+  dw->v = (struct tw){.e = &e, .display = display, .entry = walk_visit, .ctx = dw};
+  if (tw_run(&dw->v, fd, -1, &st)) return fserr_push(L, &e);
   return 1;
 }
 

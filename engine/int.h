@@ -179,6 +179,8 @@ int tw_opendir(const struct frame *t, const char *name, struct stat *st);
    device swapped in is never opened (its O_PATH descriptor is checked, then
    reopened through /proc; without /proc a non-blocking open is checked). */
 int tw_openfile(int dirfd, const char *name, struct stat *st);
+/* Frees a walk's frames (closing their descriptors); again is harmless. */
+void walk_free(struct walk *w);
 
 /* Empties the directory open at fd (taken over: closed on return), whose
    parent's stat is *parent (NULL when unknown: then only statx tells a

@@ -131,7 +131,7 @@ static void frame_close(struct frame *fr) {
   fr->fd = fr->dfd = -1;
 }
 
-static void walk_free(struct walk *w) {
+void walk_free(struct walk *w) {
   for (size_t i = 0; i < w->depth; i++) {
     frame_close(&w->f[i]);
     names_free(&w->f[i].names);
