@@ -114,17 +114,16 @@ struct shift {
   lua_Integer changed;
 };
 
-/* Re-owns each entry; a directory of another filesystem (a mount) is
-   re-owned, not entered. */
+/* Re-owns each entry; a mount point is re-owned, not entered. */
 static int shift_visit(struct tw *v, struct frame *t, const char *name, const struct stat *st) {
   struct shift *sh = v->ctx;
   int err = shift_entry(t->fd, name, st, sh->m, &sh->changed);
   if (err) return tw_fail(v, err, NULL);
-  if (!S_ISDIR(st->st_mode) || st->st_dev != t->st.st_dev) return 0;
+  if (!S_ISDIR(st->st_mode)) return 0;
   struct stat cst = *st;
-  int cfd = tw_opendir(t, name, &cst, 0);
-  if (cfd < 0) return errno == ENOENT ? 0 : tw_fail(v, ct_classify(t->fd, name, errno), NULL);
-  return tw_enter(v, cfd, -1, &cst);
+  int cfd = tw_opendir(t, name, &cst);
+  if (cfd >= 0) return tw_enter(v, cfd, -1, &cst);
+  return errno == ENOENT || errno == EBUSY ? 0 : tw_fail(v, ct_classify(t->fd, name, errno), NULL);
 }
 
 static uint32_t get_id(lua_State *L, int arg, const char *k) {
@@ -134,6 +133,10 @@ static uint32_t get_id(lua_State *L, int arg, const char *k) {
   if (v < 0 || v > (lua_Integer)UINT32_MAX)
     luaL_error(L, "bad argument #%d (field '%s' must be an id, 0 .. 2^32-1)", arg - 1, k);
   return (uint32_t)v;
+}
+
+static int overlap(uint32_t from, uint32_t to, uint32_t size) {
+  return from != to && (uint64_t)from < (uint64_t)to + size && (uint64_t)to < (uint64_t)from + size;
 }
 
 /* Dir:shift_tree(rel, from, to [, {keep_setid = true}]) -> entries changed */
@@ -164,6 +167,9 @@ int d_shift_tree(lua_State *L) {
   luaL_argcheck(L, (uint64_t)m.to_uid + m.size <= UINT32_MAX + 1ull &&
                        (uint64_t)m.to_gid + m.size <= UINT32_MAX + 1ull,
                 4, "range out of bounds");
+  /* an id shifted into the from range would be shifted again at its next hard link */
+  luaL_argcheck(L, !overlap(m.from_uid, m.to_uid, m.size) && !overlap(m.from_gid, m.to_gid, m.size), 4,
+                "overlaps the from range");
   lua_settop(L, 2);
   CHECK_REL(L, 2, rel, display);
   struct shift sh = {&m, 0};
@@ -242,24 +248,30 @@ static void push_walked(lua_State *L, lua_Integer i, const char *path, const str
   lua_rawseti(L, -2, i);
 }
 
+/* A Dir:walk in progress: a userdata, so that a Lua error (out of memory)
+   in push_walked still releases the walk's descriptors and frames. */
+#define WALK_MT "ct.fs.walk"
 struct dwalk {
+  struct tw v;
   lua_State *L;
   lua_Integer n;
 };
 
+static int dwalk_close(lua_State *L) {
+  walk_free(&((struct dwalk *)luaL_checkudata(L, 1, WALK_MT))->v.w);
+  return 0;
+}
+
 static int walk_visit(struct tw *v, struct frame *t, const char *name, const struct stat *st) {
   struct dwalk *dw = v->ctx;
-  if (!S_ISDIR(st->st_mode)) {
-    push_walked(dw->L, ++dw->n, pb_str(&v->w.rel), st, 0);
-    return 0;
-  }
   struct stat now = *st;
-  int cfd = tw_opendir(t, name, &now, 1);
-  if (cfd < 0) return 0; /* swapped for a symlink or removed meanwhile: not entered */
-  push_walked(dw->L, ++dw->n, pb_str(&v->w.rel), &now, ct_fd_opaque(cfd));
-  if (now.st_dev == t->st.st_dev) return tw_enter(v, cfd, -1, &now);
-  close(cfd);
-  return 0;
+  int cfd = S_ISDIR(st->st_mode) ? tw_opendir(t, name, &now) : -1;
+  if (cfd < 0 && S_ISDIR(st->st_mode) && errno != EBUSY) return 0; /* swapped or removed: left out */
+  int opaque = cfd >= 0 && ct_fd_opaque(cfd);
+  int err = cfd < 0 ? 0 : tw_enter(v, cfd, -1, &now); /* a mount point is listed, not entered */
+  /* after tw_enter took cfd over: a raise in push_walked leaks nothing */
+  if (!err) push_walked(dw->L, ++dw->n, pb_str(&v->w.rel), &now, opaque);
+  return err;
 }
 
 /* Dir:walk(rel) -> {{path=, type=, mode=, uid=, gid=, size=, rdev=, mtime=, mtime_nsec=, opaque=}, ...}:
@@ -271,6 +283,12 @@ int d_walk(lua_State *L) {
   struct handle *d = check_dir(L, 1);
   lua_settop(L, 2);
   CHECK_REL(L, 2, rel, display);
+  ct_class(L, WALK_MT, NULL, dwalk_close, NULL);
+  struct dwalk *dw = lua_newuserdatauv(L, sizeof *dw, 0);
+  memset(dw, 0, sizeof *dw);
+  luaL_setmetatable(L, WALK_MT);
+  lua_toclose(L, -1);
+  lua_newtable(L); /* nothing of Lua's raises from here to tw_run but push_walked */
   int fd = ct_open_beneath(d->fd, rel, DIR_FLAGS, 0);
   if (fd < 0) return ct_fail_at(L, errno, display, NULL);
   struct stat st;
@@ -278,11 +296,10 @@ int d_walk(lua_State *L) {
     close_keep_errno(fd);
     return ct_fail_at(L, errno, display, NULL);
   }
-  lua_newtable(L);
   struct fserr e = {0, NULL, NULL, NULL};
-  struct dwalk dw = {L, 0};
-  struct tw v = {.e = &e, .display = display, .entry = walk_visit, .ctx = &dw};
-  if (tw_run(&v, fd, -1, &st)) return fserr_push(L, &e);
+  dw->L = L;
+  dw->v = (struct tw){.e = &e, .display = display, .entry = walk_visit, .ctx = dw};
+  if (tw_run(&dw->v, fd, -1, &st)) return fserr_push(L, &e);
   return 1;
 }
 

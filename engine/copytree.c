@@ -236,22 +236,15 @@ static int cp_meta_name(struct cp *c, int sdir, int ddir, const char *name, cons
 }
 
 static int cp_file(struct cp *c, struct frame *t, const char *name, const struct stat *st) {
-  int in = openat(t->fd, name, O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC);
+  struct stat ist = *st;
+  int in = tw_openfile(t->fd, name, &ist); /* ESTALE: replaced */
   if (in < 0) return cp_fail(c, errno, 0, NULL);
-  struct stat ist;
-  int err = fstat(in, &ist) != 0 ? errno : 0;
-  if (!err && (ist.st_ino != st->st_ino || ist.st_dev != st->st_dev)) err = ESTALE; /* replaced */
-  if (err) {
-    close(in);
-    return cp_fail(c, err, 0, NULL);
-  }
   int out = openat(t->dfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
   if (out < 0) {
     close_keep_errno(in);
     return cp_fail(c, errno, 1, NULL);
   }
-  int wside;
-  err = copy_data(in, out, &wside);
+  int wside, err = copy_data(in, out, &wside);
   if (err) cp_fail(c, err, wside, NULL);
   else err = cp_meta_fd(c, in, out, &ist);
   close(in);
@@ -280,8 +273,9 @@ static int cp_dir(struct cp *c, struct frame *t, const char *name, const struct 
     return cp_fail(c, EINVAL, 0, "the destination is inside the source tree");
   if (mkdirat(t->dfd, name, 0700) != 0) return cp_fail(c, errno, 1, NULL);
   struct stat sst = *st;
-  int sfd = tw_opendir(t, name, &sst, 1); /* ESTALE: replaced */
-  if (sfd < 0) return cp_fail(c, errno, 0, NULL);
+  int sfd = tw_opendir(t, name, &sst); /* ESTALE: replaced */
+  if (sfd < 0)
+    return cp_fail(c, errno, 0, errno == EBUSY ? "is a mount point (not copying across it)" : NULL);
   int dfd = openat(t->dfd, name, DIR_FLAGS | O_NOFOLLOW);
   if (dfd < 0) {
     close_keep_errno(sfd);
@@ -397,8 +391,8 @@ static int du_entry(struct tw *v, struct frame *t, const char *name, const struc
   struct du *d = v->ctx;
   if (S_ISDIR(st->st_mode)) {
     struct stat cst = *st;
-    int cfd = tw_opendir(t, name, &cst, 0);
-    if (cfd < 0) return errno == ENOENT ? 0 : tw_fail(v, errno, NULL);
+    int cfd = tw_opendir(t, name, &cst); /* a mount point: nothing below it counted */
+    if (cfd < 0) return errno == ENOENT || errno == EBUSY ? 0 : tw_fail(v, errno, NULL);
     return tw_enter(v, cfd, -1, &cst);
   }
   if (st->st_nlink > 1) {
@@ -406,7 +400,7 @@ static int du_entry(struct tw *v, struct frame *t, const char *name, const struc
     int err = hl_add(&d->seen, st->st_dev, st->st_ino, NULL);
     if (err) return tw_fail(v, err, NULL);
   }
-  d->bytes += st->st_size;
+  d->bytes = st->st_size > LUA_MAXINTEGER - d->bytes ? LUA_MAXINTEGER : d->bytes + st->st_size;
   d->files += 1;
   return 0;
 }
@@ -466,12 +460,9 @@ static int rd_entry(struct tw *v, struct frame *t, const char *name, const struc
   }
   if (!S_ISDIR(st->st_mode)) return 0;
   struct stat cst = *st;
-  int cfd = tw_opendir(t, name, &cst, 0);
+  int cfd = tw_opendir(t, name, &cst);
+  if (cfd < 0 && errno == EBUSY) return tw_fail(v, EBUSY, "is a mount point (not walking across it)");
   if (cfd < 0) return errno == ENOENT ? 0 : tw_fail(v, errno, NULL);
-  if (is_mount_root(cfd, &t->st, &cst)) {
-    close(cfd);
-    return tw_fail(v, EBUSY, "is a mount point (not walking across it)");
-  }
   return tw_enter(v, cfd, -1, &cst);
 }
 

@@ -172,9 +172,16 @@ int tw_run(struct tw *v, int fd, int dfd, const struct stat *st);
 int tw_enter(struct tw *v, int fd, int dfd, const struct stat *st);
 /* Records err against display/<current entry>; returns the first errno. */
 int tw_fail(struct tw *v, int err, const char *msg);
-/* Opens directory name in t (no symlink) and stats it into *st; with same,
-   it must be the inode *st already names (else ESTALE). fd or -1, errno. */
-int tw_opendir(const struct frame *t, const char *name, struct stat *st, int same);
+/* Opens directory name in t, no symlink followed; it must still be the
+   inode *st (else ESTALE), which is then its stat now, and no mount root
+   (else EBUSY: the walk's policy decides). fd or -1 with errno. */
+int tw_opendir(const struct frame *t, const char *name, struct stat *st);
+/* Opens the regular file name in dirfd for reading the same way: a FIFO or
+   device swapped in is never opened (its O_PATH descriptor is checked, then
+   reopened through /proc; without /proc a non-blocking open is checked). */
+int tw_openfile(int dirfd, const char *name, struct stat *st);
+/* Frees a walk's frames (closing their descriptors); again is harmless. */
+void walk_free(struct walk *w);
 
 /* Empties the directory open at fd (taken over: closed on return), whose
    parent's stat is *parent (NULL when unknown: then only statx tells a

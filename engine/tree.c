@@ -2,7 +2,7 @@
 
    The layer store records it for every extracted layer so `images --verify`
    can tell a layer that changed on disk. The walk is walk.c's visitor: names in byte order, no symlink followed, no mount crossed (a
-   directory on another filesystem is recorded, not entered). Each entry
+   mount point is recorded, not entered). Each entry
    adds one record to the digest:
 
      <relative name> NUL <type> NUL <mode, octal> NUL <uid> NUL <gid> NUL <what> NUL LF
@@ -42,11 +42,9 @@ static void hex(const unsigned char *d, unsigned n, char *out) {
    the inode *st (else ESTALE). */
 static int file_digest(struct digest *g, int dirfd, const char *name, const struct stat *st,
                        char out[65]) {
-  int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+  struct stat now = *st;
+  int fd = tw_openfile(dirfd, name, &now), err = 0;
   if (fd < 0) return last_err();
-  struct stat now;
-  int err = fstat(fd, &now) != 0 ? last_err() : 0;
-  if (!err && (now.st_ino != st->st_ino || now.st_dev != st->st_dev || !S_ISREG(now.st_mode))) err = ESTALE;
   sha256_init(&g->file);
   while (!err) {
     ssize_t n = read(fd, g->buf, COPY_BUFSIZE);
@@ -90,13 +88,13 @@ static int record(struct digest *g, int dirfd, const char *name, const char *rel
   return feed(&g->all, "\n", 1);
 }
 
-/* Records each entry; a directory on the same filesystem is entered. */
+/* Records each entry; a directory is entered unless it is a mount point. */
 static int dg_entry(struct tw *v, struct frame *t, const char *name, const struct stat *st) {
   struct stat cst = *st;
-  int cfd = S_ISDIR(cst.st_mode) ? tw_opendir(t, name, &cst, 1) : -1;
-  if (S_ISDIR(cst.st_mode) && cfd < 0) return tw_fail(v, errno, NULL);
+  int cfd = S_ISDIR(cst.st_mode) ? tw_opendir(t, name, &cst) : -1;
+  if (S_ISDIR(cst.st_mode) && cfd < 0 && errno != EBUSY) return tw_fail(v, errno, NULL);
   int err = record(v->ctx, t->fd, name, pb_str(&v->w.rel), &cst, cfd);
-  if (err || cfd < 0 || cst.st_dev != t->st.st_dev) { /* a mount: recorded, not entered */
+  if (err || cfd < 0) {
     if (cfd >= 0) close(cfd);
     return err ? tw_fail(v, err, NULL) : 0;
   }

@@ -131,7 +131,7 @@ static void frame_close(struct frame *fr) {
   fr->fd = fr->dfd = -1;
 }
 
-static void walk_free(struct walk *w) {
+void walk_free(struct walk *w) {
   for (size_t i = 0; i < w->depth; i++) {
     frame_close(&w->f[i]);
     names_free(&w->f[i].names);
@@ -250,15 +250,40 @@ int tw_enter(struct tw *v, int fd, int dfd, const struct stat *st) {
   return err ? tw_fail(v, err, NULL) : 0;
 }
 
-int tw_opendir(const struct frame *t, const char *name, struct stat *st, int same) {
-  int fd = openat(t->fd, name, DIR_FLAGS | O_NOFOLLOW);
+/* 0 when fd is still the inode *st (then *st is its stat now), else an errno. */
+static int same_inode(int fd, struct stat *st) {
   struct stat now;
-  int err = fd < 0 ? last_err() : fstat(fd, &now) != 0 ? last_err() : 0;
-  if (!err && same && (now.st_ino != st->st_ino || now.st_dev != st->st_dev)) err = ESTALE;
+  if (fstat(fd, &now) != 0) return last_err();
+  if (now.st_ino != st->st_ino || now.st_dev != st->st_dev || (now.st_mode ^ st->st_mode) & S_IFMT)
+    return ESTALE;
+  *st = now;
+  return 0;
+}
+
+int tw_opendir(const struct frame *t, const char *name, struct stat *st) {
+  int fd = openat(t->fd, name, DIR_FLAGS | O_NOFOLLOW);
+  int err = fd < 0 ? last_err() : same_inode(fd, st);
+  if (!err && is_mount_root(fd, &t->st, st)) err = EBUSY;
+  if (!err) return fd;
+  if (fd >= 0) close(fd);
+  errno = err;
+  return -1;
+}
+
+int tw_openfile(int dirfd, const char *name, struct stat *st) {
+  int fd = -1, p = openat(dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  int err = p < 0 ? last_err() : !S_ISREG(st->st_mode) ? EINVAL : same_inode(p, st);
   if (!err) {
-    *st = now;
-    return fd;
+    char proc[48];
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", p);
+    fd = open(proc, O_RDONLY | O_NOCTTY | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT) /* no /proc: by name, without blocking, checked after */
+      fd = openat(dirfd, name, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC);
+    err = fd < 0 ? last_err() : same_inode(fd, st);
+    if (!err && fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0) err = last_err();
   }
+  if (p >= 0) close(p);
+  if (!err) return fd;
   if (fd >= 0) close(fd);
   errno = err;
   return -1;

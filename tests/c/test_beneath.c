@@ -400,6 +400,52 @@ DEFINE_TEST(shift_tree_reowns_in_range_ids_only) {
            "u = own('d/sub/link') assert(u == 1001) canary_ok() ");
 }
 
+DEFINE_TEST(shift_tree_refuses_overlapping_ranges) {
+  lua_State *L = b_state();
+  /* a hard-linked file would be shifted once per link */
+  run_both(L,
+           "assert(root:mkdir('d', tonumber('755', 8))) "
+           "local a, b = {uid=1000, gid=1000, size=100}, {uid=1050, gid=5000, size=100} "
+           "assert(not pcall(root.shift_tree, root, 'd', a, b), 'overlapping uids') "
+           "assert(not pcall(root.shift_tree, root, 'd', b, {uid=0, gid=4990, size=100}), 'gids') "
+           "assert(root:shift_tree('d', a, a) == 0, 'the same range changes nothing') "
+           "assert(root:shift_tree('d', a, {uid=1100, gid=900, size=100}) == 0, 'adjacent') ");
+}
+
+/* Lua's allocator, failing once `budget` bytes more have been asked for. */
+static lua_Alloc real_alloc;
+static void *real_ud;
+static lua_Integer budget = -1; /* -1: no limit */
+
+static void *limited_alloc(void *ud, void *p, size_t osize, size_t nsize) {
+  size_t grow = nsize > (p ? osize : 0) ? nsize - (p ? osize : 0) : 0;
+  if (budget >= 0 && grow > 0) {
+    if ((lua_Integer)grow > budget) return NULL;
+    budget -= (lua_Integer)grow;
+  }
+  return real_alloc(ud, p, osize, nsize);
+}
+
+static int l_oom_after(lua_State *L) {
+  budget = luaL_optinteger(L, 1, -1);
+  return 0;
+}
+
+/* Running out of memory in the middle of a walk releases what the walk held. */
+DEFINE_TEST(walk_out_of_memory_leaks_nothing) {
+  lua_State *L = b_state();
+  real_alloc = lua_getallocf(L, &real_ud);
+  lua_setallocf(L, limited_alloc, real_ud);
+  lua_register(L, "oom_after", l_oom_after);
+  run_both(L,
+           "assert(root:mkdir('t/a/b/c', tonumber('755', 8), true)) "
+           "for i = 1, 300 do W(P('app/t/a/b/c/f' .. i), '') end "
+           "oom_after(20000) local ok, err = pcall(root.walk, root, 't') oom_after() "
+           "assert(not ok and tostring(err):find('memory'), tostring(err)) "
+           "assert(#assert(root:walk('t')) == 303) ");
+  lua_setallocf(L, real_alloc, real_ud);
+}
+
 /* ---- files ------------------------------------------------------------- */
 
 DEFINE_TEST(write_atomic_and_read) {

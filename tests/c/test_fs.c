@@ -7,6 +7,8 @@
 #include <grp.h>
 #include <limits.h>
 #include <sched.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -45,6 +47,7 @@ static lua_State *fs_state(void) {
   set_errno_const(L, "EFBIG", EFBIG);
   set_errno_const(L, "EBUSY", EBUSY);
   set_errno_const(L, "ENOTEMPTY", ENOTEMPTY);
+  set_errno_const(L, "ESTALE", ESTALE);
   lua_setglobal(L, "E");
   T_LUA(L, "fs = require('ct').fs "
            "function P(rel) return T .. '/' .. rel end "
@@ -242,24 +245,21 @@ DEFINE_TEST(rmtree_removes_a_read_only_tree_unprivileged) {
   T_ASSERT(access(root, F_OK) != 0 && errno == ENOENT);
 }
 
-DEFINE_TEST(rmtree_refuses_to_cross_a_mount_point) {
-  if (geteuid() != 0) t_skip("needs root to mount a tmpfs");
-  lua_State *L = fs_state();
-  T_LUA(L, "assert(fs.mkdir(P('m/a/mnt'), nil, true)) W(P('m/a/file'), 'x') return true");
+/* Runs code in a child with a private mount namespace in which src is
+   mounted on target (the mount goes away with the child); skips where
+   that cannot be done. */
+static void with_mount(lua_State *L, const char *src, const char *target, const char *type,
+                       unsigned long flags, const char *data, const char *code) {
+  if (geteuid() != 0) t_skip("needs root to mount");
   fflush(NULL);
   pid_t pid = fork();
   T_ASSERT(pid >= 0);
   if (pid == 0) {
-    /* a private mount namespace: the tmpfs goes away with the child */
     if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
-        mount("tmpfs", tp("m/a/mnt"), "tmpfs", 0, "size=1m") != 0)
+        mount(src, target, type, flags, data) != 0)
       _exit(77);
-    if (luaL_dostring(L, "W(P('m/a/mnt/inside'), 'on the mount') "
-                         "fails(P('m/a/mnt'), E.EBUSY, fs.rmtree(P('m'))) "
-                         "local _, msg = fs.rmtree(P('m')) assert(msg:find('mount point'), msg) "
-                         "assert(R(P('m/a/mnt/inside')) == 'on the mount') "
-                         "fails(P('m/a/mnt'), E.EBUSY, fs.rmtree(P('m/a/mnt'))) "
-                         "assert(R(P('m/a/mnt/inside')) == 'on the mount')") != LUA_OK) {
+    alarm(60); /* a walk that blocks fails the test */
+    if (luaL_dostring(L, code) != LUA_OK) {
       fprintf(stderr, "child: %s\n", lua_tostring(L, -1));
       _exit(1);
     }
@@ -268,10 +268,143 @@ DEFINE_TEST(rmtree_refuses_to_cross_a_mount_point) {
   int status;
   T_ASSERT(waitpid(pid, &status, 0) == pid);
   T_ASSERT(WIFEXITED(status));
-  if (WEXITSTATUS(status) == 77) t_skip("cannot mount a tmpfs in a private mount namespace here");
+  if (WEXITSTATUS(status) == 77) t_skip("cannot mount in a private mount namespace here");
   T_ASSERT(WEXITSTATUS(status) == 0);
+}
+
+DEFINE_TEST(rmtree_refuses_to_cross_a_mount_point) {
+  lua_State *L = fs_state();
+  T_LUA(L, "assert(fs.mkdir(P('m/a/mnt'), nil, true)) W(P('m/a/file'), 'x') return true");
+  with_mount(L, "tmpfs", tp("m/a/mnt"), "tmpfs", 0, "size=1m",
+             "W(P('m/a/mnt/inside'), 'on the mount') "
+             "fails(P('m/a/mnt'), E.EBUSY, fs.rmtree(P('m'))) "
+             "local _, msg = fs.rmtree(P('m')) assert(msg:find('mount point'), msg) "
+             "assert(R(P('m/a/mnt/inside')) == 'on the mount') "
+             "fails(P('m/a/mnt'), E.EBUSY, fs.rmtree(P('m/a/mnt'))) "
+             "assert(R(P('m/a/mnt/inside')) == 'on the mount')");
   /* without the mount (the child's namespace is gone) it all goes */
   T_LUA(L, "assert(fs.rmtree(P('m'))) assert(not fs.exists(P('m'))) return true");
+}
+
+/* A bind mount of the same filesystem (st_dev tells nothing) is never
+   entered: shift re-owns the mount point only, walk and tree_digest list
+   it, du counts nothing below it, copytree and remove_devices refuse it. */
+DEFINE_TEST(no_walk_enters_a_bind_mount) {
+  lua_State *L = fs_state();
+  T_LUA(L, "assert(fs.mkdir(P('app/t/mnt'), nil, true)) assert(fs.mkdir(P('host'))) "
+           "W(P('app/t/in'), 'in') W(P('host/f'), 'host file') "
+           "for _, p in ipairs({'app/t', 'app/t/in', 'host', 'host/f'}) do "
+           "  assert(fs.chown(P(p), 1000, 1000)) end "
+           "return true");
+  T_ASSERT(mknod(tp("host/null"), S_IFCHR | 0666, makedev(1, 3)) == 0);
+  with_mount(L, tp("host"), tp("app/t/mnt"), NULL, MS_BIND, NULL,
+             "local d = assert(fs.opendir(P('app'))) "
+             "local seen = {} for _, e in ipairs(assert(d:walk('t'))) do seen[#seen + 1] = e.path end "
+             "assert(table.concat(seen, ' ') == 'in mnt', table.concat(seen, ' ')) "
+             "local b, n = assert(d:du('t')) assert(b == 2 and n == 1, b .. ' ' .. n) "
+             "b, n = assert(fs.du(P('app/t'))) assert(b == 2 and n == 1, b .. ' ' .. n) "
+             "local g = assert(fs.tree_digest(P('app/t'))) W(P('host/f'), 'changed') "
+             "assert(fs.tree_digest(P('app/t')) == g, 'the digest read beneath the mount') "
+             "fails(P('app/t/mnt'), E.EBUSY, fs.copytree(P('app/t'), P('copy'))) "
+             "assert(not fs.exists(P('copy'))) "
+             "fails('t/mnt', E.EBUSY, d:copytree('t', P('copy'))) "
+             "fails(P('app/t/mnt'), E.EBUSY, fs.remove_devices(P('app/t'))) "
+             "assert(fs.lstat(P('host/null')).type == 'char') "
+             "assert(d:shift_tree('t', {uid=1000, gid=1000, size=10}, {uid=5000, gid=5000, size=10}) == 3) "
+             "assert(fs.lstat(P('app/t/in')).uid == 5000 and fs.lstat(P('host')).uid == 5000) "
+             "assert(fs.lstat(P('host/f')).uid == 1000, 'shift_tree re-owned a file beneath a mount')");
+}
+
+/* du's total stops at the largest integer instead of wrapping. */
+DEFINE_TEST(du_saturates_instead_of_overflowing) {
+  lua_State *L = fs_state();
+  T_LUA(L, "assert(fs.mkdir(P('big'))) return true");
+  with_mount(L, "tmpfs", tp("big"), "tmpfs", 0, "size=1m",
+             "for _, n in ipairs({'a', 'b', 'c'}) do "
+             "  local f = assert(io.open(P('big/' .. n), 'w')) "
+             "  assert(f:seek('set', math.maxinteger - 1)) f:write('x') f:close() "
+             "end "
+             "local b, n = assert(fs.du(P('big'))) "
+             "assert(b == math.maxinteger and n == 3, b .. ' ' .. n) "
+             "b = assert(assert(fs.opendir(P('big'))):du('')) assert(b == math.maxinteger, b)");
+}
+
+/* ---- an app swapping entries while a walk runs ------------------------ */
+
+/* A child exchanging dir/x and dir/y (renameat2 RENAME_EXCHANGE) as fast
+   as it can until killed: the app's side of a race. */
+static pid_t swapper(const char *dir) {
+  fflush(NULL);
+  pid_t pid = fork();
+  T_ASSERT(pid >= 0);
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    int d = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    for (;;) renameat2(d, "x", d, "y", RENAME_EXCHANGE);
+  }
+  return pid;
+}
+
+/* Runs code in a child while swapper(dir) runs; a child blocked past the
+   alarm is killed and fails the test. */
+static void while_swapping(lua_State *L, const char *dir, const char *code) {
+  pid_t sw = swapper(dir);
+  pid_t pid = fork();
+  T_ASSERT(pid >= 0);
+  if (pid == 0) {
+    alarm(60);
+    if (luaL_dostring(L, code) != LUA_OK) {
+      fprintf(stderr, "child: %s\n", lua_tostring(L, -1));
+      _exit(1);
+    }
+    _exit(0);
+  }
+  int status;
+  T_ASSERT(waitpid(pid, &status, 0) == pid);
+  kill(sw, SIGKILL);
+  T_ASSERT(waitpid(sw, NULL, 0) == sw);
+  if (WIFSIGNALED(status)) t_fail(__FILE__, __LINE__, "the walk was killed by signal %d", WTERMSIG(status));
+  T_ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+/* A FIFO swapped in for a file between the walk's stat and its open is
+   never opened (open(2) would block in it for good). */
+DEFINE_TEST(copytree_never_opens_a_fifo_swapped_in) {
+  lua_State *L = fs_state();
+  T_LUA(L, "assert(fs.mkdir(P('src'))) W(P('src/x'), 'data') return true");
+  T_ASSERT(mkfifo(tp("src/y"), 0600) == 0);
+  while_swapping(L, tp("src"),
+                 "local d = assert(fs.opendir(T)) "
+                 "for i = 1, 1000 do "
+                 "  local ok, msg, code "
+                 "  if i % 2 == 0 then ok, msg, code = d:copytree('src', P('c')) "
+                 "  else ok, msg, code = fs.copytree(P('src'), P('c')) end "
+                 "  assert(ok or code == E.ESTALE, msg) "
+                 "  assert(fs.rmtree(P('c'))) "
+                 "end");
+}
+
+/* A directory swapped between the walk's stat and its open is reported
+   (ESTALE), never walked as if it were the one stat saw. */
+DEFINE_TEST(walks_report_a_directory_swapped_in) {
+  lua_State *L = fs_state();
+  T_LUA(L, "assert(fs.mkdir(P('sw/x'), nil, true)) assert(fs.mkdir(P('sw/y/z'), nil, true)) return true");
+  while_swapping(L, tp("sw"),
+                 "local d = assert(fs.opendir(P('sw'))) "
+                 "local far = {uid = 3000000, gid = 3000000, size = 10} "
+                 "local near = {uid = 3000100, gid = 3000100, size = 10} "
+                 "for name, f in pairs({ "
+                 "  du = function() return fs.du(P('sw')) end, "
+                 "  dir_du = function() return d:du('') end, "
+                 "  shift_tree = function() return d:shift_tree('', far, near) end, "
+                 "  remove_devices = function() return fs.remove_devices(P('sw')) end}) do "
+                 "  local stale, n, t0 = false, 0, require('ct').time.monotonic() "
+                 "  while not stale and require('ct').time.monotonic() - t0 < 10 do "
+                 "    local ok, msg, code = f() n = n + 1 "
+                 "    if not ok then assert(code == E.ESTALE, msg) stale = true end "
+                 "  end "
+                 "  assert(stale, name .. ' never noticed the swap in ' .. n .. ' walks') "
+                 "end");
 }
 
 /* ---- deep trees: longer paths than PATH_MAX, more levels than fds ------ */
