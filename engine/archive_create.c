@@ -324,8 +324,9 @@ static int add_tree(struct create *c, int pfd, const char *base) {
     return job_fail(j, EINVAL, "%s: only a directory can be added with an empty name", c->host);
   int fd = -1;
   if (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode)) {
-    int flags = O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY | (S_ISDIR(st.st_mode) ? O_DIRECTORY : 0);
-    fd = openat(pfd, base, flags);
+    /* a file through O_PATH first: a FIFO or device swapped in is never opened */
+    fd = S_ISREG(st.st_mode) ? tw_openfile(pfd, base, &st)
+                             : openat(pfd, base, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_DIRECTORY);
     struct stat fst;
     if (fd < 0 || fstat(fd, &fst) != 0 || fst.st_dev != st.st_dev || fst.st_ino != st.st_ino ||
         (fst.st_mode & S_IFMT) != (st.st_mode & S_IFMT)) {
@@ -335,8 +336,15 @@ static int add_tree(struct create *c, int pfd, const char *base) {
       job_warn(c->L, j, "%s: changed while being archived, left out", c->host);
       return 0;
     }
-    if (S_ISREG(fst.st_mode)) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
     st = fst;
+    /* a mount inside a tree (a bind mount an app cannot make, but a host
+       could) is not the tree's: its files stay out of the archive */
+    struct stat pst;
+    if (c->depth && S_ISDIR(st.st_mode) && fstat(pfd, &pst) == 0 && is_mount_root(fd, &pst, &st)) {
+      close(fd);
+      job_warn(c->L, j, "%s: a mount point, left out", c->host);
+      return 0;
+    }
   }
   int r = 0;
   if (c->namelen) r = add_entry(c, &st, pfd, base, fd);
