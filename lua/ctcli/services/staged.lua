@@ -310,7 +310,7 @@ function M.stage(ctx, file)
   ok, err = step("extract")
   if not ok then return fail(err) end
   local st = ct.fs.stat(file)
-  local pkg, perr = require("ctcli.model.package").open(wpaths, file, ctx.report)
+  local pkg, perr = require("ctcli.services.packages").open(wpaths, file, ctx.report)
   if not pkg then return fail(perr) end
   local sum = ct.hash.sha256_file(file)
   -- The images this stage needs, before it looks at the store: a prune
