@@ -13,6 +13,7 @@ local release = require("ctcli.store.release")
 local releases = require("ctcli.services.releases")
 local bundle = require("ctcli.runtime.bundle")
 local store = require("ctcli.store.images")
+local tempdir = require("ctcli.base.tempdir")
 local ui = require("ctcli.ui.console")
 local userns = require("ctcli.runtime.userns")
 local clock = require("ctcli.base.clock")
@@ -197,64 +198,67 @@ local function switch(ctx, cur, target, j, opts)
   return started
 end
 
+-- from_archive(ctx, cur, file, j) -> target, started, info, safety | nil,
+-- msg: the backup extracted into tmp/restore-* (gone when this returns),
+-- checked, its release placed, then switched to with its files restored.
 local function from_archive(ctx, cur, file, j)
-  local dir, err = ct.fs.mkdtemp(ctx.paths.tmp .. "/restore-XXXXXX")
-  if not dir then return nil, err end
-  local function fail(msg) ct.fs.rmtree(dir) return nil, msg end
+  local tmp <close>, err = tempdir.make(ctx.paths.tmp .. "/restore-XXXXXX")
+  if not tmp then return nil, err end
+  local dir = tmp.path
   local stepped, step_err = j:step("extract")
-  if not stepped then return fail(step_err) end
+  if not stepped then return nil, step_err end
   ctx.report.step("restoring %s", file:match("[^/]+$"))
   local bar = ctx.report.bar("restoring", ct.fs.size(file) or 0)
   -- A FIFO, socket or device the app made in its data holds nothing to
   -- restore: skipped with a warning, so it never blocks the way back.
   local stats, xerr = backup.extract(file, dir, function(_, read) bar.set(read) end)
   if stats then bar.done() else bar.stop() end
-  if not stats then return fail(xerr) end
+  if not stats then return nil, xerr end
   for _, w in ipairs(stats.warnings or {}) do ctx.report.warn("%s", w) end
   if not ct.fs.lstat(dir .. "/backup-info.json") and ct.fs.exists(dir .. "/current-release/release-info.json") then
     -- The Go ctcli's backup: made into one of ours here, in tmp/, then
     -- checked and restored as every backup is.
     local ok, gerr = goroot.convert_backup(dir, file)
-    if not ok then return fail(gerr) end
+    if not ok then return nil, gerr end
   end
   if not ct.fs.exists(dir .. "/backup-info.json") or not ct.fs.exists(dir .. "/current-release/release.json") then
-    return fail(file .. ": not a backup of this ctcli (no backup-info.json and current-release/release.json)" ..
-      " nor of the Go ctcli (no current-release/release-info.json)")
+    return nil, file .. ": not a backup of this ctcli (no backup-info.json and current-release/release.json)" ..
+      " nor of the Go ctcli (no current-release/release-info.json)"
   end
   -- Nothing leaves tmp/ before the whole backup is checked.
   local info, why = backup.check_restore(dir)
-  if not info then return fail(file .. ": refused: " .. why) end
+  if not info then return nil, file .. ": refused: " .. why end
   local id = info.release
   j:set("release", id)
   stepped, step_err = j:step("place")
-  if not stepped then return fail(step_err) end
+  if not stepped then return nil, step_err end
   local undo = new_undo()
   local aok, aerr = userns.adopt_restored(ctx.paths, dir, info)
-  if not aok then return fail(aerr) end
+  if not aok then return nil, aerr end
   -- Blobs, images and the apps' writable layers into the store (what it
   -- holds already stays); a flattened rootfs of an older backup as it can.
   local pok, perr = backup.place(ctx.paths, dir, info, id, ctx.report)
-  if not pok then return fail(perr) end
+  if not pok then return nil, perr end
   if not ct.fs.exists(release.dir(ctx.paths, id)) then
     local ok, rerr = ct.fs.rename(dir .. "/current-release", release.dir(ctx.paths, id))
-    if not ok then return fail(rerr) end
+    if not ok then return nil, rerr end
     undo.placed = not (cur and cur.id == id)
   end
   local target, lerr = release.load(ctx.paths, id)
-  if not target then return fail(lerr) end
+  if not target then return nil, lerr end
   for _, app in ipairs(target.apps) do
     if not store.has(ctx.paths, app.name, app.image.digest) then
-      return fail(string.format("%s: the backup lacks the image of %s", file, app.name))
+      return nil, string.format("%s: the backup lacks the image of %s", file, app.name)
     end
     -- The same layers as where the backup was made, from its blobs: a
     -- delta package made against that release applies here too.
     local uc, uerr = userns.context(ctx.paths)
-    if not uc then return fail(uerr) end
+    if not uc then return nil, uerr end
     local cok, cerr0 = store.complete(ctx.paths, app, userns.desired(app, uc.conf, uc.range))
-    if not cok then return fail(string.format("%s: the image of %s: %s", file, app.name, tostring(cerr0))) end
+    if not cok then return nil, string.format("%s: the image of %s: %s", file, app.name, tostring(cerr0)) end
     -- The bundle names the root's paths: regenerate it for this root.
     local cfg, cerr = bundle.app_config(ctx.paths, app)
-    if not cfg then return fail(cerr) end
+    if not cfg then return nil, cerr end
     ct.fs.write_atomic(release.bundle_dir(target, app.name) .. "/config.json", cfg)
   end
   local safety
@@ -282,7 +286,6 @@ local function from_archive(ctx, cur, file, j)
       return true
     end,
   })
-  ct.fs.rmtree(dir)
   if not started then return nil, serr end
   return target, started, info, safety
 end
@@ -295,11 +298,11 @@ local function peek(ctx, file)
   if type(info) == "table" and info.format == backup.FORMAT and info.archive == file:match("[^/]+$") then
     return info
   end
-  local dir, err = ct.fs.mkdtemp(ctx.paths.tmp .. "/peek-XXXXXX")
-  if not dir then return nil, err end
-  local ok, xerr = ct.archive.extract(file, dir, { only = { "backup-info.json" } })
-  local text = ok and ct.fs.read(dir .. "/backup-info.json")
-  ct.fs.rmtree(dir)
+  local tmp <close>, err = tempdir.make(ctx.paths.tmp .. "/peek-XXXXXX")
+  if not tmp then return nil, err end
+  local ok, xerr = ct.archive.extract(file, tmp.path, { only = { "backup-info.json" } })
+  local text = ok and ct.fs.read(tmp.path .. "/backup-info.json")
+  tmp:remove()
   if not ok then return nil, file .. ": " .. tostring(xerr) end
   info = text and json.decode(text)
   if type(info) ~= "table" then
@@ -416,16 +419,17 @@ return {
     local yes, why, code = ui.ask(ctx, "Proceed with the rollback?", "rollback")
     if not yes then return nil, why, code end
 
-    local j, jerr = journal.begin(ctx.paths, "rollback", { from = cur and cur.id or json.null, target = arg }, ctx.steps, ctx.report)
+    local j <close>, jerr = journal.begin(ctx.paths, "rollback", { from = cur and cur.id or json.null, target = arg },
+      ctx.steps, ctx.report)
     if not j then return nil, jerr end
     local started, info, safety
     if archive then
       target, started, info, safety = from_archive(ctx, cur, archive, j)
-      if not target then j:finish() return nil, started end
+      if not target then return nil, started end
     else
       local serr
       started, serr = switch(ctx, cur, target, j)
-      if not started then j:finish() return nil, serr end
+      if not started then return nil, serr end
     end
     local done, ferr = j:finish()
     if not done then return nil, "rolled back to " .. target.id .. ", but " .. ferr end
