@@ -367,6 +367,58 @@ local function show(ctx, cur, to)
   end
 end
 
+-- choose(ctx, cur, arg) -> what the rollback goes to (as show prints it),
+-- the kept release or nil, the archive or nil | nil, msg.
+local function choose(ctx, cur, arg)
+  local archive = arg and ct.fs.exists(arg) and not arg:match("^%d+T%d+Z%-%x+$") and arg or nil
+  if archive then
+    local info, perr = peek(ctx, archive)
+    if not info then return nil, perr end
+    return { id = info.release, created = info.created, data = info.data, archive = archive,
+      apps = type(info.apps) == "table" and info.apps or {} }, nil, archive
+  end
+  if not cur then
+    return nil, "no release is installed; give a backup archive to restore (see 'ctcli list-releases')"
+  end
+  local id = arg or cur.previous
+  if not id then
+    for _, r in ipairs(release.list(ctx.paths) or {}) do
+      if r.id ~= cur.id then id = r.id break end
+    end
+  end
+  if not id then return nil, "there is no other kept release to roll back to" end
+  if id == cur.id then return nil, id .. " is already the current release" end
+  local target, lerr = release.load(ctx.paths, id)
+  if not target then
+    return nil, string.format("no kept release %s (%s); see 'ctcli list-releases'", id, lerr)
+  end
+  local to = { id = target.id, apps = {} }
+  for _, a in ipairs(target.apps) do to.apps[a.name] = { version = a.version, digest = a.image.digest } end
+  return to, target
+end
+
+-- roll_back(ctx, cur, target, archive) -> { target, started, info, safety }
+-- | nil, msg: the steps, under the journal (finished when this returns).
+local function roll_back(ctx, cur, target, archive)
+  local j <close>, jerr = journal.begin(ctx.paths, "rollback", { from = cur and cur.id or json.null,
+    target = ctx.args[1] }, ctx.steps, ctx.report)
+  if not j then return nil, jerr end
+  local r = { target = target }
+  if archive then
+    local err
+    r.target, err, r.info, r.safety = from_archive(ctx, cur, archive, j)
+    if not r.target then return nil, err end
+    r.started = err
+  else
+    local serr
+    r.started, serr = switch(ctx, cur, target, j)
+    if not r.started then return nil, serr end
+  end
+  local done, ferr = j:finish()
+  if not done then return nil, "rolled back to " .. r.target.id .. ", but " .. ferr end
+  return r
+end
+
 return {
   summary = "Go back to the previous release, a kept release, or a backup archive",
   usage = "rollback [ARCHIVE | RELEASE-ID]",
@@ -387,58 +439,20 @@ return {
   run = function(ctx)
     local cur, cerr = release.current(ctx.paths)
     if cerr then return nil, cerr end
-    local arg = ctx.args[1]
-    local archive = arg and ct.fs.exists(arg) and not arg:match("^%d+T%d+Z%-%x+$") and arg or nil
-    local to, target
-    if archive then
-      local info, perr = peek(ctx, archive)
-      if not info then return nil, perr end
-      to = { id = info.release, created = info.created, data = info.data, archive = archive,
-        apps = type(info.apps) == "table" and info.apps or {} }
-    else
-      if not cur then
-        return nil, "no release is installed; give a backup archive to restore (see 'ctcli list-releases')"
-      end
-      local id = arg or cur.previous
-      if not id then
-        for _, r in ipairs(release.list(ctx.paths) or {}) do
-          if r.id ~= cur.id then id = r.id break end
-        end
-      end
-      if not id then return nil, "there is no other kept release to roll back to" end
-      if id == cur.id then return nil, id .. " is already the current release" end
-      local lerr
-      target, lerr = release.load(ctx.paths, id)
-      if not target then
-        return nil, string.format("no kept release %s (%s); see 'ctcli list-releases'", id, lerr)
-      end
-      to = { id = target.id, apps = {} }
-      for _, a in ipairs(target.apps) do to.apps[a.name] = { version = a.version, digest = a.image.digest } end
-    end
+    local to, target, archive = choose(ctx, cur, ctx.args[1])
+    if not to then return nil, target end
     if not ctx.json then show(ctx, cur, to) end
     local yes, why, code = ui.ask(ctx, "Proceed with the rollback?", "rollback")
     if not yes then return nil, why, code end
-
-    local j <close>, jerr = journal.begin(ctx.paths, "rollback", { from = cur and cur.id or json.null, target = arg },
-      ctx.steps, ctx.report)
-    if not j then return nil, jerr end
-    local started, info, safety
-    if archive then
-      target, started, info, safety = from_archive(ctx, cur, archive, j)
-      if not target then return nil, started end
-    else
-      local serr
-      started, serr = switch(ctx, cur, target, j)
-      if not started then return nil, serr end
-    end
-    local done, ferr = j:finish()
-    if not done then return nil, "rolled back to " .. target.id .. ", but " .. ferr end
+    local r, err = roll_back(ctx, cur, target, archive)
+    if not r then return nil, err end
+    local info, safety, started = r.info, r.safety, r.started
     if ctx.json then
-      json.print({ release = json.release(target), from = json.release(cur),
+      json.print({ release = json.release(r.target), from = json.release(cur),
         started = json.array(started), data_restored = info and info.data or false,
         safety_backup = safety and safety.path or json.null })
     else
-      ui.print("rolled back to %s (%s)%s", target.id, ui.release_label(target),
+      ui.print("rolled back to %s (%s)%s", r.target.id, ui.release_label(r.target),
         info and (info.data and ", configs and data restored" or ", configs restored") or "")
       if safety then ui.print("what it replaced is in the safety backup %s", safety.path) end
       if #started > 0 then ui.print("started %s", table.concat(started, ", ")) end
