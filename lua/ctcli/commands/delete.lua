@@ -63,7 +63,7 @@ return {
     local yes, why, code = ui.ask(ctx, string.format("Delete %s (%s) from %s?", what, ui.release_label(rel),
       ctx.root), "delete")
     if not yes then return nil, why, code end
-    local j, jerr = journal.begin(ctx.paths, "delete", { release = rel.id, purge = ctx.opts.purge or false }, ctx.steps, ctx.report)
+    local j <close>, jerr = journal.begin(ctx.paths, "delete", { release = rel.id, purge = ctx.opts.purge or false }, ctx.steps, ctx.report)
     if not j then return nil, jerr end
     local running = json.array()
     for name, st in pairs(apps.states(ctx, rel) or {}) do
@@ -71,11 +71,12 @@ return {
     end
     j:set("running", running)
     local stepped, step_err = j:step("stop")
-    if not stepped then j:finish() return nil, step_err end
+    if not stepped then return nil, step_err end
     local ok, serr = apps.stop(ctx, rel, apps.select(rel))
-    if not ok then j:finish() return nil, serr end
+    if not ok then return nil, serr end
     -- Until something is removed, a failure puts the release back and
-    -- starts what ran: nothing deleted.
+    -- starts what ran: nothing deleted. (The journal, held by <close>, is
+    -- finished on every return, kept when the way back had problems.)
     local function undo(msg)
       local problems = {}
       if not ct.fs.lstat(ctx.paths.current) then
@@ -84,8 +85,10 @@ return {
       end
       local started, sterr = apps.start(ctx, rel, apps.select(rel, running))
       if not started then problems[#problems + 1] = "starting " .. table.concat(running, ", ") .. ": " .. sterr end
-      if #problems > 0 then return nil, msg .. "; putting things back had problems: " .. table.concat(problems, "; ") end
-      j:finish()
+      if #problems > 0 then
+        j:keep()
+        return nil, msg .. "; putting things back had problems: " .. table.concat(problems, "; ")
+      end
       return nil, msg .. "; nothing deleted"
     end
     -- The symlink goes first: from then on the root has no release, whatever is left behind.

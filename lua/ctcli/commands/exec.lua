@@ -7,6 +7,7 @@ local release = require("ctcli.store.release")
 local runtools = require("ctcli.runtime.tools")
 local root = require("ctcli.base.root")
 local runtime = require("ctcli.runtime.runc")
+local tempdir = require("ctcli.base.tempdir")
 
 -- EXIT: docker's statuses for a command that did not run (DESIGN §6).
 local NOT_RUN, NOT_EXECUTABLE, NOT_FOUND = 125, 126, 127
@@ -35,14 +36,17 @@ local function outcome(code, log, app, argv)
   return nil, "runc could not run the command in " .. app .. ": " .. why, NOT_RUN
 end
 
+-- temporary(...): the lock and the bundle dir are held by `<close>` (gone on
+-- any return or error), and let go as soon as the container is deleted.
 local function temporary(ctx, rel, app, argv)
-  local lock, lerr = root.lock(ctx.paths, "exec")
+  local lock <close>, lerr = root.lock(ctx.paths, "exec")
   if not lock then return nil, lerr end
-  local dir, err = ct.fs.mkdtemp(ctx.paths.tmp .. "/exec-XXXXXX")
-  if not dir then lock:release() return nil, err end
+  local tmp <close>, err = tempdir.make(ctx.paths.tmp .. "/exec-XXXXXX")
+  if not tmp then return nil, err end
+  local dir = tmp.path
   local ok, werr = apps.prepare_files(ctx.paths, app)
   if ok then ok, werr = runtime.temporary(release.bundle_dir(rel, app.name), dir, argv, ct.term.isatty(0)) end
-  if not ok then ct.fs.rmtree(dir) lock:release() return nil, werr end
+  if not ok then return nil, werr end
   local rt = runtime.rt(ctx.paths, runtools.of(rel))
   local id = runtime.temporary_id(ctx.paths, app.name, "exec")
   -- Our own stdin, stdout and stderr (a pipe or a terminal), as runc exec
@@ -51,7 +55,7 @@ local function temporary(ctx, rel, app, argv)
   local code, rerr = runtime.run_tty(rt, dir, id, { log = log })
   runtime.delete(rt, id)
   runtime.temporary_done(dir)
-  ct.fs.rmtree(dir)
+  tmp:remove()
   lock:release()
   if not code then drop() return nil, rerr end
   local status, why, ecode = outcome(code, log, app.name, argv)

@@ -12,6 +12,7 @@ local layers = require("ctcli.store.layers")
 local runtools = require("ctcli.runtime.tools")
 local runtime = require("ctcli.runtime.runc")
 local store = require("ctcli.store.images")
+local tempdir = require("ctcli.base.tempdir")
 local ui = require("ctcli.ui.console")
 local userns = require("ctcli.runtime.userns")
 
@@ -22,19 +23,18 @@ local function reset_upper(ctx, rel, app)
   local states, lerr = apps.states(ctx, rel)
   if not states then return nil, lerr end
   local was_running = runtime.running(states[app.name])
-  local j, jerr = journal.begin(ctx.paths, "reset", {
+  local j <close>, jerr = journal.begin(ctx.paths, "reset", {
     app = app.name, stopped = json.array(was_running and { app.name } or {}),
   }, nil, ctx.report)
   if not j then return nil, jerr end
   local uc, uerr = userns.context(ctx.paths)
-  if not uc then j:finish() return nil, uerr end
+  if not uc then return nil, uerr end
   j:step("unpack")
   local spare = string.format(".reset-%d-%d", ct.proc.getpid(), ct.time.now() // 1)
   local ok, err = store.ensure_upper(ctx.paths, app, spare, userns.desired(app, uc.conf, uc.range))
   local spare_dir = layers.upper_dir(ctx.paths, app.name, spare)
   local function fail(e)
     ct.fs.rmtree(spare_dir)
-    j:finish()
     return nil, e
   end
   if not ok then return fail("cannot make a fresh writable layer for " .. app.name .. ": " .. tostring(err)) end
@@ -57,7 +57,65 @@ local function reset_upper(ctx, rel, app)
   if was_running then
     j:step("start")
     local started, serr = apps.start(ctx, rel, { app }, { hooks = hc, health = true })
-    if not started then j:finish() return nil, serr end
+    if not started then return nil, serr end
+  end
+  j:finish()
+  return was_running
+end
+
+-- reset_rootfs(ctx, rel, app, dir, tools) -> whether it ran (and runs
+-- again) | nil, msg: an image unpacked before the layer store: unpacked
+-- again from images/<key>/oci/ into a temp dir, whose rootfs is exchanged
+-- with the app's while it is stopped.
+local function reset_rootfs(ctx, rel, app, dir, tools)
+  local states, lerr = apps.states(ctx, rel)
+  if not states then return nil, lerr end
+  local was_running = runtime.running(states[app.name])
+  local j <close>, jerr = journal.begin(ctx.paths, "reset", {
+    app = app.name, stopped = json.array(was_running and { app.name } or {}),
+  }, ctx.steps, ctx.report)
+  if not j then return nil, jerr end
+  j:step("unpack")
+  local tmp <close>, terr = tempdir.make(ctx.paths.tmp .. "/reset-" .. app.name .. "-XXXXXX")
+  if not tmp then return nil, terr end
+  -- umoci splits --image at the first ':', and the store's key has one
+  -- (sha256:...): name the layout relative to its directory.
+  -- Unpacked with the mapping the app is to run with, recorded at the swap.
+  local uc, uerr = userns.context(ctx.paths)
+  if not uc then return nil, uerr end
+  local idmap = userns.desired(app, uc.conf, uc.range)
+  local argv = { tools.umoci, "unpack" }
+  for _, a in ipairs(userns.umoci_args(idmap)) do argv[#argv + 1] = a end
+  for _, a in ipairs({ "--image", "oci:" .. app.image.ref, tmp.path .. "/bundle" }) do argv[#argv + 1] = a end
+  local r, rerr = ct.proc.run(argv, { timeout = 3600, cwd = dir })
+  if not r or r.code ~= 0 then
+    local msg = r and (r.stderr:match("([^\n]+)%s*$") or r.stdout) or tostring(rerr)
+    return nil, string.format("unpacking the image of %s again failed: %s", app.name, msg)
+  end
+  -- As at install (store.lua): no device node from a layer reaches images/.
+  local removed, derr = ct.fs.remove_devices(tmp.path .. "/bundle/rootfs")
+  if not removed then
+    return nil, string.format("unpacking the image of %s again failed: %s", app.name, derr)
+  end
+  local hc = apps.hooks_for(ctx, rel)
+  if was_running then
+    j:step("stop")
+    local ok, e = apps.stop(ctx, rel, { app }, { hooks = hc })
+    if not ok then return nil, e end
+  end
+  j:step("swap")
+  local ok, xerr = ct.fs.exchange(tmp.path .. "/bundle/rootfs", dir .. "/rootfs")
+  if not ok then
+    if was_running then apps.start(ctx, rel, { app }, { hooks = hc }) end
+    return nil, "cannot swap the rootfs of " .. app.name .. ": " .. tostring(xerr)
+  end
+  ct.fs.write_atomic(dir .. "/idmap", userns.image_idmap_text(idmap), 420)
+  -- It holds what the app had changed now: gone before the app starts.
+  tmp:remove()
+  if was_running then
+    j:step("start")
+    local started, serr = apps.start(ctx, rel, { app }, { hooks = hc, health = true })
+    if not started then return nil, serr end
   end
   j:finish()
   return was_running
@@ -102,63 +160,8 @@ return {
     local yes, why, code = ui.ask(ctx, string.format(
       "Reset %s: discard every change to its rootfs (configs and data stay)?", app.name), "reset")
     if not yes then return nil, why, code end
-    local states, lerr = apps.states(ctx, rel)
-    if not states then return nil, lerr end
-    local was_running = runtime.running(states[app.name])
-
-    local j, jerr = journal.begin(ctx.paths, "reset", {
-      app = app.name, stopped = json.array(was_running and { app.name } or {}),
-    }, ctx.steps, ctx.report)
-    if not j then return nil, jerr end
-    local function fail(e, tmp)
-      if tmp then ct.fs.rmtree(tmp) end
-      j:finish()
-      return nil, e
-    end
-    j:step("unpack")
-    local tmp, terr = ct.fs.mkdtemp(ctx.paths.tmp .. "/reset-" .. app.name .. "-XXXXXX")
-    if not tmp then return fail(terr) end
-    -- umoci splits --image at the first ':', and the store's key has one
-    -- (sha256:...): name the layout relative to its directory.
-    -- Unpacked with the mapping the app is to run with, recorded at the swap.
-    local uc, uerr = userns.context(ctx.paths)
-    if not uc then return fail(uerr, tmp) end
-    local idmap = userns.desired(app, uc.conf, uc.range)
-    local argv = { tools.umoci, "unpack" }
-    for _, a in ipairs(userns.umoci_args(idmap)) do argv[#argv + 1] = a end
-    for _, a in ipairs({ "--image", "oci:" .. app.image.ref, tmp .. "/bundle" }) do argv[#argv + 1] = a end
-    local r, rerr = ct.proc.run(argv, { timeout = 3600, cwd = dir })
-    if not r or r.code ~= 0 then
-      local msg = r and (r.stderr:match("([^\n]+)%s*$") or r.stdout) or tostring(rerr)
-      return fail(string.format("unpacking the image of %s again failed: %s", app.name, msg), tmp)
-    end
-    -- As at install (store.lua): no device node from a layer reaches images/.
-    local removed, derr = ct.fs.remove_devices(tmp .. "/bundle/rootfs")
-    if not removed then
-      return fail(string.format("unpacking the image of %s again failed: %s", app.name, derr), tmp)
-    end
-    local hc = apps.hooks_for(ctx, rel)
-    if was_running then
-      j:step("stop")
-      local ok, e = apps.stop(ctx, rel, { app }, { hooks = hc })
-      if not ok then return fail(e, tmp) end
-    end
-    j:step("swap")
-    local ok, xerr = ct.fs.exchange(tmp .. "/bundle/rootfs", dir .. "/rootfs")
-    if not ok then
-      if was_running then apps.start(ctx, rel, { app }, { hooks = hc }) end
-      return fail("cannot swap the rootfs of " .. app.name .. ": " .. tostring(xerr), tmp)
-    end
-    ct.fs.write_atomic(dir .. "/idmap", userns.image_idmap_text(idmap), 420)
-    ct.fs.rmtree(tmp)
-    local started
-    if was_running then
-      j:step("start")
-      local serr2
-      started, serr2 = apps.start(ctx, rel, { app }, { hooks = hc, health = true })
-      if not started then return fail(serr2) end
-    end
-    j:finish()
+    local was_running, rerr = reset_rootfs(ctx, rel, app, dir, tools)
+    if was_running == nil then return nil, rerr end
     if ctx.json then
       json.print({ reset = app.name, restarted = was_running })
     else

@@ -13,6 +13,7 @@ local release = require("ctcli.store.release")
 local releases = require("ctcli.services.releases")
 local bundle = require("ctcli.runtime.bundle")
 local store = require("ctcli.store.images")
+local tempdir = require("ctcli.base.tempdir")
 local ui = require("ctcli.ui.console")
 local userns = require("ctcli.runtime.userns")
 local clock = require("ctcli.base.clock")
@@ -197,64 +198,67 @@ local function switch(ctx, cur, target, j, opts)
   return started
 end
 
+-- from_archive(ctx, cur, file, j) -> target, started, info, safety | nil,
+-- msg: the backup extracted into tmp/restore-* (gone when this returns),
+-- checked, its release placed, then switched to with its files restored.
 local function from_archive(ctx, cur, file, j)
-  local dir, err = ct.fs.mkdtemp(ctx.paths.tmp .. "/restore-XXXXXX")
-  if not dir then return nil, err end
-  local function fail(msg) ct.fs.rmtree(dir) return nil, msg end
+  local tmp <close>, err = tempdir.make(ctx.paths.tmp .. "/restore-XXXXXX")
+  if not tmp then return nil, err end
+  local dir = tmp.path
   local stepped, step_err = j:step("extract")
-  if not stepped then return fail(step_err) end
+  if not stepped then return nil, step_err end
   ctx.report.step("restoring %s", file:match("[^/]+$"))
   local bar = ctx.report.bar("restoring", ct.fs.size(file) or 0)
   -- A FIFO, socket or device the app made in its data holds nothing to
   -- restore: skipped with a warning, so it never blocks the way back.
   local stats, xerr = backup.extract(file, dir, function(_, read) bar.set(read) end)
   if stats then bar.done() else bar.stop() end
-  if not stats then return fail(xerr) end
+  if not stats then return nil, xerr end
   for _, w in ipairs(stats.warnings or {}) do ctx.report.warn("%s", w) end
   if not ct.fs.lstat(dir .. "/backup-info.json") and ct.fs.exists(dir .. "/current-release/release-info.json") then
     -- The Go ctcli's backup: made into one of ours here, in tmp/, then
     -- checked and restored as every backup is.
     local ok, gerr = goroot.convert_backup(dir, file)
-    if not ok then return fail(gerr) end
+    if not ok then return nil, gerr end
   end
   if not ct.fs.exists(dir .. "/backup-info.json") or not ct.fs.exists(dir .. "/current-release/release.json") then
-    return fail(file .. ": not a backup of this ctcli (no backup-info.json and current-release/release.json)" ..
-      " nor of the Go ctcli (no current-release/release-info.json)")
+    return nil, file .. ": not a backup of this ctcli (no backup-info.json and current-release/release.json)" ..
+      " nor of the Go ctcli (no current-release/release-info.json)"
   end
   -- Nothing leaves tmp/ before the whole backup is checked.
   local info, why = backup.check_restore(dir)
-  if not info then return fail(file .. ": refused: " .. why) end
+  if not info then return nil, file .. ": refused: " .. why end
   local id = info.release
   j:set("release", id)
   stepped, step_err = j:step("place")
-  if not stepped then return fail(step_err) end
+  if not stepped then return nil, step_err end
   local undo = new_undo()
   local aok, aerr = userns.adopt_restored(ctx.paths, dir, info)
-  if not aok then return fail(aerr) end
+  if not aok then return nil, aerr end
   -- Blobs, images and the apps' writable layers into the store (what it
   -- holds already stays); a flattened rootfs of an older backup as it can.
   local pok, perr = backup.place(ctx.paths, dir, info, id, ctx.report)
-  if not pok then return fail(perr) end
+  if not pok then return nil, perr end
   if not ct.fs.exists(release.dir(ctx.paths, id)) then
     local ok, rerr = ct.fs.rename(dir .. "/current-release", release.dir(ctx.paths, id))
-    if not ok then return fail(rerr) end
+    if not ok then return nil, rerr end
     undo.placed = not (cur and cur.id == id)
   end
   local target, lerr = release.load(ctx.paths, id)
-  if not target then return fail(lerr) end
+  if not target then return nil, lerr end
   for _, app in ipairs(target.apps) do
     if not store.has(ctx.paths, app.name, app.image.digest) then
-      return fail(string.format("%s: the backup lacks the image of %s", file, app.name))
+      return nil, string.format("%s: the backup lacks the image of %s", file, app.name)
     end
     -- The same layers as where the backup was made, from its blobs: a
     -- delta package made against that release applies here too.
     local uc, uerr = userns.context(ctx.paths)
-    if not uc then return fail(uerr) end
+    if not uc then return nil, uerr end
     local cok, cerr0 = store.complete(ctx.paths, app, userns.desired(app, uc.conf, uc.range))
-    if not cok then return fail(string.format("%s: the image of %s: %s", file, app.name, tostring(cerr0))) end
+    if not cok then return nil, string.format("%s: the image of %s: %s", file, app.name, tostring(cerr0)) end
     -- The bundle names the root's paths: regenerate it for this root.
     local cfg, cerr = bundle.app_config(ctx.paths, app)
-    if not cfg then return fail(cerr) end
+    if not cfg then return nil, cerr end
     ct.fs.write_atomic(release.bundle_dir(target, app.name) .. "/config.json", cfg)
   end
   local safety
@@ -282,7 +286,6 @@ local function from_archive(ctx, cur, file, j)
       return true
     end,
   })
-  ct.fs.rmtree(dir)
   if not started then return nil, serr end
   return target, started, info, safety
 end
@@ -295,11 +298,11 @@ local function peek(ctx, file)
   if type(info) == "table" and info.format == backup.FORMAT and info.archive == file:match("[^/]+$") then
     return info
   end
-  local dir, err = ct.fs.mkdtemp(ctx.paths.tmp .. "/peek-XXXXXX")
-  if not dir then return nil, err end
-  local ok, xerr = ct.archive.extract(file, dir, { only = { "backup-info.json" } })
-  local text = ok and ct.fs.read(dir .. "/backup-info.json")
-  ct.fs.rmtree(dir)
+  local tmp <close>, err = tempdir.make(ctx.paths.tmp .. "/peek-XXXXXX")
+  if not tmp then return nil, err end
+  local ok, xerr = ct.archive.extract(file, tmp.path, { only = { "backup-info.json" } })
+  local text = ok and ct.fs.read(tmp.path .. "/backup-info.json")
+  tmp:remove()
   if not ok then return nil, file .. ": " .. tostring(xerr) end
   info = text and json.decode(text)
   if type(info) ~= "table" then
@@ -364,6 +367,58 @@ local function show(ctx, cur, to)
   end
 end
 
+-- choose(ctx, cur, arg) -> what the rollback goes to (as show prints it),
+-- the kept release or nil, the archive or nil | nil, msg.
+local function choose(ctx, cur, arg)
+  local archive = arg and ct.fs.exists(arg) and not arg:match("^%d+T%d+Z%-%x+$") and arg or nil
+  if archive then
+    local info, perr = peek(ctx, archive)
+    if not info then return nil, perr end
+    return { id = info.release, created = info.created, data = info.data, archive = archive,
+      apps = type(info.apps) == "table" and info.apps or {} }, nil, archive
+  end
+  if not cur then
+    return nil, "no release is installed; give a backup archive to restore (see 'ctcli list-releases')"
+  end
+  local id = arg or cur.previous
+  if not id then
+    for _, r in ipairs(release.list(ctx.paths) or {}) do
+      if r.id ~= cur.id then id = r.id break end
+    end
+  end
+  if not id then return nil, "there is no other kept release to roll back to" end
+  if id == cur.id then return nil, id .. " is already the current release" end
+  local target, lerr = release.load(ctx.paths, id)
+  if not target then
+    return nil, string.format("no kept release %s (%s); see 'ctcli list-releases'", id, lerr)
+  end
+  local to = { id = target.id, apps = {} }
+  for _, a in ipairs(target.apps) do to.apps[a.name] = { version = a.version, digest = a.image.digest } end
+  return to, target
+end
+
+-- roll_back(ctx, cur, target, archive) -> { target, started, info, safety }
+-- | nil, msg: the steps, under the journal (finished when this returns).
+local function roll_back(ctx, cur, target, archive)
+  local j <close>, jerr = journal.begin(ctx.paths, "rollback", { from = cur and cur.id or json.null,
+    target = ctx.args[1] }, ctx.steps, ctx.report)
+  if not j then return nil, jerr end
+  local r = { target = target }
+  if archive then
+    local err
+    r.target, err, r.info, r.safety = from_archive(ctx, cur, archive, j)
+    if not r.target then return nil, err end
+    r.started = err
+  else
+    local serr
+    r.started, serr = switch(ctx, cur, target, j)
+    if not r.started then return nil, serr end
+  end
+  local done, ferr = j:finish()
+  if not done then return nil, "rolled back to " .. r.target.id .. ", but " .. ferr end
+  return r
+end
+
 return {
   summary = "Go back to the previous release, a kept release, or a backup archive",
   usage = "rollback [ARCHIVE | RELEASE-ID]",
@@ -384,57 +439,20 @@ return {
   run = function(ctx)
     local cur, cerr = release.current(ctx.paths)
     if cerr then return nil, cerr end
-    local arg = ctx.args[1]
-    local archive = arg and ct.fs.exists(arg) and not arg:match("^%d+T%d+Z%-%x+$") and arg or nil
-    local to, target
-    if archive then
-      local info, perr = peek(ctx, archive)
-      if not info then return nil, perr end
-      to = { id = info.release, created = info.created, data = info.data, archive = archive,
-        apps = type(info.apps) == "table" and info.apps or {} }
-    else
-      if not cur then
-        return nil, "no release is installed; give a backup archive to restore (see 'ctcli list-releases')"
-      end
-      local id = arg or cur.previous
-      if not id then
-        for _, r in ipairs(release.list(ctx.paths) or {}) do
-          if r.id ~= cur.id then id = r.id break end
-        end
-      end
-      if not id then return nil, "there is no other kept release to roll back to" end
-      if id == cur.id then return nil, id .. " is already the current release" end
-      local lerr
-      target, lerr = release.load(ctx.paths, id)
-      if not target then
-        return nil, string.format("no kept release %s (%s); see 'ctcli list-releases'", id, lerr)
-      end
-      to = { id = target.id, apps = {} }
-      for _, a in ipairs(target.apps) do to.apps[a.name] = { version = a.version, digest = a.image.digest } end
-    end
+    local to, target, archive = choose(ctx, cur, ctx.args[1])
+    if not to then return nil, target end
     if not ctx.json then show(ctx, cur, to) end
     local yes, why, code = ui.ask(ctx, "Proceed with the rollback?", "rollback")
     if not yes then return nil, why, code end
-
-    local j, jerr = journal.begin(ctx.paths, "rollback", { from = cur and cur.id or json.null, target = arg }, ctx.steps, ctx.report)
-    if not j then return nil, jerr end
-    local started, info, safety
-    if archive then
-      target, started, info, safety = from_archive(ctx, cur, archive, j)
-      if not target then j:finish() return nil, started end
-    else
-      local serr
-      started, serr = switch(ctx, cur, target, j)
-      if not started then j:finish() return nil, serr end
-    end
-    local done, ferr = j:finish()
-    if not done then return nil, "rolled back to " .. target.id .. ", but " .. ferr end
+    local r, err = roll_back(ctx, cur, target, archive)
+    if not r then return nil, err end
+    local info, safety, started = r.info, r.safety, r.started
     if ctx.json then
-      json.print({ release = json.release(target), from = json.release(cur),
+      json.print({ release = json.release(r.target), from = json.release(cur),
         started = json.array(started), data_restored = info and info.data or false,
         safety_backup = safety and safety.path or json.null })
     else
-      ui.print("rolled back to %s (%s)%s", target.id, ui.release_label(target),
+      ui.print("rolled back to %s (%s)%s", r.target.id, ui.release_label(r.target),
         info and (info.data and ", configs and data restored" or ", configs restored") or "")
       if safety then ui.print("what it replaced is in the safety backup %s", safety.path) end
       if #started > 0 then ui.print("started %s", table.concat(started, ", ")) end

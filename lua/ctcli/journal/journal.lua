@@ -109,12 +109,28 @@ end
 -- journal goes. An injected failure keeps it, as a journal that cannot be
 -- removed would stay: the command's work is done, 'ctcli recover' closes it.
 function Journal:finish()
+  self.closed = true
   local ok, err = fault(self.doc.command, "finish")
   if not ok then return nil, err .. "; run 'ctcli recover'" end
   ct.fs.unlink(self.path)
   ct.fs.fsync(self.path:match("^(.*)/[^/]+$"))
   if self.report then self.report.detail("step %s:end at %.6f", self.doc.command, ct.time.monotonic()) end
   return true
+end
+
+-- keep(): the journal stays when the command leaves, for 'ctcli recover'
+-- (a way back that could not begin or could not finish).
+function Journal:keep()
+  self.closed = true
+end
+
+-- A command holds its journal as `local j <close> = journal.begin(...)`:
+-- leaving that scope finishes it, so no exit path forgets to, unless the
+-- command finished it itself (to report how that went) or kept it. A Lua
+-- error leaves it too: what the steps left is unknown, recovery reads it.
+function Journal:__close(err)
+  if self.closed or err ~= nil then return end
+  self:finish()
 end
 
 -- pending(paths) -> the journal of an interrupted command, or nil | nil,

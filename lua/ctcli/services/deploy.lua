@@ -7,6 +7,7 @@ local release = require("ctcli.store.release")
 local releases = require("ctcli.services.releases")
 local report = require("ctcli.base.report")
 local store = require("ctcli.store.images")
+local tempdir = require("ctcli.base.tempdir")
 local userns = require("ctcli.runtime.userns")
 
 local M = {}
@@ -60,11 +61,13 @@ function M.build(ctx, pkg, journal, previous)
   return release.load(ctx.paths, staged.id)
 end
 
--- open(ctx, file, journal) -> pkg | nil, msg
+-- open(ctx, file, journal) -> pkg | nil, msg. `local pkg <close> = ...`
+-- removes its temp dir when the caller's scope ends (pkg.cleanup).
 function M.open(ctx, file, journal)
   local ok, err = journal:step("extract")
   if not ok then return nil, err end
-  return packages.open(ctx.paths, file, ctx.report)
+  local pkg, perr = packages.open(ctx.paths, file, ctx.report)
+  return tempdir.closing(pkg), perr
 end
 
 return M

@@ -17,6 +17,7 @@ local json = require("ctcli.base.json")
 local release = require("ctcli.store.release")
 local bundle = require("ctcli.runtime.bundle")
 local store = require("ctcli.store.images")
+local tempdir = require("ctcli.base.tempdir")
 local clock = require("ctcli.base.clock")
 
 local M = {}
@@ -251,7 +252,7 @@ function M.open(ctx, file, j, cur)
   function pkg.unplace(placed)
     M.unplace(paths, placed.id)
   end
-  return pkg
+  return tempdir.closing(pkg)
 end
 
 -- stage(ctx, file) -> the staged record | nil, msg. The steps (CTCLI_FAULT=stage:<step>
@@ -263,18 +264,14 @@ function M.stage(ctx, file)
   local preview = require("ctcli.services.preview")
   local function step(name) return journal.fault("stage", name) end
 
-  local lock, lerr = M.lock(paths, ctx.wait)
+  -- The staging lock and the work dir go on every return (and on an
+  -- error): `<close>`. A kill leaves the work dir to clean_work.
+  local lock <close>, lerr = M.lock(paths, ctx.wait)
   if not lock then return nil, lerr end
-  local work
-  local function fail(msg)
-    if work then ct.fs.rmtree(work) end
-    lock:release()
-    return nil, msg
-  end
   -- What a killed stage left: nobody else works here while we hold the lock.
   M.clean_work(paths, true)
   local ok, err = step("prepare")
-  if not ok then return fail(err) end
+  if not ok then return nil, err end
   -- Under the root's lock, briefly: no interrupted command awaits recovery,
   -- the release to stage against, the root's id range (allocated once).
   local cur, cerr = M.with_root_lock(paths, function()
@@ -290,11 +287,11 @@ function M.stage(ctx, file)
     if not uc then return nil, uerr end
     return c
   end)
-  if not cur then return fail(cerr) end
+  if not cur then return nil, cerr end
 
-  local werr
-  work, werr = ct.fs.mkdtemp(M.dir(paths) .. "/.work-XXXXXX")
-  if not work then return fail("cannot create a staging directory: " .. tostring(werr)) end
+  local work_dir <close>, werr = tempdir.make(M.dir(paths) .. "/.work-XXXXXX")
+  if not work_dir then return nil, "cannot create a staging directory: " .. tostring(werr) end
+  local work = work_dir.path
   ct.fs.mkdir(work .. "/tmp", 448)
   ct.fs.mkdir(work .. "/rel", 448)
   -- The work's own tmp/ and releases/; images/ is the root's, each image
@@ -308,31 +305,31 @@ function M.stage(ctx, file)
   local wctx = setmetatable({ paths = wpaths }, { __index = ctx })
 
   ok, err = step("extract")
-  if not ok then return fail(err) end
+  if not ok then return nil, err end
   local st = ct.fs.stat(file)
   local pkg, perr = require("ctcli.services.packages").open(wpaths, file, ctx.report)
-  if not pkg then return fail(perr) end
+  if not pkg then return nil, perr end
   local sum = ct.hash.sha256_file(file)
   -- The images this stage needs, before it looks at the store: a prune
   -- meanwhile keeps them (image_keys).
   local wanted = json.array()
   for _, app in ipairs(pkg.release.apps) do wanted[#wanted + 1] = store.key(app.name, app.image.digest) end
   ok, werr = ct.fs.write_atomic(work .. "/wanted.json", json.encode(wanted) .. "\n")
-  if not ok then return fail(werr) end
+  if not ok then return nil, werr end
   -- A hook file that does not compile is found now, not in the maintenance window.
   for _, app in ipairs(pkg.release.apps) do
     local hok, herr = hooks.check(hooks.sources(paths, app, pkg.dir))
-    if not hok then return fail(herr) end
+    if not hok then return nil, herr end
   end
 
   -- deploy.build's own steps (unpack, stage, place) are this command's too.
   local j = { step = function(_, name) return step(name) end, set = function() end }
   local rel, berr = deploy.build(wctx, pkg, j, cur.id)
-  if not rel then return fail(berr) end
+  if not rel then return nil, berr end
 
   -- The checks of `plan`: against the current release as it runs now.
   ok, err = step("check")
-  if not ok then return fail(err) end
+  if not ok then return nil, err end
   local p = preview.build(ctx, pkg, cur)
   p.signature_text = pkg.signer and ("verified, signed by " .. pkg.signer) or nil
   local record = {
@@ -350,10 +347,10 @@ function M.stage(ctx, file)
   end
   pkg.cleanup()
   ok, werr = ct.fs.write_atomic(rel.dir .. "/" .. M.RECORD, json.encode(record, true) .. "\n")
-  if not ok then return fail(werr) end
+  if not ok then return nil, werr end
 
   ok, err = step("register")
-  if not ok then return fail(err) end
+  if not ok then return nil, err end
   local registered, rerr = M.with_root_lock(paths, function()
     local now = release.current(paths)
     if not now or now.id ~= cur.id then
@@ -372,10 +369,10 @@ function M.stage(ctx, file)
     ct.fs.fsync(M.dir(paths))
     return old and old.id or true
   end)
-  if not registered then return fail(rerr) end
+  if not registered then return nil, rerr end
   ok, err = step("finish")
-  if not ok then return fail(err) end
-  ct.fs.rmtree(work)
+  if not ok then return nil, err end
+  work_dir:remove()
   lock:release()
   record.dir = M.dir(paths) .. "/" .. rel.id
   record.replaced = type(registered) == "string" and registered or nil
