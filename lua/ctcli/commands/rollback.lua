@@ -92,7 +92,8 @@ local function revert(ctx, cur, target, undo, plan, failure)
     local ok, err = apps.stop(ctx, target, apps.select(target, plan.to_start))
     if not ok then problems[#problems + 1] = "stopping " .. target.id .. ": " .. tostring(err) end
   end
-  ctx.report.step("putting things back: %s", failure)
+  -- the failure itself is the command's error line, said once at the end
+  ctx.report.step("rollback failed; putting things back")
   if undo.swapped then
     local ok, err
     if cur then ok, err = release.swap(ctx.paths, cur.id) else ok, err = ct.fs.unlink(ctx.paths.current) end
