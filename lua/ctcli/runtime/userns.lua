@@ -167,12 +167,12 @@ end
 -- The operator's ctcli.json wins over the manifest.
 function M.desired(app, conf, range)
   local over = rootconf.app(conf, app.name).user_namespace
-  if over == false then return false, "ctcli.base.json" end
+  if over == false then return false, "ctcli.json" end
   if over == nil and app.user_namespace == false then return false, "manifest" end
   return range or false, nil
 end
 
--- opted_out(app, conf) -> "manifest" | "ctcli.base.json" when the app runs
+-- opted_out(app, conf) -> "manifest" | "ctcli.json" when the app runs
 -- without a user namespace, else nil.
 function M.opted_out(app, conf)
   local _, source = M.desired(app, conf, true)

@@ -7,7 +7,7 @@ local json = require("ctcli.base.json")
 
 local M = {}
 
-M.FILE = "ctcli.base.json"
+M.FILE = "ctcli.json"
 
 -- Keys each object may hold; "x-" keys are the operator's own notes.
 local KNOWN = {
