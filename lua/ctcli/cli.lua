@@ -2,7 +2,6 @@
 -- root and its lock, and the one place that prints an error and picks the
 -- exit status (cli.EXIT; docs/exit-codes.md, `ctcli help exit-codes`).
 local ct = require("ct")
-local history = require("ctcli.store.history")
 local json = require("ctcli.base.json")
 local ui = require("ctcli.ui.console")
 
@@ -66,8 +65,15 @@ function cli.command(name)
   return nil
 end
 
--- suggest(word, candidates) -> the closest candidate, or nil (ctcli.text).
-cli.suggest = require("ctcli.base.text").suggest
+-- suggest(word, candidates) -> the closest candidate, or nil (ctcli.text),
+-- loaded on a mistyped word only.
+function cli.suggest(word, candidates)
+  return require("ctcli.base.text").suggest(word, candidates)
+end
+
+-- The history is written by the commands that take the lock
+-- (history.begin); a reader leaves nothing to record and never loads it.
+local function history() return require("ctcli.store.history") end
 
 -- option_key("--hook-timeout") -> "hook_timeout"
 local function option_key(spec)
@@ -367,7 +373,7 @@ local function run(parsed)
     -- A reader may need the lock for one of its options (images --verify).
     if type(needs_lock) == "function" then needs_lock = needs_lock(parsed.opts, parsed.args) end
     if needs_lock then
-      history.begin(ctx, parsed.name)
+      history().begin(ctx, parsed.name)
       local lock, lerr = rootmod.lock(paths, parsed.name, g.wait)
       if not lock then return nil, lerr end
       ctx.lock = lock
@@ -397,13 +403,13 @@ local function run(parsed)
       -- A root the Go ctcli made is adopted by the first changing command.
       if not cmd.adopts_itself then
         local adopt = require("ctcli.services.adopt")
-        local res, aerr = history.adopting(ctx, adopt.run)
+        local res, aerr = history().adopting(ctx, adopt.run)
         if res == nil then lock:release() return nil, aerr end
         if res then io.stderr:write("ctcli: ", adopt.summary(ctx, res), "\n") end
       end
     end
   end
-  history.running(ctx)
+  if ctx.history then history().running(ctx) end
   local ok, err, code = cmd.run(ctx)
   if ctx.lock then ctx.lock:release() end
   if ok == nil or ok == false then return nil, err, code end
@@ -451,7 +457,7 @@ function cli.main(argv)
     return { bug = true, msg = tostring(e), trace = debug.traceback(tostring(e), 2) }
   end, parsed)
   io.stdout:flush()
-  history.finish(parsed.ctx, ok, status, err, code)
+  if parsed.ctx and parsed.ctx.history then history().finish(parsed.ctx, ok, status, err, code) end
   if not ok then
     if getmetatable(status) == UsageError then
       fail(as_json, "ctcli: " .. status.msg, status.msg, status.hint)

@@ -5,7 +5,6 @@
 -- the code is reported only when known (null otherwise), and the time is
 -- when its cgroup last changed (the exit) or, failing that, its last output.
 local ct = require("ct")
-local appfs = require("ctcli.runtime.appfs")
 local apps = require("ctcli.services.apps")
 local health = require("ctcli.runtime.health")
 local journal = require("ctcli.journal.journal")
@@ -30,7 +29,7 @@ end
 local function exit_time(ctx, rt, name)
   local t = runtime.exit_time(rt, runtime.container_id(ctx.paths, name))
   if t then return t end
-  local log = appfs.log_stat(ctx.paths, name)
+  local log = require("ctcli.runtime.appfs").log_stat(ctx.paths, name)
   return log and log.mtime
 end
 

@@ -13,7 +13,6 @@
 -- Go ctcli's (container root = host root, container ids 1.. = host
 -- 100000..), kept by the apps of an adopted root until their next start.
 local ct = require("ct")
-local appfs = require("ctcli.runtime.appfs")
 local json = require("ctcli.base.json")
 local rootconf = require("ctcli.store.rootconf")
 local statefile = require("ctcli.base.statefile")
@@ -441,7 +440,7 @@ function M.prepare_files(paths, uc, app)
   if not M.equal(other, target) then
     for _, seg in ipairs(segments(other, target)) do
       if not M.equal(seg[1], seg[2]) then
-        local ok, err = appfs.shift_trees(paths, app.name, seg[1], seg[2])
+        local ok, err = require("ctcli.runtime.appfs").shift_trees(paths, app.name, seg[1], seg[2])
         if not ok then return nil, "cannot re-own the files of " .. app.name .. ": " .. tostring(err) end
       end
     end

@@ -1,13 +1,13 @@
 -- What commands do with the apps of a release: choose them, prepare their
 -- files, start and stop them in dependency order, read their state.
+-- The hook runner, the image store and appfs are required where they are
+-- used (preparing, starting, stopping), so a reader such as status does not
+-- load them.
 local ct = require("ct")
-local appfs = require("ctcli.runtime.appfs")
 local health = require("ctcli.runtime.health")
-local hooks = require("ctcli.hooks.runner")
 local monitor = require("ctcli.runtime.runc").monitor
 local release = require("ctcli.store.release")
 local runtime = require("ctcli.runtime.runc")
-local store = require("ctcli.store.images")
 local userns = require("ctcli.runtime.userns")
 
 local M = {}
@@ -38,7 +38,8 @@ end
 -- prepare_files(paths, app) -> true | nil, msg: the app's config, data
 -- and logs dirs, seeded from its image (appfs.prepare).
 function M.prepare_files(paths, app)
-  return appfs.prepare(paths, app, store.image_seed(paths, app))
+  local store = require("ctcli.store.images")
+  return require("ctcli.runtime.appfs").prepare(paths, app, store.image_seed(paths, app))
 end
 
 -- move_to_mapping(paths, uc, rel, app) -> mapping | false | nil, msg: a
@@ -84,7 +85,7 @@ end
 -- opts: from, to (release models, for the versions), fired
 function M.hooks_for(ctx, rel, opts)
   opts = opts or {}
-  return hooks.context(ctx, {
+  return require("ctcli.hooks.runner").context(ctx, {
     base = rel.dir, release_id = rel.id, runc = release.tools(rel).runc, bundle_dir = rel.dir,
     from = opts.from, to = opts.to, fired = opts.fired,
   })
@@ -95,6 +96,7 @@ end
 -- opts.health: run each started app's health check afterwards.
 function M.start(ctx, rel, list, opts)
   opts = opts or {}
+  local hooks = require("ctcli.hooks.runner")
   local tools = release.tools(rel)
   local hc = opts.hooks
   local started, started_at = {}, {}
@@ -161,6 +163,7 @@ end
 -- opts.hooks: pre_stop before and post_stop after, per app.
 function M.stop(ctx, rel, list, opts)
   if type(opts) ~= "table" then opts = { force = opts } end
+  local hooks = require("ctcli.hooks.runner")
   local tools = release.tools(rel)
   local hc = opts.hooks
   local want = {}

@@ -2,12 +2,13 @@
 -- hooks/), ids, the current-release symlink and its atomic swap.
 local ct = require("ct")
 local json = require("ctcli.base.json")
-local bundle = require("ctcli.runtime.bundle")
-local store = require("ctcli.store.images")
-local runtime = require("ctcli.runtime.runc")
 local manifest = require("ctcli.model.manifest")
 local statefile = require("ctcli.base.statefile")
 local clock = require("ctcli.base.clock")
+
+-- The image store, bundles and runc are required by the functions that
+-- write releases: reading the current one (status) loads none of them.
+local function store() return require("ctcli.store.images") end
 
 local M = {}
 
@@ -204,7 +205,7 @@ end
 -- release.json app record); idmap defaults to the mapping the app is to run
 -- with (the root's range unless it opts out; none before one is allocated).
 function M.app_config(paths, app, idmap)
-  local info, err = store.image_info(paths, app.name, app.image.digest)
+  local info, err = store().image_info(paths, app.name, app.image.digest)
   if not info then return nil, err end
   if idmap == nil then
     local userns = require("ctcli.runtime.userns")
@@ -221,11 +222,11 @@ function M.app_config(paths, app, idmap)
     bpaths = require("ctcli.store.root").paths(real)
     bpaths.id_base = paths.id_base
   end
-  local rootfs = store.rootfs(bpaths, app)
-  return bundle.config({
+  local rootfs = store().rootfs(bpaths, app)
+  return require("ctcli.runtime.bundle").config({
     paths = bpaths, app = app, image = info.process,
     rootfs = ct.fs.realpath(rootfs) or rootfs,
-    id = runtime.container_id(paths, app.name),
+    id = require("ctcli.runtime.runc").container_id(paths, app.name),
     resolv_conf = ct.fs.exists("/etc/resolv.conf"),
     machine = machine(),
     idmap = idmap,
@@ -272,7 +273,7 @@ function M.stage(paths, pkg, opts)
     end
     local cfg, cerr
     local old = prev and prev.by_name[app.name]
-    local list = store.layers_of(paths, app.name, app.image.digest)
+    local list = store().layers_of(paths, app.name, app.image.digest)
     if list then
       -- An unchanged app (same image, same config.json) keeps its upper;
       -- any other gets a fresh one, named by this release.
@@ -288,7 +289,7 @@ function M.stage(paths, pkg, opts)
           if not uc then return fail(uerr) end
         end
         rec.upper = id
-        local ok, uerr = store.ensure_upper(paths, rec, id, require("ctcli.runtime.userns").desired(rec, uc.conf, uc.range))
+        local ok, uerr = store().ensure_upper(paths, rec, id, require("ctcli.runtime.userns").desired(rec, uc.conf, uc.range))
         if not ok then return fail(uerr) end
       end
     end
@@ -359,12 +360,12 @@ function M.prune(paths, keep)
   for _, rel in ipairs(list) do
     if rel.id == cur_id or kept < keep then
       kept = kept + 1
-      for _, app in ipairs(rel.apps) do users[store.key(app.name, app.image.digest)] = true end
+      for _, app in ipairs(rel.apps) do users[store().key(app.name, app.image.digest)] = true end
     elseif ct.fs.rmtree(rel.dir) then
       removed[#removed + 1] = rel.id
     else
       -- Still there (in part): its images stay.
-      for _, app in ipairs(rel.apps) do users[store.key(app.name, app.image.digest)] = true end
+      for _, app in ipairs(rel.apps) do users[store().key(app.name, app.image.digest)] = true end
     end
   end
   -- A staged release (or a stage under way) keeps its images.
