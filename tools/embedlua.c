@@ -26,6 +26,15 @@ static int collect(lua_State *L, const void *p, size_t sz, void *ud) {
   return 0;
 }
 
+struct entry {
+  char module[4096];
+  int index;
+};
+
+static int by_module(const void *a, const void *b) {
+  return strcmp(((const struct entry *)a)->module, ((const struct entry *)b)->module);
+}
+
 /* usage: embedlua OUT.c SRC_DIR rel/path.lua... (paths relative to SRC_DIR/lua) */
 int main(int argc, char **argv) {
   if (argc < 3) {
@@ -73,17 +82,26 @@ int main(int argc, char **argv) {
     free(src.p);
     free(bc.p);
   }
-  fprintf(out, "const struct ct_embedded ct_embedded_modules[] = {\n");
+  /* Sorted by module name, so the engine finds one by binary search. */
+  int n = argc - 3;
+  struct entry *e = calloc((size_t)n, sizeof *e);
+  if (!e) return 1;
   for (int i = 3; i < argc; i++) {
-    char mod[4096];
-    snprintf(mod, sizeof mod, "%s", argv[i]);
-    char *dot = strstr(mod, ".lua");
+    struct entry *x = &e[i - 3];
+    x->index = i;
+    snprintf(x->module, sizeof x->module, "%s", argv[i]);
+    char *dot = strstr(x->module, ".lua");
     if (dot) *dot = 0;
-    for (char *c = mod; *c; c++)
+    for (char *c = x->module; *c; c++)
       if (*c == '/') *c = '.';
-    fprintf(out, "  {\"%s\", \"@lua/%s\", (const char *)bc_%d, sizeof bc_%d - 1},\n", mod, argv[i], i, i);
   }
-  fprintf(out, "  {0, 0, 0, 0}\n};\n");
+  qsort(e, (size_t)n, sizeof *e, by_module);
+  fprintf(out, "const struct ct_embedded ct_embedded_modules[] = {\n");
+  for (int k = 0; k < n; k++)
+    fprintf(out, "  {\"%s\", \"@lua/%s\", (const char *)bc_%d, sizeof bc_%d - 1},\n", e[k].module, argv[e[k].index],
+            e[k].index, e[k].index);
+  free(e);
+  fprintf(out, "  {0, 0, 0, 0}\n};\nconst size_t ct_embedded_count = %d;\n", n);
   lua_close(L);
   if (fclose(out) != 0 || rename(tmp, argv[1]) != 0) {
     perror(argv[1]);
