@@ -52,13 +52,15 @@ return {
     if err then return nil, err end
     if rel then
       doc.release = json.release(rel)
-      local states, serr = apps.states(ctx, rel)
+      -- runc and umoci are looked up once, for the states and the stats.
+      local tools = release.tools(rel)
+      local states, serr = apps.states(ctx, rel, tools)
       if not states then return nil, serr end
       local now = ct.time.now()
       local checks = health.read(ctx.paths)
       local want, werr = wanted.read(ctx.paths)
       if not want then return nil, werr end
-      local rt = runtime.rt(ctx.paths, release.tools(rel))
+      local rt = runtime.rt(ctx.paths, tools)
       local conf = rootconf.load(ctx.paths) or { apps = {} }
       local range, rerr = userns.range(ctx.paths)
       if rerr then return nil, rerr end

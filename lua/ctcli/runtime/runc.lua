@@ -177,7 +177,11 @@ local function runc_state(file)
   local pid = head and tonumber(head:match('"init_process_pid":(%d+)'))
   local start = head and tonumber(head:match('"init_process_start":(%d+)'))
   local created = head and head:match('"created":"([^"]*)"')
-  local cg_at = text:find('"cgroup_paths":{', 1, true)
+  -- runc writes cgroup_paths after the config, about 1 KB before the end:
+  -- looked for there first (a scan of the whole config finds a comma or a
+  -- quote every few bytes, each a compare).
+  local cg_at = text:find('"cgroup_paths":{', math.max(1, #text - 4095), true) or
+    text:find('"cgroup_paths":{', 1, true)
   local cg = cg_at and text:match("^%b{}", cg_at + #'"cgroup_paths":')
   local st
   if pid and start and created and cg then

@@ -69,9 +69,10 @@ function M.container(ctx, rel, app, tools)
   }
 end
 
--- states(ctx, rel) -> map app name -> runc state (nil when no container).
-function M.states(ctx, rel)
-  local tools = release.tools(rel)
+-- states(ctx, rel [, tools]) -> map app name -> runc state (nil when no
+-- container); tools as release.tools(rel) gives them, when the caller has them.
+function M.states(ctx, rel, tools)
+  tools = tools or release.tools(rel)
   local list, err = runtime.list(runtime.rt(ctx.paths, tools))
   if not list then return nil, err end
   local out = {}
