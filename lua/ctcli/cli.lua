@@ -334,10 +334,27 @@ function cli.help_text(name)
   return table.concat(out, "\n")
 end
 
+-- resolve_root(globals) -> the root directory named by --root, then
+-- $CTCLI_ROOT, then ".", made absolute (not resolving symlinks): "//", "/./",
+-- ".." and a trailing "/" normalised. Here rather than in ctcli.store.root,
+-- so a command that opens no root (version, help) does not load the store.
 local function resolve_root(globals)
-  local root = globals.root or os.getenv("CTCLI_ROOT")
-  if not root or root == "" then root = "." end
-  return require("ctcli.store.root").absolute(root)
+  local path = globals.root or os.getenv("CTCLI_ROOT")
+  if not path or path == "" then path = "." end
+  if path:sub(1, 1) ~= "/" then
+    local cwd = os.getenv("PWD")
+    local real = ct.fs.realpath(".")
+    path = (real or cwd or ".") .. "/" .. path
+  end
+  local parts = {}
+  for seg in path:gmatch("[^/]+") do
+    if seg == ".." then
+      parts[#parts] = nil
+    elseif seg ~= "." then
+      parts[#parts + 1] = seg
+    end
+  end
+  return "/" .. table.concat(parts, "/")
 end
 
 -- run(parsed) -> exit status; may raise on a bug.
