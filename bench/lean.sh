@@ -105,7 +105,7 @@ rm -rf "$T/floor"
 
 # status with 3 running apps against runc list
 "$ctcli" --root "$R" start >/dev/null
-read -r s_ms r_ms < <(ms_pair 4 "$ctcli" --root "$R" --json status runc --root "$R/runc-root" list --format json)
+read -r s_ms r_ms < <(ms_pair 5 "$ctcli" --root "$R" --json status runc --root "$R/runc-root" list --format json)
 row "status --json, 3 running apps [ms]" "$s_ms" "$r_ms"
 
 # backup against tar | zstd -T0 of what it reads
