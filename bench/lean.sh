@@ -49,10 +49,16 @@ cleanup() {
 trap cleanup EXIT
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-ms_of() { # ms_of CMD... -> median wall ms of $runs runs
+ms_pair() { # ms_pair N CMD_A(N words) CMD_B... -> "msA msB": medians of $runs runs each,
+  # alternating A and B so a load that changes during the measure skews both alike
+  local n=$1; shift
+  local a=("${@:1:n}") b=("${@:n+1}") s e
+  : > "$T/a.ms"; : > "$T/b.ms"
   for _ in $(seq 1 "$runs"); do
-    s=$(date +%s%N); "$@" >/dev/null 2>&1; e=$(date +%s%N); echo $(( (e - s) / 1000 ))
-  done | median | awk '{printf "%.2f", $1 / 1000}'
+    s=$(date +%s%N); "${a[@]}" >/dev/null 2>&1; e=$(date +%s%N); echo $(( (e - s) / 1000 )) >> "$T/a.ms"
+    s=$(date +%s%N); "${b[@]}" >/dev/null 2>&1; e=$(date +%s%N); echo $(( (e - s) / 1000 )) >> "$T/b.ms"
+  done
+  echo "$(median < "$T/a.ms" | awk '{printf "%.2f", $1 / 1000}') $(median < "$T/b.ms" | awk '{printf "%.2f", $1 / 1000}')"
 }
 once() { # once CMD... -> "seconds peakKiB" of one run
   /usr/bin/time -f "%e %M" -o "$T/time.out" "$@" >/dev/null 2>"$T/err.out" || {
@@ -80,8 +86,10 @@ fi
 
 echo "| measure | ctcli | floor | ratio |"
 echo "| --- | ---: | ---: | ---: |"
-[ "$install_only" = 1 ] ||
-  row "start-up: version vs bsdtar --version [ms]" "$(ms_of "$ctcli" version)" "$(ms_of bsdtar --version)"
+if [ "$install_only" != 1 ]; then
+  read -r v_ms b_ms < <(ms_pair 2 "$ctcli" version bsdtar --version)
+  row "start-up: version vs bsdtar --version [ms]" "$v_ms" "$b_ms"
+fi
 
 # install --no-start of the big package against tar + parallel umoci
 R=$T/big; roots+=("$R"); "$ctcli" --root "$R" init >/dev/null
@@ -137,8 +145,8 @@ rm -rf "$T/floor"
 
 # status with 3 running apps against runc list
 "$ctcli" --root "$R" start >/dev/null
-row "status --json, 3 running apps [ms]" "$(ms_of "$ctcli" --root "$R" --json status)" \
-  "$(ms_of runc --root "$R/runc-root" list --format json)"
+read -r s_ms r_ms < <(ms_pair 5 "$ctcli" --root "$R" --json status runc --root "$R/runc-root" list --format json)
+row "status --json, 3 running apps [ms]" "$s_ms" "$r_ms"
 
 # backup against tar | zstd -T0 of what it reads
 read -r bk_s bk_k < <(once "$ctcli" --root "$R" backup)

@@ -9,7 +9,9 @@ struct ct_embedded {
   size_t len;
 };
 
-/* Generated at build time from lua/; ends with an all-zero entry. */
+/* Generated at build time from lua/, sorted by module name (strcmp); ends
+   with an all-zero entry, not counted in ct_embedded_count. */
 extern const struct ct_embedded ct_embedded_modules[];
+extern const size_t ct_embedded_count;
 
 #endif

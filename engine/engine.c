@@ -84,18 +84,23 @@ static int search_lua_dir(lua_State *L) {
   return 2;
 }
 
+static int by_module(const void *key, const void *entry) {
+  return strcmp(key, ((const struct ct_embedded *)entry)->module);
+}
+
 /* Searcher 2: the copy compiled into the binary. */
 static int search_embedded(lua_State *L) {
   const char *name = luaL_checkstring(L, 1);
-  for (const struct ct_embedded *m = ct_embedded_modules; m->module; m++) {
-    if (strcmp(m->module, name) != 0) continue;
-    if (luaL_loadbufferx(L, m->source, m->len, m->chunk, "b") != LUA_OK)
-      return luaL_error(L, "error loading embedded module '%s':\n\t%s", name, lua_tostring(L, -1));
-    lua_pushstring(L, m->chunk + 1);
-    return 2;
+  const struct ct_embedded *m =
+      bsearch(name, ct_embedded_modules, ct_embedded_count, sizeof ct_embedded_modules[0], by_module);
+  if (!m) {
+    lua_pushfstring(L, "\n\tno embedded module '%s'", name);
+    return 1;
   }
-  lua_pushfstring(L, "\n\tno embedded module '%s'", name);
-  return 1;
+  if (luaL_loadbufferx(L, m->source, m->len, m->chunk, "b") != LUA_OK)
+    return luaL_error(L, "error loading embedded module '%s':\n\t%s", name, lua_tostring(L, -1));
+  lua_pushstring(L, m->chunk + 1);
+  return 2;
 }
 
 static void install_searchers(lua_State *L) {
@@ -114,30 +119,45 @@ static void install_searchers(lua_State *L) {
   lua_pop(L, 2);
 }
 
-static int luaopen_ct(lua_State *L) {
-  static const struct {
-    const char *name;
-    lua_CFunction open;
-  } groups[] = {
-      {"fs", luaopen_ct_fs},     {"archive", luaopen_ct_archive}, {"proc", luaopen_ct_proc},
-      {"lock", luaopen_ct_lock},       {"hash", luaopen_ct_hash},
-      {"term", luaopen_ct_term}, {"time", luaopen_ct_time},       {"monitor", luaopen_ct_monitor},
-      {"layer", luaopen_ct_layer},
-  };
-  lua_newtable(L);
-  for (size_t i = 0; i < sizeof groups / sizeof groups[0]; i++) {
+static const struct {
+  const char *name;
+  lua_CFunction open;
+} ct_groups[] = {
+    {"fs", luaopen_ct_fs},     {"archive", luaopen_ct_archive}, {"proc", luaopen_ct_proc},
+    {"lock", luaopen_ct_lock}, {"hash", luaopen_ct_hash},       {"term", luaopen_ct_term},
+    {"time", luaopen_ct_time}, {"monitor", luaopen_ct_monitor}, {"layer", luaopen_ct_layer},
+};
+
+/* ct's __index: a group is opened when first used, and kept in ct, so a
+   command pays only for the groups it touches (`version` two of nine). */
+static int ct_index(lua_State *L) {
+  const char *name = luaL_checkstring(L, 2);
+  if (strcmp(name, "libarchive_version") == 0) {
+    lua_pushstring(L, archive_version_details());
+  } else {
+    size_t i = 0, n = sizeof ct_groups / sizeof ct_groups[0];
+    while (i < n && strcmp(ct_groups[i].name, name) != 0) i++;
+    if (i == n) return 0;
     /* Registered as "ct.<group>" so no group shadows a module named like it. */
-    lua_pushfstring(L, "ct.%s", groups[i].name);
-    luaL_requiref(L, lua_tostring(L, -1), groups[i].open, 0);
-    lua_setfield(L, -3, groups[i].name);
-    lua_pop(L, 1);
+    lua_pushfstring(L, "ct.%s", name);
+    luaL_requiref(L, lua_tostring(L, -1), ct_groups[i].open, 0);
   }
+  lua_pushvalue(L, 2);
+  lua_pushvalue(L, -2);
+  lua_rawset(L, 1);
+  return 1;
+}
+
+static int luaopen_ct(lua_State *L) {
+  lua_newtable(L);
   lua_pushliteral(L, CTCLI_VERSION);
   lua_setfield(L, -2, "version");
-  lua_pushstring(L, archive_version_details());
-  lua_setfield(L, -2, "libarchive_version");
   lua_pushliteral(L, LUA_RELEASE);
   lua_setfield(L, -2, "lua_version");
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, ct_index);
+  lua_setfield(L, -2, "__index");
+  lua_setmetatable(L, -2);
   return 1;
 }
 

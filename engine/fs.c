@@ -284,12 +284,19 @@ static int open_reg_beneath(const char *dir, const char *rel, int *out, struct s
 
 /* Reads up to limit bytes (to EOF) and pushes them. Returns 0, or an errno
    with nothing pushed. */
-int push_read(lua_State *L, int fd, size_t limit) {
+int push_read(lua_State *L, int fd, size_t limit) { return push_read_sized(L, fd, limit, 0); }
+
+/* With a size, the first read asks for size + 1 bytes (a small file then
+   fits the buffer on the C stack, a larger one needs one allocation instead
+   of a 64 KiB chunk) and a short read is followed by a one-byte read into
+   the room left, to see the end; a file that grew goes on in chunks. */
+int push_read_sized(lua_State *L, int fd, size_t limit, size_t size) {
   luaL_Buffer b;
   luaL_buffinit(L, &b);
   size_t total = 0;
+  size_t chunk = size > 0 && size < READ_CHUNK ? size + 1 : READ_CHUNK;
   while (total < limit) {
-    size_t want = limit - total < READ_CHUNK ? limit - total : READ_CHUNK;
+    size_t want = limit - total < chunk ? limit - total : chunk;
     char *p = luaL_prepbuffsize(&b, want);
     ssize_t n = read(fd, p, want);
     if (n < 0) {
@@ -302,6 +309,7 @@ int push_read(lua_State *L, int fd, size_t limit) {
     if (n == 0) break;
     luaL_addsize(&b, (size_t)n);
     total += (size_t)n;
+    chunk = size > 0 && (size_t)n < want ? 1 : READ_CHUNK;
   }
   luaL_pushresult(&b);
   return 0;
@@ -534,7 +542,8 @@ static int fs_read(lua_State *L) {
     if ((err = push_read(L, *g, (size_t)off))) return fd_guard_fail(L, g, err, path);
     lua_pop(L, 1);
   }
-  if ((err = push_read(L, *g, limit))) return fd_guard_fail(L, g, err, path);
+  size_t size = S_ISREG(st.st_mode) && st.st_size > off ? (size_t)(st.st_size - off) : 0;
+  if ((err = push_read_sized(L, *g, limit, size))) return fd_guard_fail(L, g, err, path);
   fd_guard_close(g);
   return 1;
 }
@@ -588,7 +597,8 @@ static int fs_read_beneath(lua_State *L) {
     return ct_error(L, EFBIG, "%s: larger than %I bytes", name, max);
   }
   size_t limit = has_max ? (size_t)max + 1 : SIZE_MAX;
-  if ((err = push_read(L, *g, limit))) return fd_guard_fail(L, g, err, name);
+  size_t size = st.st_size > 0 ? (size_t)st.st_size : 0;
+  if ((err = push_read_sized(L, *g, limit, size))) return fd_guard_fail(L, g, err, name);
   fd_guard_close(g);
   if (has_max && lua_rawlen(L, -1) > (size_t)max)
     return ct_error(L, EFBIG, "%s: larger than %I bytes", name, max);

@@ -94,6 +94,8 @@ const char *type_name(mode_t m);
 void push_stat(lua_State *L, const struct stat *st);
 /* Reads up to limit bytes (to EOF) and pushes them; 0 or an errno. */
 int push_read(lua_State *L, int fd, size_t limit);
+/* The same for a regular file of (fstat's) size bytes: one buffer of that size. */
+int push_read_sized(lua_State *L, int fd, size_t limit, size_t size);
 /* Writes data to base in dirfd via a temp file, fsync, rename, fsync dir. */
 int atomic_write_at(int dirfd, const char *base, const char *data, size_t len, int from,
                     mode_t mode);

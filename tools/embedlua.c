@@ -30,7 +30,13 @@ static int collect(lua_State *L, const void *p, size_t sz, void *ud) {
 /* One module to embed: its file is DIR/REL, its chunk name "@PREFIX/REL", its name REL with '/' as '.'. */
 struct module {
   const char *dir, *prefix, *rel;
+  char name[4096];
+  int index; /* its bc_<index> array */
 };
+
+static int by_name(const void *a, const void *b) {
+  return strcmp(((const struct module *)a)->name, ((const struct module *)b)->name);
+}
 
 /* usage: embedlua OUT.c SRC_DIR rel/path.lua... [--generated GEN_DIR rel/path.lua...]
    Paths relative to SRC_DIR/lua; after --generated, to GEN_DIR: modules the build writes (from the schema), with
@@ -56,7 +62,9 @@ int main(int argc, char **argv) {
       prefix = "generated";
       continue;
     }
-    mods[n++] = (struct module){dir, prefix, argv[i]};
+    mods[n].dir = dir;
+    mods[n].prefix = prefix;
+    mods[n++].rel = argv[i];
   }
   char tmp[4096];
   snprintf(tmp, sizeof tmp, "%s.tmp", argv[1]);
@@ -99,18 +107,21 @@ int main(int argc, char **argv) {
     free(src.p);
     free(bc.p);
   }
-  fprintf(out, "const struct ct_embedded ct_embedded_modules[] = {\n");
+  /* Sorted by module name, so the engine finds one by binary search. */
   for (int i = 0; i < n; i++) {
-    char mod[4096];
-    snprintf(mod, sizeof mod, "%s", mods[i].rel);
-    char *dot = strstr(mod, ".lua");
+    mods[i].index = i;
+    snprintf(mods[i].name, sizeof mods[i].name, "%s", mods[i].rel);
+    char *dot = strstr(mods[i].name, ".lua");
     if (dot) *dot = 0;
-    for (char *c = mod; *c; c++)
+    for (char *c = mods[i].name; *c; c++)
       if (*c == '/') *c = '.';
-    fprintf(out, "  {\"%s\", \"@%s/%s\", (const char *)bc_%d, sizeof bc_%d - 1},\n", mod, mods[i].prefix, mods[i].rel, i,
-            i);
   }
-  fprintf(out, "  {0, 0, 0, 0}\n};\n");
+  qsort(mods, (size_t)n, sizeof *mods, by_name);
+  fprintf(out, "const struct ct_embedded ct_embedded_modules[] = {\n");
+  for (int k = 0; k < n; k++)
+    fprintf(out, "  {\"%s\", \"@%s/%s\", (const char *)bc_%d, sizeof bc_%d - 1},\n", mods[k].name, mods[k].prefix,
+            mods[k].rel, mods[k].index, mods[k].index);
+  fprintf(out, "  {0, 0, 0, 0}\n};\nconst size_t ct_embedded_count = %d;\n", n);
   lua_close(L);
   free(mods);
   if (fclose(out) != 0 || rename(tmp, argv[1]) != 0) {

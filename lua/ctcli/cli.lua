@@ -2,7 +2,6 @@
 -- root and its lock, and the one place that prints an error and picks the
 -- exit status (cli.EXIT; docs/exit-codes.md, `ctcli help exit-codes`).
 local ct = require("ct")
-local history = require("ctcli.store.history")
 local json = require("ctcli.base.json")
 local ui = require("ctcli.ui.console")
 
@@ -67,8 +66,15 @@ function cli.command(name)
   return nil
 end
 
--- suggest(word, candidates) -> the closest candidate, or nil (ctcli.text).
-cli.suggest = require("ctcli.base.text").suggest
+-- suggest(word, candidates) -> the closest candidate, or nil (ctcli.text),
+-- loaded on a mistyped word only.
+function cli.suggest(word, candidates)
+  return require("ctcli.base.text").suggest(word, candidates)
+end
+
+-- The history is written by the commands that take the lock
+-- (history.begin); a reader leaves nothing to record and never loads it.
+local function history() return require("ctcli.store.history") end
 
 -- option_key("--hook-timeout") -> "hook_timeout"
 local function option_key(spec)
@@ -329,10 +335,27 @@ function cli.help_text(name)
   return table.concat(out, "\n")
 end
 
+-- resolve_root(globals) -> the root directory named by --root, then
+-- $CTCLI_ROOT, then ".", made absolute (not resolving symlinks): "//", "/./",
+-- ".." and a trailing "/" normalised. Here rather than in ctcli.store.root,
+-- so a command that opens no root (version, help) does not load the store.
 local function resolve_root(globals)
-  local root = globals.root or os.getenv("CTCLI_ROOT")
-  if not root or root == "" then root = "." end
-  return require("ctcli.base.root").absolute(root)
+  local path = globals.root or os.getenv("CTCLI_ROOT")
+  if not path or path == "" then path = "." end
+  if path:sub(1, 1) ~= "/" then
+    local cwd = os.getenv("PWD")
+    local real = ct.fs.realpath(".")
+    path = (real or cwd or ".") .. "/" .. path
+  end
+  local parts = {}
+  for seg in path:gmatch("[^/]+") do
+    if seg == ".." then
+      parts[#parts] = nil
+    elseif seg ~= "." then
+      parts[#parts + 1] = seg
+    end
+  end
+  return "/" .. table.concat(parts, "/")
 end
 
 -- run(parsed) -> exit status; may raise on a bug.
@@ -372,7 +395,7 @@ local function run(parsed)
     -- A reader may need the lock for one of its options (images --verify).
     if type(needs_lock) == "function" then needs_lock = needs_lock(parsed.opts, parsed.args) end
     if needs_lock then
-      history.begin(ctx, parsed.name)
+      history().begin(ctx, parsed.name)
       local lock, lerr = rootmod.lock(paths, parsed.name, g.wait)
       if not lock then return nil, lerr end
       ctx.lock = lock
@@ -402,13 +425,13 @@ local function run(parsed)
       -- A root the Go ctcli made is adopted by the first changing command.
       if not cmd.adopts_itself then
         local adopt = require("ctcli.services.adopt")
-        local res, aerr = history.adopting(ctx, adopt.run)
+        local res, aerr = history().adopting(ctx, adopt.run)
         if res == nil then lock:release() return nil, aerr end
         if res then io.stderr:write("ctcli: ", adopt.summary(ctx, res), "\n") end
       end
     end
   end
-  history.running(ctx)
+  if ctx.history then history().running(ctx) end
   local ok, err, code = cmd.run(ctx)
   if ctx.lock then ctx.lock:release() end
   if ok == nil or ok == false then return nil, err, code end
@@ -456,7 +479,7 @@ function cli.main(argv)
     return { bug = true, msg = tostring(e), trace = debug.traceback(tostring(e), 2) }
   end, parsed)
   io.stdout:flush()
-  history.finish(parsed.ctx, ok, status, err, code)
+  if parsed.ctx and parsed.ctx.history then history().finish(parsed.ctx, ok, status, err, code) end
   if not ok then
     if getmetatable(status) == UsageError then
       fail(as_json, "ctcli: " .. status.msg, status.msg, status.hint)

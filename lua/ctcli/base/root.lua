@@ -70,25 +70,6 @@ local layout = {
 -- by init and by every changing command (see M.tighten).
 local tightened = { "config", "data", "logs", "releases", "images", "runc-root" }
 
--- absolute(path) -> the path made absolute (not resolving symlinks).
-function M.absolute(path)
-  if path:sub(1, 1) ~= "/" then
-    local cwd = os.getenv("PWD")
-    local real = ct.fs.realpath(".")
-    path = (real or cwd or ".") .. "/" .. path
-  end
-  -- normalise "//", "/./" and a trailing "/"
-  local parts = {}
-  for seg in path:gmatch("[^/]+") do
-    if seg == ".." then
-      parts[#parts] = nil
-    elseif seg ~= "." then
-      parts[#parts + 1] = seg
-    end
-  end
-  return "/" .. table.concat(parts, "/")
-end
-
 -- is_root(root) -> true when root carries the marker of ctcli (ours or the Go tool's).
 function M.is_root(root)
   local st = ct.fs.stat(root .. "/" .. M.MARKER)

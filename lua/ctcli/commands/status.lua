@@ -5,7 +5,6 @@
 -- the code is reported only when known (null otherwise), and the time is
 -- when its cgroup last changed (the exit) or, failing that, its last output.
 local ct = require("ct")
-local appfs = require("ctcli.runtime.appfs")
 local apps = require("ctcli.services.apps")
 local health = require("ctcli.runtime.health")
 local journal = require("ctcli.journal.journal")
@@ -31,7 +30,7 @@ end
 local function exit_time(ctx, rt, name)
   local t = runtime.exit_time(rt, runtime.container_id(ctx.paths, name))
   if t then return t end
-  local log = appfs.log_stat(ctx.paths, name)
+  local log = require("ctcli.runtime.appfs").log_stat(ctx.paths, name)
   return log and log.mtime
 end
 
@@ -54,13 +53,15 @@ return {
     if err then return nil, err end
     if rel then
       doc.release = json.release(rel)
-      local states, serr = apps.states(ctx, rel)
+      -- runc and umoci are looked up once, for the states and the stats.
+      local tools = runtools.of(rel)
+      local states, serr = apps.states(ctx, rel, tools)
       if not states then return nil, serr end
       local now = ct.time.now()
       local checks = health.read(ctx.paths)
       local want, werr = wanted.read(ctx.paths)
       if not want then return nil, werr end
-      local rt = runtime.rt(ctx.paths, runtools.of(rel))
+      local rt = runtime.rt(ctx.paths, tools)
       local conf = rootconf.load(ctx.paths) or { apps = {} }
       local range, rerr = userns.range(ctx.paths)
       if rerr then return nil, rerr end

@@ -2,7 +2,6 @@
 local ct = require("ct")
 local json = require("ctcli.base.json")
 local ui = require("ctcli.ui.console")
-local tools = require("ctcli.runtime.tools")
 
 return {
   summary = "Print the version (with -v: Lua, libarchive, runc and umoci too)",
@@ -13,6 +12,8 @@ return {
     if ctx.verbose or ctx.json then
       info.lua = ct.lua_version
       info.libarchive = ct.libarchive_version
+      -- runc and umoci are looked for only when asked about (-v, --json).
+      local tools = require("ctcli.runtime.tools")
       local t = tools.resolve(ctx)
       info.runc = { path = t.runc or json.null, source = t.source, version = tools.version(t.runc) or json.null }
       info.umoci = { path = t.umoci or json.null, source = t.source, version = tools.version(t.umoci) or json.null }

@@ -2,10 +2,12 @@
 -- level), exec. Every runc call goes through the release's runc with the
 -- root's runc-root.
 local ct = require("ct")
-local appfs = require("ctcli.runtime.appfs")
 local json = require("ctcli.base.json")
-local overlay = require("ctcli.runtime.overlay")
 local rootconf = require("ctcli.store.rootconf")
+
+-- The overlay (and through it the layer store) is loaded by what starts,
+-- stops or unmounts a container, not by what reads states (status).
+local function overlay() return require("ctcli.runtime.overlay") end
 
 -- The monitors' side of the runtime, filled in below (runtime.monitor).
 local monitor = {}
@@ -188,7 +190,11 @@ local function runc_state(file)
   local pid = head and tonumber(head:match('"init_process_pid":(%d+)'))
   local start = head and tonumber(head:match('"init_process_start":(%d+)'))
   local created = head and head:match('"created":"([^"]*)"')
-  local cg_at = text:find('"cgroup_paths":{', 1, true)
+  -- runc writes cgroup_paths after the config, about 1 KB before the end:
+  -- looked for there first (a scan of the whole config finds a comma or a
+  -- quote every few bytes, each a compare).
+  local cg_at = text:find('"cgroup_paths":{', math.max(1, #text - 4095), true) or
+    text:find('"cgroup_paths":{', 1, true)
   local cg = cg_at and text:match("^%b{}", cg_at + #'"cgroup_paths":')
   local st
   if pid and start and created and cg then
@@ -243,9 +249,9 @@ function M.temporary(bundle, dir, argv, tty)
   if not ok then return nil, err end
   -- The app's rootfs, mounted for the time of the temporary container when
   -- the app's own is not (see temporary_done).
-  local rpaths, app, id = overlay.of_path(type(cfg.root) == "table" and cfg.root.path)
+  local rpaths, app, id = overlay().of_path(type(cfg.root) == "table" and cfg.root.path)
   if rpaths then
-    local mok, now = overlay.ensure_upper(rpaths, app, id)
+    local mok, now = overlay().ensure_upper(rpaths, app, id)
     if not mok then return nil, now end
     if now then ct.fs.write_atomic(dir .. "/mounted", cfg.root.path, 384) end
   end
@@ -255,20 +261,20 @@ end
 -- unmount(paths, app) -> true | nil, msg: a stopped app's rootfs mount
 -- gone (reset swaps its upper; a leftover of a killed command).
 function M.unmount(paths, app)
-  return overlay.release(paths, app)
+  return overlay().release(paths, app)
 end
 
 -- mounted(paths, app) -> whether the app's rootfs is mounted now.
 function M.mounted(paths, app)
-  return overlay.mounted(paths, app)
+  return overlay().mounted(paths, app)
 end
 
 -- temporary_done(dir): after the temporary container of the bundle in dir
 -- is deleted, the rootfs mount temporary made for it goes.
 function M.temporary_done(dir)
   local root_path = ct.fs.read(dir .. "/mounted")
-  local rpaths, app, id = overlay.of_path(root_path)
-  if rpaths then return overlay.release_upper(rpaths, app, id) end
+  local rpaths, app, id = overlay().of_path(root_path)
+  if rpaths then return overlay().release_upper(rpaths, app, id) end
   return true
 end
 
@@ -400,16 +406,16 @@ function M.start(c)
   if st then oci.runc(c.rt, { "delete", "--force", c.id }, { timeout = 30 }) end
   -- The app is stopped: nothing inside can change its trees between this
   -- check and runc's bind mounts (runc follows symlinks in path strings).
-  ok, err = appfs.check_binds(c.paths, c.app)
+  ok, err = require("ctcli.runtime.appfs").check_binds(c.paths, c.app)
   if not ok then return nil, err end
   -- Its rootfs (an overlay of its image's layers and its upper), before runc
   -- create; it stays for the monitor's restarts until the app is stopped.
-  ok, err = overlay.ensure(c.paths, c.app)
+  ok, err = overlay().ensure(c.paths, c.app)
   if not ok then return nil, err end
   local pid, serr = monitor.spawn(c, c.policy or { restart = "no", log_max = 0, log_keep = 0 })
   if not pid then
     oci.runc(c.rt, { "delete", "--force", c.id }, { timeout = 30 })
-    overlay.release(c.paths, c.app)
+    overlay().release(c.paths, c.app)
     return nil, M.message(serr)
   end
   return true
@@ -479,7 +485,7 @@ function M.stop_many(items, force)
       monitor.forget_cgroup(c.id)
       -- Its rootfs mount goes with the container (none was there: nothing to do).
       if deleted[c] or not c.listed then
-        local ok, err = overlay.release(c.paths, c.app)
+        local ok, err = overlay().release(c.paths, c.app)
         if not ok then errors[#errors + 1] = err end
       end
     end

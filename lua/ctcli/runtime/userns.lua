@@ -4,7 +4,6 @@
 -- themselves and their records are ctcli.store.idmap's (re-exported here,
 -- so a runtime caller needs one module).
 local ct = require("ct")
-local appfs = require("ctcli.runtime.appfs")
 local idmap = require("ctcli.store.idmap")
 local rootconf = require("ctcli.store.rootconf")
 local bundle = require("ctcli.runtime.bundle")
@@ -156,7 +155,7 @@ function M.prepare_files(paths, uc, app)
   if not M.equal(other, target) then
     for _, seg in ipairs(segments(other, target)) do
       if not M.equal(seg[1], seg[2]) then
-        local ok, err = appfs.shift_trees(paths, app.name, seg[1], seg[2])
+        local ok, err = require("ctcli.runtime.appfs").shift_trees(paths, app.name, seg[1], seg[2])
         if not ok then return nil, "cannot re-own the files of " .. app.name .. ": " .. tostring(err) end
       end
     end

@@ -1,15 +1,15 @@
 -- What commands do with the apps of a release: choose them, prepare their
 -- files, start and stop them in dependency order, read their state.
+-- The hook runner, the image store and appfs are required where they are
+-- used (preparing, starting, stopping), so a reader such as status does not
+-- load them.
 local ct = require("ct")
-local appfs = require("ctcli.runtime.appfs")
 local health = require("ctcli.runtime.health")
-local hooks = require("ctcli.hooks.runner")
 local monitor = require("ctcli.runtime.runc").monitor
 local release = require("ctcli.store.release")
 local runtools = require("ctcli.runtime.tools")
 local report = require("ctcli.base.report")
 local runtime = require("ctcli.runtime.runc")
-local store = require("ctcli.store.images")
 local userns = require("ctcli.runtime.userns")
 
 local M = {}
@@ -40,7 +40,8 @@ end
 -- prepare_files(paths, app) -> true | nil, msg: the app's config, data
 -- and logs dirs, seeded from its image (appfs.prepare).
 function M.prepare_files(paths, app)
-  return appfs.prepare(paths, app, store.image_seed(paths, app))
+  local store = require("ctcli.store.images")
+  return require("ctcli.runtime.appfs").prepare(paths, app, store.image_seed(paths, app))
 end
 
 -- move_to_mapping(paths, uc, rel, app) -> mapping | false | nil, msg: a
@@ -70,9 +71,10 @@ function M.container(ctx, rel, app, tools)
   }
 end
 
--- states(ctx, rel) -> map app name -> runc state (nil when no container).
-function M.states(ctx, rel)
-  local tools = runtools.of(rel)
+-- states(ctx, rel [, tools]) -> map app name -> runc state (nil when no
+-- container); tools as runtools.of(rel) gives them, when the caller has them.
+function M.states(ctx, rel, tools)
+  tools = tools or runtools.of(rel)
   local list, err = runtime.list(runtime.rt(ctx.paths, tools, ctx.report))
   if not list then return nil, err end
   local out = {}
@@ -86,7 +88,7 @@ end
 -- opts: from, to (release models, for the versions), fired
 function M.hooks_for(ctx, rel, opts)
   opts = opts or {}
-  return hooks.context(ctx, {
+  return require("ctcli.hooks.runner").context(ctx, {
     base = rel.dir, release_id = rel.id, runc = runtools.of(rel).runc, bundle_dir = rel.dir,
     from = opts.from, to = opts.to, fired = opts.fired,
   })
@@ -97,6 +99,7 @@ end
 -- opts.health: run each started app's health check afterwards.
 function M.start(ctx, rel, list, opts)
   opts = opts or {}
+  local hooks = require("ctcli.hooks.runner")
   local tools = runtools.of(rel)
   local hc = opts.hooks
   local rep = report.of(ctx.report)
@@ -168,6 +171,7 @@ end
 -- opts.hooks: pre_stop before and post_stop after, per app.
 function M.stop(ctx, rel, list, opts)
   if type(opts) ~= "table" then opts = { force = opts } end
+  local hooks = require("ctcli.hooks.runner")
   local tools = runtools.of(rel)
   local hc = opts.hooks
   local want = {}

@@ -2,7 +2,10 @@
 -- hooks/), ids, the current-release symlink and its atomic swap.
 local ct = require("ct")
 local json = require("ctcli.base.json")
-local manifest = require("ctcli.model.manifest")
+-- the validator alone (not the normaliser nor the legacy reader): status
+-- reads the current release on every run
+local validator = require("ctcli.model.manifest.validate")
+local rules = require("ctcli.model.manifest.rules")
 local statefile = require("ctcli.base.statefile")
 
 local M = {}
@@ -42,7 +45,7 @@ function M.validate(doc, id)
   if what then return what end
   if id and doc.id ~= id then return "id: " .. json.encode(doc.id) .. ", the directory says " .. id end
   -- The app records pass the manifest validator, as a package's do.
-  local mdoc = { manifest_version = manifest.MANIFEST_VERSION, release = { name = doc.name, version = doc.version },
+  local mdoc = { manifest_version = rules.MANIFEST_VERSION, release = { name = doc.name, version = doc.version },
     apps = json.array() }
   for i, a in ipairs(doc.apps) do
     local copy = {}
@@ -53,7 +56,7 @@ function M.validate(doc, id)
     copy.image = { layout = "images", ref = a.image.ref, digest = a.image.digest, name = a.image.name }
     mdoc.apps[i] = copy
   end
-  local problems = manifest.validate(mdoc, "")
+  local problems = validator.validate(mdoc, "")
   if #problems > 0 then
     local p = problems[1]
     return (p.path ~= "" and (p.path .. ": ") or "") .. p.message
