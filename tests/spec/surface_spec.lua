@@ -16,7 +16,7 @@ local function fresh()
   return root, canary
 end
 
--- one_line(r) -> the only line of stderr (fails otherwise)
+-- one_line(r) -> the only line of stderr (fails otherwise; -q keeps step lines out)
 local function one_line(r)
   local line = r.stderr:match("^([^\n]*)\n$")
   assert.is_truthy(line, "not one line:\n" .. r.stderr)
@@ -125,7 +125,7 @@ describe("rollback ARCHIVE", function()
     it("refuses a backup with " .. c[1] .. ", before anything leaves tmp/", function()
       local crafted = craft(c[1]:gsub("%W", "-"), c[2])
       local before, canary_before = H.root_hash(root), H.tree_hash(canary)
-      local r = H.ctcli(root, { "-y", "rollback", crafted })
+      local r = H.ctcli(root, { "-q", "-y", "rollback", crafted })
       assert.equals(1, r.code, r.stdout .. r.stderr)
       local line = one_line(r)
       assert.is_truthy(line:find(crafted, 1, true), line)
