@@ -66,7 +66,7 @@ function cli.command(name)
   return nil
 end
 
--- suggest(word, candidates) -> the closest candidate, or nil (ctcli.text),
+-- suggest(word, candidates) -> the closest candidate, or nil (ctcli.base.text),
 -- loaded on a mistyped word only.
 function cli.suggest(word, candidates)
   return require("ctcli.base.text").suggest(word, candidates)

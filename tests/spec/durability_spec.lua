@@ -2,7 +2,7 @@
 -- every metadata file is written to a temp file, fsynced, renamed over its
 -- name and its directory fsynced, or written into a new directory of tmp/
 -- that is renamed in whole only after a syncfs (the release, an image, an
--- upper, a layer: ctcli.scratch); nothing is rewritten in place; and the
+-- upper, a layer: ctcli.store.scratch); nothing is rewritten in place; and the
 -- journal says a step began before the step acts.
 local ct = require("ct")
 local H = require("support.helpers")

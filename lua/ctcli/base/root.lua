@@ -50,7 +50,7 @@ end
 -- the app planted), the bundles (their environment may hold secrets) and
 -- runc's state. state/, trusted-keys/ (public keys) stay readable.
 -- releases/ and images/ (and each image dir) are 0710: their group is the
--- root's mapped root (ctcli.userns), which must get through to a bundle
+-- root's mapped root (ctcli.runtime.userns), which must get through to a bundle
 -- and a rootfs; no other host user is in that group.
 M.MODES = {
   ["state"] = 493, ["config"] = 448, ["data"] = 448, ["logs"] = 448,

@@ -159,7 +159,7 @@ M.BACKUP_RECORD = {
 M.IMAGE = {
   object = {
     app = "string", digest = "string", devices_removed = "integer", config = "string", manifest = "string",
-    -- An image of the layer store (ctcli.layers); absent: a flat rootfs/.
+    -- An image of the layer store (ctcli.store.layers); absent: a flat rootfs/.
     layers = { array = { object = { diff_id = "string", blob = "string" }, required = { "diff_id", "blob" } } },
     process = {
       object = {

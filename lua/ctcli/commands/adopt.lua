@@ -1,5 +1,5 @@
 -- adopt: converts a root the Go ctcli made into this ctcli's layout, in
--- place, stopping nothing (ctcli.adopt). The first changing command on
+-- place, stopping nothing (ctcli.services.adopt). The first changing command on
 -- such a root does the same; this command shows what it will do first.
 local ui = require("ctcli.ui.console")
 local adopt = require("ctcli.services.adopt")

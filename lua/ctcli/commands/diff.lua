@@ -1,5 +1,5 @@
 -- diff APP: what the app changed in its rootfs against its image, as
--- `docker diff` prints it (ctcli.diff reads the app's tree without ever
+-- `docker diff` prints it (ctcli.store.diff reads the app's tree without ever
 -- following a link it planted).
 local common = require("ctcli.services.common")
 local diff = require("ctcli.store.diff")

@@ -1,5 +1,5 @@
 -- history [-n N]: the changing commands run on this root, oldest first and
--- newest last (as `helm history`), from state/history.jsonl (ctcli.history).
+-- newest last (as `helm history`), from state/history.jsonl (ctcli.store.history).
 local history = require("ctcli.store.history")
 local json = require("ctcli.base.json")
 local ui = require("ctcli.ui.console")

@@ -1,7 +1,7 @@
 -- images: the image store as containers-storage shows it: each image with
 -- its layers, its size shared with other images and its own, and what
 -- holds it (installed and staged releases, backups); --layers per layer;
--- --verify re-hashes the store (ctcli.storeverify).
+-- --verify re-hashes the store (ctcli.store.verify).
 local ct = require("ct")
 local json = require("ctcli.base.json")
 local storeinfo = require("ctcli.store.info")

@@ -125,7 +125,7 @@ local function legacy(ctx, name)
   end
 end
 
--- The monitor's logs (ctcli.runlog) of one app or of all, in time order.
+-- The monitor's logs (ctcli.runtime.runlog) of one app or of all, in time order.
 local function printer(ctx, prefix)
   return function(rec)
     local line = rec.text

@@ -1,6 +1,6 @@
 -- prune [--keep N]: removes the releases beyond the newest N (never the
 -- current one), the writable layers no release names, and what of the
--- store nothing refers to (images, layers, blobs: ctcli.storegc); prints
+-- store nothing refers to (images, layers, blobs: ctcli.store.gc); prints
 -- what it freed.
 -- prune --backups [PATH...]: backup retention (per reason, ctcli.json), or
 -- the named backups.

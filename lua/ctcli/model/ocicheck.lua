@@ -18,7 +18,7 @@ local INDEX_TYPES = {
 -- check(dir, layout [, absent [, sha256 [, named]]]) -> problems {{file=,
 -- path=, message=}}; layout is relative to dir (the package); absent: the
 -- set of digests a delta package leaves out of this layout (the root's
--- store supplies them); sha256: the hash function (a ctcli.filedigest
+-- store supplies them); sha256: the hash function (a ctcli.base.filedigest
 -- memo, else ct.hash.sha256_file); named: a blob's content is not read
 -- here, the caller hashes it later against its name (pack, as it archives it).
 function M.check(dir, layout, absent, sha256, named)

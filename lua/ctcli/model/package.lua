@@ -29,7 +29,7 @@ end
 -- absent: the set of blob digests a delta package leaves out of this layout
 -- and none has put back (validate, inspect without a root): not looked for;
 -- with the manifest left out, the digest is the index's, unread.
--- sha256: the hash function (default ct.hash.sha256_file; see ctcli.filedigest).
+-- sha256: the hash function (default ct.hash.sha256_file; see ctcli.base.filedigest).
 function M.image(dir, image, label, declared_by, absent, sha256)
   absent = absent or {}
   sha256 = sha256 or ct.hash.sha256_file
@@ -231,7 +231,7 @@ end
 -- store holds an image a delta package leaves out; opts.blob(digest): the
 -- root's stored file of a blob a delta leaves out (without it, as for
 -- validate and inspect, left-out blobs are not looked for); opts.sha256:
--- the hash function (a ctcli.filedigest memo: each inode read once).
+-- the hash function (a ctcli.base.filedigest memo: each inode read once).
 function M.read_dir(dir, label, opts)
   opts = opts or {}
   local pkg = { dir = dir, label = label }

@@ -78,7 +78,7 @@ end
 -- digests(dir, roots [, sources [, sha256 [, named]]]) -> files table
 -- {path = "sha256:..."} of every file under roots; sources[root]: the
 -- directory packed in its place (a delta's image layout without the blobs
--- it leaves out); sha256: the hash function (a ctcli.filedigest memo);
+-- it leaves out); sha256: the hash function (a ctcli.base.filedigest memo);
 -- named: a blob (blobs/sha256/<hex> under a root) is taken at its name,
 -- unread; the caller checks its content (write's opts.check).
 function M.digests(dir, roots, sources, sha256, named)

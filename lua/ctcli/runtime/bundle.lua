@@ -81,7 +81,7 @@ local function resources(app)
   return r
 end
 
--- User namespace (see ctcli.userns): a.idmap {uid=, gid=, size=} adds the
+-- User namespace (see ctcli.runtime.userns): a.idmap {uid=, gid=, size=} adds the
 -- namespace and maps container ids 0..size-1 onto the root's range; false
 -- or nil leaves container root host root (an opted-out app).
 local function add_userns(cfg, idmap)

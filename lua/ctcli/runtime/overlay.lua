@@ -1,7 +1,7 @@
 -- The mounts of the apps' rootfs (issue 15): an app of a layered image runs
 -- on an overlayfs of its image's layers (lower) and its upper, mounted at
 -- uppers/<app>/<id>/merged right before `runc create` and unmounted once its
--- container is deleted. Only ctcli.runtime calls this (it is the one module
+-- container is deleted. Only ctcli.runtime.runc calls this (it is the one module
 -- that talks to runc), for the app's container and for a temporary one.
 -- Nothing to mount for a flat image or an own copy (no overlayfs).
 local ct = require("ct")

@@ -169,7 +169,7 @@ end
 function M.finish(paths, uc, rel, app, m)
   local ok, err = M.secure_dirs(paths, rel, app, m, uc.range)
   if not ok then return nil, err end
-  -- The link adoption left for the container the Go ctcli started (ctcli.adopt)
+  -- The link adoption left for the container the Go ctcli started (ctcli.services.adopt)
   -- has served its time once the app starts again.
   local link = rel.dir .. "/apps/" .. app.name .. "/rootfs"
   local lst = ct.fs.lstat(link)

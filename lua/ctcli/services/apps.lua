@@ -46,7 +46,7 @@ end
 
 -- move_to_mapping(paths, uc, rel, app) -> mapping | false | nil, msg: a
 -- stopped app's image and files moved to the mapping it is to run with,
--- its bundle regenerated (see ctcli.userns). Done at every start: cheap
+-- its bundle regenerated (see ctcli.runtime.userns). Done at every start: cheap
 -- when nothing moves, and it finishes a move a crash cut short.
 local function move_to_mapping(paths, uc, rel, app)
   local m, err = userns.prepare_image(paths, uc, app)

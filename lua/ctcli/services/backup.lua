@@ -291,7 +291,7 @@ local function uuid4(seed)
 end
 
 -- create_go(ctx, rel, release_info, opts) -> path of the archive | nil, msg:
--- a backup of a Go ctcli root (rel: its view, ctcli.goroot) in the Go tool's
+-- a backup of a Go ctcli root (rel: its view, ctcli.store.goroot) in the Go tool's
 -- own format, which its `rollback` restores: releases/<UTC date>/ holding
 -- backup-info.json ({uid, backupDate, releaseInfo}) and <uid>.tar.gz
 -- (current-release/, data/, config/). Made in tmp/ and renamed into place

@@ -34,7 +34,7 @@ function M.unpack(ctx, pkg)
   else
     rep.step("unpacking: every image is in the store already")
   end
-  -- ctcli extracts the layers itself (ctcli.layers): umoci is not needed here.
+  -- ctcli extracts the layers itself (ctcli.store.layers): umoci is not needed here.
   return store.unpack_all(ctx.paths, rep, jobs, function(job)
     rep.step("unpacked %s (%s)", job.name, job.digest:sub(8, 19))
   end)

@@ -234,7 +234,7 @@ end
 
 -- check_dir(dir, opts) -> problems, doc, format. opts.files: also check the
 -- "files" digests (a packed package); opts.sha256: the hash function (a
--- ctcli.filedigest memo the caller reads the same files through again);
+-- ctcli.base.filedigest memo the caller reads the same files through again);
 -- opts.named_blobs: the blobs' content is not read (pack hashes it as it
 -- archives it).
 function M.check_dir(dir, opts)

@@ -141,7 +141,7 @@ function M.prune(paths, keep)
   for key in pairs(require("ctcli.services.staged").image_keys(paths)) do users[key] = true end
   prune_uppers(paths, list, removed)
   -- The store keeps what a staged release or a backup record names too
-  -- (ctcli.storegc); what it cannot tell (a record that does not read) stays.
+  -- (ctcli.store.gc); what it cannot tell (a record that does not read) stays.
   local gc, gerr = require("ctcli.store.gc").collect(paths, users)
   if not gc then return removed, {}, { error = gerr, images = {}, layers = {}, blobs = {}, bytes = 0 } end
   return removed, gc.images, gc

@@ -102,7 +102,7 @@ function M.read(dir)
 end
 
 -- record(gorel, release, opts) -> the release.json document of gorel
--- (release = ctcli.release, for its app records); opts.source says where
+-- (release = ctcli.store.release, for its app records); opts.source says where
 -- it came from. The Go tool's own files are kept in its metadata.
 function M.record(gorel, release, opts)
   local m = gorel.model

@@ -1,7 +1,7 @@
 -- The image store: images/<app>@<digest>/{image.json, idmap, oci/}, one per
 -- app and image digest, shared by every release that has that app at that
 -- digest. An image is its layer list (extracted once per mapping in layers/,
--- see ctcli.layers) and its config; images unpacked before the layer store
+-- see ctcli.store.layers) and its config; images unpacked before the layer store
 -- are "flat": a whole rootfs/ beside image.json, used as it is.
 local ct = require("ct")
 local json = require("ctcli.base.json")
@@ -107,7 +107,7 @@ end
 -- import(paths, job, added) -> place | nil, msg: one image from an OCI
 -- layout into the store: its blobs, its layers in job.idmap's mapping (those
 -- the store lacks), and images/<key>/{image.json, idmap, oci/} made in tmp/
--- (written unsynced: see ctcli.scratch); place() renames it in whole, once
+-- (written unsynced: see ctcli.store.scratch); place() renames it in whole, once
 -- the caller has flushed.
 local function import(paths, job, added, progress)
   local image, err = job.image, nil
@@ -194,7 +194,7 @@ end
 -- unpack_all(paths, rep, jobs [, on_done]) -> true | nil, msg
 -- jobs: array of {name=, digest=, layout= (absolute), ref=, idmap= (the
 -- mapping to extract its layers in, or false)[, sha256= the package's
--- ctcli.filedigest memo]}. Layers shared by several
+-- ctcli.base.filedigest memo]}. Layers shared by several
 -- images are extracted once (the second finds the first's). Every image is
 -- made in tmp/ first; one flush, then each is renamed in. rep: the reporter
 -- (ctcli.base.report) whose bar follows the layers' bytes.

@@ -91,7 +91,7 @@ end
 -- layout, every blob checked against its digest: {manifest_desc=, manifest=,
 -- config=, config_digest=, layers = {{digest=, diff_id=, size=, media_type=}}}.
 -- sha256: the hash function (default ct.hash.sha256_file; a package's
--- ctcli.filedigest memo reads a blob several layouts share once).
+-- ctcli.base.filedigest memo reads a blob several layouts share once).
 function M.read_layout(layout, ref, sha256)
   sha256 = sha256 or ct.hash.sha256_file
   local index, err = read_json(layout .. "/index.json")
@@ -354,7 +354,7 @@ function M.storage(paths, probe)
 end
 
 ---------------------------------------------------------------------------
--- Uppers: an app's writable layer, uppers/<app>/<id>/ (see ctcli.overlay)
+-- Uppers: an app's writable layer, uppers/<app>/<id>/ (see ctcli.runtime.overlay)
 
 function M.upper_dir(paths, app_name, id)
   return uppers_root(paths) .. "/" .. app_name .. "/" .. id

@@ -117,7 +117,7 @@ function M.current(paths)
   if not st then return nil end
   if st.type == "dir" then
     -- A root the Go ctcli made, not adopted yet: read as it is (the
-    -- changing commands adopt it first, see ctcli.adopt).
+    -- changing commands adopt it first, see ctcli.services.adopt).
     local goroot = require("ctcli.store.goroot")
     local gorel, gerr = goroot.read(paths.current)
     if not gorel then return nil, gerr end

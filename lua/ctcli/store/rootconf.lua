@@ -13,11 +13,11 @@ M.FILE = "ctcli.json"
 local KNOWN = {
   top = { apps = "object", backups = "object", supervision = "object", storage = "object" },
   app = { user_namespace = "boolean", restart = "policy", journald = "boolean" },
-  -- The numbers of every app's restart policy and log rotation (ctcli.runtime, its monitor part).
+  -- The numbers of every app's restart policy and log rotation (ctcli.runtime.runc, its monitor part).
   supervision = { backoff_initial = "seconds", backoff_max = "seconds", crash_limit = "count",
     quick_run = "seconds", log_max = "count", log_keep = "count", journal_socket = "socket" },
   backups = { keep = "object" },
-  -- The layer store (ctcli.layers): "overlay": false gives every app its own copy.
+  -- The layer store (ctcli.store.layers): "overlay": false gives every app its own copy.
   storage = { overlay = "boolean" },
   keep = { upgrade = "count", manual = "count", safety = "count" },
 }
