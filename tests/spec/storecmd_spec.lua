@@ -307,4 +307,26 @@ describe("the store commands", function()
     assert.truthy(H.ok(root, { "prune" }):find("nothing to prune", 1, true))
     assert.same({}, ct.fs.dir(root .. "/tmp"))
   end)
+
+  it("orders two releases of one second by which was made from which (prune keeps the newer)", function()
+    local root = H.root()
+    H.ok(root, { "install", v1 })
+    local first = release_of(root).id
+    -- A release made in the same second as the first, from it, whose id
+    -- sorts lower: what an upgrade right after an install can give.
+    local second = first:match("^(%d+T%d+Z)%-") .. "-00000000"
+    assert.truthy(second < first)
+    assert(ct.fs.copytree(root .. "/releases/" .. first, root .. "/releases/" .. second))
+    local file = root .. "/releases/" .. second .. "/release.json"
+    local doc = json.decode(assert(ct.fs.read(file)))
+    doc.id, doc.previous = second, first
+    assert(ct.fs.write_atomic(file, json.encode(doc)))
+    local listed = H.json(root, { "list-releases" }).releases
+    assert.equals(second, listed[1].id)
+    assert.equals(first, listed[2].id)
+    -- keep 1 (and the current one, the first): the newer by making is not the one pruned
+    local out = H.json(root, { "prune", "--keep", "1" })
+    assert.same({}, out.releases)
+    assert.truthy(ct.fs.exists(root .. "/releases/" .. second))
+  end)
 end)

@@ -141,19 +141,36 @@ function M.is_id(s)
   return s:match("^%d+T%d+Z%-%x+$") ~= nil
 end
 
--- list(paths) -> kept releases, newest first (ids sort by time) | nil, msg
--- when one of them cannot be read: nothing may decide over the releases
--- without seeing them all.
+-- list(paths) -> kept releases, newest first | nil, msg when one of them
+-- cannot be read: nothing may decide over the releases without seeing them
+-- all. Ids sort by their second; within one second (an install and an
+-- upgrade can share it) a release made from another (its `previous`) is
+-- the newer, so prune never keeps the older for the newer.
 function M.list(paths)
-  local out = {}
+  local out, by_id = {}, {}
   for _, id in ipairs(ct.fs.dir(paths.releases) or {}) do
     if id ~= "backups" and M.is_id(id) then
       local rel, err = M.load(paths, id)
       if not rel then return nil, err end
       out[#out + 1] = rel
+      by_id[id] = rel
     end
   end
-  table.sort(out, function(a, b) return a.id > b.id end)
+  local depth = {}
+  for _, rel in ipairs(out) do
+    local n, r, seen = 0, rel, {}
+    while r.previous and by_id[r.previous] and not seen[r.previous] do
+      seen[r.previous] = true
+      n, r = n + 1, by_id[r.previous]
+    end
+    depth[rel.id] = n
+  end
+  table.sort(out, function(a, b)
+    local sa, sb = a.id:match("^%d+T%d+Z"), b.id:match("^%d+T%d+Z")
+    if sa ~= sb then return sa > sb end
+    if depth[a.id] ~= depth[b.id] then return depth[a.id] > depth[b.id] end
+    return a.id > b.id
+  end)
   return out
 end
 
