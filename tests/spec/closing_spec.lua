@@ -91,6 +91,17 @@ describe("<close>", function()
     assert.truthy(err)
   end)
 
+  it("owns a tree another call made once tempdir.of names it", function()
+    local base = H.tmpdir()
+    local path = base .. "/made"
+    do
+      assert(ct.fs.mkdir(path, 448))
+      local owned <close> = tempdir.of(path)
+      assert(ct.fs.write_atomic(owned.path .. "/f", "x"))
+    end
+    assert.is_nil(ct.fs.lstat(path))
+  end)
+
   it("runs an opened package's cleanup once when its scope ends", function()
     local calls = 0
     local function open() return tempdir.closing({ cleanup = function() calls = calls + 1 end }) end

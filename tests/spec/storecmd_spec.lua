@@ -218,6 +218,13 @@ describe("the store commands", function()
       end
     end
     assert.same({}, ct.fs.dir(root .. "/tmp"))
+    -- reset unpacks such an image again and swaps its rootfs in: the app's
+    -- changes are gone, nothing stays in tmp/
+    H.ok(root, { "-y", "reset", "web" })
+    assert.falsy(ct.fs.lstat(dir .. "/rootfs/etc/written"))
+    assert.falsy(ct.fs.lstat(dir .. "/rootfs/shadowlink"))
+    assert.truthy(ct.fs.lstat(dir .. "/rootfs/bin/cat"))
+    assert.same({}, ct.fs.dir(root .. "/tmp"))
   end)
 
   it("prune after an upgrade removes the old image's layers and blobs, and keeps what a backup names", function()

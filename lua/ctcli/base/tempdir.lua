@@ -26,6 +26,12 @@ function M.make(template)
   return setmetatable({ path = path }, Tempdir)
 end
 
+-- of(path) -> tempdir: a tree another call made, owned by this scope from
+-- now on (removed with it unless it was handed on).
+function M.of(path)
+  return setmetatable({ path = path }, Tempdir)
+end
+
 -- closing(t) -> t, made to call t.cleanup() once when a `local x <close>`
 -- holding it goes out of scope (an opened package and its temp dir).
 local Owned = {
