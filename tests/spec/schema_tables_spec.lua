@@ -99,7 +99,11 @@ describe("the manifest's rule tables", function()
     for name, node in pairs(OBJECTS) do
       assert.same(keys(node.properties), sorted(tables.shapes[name].keys), name)
       assert.same(node.required or {}, tables.shapes[name].required, name)
+      assert.same(keys(node.properties), sorted(manifest.KNOWN_KEYS[name]), name)
+      assert.is_false(node.additionalProperties, name)
+      assert.is_table(node.patternProperties and node.patternProperties["^x-"], name)
     end
+    assert.same(keys(OBJECTS), keys(manifest.KNOWN_KEYS))
   end)
 
   it("state each property's type, enum, range and default as the schema does", function()

@@ -50,11 +50,7 @@ function M.check(sources)
   return true
 end
 
-local function copy(t)
-  local c = {}
-  for k, v in pairs(t) do c[k] = v end
-  return c
-end
+local copy = require("ctcli.base.tables").copy
 
 -- The environment a hook file runs in: no io, no os beyond the clock and
 -- getenv, no require/dofile/loadfile/debug/package, no bytecode.

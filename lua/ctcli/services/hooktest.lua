@@ -22,11 +22,7 @@ function M.point_ok(point)
   return nil, string.format("unknown hook '%s' (known: %s, or migration:ID)", point, table.concat(hooks.POINTS, ", "))
 end
 
-local function shallow(t)
-  local c = {}
-  for k, v in pairs(t) do c[k] = v end
-  return c
-end
+local shallow = require("ctcli.base.tables").copy
 
 -- snapshot(dir) -> {rel = "type mode uid gid sha"} of the tree at dir (our
 -- copy: nothing else writes it while we read), symlinks not followed.

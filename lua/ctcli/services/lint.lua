@@ -17,11 +17,7 @@ local function add(problems, file, path, message)
   problems[#problems + 1] = { file = file, path = path or "", message = message }
 end
 
-local function set_of(list)
-  local s = {}
-  for _, v in ipairs(list) do s[v] = true end
-  return s
-end
+local set_of = require("ctcli.base.tables").set_of
 
 local POINT_SET = set_of(hooks.POINTS)
 

@@ -14,11 +14,7 @@ R.MANIFEST_VERSION = schema.manifest_version
 -- they make.
 R.SCHEMA_URL = schema.id
 
-local function set_of(list)
-  local s = {}
-  for _, v in ipairs(list) do s[v] = true end
-  return s
-end
+local set_of = require("ctcli.base.tables").set_of
 R.set_of = set_of
 
 -- Keys each fixed-shape object may hold, in the schema's order (the order
