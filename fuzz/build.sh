@@ -18,11 +18,11 @@ for f in "$src"/engine/*.c; do
   case $(basename "$f") in main.c|lua_runner.c) ;; *) engine="$engine $f" ;; esac
 done
 # The embedded modules, compiled to bytecode by the build's own tool.
-cc -O1 -I"$(pkg-config --variable=includedir lua5.4)/lua5.4" $(pkg-config --cflags lua5.4) -o "$out/embedlua" \
-  "$src/tools/embedlua.c" "$lua_static" -lm -ldl
+cc -O1 -I"$(pkg-config --variable=includedir lua5.4)/lua5.4" $(pkg-config --cflags lua5.4) -o "$out/runlua" \
+  "$src/tools/runlua.c" "$lua_static" -lm -ldl
 (cd "$src/lua" && find . -name '*.lua' | sed 's|^\./||' | LC_ALL=C sort) > "$out/lua-files"
 # shellcheck disable=SC2046
-"$out/embedlua" "$out/embedded_lua.c" "$src" $(cat "$out/lua-files")
+"$out/runlua" "$src/tools/embedlua.lua" "$out/embedded_lua.c" "$src" $(cat "$out/lua-files")
 cflags="-g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
   -D_GNU_SOURCE -DCTCLI_VERSION=\"fuzz\" -I$src/engine $(pkg-config --cflags lua5.4 libarchive nettle hogweed)"
 libs="$cjson_static $lua_static $(pkg-config --libs libarchive nettle hogweed) -lm -ldl"
