@@ -37,7 +37,8 @@ lua_State *ct_newstate(void);
 /* Runs module `mod`'s returned function with argv as a table; returns an
    exit status. Errors print one line (a traceback with CTCLI_TRACEBACK). */
 int ct_runmain(lua_State *L, const char *mod, int argc, char **argv);
-/* Runs a Lua script file with `arg` set, as the lua interpreter does. */
+/* Runs a Lua script file with `arg` set, as the lua interpreter does;
+   returns 0, or reports an error as ct_runmain does. */
 int ct_runfile(lua_State *L, const char *path, int argc, char **argv);
 
 #endif

@@ -5,7 +5,7 @@
 struct ct_embedded {
   const char *module; /* "ctcli.cli" */
   const char *chunk;  /* "@lua/ctcli/cli.lua" */
-  const char *source; /* precompiled bytecode (tools/embedlua.c) */
+  const char *source; /* precompiled bytecode (tools/embedlua.lua) */
   size_t len;
 };
 

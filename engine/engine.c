@@ -17,16 +17,6 @@
 
 int luaopen_cjson(lua_State *L);
 
-int ct_oserror(lua_State *L, int err, const char *what) {
-  luaL_pushfail(L);
-  if (what)
-    lua_pushfstring(L, "%s: %s", what, strerror(err));
-  else
-    lua_pushstring(L, strerror(err));
-  lua_pushinteger(L, err);
-  return 3;
-}
-
 int ct_error(lua_State *L, int err, const char *fmt, ...) {
   va_list ap;
   luaL_pushfail(L);
@@ -35,6 +25,11 @@ int ct_error(lua_State *L, int err, const char *fmt, ...) {
   va_end(ap);
   lua_pushinteger(L, err);
   return 3;
+}
+
+int ct_oserror(lua_State *L, int err, const char *what) {
+  if (!what) return ct_error(L, err, "%s", strerror(err));
+  return ct_error(L, err, "%s: %s", what, strerror(err));
 }
 
 int ct_true(lua_State *L) {
@@ -62,33 +57,11 @@ void ct_class(lua_State *L, const char *mt, const luaL_Reg *methods, lua_CFuncti
   lua_pop(L, 1);
 }
 
-/* Searcher 1: CTCLI_LUA_DIR/<a>/<b>.lua. */
-static int search_lua_dir(lua_State *L) {
-  const char *name = luaL_checkstring(L, 1);
-  const char *dir = getenv("CTCLI_LUA_DIR");
-  if (!dir || !*dir) {
-    lua_pushliteral(L, "\n\tCTCLI_LUA_DIR is not set");
-    return 1;
-  }
-  const char *rel = luaL_gsub(L, name, ".", "/");
-  const char *path = lua_pushfstring(L, "%s/%s.lua", dir, rel);
-  FILE *f = fopen(path, "r");
-  if (!f) {
-    lua_pushfstring(L, "\n\tno file '%s' in CTCLI_LUA_DIR", path);
-    return 1;
-  }
-  fclose(f);
-  if (luaL_loadfilex(L, path, "t") != LUA_OK)
-    return luaL_error(L, "error loading module '%s' from '%s':\n\t%s", name, path, lua_tostring(L, -1));
-  lua_pushstring(L, path);
-  return 2;
-}
-
 static int by_module(const void *key, const void *entry) {
   return strcmp(key, ((const struct ct_embedded *)entry)->module);
 }
 
-/* Searcher 2: the copy compiled into the binary. */
+/* The searcher of the copy compiled into the binary. */
 static int search_embedded(lua_State *L) {
   const char *name = luaL_checkstring(L, 1);
   const struct ct_embedded *m =
@@ -101,22 +74,6 @@ static int search_embedded(lua_State *L) {
     return luaL_error(L, "error loading embedded module '%s':\n\t%s", name, lua_tostring(L, -1));
   lua_pushstring(L, m->chunk + 1);
   return 2;
-}
-
-static void install_searchers(lua_State *L) {
-  lua_getglobal(L, "package");
-  lua_getfield(L, -1, "searchers");
-  /* Ours go first, before preload and the path searchers. */
-  lua_Integer n = (lua_Integer)luaL_len(L, -1);
-  for (lua_Integer i = n; i >= 1; i--) {
-    lua_rawgeti(L, -1, i);
-    lua_rawseti(L, -2, i + 2);
-  }
-  lua_pushcfunction(L, search_lua_dir);
-  lua_rawseti(L, -2, 1);
-  lua_pushcfunction(L, search_embedded);
-  lua_rawseti(L, -2, 2);
-  lua_pop(L, 2);
 }
 
 static const struct {
@@ -165,21 +122,33 @@ lua_State *ct_newstate(void) {
   lua_State *L = luaL_newstate();
   if (!L) return NULL;
   luaL_openlibs(L);
-  /* Modules come only from CTCLI_LUA_DIR or the binary: no relative or
-     system search paths (a runner that wants them sets them itself). */
+  /* Modules come only from CTCLI_LUA_DIR (Lua's own path searcher) or the
+     binary: no relative or system search paths (a runner that wants them
+     sets them itself). */
+  const char *dir = getenv("CTCLI_LUA_DIR");
   lua_getglobal(L, "package");
-  lua_pushliteral(L, "");
+  if (dir && *dir)
+    lua_pushfstring(L, "%s/?.lua", dir);
+  else
+    lua_pushliteral(L, "");
   lua_setfield(L, -2, "path");
   lua_pushliteral(L, "");
   lua_setfield(L, -2, "cpath");
-  lua_pop(L, 1);
+  /* The embedded copy goes third: after preload and the path, before C. */
+  lua_getfield(L, -1, "searchers");
+  for (lua_Integer i = (lua_Integer)luaL_len(L, -1); i >= 3; i--) {
+    lua_rawgeti(L, -1, i);
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_pushcfunction(L, search_embedded);
+  lua_rawseti(L, -2, 3);
+  lua_pop(L, 2);
   luaL_requiref(L, "ct", luaopen_ct, 0);
   lua_pop(L, 1);
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
   lua_pushcfunction(L, luaopen_cjson);
   lua_setfield(L, -2, "cjson");
   lua_pop(L, 1);
-  install_searchers(L);
   return L;
 }
 
@@ -202,6 +171,15 @@ static int report(lua_State *L, int status) {
   return 70;
 }
 
+/* Pushes argv as a sequence. */
+static void push_argv(lua_State *L, int argc, char **argv) {
+  lua_createtable(L, argc, 1);
+  for (int i = 0; i < argc; i++) {
+    lua_pushstring(L, argv[i]);
+    lua_rawseti(L, -2, i + 1);
+  }
+}
+
 int ct_runmain(lua_State *L, const char *mod, int argc, char **argv) {
   lua_pushcfunction(L, msghandler);
   int base = lua_gettop(L);
@@ -209,11 +187,7 @@ int ct_runmain(lua_State *L, const char *mod, int argc, char **argv) {
   lua_pushstring(L, mod);
   int st = lua_pcall(L, 1, 1, base);
   if (st != LUA_OK) return report(L, st);
-  lua_newtable(L);
-  for (int i = 0; i < argc; i++) {
-    lua_pushstring(L, argv[i]);
-    lua_rawseti(L, -2, i + 1);
-  }
+  push_argv(L, argc, argv);
   st = lua_pcall(L, 1, 1, base);
   if (st != LUA_OK) return report(L, st);
   int code = (int)lua_tointeger(L, -1);
@@ -224,24 +198,16 @@ int ct_runmain(lua_State *L, const char *mod, int argc, char **argv) {
 int ct_runfile(lua_State *L, const char *path, int argc, char **argv) {
   lua_pushcfunction(L, msghandler);
   int base = lua_gettop(L);
-  lua_createtable(L, argc, 1);
+  push_argv(L, argc, argv);
   lua_pushstring(L, path);
   lua_rawseti(L, -2, 0);
-  for (int i = 0; i < argc; i++) {
-    lua_pushstring(L, argv[i]);
-    lua_rawseti(L, -2, i + 1);
-  }
   lua_setglobal(L, "arg");
-  if (luaL_loadfilex(L, path, "t") != LUA_OK) {
-    fprintf(stderr, "ctcli-lua: %s\n", lua_tostring(L, -1));
-    return 1;
+  int st = luaL_loadfilex(L, path, "t");
+  if (st == LUA_OK) {
+    for (int i = 0; i < argc; i++) lua_pushstring(L, argv[i]);
+    st = lua_pcall(L, argc, 0, base);
   }
-  for (int i = 0; i < argc; i++) lua_pushstring(L, argv[i]);
-  int st = lua_pcall(L, argc, 0, base);
-  if (st != LUA_OK) {
-    fprintf(stderr, "ctcli-lua: %s\n", lua_tostring(L, -1));
-    return 1;
-  }
+  int code = report(L, st);
   lua_settop(L, base - 1);
-  return 0;
+  return code;
 }

@@ -9,9 +9,8 @@
 
 #include <nettle/eddsa.h>
 #include <nettle/md5.h>
+#include <nettle/nettle-meta.h>
 #include <nettle/sha2.h>
-
-#define HASHER_MT "ct.hash.sha256"
 
 #define FILE_BUFSIZE (1024 * 1024)
 
@@ -28,33 +27,30 @@ static void push_hex(lua_State *L, const unsigned char *d, size_t n) {
   lua_pushlstring(L, out, 2 * n);
 }
 
-/* ---- one-shot digests ------------------------------------------------- */
+/* ---- digests --------------------------------------------------------- */
+
+/* The digest of the string at 1 by alg, as hex. md5 is for checksums
+   (container ids), never for trust. */
+static int one_shot(lua_State *L, const struct nettle_hash *alg) {
+  size_t len;
+  const char *data = luaL_checklstring(L, 1, &len);
+  union {
+    struct sha256_ctx sha256;
+    struct md5_ctx md5;
+  } c;
+  unsigned char d[SHA256_DIGEST_SIZE];
+  alg->init(&c);
+  alg->update(&c, len, (const uint8_t *)data);
+  alg->digest(&c, alg->digest_size, d);
+  push_hex(L, d, alg->digest_size);
+  return 1;
+}
 
 /* sha256(data) -> hex */
-static int h_sha256(lua_State *L) {
-  size_t len;
-  const char *data = luaL_checklstring(L, 1, &len);
-  struct sha256_ctx c;
-  unsigned char d[SHA256_DIGEST_SIZE];
-  sha256_init(&c);
-  sha256_update(&c, len, (const uint8_t *)data);
-  sha256_digest(&c, sizeof d, d);
-  push_hex(L, d, sizeof d);
-  return 1;
-}
+static int h_sha256(lua_State *L) { return one_shot(L, &nettle_sha256); }
 
-/* md5(data) -> hex (checksums only, never for trust) */
-static int h_md5(lua_State *L) {
-  size_t len;
-  const char *data = luaL_checklstring(L, 1, &len);
-  struct md5_ctx c;
-  unsigned char d[MD5_DIGEST_SIZE];
-  md5_init(&c);
-  md5_update(&c, len, (const uint8_t *)data);
-  md5_digest(&c, sizeof d, d);
-  push_hex(L, d, sizeof d);
-  return 1;
-}
+/* md5(data) -> hex */
+static int h_md5(lua_State *L) { return one_shot(L, &nettle_md5); }
 
 /* sha256_file(path) -> hex | nil, msg, errno. Streams in 1 MiB reads; the
    buffer is a userdata so a Lua error cannot leak it. */
@@ -81,55 +77,6 @@ static int h_sha256_file(lua_State *L) {
   sha256_digest(&c, sizeof d, d);
   push_hex(L, d, sizeof d);
   return 1;
-}
-
-/* ---- incremental sha256 ----------------------------------------------- */
-
-typedef struct {
-  struct sha256_ctx c;
-  int done;
-} hasher;
-
-static hasher *check_hasher(lua_State *L) {
-  hasher *h = luaL_checkudata(L, 1, HASHER_MT);
-  if (h->done) luaL_error(L, "sha256 hasher already finalized");
-  return h;
-}
-
-/* sha256_new() -> hasher */
-static int h_sha256_new(lua_State *L) {
-  hasher *h = lua_newuserdatauv(L, sizeof *h, 0);
-  sha256_init(&h->c);
-  h->done = 0;
-  luaL_setmetatable(L, HASHER_MT);
-  return 1;
-}
-
-/* h:update(data) -> h */
-static int hs_update(lua_State *L) {
-  hasher *h = check_hasher(L);
-  size_t len;
-  const char *data = luaL_checklstring(L, 2, &len);
-  sha256_update(&h->c, len, (const uint8_t *)data);
-  lua_settop(L, 1);
-  return 1;
-}
-
-/* h:hex() -> hex; finalizes, a second call raises. */
-static int hs_hex(lua_State *L) {
-  hasher *h = check_hasher(L);
-  unsigned char d[SHA256_DIGEST_SIZE];
-  sha256_digest(&h->c, sizeof d, d);
-  h->done = 1;
-  push_hex(L, d, sizeof d);
-  return 1;
-}
-
-/* __close: finalized from then on. */
-static int hs_free(lua_State *L) {
-  hasher *h = luaL_checkudata(L, 1, HASHER_MT);
-  h->done = 1;
-  return 0;
 }
 
 /* ---- ed25519 (raw keys) ----------------------------------------------- */
@@ -192,23 +139,10 @@ static int h_ed25519_verify(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg hasher_methods[] = {
-    {"update", hs_update},
-    {"hex", hs_hex},
-    {NULL, NULL},
-};
-
-static const luaL_Reg hasher_meta[] = {
-    {"__close", hs_free},
-    {"__index", NULL},
-    {NULL, NULL},
-};
-
 static const luaL_Reg hash_funcs[] = {
     {"sha256", h_sha256},
     {"sha256_file", h_sha256_file},
     {"md5", h_md5},
-    {"sha256_new", h_sha256_new},
     {"random", h_random},
     {"ed25519_public", h_ed25519_public},
     {"ed25519_sign", h_ed25519_sign},
@@ -217,11 +151,6 @@ static const luaL_Reg hash_funcs[] = {
 };
 
 int luaopen_ct_hash(lua_State *L) {
-  luaL_newmetatable(L, HASHER_MT);
-  luaL_setfuncs(L, hasher_meta, 0);
-  luaL_newlib(L, hasher_methods);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
   luaL_newlib(L, hash_funcs);
   return 1;
 }

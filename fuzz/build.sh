@@ -1,6 +1,6 @@
 #!/bin/sh
 # Builds the libFuzzer targets: fuzz/build.sh [OUTDIR] (default fuzz/out).
-# The engine (engine/*.c but main.c and lua_runner.c) and the embedded Lua
+# The engine (engine/*.c but main.c) and the embedded Lua
 # modules are compiled again here with clang -fsanitize=fuzzer,address,undefined;
 # Lua and lua-cjson are the same static libraries the main build links.
 # Needs clang and libFuzzer's runtime: fuzz/install-deps.sh.
@@ -15,14 +15,14 @@ cjson_static=$(dirname "$lua_static")/liblua5.4-cjson.a
 [ -f "$lua_static" ] && [ -f "$cjson_static" ] || { echo "build.sh: liblua5.4.a / liblua5.4-cjson.a not found" >&2; exit 1; }
 engine=""
 for f in "$src"/engine/*.c; do
-  case $(basename "$f") in main.c|lua_runner.c) ;; *) engine="$engine $f" ;; esac
+  case $(basename "$f") in main.c) ;; *) engine="$engine $f" ;; esac
 done
 # The embedded modules, compiled to bytecode by the build's own tool.
-cc -O1 -I"$(pkg-config --variable=includedir lua5.4)/lua5.4" $(pkg-config --cflags lua5.4) -o "$out/embedlua" \
-  "$src/tools/embedlua.c" "$lua_static" -lm -ldl
+cc -O1 -I"$(pkg-config --variable=includedir lua5.4)/lua5.4" $(pkg-config --cflags lua5.4) -o "$out/runlua" \
+  "$src/tools/runlua.c" "$lua_static" -lm -ldl
 (cd "$src/lua" && find . -name '*.lua' | sed 's|^\./||' | LC_ALL=C sort) > "$out/lua-files"
 # shellcheck disable=SC2046
-"$out/embedlua" "$out/embedded_lua.c" "$src" $(cat "$out/lua-files")
+"$out/runlua" "$src/tools/embedlua.lua" "$out/embedded_lua.c" "$src" $(cat "$out/lua-files")
 cflags="-g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
   -D_GNU_SOURCE -DCTCLI_VERSION=\"fuzz\" -I$src/engine $(pkg-config --cflags lua5.4 libarchive nettle hogweed)"
 libs="$cjson_static $lua_static $(pkg-config --libs libarchive nettle hogweed) -lm -ldl"

@@ -21,9 +21,9 @@ DEFINE_TEST(embedded_modules_load_with_their_file_names) {
   lua_State *L = t_state();
   T_LUA(L, "local ok, err = pcall(require, 'ctcli.does_not_exist') "
            "assert(not ok and err:find('no embedded module', 1, true), err) "
-           "local m = package.searchers[2]('ctcli.main') "
+           "local m = package.searchers[3]('ctcli.main') "
            "assert(type(m) == 'function', 'ctcli.main is not embedded') "
-           "return select(2, package.searchers[2]('ctcli.main'))");
+           "return select(2, package.searchers[3]('ctcli.main'))");
   T_ASSERT_STR(lua_tostring(L, -1), "lua/ctcli/main.lua");
 }
 

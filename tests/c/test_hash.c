@@ -1,4 +1,4 @@
-/* ct.hash: digests, the incremental hasher, ed25519 (with the PEM forms of ctcli.pem). */
+/* ct.hash: digests, ed25519 (with the PEM forms of ctcli.pem). */
 #include "harness.h"
 
 #include <errno.h>
@@ -71,24 +71,6 @@ DEFINE_TEST(sha256_file_streams) {
            "return true",
            ENOENT, EISDIR);
   T_LUA(L, code);
-}
-
-DEFINE_TEST(incremental_equals_one_shot) {
-  lua_State *L = hash_state();
-  T_LUA(L, "local h = H.sha256_new() "
-           "assert(h:update('a') == h) "
-           "assert(h:update(''):update('bc'):hex() == H.sha256('abc')) "
-           "assert(not pcall(h.hex, h), 'hex twice') "
-           "assert(not pcall(h.update, h, 'x'), 'update after hex') "
-           "assert(H.sha256_new():hex() == H.sha256('')) "
-           "local s = string.rep('xyz', 500000) "
-           "local h2 = H.sha256_new() "
-           "for i = 1, #s, 4099 do h2:update(s:sub(i, i + 4098)) end "
-           "assert(h2:hex() == H.sha256(s)) "
-           "assert(not pcall(H.sha256_new().update, H.sha256_new(), {})) "
-           "do local h3 <close> = H.sha256_new() h3:update('x') end "
-           "local h4 = H.sha256_new() h4:update('x') h4 = nil collectgarbage() "
-           "return true");
 }
 
 DEFINE_TEST(ed25519_round_trip) {

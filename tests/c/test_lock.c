@@ -1,4 +1,4 @@
-/* ct.lock: flock contention between real processes. */
+/* ct.lock and ctcli.base.lock: flock contention between real processes, waiting. */
 #include "harness.h"
 
 #include <errno.h>
@@ -43,7 +43,7 @@ static void start_holder(struct holder *h, int release_ms) {
     char code[1024];
     snprintf(code, sizeof code,
              "HELD = require('ct').lock.acquire(%s, 'pid=%ld command=upgrade') "
-             "return HELD ~= nil",
+             "return HELD and true",
              "...", (long)getpid());
     char ok = 'F';
     if (L && luaL_loadstring(L, code) == LUA_OK) {
@@ -81,49 +81,46 @@ static int wait_child(pid_t pid) {
   return st;
 }
 
-/* Sets the globals PATH, INFO, EWB for the Lua snippets. */
+/* Sets the globals PATH, INFO for the Lua snippets, `lock` (ct.lock),
+   `waiting` (ctcli.base.lock), free() (whether nobody holds the lock; a
+   probe that gets it writes "probe" and releases) and content(). */
 static lua_State *lock_state(const struct holder *h) {
   lua_State *L = t_state();
   lua_pushstring(L, path_of_lock());
   lua_setglobal(L, "PATH");
   lua_pushstring(L, h ? h->info : "");
   lua_setglobal(L, "INFO");
-  lua_pushinteger(L, EWOULDBLOCK);
-  lua_setglobal(L, "EWB");
+  T_LUA(L, "lock = require('ct').lock waiting = require('ctcli.base.lock') "
+           "function free() local l = lock.acquire(PATH, 'probe') if l then l:release() end "
+           "  return l ~= false end "
+           "function content() local f = assert(io.open(PATH)) local s = f:read('a') f:close() "
+           "  return s end "
+           "return true");
   return L;
 }
 
 DEFINE_TEST(acquire_writes_info_and_releases) {
   lua_State *L = lock_state(NULL);
-  T_LUA(L, "local lock = require('ct').lock "
-           "assert(lock.holder(PATH) == nil, 'no file yet') "
-           "local l = assert(lock.acquire(PATH, 'pid=1 command=install')) "
-           "local f = assert(io.open(PATH)) local s = f:read('a') f:close() "
-           "assert(s == 'pid=1 command=install', s) "
+  T_LUA(L, "local l = assert(lock.acquire(PATH, 'pid=1 command=install')) "
+           "assert(content() == 'pid=1 command=install', content()) "
            /* a second open file description in this process is refused too */
-           "local x, msg, e, info = lock.acquire(PATH, 'other') "
-           "assert(x == nil and msg == 'locked' and e == EWB, tostring(msg)) "
-           "assert(info == 'pid=1 command=install', info) "
-           "assert(lock.holder(PATH) == 'pid=1 command=install') "
+           "assert(lock.acquire(PATH, 'other') == false) "
+           "assert(content() == 'pid=1 command=install', 'a refused try writes nothing') "
            "assert(l:release() == true) assert(l:release() == true) "
-           "assert(lock.holder(PATH) == nil) "
+           "assert(free()) "
            /* a shorter info replaces the longer one completely */
            "local l2 = assert(lock.acquire(PATH, 'pid=2')) "
-           "f = assert(io.open(PATH)) s = f:read('a') f:close() "
-           "assert(s == 'pid=2', s) l2:release() "
-           "assert(tostring(l2):find('released')) "
+           "assert(content() == 'pid=2', content()) l2:release() "
            "return true");
 }
 
 DEFINE_TEST(close_and_gc_release) {
   lua_State *L = lock_state(NULL);
-  T_LUA(L, "local lock = require('ct').lock "
-           "do local l <close> = assert(lock.acquire(PATH, 'a')) "
-           "  assert(lock.holder(PATH) == 'a') end "
-           "assert(lock.holder(PATH) == nil, 'released by __close') "
+  T_LUA(L, "do local l <close> = assert(lock.acquire(PATH, 'a')) "
+           "  assert(not free()) end "
+           "assert(free(), 'released by __close') "
            "local l = assert(lock.acquire(PATH, 'b')) l = nil collectgarbage() collectgarbage() "
-           "assert(lock.holder(PATH) == nil, 'released by __gc') "
-           "assert(lock.acquire(PATH, 'c')) "
+           "assert(free(), 'released by __gc') "
            "return true");
 }
 
@@ -131,17 +128,12 @@ DEFINE_TEST(errors_and_argument_checks) {
   lua_State *L = lock_state(NULL);
   char code[512];
   snprintf(code, sizeof code,
-           "local lock = require('ct').lock "
            "local l, msg, e = lock.acquire(PATH .. '/missing/lock', 'x') "
            "assert(l == nil and e == %d, tostring(msg)) "
            "assert(msg:find(PATH .. '/missing/lock', 1, true), msg) "
+           "assert(waiting.acquire(PATH .. '/missing/lock', 'x', 1) == nil, 'an error is not waited on') "
            "assert(not pcall(lock.acquire, {}, 'x')) "
            "assert(not pcall(lock.acquire, PATH)) "
-           "assert(not pcall(lock.acquire, PATH, 'x', -1)) "
-           "assert(not pcall(lock.acquire, PATH, 'x', 'soon')) "
-           "assert(not pcall(lock.acquire, PATH, 'x', 0/0)) "
-           "assert(not pcall(lock.holder)) "
-           "assert(lock.holder(PATH .. '/missing/lock') == nil) "
            "return true",
            ENOENT);
   T_LUA(L, code);
@@ -152,24 +144,22 @@ DEFINE_TEST(contended_by_another_process) {
   lua_State *L = lock_state(NULL); /* the state exists before the fork */
   start_holder(&h, 300);
   lock_state(&h);
-  T_LUA(L, "local lock = require('ct').lock "
-           "local l, msg, e, info = lock.acquire(PATH, 'pid=0 command=status') "
-           "assert(l == nil and msg == 'locked' and e == EWB, tostring(msg)) "
+  T_LUA(L, "local l, msg, e, info = waiting.acquire(PATH, 'pid=0 command=status') "
+           "assert(l == nil and msg == 'locked' and e == nil, tostring(msg)) "
            "assert(info == INFO, info) "
-           "assert(lock.holder(PATH) == INFO, lock.holder(PATH)) "
            "return true");
   /* The child releases ~300 ms after `go`; a 5 s wait gets the lock. */
   T_LUA(L, "T0 = require('ct').time.monotonic() return true");
   T_ASSERT(write(h.go, "g", 1) == 1);
   T_LUA(L, "local ct = require('ct') "
-           "GOT = assert(ct.lock.acquire(PATH, 'pid=0 command=upgrade', 5)) "
+           "GOT = assert(waiting.acquire(PATH, 'pid=0 command=upgrade', 5)) "
            "local d = ct.time.monotonic() - T0 "
            "assert(d >= 0.29 and d < 4.5, d) "
            "return true");
   int st = wait_child(h.pid);
   T_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
   close(h.go);
-  T_LUA(L, "assert(require('ct').lock.holder(PATH) == 'pid=0 command=upgrade') "
+  T_LUA(L, "assert(content() == 'pid=0 command=upgrade') "
            "GOT:release() return true");
 }
 
@@ -180,19 +170,19 @@ DEFINE_TEST(wait_times_out_with_holder_info) {
   lock_state(&h);
   T_LUA(L, "local ct = require('ct') "
            "local t0 = ct.time.monotonic() "
-           "local l, msg, e, info = ct.lock.acquire(PATH, 'x', 0.3) "
+           "local l, msg, e, info = waiting.acquire(PATH, 'x', 0.3) "
            "local d = ct.time.monotonic() - t0 "
-           "assert(l == nil and msg == 'locked' and e == EWB, tostring(msg)) "
+           "assert(l == nil and msg == 'locked' and e == nil, tostring(msg)) "
            "assert(info == INFO, info) "
            "assert(d >= 0.3 and d < 3, d) "
            /* wait 0 is one try */
-           "assert(ct.lock.acquire(PATH, 'x', 0) == nil) "
+           "assert(waiting.acquire(PATH, 'x', 0) == nil) "
            "return true");
   T_ASSERT(write(h.go, "g", 1) == 1);
   close(h.go);
   int st = wait_child(h.pid);
   T_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-  T_LUA(L, "assert(require('ct').lock.acquire(PATH, 'x')) return true");
+  T_LUA(L, "assert(waiting.acquire(PATH, 'x')) return true");
 }
 
 DEFINE_TEST(killed_holder_releases) {
@@ -200,16 +190,14 @@ DEFINE_TEST(killed_holder_releases) {
   lua_State *L = lock_state(NULL);
   start_holder(&h, 60000);
   lock_state(&h);
-  T_LUA(L, "local lock = require('ct').lock "
-           "assert(lock.acquire(PATH, 'x') == nil) "
-           "assert(lock.holder(PATH) == INFO) return true");
+  T_LUA(L, "assert(lock.acquire(PATH, 'x') == false) "
+           "assert(content() == INFO) return true");
   T_ASSERT(kill(h.pid, SIGKILL) == 0);
   int st = wait_child(h.pid);
   T_ASSERT(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
   close(h.go);
   /* The stale info is still in the file but nobody holds the lock. */
-  T_LUA(L, "local lock = require('ct').lock "
-           "assert(lock.holder(PATH) == nil) "
+  T_LUA(L, "assert(content() == INFO) "
            "local l, msg = lock.acquire(PATH, 'pid=0 command=start') "
            "assert(l, msg) l:release() return true");
 }
@@ -218,7 +206,7 @@ DEFINE_TEST(child_closing_inherited_lock_keeps_it) {
   /* A forked child closing its copy of the descriptor (as its Lua state is
      closed) must not release the parent's lock. */
   lua_State *L = lock_state(NULL);
-  T_LUA(L, "HELD = assert(require('ct').lock.acquire(PATH, 'parent')) return true");
+  T_LUA(L, "HELD = assert(lock.acquire(PATH, 'parent')) return true");
   fflush(NULL);
   pid_t pid = fork();
   T_ASSERT(pid >= 0);
@@ -231,8 +219,6 @@ DEFINE_TEST(child_closing_inherited_lock_keeps_it) {
   }
   int st = wait_child(pid);
   T_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-  T_LUA(L, "local lock = require('ct').lock "
-           "assert(lock.holder(PATH) == 'parent') "
-           "assert(lock.acquire(PATH, 'x') == nil) "
-           "HELD:release() assert(lock.holder(PATH) == nil) return true");
+  T_LUA(L, "assert(not free()) assert(content() == 'parent') "
+           "HELD:release() assert(free()) return true");
 }

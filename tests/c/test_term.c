@@ -1,4 +1,4 @@
-/* ct.term: readline from a pipe as stdin, width, isatty. */
+/* ct.term: readline from a pipe as stdin, width, isatty (with ctcli.ui.console's prompt and $COLUMNS). */
 #include "harness.h"
 
 #include <errno.h>
@@ -67,33 +67,33 @@ static void with_stdin(const char *input, const char *code, const char *want_std
 DEFINE_TEST(readline_reads_lines_then_nil) {
   with_stdin("yes\nno thanks\r\n\nlast",
              "local r = require('ct').term.readline "
-             "local a, b, c, d, e = r('Continue? [y/N] '), r(), r('> '), r('> '), r('> ') "
+             "local a, b, c, d, e = r(), r(), r(), r(), r() "
              "if a ~= 'yes' then return 'a=' .. tostring(a) end "
-             "if b ~= 'no thanks' then return 'b=' .. tostring(b) end "
+             "if b ~= 'no thanks\\r' then return 'b=' .. tostring(b) end "
              "if c ~= '' then return 'c=' .. tostring(c) end "
              "if d ~= 'last' then return 'd=' .. tostring(d) end "
              "if e ~= nil then return 'e=' .. tostring(e) end "
-             "if r('again? ') ~= nil then return 'not nil after EOF' end "
+             "if r() ~= nil then return 'not nil after EOF' end "
              "return 'ok'",
-             "Continue? [y/N] > > > again? ", "");
+             "", "");
 }
 
+/* The prompt is ctcli.ui.console's; a "\r\n" answer is still a yes. */
 DEFINE_TEST(readline_consumes_only_one_line) {
-  with_stdin("y\nrest of\ninput\n",
-             "local r = require('ct').term.readline "
-             "local a = r('Sure? ') "
-             "return a == 'y' and 'ok' or tostring(a)",
-             "Sure? ", "rest of\ninput\n");
+  with_stdin("y\r\nrest of\ninput\n",
+             "local a = require('ctcli.ui.console').confirm('Sure?') "
+             "return a == true and 'ok' or tostring(a)",
+             "Sure? [y/N] ", "rest of\ninput\n");
 }
 
 DEFINE_TEST(readline_eof_is_nil) {
   with_stdin("",
-             "local r = require('ct').term.readline "
-             "local a, b = r('Delete everything? ') "
+             "local a, b = require('ct').term.readline() "
              "if a ~= nil or b ~= nil then return 'got ' .. tostring(a) end "
-             "if pcall(r, {}) then return 'a table prompt was accepted' end "
+             "a = require('ctcli.ui.console').confirm('Delete everything?') "
+             "if a ~= false then return 'confirmed at EOF: ' .. tostring(a) end "
              "return 'ok'",
-             "Delete everything? ", "");
+             "Delete everything? [y/N] \n", "");
 }
 
 DEFINE_TEST(width_without_a_terminal) {
@@ -114,7 +114,8 @@ DEFINE_TEST(width_without_a_terminal) {
       setenv("COLUMNS", cases[i].columns, 1);
     else
       unsetenv("COLUMNS");
-    luaL_loadstring(L, "return require('ct').term.width()");
+    luaL_loadstring(L, "if require('ct').term.width() ~= nil then return -2 end "
+                       "return require('ctcli.ui.console').width()");
     got[i] = lua_pcall(L, 0, 1, 0) == LUA_OK ? (long)lua_tointeger(L, -1) : -1;
     lua_pop(L, 1);
   }
@@ -159,7 +160,7 @@ DEFINE_TEST(isatty_and_width_on_a_pty) {
   T_ASSERT(null >= 0);
   int saved_out = redirect(1, null);
   int saved_err = redirect(2, slave);
-  luaL_loadstring(L, "return require('ct').term.width()");
+  luaL_loadstring(L, "return require('ctcli.ui.console').width()");
   long on_stderr = lua_pcall(L, 0, 1, 0) == LUA_OK ? (long)lua_tointeger(L, -1) : -1;
   lua_pop(L, 1);
   restore(2, saved_err);

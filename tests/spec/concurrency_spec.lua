@@ -20,8 +20,10 @@ describe("concurrency", function()
     assert(ct.fs.write_atomic(root .. "/hooks/web.lua", string.format(
       "return { pre_upgrade = function(ctx) ctx.run({ 'sleep', '%d' }) end }", seconds)))
     local p = assert(ct.proc.spawn({ H.bin, "--root", root, "-y", "upgrade", v2 }, { stdout = "null", stderr = "null" }))
-    -- wait until it holds the lock
-    assert.truthy(H.wait_for(function() return ct.lock.holder(root .. "/state/lock") end, 10))
+    -- wait until it holds the lock: only the holder writes its command there
+    assert.truthy(H.wait_for(function()
+      return (ct.fs.read(root .. "/state/lock") or ""):find("command=upgrade", 1, true)
+    end, 10))
     return p
   end
 

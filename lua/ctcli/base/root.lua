@@ -1,6 +1,7 @@
 -- The root directory: its layout (DESIGN §3), creating it, recognising it
 -- (also a root made by the Go ctcli) and its exclusive lock.
 local ct = require("ct")
+local lockfile = require("ctcli.base.lock")
 local clock = require("ctcli.base.clock")
 
 local M = {}
@@ -231,7 +232,7 @@ function M.lock(p, command, wait)
   end
   local info = string.format("pid=%d command=%s since=%s\n", ct.proc.getpid(), command,
     clock.iso())
-  local lock, err, _, holder = ct.lock.acquire(p.lock, info, wait)
+  local lock, err, _, holder = lockfile.acquire(p.lock, info, wait)
   if lock then return lock end
   if holder then
     local pid = holder:match("pid=(%d+)") or "?"

@@ -1,6 +1,7 @@
 -- logs [--tail N] [--bytes N] [-f | --previous] APP: the app's stdout and
 -- stderr, or those of its earlier run.
 local ct = require("ct")
+local lockfile = require("ctcli.base.lock")
 local common = require("ctcli.services.common")
 local apps = require("ctcli.services.apps")
 local appfs = require("ctcli.runtime.appfs")
@@ -94,7 +95,7 @@ local function legacy(ctx, name)
   while true do
     ct.time.sleep(0.2)
     -- rotate-logs cuts holding this lock: no cut lands inside our read.
-    local lk = ct.lock.acquire(lockpath, "logs -f", 30)
+    local lk = lockfile.acquire(lockpath, "logs -f", 30)
     local c = collapsed()
     local cur, now, cerr = open(ctx.paths, name)
     if cerr then

@@ -12,6 +12,7 @@
 -- made holding a lock there, which a follower takes to read. The log dir is
 -- the app's: everything in it is opened beneath it (appfs), never by path.
 local ct = require("ct")
+local lockfile = require("ctcli.base.lock")
 
 local M = {}
 
@@ -80,7 +81,7 @@ function M.rotate(d, opts)
     if not part then log:close() return nil, perr end
     -- A follower (`logs -f`) holds the same lock while it reads, so the
     -- cut and its count never land in the middle of its read.
-    local lk = ct.lock.acquire(opts.lock, "rotate-logs", 30)
+    local lk = lockfile.acquire(opts.lock, "rotate-logs", 30)
     -- The newest part of the log stays (up to 1 MiB, half of max_size):
     -- `logs --tail` still shows recent lines and a follower that is behind
     -- by less than that misses nothing.

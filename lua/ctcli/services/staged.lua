@@ -12,6 +12,7 @@
 -- to register the release. At most one release is staged: a new stage
 -- replaces it when it registers.
 local ct = require("ct")
+local lockfile = require("ctcli.base.lock")
 local journal = require("ctcli.journal.journal")
 local json = require("ctcli.base.json")
 local release = require("ctcli.store.release")
@@ -39,7 +40,7 @@ function M.lock(paths, wait)
   local ok, err = ct.fs.mkdir(M.dir(paths), 448, true)
   if not ok then return nil, "cannot create " .. M.dir(paths) .. ": " .. tostring(err) end
   local info = string.format("pid=%d command=stage since=%s\n", ct.proc.getpid(), clock.iso())
-  local lock, lerr, _, holder = ct.lock.acquire(lock_path(paths), info, wait)
+  local lock, lerr, _, holder = lockfile.acquire(lock_path(paths), info, wait)
   if lock then return lock end
   if holder then
     return nil, string.format("another 'ctcli stage' is running (pid %s, since %s); wait for it or retry with --wait",

@@ -13,6 +13,7 @@
 -- Go ctcli's (container root = host root, container ids 1.. = host
 -- 100000..), kept by the apps of an adopted root until their next start.
 local ct = require("ct")
+local lockfile = require("ctcli.base.lock")
 local json = require("ctcli.base.json")
 local rootconf = require("ctcli.store.rootconf")
 local statefile = require("ctcli.base.statefile")
@@ -113,7 +114,7 @@ function M.ensure_range(paths)
   local files = { dir .. "/subuid", dir .. "/subgid" }
   local lp = lock_path()
   ct.fs.mkdir(lp:match("^(.*)/[^/]+$"), 448, true)
-  local lock, lerr = ct.lock.acquire(lp, string.format("pid=%d command=subid\n", ct.proc.getpid()), 60)
+  local lock, lerr = lockfile.acquire(lp, string.format("pid=%d command=subid\n", ct.proc.getpid()), 60)
   if not lock then return nil, "cannot lock " .. lp .. ": " .. tostring(lerr) end
   local function done(...) lock:release() return ... end
   local texts, entries, all = {}, {}, {}

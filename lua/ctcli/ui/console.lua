@@ -74,7 +74,9 @@ end
 
 -- confirm(question) -> true only on y/yes; end of input is "no".
 function ui.confirm(question)
-  local answer = ct.term.readline(question .. " [y/N] ")
+  io.stdout:flush() -- what was printed before the question comes first
+  io.stderr:write(question, " [y/N] ")
+  local answer = ct.term.readline()
   if not answer then
     io.stderr:write("\n")
     return false
@@ -100,6 +102,13 @@ function ui.ask(ctx, question, what)
   return nil, what .. " cancelled; nothing changed (pass -y to proceed without asking)", ui.CANCELLED
 end
 
+-- width() -> the terminal's columns (stdout's, else stderr's), else
+-- $COLUMNS, else 80.
+function ui.width()
+  local cols = ct.term.width() or math.tointeger(tonumber(os.getenv("COLUMNS") or ""))
+  return cols and cols > 0 and cols <= 65535 and cols or 80
+end
+
 -- progress(label) -> object with :update(done, total) and :finish(); draws a
 -- bar on stderr when it is a terminal, nothing otherwise.
 function ui.progress(label)
@@ -109,7 +118,7 @@ function ui.progress(label)
     local now = ct.time.monotonic()
     if now - p.last < 0.1 then return end
     p.last = now
-    local width = math.max(10, math.min(40, ct.term.width() - #label - 30))
+    local width = math.max(10, math.min(40, ui.width() - #label - 30))
     local frac = (total and total > 0) and math.min(1, done / total) or 0
     local filled = math.floor(frac * width)
     io.stderr:write(string.format("\r%s [%s%s] %s", label, string.rep("#", filled),

@@ -53,7 +53,7 @@ function M.new(opts)
       local now = ct.time.monotonic()
       if not force and now - last < 0.1 then return end
       last = now
-      local width = math.max(10, math.min(40, (ct.term.width() or 80) - #label - 36))
+      local width = math.max(10, math.min(40, console.width() - #label - 36))
       local frac = total > 0 and math.min(1, b.n / total) or 0
       local filled = math.floor(frac * width)
       local amount = total > 0 and (console.bytes(math.min(b.n, total)) .. " / " .. console.bytes(total))
