@@ -109,7 +109,6 @@ static int config_record(struct config *c, const char *k, const char *v) {
   };
   for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++)
     if (strcmp(k, nums[i].key) == 0) return set_num((long long *)((char *)c + nums[i].off), v);
-  long long fd = -1;
   if (strcmp(k, "create") == 0) return set_arg(&c->create, v);
   if (strcmp(k, "start") == 0) return set_arg(&c->start, v);
   if (strcmp(k, "delete") == 0) return set_arg(&c->del, v);
@@ -120,9 +119,6 @@ static int config_record(struct config *c, const char *k, const char *v) {
   else if (strcmp(k, "journal") == 0) c->journal = v;
   else if (strcmp(k, "journal_id") == 0) c->journal_id = v;
   else if (strcmp(k, "journal_name") == 0) c->journal_name = v;
-  else if (strcmp(k, "logs_fd") == 0 && set_num(&fd, v) == 0) c->logs_fd = (int)fd;
-  else if (strcmp(k, "state_fd") == 0 && set_num(&fd, v) == 0) c->state_fd = (int)fd;
-  else if (strcmp(k, "ready_fd") == 0 && set_num(&fd, v) == 0) c->ready_fd = (int)fd;
   else return -1; /* an unknown key: a newer ctcli, refuse rather than guess */
   return 0;
 }
@@ -146,8 +142,7 @@ static const char *config_read(int fd, struct config *c) {
     *eq = '\0';
     if (config_record(c, p, eq + 1) != 0) return p;
   }
-  if (!c->id || !c->pid_file || !c->restart || !c->create.n || !c->start.n || !c->del.n ||
-      c->logs_fd < 0 || c->state_fd < 0)
+  if (!c->id || !c->pid_file || !c->restart || !c->create.n || !c->start.n || !c->del.n)
     return "incomplete config";
   return NULL;
 }
@@ -590,7 +585,8 @@ static void loop(void) {
 
 int ct_monitor_main(int argc, char **argv) {
   memset(&M, 0, sizeof M);
-  M.c = (struct config){.logs_fd = -1, .state_fd = -1, .ready_fd = CT_MONITOR_READY_FD, .uid = -1, .gid = -1};
+  M.c = (struct config){.logs_fd = CT_MONITOR_LOGS_FD, .state_fd = CT_MONITOR_STATE_FD,
+                        .ready_fd = CT_MONITOR_READY_FD, .uid = -1, .gid = -1};
   M.sigfd = M.lsock = M.devnull = M.out_w = M.err_w = M.log.fd = M.out.fd = M.err.fd = M.journal.fd = -1;
   for (int i = 0; i < MAX_CLIENTS; i++) M.cl[i].fd = -1;
   M.state = "starting";

@@ -11,11 +11,14 @@
 
 /* The configuration: NUL-terminated "key=value" records read from the
    descriptor named in argv[2]; the first is "ctcli-monitor-config=<n>".
-   Repeated keys (create, start, delete) append to an argv. */
+   ctcli.runtime.monitor (Lua) encodes them: id, pid_file, restart, cgroup,
+   journal, journal_id, journal_name; numbers uid, gid, backoff_ms,
+   backoff_max_ms, limit, quick_ms, log_max, log_keep, runc_ms; repeated
+   keys (create, start, delete) append to an argv. An unknown key is refused. */
 #define CT_MONITOR_CONFIG_KEY "ctcli-monitor-config"
 #define CT_MONITOR_CONFIG_VERSION 1
-/* The descriptors the monitor inherits: its configuration, the logs and
-   state directories, and the report pipe to ct.monitor.spawn. */
+/* The descriptors the monitor inherits, always these: its configuration,
+   the logs and state directories, and the report pipe to ct.monitor.spawn. */
 enum { CT_MONITOR_CFG_FD = 3, CT_MONITOR_LOGS_FD, CT_MONITOR_STATE_FD, CT_MONITOR_READY_FD };
 
 /* The control protocol: the monitor greets with "ctcli-monitor <n>\n". */
