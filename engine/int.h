@@ -34,11 +34,14 @@ double ct_mono(void);
 /* Modes of ct_proc_start:
    CT_START_GROUP      own process group (not inside fork_call) + PDEATHSIG
    CT_START_DETACH     own process group always, no PDEATHSIG (it may outlive us)
-   CT_START_FOREGROUND our process group + PDEATHSIG (interactive) */
-enum { CT_START_GROUP = 1, CT_START_DETACH = 2, CT_START_FOREGROUND = 3 };
-/* Starts argv with fds[0..2] as its stdio (-1: keep ours); the pid, or -1
-   with *err and *what (the program or the cwd). */
-pid_t ct_proc_start(const char *const *argv, char *const *envp, const char *cwd, const int fds[3],
+   CT_START_FOREGROUND our process group + PDEATHSIG (interactive)
+   CT_START_SESSION    own session, no PDEATHSIG (a monitor) */
+enum { CT_START_GROUP = 1, CT_START_DETACH = 2, CT_START_FOREGROUND = 3, CT_START_SESSION = 4 };
+enum { CT_START_FDS = 8 }; /* at most so many descriptors passed */
+/* Starts argv with fds[i] on descriptor i for i < nfds (-1: keep ours;
+   nothing else crosses exec); the pid, or -1 with *err and *what (the
+   program or the cwd). */
+pid_t ct_proc_start(const char *const *argv, char *const *envp, const char *cwd, const int *fds, int nfds,
                     int mode, int *err, const char **what);
 
 /* The process record of ct.proc (spawn's userdata, run's guard, fork_call's child). */

@@ -271,7 +271,7 @@ static int run_cmd(const struct argvec *a, const char *what) {
   M.last_err[0] = '\0';
   M.err.last = M.last_err;
   M.cmd_done = 0;
-  M.cmd = ct_proc_start(a->v, NULL, "/", fds, CT_START_DETACH, &err, &which);
+  M.cmd = ct_proc_start(a->v, NULL, "/", fds, 3, CT_START_DETACH, &err, &which);
   if (M.cmd < 0) {
     M.err.last = NULL;
     snprintf(M.error, sizeof M.error, "runc %s: %s: %s", what, which, strerror(err));

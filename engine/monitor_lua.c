@@ -24,71 +24,6 @@
 
 /* ---------- spawning ---------- */
 
-/* What the monitor inherits; -1 when not open. */
-struct spawn_fds {
-  int cfg, logs, state, ready_r, ready_w, null;
-};
-
-static void close_all(struct spawn_fds *f) {
-  int *v[] = {&f->cfg, &f->logs, &f->state, &f->ready_r, &f->ready_w, &f->null};
-  for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
-    if (*v[i] >= 0) close(*v[i]);
-    *v[i] = -1;
-  }
-}
-
-/* The grandchild: stdio on /dev/null, our four descriptors on 3..6 (see
-   monitor.h), nothing else, default signals, exec. */
-static void exec_monitor(const char *exe, const char *id, struct spawn_fds *f) {
-  int src[4] = {f->cfg, f->logs, f->state, f->ready_w};
-  for (int i = 0; i < 4; i++) /* out of 0..6 first, so no dup2 clobbers another source */
-    if ((src[i] = fcntl(src[i], F_DUPFD_CLOEXEC, 10)) < 0) _exit(127);
-  for (int i = 0; i < 3; i++)
-    if (dup2(f->null, i) < 0) _exit(127);
-  for (int i = 0; i < 4; i++)
-    if (dup2(src[i], CT_MONITOR_CFG_FD + i) < 0) _exit(127);
-  if (syscall(SYS_close_range, 7U, ~0U, 0U) != 0)
-    for (int fd = 7; fd < 1024; fd++) close(fd);
-  sigset_t none;
-  sigemptyset(&none);
-  ct_reset_signals(&none);
-  char cfd[16];
-  snprintf(cfd, sizeof cfd, "%d", CT_MONITOR_CFG_FD);
-  char *const argv[] = {(char *)exe, CT_MONITOR_ARG, cfd, (char *)id, NULL};
-  execv(exe, argv);
-  char msg[300];
-  int n = snprintf(msg, sizeof msg, "error exec %s: %s\n", exe, strerror(errno));
-  if (n > 0 && write(CT_MONITOR_READY_FD, msg, (size_t)n) < 0) _exit(127);
-  _exit(127);
-}
-
-/* Double fork: the intermediate child starts a session and leaves, so the
-   monitor is no child of ours and can never take a controlling terminal. */
-static int fork_monitor(const char *exe, const char *id, struct spawn_fds *f) {
-  sigset_t all, old;
-  sigfillset(&all);
-  sigprocmask(SIG_SETMASK, &all, &old);
-  pid_t mid = fork();
-  if (mid == 0) {
-    pid_t p = setsid() < 0 ? -1 : fork();
-    if (p == 0) exec_monitor(exe, id, f);
-    if (p < 0) {
-      char msg[200];
-      int n = snprintf(msg, sizeof msg, "error fork: %s\n", strerror(errno));
-      if (n > 0 && write(f->ready_w, msg, (size_t)n) < 0) _exit(127);
-    }
-    _exit(p < 0 ? 127 : 0);
-  }
-  int err = errno;
-  sigprocmask(SIG_SETMASK, &old, NULL);
-  if (mid < 0) return err;
-  /* Its failures arrive on the report pipe; its status says nothing more
-     (and a tool such as valgrind may change it). */
-  while (waitpid(mid, NULL, 0) < 0)
-    if (errno != EINTR) return errno;
-  return 0;
-}
-
 /* Reads up to a newline from fd into buf (NUL-terminated, without the
    newline) before deadline. 0, or an errno (ETIMEDOUT; EPIPE at EOF). */
 static int read_line(int fd, char *buf, size_t cap, size_t *len, double deadline) {
@@ -139,29 +74,11 @@ static int read_report(lua_State *L, int fd, double timeout) {
   }
 }
 
-/* Opens what the monitor inherits; 0 or an errno with *what. */
-static int open_fds(struct spawn_fds *f, const char *cfg, size_t clen, int logs, int state, const char **what) {
-  int p[2];
-  *what = "memfd_create";
-  if ((f->cfg = memfd_create("ctcli-monitor-config", MFD_CLOEXEC)) < 0) return errno;
-  *what = "monitor config";
-  int err = write_all(f->cfg, cfg, clen);
-  if (err) return err;
-  *what = "dup";
-  if ((f->logs = fcntl(logs, F_DUPFD_CLOEXEC, 3)) < 0 || (f->state = fcntl(state, F_DUPFD_CLOEXEC, 3)) < 0)
-    return errno;
-  *what = "/dev/null";
-  if ((f->null = open("/dev/null", O_RDWR | O_CLOEXEC)) < 0) return errno;
-  *what = "pipe";
-  if (pipe2(p, O_CLOEXEC) != 0) return errno;
-  f->ready_r = p[0];
-  f->ready_w = p[1];
-  return 0;
-}
-
 /* spawn(id, config, logs, state, timeout) -> monitor pid, init pid | nil,
    msg, errno. config: the records ctcli.runtime.monitor encodes (monitor.h);
-   logs, state: ct.fs.Dir; timeout: seconds to wait for the report. */
+   logs, state: ct.fs.Dir; timeout: seconds to wait for the report. The
+   monitor runs in a session of its own, stdio on /dev/null, the four
+   descriptors of monitor.h on 3..6, and outlives us. */
 static int m_spawn(lua_State *L) {
   const char *id = luaL_checkstring(L, 1);
   size_t clen;
@@ -177,22 +94,30 @@ static int m_spawn(lua_State *L) {
   if (n < 0) return ct_oserror(L, errno, "/proc/self/exe");
   exe[n] = '\0';
   if (n > 10 && strcmp(exe + n - 10, " (deleted)") == 0) snprintf(exe, sizeof exe, "/proc/self/exe");
-  struct spawn_fds f = {-1, -1, -1, -1, -1, -1};
-  const char *what = NULL;
-  int err = open_fds(&f, cfg, clen, logs, state, &what);
-  if (!err) {
-    what = "fork";
-    err = fork_monitor(exe, id, &f);
+  int null = open("/dev/null", O_RDWR | O_CLOEXEC), mfd = memfd_create("ctcli-monitor-config", MFD_CLOEXEC);
+  int ready[2] = {-1, -1}, err = 0;
+  const char *what = null < 0 ? "/dev/null" : mfd < 0 ? "memfd_create" : "monitor config";
+  if (null < 0 || mfd < 0 || (err = write_all(mfd, cfg, clen)) != 0) {
+    err = err ? err : errno;
+  } else if (pipe2(ready, O_CLOEXEC) != 0) {
+    err = errno;
+    what = "pipe";
+  } else {
+    char cfd[16];
+    snprintf(cfd, sizeof cfd, "%d", CT_MONITOR_CFG_FD);
+    const char *argv[] = {exe, CT_MONITOR_ARG, cfd, id, NULL};
+    int fds[] = {null, null, null, mfd, logs, state, ready[1]};
+    if (ct_proc_start(argv, NULL, NULL, fds, 7, CT_START_SESSION, &err, &what) >= 0) err = 0;
   }
-  int ready = f.ready_r;
-  f.ready_r = -1;
-  close_all(&f); /* ours go; the monitor has its copies */
+  close_keep_errno(null);
+  close_keep_errno(mfd);
+  close_keep_errno(ready[1]);
   if (err) {
-    if (ready >= 0) close(ready);
+    close_keep_errno(ready[0]);
     return ct_oserror(L, err, what);
   }
-  int r = read_report(L, ready, timeout);
-  close(ready);
+  int r = read_report(L, ready[0], timeout);
+  close(ready[0]);
   return r;
 }
 

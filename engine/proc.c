@@ -213,7 +213,7 @@ static int start_with_opts(lua_State *L, struct proc *p, const struct opts *o) {
     r = ct_oserror(L, errno, "stderr");
   if (!r) {
     if (o->err == D_STDOUT) cfds[2] = o->out == D_INHERIT ? 1 : cfds[1];
-    pid_t pid = ct_proc_start(o->argv, o->envp, o->cwd, cfds, o->mode, &err, &what);
+    pid_t pid = ct_proc_start(o->argv, o->envp, o->cwd, cfds, 3, o->mode, &err, &what);
     if (pid < 0) r = ct_oserror(L, err, what);
     else ct_proc_started(p, pid, o->mode == CT_START_GROUP && !ct_in_sandbox_child);
   }

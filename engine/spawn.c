@@ -259,31 +259,32 @@ static int child_dup(int src, int target) {
 }
 
 /* The child side between fork and exec: async-signal-safe calls only. */
-static void child_exec(const char *const *argv, char *const *envp, const char *cwd,
-                       const int fds[3], int mode, pid_t parent, const sigset_t *empty, int errfd) {
+static void child_exec(const char *const *argv, char *const *envp, const char *cwd, const int *fds,
+                       int nfds, int mode, pid_t parent, const sigset_t *empty, int errfd) {
+  if (mode == CT_START_SESSION && setsid() < 0) child_fail(errfd, 2, errno);
   if (mode == CT_START_DETACH || (mode == CT_START_GROUP && !ct_in_sandbox_child)) {
     if (setpgid(0, 0) != 0) child_fail(errfd, 2, errno);
   }
-  if (mode != CT_START_DETACH) {
+  if (mode != CT_START_DETACH && mode != CT_START_SESSION) {
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) child_fail(errfd, 2, errno);
     if (getppid() != parent) _exit(127); /* the parent is already gone */
   }
-  /* Move sources out of 0..2 first so one dup2 cannot clobber another. */
-  int src[3];
-  for (int i = 0; i < 3; i++) {
+  /* Move sources out of 0..nfds-1 first so one dup2 cannot clobber another. */
+  int src[CT_START_FDS];
+  for (int i = 0; i < nfds; i++) {
     src[i] = fds[i];
-    if (src[i] >= 0 && src[i] < 3 && src[i] != i) {
-      src[i] = fcntl(src[i], F_DUPFD_CLOEXEC, 3);
+    if (src[i] >= 0 && src[i] < nfds && src[i] != i) {
+      src[i] = fcntl(src[i], F_DUPFD_CLOEXEC, nfds);
       if (src[i] < 0) child_fail(errfd, 2, errno);
     }
   }
-  for (int i = 0; i < 3; i++)
+  for (int i = 0; i < nfds; i++)
     if (src[i] >= 0 && child_dup(src[i], i) != 0) child_fail(errfd, 2, errno);
-  /* Nothing but 0..2 crosses exec, whatever a library opened without CLOEXEC. */
-  if (syscall(SYS_close_range, 3U, ~0U, 4U /* CLOSE_RANGE_CLOEXEC */) != 0) {
+  /* Nothing but those crosses exec, whatever a library opened without CLOEXEC. */
+  if (syscall(SYS_close_range, (unsigned)nfds, ~0U, 4U /* CLOSE_RANGE_CLOEXEC */) != 0) {
     long max = sysconf(_SC_OPEN_MAX);
     if (max < 0 || max > 65536) max = 65536;
-    for (int fd = 3; fd < max; fd++)
+    for (int fd = nfds; fd < max; fd++)
       if (fd != errfd) fcntl(fd, F_SETFD, FD_CLOEXEC);
   }
   if (cwd && chdir(cwd) != 0) child_fail(errfd, 1, errno);
@@ -295,7 +296,7 @@ static void child_exec(const char *const *argv, char *const *envp, const char *c
 }
 
 /* See int.h. */
-pid_t ct_proc_start(const char *const *argv, char *const *envp, const char *cwd, const int fds[3],
+pid_t ct_proc_start(const char *const *argv, char *const *envp, const char *cwd, const int *fds, int nfds,
                     int mode, int *err, const char **what) {
   *what = argv[0];
   if (!argv[0] || !argv[0][0]) {
@@ -317,7 +318,7 @@ pid_t ct_proc_start(const char *const *argv, char *const *envp, const char *cwd,
   pid_t pid = fork();
   if (pid == 0) {
     close(ep[0]);
-    child_exec(argv, envp, cwd, fds, mode, parent, &empty, ep[1]);
+    child_exec(argv, envp, cwd, fds, nfds < CT_START_FDS ? nfds : CT_START_FDS, mode, parent, &empty, ep[1]);
   }
   int fork_err = errno;
   sigprocmask(SIG_SETMASK, &old, NULL);
