@@ -1,14 +1,10 @@
 /* The monitor's log writer: timestamped stdout/stderr records in current.log, rotated by one rename. */
 #include "monitor.h"
 
-#include <dirent.h>
-#include <stddef.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
