@@ -26,7 +26,7 @@ struct config {
   const char *id, *pid_file, *cgroup, *restart, *journal, *journal_id, *journal_name;
   struct argvec create, start, del;
   int logs_fd, state_fd, ready_fd;
-  long long uid, gid, backoff_ms, backoff_max_ms, limit, quick_ms, log_max, log_keep, runc_ms;
+  long long uid, gid, backoff_ms, backoff_max_ms, limit, quick_ms, log_max, log_keep, log_seq, runc_ms;
 };
 
 struct client {
@@ -100,6 +100,7 @@ static int config_record(struct config *c, const char *k, const char *v) {
       {"limit", offsetof(struct config, limit)},   {"quick_ms", offsetof(struct config, quick_ms)},
       {"log_max", offsetof(struct config, log_max)},
       {"log_keep", offsetof(struct config, log_keep)},
+      {"log_seq", offsetof(struct config, log_seq)},
       {"runc_ms", offsetof(struct config, runc_ms)},
   };
   for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++)
@@ -533,7 +534,8 @@ static const char *setup(void) {
   if ((M.devnull = open("/dev/null", O_RDWR | O_CLOEXEC)) < 0) return "/dev/null";
   /* syslog's info and err, as journald's own stdout streams */
   if ((e = make_pipe(&M.out, &M.out_w, "stdout", 6)) || (e = make_pipe(&M.err, &M.err_w, "stderr", 3))) return e;
-  ct_log_open(&M.log, M.c.logs_fd, M.c.log_max, M.c.log_keep);
+  ct_log_open(&M.log, M.c.logs_fd, M.c.log_max, M.c.log_keep,
+              M.c.log_seq > 0 && M.c.log_seq < 99999999 ? (unsigned)M.c.log_seq : 0);
   if (M.c.journal) {
     M.journal.path = M.c.journal;
     M.journal.identifier = M.c.journal_id;

@@ -115,24 +115,18 @@ static int m_spawn(lua_State *L) {
 
 /* ---------- requests ---------- */
 
-/* request(sock, line [, timeout_ms]) -> reply, version | nil, msg, errno.
-   sock: the socket's path, or the state ct.fs.Dir holding monitor.sock. */
+/* request(state, line [, timeout_ms]) -> reply, version | nil, msg, errno.
+   state: the ct.fs.Dir holding monitor.sock. */
 static int m_request(lua_State *L) {
   lua_settop(L, 3);
+  int dfd = ct_testdir(L, 1);
+  luaL_argcheck(L, dfd >= 0, 1, "a ct.fs.Dir expected");
   struct sockaddr_un a;
   memset(&a, 0, sizeof a);
   a.sun_family = AF_UNIX;
-  int dfd = ct_testdir(L, 1);
-  const char *shown;
-  if (dfd >= 0) {
-    snprintf(a.sun_path, sizeof a.sun_path, "/proc/self/fd/%d/%s", dfd, CT_MONITOR_SOCKET);
-    lua_getiuservalue(L, 1, 1);
-    shown = lua_pushfstring(L, "%s/%s", lua_tostring(L, -1), CT_MONITOR_SOCKET);
-  } else {
-    shown = luaL_checkstring(L, 1);
-    if (strlen(shown) >= sizeof a.sun_path) return ct_error(L, ENAMETOOLONG, "%s: path too long for a socket", shown);
-    memcpy(a.sun_path, shown, strlen(shown));
-  }
+  snprintf(a.sun_path, sizeof a.sun_path, "/proc/self/fd/%d/%s", dfd, CT_MONITOR_SOCKET);
+  lua_getiuservalue(L, 1, 1);
+  const char *shown = lua_pushfstring(L, "%s/%s", lua_tostring(L, -1), CT_MONITOR_SOCKET);
   size_t len;
   const char *line = luaL_checklstring(L, 2, &len);
   luaL_argcheck(L, len > 0 && len < 250 && strlen(line) == len && !strchr(line, '\n'), 2,

@@ -157,6 +157,7 @@ local CONFIG_NUMBERS = { -- option, record, scale, when absent (nil: needed; "po
   { "backoff_initial", "backoff_ms", 1000, "policy" }, { "backoff_max", "backoff_max_ms", 1000, "policy" },
   { "crash_limit", "limit", 1, "policy" }, { "quick_run", "quick_ms", 1000, "policy" },
   { "runc_timeout", "runc_ms", 1000, 0 }, { "uid", "uid", 1, -1 }, { "gid", "gid", 1, -1 },
+  { "log_seq", "log_seq", 1, 0 },
 }
 
 -- config(o) -> the configuration a monitor reads; raises on a bad option
@@ -190,7 +191,25 @@ end
 -- with o's configuration (config), its Dirs o.logs and o.state, waiting at
 -- most o.timeout seconds for its report.
 function monitor.launch(o)
+  o.log_seq = monitor.rotated(o.logs, o.log_keep)
   return ct.monitor.spawn(o.id, monitor.config(o), o.logs, o.state, o.timeout)
+end
+
+-- rotated(d, keep) -> the number of the newest rotated log (NNNNNNNN.log)
+-- in Dir d, 0 for none, having removed those beyond the newest keep: the
+-- monitor numbers its next rotation from there.
+function monitor.rotated(d, keep)
+  local seqs = {}
+  for _, n in ipairs(d:list("") or {}) do
+    local seq = n:match("^(%d%d%d%d%d%d%d%d)%.log$")
+    if seq then seqs[#seqs + 1] = tonumber(seq) end
+  end
+  table.sort(seqs)
+  local newest = seqs[#seqs] or 0
+  for _, seq in ipairs(seqs) do
+    if seq + keep <= newest then d:unlink(string.format("%08d.log", seq)) end
+  end
+  return newest
 end
 
 -- spawn(c, policy) -> init pid | nil, msg: a monitor for container c
