@@ -36,8 +36,8 @@ static const char **check_argv(lua_State *L, int idx) {
   return argv;
 }
 
-/* opts.env_add -> envp (NULL: ours): our environment with those set,
-   pushed anchored on the stack. */
+/* opts.env_add -> envp (NULL: ours): env_add's variables, then ours that
+   it does not set, in a userdatum pushed on the stack (anchoring them). */
 static char **build_env(lua_State *L, int opts) {
   if (!opts || lua_getfield(L, opts, "env_add") == LUA_TNIL) {
     if (opts) lua_pop(L, 1);
@@ -46,45 +46,33 @@ static char **build_env(lua_State *L, int opts) {
   }
   int add = lua_gettop(L);
   if (!lua_istable(L, add)) luaL_error(L, "bad option 'env_add' (a table expected)");
-  lua_newtable(L);
-  int out = add + 1;
-  for (char **e = environ; *e; e++) {
-    const char *eq = strchr(*e, '=');
-    if (!eq || eq == *e) continue;
-    lua_pushlstring(L, *e, (size_t)(eq - *e));
-    lua_pushstring(L, eq + 1);
-    lua_rawset(L, out);
-  }
-  size_t n = 0;
+  size_t n = 0, i = 0;
+  for (char **e = environ; *e; e++) n++;
   lua_pushnil(L);
   while (lua_next(L, add)) {
-    if (lua_type(L, -2) != LUA_TSTRING || !lua_isstring(L, -1))
-      luaL_error(L, "bad option 'env_add' (a table of string names to string values)");
-    const char *k = lua_tostring(L, -2);
-    if (!*k || strchr(k, '=')) luaL_error(L, "bad option 'env_add' (bad variable name '%s')", k);
-    lua_pushvalue(L, -2);
-    lua_insert(L, -2);
-    lua_rawset(L, out);
-  }
-  lua_pushnil(L);
-  while (lua_next(L, out)) {
-    n++;
     lua_pop(L, 1);
+    n++;
   }
   char **envp = lua_newuserdatauv(L, sizeof(char *) * (n + 1), 1);
   lua_newtable(L);
-  size_t i = 0;
   lua_pushnil(L);
-  while (lua_next(L, out)) {
-    lua_pushfstring(L, "%s=%s", lua_tostring(L, -2), lua_tostring(L, -1));
-    envp[i] = (char *)lua_tostring(L, -1);
-    lua_rawseti(L, -4, (lua_Integer)++i);
+  while (lua_next(L, add)) {
+    const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+    if (!k || !lua_isstring(L, -1) || !*k || strchr(k, '='))
+      luaL_error(L, "bad option 'env_add' (names without '=' to string values)");
+    envp[i] = (char *)lua_pushfstring(L, "%s=%s", k, lua_tostring(L, -1));
+    lua_rawseti(L, add + 2, (lua_Integer)++i);
     lua_pop(L, 1);
   }
-  envp[n] = NULL;
-  lua_setiuservalue(L, -2, 1);
+  for (char **e = environ; *e; e++) {
+    const char *eq = strchr(*e, '=');
+    lua_pushlstring(L, *e, eq ? (size_t)(eq - *e) : strlen(*e));
+    if (lua_rawget(L, add) == LUA_TNIL) envp[i++] = *e;
+    lua_pop(L, 1);
+  }
+  envp[i] = NULL;
+  lua_setiuservalue(L, add + 1, 1);
   lua_replace(L, add);
-  lua_settop(L, add);
   return envp;
 }
 
