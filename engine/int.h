@@ -83,6 +83,9 @@ void ct_decode_status(int status, int *code, int *sig);
 void ct_reset_signals(const sigset_t *mask);
 /* Kills every process in the cgroup at path and removes it; 0 or an errno. */
 int ct_cg_destroy(const char *path, double seconds);
+/* Makes the cgroup at path (or finds it) and moves the caller into it;
+   NULL, or the step that failed ("create cgroup", …) with errno. */
+const char *ct_cg_join(const char *path);
 int luaopen_ct_proc_sandbox(lua_State *L); /* adds fork_call, cgroup_kill */
 
 /* opts.special of ct.archive.extract and ct.layer.*: what the caller's

@@ -491,17 +491,6 @@ static void ctl_read(struct client *c) {
 
 /* ---------- start-up and the loop ---------- */
 
-static const char *join_cgroup(void) {
-  if (!M.c.cgroup || !*M.c.cgroup) return NULL;
-  if (mkdir(M.c.cgroup, 0755) != 0 && errno != EEXIST) return "mkdir cgroup";
-  char path[4200];
-  snprintf(path, sizeof path, "%s/cgroup.procs", M.c.cgroup);
-  int fd = open(path, O_WRONLY | O_CLOEXEC);
-  if (fd < 0) return "open cgroup.procs";
-  int ok = write_all(fd, "0\n", 2) == 0;
-  return close(fd) == 0 && ok ? NULL : "join cgroup";
-}
-
 static const char *make_pipe(struct ct_stream *s, int *w, const char *tag, int priority) {
   int p[2];
   if (pipe2(p, O_CLOEXEC) != 0) return "pipe";
@@ -530,7 +519,7 @@ static const char *setup(void) {
   if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) return "prctl(PR_SET_CHILD_SUBREAPER)";
   /* First: a second monitor for the same state dir stops before touching anything. */
   if ((e = ctl_listen())) return e;
-  if ((e = join_cgroup())) return e;
+  if (M.c.cgroup && *M.c.cgroup && (e = ct_cg_join(M.c.cgroup))) return e;
   if ((M.devnull = open("/dev/null", O_RDWR | O_CLOEXEC)) < 0) return "/dev/null";
   /* syslog's info and err, as journald's own stdout streams */
   if ((e = make_pipe(&M.out, &M.out_w, "stdout", 6)) || (e = make_pipe(&M.err, &M.err_w, "stderr", 3))) return e;

@@ -124,6 +124,16 @@ int ct_cg_destroy(const char *path, double seconds) {
   return 0;
 }
 
+/* See int.h. */
+const char *ct_cg_join(const char *path) {
+  if (mkdir(path, 0755) != 0 && errno != EEXIST) return "create cgroup";
+  int dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) return "open cgroup";
+  int rc = cg_write(dfd, "cgroup.procs", "0");
+  close_keep_errno(dfd);
+  return rc == 0 ? NULL : "join cgroup";
+}
+
 /* cgroup_kill(path [, seconds]) -> true | nil, msg, errno: kills every
    process in the cgroup at path and removes it (waiting at most seconds,
    default 10, for them to go). */
@@ -168,8 +178,8 @@ static int fc_emit(lua_State *L) {
   return 0;
 }
 
-/* The forked child: joins the cgroup (before it runs anything, so all it
-   starts is there), runs fn(emit), sends its result; never returns. */
+/* The forked child: makes and joins the cgroup (before it runs anything,
+   so all it starts is there), runs fn(emit), sends its result; never returns. */
 static void fc_child(lua_State *L, int fd, const char *cgroup, const sigset_t *oldmask) {
   pid_t parent = getppid();
   int nested = ct_in_sandbox_child;
@@ -177,13 +187,10 @@ static void fc_child(lua_State *L, int fd, const char *cgroup, const sigset_t *o
   if (!nested) setpgid(0, 0);
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() != parent) _exit(1);
-  if (cgroup) {
-    int dfd = open(cgroup, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0 || cg_write(dfd, "cgroup.procs", "0") != 0) {
-      const char *msg = lua_pushfstring(L, "cannot join cgroup %s: %s", cgroup, strerror(errno));
-      write_record(fd, R_NOTE, msg, strlen(msg));
-    }
-    if (dfd >= 0) close(dfd);
+  const char *failed = cgroup ? ct_cg_join(cgroup) : NULL;
+  if (failed) {
+    const char *msg = lua_pushfstring(L, "cannot %s %s: %s", failed, cgroup, strerror(errno));
+    write_record(fd, R_NOTE, msg, strlen(msg));
   }
   sigprocmask(SIG_SETMASK, oldmask, NULL);
   /* The child never reads the terminal (it is in a background group). */
@@ -269,13 +276,7 @@ static int p_fork_call(lua_State *L) {
   lua_pushnil(L); /* 5: the note: why there is no cgroup */
   lua_newtable(L); /* 6: lines */
   lua_pushnil(L); /* 7: result */
-  if (cgroup && mkdir(cgroup, 0755) != 0) {
-    lua_pushfstring(L, "cannot create cgroup %s: %s", cgroup, strerror(errno));
-    lua_replace(L, 5);
-  } else if (cgroup && !(p->cgroup = strdup(cgroup))) {
-    rmdir(cgroup);
-    return luaL_error(L, "not enough memory");
-  }
+  if (cgroup && !(p->cgroup = strdup(cgroup))) return luaL_error(L, "not enough memory");
   int pfd[2];
   if (pipe2(pfd, O_CLOEXEC) != 0) return ct_oserror(L, errno, "pipe");
   fflush(NULL); /* or the child would write our buffered output again */
