@@ -16,7 +16,7 @@
    backoff_max_ms, limit, quick_ms, log_max, log_keep, log_seq, runc_ms; repeated
    keys (create, start, delete) append to an argv. An unknown key is refused. */
 #define CT_MONITOR_CONFIG_KEY "ctcli-monitor-config"
-#define CT_MONITOR_CONFIG_VERSION 1
+#define CT_MONITOR_CONFIG_VERSION 2 /* 2: fixed descriptors, log_seq */
 /* The descriptors the monitor inherits, always these: its configuration,
    the logs and state directories, and the report pipe to ct.monitor.spawn. */
 enum { CT_MONITOR_CFG_FD = 3, CT_MONITOR_LOGS_FD, CT_MONITOR_STATE_FD, CT_MONITOR_READY_FD };

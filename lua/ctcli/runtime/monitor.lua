@@ -172,6 +172,11 @@ function monitor.config(o)
   for _, f in ipairs(CONFIG_STRINGS) do
     if o[f[1]] ~= nil or f[1] == "id" or f[1] == "pid_file" then add(f[2], o[f[1]]) end
   end
+  -- What fits a datagram and a socket address (engine/monitor.h).
+  assert(o.journal == nil or (o.journal:sub(1, 1) == "/" and #o.journal < 108),
+    "opts.journal must be an absolute socket path below 108 bytes")
+  assert(#(o.journal_identifier or "") <= 255 and #(o.journal_container or "") <= 255,
+    "opts.journal_identifier and journal_container: at most 255 bytes")
   for _, f in ipairs(CONFIG_NUMBERS) do
     local v, absent = o[f[1]], f[4]
     if absent == "policy" then absent = o.restart == "no" and 0 or nil end
