@@ -34,11 +34,14 @@ double ct_mono(void);
 /* Modes of ct_proc_start:
    CT_START_GROUP      own process group (not inside fork_call) + PDEATHSIG
    CT_START_DETACH     own process group always, no PDEATHSIG (it may outlive us)
-   CT_START_FOREGROUND our process group + PDEATHSIG (interactive) */
-enum { CT_START_GROUP = 1, CT_START_DETACH = 2, CT_START_FOREGROUND = 3 };
-/* Starts argv with fds[0..2] as its stdio (-1: keep ours); the pid, or -1
-   with *err and *what (the program or the cwd). */
-pid_t ct_proc_start(const char *const *argv, char *const *envp, const char *cwd, const int fds[3],
+   CT_START_FOREGROUND our process group + PDEATHSIG (interactive)
+   CT_START_SESSION    own session, no PDEATHSIG (a monitor) */
+enum { CT_START_GROUP = 1, CT_START_DETACH = 2, CT_START_FOREGROUND = 3, CT_START_SESSION = 4 };
+enum { CT_START_FDS = 8 }; /* at most so many descriptors passed */
+/* Starts argv with fds[i] on descriptor i for i < nfds (-1: keep ours;
+   nothing else crosses exec); the pid, or -1 with *err and *what (the
+   program or the cwd). */
+pid_t ct_proc_start(const char *const *argv, char *const *envp, const char *cwd, const int *fds, int nfds,
                     int mode, int *err, const char **what);
 
 /* The process record of ct.proc (spawn's userdata, run's guard, fork_call's child). */
@@ -47,35 +50,42 @@ struct buf {
   size_t len, cap;
 };
 
+enum { CT_FD_IN, CT_FD_OUT, CT_FD_ERR }; /* our ends of the child's pipes */
 struct proc {
   pid_t pid;   /* 0: none */
   pid_t owner; /* who started it: a forked copy of the state never touches it */
   int group;   /* the child leads its own process group */
   int pidfd;
   int reaped, status;
-  int fds[6]; /* descriptors to close when done */
-  struct buf out, err, rec;
+  int fds[3];         /* CT_FD_*, -1: none */
+  struct buf out, err; /* what ct_proc_wait read from fds[CT_FD_OUT], fds[CT_FD_ERR] */
   char *cgroup; /* fork_call: the cgroup its child runs in (killed and removed when done) */
 };
 #define PROCESS_MT "ct.process"
 /* Set in a fork_call child: processes it starts stay in its process group. */
 extern int ct_in_sandbox_child;
 struct proc *ct_proc_new(lua_State *L);
+/* Records a started child (and opens its pidfd where the kernel has them). */
+void ct_proc_started(struct proc *p, pid_t pid, int group);
 void ct_proc_kill(struct proc *p, int sig);
 /* Kills a live child (its group, its cgroup), reaps it, releases everything. */
 void ct_proc_release(struct proc *p);
-int ct_buf_grow(struct buf *b, size_t need);
-/* Milliseconds until deadline for poll(): -1 without one, at least 1 before it. */
-int ct_ms_until(double deadline);
-int ct_pidfd_open(pid_t pid);
-int ct_has_exited(pid_t pid);
+/* The one wait (run, p:wait, fork_call): feeds in to fds[CT_FD_IN], reads
+   the other two into out and err, until the child has exited and the pipes
+   are at their end, or until deadline (0: none; then *timed_out unless it
+   exited). With stop_at_exit, once the child is gone only what the pipes
+   hold is read. Does not reap. 0, or an errno. */
+int ct_proc_wait(struct proc *p, const char *in, size_t in_len, double deadline, int stop_at_exit,
+                 int *timed_out);
 int ct_reap(pid_t pid, int *status);
 void ct_close_fd(int *fd);
-int ct_set_nonblock(int fd);
 void ct_decode_status(int status, int *code, int *sig);
 void ct_reset_signals(const sigset_t *mask);
 /* Kills every process in the cgroup at path and removes it; 0 or an errno. */
 int ct_cg_destroy(const char *path, double seconds);
+/* Makes the cgroup at path (or finds it) and moves the caller into it;
+   NULL, or the step that failed ("create cgroup", …) with errno. */
+const char *ct_cg_join(const char *path);
 int luaopen_ct_proc_sandbox(lua_State *L); /* adds fork_call, cgroup_kill */
 
 /* opts.special of ct.archive.extract and ct.layer.*: what the caller's

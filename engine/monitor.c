@@ -2,21 +2,16 @@
 #include "monitor.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <poll.h>
-#include <signal.h>
 #include <stdarg.h>
-#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 enum { MAX_ARGS = 64, MAX_CLIENTS = 8, REQ_MAX = 256 };
@@ -31,7 +26,7 @@ struct config {
   const char *id, *pid_file, *cgroup, *restart, *journal, *journal_id, *journal_name;
   struct argvec create, start, del;
   int logs_fd, state_fd, ready_fd;
-  long long uid, gid, backoff_ms, backoff_max_ms, limit, quick_ms, log_max, log_keep, runc_ms;
+  long long uid, gid, backoff_ms, backoff_max_ms, limit, quick_ms, log_max, log_keep, log_seq, runc_ms;
 };
 
 struct client {
@@ -105,11 +100,11 @@ static int config_record(struct config *c, const char *k, const char *v) {
       {"limit", offsetof(struct config, limit)},   {"quick_ms", offsetof(struct config, quick_ms)},
       {"log_max", offsetof(struct config, log_max)},
       {"log_keep", offsetof(struct config, log_keep)},
+      {"log_seq", offsetof(struct config, log_seq)},
       {"runc_ms", offsetof(struct config, runc_ms)},
   };
   for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++)
     if (strcmp(k, nums[i].key) == 0) return set_num((long long *)((char *)c + nums[i].off), v);
-  long long fd = -1;
   if (strcmp(k, "create") == 0) return set_arg(&c->create, v);
   if (strcmp(k, "start") == 0) return set_arg(&c->start, v);
   if (strcmp(k, "delete") == 0) return set_arg(&c->del, v);
@@ -120,9 +115,6 @@ static int config_record(struct config *c, const char *k, const char *v) {
   else if (strcmp(k, "journal") == 0) c->journal = v;
   else if (strcmp(k, "journal_id") == 0) c->journal_id = v;
   else if (strcmp(k, "journal_name") == 0) c->journal_name = v;
-  else if (strcmp(k, "logs_fd") == 0 && set_num(&fd, v) == 0) c->logs_fd = (int)fd;
-  else if (strcmp(k, "state_fd") == 0 && set_num(&fd, v) == 0) c->state_fd = (int)fd;
-  else if (strcmp(k, "ready_fd") == 0 && set_num(&fd, v) == 0) c->ready_fd = (int)fd;
   else return -1; /* an unknown key: a newer ctcli, refuse rather than guess */
   return 0;
 }
@@ -146,8 +138,7 @@ static const char *config_read(int fd, struct config *c) {
     *eq = '\0';
     if (config_record(c, p, eq + 1) != 0) return p;
   }
-  if (!c->id || !c->pid_file || !c->restart || !c->create.n || !c->start.n || !c->del.n ||
-      c->logs_fd < 0 || c->state_fd < 0)
+  if (!c->id || !c->pid_file || !c->restart || !c->create.n || !c->start.n || !c->del.n)
     return "incomplete config";
   return NULL;
 }
@@ -276,7 +267,7 @@ static int run_cmd(const struct argvec *a, const char *what) {
   M.last_err[0] = '\0';
   M.err.last = M.last_err;
   M.cmd_done = 0;
-  M.cmd = ct_proc_start(a->v, NULL, "/", fds, CT_START_DETACH, &err, &which);
+  M.cmd = ct_proc_start(a->v, NULL, "/", fds, 3, CT_START_DETACH, &err, &which);
   if (M.cmd < 0) {
     M.err.last = NULL;
     snprintf(M.error, sizeof M.error, "runc %s: %s: %s", what, which, strerror(err));
@@ -500,17 +491,6 @@ static void ctl_read(struct client *c) {
 
 /* ---------- start-up and the loop ---------- */
 
-static const char *join_cgroup(void) {
-  if (!M.c.cgroup || !*M.c.cgroup) return NULL;
-  if (mkdir(M.c.cgroup, 0755) != 0 && errno != EEXIST) return "mkdir cgroup";
-  char path[4200];
-  snprintf(path, sizeof path, "%s/cgroup.procs", M.c.cgroup);
-  int fd = open(path, O_WRONLY | O_CLOEXEC);
-  if (fd < 0) return "open cgroup.procs";
-  int ok = write_all(fd, "0\n", 2) == 0;
-  return close(fd) == 0 && ok ? NULL : "join cgroup";
-}
-
 static const char *make_pipe(struct ct_stream *s, int *w, const char *tag, int priority) {
   int p[2];
   if (pipe2(p, O_CLOEXEC) != 0) return "pipe";
@@ -539,11 +519,12 @@ static const char *setup(void) {
   if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) return "prctl(PR_SET_CHILD_SUBREAPER)";
   /* First: a second monitor for the same state dir stops before touching anything. */
   if ((e = ctl_listen())) return e;
-  if ((e = join_cgroup())) return e;
+  if (M.c.cgroup && *M.c.cgroup && (e = ct_cg_join(M.c.cgroup))) return e;
   if ((M.devnull = open("/dev/null", O_RDWR | O_CLOEXEC)) < 0) return "/dev/null";
   /* syslog's info and err, as journald's own stdout streams */
   if ((e = make_pipe(&M.out, &M.out_w, "stdout", 6)) || (e = make_pipe(&M.err, &M.err_w, "stderr", 3))) return e;
-  ct_log_open(&M.log, M.c.logs_fd, M.c.log_max, M.c.log_keep);
+  ct_log_open(&M.log, M.c.logs_fd, M.c.log_max, M.c.log_keep,
+              M.c.log_seq > 0 && M.c.log_seq < 99999999 ? (unsigned)M.c.log_seq : 0);
   if (M.c.journal) {
     M.journal.path = M.c.journal;
     M.journal.identifier = M.c.journal_id;
@@ -590,7 +571,8 @@ static void loop(void) {
 
 int ct_monitor_main(int argc, char **argv) {
   memset(&M, 0, sizeof M);
-  M.c = (struct config){.logs_fd = -1, .state_fd = -1, .ready_fd = CT_MONITOR_READY_FD, .uid = -1, .gid = -1};
+  M.c = (struct config){.logs_fd = CT_MONITOR_LOGS_FD, .state_fd = CT_MONITOR_STATE_FD,
+                        .ready_fd = CT_MONITOR_READY_FD, .uid = -1, .gid = -1};
   M.sigfd = M.lsock = M.devnull = M.out_w = M.err_w = M.log.fd = M.out.fd = M.err.fd = M.journal.fd = -1;
   for (int i = 0; i < MAX_CLIENTS; i++) M.cl[i].fd = -1;
   M.state = "starting";

@@ -11,11 +11,14 @@
 
 /* The configuration: NUL-terminated "key=value" records read from the
    descriptor named in argv[2]; the first is "ctcli-monitor-config=<n>".
-   Repeated keys (create, start, delete) append to an argv. */
+   ctcli.runtime.monitor (Lua) encodes them: id, pid_file, restart, cgroup,
+   journal, journal_id, journal_name; numbers uid, gid, backoff_ms,
+   backoff_max_ms, limit, quick_ms, log_max, log_keep, log_seq, runc_ms; repeated
+   keys (create, start, delete) append to an argv. An unknown key is refused. */
 #define CT_MONITOR_CONFIG_KEY "ctcli-monitor-config"
-#define CT_MONITOR_CONFIG_VERSION 1
-/* The descriptors the monitor inherits: its configuration, the logs and
-   state directories, and the report pipe to ct.monitor.spawn. */
+#define CT_MONITOR_CONFIG_VERSION 2 /* 2: fixed descriptors, log_seq */
+/* The descriptors the monitor inherits, always these: its configuration,
+   the logs and state directories, and the report pipe to ct.monitor.spawn. */
 enum { CT_MONITOR_CFG_FD = 3, CT_MONITOR_LOGS_FD, CT_MONITOR_STATE_FD, CT_MONITOR_READY_FD };
 
 /* The control protocol: the monitor greets with "ctcli-monitor <n>\n". */
@@ -66,9 +69,10 @@ struct ct_stream {
 
 double ct_mon_now(void);                   /* CLOCK_REALTIME, seconds */
 void ct_mon_time(char out[40], double t); /* RFC 3339, UTC, nanoseconds */
-/* Finds the rotated files in dirfd (dropping those beyond keep), opens
-   current.log for append. Failures count in errors; nothing stops. */
-void ct_log_open(struct ct_log *lg, int dirfd, long long max, long long keep);
+/* Opens current.log in dirfd for append; seq: the highest rotated file
+   there (the caller found it and removed those beyond keep). Failures
+   count in errors; nothing stops. */
+void ct_log_open(struct ct_log *lg, int dirfd, long long max, long long keep, unsigned seq);
 void ct_log_line(struct ct_log *lg, const char *tag, char flag, const char *p, size_t n);
 void ct_log_flush(struct ct_log *lg);
 void ct_log_rotate(struct ct_log *lg);

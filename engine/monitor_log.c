@@ -1,14 +1,10 @@
 /* The monitor's log writer: timestamped stdout/stderr records in current.log, rotated by one rename. */
 #include "monitor.h"
 
-#include <dirent.h>
-#include <stddef.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -67,36 +63,11 @@ void ct_log_rotate(struct ct_log *lg) {
   }
 }
 
-/* The highest rotated number so far; those beyond keep are removed. */
-static void log_scan(struct ct_log *lg) {
-  int fd = openat(lg->dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
-  if (!d) {
-    if (fd >= 0) close(fd);
-    lg->errors++;
-    return;
-  }
-  for (int pass = 0; pass < 2; pass++) {
-    rewinddir(d);
-    struct dirent *e;
-    while ((e = readdir(d))) {
-      unsigned seq;
-      char tail;
-      if (strlen(e->d_name) != 12 || sscanf(e->d_name, "%8u.lo%c", &seq, &tail) != 2 || tail != 'g')
-        continue;
-      if (pass == 0 && seq > lg->seq) lg->seq = seq;
-      if (pass == 1 && (long long)seq + lg->keep <= (long long)lg->seq && unlinkat(lg->dirfd, e->d_name, 0) != 0)
-        lg->errors++;
-    }
-  }
-  closedir(d);
-}
-
-void ct_log_open(struct ct_log *lg, int dirfd, long long max, long long keep) {
+void ct_log_open(struct ct_log *lg, int dirfd, long long max, long long keep, unsigned seq) {
   lg->dirfd = dirfd;
   lg->max = max;
   lg->keep = keep;
-  log_scan(lg);
+  lg->seq = seq;
   log_open(lg);
 }
 

@@ -2,23 +2,10 @@
 #include "int.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <limits.h>
 #include <math.h>
-#include <poll.h>
 #include <pwd.h>
-#include <signal.h>
-#include <stdint.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/prctl.h>
-#include <sys/stat.h>
-#include <sys/syscall.h>
-#include <sys/types.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 extern char **environ;
@@ -49,110 +36,64 @@ static const char **check_argv(lua_State *L, int idx) {
   return argv;
 }
 
-/* Collects name=value strings of tab (idx) into out (a table at the top). */
-static void env_merge(lua_State *L, int out, int idx, const char *what) {
-  lua_pushnil(L);
-  while (lua_next(L, idx)) {
-    if (lua_type(L, -2) != LUA_TSTRING || !lua_isstring(L, -1))
-      luaL_error(L, "bad option '%s' (a table of string names to string values)", what);
-    const char *k = lua_tostring(L, -2);
-    if (!*k || strchr(k, '=')) luaL_error(L, "bad option '%s' (bad variable name '%s')", what, k);
-    lua_pushvalue(L, -2);
-    lua_pushvalue(L, -2);
-    lua_tostring(L, -1);
-    lua_rawset(L, out);
-    lua_pop(L, 1);
-  }
-}
-
-/* opts.env / opts.env_add -> envp (NULL: ours), pushed anchored on the stack. */
+/* opts.env_add -> envp (NULL: ours): env_add's variables, then ours that
+   it does not set, in a userdatum pushed on the stack (anchoring them). */
 static char **build_env(lua_State *L, int opts) {
-  int has_env = 0, has_add = 0;
-  if (opts) {
-    has_env = lua_getfield(L, opts, "env") != LUA_TNIL;
-    has_add = lua_getfield(L, opts, "env_add") != LUA_TNIL;
-  } else {
-    lua_pushnil(L);
-    lua_pushnil(L);
-  }
-  int ienv = lua_absindex(L, -2), iadd = lua_absindex(L, -1);
-  if (has_env && !lua_istable(L, ienv)) luaL_error(L, "bad option 'env' (a table expected)");
-  if (has_add && !lua_istable(L, iadd)) luaL_error(L, "bad option 'env_add' (a table expected)");
-  if (!has_env && !has_add) {
-    lua_pop(L, 2);
+  if (!opts || lua_getfield(L, opts, "env_add") == LUA_TNIL) {
+    if (opts) lua_pop(L, 1);
     lua_pushnil(L);
     return NULL;
   }
-  lua_newtable(L);
-  int out = lua_gettop(L);
-  if (has_env) {
-    env_merge(L, out, ienv, "env");
-  } else {
-    for (char **e = environ; *e; e++) {
-      const char *eq = strchr(*e, '=');
-      if (!eq || eq == *e) continue;
-      lua_pushlstring(L, *e, (size_t)(eq - *e));
-      lua_pushstring(L, eq + 1);
-      lua_rawset(L, out);
-    }
-  }
-  if (has_add) env_merge(L, out, iadd, "env_add");
-  size_t n = 0;
+  int add = lua_gettop(L);
+  if (!lua_istable(L, add)) luaL_error(L, "bad option 'env_add' (a table expected)");
+  size_t n = 0, i = 0;
+  for (char **e = environ; *e; e++) n++;
   lua_pushnil(L);
-  while (lua_next(L, out)) {
-    n++;
+  while (lua_next(L, add)) {
     lua_pop(L, 1);
+    n++;
   }
   char **envp = lua_newuserdatauv(L, sizeof(char *) * (n + 1), 1);
   lua_newtable(L);
-  size_t i = 0;
   lua_pushnil(L);
-  while (lua_next(L, out)) {
-    lua_pushfstring(L, "%s=%s", lua_tostring(L, -2), lua_tostring(L, -1));
-    envp[i] = (char *)lua_tostring(L, -1);
-    lua_rawseti(L, -4, (lua_Integer)++i);
+  while (lua_next(L, add)) {
+    const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+    if (!k || !lua_isstring(L, -1) || !*k || strchr(k, '='))
+      luaL_error(L, "bad option 'env_add' (names without '=' to string values)");
+    envp[i] = (char *)lua_pushfstring(L, "%s=%s", k, lua_tostring(L, -1));
+    lua_rawseti(L, add + 2, (lua_Integer)++i);
     lua_pop(L, 1);
   }
-  envp[n] = NULL;
-  lua_setiuservalue(L, -2, 1);
-  lua_replace(L, ienv);
-  lua_settop(L, ienv);
+  for (char **e = environ; *e; e++) {
+    const char *eq = strchr(*e, '=');
+    lua_pushlstring(L, *e, eq ? (size_t)(eq - *e) : strlen(*e));
+    if (lua_rawget(L, add) == LUA_TNIL) envp[i++] = *e;
+    lua_pop(L, 1);
+  }
+  envp[i] = NULL;
+  lua_setiuservalue(L, add + 1, 1);
+  lua_replace(L, add);
   return envp;
 }
 
-enum dest { D_CAPTURE, D_INHERIT, D_NULL, D_APPEND, D_STDOUT, D_FILE };
+/* Where a child's stdout or stderr goes. */
+enum dest { D_CAPTURE, D_INHERIT, D_NULL, D_STDOUT, D_FILE };
 
-static enum dest check_dest(lua_State *L, int opts, const char *name, enum dest dflt,
-                            const char **path, int *filefd) {
-  *path = NULL;
+static enum dest check_dest(lua_State *L, int opts, const char *name, enum dest dflt, int *filefd) {
+  static const char *const names[] = {"capture", "inherit", "null", "stdout", NULL};
   *filefd = -1;
-  if (!opts) return dflt;
-  int t = lua_getfield(L, opts, name);
+  int t = opts ? lua_getfield(L, opts, name) : LUA_TNIL;
   enum dest d = dflt;
   if (t == LUA_TSTRING) {
-    const char *s = lua_tostring(L, -1);
-    if (strcmp(s, "capture") == 0)
-      d = D_CAPTURE;
-    else if (strcmp(s, "inherit") == 0)
-      d = D_INHERIT;
-    else if (strcmp(s, "null") == 0)
-      d = D_NULL;
-    else if (strcmp(s, "stdout") == 0 && strcmp(name, "stderr") == 0)
-      d = D_STDOUT;
-    else
-      luaL_error(L, "bad option '%s' (unknown value '%s')", name, s);
-  } else if (t == LUA_TTABLE) {
-    if (lua_getfield(L, -1, "append") != LUA_TSTRING)
-      luaL_error(L, "bad option '%s' (expected {append=path})", name);
-    *path = lua_tostring(L, -1);
-    lua_pop(L, 1);
-    d = D_APPEND;
+    d = (enum dest)luaL_checkoption(L, -1, NULL, names);
+    if (d == D_STDOUT && strcmp(name, "stderr") != 0)
+      luaL_error(L, "bad option '%s' (unknown value 'stdout')", name);
   } else if (t == LUA_TUSERDATA && (*filefd = ct_testfile(L, -1)) >= 0) {
     d = D_FILE; /* a ct.fs.File, which opts keeps alive */
   } else if (t != LUA_TNIL) {
-    luaL_error(L, "bad option '%s' (a string, {append=path} or a ct.fs.File expected)", name);
+    luaL_error(L, "bad option '%s' (a string or a ct.fs.File expected)", name);
   }
-  lua_pop(L, 1); /* the path string stays anchored in opts */
+  if (opts) lua_pop(L, 1);
   return d;
 }
 
@@ -163,10 +104,9 @@ struct opts {
   const char *in;
   size_t in_len;
   enum dest out, err;
-  const char *out_path, *err_path;
   int out_fd, err_fd; /* D_FILE: a ct.fs.File's descriptor */
-  double timeout; /* 0: none */
-  int mode;       /* CT_START_*: opts.detach, opts.foreground */
+  double timeout;     /* 0: none */
+  int mode;           /* CT_START_GROUP, or CT_START_FOREGROUND (opts.foreground) */
 };
 
 static void check_opts(lua_State *L, struct opts *o, int spawn) {
@@ -179,15 +119,15 @@ static void check_opts(lua_State *L, struct opts *o, int spawn) {
     opts = 2;
   }
   o->envp = build_env(L, opts);
+  o->mode = CT_START_GROUP;
   if (opts) {
     int t = lua_getfield(L, opts, "cwd");
     if (t != LUA_TNIL && t != LUA_TSTRING) luaL_error(L, "bad option 'cwd' (a string expected)");
     o->cwd = lua_tostring(L, -1);
-    lua_pop(L, 1);
     t = lua_getfield(L, opts, "stdin");
-    if (t != LUA_TNIL && t != LUA_TSTRING) luaL_error(L, "bad option 'stdin' (a string expected)");
+    if (t != LUA_TNIL && (t != LUA_TSTRING || spawn))
+      luaL_error(L, "bad option 'stdin' (%s)", spawn ? "spawn takes none" : "a string expected");
     o->in = lua_tolstring(L, -1, &o->in_len);
-    lua_pop(L, 1);
     t = lua_getfield(L, opts, "timeout");
     if (t != LUA_TNIL) {
       if (spawn) luaL_error(L, "bad option 'timeout' (spawn takes none: use p:wait(timeout))");
@@ -197,197 +137,67 @@ static void check_opts(lua_State *L, struct opts *o, int spawn) {
         luaL_error(L, "bad option 'timeout' (a positive number of seconds expected)");
       o->timeout = v;
     }
-    lua_pop(L, 1);
-    o->mode = CT_START_GROUP;
-    lua_getfield(L, opts, "detach");
-    if (lua_toboolean(L, -1)) o->mode = CT_START_DETACH;
     lua_getfield(L, opts, "foreground");
-    if (lua_toboolean(L, -1)) o->mode = o->mode == CT_START_DETACH ? -1 : CT_START_FOREGROUND;
-    lua_pop(L, 2);
-    if (o->mode < 0) luaL_error(L, "bad option 'foreground' (a detached child cannot be)");
-  } else {
-    o->mode = CT_START_GROUP;
+    if (lua_toboolean(L, -1)) o->mode = CT_START_FOREGROUND;
+    lua_pop(L, 4); /* the strings stay anchored in opts */
   }
-  if (o->mode == CT_START_FOREGROUND) {
-    /* Ours: the terminal (or whatever our stdio is) is the child's. */
-    if (o->in) luaL_error(L, "bad option 'stdin' (a foreground child reads ours)");
-    o->out = check_dest(L, opts, "stdout", D_INHERIT, &o->out_path, &o->out_fd);
-    o->err = check_dest(L, opts, "stderr", D_INHERIT, &o->err_path, &o->err_fd);
-    return;
-  }
-  o->out = check_dest(L, opts, "stdout", spawn ? D_INHERIT : D_CAPTURE, &o->out_path, &o->out_fd);
-  o->err = check_dest(L, opts, "stderr", spawn ? D_INHERIT : D_CAPTURE, &o->err_path, &o->err_fd);
+  /* A foreground child has ours: the terminal (or whatever our stdio is). */
+  int fg = o->mode == CT_START_FOREGROUND;
+  if (fg && o->in) luaL_error(L, "bad option 'stdin' (a foreground child reads ours)");
+  enum dest dflt = spawn || fg ? D_INHERIT : D_CAPTURE;
+  o->out = check_dest(L, opts, "stdout", dflt, &o->out_fd);
+  o->err = check_dest(L, opts, "stderr", dflt, &o->err_fd);
   if (spawn && (o->out == D_CAPTURE || o->err == D_CAPTURE))
-    luaL_error(L, "bad option (spawn cannot capture: use \"inherit\", \"null\" or {append=path})");
+    luaL_error(L, "bad option (spawn cannot capture: use \"inherit\", \"null\" or a ct.fs.File)");
 }
 
 /* Opens the child's side of one stream; *mine gets the parent's end of a pipe. */
-static int open_dest(enum dest d, const char *path, int filefd, int *child, int *mine) {
+static int open_dest(enum dest d, int filefd, int *child, int *mine) {
   int p[2];
-  switch (d) {
-  case D_CAPTURE:
+  if (d == D_CAPTURE) {
     if (pipe2(p, O_CLOEXEC) != 0) return -1;
     *mine = p[0];
     *child = p[1];
     return 0;
-  case D_INHERIT:
-    return 0;
-  case D_NULL:
-    *child = open("/dev/null", O_WRONLY | O_CLOEXEC);
-    return *child < 0 ? -1 : 0;
-  case D_APPEND:
-    *child = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-    return *child < 0 ? -1 : 0;
-  case D_FILE:
-    *child = fcntl(filefd, F_DUPFD_CLOEXEC, 3);
-    return *child < 0 ? -1 : 0;
-  case D_STDOUT:
-    return 0;
   }
-  return 0;
+  if (d == D_NULL)
+    *child = open("/dev/null", O_WRONLY | O_CLOEXEC);
+  else if (d == D_FILE)
+    *child = fcntl(filefd, F_DUPFD_CLOEXEC, 3);
+  else
+    return 0;
+  return *child < 0 ? -1 : 0;
 }
-
-/* fds slots in struct proc */
-enum { F_IN_CHILD, F_OUT_CHILD, F_ERR_CHILD, F_IN, F_OUT, F_ERR };
 
 /* Opens every stream and starts the child; on failure pushes nil, msg, errno
    and returns 3, else 0. p->fds hold the parent's pipe ends afterwards. */
-static int start_with_opts(lua_State *L, struct proc *p, const struct opts *o, int spawn) {
+static int start_with_opts(lua_State *L, struct proc *p, const struct opts *o) {
   const char *what = NULL;
-  int err = 0;
-  int *fd = p->fds;
-  /* stdin */
-  if (o->in && spawn) {
-    /* spawn cannot feed a pipe while the caller runs: a sealed-size memfd holds it */
-    fd[F_IN_CHILD] = memfd_create("ct-stdin", MFD_CLOEXEC);
-    if (fd[F_IN_CHILD] < 0) return ct_oserror(L, errno, "memfd_create");
-    size_t off = 0;
-    while (off < o->in_len) {
-      ssize_t n = write(fd[F_IN_CHILD], o->in + off, o->in_len - off);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) return ct_oserror(L, errno, "memfd write");
-      off += (size_t)n;
-    }
-    lseek(fd[F_IN_CHILD], 0, SEEK_SET);
-  } else if (o->in) {
+  int err = 0, cfds[3] = {-1, -1, -1}, *fd = p->fds, r = 0;
+  if (o->in) {
     int pp[2];
     if (pipe2(pp, O_CLOEXEC) != 0) return ct_oserror(L, errno, "pipe");
-    fd[F_IN_CHILD] = pp[0];
-    fd[F_IN] = pp[1];
-  } else if (o->mode != CT_START_FOREGROUND) {
-    fd[F_IN_CHILD] = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (fd[F_IN_CHILD] < 0) return ct_oserror(L, errno, "/dev/null");
+    cfds[0] = pp[0];
+    fd[CT_FD_IN] = pp[1];
+  } else if (o->mode != CT_START_FOREGROUND && (cfds[0] = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0) {
+    return ct_oserror(L, errno, "/dev/null");
   }
-  if (open_dest(o->out, o->out_path, o->out_fd, &fd[F_OUT_CHILD], &fd[F_OUT]) != 0)
-    return ct_oserror(L, errno, o->out_path ? o->out_path : "stdout");
-  if (open_dest(o->err, o->err_path, o->err_fd, &fd[F_ERR_CHILD], &fd[F_ERR]) != 0)
-    return ct_oserror(L, errno, o->err_path ? o->err_path : "stderr");
-  int cfds[3] = {fd[F_IN_CHILD], fd[F_OUT_CHILD], fd[F_ERR_CHILD]};
-  if (o->err == D_STDOUT) cfds[2] = o->out == D_INHERIT ? 1 : fd[F_OUT_CHILD];
-  pid_t pid = ct_proc_start(o->argv, o->envp, o->cwd, cfds, o->mode, &err, &what);
-  ct_close_fd(&fd[F_IN_CHILD]);
-  ct_close_fd(&fd[F_OUT_CHILD]);
-  ct_close_fd(&fd[F_ERR_CHILD]);
-  if (pid < 0) return ct_oserror(L, err, what);
-  p->pid = pid;
-  p->group = o->mode == CT_START_DETACH || (o->mode == CT_START_GROUP && !ct_in_sandbox_child);
-  p->pidfd = ct_pidfd_open(pid);
-  return 0;
+  if (open_dest(o->out, o->out_fd, &cfds[1], &fd[CT_FD_OUT]) != 0)
+    r = ct_oserror(L, errno, "stdout");
+  else if (open_dest(o->err, o->err_fd, &cfds[2], &fd[CT_FD_ERR]) != 0)
+    r = ct_oserror(L, errno, "stderr");
+  if (!r) {
+    if (o->err == D_STDOUT) cfds[2] = o->out == D_INHERIT ? 1 : cfds[1];
+    pid_t pid = ct_proc_start(o->argv, o->envp, o->cwd, cfds, 3, o->mode, &err, &what);
+    if (pid < 0) r = ct_oserror(L, err, what);
+    else ct_proc_started(p, pid, o->mode == CT_START_GROUP && !ct_in_sandbox_child);
+  }
+  for (int i = 0; i < 3; i++)
+    if (o->err != D_STDOUT || i != 2) ct_close_fd(&cfds[i]);
+  return r;
 }
 
 /* ---------- run ---------- */
-
-static int read_into(int *fd, struct buf *b) {
-  for (;;) {
-    if (ct_buf_grow(b, 65536) != 0) return -1;
-    ssize_t n = read(*fd, b->p + b->len, b->cap - b->len);
-    if (n > 0) {
-      b->len += (size_t)n;
-      continue;
-    }
-    if (n == 0) {
-      ct_close_fd(fd);
-      return 0;
-    }
-    if (errno == EINTR) continue;
-    if (errno == EAGAIN) return 0;
-    ct_close_fd(fd);
-    return 0;
-  }
-}
-
-/* The I/O loop: feeds stdin, drains stdout/stderr, watches the child and the
-   deadline. Returns 0, or an errno (out of memory). */
-static int run_loop(struct proc *p, const char *in, size_t in_len, double deadline,
-                    int *timed_out) {
-  int *fd = p->fds;
-  size_t in_off = 0;
-  int exited = 0, got_epipe = 0;
-  for (int i = F_IN; i <= F_ERR; i++)
-    if (fd[i] >= 0) ct_set_nonblock(fd[i]);
-  if (fd[F_IN] >= 0 && in_len == 0) ct_close_fd(&fd[F_IN]);
-  /* A child that stops reading must not kill us with SIGPIPE. */
-  sigset_t pipeset, old, pend;
-  sigemptyset(&pipeset);
-  sigaddset(&pipeset, SIGPIPE);
-  sigpending(&pend);
-  int was_pending = sigismember(&pend, SIGPIPE);
-  sigprocmask(SIG_BLOCK, &pipeset, &old);
-  int rc = 0;
-  for (;;) {
-    if (!exited && p->pidfd < 0) exited = ct_has_exited(p->pid);
-    if (exited) ct_close_fd(&fd[F_IN]);
-    if (exited && fd[F_OUT] < 0 && fd[F_ERR] < 0) break;
-    struct pollfd pf[4];
-    int n = 0, iin = -1, iout = -1, ierr = -1, ipid = -1;
-    if (fd[F_IN] >= 0) pf[iin = n++] = (struct pollfd){fd[F_IN], POLLOUT, 0};
-    if (fd[F_OUT] >= 0) pf[iout = n++] = (struct pollfd){fd[F_OUT], POLLIN, 0};
-    if (fd[F_ERR] >= 0) pf[ierr = n++] = (struct pollfd){fd[F_ERR], POLLIN, 0};
-    if (!exited && p->pidfd >= 0) pf[ipid = n++] = (struct pollfd){p->pidfd, POLLIN, 0};
-    int ms = ct_ms_until(deadline);
-    if (ms == 0) {
-      if (!exited) *timed_out = 1;
-      break;
-    }
-    /* Without a pidfd, look at the child now and then. */
-    if (p->pidfd < 0 && !exited && (ms < 0 || ms > 50)) ms = 50;
-    if (poll(pf, (nfds_t)n, ms) < 0) {
-      if (errno == EINTR) continue;
-      rc = errno;
-      break;
-    }
-    if (ipid >= 0 && pf[ipid].revents) exited = 1;
-    if (iin >= 0 && pf[iin].revents) {
-      if (pf[iin].revents & (POLLERR | POLLNVAL)) {
-        ct_close_fd(&fd[F_IN]);
-      } else {
-        size_t chunk = in_len - in_off > 65536 ? 65536 : in_len - in_off;
-        ssize_t w = write(fd[F_IN], in + in_off, chunk);
-        if (w > 0) {
-          in_off += (size_t)w;
-          if (in_off == in_len) ct_close_fd(&fd[F_IN]);
-        } else if (w < 0 && errno != EAGAIN && errno != EINTR) {
-          if (errno == EPIPE) got_epipe = 1;
-          ct_close_fd(&fd[F_IN]);
-        }
-      }
-    }
-    if (iout >= 0 && pf[iout].revents && read_into(&fd[F_OUT], &p->out) != 0) {
-      rc = ENOMEM;
-      break;
-    }
-    if (ierr >= 0 && pf[ierr].revents && read_into(&fd[F_ERR], &p->err) != 0) {
-      rc = ENOMEM;
-      break;
-    }
-  }
-  if (got_epipe && !was_pending) {
-    struct timespec zero = {0, 0};
-    sigtimedwait(&pipeset, NULL, &zero);
-  }
-  sigprocmask(SIG_SETMASK, &old, NULL);
-  return rc;
-}
 
 /* run(argv [, opts]) -> {code=, signal=, stdout=, stderr=, timed_out=} | nil, msg, errno */
 static int ct_proc_run(lua_State *L) {
@@ -406,7 +216,7 @@ static int ct_proc_run(lua_State *L) {
     sigaction(SIGINT, &ign, &old_int);
     sigaction(SIGQUIT, &ign, &old_quit);
   }
-  int r = start_with_opts(L, p, &o, 0);
+  int r = start_with_opts(L, p, &o);
   if (r && fg) {
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGQUIT, &old_quit, NULL);
@@ -414,11 +224,11 @@ static int ct_proc_run(lua_State *L) {
   if (r) return r;
   double deadline = o.timeout > 0 ? ct_mono() + o.timeout : 0;
   int timed_out = 0;
-  int rc = run_loop(p, o.in, o.in_len, deadline, &timed_out);
+  int rc = ct_proc_wait(p, o.in, o.in_len, deadline, 0, &timed_out);
   /* At a deadline (or on failure) the whole group goes, including any
      grandchild that still holds our pipes. */
-  if (rc || timed_out || (deadline > 0 && ct_ms_until(deadline) == 0)) ct_proc_kill(p, SIGKILL);
-  for (int i = 0; i < 6; i++) ct_close_fd(&p->fds[i]);
+  if (rc || timed_out || (deadline > 0 && ct_mono() >= deadline)) ct_proc_kill(p, SIGKILL);
+  for (int i = 0; i < 3; i++) ct_close_fd(&p->fds[i]);
   ct_close_fd(&p->pidfd);
   int werr = ct_reap(p->pid, &p->status) != 0 ? errno : 0;
   if (fg) {
@@ -453,7 +263,7 @@ static int p_spawn(lua_State *L) {
   struct opts o;
   check_opts(L, &o, 1);
   struct proc *p = ct_proc_new(L);
-  int r = start_with_opts(L, p, &o, 1);
+  int r = start_with_opts(L, p, &o);
   if (r) {
     ct_proc_release(p);
     return r;
@@ -488,23 +298,11 @@ static int pr_wait(lua_State *L) {
     luaL_argcheck(L, timeout >= 0 && isfinite(timeout), 2, "a non-negative number expected");
   if (p->pid <= 0) return luaL_error(L, "process was never started");
   if (p->reaped) return push_code(L, p->status);
-  if (timeout >= 0) {
-    double deadline = ct_mono() + timeout;
-    while (!ct_has_exited(p->pid)) {
-      int ms = ct_ms_until(deadline);
-      if (ms == 0) {
-        lua_pushnil(L);
-        lua_pushliteral(L, "timeout");
-        return 2;
-      }
-      if (p->pidfd >= 0) {
-        struct pollfd pf = {p->pidfd, POLLIN, 0};
-        poll(&pf, 1, ms);
-      } else {
-        struct timespec ts = {0, 10 * 1000 * 1000};
-        nanosleep(&ts, NULL);
-      }
-    }
+  int timed_out = 0;
+  if (timeout >= 0 && ct_proc_wait(p, NULL, 0, ct_mono() + timeout, 1, &timed_out) == 0 && timed_out) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "timeout");
+    return 2;
   }
   if (ct_reap(p->pid, &p->status) != 0) return ct_oserror(L, errno, "waitpid");
   p->reaped = 1;
@@ -550,17 +348,9 @@ static const struct {
     {"PWR", SIGPWR},       {"SYS", SIGSYS},
 };
 
-/* A signal number, or a name ("TERM" or "SIGTERM"). */
+/* A signal number (ct.proc.signals names them). */
 static int check_signal(lua_State *L, int idx, int dflt) {
-  if (lua_isnoneornil(L, idx)) return dflt;
-  if (lua_type(L, idx) == LUA_TSTRING) {
-    const char *s = lua_tostring(L, idx);
-    if (strncmp(s, "SIG", 3) == 0) s += 3;
-    for (size_t i = 0; i < sizeof signal_names / sizeof signal_names[0]; i++)
-      if (strcmp(s, signal_names[i].name) == 0) return signal_names[i].sig;
-    return luaL_argerror(L, idx, lua_pushfstring(L, "unknown signal '%s'", lua_tostring(L, idx)));
-  }
-  lua_Integer sig = luaL_checkinteger(L, idx);
+  lua_Integer sig = luaL_optinteger(L, idx, dflt);
   luaL_argcheck(L, sig >= 0 && sig < NSIG, idx, "not a signal number");
   return (int)sig;
 }

@@ -1,29 +1,18 @@
-/* Starting a program (search PATH, stdio, process group, cwd) and the process record that run, spawn and fork_call share. */
+/* Starting a program (PATH, stdio, process group, cwd), the process record and the one wait that run, spawn and fork_call share. */
 #include "int.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <limits.h>
 #include <math.h>
 #include <poll.h>
-#include <pwd.h>
-#include <signal.h>
-#include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/prctl.h>
-#include <sys/stat.h>
 #include <sys/syscall.h>
-#include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 extern char **environ;
-
-#define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 /* Set in a fork_call child: processes it starts stay in its process group,
    so the parent's kill(-pgid) at the deadline reaches them too. */
@@ -32,7 +21,7 @@ int ct_in_sandbox_child;
 /* ---------- small helpers ---------- */
 
 /* Milliseconds until deadline for poll(): -1 without one, at least 1 before it. */
-int ct_ms_until(double deadline) {
+static int ms_until(double deadline) {
   if (deadline <= 0) return -1;
   double left = deadline - ct_mono();
   if (left <= 0) return 0;
@@ -40,21 +29,9 @@ int ct_ms_until(double deadline) {
   return ms > INT_MAX ? INT_MAX : (int)ms;
 }
 
-int ct_pidfd_open(pid_t pid) {
-#ifdef SYS_pidfd_open
-  int fd = (int)syscall(SYS_pidfd_open, pid, 0);
-  if (fd >= 0) fcntl(fd, F_SETFD, FD_CLOEXEC);
-  return fd;
-#else
-  (void)pid;
-  errno = ENOSYS;
-  return -1;
-#endif
-}
-
 /* Whether the child has exited, without reaping it (the zombie keeps its pid
    and process group id reserved, so kill(-pid) stays safe). */
-int ct_has_exited(pid_t pid) {
+static int has_exited(pid_t pid) {
   siginfo_t si;
   memset(&si, 0, sizeof si);
   if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) != 0) return errno == ECHILD;
@@ -74,11 +51,6 @@ void ct_close_fd(int *fd) {
     close(*fd);
     *fd = -1;
   }
-}
-
-int ct_set_nonblock(int fd) {
-  int fl = fcntl(fd, F_GETFL);
-  return fl < 0 ? -1 : fcntl(fd, F_SETFL, fl | O_NONBLOCK);
 }
 
 void ct_decode_status(int status, int *code, int *sig) {
@@ -103,10 +75,9 @@ void ct_reset_signals(const sigset_t *mask) {
   sigprocmask(SIG_SETMASK, mask, NULL);
 }
 
-/* ---------- the process record (spawn's userdata, and run's guard) ---------- */
+/* ---------- the process record (spawn's userdata, run's and fork_call's guard) ---------- */
 
-
-int ct_buf_grow(struct buf *b, size_t need) {
+static int buf_grow(struct buf *b, size_t need) {
   if (b->cap - b->len >= need) return 0;
   size_t cap = b->cap ? b->cap : 65536;
   while (cap - b->len < need) cap *= 2;
@@ -117,15 +88,23 @@ int ct_buf_grow(struct buf *b, size_t need) {
   return 0;
 }
 
-
 struct proc *ct_proc_new(lua_State *L) {
   struct proc *p = lua_newuserdatauv(L, sizeof *p, 0);
   memset(p, 0, sizeof *p);
   p->owner = getpid();
   p->pidfd = -1;
-  for (int i = 0; i < 6; i++) p->fds[i] = -1;
+  for (int i = 0; i < 3; i++) p->fds[i] = -1;
   luaL_setmetatable(L, PROCESS_MT);
   return p;
+}
+
+void ct_proc_started(struct proc *p, pid_t pid, int group) {
+  p->pid = pid;
+  p->group = group;
+#ifdef SYS_pidfd_open
+  p->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+  if (p->pidfd >= 0) fcntl(p->pidfd, F_SETFD, FD_CLOEXEC);
+#endif
 }
 
 void ct_proc_kill(struct proc *p, int sig) {
@@ -136,11 +115,10 @@ void ct_proc_kill(struct proc *p, int sig) {
     kill(p->pid, sig);
 }
 
-
 /* Kills a live child (its group, its cgroup), reaps it, releases everything. */
 void ct_proc_release(struct proc *p) {
   if (p->owner != getpid()) return;
-  for (int i = 0; i < 6; i++) ct_close_fd(&p->fds[i]);
+  for (int i = 0; i < 3; i++) ct_close_fd(&p->fds[i]);
   ct_close_fd(&p->pidfd);
   if (p->pid > 0 && !p->reaped) {
     ct_proc_kill(p, SIGKILL);
@@ -153,10 +131,102 @@ void ct_proc_release(struct proc *p) {
   }
   free(p->out.p);
   free(p->err.p);
-  free(p->rec.p);
   memset(&p->out, 0, sizeof p->out);
   memset(&p->err, 0, sizeof p->err);
-  memset(&p->rec, 0, sizeof p->rec);
+}
+
+/* ---------- the wait ---------- */
+
+/* Reads what fd holds now into b; at its end (or an error) fd is closed.
+   -1: out of memory. */
+static int read_into(int *fd, struct buf *b) {
+  for (;;) {
+    if (buf_grow(b, 65536) != 0) return -1;
+    ssize_t n = read(*fd, b->p + b->len, b->cap - b->len);
+    if (n > 0) {
+      b->len += (size_t)n;
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) return 0;
+    ct_close_fd(fd);
+    return 0;
+  }
+}
+
+/* See int.h. */
+int ct_proc_wait(struct proc *p, const char *in, size_t in_len, double deadline, int stop_at_exit,
+                 int *timed_out) {
+  int *fd = p->fds;
+  size_t in_off = 0;
+  int exited = 0, got_epipe = 0;
+  for (int i = CT_FD_IN; i <= CT_FD_ERR; i++) {
+    int fl = fd[i] >= 0 ? fcntl(fd[i], F_GETFL) : -1;
+    if (fl >= 0) fcntl(fd[i], F_SETFL, fl | O_NONBLOCK);
+  }
+  if (fd[CT_FD_IN] >= 0 && in_len == 0) ct_close_fd(&fd[CT_FD_IN]);
+  /* A child that stops reading must not kill us with SIGPIPE. */
+  sigset_t pipeset, old, pend;
+  sigemptyset(&pipeset);
+  sigaddset(&pipeset, SIGPIPE);
+  sigpending(&pend);
+  int was_pending = sigismember(&pend, SIGPIPE);
+  sigprocmask(SIG_BLOCK, &pipeset, &old);
+  int rc = 0;
+  for (;;) {
+    if (!exited) exited = has_exited(p->pid);
+    if (exited) ct_close_fd(&fd[CT_FD_IN]);
+    if (exited && fd[CT_FD_OUT] < 0 && fd[CT_FD_ERR] < 0) break;
+    struct pollfd pf[4];
+    int n = 0, iin = -1, iout = -1, ierr = -1;
+    if (fd[CT_FD_IN] >= 0) pf[iin = n++] = (struct pollfd){fd[CT_FD_IN], POLLOUT, 0};
+    if (fd[CT_FD_OUT] >= 0) pf[iout = n++] = (struct pollfd){fd[CT_FD_OUT], POLLIN, 0};
+    if (fd[CT_FD_ERR] >= 0) pf[ierr = n++] = (struct pollfd){fd[CT_FD_ERR], POLLIN, 0};
+    if (!exited && p->pidfd >= 0) pf[n++] = (struct pollfd){p->pidfd, POLLIN, 0};
+    /* With stop_at_exit, once the child is gone only what the pipes hold
+       now is read (a process it left behind may keep them open). */
+    int drain = exited && stop_at_exit;
+    int ms = drain ? 0 : ms_until(deadline);
+    if (ms == 0 && !drain) {
+      if (!exited) *timed_out = 1;
+      break;
+    }
+    /* Without a pidfd, look at the child now and then. */
+    if (p->pidfd < 0 && !exited && (ms < 0 || ms > 50)) ms = 50;
+    int r = poll(pf, (nfds_t)n, ms);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) {
+      rc = errno;
+      break;
+    }
+    if (r == 0 && drain) break;
+    if (iin >= 0 && pf[iin].revents) {
+      if (pf[iin].revents & (POLLERR | POLLNVAL)) {
+        ct_close_fd(&fd[CT_FD_IN]);
+      } else {
+        size_t chunk = in_len - in_off > 65536 ? 65536 : in_len - in_off;
+        ssize_t w = write(fd[CT_FD_IN], in + in_off, chunk);
+        if (w > 0) {
+          in_off += (size_t)w;
+          if (in_off == in_len) ct_close_fd(&fd[CT_FD_IN]);
+        } else if (w < 0 && errno != EAGAIN && errno != EINTR) {
+          if (errno == EPIPE) got_epipe = 1;
+          ct_close_fd(&fd[CT_FD_IN]);
+        }
+      }
+    }
+    if ((iout >= 0 && pf[iout].revents && read_into(&fd[CT_FD_OUT], &p->out) != 0) ||
+        (ierr >= 0 && pf[ierr].revents && read_into(&fd[CT_FD_ERR], &p->err) != 0)) {
+      rc = ENOMEM;
+      break;
+    }
+  }
+  if (got_epipe && !was_pending) {
+    struct timespec zero = {0, 0};
+    sigtimedwait(&pipeset, NULL, &zero);
+  }
+  sigprocmask(SIG_SETMASK, &old, NULL);
+  return rc;
 }
 
 /* ---------- starting a child ---------- */
@@ -175,44 +245,6 @@ static void child_fail(int errfd, int stage, int err) {
   _exit(127);
 }
 
-/* Builds "dir/prog\0dir/prog\0..." for each PATH entry; NULL when prog has a
-   slash (exec it as given). */
-static char *path_candidates(const char *prog, char *const *envp, size_t *count) {
-  const char *path = NULL;
-  *count = 0;
-  if (strchr(prog, '/')) return NULL;
-  if (envp)
-    for (char *const *e = envp; *e; e++)
-      if (strncmp(*e, "PATH=", 5) == 0) path = *e + 5;
-  if (!path) path = getenv("PATH");
-  if (!path) path = DEFAULT_PATH;
-  size_t plen = strlen(prog), n = 1;
-  for (const char *s = path; *s; s++) n += *s == ':';
-  size_t size = strlen(path) + n * (plen + 3);
-  char *out = malloc(size);
-  if (!out) return NULL;
-  char *w = out;
-  const char *s = path;
-  for (;;) {
-    const char *end = strchrnul(s, ':');
-    size_t dl = (size_t)(end - s);
-    if (dl == 0) {
-      memcpy(w, "./", 2); /* an empty entry is the current directory */
-      w += 2;
-    } else {
-      memcpy(w, s, dl);
-      w += dl;
-      *w++ = '/';
-    }
-    memcpy(w, prog, plen + 1);
-    w += plen + 1;
-    (*count)++;
-    if (!*end) break;
-    s = end + 1;
-  }
-  return out;
-}
-
 /* Puts src on fd target in the child (src may be any number, even < 3). */
 static int child_dup(int src, int target) {
   if (src == target) {
@@ -222,82 +254,54 @@ static int child_dup(int src, int target) {
   return dup2(src, target) < 0 ? -1 : 0;
 }
 
-/* Runs argv[0], or each PATH candidate in turn (cands: ncands NUL-separated
-   paths) as execvp does; returns only on failure, with the errno to report
-   (EACCES when a candidate was not executable and none was found). Safe in a
-   child between fork and exec. */
-static int exec_candidates(const char *const *argv, char *const *env, const char *cands,
-                           size_t ncands) {
-  if (!cands) {
-    execve(argv[0], (char *const *)argv, env);
-    return errno;
-  }
-  int err = ENOENT, eacces = 0;
-  const char *c = cands;
-  for (size_t i = 0; i < ncands; i++) {
-    execve(c, (char *const *)argv, env);
-    err = errno;
-    if (err == EACCES)
-      eacces = 1;
-    else if (err != ENOENT && err != ENOTDIR && err != ELOOP && err != ENAMETOOLONG)
-      break;
-    c += strlen(c) + 1;
-  }
-  return eacces && (err == ENOENT || err == ENOTDIR) ? EACCES : err;
-}
-
 /* The child side between fork and exec: async-signal-safe calls only. */
-static void child_exec(const char *const *argv, char *const *envp, const char *cwd,
-                       const int fds[3], int mode, pid_t parent, const sigset_t *empty,
-                       const char *cands, size_t ncands, int errfd) {
+static void child_exec(const char *const *argv, char *const *envp, const char *cwd, const int *fds,
+                       int nfds, int mode, pid_t parent, const sigset_t *empty, int errfd) {
+  if (mode == CT_START_SESSION && setsid() < 0) child_fail(errfd, 2, errno);
   if (mode == CT_START_DETACH || (mode == CT_START_GROUP && !ct_in_sandbox_child)) {
     if (setpgid(0, 0) != 0) child_fail(errfd, 2, errno);
   }
-  if (mode != CT_START_DETACH) {
+  if (mode != CT_START_DETACH && mode != CT_START_SESSION) {
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) child_fail(errfd, 2, errno);
     if (getppid() != parent) _exit(127); /* the parent is already gone */
   }
-  /* Move sources out of 0..2 first so one dup2 cannot clobber another. */
-  int src[3];
-  for (int i = 0; i < 3; i++) {
+  /* Move sources out of 0..nfds-1 first so one dup2 cannot clobber another. */
+  int src[CT_START_FDS];
+  for (int i = 0; i < nfds; i++) {
     src[i] = fds[i];
-    if (src[i] >= 0 && src[i] < 3 && src[i] != i) {
-      src[i] = fcntl(src[i], F_DUPFD_CLOEXEC, 3);
+    if (src[i] >= 0 && src[i] < nfds && src[i] != i) {
+      src[i] = fcntl(src[i], F_DUPFD_CLOEXEC, nfds);
       if (src[i] < 0) child_fail(errfd, 2, errno);
     }
   }
-  for (int i = 0; i < 3; i++)
+  for (int i = 0; i < nfds; i++)
     if (src[i] >= 0 && child_dup(src[i], i) != 0) child_fail(errfd, 2, errno);
-  /* Nothing but 0..2 crosses exec, whatever a library opened without CLOEXEC. */
-  if (syscall(SYS_close_range, 3U, ~0U, 4U /* CLOSE_RANGE_CLOEXEC */) != 0) {
+  /* Nothing but those crosses exec, whatever a library opened without CLOEXEC. */
+  if (syscall(SYS_close_range, (unsigned)nfds, ~0U, 4U /* CLOSE_RANGE_CLOEXEC */) != 0) {
     long max = sysconf(_SC_OPEN_MAX);
     if (max < 0 || max > 65536) max = 65536;
-    for (int fd = 3; fd < max; fd++)
+    for (int fd = nfds; fd < max; fd++)
       if (fd != errfd) fcntl(fd, F_SETFD, FD_CLOEXEC);
   }
   if (cwd && chdir(cwd) != 0) child_fail(errfd, 1, errno);
   ct_reset_signals(empty);
-  child_fail(errfd, 0, exec_candidates(argv, envp ? envp : environ, cands, ncands));
+  /* execvp searches the PATH of the environment the program gets. */
+  if (envp) environ = (char **)envp;
+  execvp(argv[0], (char *const *)argv);
+  child_fail(errfd, 0, errno);
 }
 
 /* See int.h. */
-pid_t ct_proc_start(const char *const *argv, char *const *envp, const char *cwd, const int fds[3],
+pid_t ct_proc_start(const char *const *argv, char *const *envp, const char *cwd, const int *fds, int nfds,
                     int mode, int *err, const char **what) {
   *what = argv[0];
   if (!argv[0] || !argv[0][0]) {
     *err = ENOENT;
     return -1;
   }
-  size_t ncands = 0;
-  char *cands = path_candidates(argv[0], envp, &ncands);
-  if (!cands && !strchr(argv[0], '/')) {
-    *err = ENOMEM;
-    return -1;
-  }
   int ep[2];
   if (pipe2(ep, O_CLOEXEC) != 0) {
     *err = errno;
-    free(cands);
     return -1;
   }
   /* Block every signal across fork so no handler of ours runs in the child
@@ -310,12 +314,10 @@ pid_t ct_proc_start(const char *const *argv, char *const *envp, const char *cwd,
   pid_t pid = fork();
   if (pid == 0) {
     close(ep[0]);
-    child_exec(argv, envp, cwd, fds, mode, parent, &empty, cands, ncands, ep[1]);
-    _exit(127);
+    child_exec(argv, envp, cwd, fds, nfds < CT_START_FDS ? nfds : CT_START_FDS, mode, parent, &empty, ep[1]);
   }
   int fork_err = errno;
   sigprocmask(SIG_SETMASK, &old, NULL);
-  free(cands);
   close(ep[1]);
   if (pid < 0) {
     close(ep[0]);
@@ -342,4 +344,3 @@ pid_t ct_proc_start(const char *const *argv, char *const *envp, const char *cwd,
   }
   return pid;
 }
-

@@ -58,7 +58,7 @@ static lua_State *S(void) {
         "    start = runc('start', c.id), delete = runc('delete', '--force', c.id), "
         "    restart = 'no', log_max = 1 << 20, log_keep = 5, timeout = 60, runc_timeout = 60} "
         "  for k, v in pairs(opts or {}) do o[k] = v end "
-        "  c.mpid, c.init = ct.monitor.spawn(o) "
+        "  c.mpid, c.init = require('ctcli.runtime.monitor').launch(o) "
         "  return c, c.init end "
         "function st(c) local s = slurp(c.dir .. '/state/state.json') "
         "  return s and cjson.decode(s) or {} end "
@@ -73,7 +73,7 @@ static lua_State *S(void) {
         "  return out, #names - 1 end "
         "function monitor_gone(c) return not proc.alive(c.mpid) end "
         "function cleanup(c) "
-        "  if c.mpid and proc.alive(c.mpid) then proc.kill(c.mpid, 'KILL') end "
+        "  if c.mpid and proc.alive(c.mpid) then proc.kill(c.mpid, 9) end "
         "  pcall(proc.run, runc('delete', '--force', c.id), {timeout = 60}) end "
         "function with(c, body) local ok, err = pcall(body) cleanup(c) "
         "  assert(ok, err) return true end "
@@ -111,7 +111,7 @@ DEFINE_TEST(monitor_restarts_after_kill9) {
            "  backoff_initial = 0.05, backoff_max = 1, crash_limit = 3, quick_run = 10}) "
            "assert(init, c.init == nil and 'spawn failed') "
            "return with(c, function() "
-           "  assert(proc.kill(init, 'KILL')) "
+           "  assert(proc.kill(init, 9)) "
            "  eventually('the restart', function() local s = st(c) "
            "    return s.state == 'running' and s.runs == 2 end) "
            "  local s = st(c) "
@@ -209,10 +209,8 @@ DEFINE_TEST(monitor_answers_status_on_its_socket) {
            "  assert(s.version == 1 and s.state == 'running' and s.pid == init, r) "
            "  assert(s.monitor_pid == c.mpid and s.runs == 1 and s.restarts == 0, r) "
            "  assert(s.last_exit == nil and s.id == c.id, r) "
-           /* the same by path; the pipes belong to the given group (runc
-              itself gives their uid to the process's user) */
-           "  r = assert(ct.monitor.request(c.dir .. '/state/monitor.sock', 'status')) "
-           "  assert(r:sub(1, 3) == 'ok ', r) "
+           /* the pipes belong to the given group (runc itself gives their
+              uid to the process's user) */
            "  local out = assert(ct.fs.stat('/proc/' .. init .. '/fd/1')) "
            "  assert(out.gid == 4321, out.uid .. ':' .. out.gid) "
            "  r = assert(ct.monitor.request(c.state, 'what')) "
@@ -225,9 +223,15 @@ DEFINE_TEST(monitor_answers_status_on_its_socket) {
            "  local files = ct.fs.dir(c.dir .. '/logs') table.sort(files) "
            "  assert(#files == 2 and files[1]:match('^0+%d%.log$') and files[2] == 'current.log', "
            "    table.concat(files, ' ')) "
+           /* a new monitor numbers on from there, the ones beyond keep gone */
+           "  local logs = assert(ct.fs.opendir(c.dir .. '/logs')) "
+           "  assert(logs:write_atomic('00000000.log', 'old\\n')) "
+           "  local newest = tonumber(files[1]:match('%d+')) "
+           "  assert(require('ctcli.runtime.monitor').rotated(logs, 1) == newest and not logs:exists('00000000.log')) "
+           "  logs:close() "
            /* exit-when-done: the next exit is the last, whatever the policy */
            "  assert(ct.monitor.request(c.state, 'exit-when-done') == 'ok') "
-           "  assert(proc.kill(init, 'KILL')) "
+           "  assert(proc.kill(init, 9)) "
            "  eventually('the monitor to exit', function() return monitor_gone(c) end) "
            "  s = st(c) "
            "  assert(s.state == 'exited' and s.restarts == 0 and s.last_exit.signal == 9, cjson.encode(s)) "
@@ -244,10 +248,20 @@ DEFINE_TEST(monitor_reports_create_error) {
            "    msg:find('config.json', 1, true), tostring(msg)) "
            "  local s = st(c) "
            "  assert(s.state == 'failed' and s.runs == 0 and s.error == msg, cjson.encode(s)) "
-           "  assert(not pcall(ct.monitor.spawn, {id = 'x'})) "
-           "  assert(not pcall(ct.monitor.spawn, {id = 'x', restart = 'sometimes'})) "
-           "  local ok, m = ct.monitor.request(tmp .. '/nowhere.sock', 'status', 100) "
-           "  assert(ok == nil and m:find('nowhere.sock', 1, true), m) "
+           "  local config = require('ctcli.runtime.monitor').config "
+           "  assert(not pcall(config, {id = 'x'})) "
+           "  assert(not pcall(config, {id = 'x', restart = 'sometimes'})) "
+           "  assert(not pcall(ct.monitor.spawn, 'x', 'ctcli-monitor-config=' .. ct.monitor.config_version .. '\\0', c.logs, nil, 1)) "
+           /* the monitor itself refuses what the encoder would not write */
+           "  local m1, m2 = ct.monitor.spawn('x', 'ctcli-monitor-config=' .. ct.monitor.config_version .. '\\0id=x\\0', c.logs, c.state, 10) "
+           "  assert(m1 == nil and m2 == 'config: incomplete config', m2) "
+           "  m1, m2 = ct.monitor.spawn('x', 'ctcli-monitor-config=' .. ct.monitor.config_version .. '\\0logs_fd=4\\0', c.logs, c.state, 10) "
+           "  assert(m1 == nil and m2 == 'config: logs_fd', m2) "
+           "  m1, m2 = ct.monitor.spawn('x', 'ctcli-monitor-config=1\\0id=x\\0', c.logs, c.state, 10) "
+           "  assert(m1 == nil and m2 == 'config: unsupported config version', m2) "
+           "  local ok, m = ct.monitor.request(c.logs, 'status', 100) "
+           "  assert(ok == nil and m:find(c.dir .. '/logs/monitor.sock', 1, true), m) "
+           "  assert(not pcall(ct.monitor.request, c.dir .. '/state/monitor.sock', 'status')) "
            "end)");
 }
 

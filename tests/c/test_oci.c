@@ -1,4 +1,4 @@
-/* runc through ct.proc (detach, foreground) and ctcli.runtime's argv, with a busybox bundle built here. */
+/* runc through ct.proc (a ct.fs.File as its output, foreground) and ctcli.runtime's argv, with a busybox bundle built here. */
 #include "harness.h"
 
 #include <unistd.h>
@@ -30,13 +30,13 @@ static lua_State *O(void) {
         "function eventually(what, fn) "
         "  for _ = 1, 1000 do if fn() then return true end ct.time.sleep(0.01) end "
         "  error('timed out waiting for ' .. what) end "
-        /* runc create as the monitor runs it: detached, its output on the log */
+        /* runc create with its output on the log */
         "function create(r, cid, b, log, extra) "
         "  local argv = {r.runc, '--root', r.root, 'create', '--bundle', b} "
         "  for _, a in ipairs(extra or {}) do argv[#argv + 1] = a end "
         "  argv[#argv + 1] = cid "
         "  local res, msg, err = proc.run(argv, "
-        "    {stdout = log, stderr = log, detach = true, timeout = 60}) "
+        "    {stdout = log, stderr = log, timeout = 60}) "
         "  if not res then return nil, msg, err end "
         "  return res.code == 0 or nil, res.code end "
         "function state(cid) local r = assert(runtime.run(rt, {'state', cid})) "
@@ -103,27 +103,6 @@ DEFINE_TEST(oci_container_lifecycle) {
       "end)");
 }
 
-DEFINE_TEST(oci_created_container_outlives_its_caller) {
-  /* Created inside fork_call, whose whole process group is killed when it
-     returns: with detach, the container's init is not in it, nor gets a
-     parent-death signal from runc create. */
-  lua_State *L = O();
-  T_LUA(L, "local log = tmp .. '/app.log' "
-           "return with_container(id, function() "
-           "  local ok, lines, res = proc.fork_call(function() "
-           "    local done, code = create(rt, id, bundle, logf(log)) "
-           "    return done and 'created' or tostring(code) end, 60) "
-           "  assert(ok and res == 'created', tostring(res)) "
-           "  local st "
-           "  eventually('the created container', function() "
-           "    st = state(id) return st and st.status == 'created' end) "
-           "  assert(proc.alive(st.pid), 'the init of a created container is gone') "
-           "  assert(runtime.run(rt, {'start', id}).code == 0) "
-           "  eventually('the container output', function() "
-           "    return slurp(log):find('hello-from-container', 1, true) end) "
-           "end)");
-}
-
 DEFINE_TEST(oci_create_failure_is_read_in_lua) {
   lua_State *L = O();
   T_LUA(L, "local log = tmp .. '/app.log' "
@@ -135,7 +114,6 @@ DEFINE_TEST(oci_create_failure_is_read_in_lua) {
            "  assert(msg:find('config.json', 1, true) and not msg:find('level=', 1, true), msg) "
            "  local r, m, e = create({runc = tmp .. '/no-runc', root = rt.root}, id, bundle, logf(log)) "
            "  assert(r == nil and e == 2 and m == tmp .. '/no-runc: No such file or directory', m) "
-           "  assert(not pcall(proc.run, {'true'}, {detach = true, foreground = true})) "
            "  assert(not pcall(proc.run, {'cat'}, {foreground = true, stdin = 'x'})) "
            "end)");
 }

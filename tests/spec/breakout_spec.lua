@@ -73,7 +73,7 @@ describe("breakout", function()
     events = t .. "/events"
     watcher = assert(ct.proc.spawn({ "inotifywait", "-m", "-r", "-q", "--format", "%e %w%f",
       "-e", "open,access,modify,attrib,create,delete,move", canary },
-      { stdout = { append = events }, stderr = "null" }))
+      { stdout = H.appender(events), stderr = "null" }))
     -- inotifywait prints nothing once its watches are set: give it a moment
     -- and prove it sees an open (then start from an empty log).
     assert.truthy(H.wait_for(function()

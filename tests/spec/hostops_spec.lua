@@ -106,7 +106,7 @@ describe("hostops", function()
     local before = assert(runc_state(root, "worker")).pid
     local evfile = H.tmpdir() .. "/events"
     local events = assert(ct.proc.spawn({ H.bin, "--root", root, "--json", "events", "--for", "30" },
-      { stdout = { append = evfile }, stderr = "null" }))
+      { stdout = H.appender(evfile), stderr = "null" }))
     -- Its first lines say where each app stands: from then on it misses nothing.
     assert.truthy(H.wait_for(function() return (ct.fs.read(evfile) or ""):find('"app":"worker"', 1, true) end, 20))
     ct.proc.kill(before, ct.proc.signals.KILL)
@@ -204,7 +204,7 @@ describe("hostops", function()
     H.ok(root, { "install", pkg })
     local out = H.tmpdir() .. "/followed"
     local follower = assert(ct.proc.spawn({ H.bin, "--root", root, "logs", "-f", "web" },
-      { stdout = { append = out }, stderr = "null" }))
+      { stdout = H.appender(out), stderr = "null" }))
     local total = 300000
     local writer = assert(ct.proc.spawn({ H.bin, "--root", root, "exec", "web", "sh", "-c",
       "i=0; while [ $i -lt " .. total .. " ]; do echo line $i; i=$((i+1)); done >> /proc/1/fd/1" },

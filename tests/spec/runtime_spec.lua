@@ -29,9 +29,9 @@ describe("container state without spawning runc", function()
     local paths = require("ctcli.base.root").paths(root)
     local rel = assert(require("ctcli.store.release").current(paths))
     assert(require("ctcli.runtime.overlay").ensure(paths, rel.by_name.d))
-    -- runc create as the monitor runs it: detached, its output on the log
+    -- runc create as the monitor runs it: its output on the log
     local r = ct.proc.run({ "runc", "--root", rt.root, "create", "--bundle", root .. "/current-release/apps/d", id("d") },
-      { stdout = log, stderr = log, detach = true, timeout = 60 })
+      { stdout = log, stderr = log, timeout = 60 })
     log:close()
     assert.equals(0, r.code)
     local fast = assert(runtime.list(rt))

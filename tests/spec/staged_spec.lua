@@ -31,7 +31,7 @@ describe("stage and upgrade --staged", function()
     local before = H.json(root, { "status" })
     local resume = H.tmpdir() .. "/resume"
     local p = assert(ct.proc.spawn({ H.bin, "--root", root, "stage", v2 }, {
-      stdout = "null", stderr = { append = resume .. ".log" },
+      stdout = "null", stderr = H.appender(resume .. ".log"),
       env_add = { CTCLI_SUBID_DIR = H.subid_dir(), CTCLI_FAULT = "stage:unpack:pause", CTCLI_FAULT_RESUME = resume },
     }))
     assert.truthy(H.wait_for(function() return ct.fs.exists(resume .. ".waiting") end, 60), "stage never paused")
@@ -107,7 +107,7 @@ describe("stage and upgrade --staged", function()
     local root = installed()
     local resume = H.tmpdir() .. "/resume"
     local p = assert(ct.proc.spawn({ H.bin, "--root", root, "stage", v2 }, {
-      stdout = "null", stderr = { append = resume .. ".log" },
+      stdout = "null", stderr = H.appender(resume .. ".log"),
       env_add = { CTCLI_SUBID_DIR = H.subid_dir(), CTCLI_FAULT = "stage:place:pause", CTCLI_FAULT_RESUME = resume },
     }))
     assert.truthy(H.wait_for(function() return ct.fs.exists(resume .. ".waiting") end, 60), "stage never paused")

@@ -26,6 +26,15 @@ function H.tmpdir()
   return d
 end
 
+-- appender(path) -> a ct.fs.File appending to path (created 0644), to give
+-- ct.proc.spawn as stdout or stderr.
+function H.appender(path)
+  local dir = assert(ct.fs.opendir(path:match("^(.*)/[^/]+$")))
+  local f = assert(dir:open(path:match("[^/]+$"), { write = true, create = true, append = true, mode = 420 }))
+  dir:close()
+  return f
+end
+
 -- need_root(): a spec that runs containers; skipped off root, never under CI.
 function H.need_root()
   local r = ct.proc.run({ "id", "-u" })

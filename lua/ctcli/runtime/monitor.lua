@@ -145,6 +145,78 @@ function monitor.forget_cgroup(id)
   if dir then ct.fs.rmdir(dir) end
 end
 
+-- The monitor's configuration (engine/monitor.h): the string options as
+-- records of these names, the numbers scaled to whole units (ms), the argvs
+-- one record per argument.
+local CONFIG_STRINGS = {
+  { "id", "id" }, { "pid_file", "pid_file" }, { "restart", "restart" }, { "cgroup", "cgroup" },
+  { "journal", "journal" }, { "journal_identifier", "journal_id" }, { "journal_container", "journal_name" },
+}
+local CONFIG_NUMBERS = { -- option, record, scale, when absent (nil: needed; "policy": needed unless restart is "no")
+  { "log_max", "log_max", 1 }, { "log_keep", "log_keep", 1 },
+  { "backoff_initial", "backoff_ms", 1000, "policy" }, { "backoff_max", "backoff_max_ms", 1000, "policy" },
+  { "crash_limit", "limit", 1, "policy" }, { "quick_run", "quick_ms", 1000, "policy" },
+  { "runc_timeout", "runc_ms", 1000, 0 }, { "uid", "uid", 1, -1 }, { "gid", "gid", 1, -1 },
+  { "log_seq", "log_seq", 1, 0 },
+}
+
+-- config(o) -> the configuration a monitor reads; raises on a bad option
+-- (a caller's bug: the values come from policy() and monitor.spawn).
+function monitor.config(o)
+  assert(monitor.POLICIES[o.restart], "opts.restart must be \"no\", \"on-failure\" or \"always\"")
+  local recs = { "ctcli-monitor-config=" .. ct.monitor.config_version }
+  local function add(key, v)
+    assert(type(v) == "string" and not v:find("\0", 1, true), "opts." .. key .. " must be a string without NUL")
+    recs[#recs + 1] = key .. "=" .. v
+  end
+  for _, f in ipairs(CONFIG_STRINGS) do
+    if o[f[1]] ~= nil or f[1] == "id" or f[1] == "pid_file" then add(f[2], o[f[1]]) end
+  end
+  -- What fits a datagram and a socket address (engine/monitor.h).
+  assert(o.journal == nil or (o.journal:sub(1, 1) == "/" and #o.journal < 108),
+    "opts.journal must be an absolute socket path below 108 bytes")
+  assert(#(o.journal_identifier or "") <= 255 and #(o.journal_container or "") <= 255,
+    "opts.journal_identifier and journal_container: at most 255 bytes")
+  for _, f in ipairs(CONFIG_NUMBERS) do
+    local v, absent = o[f[1]], f[4]
+    if absent == "policy" then absent = o.restart == "no" and 0 or nil end
+    if v == nil then v = absent end
+    assert(type(v) == "number" and (v >= 0 or v == absent) and v * f[3] < 9e15,
+      "opts." .. f[1] .. " must be a number >= 0")
+    recs[#recs + 1] = string.format("%s=%d", f[2], math.floor(v * f[3] + 0.5))
+  end
+  for _, key in ipairs({ "create", "start", "delete" }) do
+    assert(type(o[key]) == "table" and #o[key] >= 1 and #o[key] <= 64, "opts." .. key .. " must be an argv: 1 to 64 strings")
+    for _, a in ipairs(o[key]) do add(key, a) end
+  end
+  return table.concat(recs, "\0") .. "\0"
+end
+
+-- launch(o) -> monitor pid, init pid | nil, msg, errno: starts a monitor
+-- with o's configuration (config), its Dirs o.logs and o.state, waiting at
+-- most o.timeout seconds for its report.
+function monitor.launch(o)
+  o.log_seq = monitor.rotated(o.logs, o.log_keep)
+  return ct.monitor.spawn(o.id, monitor.config(o), o.logs, o.state, o.timeout)
+end
+
+-- rotated(d, keep) -> the number of the newest rotated log (NNNNNNNN.log)
+-- in Dir d, 0 for none, having removed those beyond the newest keep: the
+-- monitor numbers its next rotation from there.
+function monitor.rotated(d, keep)
+  local seqs = {}
+  for _, n in ipairs(d:list("") or {}) do
+    local seq = n:match("^(%d%d%d%d%d%d%d%d)%.log$")
+    if seq then seqs[#seqs + 1] = tonumber(seq) end
+  end
+  table.sort(seqs)
+  local newest = seqs[#seqs] or 0
+  for _, seq in ipairs(seqs) do
+    if seq + keep <= newest then d:unlink(string.format("%08d.log", seq)) end
+  end
+  return newest
+end
+
 -- spawn(c, policy) -> init pid | nil, msg: a monitor for container c
 -- (runtime.start's c), which creates and starts it.
 function monitor.spawn(c, policy)
@@ -180,7 +252,7 @@ function monitor.spawn(c, policy)
     opts.journal, opts.journal_identifier, opts.journal_container = policy.journal_socket, app, app
   end
   local t0 = ct.time.monotonic()
-  local mpid, pid, serr = ct.monitor.spawn(opts)
+  local mpid, pid, serr = monitor.launch(opts)
   d:close()
   -- The monitor runs create and start itself: told as one call.
   monitor.told(c.rt, { table.concat(opts.create, " "), "&&", table.concat(opts.start, " "), "(by its monitor)" }, t0)
