@@ -20,13 +20,10 @@ function monitor.told(rt, argv, t0)
   end
 end
 
--- alive(pid): a zombie (exited, not yet reaped by its new parent) is gone.
+-- alive(pid): ct.proc.alive for what a state file recorded (maybe nothing);
+-- a zombie (exited, not yet reaped by its new parent) is gone.
 function monitor.alive(pid)
-  if math.type(pid) ~= "integer" or pid <= 0 then return false end
-  local stat = ct.fs.read("/proc/" .. pid .. "/stat")
-  if not stat then return false end
-  local state = stat:match("%) (%a)")
-  return state ~= "Z" and state ~= "X"
+  return math.type(pid) == "integer" and pid > 0 and ct.proc.alive(pid)
 end
 
 monitor.POLICIES = { ["no"] = true, ["on-failure"] = true, ["always"] = true }
