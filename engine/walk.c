@@ -390,23 +390,36 @@ int empty_dir_fd(int fd, const struct stat *parent, const char *display, struct 
   return err ? err : tw_run(&v, fd, -1, &st);
 }
 
-/* Removes path and everything under it. Returns 0 or an errno (with *e). */
-int do_rmtree(const char *path, struct fserr *e) {
-  const char *last = strrchr(path, '/');
-  last = last ? last + 1 : path;
-  if (last[0] == '.' && (last[1] == '\0' || (last[1] == '.' && last[2] == '\0')))
-    return fserr_set(e, EINVAL, path, "", "refusing to remove '.' or '..'");
-  struct stat st;
-  if (lstat(path, &st) != 0) return errno == ENOENT ? 0 : fserr_set(e, errno, path, "", NULL);
-  if (!S_ISDIR(st.st_mode)) {
-    if (unlink(path) != 0 && errno != ENOENT) return fserr_set(e, errno, path, "", NULL);
-    return 0;
+/* Removes rel and everything under it; see int.h. */
+int rmtree_at(const struct at *a, const char *rel, const char *display, struct fserr *e) {
+  const char *r = rel;
+  while (a->dir && (*r == '/' || (r[0] == '.' && (r[1] == '/' || !r[1])))) r++;
+  if (a->dir && !*r) { /* the Dir itself: emptied */
+    int fd = openat(a->fd, ".", DIR_FLAGS);
+    return fd < 0 ? fserr_set(e, errno, display, "", NULL) : empty_dir_fd(fd, NULL, display, e);
   }
-  int fd, err = rm_open_dir(AT_FDCWD, path, &fd);
-  if (err == ENOENT) return 0;
-  if (err) return fserr_set(e, err, path, "", NULL);
-  if ((err = empty_dir_fd(fd, NULL, path, e))) return err;
-  if (rmdir(path) != 0 && errno != ENOENT) err = fserr_set(e, errno, path, "", NULL);
+  int pfd;
+  char *base;
+  int err = ct_at_parent(a, rel, &pfd, &base);
+  if (err == EINVAL) return fserr_set(e, EINVAL, display, "", "refusing to remove '.' or '..'");
+  if (err) return err == ENOENT ? 0 : fserr_set(e, err, display, "", NULL);
+  struct stat st, pst;
+  if (fstatat(pfd, base, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+    err = errno == ENOENT ? 0 : fserr_set(e, errno, display, "", NULL);
+  } else if (!S_ISDIR(st.st_mode)) {
+    if (unlinkat(pfd, base, 0) != 0 && errno != ENOENT) err = fserr_set(e, errno, display, "", NULL);
+  } else if (fstat(pfd, &pst) != 0) {
+    err = fserr_set(e, errno, display, "", NULL);
+  } else {
+    int fd;
+    err = rm_open_dir(pfd, base, &fd);
+    if (err) err = err == ENOENT ? 0 : fserr_set(e, ct_classify(pfd, base, err), display, "", NULL);
+    else if (!(err = empty_dir_fd(fd, &pst, display, e)) && unlinkat(pfd, base, AT_REMOVEDIR) != 0 &&
+             errno != ENOENT)
+      err = fserr_set(e, errno, display, "", NULL);
+  }
+  close(pfd);
+  free(base);
   return err;
 }
 
