@@ -298,6 +298,8 @@ DEFINE_TEST(no_walk_enters_a_bind_mount) {
            "return true");
   T_ASSERT(mknod(tp("host/null"), S_IFCHR | 0666, makedev(1, 3)) == 0);
   with_mount(L, tp("host"), tp("app/t/mnt"), NULL, MS_BIND, NULL,
+             "assert(fs.mounted(P('app/t/mnt')) and not fs.mounted(P('app/t')), 'mounted') "
+             "assert(not fs.mounted(P('app/t/in')) and not fs.mounted(P('missing')), 'mounted') "
              "local d = assert(fs.opendir(P('app'))) "
              "local seen = {} for _, e in ipairs(assert(d:walk('t'))) do seen[#seen + 1] = e.path end "
              "assert(table.concat(seen, ' ') == 'in mnt', table.concat(seen, ' ')) "
