@@ -119,54 +119,21 @@ static int xattr_skippable(int err) {
          err == ENOENT;
 }
 
-/* Copies every xattr it can. Returns 0 or an errno; *wside as copy_data. */
+/* Copies every xattr it can. Returns 0 or an errno; *wside as copy_data.
+   The kernel caps a name list and a value at 64 KiB (XATTR_LIST_MAX,
+   XATTR_SIZE_MAX), so one buffer of each holds any. */
 static int copy_xattrs(const struct xat *s, const struct xat *d, int *wside) {
   *wside = 0;
-  char *list = NULL, *val = NULL;
-  size_t vcap = 0;
-  ssize_t n;
-  int err = 0;
-  for (;;) {
-    n = xat_list(s, NULL, 0);
-    if (n <= 0) break;
-    char *nl = realloc(list, (size_t)n);
-    if (!nl) {
-      err = ENOMEM;
-      break;
-    }
-    list = nl;
-    ssize_t m = xat_list(s, list, (size_t)n);
-    if (m < 0 && errno == ERANGE) continue;
-    n = m;
-    break;
-  }
-  if (n < 0 && !xattr_skippable(errno)) err = errno;
-  for (ssize_t i = 0; !err && n > 0 && i < n; i += (ssize_t)strlen(list + i) + 1) {
-    const char *k = list + i;
-    ssize_t vn;
-    for (;;) {
-      vn = xat_get(s, k, NULL, 0);
-      if (vn < 0) break;
-      if ((size_t)vn > vcap || !val) {
-        char *nv = realloc(val, vn ? (size_t)vn : 1);
-        if (!nv) {
-          err = ENOMEM;
-          break;
-        }
-        val = nv;
-        vcap = vn ? (size_t)vn : 1;
-      }
-      ssize_t got = xat_get(s, k, val, vcap);
-      if (got < 0 && errno == ERANGE) continue;
-      vn = got;
-      break;
-    }
-    if (err) break;
+  ssize_t n = xat_list(s, NULL, 0);
+  if (n <= 0) return n < 0 && !xattr_skippable(errno) ? errno : 0;
+  char *list = malloc(XATTR_LIST_MAX), *val = malloc(XATTR_SIZE_MAX);
+  n = list && val ? xat_list(s, list, XATTR_LIST_MAX) : 0;
+  int err = !list || !val ? ENOMEM : n < 0 && !xattr_skippable(errno) ? errno : 0;
+  for (ssize_t i = 0; !err && i < n; i += (ssize_t)strlen(list + i) + 1) {
+    ssize_t vn = xat_get(s, list + i, val, XATTR_SIZE_MAX);
     if (vn < 0) {
       if (!xattr_skippable(errno)) err = errno;
-      continue;
-    }
-    if (xat_set(d, k, val, (size_t)vn) != 0 && !xattr_skippable(errno)) {
+    } else if (xat_set(d, list + i, val, (size_t)vn) != 0 && !xattr_skippable(errno)) {
       err = errno;
       *wside = 1;
     }

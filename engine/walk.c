@@ -37,58 +37,36 @@ void names_free(struct names *ns) {
   ns->n = 0;
 }
 
-static int cmp_names(const void *a, const void *b) {
-  return strcmp(*(char *const *)a, *(char *const *)b);
+static int not_dots(const struct dirent *de) {
+  const char *nm = de->d_name;
+  return !(nm[0] == '.' && (nm[1] == '\0' || (nm[1] == '.' && nm[2] == '\0')));
+}
+
+/* Byte order, whatever the locale (alphasort follows LC_COLLATE). */
+static int byte_order(const struct dirent **a, const struct dirent **b) {
+  return strcmp((*a)->d_name, (*b)->d_name);
 }
 
 /* The sorted entry names of the directory open at fd (no "." / ".."); the
-   descriptor itself stays open and usable. Returns 0 or an errno. */
+   descriptor itself is left as it is. Returns 0 or an errno. */
 int read_names(int fd, struct names *out) {
-  out->v = NULL;
+  struct dirent **de;
+  int n = scandirat(fd, ".", &de, not_dots, byte_order);
   out->n = 0;
-  int dfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-  if (dfd < 0) return last_err();
-  DIR *d = fdopendir(dfd);
-  if (!d) {
-    int e = last_err();
-    close(dfd);
-    return e;
+  if (n < 0) {
+    out->v = NULL;
+    return last_err();
   }
-  rewinddir(d);
-  size_t cap = 0;
-  int err = 0;
-  for (;;) {
-    errno = 0;
-    struct dirent *de = readdir(d);
-    if (!de) {
-      err = errno; /* 0 at the end */
-      break;
-    }
-    const char *nm = de->d_name;
-    if (nm[0] == '.' && (nm[1] == '\0' || (nm[1] == '.' && nm[2] == '\0'))) continue;
-    if (out->n == cap) {
-      size_t ncap = cap ? cap * 2 : 16;
-      char **nv = realloc(out->v, ncap * sizeof *nv);
-      if (!nv) {
-        err = ENOMEM;
-        break;
-      }
-      out->v = nv;
-      cap = ncap;
-    }
-    if (!(out->v[out->n] = strdup(nm))) {
-      err = ENOMEM;
-      break;
-    }
-    out->n++;
+  out->v = malloc((n ? (size_t)n : 1) * sizeof *out->v);
+  int err = out->v ? 0 : ENOMEM;
+  for (int i = 0; i < n; i++) {
+    if (!err && !(out->v[out->n] = strdup(de[i]->d_name))) err = ENOMEM;
+    if (!err) out->n++;
+    free(de[i]);
   }
-  closedir(d);
-  if (err) {
-    names_free(out);
-    return err;
-  }
-  if (out->n > 1) qsort(out->v, out->n, sizeof *out->v, cmp_names);
-  return 0;
+  free(de);
+  if (err) names_free(out);
+  return err;
 }
 
 /* ---- a growing relative path ------------------------------------------ */
