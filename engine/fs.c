@@ -431,56 +431,26 @@ static int chown_common(lua_State *L, int follow) {
 static int fs_chown(lua_State *L) { return chown_common(L, 1); }
 static int fs_lchown(lua_State *L) { return chown_common(L, 0); }
 
-/* Dir:read(rel [, max]) -> string; a file longer than max is EFBIG */
-static int d_read(lua_State *L) {
-  const struct at a = {check_dir(L, 1)->fd, 1};
-  lua_Integer max = ct_opt_max(L, 3);
-  lua_settop(L, 2);
-  AT_REL(L, &a, 2, rel, display);
+/* read(path [, max]), Dir:read(rel [, max]) -> string; a file longer than
+   max is EFBIG. By name any file (procfs, a pipe), beneath a Dir only a
+   regular one. */
+static int fs_read(lua_State *L) {
+  struct at a;
+  int arg = ct_at(L, &a);
+  lua_Integer max = ct_opt_max(L, arg + 1);
+  lua_settop(L, arg);
+  AT_REL(L, &a, arg, rel, display);
   int n = open_read(L, &a, rel, display);
   if (n) return n;
   int fd = ((struct handle *)lua_touserdata(L, -1))->fd;
   struct stat st;
-  if (max >= 0 && fstat(fd, &st) == 0 && st.st_size > max)
+  if (fstat(fd, &st) != 0) return ct_fail_at(L, errno, display, NULL);
+  if (max >= 0 && st.st_size > max) return ct_error(L, EFBIG, "%s: larger than %I bytes", display, max);
+  size_t size = S_ISREG(st.st_mode) && st.st_size > 0 ? (size_t)st.st_size : 0;
+  int err = push_read_sized(L, fd, max >= 0 ? (size_t)max + 1 : SIZE_MAX, size);
+  if (err) return ct_fail_at(L, err, display, NULL);
+  if (max >= 0 && lua_rawlen(L, -1) > (size_t)max)
     return ct_error(L, EFBIG, "%s: larger than %I bytes", display, max);
-  return ct_read_rest(L, fd, max, display);
-}
-
-/* read(path [, offset [, length]]) -> string; a negative offset counts
-   from the end (clamped at 0) */
-static int fs_read(lua_State *L) {
-  const struct at a = {AT_FDCWD, 0};
-  lua_Integer off = luaL_optinteger(L, 2, 0);
-  int has_len = !lua_isnoneornil(L, 3);
-  lua_Integer len = luaL_optinteger(L, 3, 0);
-  luaL_argcheck(L, len >= 0, 3, "negative length");
-  size_t limit = has_len ? (size_t)len : SIZE_MAX;
-  lua_settop(L, 1);
-  AT_REL(L, &a, 1, path, display);
-  int n = open_read(L, &a, path, display);
-  if (n) return n;
-  int fd = ((struct handle *)lua_touserdata(L, -1))->fd, err = 0;
-  struct stat st;
-  if (fstat(fd, &st) != 0) return ct_oserror(L, errno, path);
-  if (off < 0 && (!S_ISREG(st.st_mode) || st.st_size == 0)) {
-    /* unknown size (a pipe; procfs says 0): read it all, keep the tail */
-    if ((err = push_read(L, fd, SIZE_MAX))) return ct_oserror(L, err, path);
-    size_t total;
-    const char *s = lua_tolstring(L, -1, &total);
-    lua_Unsigned back = (lua_Unsigned)0 - (lua_Unsigned)off;
-    size_t start = back >= total ? 0 : total - (size_t)back;
-    size_t n = total - start < limit ? total - start : limit;
-    lua_pushlstring(L, s + start, n);
-    return 1;
-  }
-  if (off < 0) off = st.st_size + off < 0 ? 0 : st.st_size + off;
-  if (off > 0 && lseek(fd, (off_t)off, SEEK_SET) < 0) {
-    if (errno != ESPIPE) return ct_oserror(L, errno, path);
-    if ((err = push_read(L, fd, (size_t)off))) return ct_oserror(L, err, path);
-    lua_pop(L, 1);
-  }
-  size_t size = S_ISREG(st.st_mode) && st.st_size > off ? (size_t)(st.st_size - off) : 0;
-  if ((err = push_read_sized(L, fd, limit, size))) return ct_oserror(L, err, path);
   return 1;
 }
 
@@ -606,19 +576,19 @@ static const luaL_Reg shared_funcs[] = {
     {"stat", fs_stat},       {"exists", fs_exists},     {"mkdir", fs_mkdir},
     {"copyfile", fs_copyfile}, {"rename", fs_rename},   {"unlink", fs_unlink},
     {"rmdir", fs_rmdir},     {"write_atomic", fs_write_atomic}, {"chmod", fs_chmod},
-    {"chown", fs_chown},     {NULL, NULL},
+    {"chown", fs_chown},     {"read", fs_read},         {NULL, NULL},
 };
 
 static const luaL_Reg fs_funcs[] = {
     {"lstat", fs_lstat},     {"exchange", fs_exchange}, {"symlink", fs_symlink},
     {"readlink", fs_readlink}, {"realpath", fs_realpath}, {"link", fs_link},
-    {"dir", fs_dir},         {"read", fs_read},         {"append", fs_append},
+    {"dir", fs_dir},         {"append", fs_append},
     {"lchown", fs_lchown},   {"mkdtemp", fs_mkdtemp},   {"statvfs", fs_statvfs},
     {"fsync", fs_fsync},     {"syncfs", fs_syncfs},     {"size", fs_size},
     {NULL, NULL},
 };
 
-static const luaL_Reg dir_only[] = {{"list", fs_dir}, {"read", d_read}, {NULL, NULL}};
+static const luaL_Reg dir_only[] = {{"list", fs_dir}, {NULL, NULL}};
 
 int luaopen_ct_fs(lua_State *L) {
   luaL_newlib(L, fs_funcs);
