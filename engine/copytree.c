@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <search.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -141,6 +142,53 @@ static int copy_xattrs(const struct xat *s, const struct xat *d, int *wside) {
   free(list);
   free(val);
   return err;
+}
+
+/* ---- hard links: (dev, ino) -> the first copy's relative path --------- */
+
+struct hl_entry {
+  dev_t dev;
+  ino_t ino;
+  char *rel; /* NULL in du, which only counts */
+};
+
+struct hlset {
+  void *root; /* a tsearch tree of struct hl_entry */
+};
+
+static int hl_cmp(const void *a, const void *b) {
+  const struct hl_entry *x = a, *y = b;
+  if (x->dev != y->dev) return x->dev < y->dev ? -1 : 1;
+  return x->ino < y->ino ? -1 : x->ino > y->ino;
+}
+
+static struct hl_entry *hl_find(struct hlset *h, dev_t dev, ino_t ino) {
+  struct hl_entry key = {dev, ino, NULL};
+  struct hl_entry **p = tfind(&key, &h->root, hl_cmp);
+  return p ? *p : NULL;
+}
+
+/* Adds (dev, ino) with a copy of rel (or NULL). Returns 0 or ENOMEM. */
+static int hl_add(struct hlset *h, dev_t dev, ino_t ino, const char *rel) {
+  struct hl_entry *e = malloc(sizeof *e);
+  if (!e) return ENOMEM;
+  *e = (struct hl_entry){dev, ino, rel ? strdup(rel) : NULL};
+  if ((rel && !e->rel) || !tsearch(e, &h->root, hl_cmp)) {
+    free(e->rel);
+    free(e);
+    return ENOMEM;
+  }
+  return 0;
+}
+
+static void hl_free_entry(void *p) {
+  free(((struct hl_entry *)p)->rel);
+  free(p);
+}
+
+static void hl_free(struct hlset *h) {
+  if (h->root) tdestroy(h->root, hl_free_entry);
+  h->root = NULL;
 }
 
 /* ---- copytree ---------------------------------------------------------- */

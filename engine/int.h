@@ -195,24 +195,6 @@ int empty_dir_fd(int fd, const struct stat *parent, const char *display, struct 
    writing side failed. */
 int copy_fds(int in, int out, uint64_t limit, uint64_t *done, int *wside);
 
-/* ---- hard link table ---- */
-
-struct hl_entry {
-  dev_t dev;
-  ino_t ino;
-  char *rel; /* NULL in du, which only counts */
-  int used;
-};
-
-struct hlset {
-  struct hl_entry *v;
-  size_t cap, n;
-};
-
-struct hl_entry *hl_find(struct hlset *h, dev_t dev, ino_t ino);
-int hl_add(struct hlset *h, dev_t dev, ino_t ino, const char *rel);
-void hl_free(struct hlset *h);
-
 /* Bytes that collapse(length) removes from a file of stat *st: length
    rounded down to the block size, never reaching the end; 0 when none. */
 off_t collapse_len(const struct stat *st, off_t length);
