@@ -293,55 +293,23 @@ int ct_open_file(const struct at *a, const char *rel, int flags, int create, int
   char *base;
   int err = ct_at_parent(a, rel, &pfd, &base);
   if (err) return err;
-  const int common = O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC;
   int fd = -1;
-  struct stat want;
-  int check_same = 0;
+  struct stat st;
+  memset(&st, 0, sizeof st);
   for (int tries = 0; tries < 16 && fd < 0 && !err; tries++) {
-    if (create && excl) {
-      /* O_EXCL never opens an existing entry, a symlink included */
-      fd = openat(pfd, base, flags | O_CREAT | O_EXCL | common, mode);
-      if (fd < 0) err = last_err();
-      break;
-    }
-    int path = openat(pfd, base, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-    if (path < 0) {
-      if (errno != ENOENT || !create) {
-        err = last_err();
+    if (!(create && excl)) {
+      fd = ct_open_regular(pfd, base, flags, NULL, &st);
+      if (fd >= 0 || errno != ENOENT || !create) {
+        err = fd < 0 ? last_err() : 0;
         break;
       }
-      fd = openat(pfd, base, flags | O_CREAT | O_EXCL | common, mode);
-      if (fd < 0 && errno != EEXIST) err = last_err(); /* EEXIST: raced, look again */
-      continue;
     }
-    if (fstat(path, &want) != 0) {
-      err = last_err();
-    } else if (!S_ISREG(want.st_mode)) {
-      err = S_ISLNK(want.st_mode) ? ELOOP : EINVAL;
-      *msg = type_article(want.st_mode);
-    } else {
-      char proc[48];
-      snprintf(proc, sizeof proc, "/proc/self/fd/%d", path);
-      fd = open(proc, flags | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
-      if (fd < 0 && errno == ENOENT) /* no /proc: by name, then compare */
-        fd = openat(pfd, base, flags | common);
-      if (fd < 0) err = last_err();
-      check_same = 1;
-    }
-    close(path);
+    /* O_EXCL never opens an existing entry, a symlink included */
+    fd = openat(pfd, base, flags | O_CREAT | O_EXCL | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC, mode);
+    if (fd < 0 && (excl || errno != EEXIST)) err = last_err(); /* EEXIST: raced, look again */
   }
   if (!err && fd < 0) err = EAGAIN;
-  struct stat st;
-  if (!err && fstat(fd, &st) != 0) err = last_err();
-  if (!err && !S_ISREG(st.st_mode)) {
-    err = EINVAL;
-    *msg = type_article(st.st_mode);
-  }
-  if (!err && check_same && (st.st_dev != want.st_dev || st.st_ino != want.st_ino)) err = ESTALE;
-  /* O_NONBLOCK only guarded the open; a regular file does not need it */
-  if (!err && fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0) err = last_err();
-  if (err && fd >= 0) close(fd);
-  if (err == ELOOP) *msg = MSG_LINK;
+  if (err == EINVAL || err == ELOOP) *msg = type_article(st.st_mode);
   close(pfd);
   free(base);
   if (!err) *out = fd;

@@ -252,7 +252,7 @@ static int cp_meta_name(struct cp *c, int sdir, int ddir, const char *name, cons
 
 static int cp_file(struct cp *c, struct frame *t, const char *name, const struct stat *st) {
   struct stat ist = *st;
-  int in = tw_openfile(t->fd, name, &ist); /* ESTALE: replaced */
+  int in = ct_open_regular(t->fd, name, O_RDONLY, &ist, &ist); /* ESTALE: replaced */
   if (in < 0) return cp_fail(c, errno, 0, NULL);
   int out = openat(t->dfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
   if (out < 0) {

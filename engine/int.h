@@ -178,10 +178,13 @@ int tw_fail(struct tw *v, int err, const char *msg);
    inode *st (else ESTALE), which is then its stat now, and no mount root
    (else EBUSY: the walk's policy decides). fd or -1 with errno. */
 int tw_opendir(const struct frame *t, const char *name, struct stat *st);
-/* Opens the regular file name in dirfd for reading the same way: a FIFO or
-   device swapped in is never opened (its O_PATH descriptor is checked, then
-   reopened through /proc; without /proc a non-blocking open is checked). */
-int tw_openfile(int dirfd, const char *name, struct stat *st);
+/* Opens the regular file name in dirfd with flags (an access mode,
+   O_APPEND, O_TRUNC) and nothing else: a FIFO or device is never opened
+   (its O_PATH descriptor is checked, then reopened through /proc; without
+   /proc a non-blocking open by name is checked). With want, it must still
+   be that inode (else ESTALE). *st: its stat (the type when EINVAL, ELOOP).
+   A descriptor, or -1 with errno. */
+int ct_open_regular(int dirfd, const char *name, int flags, const struct stat *want, struct stat *st);
 /* Frees a walk's frames (closing their descriptors); again is harmless. */
 void walk_free(struct walk *w);
 

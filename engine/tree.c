@@ -43,7 +43,7 @@ static void hex(const unsigned char *d, unsigned n, char *out) {
 static int file_digest(struct digest *g, int dirfd, const char *name, const struct stat *st,
                        char out[65]) {
   struct stat now = *st;
-  int fd = tw_openfile(dirfd, name, &now), err = 0;
+  int fd = ct_open_regular(dirfd, name, O_RDONLY, &now, &now), err = 0;
   if (fd < 0) return last_err();
   sha256_init(&g->file);
   for (;;) {

@@ -248,16 +248,20 @@ int tw_opendir(const struct frame *t, const char *name, struct stat *st) {
   return -1;
 }
 
-int tw_openfile(int dirfd, const char *name, struct stat *st) {
+int ct_open_regular(int dirfd, const char *name, int flags, const struct stat *want, struct stat *st) {
+  const struct stat was = want ? *want : (struct stat){0}; /* want may be st */
   int fd = -1, p = openat(dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-  int err = p < 0 ? last_err() : !S_ISREG(st->st_mode) ? EINVAL : same_inode(p, st);
+  int err = p < 0 || fstat(p, st) != 0 ? last_err() : 0;
+  if (!err && want && (was.st_ino != st->st_ino || was.st_dev != st->st_dev)) err = ESTALE;
+  if (!err && !S_ISREG(st->st_mode)) err = S_ISLNK(st->st_mode) ? ELOOP : EINVAL;
   if (!err) {
     char proc[48];
     snprintf(proc, sizeof proc, "/proc/self/fd/%d", p);
-    fd = open(proc, O_RDONLY | O_NOCTTY | O_CLOEXEC);
+    fd = open(proc, flags | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
     if (fd < 0 && errno == ENOENT) /* no /proc: by name, without blocking, checked after */
-      fd = openat(dirfd, name, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC);
+      fd = openat(dirfd, name, flags | O_NONBLOCK | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC);
     err = fd < 0 ? last_err() : same_inode(fd, st);
+    /* O_NONBLOCK only guarded the open; a regular file does not need it */
     if (!err && fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0) err = last_err();
   }
   if (p >= 0) close(p);
