@@ -141,27 +141,13 @@ int d_shift_tree(lua_State *L) {
 
 /* One Dir:walk record, appended to the table on top. */
 static void push_walked(lua_State *L, lua_Integer i, const char *path, const struct stat *st, int opaque) {
-  lua_createtable(L, 0, 10);
+  push_stat(L, st);
   lua_pushstring(L, path);
   lua_setfield(L, -2, "path");
-  lua_pushstring(L, type_name(st->st_mode));
-  lua_setfield(L, -2, "type");
-  lua_pushinteger(L, st->st_mode & 07777);
-  lua_setfield(L, -2, "mode");
-  lua_pushinteger(L, st->st_uid);
-  lua_setfield(L, -2, "uid");
-  lua_pushinteger(L, st->st_gid);
-  lua_setfield(L, -2, "gid");
-  lua_pushinteger(L, (lua_Integer)st->st_size);
-  lua_setfield(L, -2, "size");
-  lua_pushinteger(L, (lua_Integer)st->st_rdev);
-  lua_setfield(L, -2, "rdev");
+  ct_set_int(L, "rdev", (lua_Integer)st->st_rdev);
   /* diff of an own copy against its layers tells a rewritten file by it,
      as the extraction keeps each entry's time */
-  lua_pushinteger(L, (lua_Integer)st->st_mtim.tv_sec);
-  lua_setfield(L, -2, "mtime");
-  lua_pushinteger(L, (lua_Integer)st->st_mtim.tv_nsec);
-  lua_setfield(L, -2, "mtime_nsec");
+  ct_set_int(L, "mtime_nsec", (lua_Integer)st->st_mtim.tv_nsec);
   lua_pushboolean(L, opaque);
   lua_setfield(L, -2, "opaque");
   lua_rawseti(L, -2, i);
@@ -193,7 +179,7 @@ static int walk_visit(struct tw *v, struct frame *t, const char *name, const str
   return err;
 }
 
-/* Dir:walk(rel) -> {{path=, type=, mode=, uid=, gid=, size=, rdev=, mtime=, mtime_nsec=, opaque=}, ...}:
+/* Dir:walk(rel) -> {{path=, rdev=, mtime_nsec=, opaque=, and the ct.fs.stat fields}, ...}:
    what is beneath rel, a directory before its contents, names in byte
    order, paths relative to rel; no symlink followed, no mount entered (a
    mount point is listed). opaque: trusted.overlay.opaque = "y" (a

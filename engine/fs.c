@@ -100,28 +100,17 @@ int fserr_push(lua_State *L, struct fserr *e) {
   return 3;
 }
 
-/* readlinkat into a malloc'd string of any length. */
+/* readlinkat into a malloc'd string; Linux keeps a target under PATH_MAX. */
 char *readlink_alloc(int dirfd, const char *name) {
-  size_t cap = 256;
-  for (;;) {
-    char *buf = malloc(cap);
-    if (!buf) return NULL;
-    ssize_t n = readlinkat(dirfd, name, buf, cap);
-    if (n < 0) {
-      free(buf);
-      return NULL;
-    }
-    if ((size_t)n < cap) {
-      buf[n] = '\0';
-      return buf;
-    }
+  char *buf = malloc(PATH_MAX);
+  ssize_t n = buf ? readlinkat(dirfd, name, buf, PATH_MAX) : -1;
+  if (n >= PATH_MAX) errno = ENAMETOOLONG;
+  if (n < 0 || n >= PATH_MAX) {
     free(buf);
-    if (cap > SIZE_MAX / 2) {
-      errno = ENAMETOOLONG;
-      return NULL;
-    }
-    cap *= 2;
+    return NULL;
   }
+  buf[n] = '\0';
+  return buf;
 }
 
 const char *type_name(mode_t m) {
@@ -137,23 +126,23 @@ const char *type_name(mode_t m) {
   }
 }
 
-static void set_int(lua_State *L, const char *k, lua_Integer v) {
+void ct_set_int(lua_State *L, const char *k, lua_Integer v) {
   lua_pushinteger(L, v);
   lua_setfield(L, -2, k);
 }
 
 void push_stat(lua_State *L, const struct stat *st) {
-  lua_createtable(L, 0, 9);
+  lua_createtable(L, 0, 13); /* Dir:walk adds 4 */
   lua_pushstring(L, type_name(st->st_mode));
   lua_setfield(L, -2, "type");
-  set_int(L, "mode", st->st_mode & 07777);
-  set_int(L, "size", (lua_Integer)st->st_size);
-  set_int(L, "uid", st->st_uid);
-  set_int(L, "gid", st->st_gid);
-  set_int(L, "mtime", (lua_Integer)st->st_mtim.tv_sec);
-  set_int(L, "ino", (lua_Integer)st->st_ino);
-  set_int(L, "dev", (lua_Integer)st->st_dev);
-  set_int(L, "nlink", (lua_Integer)st->st_nlink);
+  ct_set_int(L, "mode", st->st_mode & 07777);
+  ct_set_int(L, "size", (lua_Integer)st->st_size);
+  ct_set_int(L, "uid", st->st_uid);
+  ct_set_int(L, "gid", st->st_gid);
+  ct_set_int(L, "mtime", (lua_Integer)st->st_mtim.tv_sec);
+  ct_set_int(L, "ino", (lua_Integer)st->st_ino);
+  ct_set_int(L, "dev", (lua_Integer)st->st_dev);
+  ct_set_int(L, "nlink", (lua_Integer)st->st_nlink);
 }
 
 /* ---- reading into Lua -------------------------------------------------- */
@@ -528,11 +517,11 @@ static int fs_statvfs(lua_State *L) {
   struct statvfs sv;
   if (statvfs(path, &sv) != 0) return ct_oserror(L, errno, path);
   lua_createtable(L, 0, 5);
-  set_int(L, "size", (lua_Integer)(sv.f_blocks * sv.f_frsize));
-  set_int(L, "free", (lua_Integer)(sv.f_bfree * sv.f_frsize));
-  set_int(L, "avail", (lua_Integer)(sv.f_bavail * sv.f_frsize));
-  set_int(L, "files", (lua_Integer)sv.f_files);
-  set_int(L, "ffree", (lua_Integer)sv.f_ffree);
+  ct_set_int(L, "size", (lua_Integer)(sv.f_blocks * sv.f_frsize));
+  ct_set_int(L, "free", (lua_Integer)(sv.f_bfree * sv.f_frsize));
+  ct_set_int(L, "avail", (lua_Integer)(sv.f_bavail * sv.f_frsize));
+  ct_set_int(L, "files", (lua_Integer)sv.f_files);
+  ct_set_int(L, "ffree", (lua_Integer)sv.f_ffree);
   return 1;
 }
 

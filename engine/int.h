@@ -92,6 +92,7 @@ char *join_path(const char *root, const char *rel);
 char *readlink_alloc(int dirfd, const char *name);
 const char *type_name(mode_t m);
 void push_stat(lua_State *L, const struct stat *st);
+void ct_set_int(lua_State *L, const char *k, lua_Integer v); /* t[k] = v, t on top */
 /* Reads up to limit bytes (to EOF) and pushes them; 0 or an errno. */
 int push_read(lua_State *L, int fd, size_t limit);
 /* The same for a regular file of (fstat's) size bytes: one buffer of that size. */
