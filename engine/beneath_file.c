@@ -77,7 +77,20 @@ static int f_fsync(lua_State *L) {
   return fsync(f->fd) != 0 ? file_fail(L, errno) : ct_true(L);
 }
 
-/* File:collapse(len) -> bytes removed from the start (see ct.fs.collapse);
+/* Bytes that collapse(length) removes from a file of stat *st: length
+   rounded down to the block size, never reaching the end; 0 when none. */
+static off_t collapse_len(const struct stat *st, off_t length) {
+  off_t blk = st->st_blksize > 0 ? st->st_blksize : 4096;
+  off_t n = length;
+  if (n > st->st_size) n = st->st_size;
+  n -= n % blk;
+  /* The collapse may not reach the end of the file. */
+  if (n >= st->st_size) n = st->st_size - 1 - (st->st_size - 1) % blk;
+  return n > 0 ? n : 0;
+}
+
+/* File:collapse(len) -> bytes removed from the start with
+   fallocate(FALLOC_FL_COLLAPSE_RANGE): an O_APPEND writer loses nothing;
    EOPNOTSUPP/EINVAL where the filesystem cannot, for the caller to copy */
 static int f_collapse(lua_State *L) {
   struct handle *f = check_file(L, 1);

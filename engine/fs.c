@@ -62,29 +62,12 @@ const char *check_tree_path(lua_State *L, int arg) {
   return lua_tostring(L, arg);
 }
 
-/* malloc'd "root/rel" (just root when rel is empty), or NULL. */
-char *join_path(const char *root, const char *rel) {
-  size_t a = strlen(root), b = rel ? strlen(rel) : 0;
-  char *p = malloc(a + b + 2);
-  if (!p) return NULL;
-  memcpy(p, root, a);
-  if (b) {
-    size_t i = a;
-    if (a > 0 && root[a - 1] != '/') p[i++] = '/';
-    if (rel[0] == '/' && i > 0 && p[i - 1] == '/') rel++, b--;
-    memcpy(p + i, rel, b);
-    p[i + b] = '\0';
-  } else {
-    p[a] = '\0';
-  }
-  return p;
-}
-
-
 int fserr_set(struct fserr *e, int err, const char *root, const char *rel, const char *msg) {
   if (e->err) return e->err; /* keep the first failure */
   e->err = err ? err : EIO;
-  e->path = join_path(root, rel);
+  size_t n = strlen(root); /* e->path: "root/rel", just root for "" */
+  const char *r = n && *rel == '/' ? rel + 1 : rel;
+  if (asprintf(&e->path, "%s%s%s", root, *r && n && root[n - 1] != '/' ? "/" : "", r) < 0) e->path = NULL;
   e->fallback = root;
   e->msg = msg;
   return e->err;
@@ -548,16 +531,6 @@ static int fs_size(lua_State *L) {
   if (stat(path, &st) != 0) return ct_oserror(L, errno, path);
   lua_pushinteger(L, (lua_Integer)st.st_size);
   return 1;
-}
-
-off_t collapse_len(const struct stat *st, off_t length) {
-  off_t blk = st->st_blksize > 0 ? st->st_blksize : 4096;
-  off_t n = length;
-  if (n > st->st_size) n = st->st_size;
-  n -= n % blk;
-  /* The collapse may not reach the end of the file. */
-  if (n >= st->st_size) n = st->st_size - 1 - (st->st_size - 1) % blk;
-  return n > 0 ? n : 0;
 }
 
 /* By name and as Dir methods of the same name. */

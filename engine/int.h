@@ -88,7 +88,6 @@ int ct_opt_special(lua_State *L, int opts);
 mode_t check_mode(lua_State *L, int arg);
 mode_t opt_mode(lua_State *L, int arg, mode_t def);
 unsigned check_id(lua_State *L, int arg);
-char *join_path(const char *root, const char *rel);
 char *readlink_alloc(int dirfd, const char *name);
 const char *type_name(mode_t m);
 void push_stat(lua_State *L, const struct stat *st);
@@ -198,10 +197,6 @@ int empty_dir_fd(int fd, const struct stat *parent, const char *display, struct 
    to out (copy_file_range, else read/write); 0 or an errno, *wside when the
    writing side failed. */
 int copy_fds(int in, int out, uint64_t limit, uint64_t *done, int *wside);
-
-/* Bytes that collapse(length) removes from a file of stat *st: length
-   rounded down to the block size, never reaching the end; 0 when none. */
-off_t collapse_len(const struct stat *st, off_t length);
 
 /* ---- beneath.c ---- */
 
