@@ -44,7 +44,6 @@
 #define SYS_fchmodat2 452 /* the same number on every architecture */
 #endif
 
-
 static const char MSG_LINK[] = "a symlink, refusing to follow it";
 static const char MSG_DOTDOT[] = "'..' is not allowed";
 static const char MSG_ABS[] = "an absolute path is not allowed";
@@ -335,7 +334,6 @@ struct handle *ct_handle_check(lua_State *L, int idx, const char *mt) {
   if (h->fd < 0) luaL_error(L, "attempt to use a closed %s", mt);
   return h;
 }
-
 
 /* The display path of the handle at idx (anchored in its uservalue). */
 const char *ct_handle_path(lua_State *L, int idx) {

@@ -4,7 +4,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -103,7 +102,6 @@ static int f_collapse(lua_State *L) {
   lua_pushinteger(L, (lua_Integer)n);
   return 1;
 }
-
 
 /* File:copy_to(other [, len]) -> bytes copied from this file's offset */
 static int f_copy_to(lua_State *L) {
@@ -204,14 +202,12 @@ static int f_tostring(lua_State *L) {
   return 1;
 }
 
-
 int ct_testfile(lua_State *L, int idx) {
   struct handle *h = luaL_testudata(L, idx, FILE_MT);
   if (!h) return -1;
   if (h->fd < 0) luaL_error(L, "attempt to use a closed %s", FILE_MT);
   return h->fd;
 }
-
 
 static const luaL_Reg file_methods[] = {
     {"read", f_read},         {"read_all", f_read_all}, {"write", f_write},
@@ -220,6 +216,5 @@ static const luaL_Reg file_methods[] = {
     {"zstd_to", f_zstd_to},   {"path", f_path},         {"close", file_close},
     {NULL, NULL},
 };
-
 
 void ct_file_class(lua_State *L) { ct_class(L, FILE_MT, file_methods, file_close, f_tostring); }

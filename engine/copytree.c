@@ -1,7 +1,6 @@
 /* Whole-tree operations on the walker (walk.c), by name and beneath a Dir: copytree with owners, modes, times and xattrs, rmtree, du. */
 #include "int.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -12,12 +11,10 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
 #include <linux/fs.h>
-#include <linux/openat2.h>
 
 /* ---- copying data ------------------------------------------------------ */
 

@@ -6,7 +6,6 @@
 #include "ct.h"
 #include "int.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -14,21 +13,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
-#include <sys/syscall.h>
-#include <sys/xattr.h>
-#include <time.h>
 #include <unistd.h>
-
-#include <linux/falloc.h>
-#include <linux/fs.h>
-#include <linux/openat2.h>
-
-
-
 
 /* ---- small helpers ---------------------------------------------------- */
 

@@ -11,24 +11,16 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
-#include <sys/xattr.h>
 #include <unistd.h>
-
-#include <linux/fs.h>
-#include <linux/openat2.h>
 
 /* Directory levels of a walk whose descriptors stay open. */
 #define WALK_OPEN_LEVELS 32
 
 /* ---- directory listings ------------------------------------------------ */
-
 
 void names_free(struct names *ns) {
   for (size_t i = 0; i < ns->n; i++) free(ns->v[i]);
@@ -71,7 +63,6 @@ int read_names(int fd, struct names *out) {
 
 /* ---- a growing relative path ------------------------------------------ */
 
-
 /* Truncates to `len` and appends "/name" ("name" at the start). */
 static int pb_set(struct pbuf *b, size_t len, const char *name) {
   size_t nl = strlen(name);
@@ -99,9 +90,6 @@ static void pb_trunc(struct pbuf *b, size_t len) {
 const char *pb_str(const struct pbuf *b) { return b->p ? b->p : ""; }
 
 /* ---- the iterative walker ---------------------------------------------- */
-
-
-
 
 static void frame_close(struct frame *fr) {
   if (fr->fd >= 0) close(fr->fd);
