@@ -325,7 +325,7 @@ static int add_tree(struct create *c, int pfd, const char *base) {
   int fd = -1;
   if (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode)) {
     /* a file through O_PATH first: a FIFO or device swapped in is never opened */
-    fd = S_ISREG(st.st_mode) ? tw_openfile(pfd, base, &st)
+    fd = S_ISREG(st.st_mode) ? ct_open_regular(pfd, base, O_RDONLY, &st, &st)
                              : openat(pfd, base, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_DIRECTORY);
     struct stat fst;
     if (fd < 0 || fstat(fd, &fst) != 0 || fst.st_dev != st.st_dev || fst.st_ino != st.st_ino ||

@@ -1,4 +1,4 @@
-/* ct.fs.opendir: directory handles for the trees an app can write.
+/* ct.fs.opendir: directory handles for the trees an app can write, and the path resolution every ct.fs operation shares.
 
    An app may write everything bound into its container (logs/<app>,
    data/<app>, config/<app>): it can plant symlinks, FIFOs, sockets and
@@ -19,7 +19,11 @@
    so the descriptor we read or write is the inode we checked. Mode and
    owner changes go through such O_PATH descriptors too.
 
-   Tree walks (rmtree, du, shift_tree, walk) ride on walk.c's visitor. */
+   Every operation is one C function on (a descriptor, a path, a
+   resolution) (struct at): called as a Dir method it resolves as above;
+   called as ct.fs.<name>, the descriptor is AT_FDCWD and the path resolves
+   as the host resolves it (absolute paths, symlinks followed where the
+   by-name function follows them). Tree walks ride on walk.c's visitor. */
 #include "int.h"
 #include "layer.h"
 
@@ -39,7 +43,6 @@
 #ifndef SYS_fchmodat2
 #define SYS_fchmodat2 452 /* the same number on every architecture */
 #endif
-
 
 static const char MSG_LINK[] = "a symlink, refusing to follow it";
 static const char MSG_DOTDOT[] = "'..' is not allowed";
@@ -157,23 +160,30 @@ static int open_beneath(int dirfd, const char *rel, int flags, mode_t mode) {
   return walk_open(dirfd, rel, flags, mode);
 }
 
+/* rel opened as a resolves it; O_CLOEXEC is added (and O_NOFOLLOW beneath
+   a Dir). A descriptor, or -1 with errno. */
+int ct_at_open(const struct at *a, const char *rel, int flags, mode_t mode) {
+  if (a->dir) return open_beneath(a->fd, rel, flags, mode);
+  return openat(AT_FDCWD, rel, flags | O_CLOEXEC, mode);
+}
+
 /* The last component of rel (no trailing slashes) in a malloc'd copy, and
-   its parent opened DIR_FLAGS beneath dirfd. Returns 0 or an errno; a rel
-   with no last component ("", ".") is EINVAL. */
-int ct_parent_beneath(int dirfd, const char *rel, int *pfd, char **base) {
+   its parent opened DIR_FLAGS as a resolves it. Returns 0 or an errno; a
+   rel with no last component ("", ".", "..", "/") is EINVAL. */
+int ct_at_parent(const struct at *a, const char *rel, int *pfd, char **base) {
   *pfd = -1;
   *base = NULL;
   size_t n = strlen(rel);
   while (n > 0 && rel[n - 1] == '/') n--;
   size_t b = n;
   while (b > 0 && rel[b - 1] != '/') b--;
-  if (b == n || (n - b == 1 && rel[b] == '.')) return EINVAL;
+  if (b == n || (rel[b] == '.' && (n - b == 1 || (n - b == 2 && rel[b + 1] == '.')))) return EINVAL;
   char *parent = strndup(rel, b);
   if (!parent || !(*base = strndup(rel + b, n - b))) {
     free(parent);
     return ENOMEM;
   }
-  *pfd = open_beneath(dirfd, parent, DIR_FLAGS, 0);
+  *pfd = ct_at_open(a, *parent ? parent : ".", DIR_FLAGS, 0);
   int err = *pfd < 0 ? last_err() : 0;
   free(parent);
   if (err) {
@@ -184,21 +194,23 @@ int ct_parent_beneath(int dirfd, const char *rel, int *pfd, char **base) {
 }
 
 /* mkdir(2) with the exact mode (no umask) of a directory we just made. */
-static int fix_mode(int fd, mode_t mode) {
+int ct_fix_mode(int fd, mode_t mode) {
   struct stat st;
   if (fstat(fd, &st) != 0) return last_err();
   if ((st.st_mode & 07777) != mode && fchmod(fd, mode) != 0) return last_err();
   return 0;
 }
 
-/* mkdir -p of rel beneath dirfd, one component at a time; *out (if not
+/* mkdir -p of rel as a resolves it, one component at a time; *out (if not
    NULL) gets the last directory, DIR_FLAGS. An existing component that is
-   not a directory, or is a symlink, is refused. Returns 0 or an errno. */
-static int mkdirs(int dirfd, const char *rel, mode_t mode, int *out) {
+   not a directory (beneath a Dir: or is a symlink) is refused. Returns 0
+   or an errno. */
+int ct_mkdirs(const struct at *a, const char *rel, mode_t mode, int *out) {
+  const int nofollow = a->dir ? O_NOFOLLOW : 0;
   if (out) *out = -1;
   char *buf = strdup(rel);
   if (!buf) return ENOMEM;
-  int cur = openat(dirfd, ".", DIR_FLAGS);
+  int cur = ct_at_open(a, *rel == '/' ? "/" : ".", DIR_FLAGS, 0);
   int err = cur < 0 ? last_err() : 0;
   for (char *p = buf; !err && *p;) {
     char *next = strchr(p, '/');
@@ -207,16 +219,17 @@ static int mkdirs(int dirfd, const char *rel, mode_t mode, int *out) {
       while (*next == '/') next++;
     }
     if (*p && strcmp(p, ".") != 0) {
-      int made = 0, fd = openat(cur, p, DIR_FLAGS | O_NOFOLLOW);
+      int made = 0, fd = openat(cur, p, DIR_FLAGS | nofollow);
       if (fd < 0 && errno == ENOENT) {
         if (mkdirat(cur, p, mode) == 0)
           made = 1;
         else if (errno != EEXIST)
           err = last_err();
-        if (!err) fd = openat(cur, p, DIR_FLAGS | O_NOFOLLOW);
+        if (!err) fd = openat(cur, p, DIR_FLAGS | nofollow);
       }
       if (!err && fd < 0) err = ct_classify(cur, p, last_err());
-      if (!err && made) err = fix_mode(fd, mode);
+      if (err == ENOTDIR && !a->dir && (!next || !*next)) err = EEXIST; /* by name: the last one is there */
+      if (!err && made) err = ct_fix_mode(fd, mode);
       close(cur);
       cur = fd;
       if (err && fd >= 0) {
@@ -262,66 +275,40 @@ int ct_chmod_fd(int fd, mode_t mode) {
   return chmod(proc, mode) == 0 ? 0 : last_err();
 }
 
-/* Opens the regular file rel beneath dirfd; see the header comment. flags:
-   the access mode plus O_APPEND/O_TRUNC; create/excl as O_CREAT/O_EXCL.
-   Returns 0 with *out, or an errno with *msg set when not strerror's. */
-static int open_file(int dirfd, const char *rel, int flags, int create, int excl, mode_t mode,
-                     int *out, const char **msg) {
+/* Opens the file rel as a resolves it: by name plainly (any type), beneath
+   a Dir only a regular file, as the header comment says. flags: the access
+   mode plus O_APPEND/O_TRUNC; create/excl as O_CREAT/O_EXCL. Returns 0
+   with *out, or an errno with *msg set when not strerror's. */
+int ct_open_file(const struct at *a, const char *rel, int flags, int create, int excl, mode_t mode,
+                 int *out, const char **msg) {
   *out = -1;
   *msg = NULL;
+  if (!a->dir) {
+    flags |= O_NOCTTY | (create ? O_CREAT : 0) | (excl ? O_EXCL : 0);
+    *out = openat(AT_FDCWD, rel, flags | O_CLOEXEC, mode);
+    return *out < 0 ? last_err() : 0;
+  }
   int pfd;
   char *base;
-  int err = ct_parent_beneath(dirfd, rel, &pfd, &base);
+  int err = ct_at_parent(a, rel, &pfd, &base);
   if (err) return err;
-  const int common = O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC;
   int fd = -1;
-  struct stat want;
-  int check_same = 0;
+  struct stat st;
+  memset(&st, 0, sizeof st);
   for (int tries = 0; tries < 16 && fd < 0 && !err; tries++) {
-    if (create && excl) {
-      /* O_EXCL never opens an existing entry, a symlink included */
-      fd = openat(pfd, base, flags | O_CREAT | O_EXCL | common, mode);
-      if (fd < 0) err = last_err();
-      break;
-    }
-    int path = openat(pfd, base, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-    if (path < 0) {
-      if (errno != ENOENT || !create) {
-        err = last_err();
+    if (!(create && excl)) {
+      fd = ct_open_regular(pfd, base, flags, NULL, &st);
+      if (fd >= 0 || errno != ENOENT || !create) {
+        err = fd < 0 ? last_err() : 0;
         break;
       }
-      fd = openat(pfd, base, flags | O_CREAT | O_EXCL | common, mode);
-      if (fd < 0 && errno != EEXIST) err = last_err(); /* EEXIST: raced, look again */
-      continue;
     }
-    if (fstat(path, &want) != 0) {
-      err = last_err();
-    } else if (!S_ISREG(want.st_mode)) {
-      err = S_ISLNK(want.st_mode) ? ELOOP : EINVAL;
-      *msg = type_article(want.st_mode);
-    } else {
-      char proc[48];
-      snprintf(proc, sizeof proc, "/proc/self/fd/%d", path);
-      fd = open(proc, flags | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
-      if (fd < 0 && errno == ENOENT) /* no /proc: by name, then compare */
-        fd = openat(pfd, base, flags | common);
-      if (fd < 0) err = last_err();
-      check_same = 1;
-    }
-    close(path);
+    /* O_EXCL never opens an existing entry, a symlink included */
+    fd = openat(pfd, base, flags | O_CREAT | O_EXCL | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC, mode);
+    if (fd < 0 && (excl || errno != EEXIST)) err = last_err(); /* EEXIST: raced, look again */
   }
   if (!err && fd < 0) err = EAGAIN;
-  struct stat st;
-  if (!err && fstat(fd, &st) != 0) err = last_err();
-  if (!err && !S_ISREG(st.st_mode)) {
-    err = EINVAL;
-    *msg = type_article(st.st_mode);
-  }
-  if (!err && check_same && (st.st_dev != want.st_dev || st.st_ino != want.st_ino)) err = ESTALE;
-  /* O_NONBLOCK only guarded the open; a regular file does not need it */
-  if (!err && fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0) err = last_err();
-  if (err && fd >= 0) close(fd);
-  if (err == ELOOP) *msg = MSG_LINK;
+  if (err == EINVAL || err == ELOOP) *msg = type_article(st.st_mode);
   close(pfd);
   free(base);
   if (!err) *out = fd;
@@ -348,7 +335,6 @@ struct handle *ct_handle_check(lua_State *L, int idx, const char *mt) {
   return h;
 }
 
-
 /* The display path of the handle at idx (anchored in its uservalue). */
 const char *ct_handle_path(lua_State *L, int idx) {
   lua_getiuservalue(L, idx, 1);
@@ -373,25 +359,34 @@ int ct_handle_close(lua_State *L, const char *mt) {
 
 static int dir_close(lua_State *L) { return ct_handle_close(L, DIR_MT); }
 
-/* Pushes the display path of rel in the Dir at 1: "dir/rel", or "dir" for
-   "" and ".". */
-static const char *push_display(lua_State *L, const char *rel) {
-  const char *dir = ct_handle_path(L, 1);
-  if (!*rel || strcmp(rel, ".") == 0) return lua_pushstring(L, dir);
-  size_t dl = strlen(dir);
-  return lua_pushfstring(L, dl && dir[dl - 1] == '/' ? "%s%s" : "%s/%s", dir, rel);
+/* Pushes the display path of rel in the Dir at dir: "dir/rel", or "dir"
+   for "" and "."; rel itself by name (dir 0). */
+static const char *push_display(lua_State *L, int dir, const char *rel) {
+  if (!dir) return lua_pushstring(L, rel);
+  const char *d = ct_handle_path(L, dir);
+  if (!*rel || strcmp(rel, ".") == 0) return lua_pushstring(L, d);
+  size_t dl = strlen(d);
+  return lua_pushfstring(L, dl && d[dl - 1] == '/' ? "%s%s" : "%s/%s", d, rel);
 }
 
-/* The Dir at 1 and a checked relative path at arg; the display path is
-   pushed. On a refused path, pushes nil, msg, EINVAL and returns NULL. */
-const char *ct_check_rel(lua_State *L, int arg, const char **display) {
+/* The resolution of a call: a Dir at 1 (checked open), or by name. Returns
+   the index of the first argument after it. */
+int ct_at(lua_State *L, struct at *a) {
+  a->dir = luaL_testudata(L, 1, DIR_MT) ? 1 : 0;
+  a->fd = a->dir ? check_dir(L, 1)->fd : AT_FDCWD;
+  return a->dir + 1;
+}
+
+/* The path at arg as a resolves it, its display path pushed. Beneath a Dir
+   an absolute path or ".." pushes nil, msg, EINVAL and returns NULL. */
+const char *ct_at_rel(lua_State *L, const struct at *a, int arg, const char **display) {
   const char *rel = luaL_checkstring(L, arg);
-  const char *why = bad_rel(rel);
+  const char *why = a->dir ? bad_rel(rel) : NULL;
   if (why == MSG_ABS) {
-    ct_error(L, EINVAL, "%s: %s: %s", ct_handle_path(L, 1), rel, why);
+    ct_error(L, EINVAL, "%s: %s: %s", ct_handle_path(L, a->dir), rel, why);
     return NULL;
   }
-  *display = push_display(L, rel);
+  *display = push_display(L, a->dir, rel);
   if (why) {
     ct_error(L, EINVAL, "%s: %s", *display, why);
     return NULL;
@@ -404,7 +399,6 @@ int ct_fail_at(lua_State *L, int err, const char *display, const char *msg) {
   if (!msg && err == ELOOP) msg = MSG_LINK;
   return ct_error(L, err, "%s: %s", display, msg ? msg : strerror(err));
 }
-
 
 /* ---- Dir -------------------------------------------------------------- */
 
@@ -420,16 +414,16 @@ static int fs_opendir(lua_State *L) {
 
 /* Dir:opendir(rel [, mode]) -> Dir; with mode, missing directories are made */
 static int d_opendir(lua_State *L) {
-  struct handle *d = check_dir(L, 1);
+  const struct at a = {check_dir(L, 1)->fd, 1};
   int create = !lua_isnoneornil(L, 3);
   mode_t mode = opt_mode(L, 3, 0);
-  CHECK_REL(L, 2, rel, display);
+  AT_REL(L, &a, 2, rel, display);
   struct handle *h = ct_new_handle(L, DIR_MT, -1);
   int err = 0;
   if (create) {
-    err = mkdirs(d->fd, rel, mode, &h->fd);
+    err = ct_mkdirs(&a, rel, mode, &h->fd);
   } else {
-    h->fd = open_beneath(d->fd, rel, DIR_FLAGS, 0);
+    h->fd = open_beneath(a.fd, rel, DIR_FLAGS, 0);
     if (h->fd < 0) err = last_err();
   }
   if (err) return ct_fail_at(L, err, display, NULL);
@@ -439,74 +433,13 @@ static int d_opendir(lua_State *L) {
 /* Dir:path([rel]) -> display path */
 static int d_path(lua_State *L) {
   luaL_checkudata(L, 1, DIR_MT);
-  push_display(L, luaL_optstring(L, 2, ""));
+  push_display(L, 1, luaL_optstring(L, 2, ""));
   return 1;
 }
 
 /* An O_PATH descriptor of rel itself (a symlink is not followed but
    opened), or -1 with errno. */
 int ct_open_path(int dirfd, const char *rel) { return open_beneath(dirfd, rel, O_PATH, 0); }
-
-/* Dir:stat(rel) -> table; never follows */
-static int d_stat(lua_State *L) {
-  struct handle *d = check_dir(L, 1);
-  CHECK_REL(L, 2, rel, display);
-  struct stat st;
-  int fd = ct_open_path(d->fd, rel);
-  if (fd < 0) return ct_fail_at(L, errno, display, NULL);
-  int r = fstat(fd, &st);
-  close_keep_errno(fd);
-  if (r != 0) return ct_fail_at(L, errno, display, NULL);
-  push_stat(L, &st);
-  return 1;
-}
-
-/* Dir:exists(rel) -> boolean (lstat semantics) */
-static int d_exists(lua_State *L) {
-  struct handle *d = check_dir(L, 1);
-  CHECK_REL(L, 2, rel, display);
-  int fd = ct_open_path(d->fd, rel);
-  if (fd >= 0) {
-    close(fd);
-    return ct_true(L);
-  }
-  if (errno == ENOENT || errno == ENOTDIR) {
-    lua_pushboolean(L, 0);
-    return 1;
-  }
-  return ct_fail_at(L, errno, display, NULL);
-}
-
-/* Dir:mkdir(rel, mode [, parents]) -> true */
-static int d_mkdir(lua_State *L) {
-  struct handle *d = check_dir(L, 1);
-  mode_t mode = check_mode(L, 3);
-  if (!lua_isnoneornil(L, 4)) luaL_checktype(L, 4, LUA_TBOOLEAN);
-  int parents = lua_toboolean(L, 4);
-  CHECK_REL(L, 2, rel, display);
-  if (parents) {
-    int err = mkdirs(d->fd, rel, mode, NULL);
-    return err ? ct_fail_at(L, err, display, NULL) : ct_true(L);
-  }
-  int pfd;
-  char *base;
-  int err = ct_parent_beneath(d->fd, rel, &pfd, &base);
-  if (!err && mkdirat(pfd, base, mode) != 0) err = ct_classify(pfd, base, last_err());
-  if (!err) {
-    int fd = openat(pfd, base, DIR_FLAGS | O_NOFOLLOW);
-    err = fd < 0 ? ct_classify(pfd, base, last_err()) : fix_mode(fd, mode);
-    if (fd >= 0) close(fd);
-  }
-  if (pfd >= 0) close(pfd);
-  free(base);
-  if (err == EEXIST) {
-    struct stat st;
-    int fd = ct_open_path(d->fd, rel);
-    if (fd >= 0 && fstat(fd, &st) == 0 && S_ISLNK(st.st_mode)) err = ELOOP;
-    if (fd >= 0) close(fd);
-  }
-  return err ? ct_fail_at(L, err, display, NULL) : ct_true(L);
-}
 
 /* Reads a boolean field of the table at idx. */
 static int opt_flag(lua_State *L, int idx, const char *k) {
@@ -520,7 +453,7 @@ static int opt_flag(lua_State *L, int idx, const char *k) {
 /* Dir:open(rel [, opts]) -> File. opts: write (read and write), create,
    append, trunc, excl, mode (0640). Only a regular file is opened. */
 static int d_open(lua_State *L) {
-  struct handle *d = check_dir(L, 1);
+  const struct at a = {check_dir(L, 1)->fd, 1};
   int write = 0, create = 0, append = 0, trunc = 0, excl = 0;
   mode_t mode = 0640;
   if (!lua_isnoneornil(L, 3)) {
@@ -536,11 +469,11 @@ static int d_open(lua_State *L) {
     luaL_argcheck(L, create || !excl, 3, "excl needs create=true");
   }
   lua_settop(L, 2);
-  CHECK_REL(L, 2, rel, display);
+  AT_REL(L, &a, 2, rel, display);
   struct handle *h = ct_new_handle(L, FILE_MT, -1);
   int flags = (write ? O_RDWR : O_RDONLY) | (append ? O_APPEND : 0) | (trunc ? O_TRUNC : 0);
   const char *msg;
-  int err = open_file(d->fd, rel, flags, create, excl, mode, &h->fd, &msg);
+  int err = ct_open_file(&a, rel, flags, create, excl, mode, &h->fd, &msg);
   if (err) return ct_fail_at(L, err, display, msg);
   return 1;
 }
@@ -562,146 +495,6 @@ lua_Integer ct_opt_max(lua_State *L, int arg) {
   return max;
 }
 
-/* Dir:read(rel [, max]) -> string */
-static int d_read(lua_State *L) {
-  struct handle *d = check_dir(L, 1);
-  lua_Integer max = ct_opt_max(L, 3);
-  lua_settop(L, 2);
-  CHECK_REL(L, 2, rel, display);
-  struct handle *h = ct_new_handle(L, FILE_MT, -1); /* closes the fd on a Lua error */
-  const char *msg;
-  int err = open_file(d->fd, rel, O_RDONLY, 0, 0, 0, &h->fd, &msg);
-  if (err) return ct_fail_at(L, err, display, msg);
-  struct stat st;
-  if (max >= 0 && fstat(h->fd, &st) == 0 && st.st_size > max) {
-    close(h->fd);
-    h->fd = -1;
-    return ct_error(L, EFBIG, "%s: larger than %I bytes", display, max);
-  }
-  int n = ct_read_rest(L, h->fd, max, display);
-  close(h->fd);
-  h->fd = -1;
-  return n;
-}
-
-/* Dir:write_atomic(rel, data [, mode=0644]) -> true; the parent must exist */
-static int d_write_atomic(lua_State *L) {
-  struct handle *d = check_dir(L, 1);
-  size_t len;
-  const char *data = luaL_checklstring(L, 3, &len);
-  mode_t mode = opt_mode(L, 4, 0644);
-  CHECK_REL(L, 2, rel, display);
-  int pfd;
-  char *base;
-  int err = ct_parent_beneath(d->fd, rel, &pfd, &base);
-  if (!err) {
-    err = atomic_write_at(pfd, base, data, len, -1, mode);
-    close(pfd);
-    free(base);
-  }
-  return err ? ct_fail_at(L, err, display, NULL) : ct_true(L);
-}
-
-/* Dir:list(rel) -> sorted array of names */
-static int d_list(lua_State *L) {
-  struct handle *d = check_dir(L, 1);
-  CHECK_REL(L, 2, rel, display);
-  int fd = open_beneath(d->fd, rel, DIR_FLAGS, 0);
-  if (fd < 0) return ct_fail_at(L, errno, display, NULL);
-  struct names ns;
-  int err = read_names(fd, &ns);
-  close(fd);
-  if (err) return ct_fail_at(L, err, display, NULL);
-  lua_createtable(L, ns.n > INT_MAX ? INT_MAX : (int)ns.n, 0);
-  for (size_t i = 0; i < ns.n; i++) {
-    lua_pushstring(L, ns.v[i]);
-    lua_rawseti(L, -2, (lua_Integer)i + 1);
-  }
-  names_free(&ns);
-  return 1;
-}
-
-static int remove_common(lua_State *L, int flags) {
-  struct handle *d = check_dir(L, 1);
-  CHECK_REL(L, 2, rel, display);
-  int pfd;
-  char *base;
-  int err = ct_parent_beneath(d->fd, rel, &pfd, &base);
-  if (!err) {
-    if (unlinkat(pfd, base, flags) != 0) err = last_err();
-    close(pfd);
-    free(base);
-  }
-  return err ? ct_fail_at(L, err, display, NULL) : ct_true(L);
-}
-
-/* Dir:unlink(rel), Dir:rmdir(rel) -> true; a symlink is removed itself */
-static int d_unlink(lua_State *L) { return remove_common(L, 0); }
-static int d_rmdir(lua_State *L) { return remove_common(L, AT_REMOVEDIR); }
-
-/* Dir:rename(from, to [, todir]) -> true; renameat beneath both */
-static int d_rename(lua_State *L) {
-  struct handle *d = check_dir(L, 1);
-  int to_idx = 1;
-  if (!lua_isnoneornil(L, 4)) {
-    check_dir(L, 4);
-    to_idx = 4;
-  }
-  lua_settop(L, 4);
-  lua_pushvalue(L, 1); /* keeps this Dir alive while slot 1 holds todir */
-  CHECK_REL(L, 2, from, from_display);
-  /* the destination's display path comes from its own Dir */
-  lua_pushvalue(L, to_idx);
-  lua_replace(L, 1);
-  struct handle *td = check_dir(L, 1);
-  CHECK_REL(L, 3, to, to_display);
-  int fpfd = -1, tpfd = -1;
-  char *fbase = NULL, *tbase = NULL;
-  int err = ct_parent_beneath(d->fd, from, &fpfd, &fbase);
-  const char *which = from_display;
-  if (!err) {
-    which = to_display;
-    err = ct_parent_beneath(td->fd, to, &tpfd, &tbase);
-  }
-  if (!err && renameat(fpfd, fbase, tpfd, tbase) != 0) {
-    err = last_err();
-    which = NULL;
-  }
-  if (fpfd >= 0) close(fpfd);
-  if (tpfd >= 0) close(tpfd);
-  free(fbase);
-  free(tbase);
-  if (!err) return ct_true(L);
-  if (which) return ct_fail_at(L, err, which, NULL);
-  return ct_error(L, err, "%s -> %s: %s", from_display, to_display, strerror(err));
-}
-
-/* Dir:chmod(rel, mode) -> true; a symlink is refused */
-static int d_chmod(lua_State *L) {
-  struct handle *d = check_dir(L, 1);
-  mode_t mode = check_mode(L, 3);
-  CHECK_REL(L, 2, rel, display);
-  int fd = ct_open_path(d->fd, rel);
-  if (fd < 0) return ct_fail_at(L, errno, display, NULL);
-  struct stat st;
-  int err = fstat(fd, &st) != 0 ? last_err() : S_ISLNK(st.st_mode) ? ELOOP : ct_chmod_fd(fd, mode);
-  close(fd);
-  return err ? ct_fail_at(L, err, display, NULL) : ct_true(L);
-}
-
-/* Dir:chown(rel, uid, gid) -> true; a symlink is re-owned itself */
-static int d_chown(lua_State *L) {
-  struct handle *d = check_dir(L, 1);
-  uid_t uid = (uid_t)check_id(L, 3);
-  gid_t gid = (gid_t)check_id(L, 4);
-  CHECK_REL(L, 2, rel, display);
-  int fd = ct_open_path(d->fd, rel);
-  if (fd < 0) return ct_fail_at(L, errno, display, NULL);
-  int err = fchownat(fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0 ? last_err() : 0;
-  close(fd);
-  return err ? ct_fail_at(L, err, display, NULL) : ct_true(L);
-}
-
 static int d_tostring(lua_State *L) {
   struct handle *h = luaL_checkudata(L, 1, DIR_MT);
   lua_pushfstring(L, "ct.fs.Dir (%s%s)", ct_handle_path(L, 1), h->fd < 0 ? ", closed" : "");
@@ -720,20 +513,25 @@ int ct_open_beneath(int dirfd, const char *rel, int flags, mode_t mode) {
 }
 
 int ct_mkdirs_beneath(int dirfd, const char *rel, mode_t mode, int *out) {
-  return bad_rel(rel) ? EPERM : mkdirs(dirfd, rel, mode, out);
+  const struct at a = {dirfd, 1};
+  return bad_rel(rel) ? EPERM : ct_mkdirs(&a, rel, mode, out);
 }
 
 /* ---- registration ----------------------------------------------------- */
 
 static const luaL_Reg dir_methods[] = {
-    {"opendir", d_opendir},   {"path", d_path},       {"stat", d_stat},
-    {"exists", d_exists},     {"mkdir", d_mkdir},     {"open", d_open},
-    {"read", d_read},         {"write_atomic", d_write_atomic},
-    {"list", d_list},         {"unlink", d_unlink},   {"rmdir", d_rmdir},
-    {"rmtree", d_rmtree},     {"rename", d_rename},   {"chmod", d_chmod},
-    {"chown", d_chown},       {"shift_tree", d_shift_tree},
-    {"du", d_du},             {"copytree", d_copytree}, {"walk", d_walk}, {"close", dir_close},   {NULL, NULL},
+    {"opendir", d_opendir},       {"path", d_path},   {"open", d_open},
+    {"shift_tree", d_shift_tree}, {"walk", d_walk},   {"close", dir_close},
+    {NULL, NULL},
 };
+
+/* Adds methods to Dir (the operations fs.c shares with ct.fs). */
+void ct_dir_methods(lua_State *L, const luaL_Reg *methods) {
+  luaL_getmetatable(L, DIR_MT);
+  lua_getfield(L, -1, "__index");
+  luaL_setfuncs(L, methods, 0);
+  lua_pop(L, 2);
+}
 
 int luaopen_ct_fs_beneath(lua_State *L) {
   ct_class(L, DIR_MT, dir_methods, dir_close, d_tostring);

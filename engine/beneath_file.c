@@ -4,7 +4,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -77,7 +76,20 @@ static int f_fsync(lua_State *L) {
   return fsync(f->fd) != 0 ? file_fail(L, errno) : ct_true(L);
 }
 
-/* File:collapse(len) -> bytes removed from the start (see ct.fs.collapse);
+/* Bytes that collapse(length) removes from a file of stat *st: length
+   rounded down to the block size, never reaching the end; 0 when none. */
+static off_t collapse_len(const struct stat *st, off_t length) {
+  off_t blk = st->st_blksize > 0 ? st->st_blksize : 4096;
+  off_t n = length;
+  if (n > st->st_size) n = st->st_size;
+  n -= n % blk;
+  /* The collapse may not reach the end of the file. */
+  if (n >= st->st_size) n = st->st_size - 1 - (st->st_size - 1) % blk;
+  return n > 0 ? n : 0;
+}
+
+/* File:collapse(len) -> bytes removed from the start with
+   fallocate(FALLOC_FL_COLLAPSE_RANGE): an O_APPEND writer loses nothing;
    EOPNOTSUPP/EINVAL where the filesystem cannot, for the caller to copy */
 static int f_collapse(lua_State *L) {
   struct handle *f = check_file(L, 1);
@@ -90,7 +102,6 @@ static int f_collapse(lua_State *L) {
   lua_pushinteger(L, (lua_Integer)n);
   return 1;
 }
-
 
 /* File:copy_to(other [, len]) -> bytes copied from this file's offset */
 static int f_copy_to(lua_State *L) {
@@ -191,14 +202,12 @@ static int f_tostring(lua_State *L) {
   return 1;
 }
 
-
 int ct_testfile(lua_State *L, int idx) {
   struct handle *h = luaL_testudata(L, idx, FILE_MT);
   if (!h) return -1;
   if (h->fd < 0) luaL_error(L, "attempt to use a closed %s", FILE_MT);
   return h->fd;
 }
-
 
 static const luaL_Reg file_methods[] = {
     {"read", f_read},         {"read_all", f_read_all}, {"write", f_write},
@@ -207,6 +216,5 @@ static const luaL_Reg file_methods[] = {
     {"zstd_to", f_zstd_to},   {"path", f_path},         {"close", file_close},
     {NULL, NULL},
 };
-
 
 void ct_file_class(lua_State *L) { ct_class(L, FILE_MT, file_methods, file_close, f_tostring); }

@@ -1,70 +1,13 @@
-/* Dir's whole-tree methods (copytree, rmtree, du, walk, shift_tree), on walk.c's visitor beneath a Dir. */
+/* Dir's own whole-tree methods (walk, shift_tree), on walk.c's visitor beneath a Dir. */
 #include "int.h"
 #include "layer.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-/* Dir:copytree(rel, dst) -> true: the directory rel (resolved beneath, no
-   symlink on the way) copied to dst, a new path outside every app's tree.
-   The walk reads through the descriptor it checked, so a symlink swapped in
-   afterwards is copied as a symlink, never followed. */
-int d_copytree(lua_State *L) {
-  struct handle *d = check_dir(L, 1);
-  const char *dst = luaL_checkstring(L, 3);
-  lua_settop(L, 3);
-  CHECK_REL(L, 2, rel, display);
-  int fd = ct_open_beneath(d->fd, rel, DIR_FLAGS, 0);
-  if (fd < 0) return ct_fail_at(L, last_err(), display, NULL);
-  struct fserr e = {0, NULL, NULL, NULL};
-  if (copytree_fd(fd, display, dst, &e)) return fserr_push(L, &e);
-  return ct_true(L);
-}
-
-/* Dir:rmtree(rel) -> true; "" empties the Dir itself; missing is fine */
-int d_rmtree(lua_State *L) {
-  struct handle *d = check_dir(L, 1);
-  CHECK_REL(L, 2, rel, display);
-  struct fserr e = {0, NULL, NULL, NULL};
-  const char *r = rel;
-  while (*r == '/' || (r[0] == '.' && (r[1] == '/' || !r[1]))) r++;
-  if (!*r) {
-    int fd = openat(d->fd, ".", DIR_FLAGS);
-    if (fd < 0) return ct_fail_at(L, errno, display, NULL);
-    if (empty_dir_fd(fd, NULL, display, &e)) return fserr_push(L, &e);
-    return ct_true(L);
-  }
-  int pfd;
-  char *base;
-  int err = ct_parent_beneath(d->fd, rel, &pfd, &base);
-  if (err) return err == ENOENT ? ct_true(L) : ct_fail_at(L, err, display, NULL);
-  struct stat st, pst;
-  if (fstatat(pfd, base, &st, AT_SYMLINK_NOFOLLOW) != 0) {
-    err = errno == ENOENT ? 0 : fserr_set(&e, errno, display, "", NULL);
-  } else if (!S_ISDIR(st.st_mode)) {
-    if (unlinkat(pfd, base, 0) != 0 && errno != ENOENT) err = fserr_set(&e, errno, display, "", NULL);
-  } else {
-    int fd = openat(pfd, base, DIR_FLAGS | O_NOFOLLOW);
-    if (fd < 0) {
-      if (errno != ENOENT) err = fserr_set(&e, ct_classify(pfd, base, errno), display, "", NULL);
-    } else if (fstat(pfd, &pst) != 0) {
-      err = fserr_set(&e, errno, display, "", NULL);
-      close(fd);
-    } else if (!(err = empty_dir_fd(fd, &pst, display, &e)) && unlinkat(pfd, base, AT_REMOVEDIR) != 0 &&
-               errno != ENOENT) {
-      err = fserr_set(&e, errno, display, "", NULL);
-    }
-  }
-  close(pfd);
-  free(base);
-  return err ? fserr_push(L, &e) : ct_true(L);
-}
 
 /* ---- shift_tree ------------------------------------------------------- */
 
@@ -141,7 +84,7 @@ static int overlap(uint32_t from, uint32_t to, uint32_t size) {
 
 /* Dir:shift_tree(rel, from, to [, {keep_setid = true}]) -> entries changed */
 int d_shift_tree(lua_State *L) {
-  struct handle *d = check_dir(L, 1);
+  const struct at a = {check_dir(L, 1)->fd, 1};
   luaL_checktype(L, 3, LUA_TTABLE);
   luaL_checktype(L, 4, LUA_TTABLE);
   struct idmap m;
@@ -171,10 +114,10 @@ int d_shift_tree(lua_State *L) {
   luaL_argcheck(L, !overlap(m.from_uid, m.to_uid, m.size) && !overlap(m.from_gid, m.to_gid, m.size), 4,
                 "overlaps the from range");
   lua_settop(L, 2);
-  CHECK_REL(L, 2, rel, display);
+  AT_REL(L, &a, 2, rel, display);
   struct shift sh = {&m, 0};
   struct fserr e = {0, NULL, NULL, NULL};
-  int fd = ct_open_path(d->fd, rel);
+  int fd = ct_open_path(a.fd, rel);
   if (fd < 0) return ct_fail_at(L, errno, display, NULL);
   struct stat st;
   int err = fstat(fd, &st) != 0 ? fserr_set(&e, errno, display, "", NULL) : 0;
@@ -194,55 +137,15 @@ int d_shift_tree(lua_State *L) {
   return 1;
 }
 
-/* Dir:du(rel) -> bytes, files */
-int d_du(lua_State *L) {
-  struct handle *d = check_dir(L, 1);
-  CHECK_REL(L, 2, rel, display);
-  int fd = ct_open_path(d->fd, rel);
-  if (fd < 0) return ct_fail_at(L, errno, display, NULL);
-  struct stat st;
-  if (fstat(fd, &st) != 0) {
-    close_keep_errno(fd);
-    return ct_fail_at(L, errno, display, NULL);
-  }
-  lua_Integer bytes = st.st_size, files = 1;
-  if (S_ISDIR(st.st_mode)) {
-    int dfd = openat(fd, ".", DIR_FLAGS);
-    close_keep_errno(fd);
-    if (dfd < 0) return ct_fail_at(L, errno, display, NULL);
-    struct fserr e = {0, NULL, NULL, NULL};
-    if (du_fd(dfd, display, &bytes, &files, &e)) return fserr_push(L, &e);
-  } else {
-    close(fd);
-  }
-  lua_pushinteger(L, bytes);
-  lua_pushinteger(L, files);
-  return 2;
-}
-
 /* One Dir:walk record, appended to the table on top. */
 static void push_walked(lua_State *L, lua_Integer i, const char *path, const struct stat *st, int opaque) {
-  lua_createtable(L, 0, 10);
+  push_stat(L, st);
   lua_pushstring(L, path);
   lua_setfield(L, -2, "path");
-  lua_pushstring(L, type_name(st->st_mode));
-  lua_setfield(L, -2, "type");
-  lua_pushinteger(L, st->st_mode & 07777);
-  lua_setfield(L, -2, "mode");
-  lua_pushinteger(L, st->st_uid);
-  lua_setfield(L, -2, "uid");
-  lua_pushinteger(L, st->st_gid);
-  lua_setfield(L, -2, "gid");
-  lua_pushinteger(L, (lua_Integer)st->st_size);
-  lua_setfield(L, -2, "size");
-  lua_pushinteger(L, (lua_Integer)st->st_rdev);
-  lua_setfield(L, -2, "rdev");
+  ct_set_int(L, "rdev", (lua_Integer)st->st_rdev);
   /* diff of an own copy against its layers tells a rewritten file by it,
      as the extraction keeps each entry's time */
-  lua_pushinteger(L, (lua_Integer)st->st_mtim.tv_sec);
-  lua_setfield(L, -2, "mtime");
-  lua_pushinteger(L, (lua_Integer)st->st_mtim.tv_nsec);
-  lua_setfield(L, -2, "mtime_nsec");
+  ct_set_int(L, "mtime_nsec", (lua_Integer)st->st_mtim.tv_nsec);
   lua_pushboolean(L, opaque);
   lua_setfield(L, -2, "opaque");
   lua_rawseti(L, -2, i);
@@ -274,22 +177,22 @@ static int walk_visit(struct tw *v, struct frame *t, const char *name, const str
   return err;
 }
 
-/* Dir:walk(rel) -> {{path=, type=, mode=, uid=, gid=, size=, rdev=, mtime=, mtime_nsec=, opaque=}, ...}:
+/* Dir:walk(rel) -> {{path=, rdev=, mtime_nsec=, opaque=, and the ct.fs.stat fields}, ...}:
    what is beneath rel, a directory before its contents, names in byte
    order, paths relative to rel; no symlink followed, no mount entered (a
    mount point is listed). opaque: trusted.overlay.opaque = "y" (a
    directory of an overlay upper). */
 int d_walk(lua_State *L) {
-  struct handle *d = check_dir(L, 1);
+  const struct at a = {check_dir(L, 1)->fd, 1};
   lua_settop(L, 2);
-  CHECK_REL(L, 2, rel, display);
+  AT_REL(L, &a, 2, rel, display);
   ct_class(L, WALK_MT, NULL, dwalk_close, NULL);
   struct dwalk *dw = lua_newuserdatauv(L, sizeof *dw, 0);
   memset(dw, 0, sizeof *dw);
   luaL_setmetatable(L, WALK_MT);
   lua_toclose(L, -1);
   lua_newtable(L); /* nothing of Lua's raises from here to tw_run but push_walked */
-  int fd = ct_open_beneath(d->fd, rel, DIR_FLAGS, 0);
+  int fd = ct_open_beneath(a.fd, rel, DIR_FLAGS, 0);
   if (fd < 0) return ct_fail_at(L, errno, display, NULL);
   struct stat st;
   if (fstat(fd, &st) != 0) {

@@ -1,22 +1,20 @@
-/* Whole-tree operations on the walker (walk.c): copytree with owners, modes, times and xattrs, du, remove_devices. */
+/* Whole-tree operations on the walker (walk.c), by name and beneath a Dir: copytree with owners, modes, times and xattrs, rmtree, du. */
 #include "int.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <search.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
 #include <linux/fs.h>
-#include <linux/openat2.h>
 
 /* ---- copying data ------------------------------------------------------ */
 
@@ -119,54 +117,21 @@ static int xattr_skippable(int err) {
          err == ENOENT;
 }
 
-/* Copies every xattr it can. Returns 0 or an errno; *wside as copy_data. */
+/* Copies every xattr it can. Returns 0 or an errno; *wside as copy_data.
+   The kernel caps a name list and a value at 64 KiB (XATTR_LIST_MAX,
+   XATTR_SIZE_MAX), so one buffer of each holds any. */
 static int copy_xattrs(const struct xat *s, const struct xat *d, int *wside) {
   *wside = 0;
-  char *list = NULL, *val = NULL;
-  size_t vcap = 0;
-  ssize_t n;
-  int err = 0;
-  for (;;) {
-    n = xat_list(s, NULL, 0);
-    if (n <= 0) break;
-    char *nl = realloc(list, (size_t)n);
-    if (!nl) {
-      err = ENOMEM;
-      break;
-    }
-    list = nl;
-    ssize_t m = xat_list(s, list, (size_t)n);
-    if (m < 0 && errno == ERANGE) continue;
-    n = m;
-    break;
-  }
-  if (n < 0 && !xattr_skippable(errno)) err = errno;
-  for (ssize_t i = 0; !err && n > 0 && i < n; i += (ssize_t)strlen(list + i) + 1) {
-    const char *k = list + i;
-    ssize_t vn;
-    for (;;) {
-      vn = xat_get(s, k, NULL, 0);
-      if (vn < 0) break;
-      if ((size_t)vn > vcap || !val) {
-        char *nv = realloc(val, vn ? (size_t)vn : 1);
-        if (!nv) {
-          err = ENOMEM;
-          break;
-        }
-        val = nv;
-        vcap = vn ? (size_t)vn : 1;
-      }
-      ssize_t got = xat_get(s, k, val, vcap);
-      if (got < 0 && errno == ERANGE) continue;
-      vn = got;
-      break;
-    }
-    if (err) break;
+  ssize_t n = xat_list(s, NULL, 0);
+  if (n <= 0) return n < 0 && !xattr_skippable(errno) ? errno : 0;
+  char *list = malloc(XATTR_LIST_MAX), *val = malloc(XATTR_SIZE_MAX);
+  n = list && val ? xat_list(s, list, XATTR_LIST_MAX) : 0;
+  int err = !list || !val ? ENOMEM : n < 0 && !xattr_skippable(errno) ? errno : 0;
+  for (ssize_t i = 0; !err && i < n; i += (ssize_t)strlen(list + i) + 1) {
+    ssize_t vn = xat_get(s, list + i, val, XATTR_SIZE_MAX);
     if (vn < 0) {
       if (!xattr_skippable(errno)) err = errno;
-      continue;
-    }
-    if (xat_set(d, k, val, (size_t)vn) != 0 && !xattr_skippable(errno)) {
+    } else if (xat_set(d, list + i, val, (size_t)vn) != 0 && !xattr_skippable(errno)) {
       err = errno;
       *wside = 1;
     }
@@ -174,6 +139,53 @@ static int copy_xattrs(const struct xat *s, const struct xat *d, int *wside) {
   free(list);
   free(val);
   return err;
+}
+
+/* ---- hard links: (dev, ino) -> the first copy's relative path --------- */
+
+struct hl_entry {
+  dev_t dev;
+  ino_t ino;
+  char *rel; /* NULL in du, which only counts */
+};
+
+struct hlset {
+  void *root; /* a tsearch tree of struct hl_entry */
+};
+
+static int hl_cmp(const void *a, const void *b) {
+  const struct hl_entry *x = a, *y = b;
+  if (x->dev != y->dev) return x->dev < y->dev ? -1 : 1;
+  return x->ino < y->ino ? -1 : x->ino > y->ino;
+}
+
+static struct hl_entry *hl_find(struct hlset *h, dev_t dev, ino_t ino) {
+  struct hl_entry key = {dev, ino, NULL};
+  struct hl_entry **p = tfind(&key, &h->root, hl_cmp);
+  return p ? *p : NULL;
+}
+
+/* Adds (dev, ino) with a copy of rel (or NULL). Returns 0 or ENOMEM. */
+static int hl_add(struct hlset *h, dev_t dev, ino_t ino, const char *rel) {
+  struct hl_entry *e = malloc(sizeof *e);
+  if (!e) return ENOMEM;
+  *e = (struct hl_entry){dev, ino, rel ? strdup(rel) : NULL};
+  if ((rel && !e->rel) || !tsearch(e, &h->root, hl_cmp)) {
+    free(e->rel);
+    free(e);
+    return ENOMEM;
+  }
+  return 0;
+}
+
+static void hl_free_entry(void *p) {
+  free(((struct hl_entry *)p)->rel);
+  free(p);
+}
+
+static void hl_free(struct hlset *h) {
+  if (h->root) tdestroy(h->root, hl_free_entry);
+  h->root = NULL;
 }
 
 /* ---- copytree ---------------------------------------------------------- */
@@ -237,7 +249,7 @@ static int cp_meta_name(struct cp *c, int sdir, int ddir, const char *name, cons
 
 static int cp_file(struct cp *c, struct frame *t, const char *name, const struct stat *st) {
   struct stat ist = *st;
-  int in = tw_openfile(t->fd, name, &ist); /* ESTALE: replaced */
+  int in = ct_open_regular(t->fd, name, O_RDONLY, &ist, &ist); /* ESTALE: replaced */
   if (in < 0) return cp_fail(c, errno, 0, NULL);
   int out = openat(t->dfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
   if (out < 0) {
@@ -313,18 +325,9 @@ static int cp_leave(struct tw *v, struct frame *t) {
   return cp_meta_fd(v->ctx, t->fd, t->dfd, &t->st);
 }
 
-static int do_copytree(const char *src, const char *dst, struct fserr *e) {
-  struct stat st;
-  if (lstat(src, &st) != 0) return fserr_set(e, errno, src, "", NULL);
-  if (!S_ISDIR(st.st_mode)) return fserr_set(e, ENOTDIR, src, "", NULL);
-  int sfd = open(src, DIR_FLAGS | O_NOFOLLOW);
-  if (sfd < 0) return fserr_set(e, errno, src, "", NULL);
-  return copytree_fd(sfd, src, dst, e);
-}
-
 /* Copies the directory open at sfd (taken over and closed) to dst; src
    names it in messages. */
-int copytree_fd(int sfd, const char *src, const char *dst, struct fserr *e) {
+static int copytree_fd(int sfd, const char *src, const char *dst, struct fserr *e) {
   struct cp c;
   memset(&c, 0, sizeof c);
   c.src = src;
@@ -360,27 +363,14 @@ int copytree_fd(int sfd, const char *src, const char *dst, struct fserr *e) {
   if (c.droot >= 0) close(c.droot);
   if (err) {
     struct fserr ignored = {0, NULL, NULL, NULL};
-    do_rmtree(dst, &ignored); /* no half copy is left behind */
+    const struct at host = {AT_FDCWD, 0};
+    rmtree_at(&host, dst, dst, &ignored); /* no half copy is left behind */
     free(ignored.path);
   }
   return err;
 }
 
 /* ---- du ---------------------------------------------------------------- */
-
-static int do_du(const char *path, lua_Integer *bytes, lua_Integer *files, struct fserr *e) {
-  *bytes = *files = 0;
-  struct stat st;
-  if (lstat(path, &st) != 0) return fserr_set(e, errno, path, "", NULL);
-  if (!S_ISDIR(st.st_mode)) {
-    *bytes = st.st_size;
-    *files = 1;
-    return 0;
-  }
-  int fd = open(path, DIR_FLAGS | O_NOFOLLOW);
-  if (fd < 0) return fserr_set(e, errno, path, "", NULL);
-  return du_fd(fd, path, bytes, files, e);
-}
 
 struct du {
   struct hlset seen;
@@ -405,8 +395,9 @@ static int du_entry(struct tw *v, struct frame *t, const char *name, const struc
   return 0;
 }
 
-/* Sizes under the directory open at fd; see int.h. */
-int du_fd(int fd, const char *path, lua_Integer *bytes, lua_Integer *files, struct fserr *e) {
+/* Apparent bytes and file count of the directory open at fd (taken over),
+   symlinks not followed, hard links once. 0 or an errno (with *e). */
+static int du_fd(int fd, const char *path, lua_Integer *bytes, lua_Integer *files, struct fserr *e) {
   struct du d;
   memset(&d, 0, sizeof d);
   struct tw v = {.e = e, .display = path, .entry = du_entry, .ctx = &d};
@@ -420,117 +411,68 @@ int du_fd(int fd, const char *path, lua_Integer *bytes, lua_Integer *files, stru
   return err;
 }
 
-/* ---- remove_devices ------------------------------------------------------ */
+/* ---- the Lua functions, by name and as Dir methods ---- */
 
-/* The relative paths removed, in walk order (sorted per directory). */
-struct pathlist {
-  char **v;
-  size_t n, cap;
-};
-
-static void pathlist_free(struct pathlist *l) {
-  for (size_t i = 0; i < l->n; i++) free(l->v[i]);
-  free(l->v);
-  memset(l, 0, sizeof *l);
+/* rmtree(path), Dir:rmtree(rel) -> true; a missing path is fine; a Dir's
+   "" empties the Dir itself */
+static int fs_rmtree(lua_State *L) {
+  struct at a;
+  int arg = ct_at(L, &a);
+  if (!a.dir) check_tree_path(L, arg);
+  AT_REL(L, &a, arg, rel, display);
+  struct fserr e = {0, NULL, NULL, NULL};
+  if (rmtree_at(&a, rel, display, &e)) return fserr_push(L, &e);
+  return ct_true(L);
 }
 
-static int pathlist_add(struct pathlist *l, const char *rel) {
-  if (l->n == l->cap) {
-    size_t ncap = l->cap ? l->cap * 2 : 8;
-    char **nv = realloc(l->v, ncap * sizeof *nv);
-    if (!nv) return ENOMEM;
-    l->v = nv;
-    l->cap = ncap;
-  }
-  if (!(l->v[l->n] = strdup(rel))) return ENOMEM;
-  l->n++;
-  return 0;
+/* copytree(src, dst), Dir:copytree(rel, dst) -> true; dst, a host path,
+   must not exist. The walk reads through the descriptor it checked, so a
+   symlink swapped in afterwards is copied as a symlink, never followed. */
+static int fs_copytree(lua_State *L) {
+  struct at a;
+  int arg = ct_at(L, &a);
+  if (!a.dir) check_tree_path(L, arg);
+  const char *dst = check_tree_path(L, arg + 1);
+  AT_REL(L, &a, arg, rel, display);
+  int fd = ct_at_open(&a, rel, DIR_FLAGS | O_NOFOLLOW, 0);
+  if (fd < 0) return ct_fail_at(L, errno, display, NULL);
+  struct fserr e = {0, NULL, NULL, NULL};
+  if (copytree_fd(fd, display, dst, &e)) return fserr_push(L, &e);
+  return ct_true(L);
 }
 
-/* Unlinks every character and block device node under path (an image's
-   rootfs: runc gives each container its own /dev, so a node there only
-   serves someone who reaches the tree from the host). Symlinks are never
-   followed and mount points never crossed. Returns 0 or an errno (with *e);
-   what was removed before a failure stays listed in *out. */
-static int rd_entry(struct tw *v, struct frame *t, const char *name, const struct stat *st) {
-  if (S_ISCHR(st->st_mode) || S_ISBLK(st->st_mode)) {
-    if (unlinkat(t->fd, name, 0) != 0 && errno != ENOENT) return tw_fail(v, errno, NULL);
-    int err = pathlist_add(v->ctx, pb_str(&v->w.rel));
-    return err ? tw_fail(v, err, NULL) : 0;
-  }
-  if (!S_ISDIR(st->st_mode)) return 0;
-  struct stat cst = *st;
-  int cfd = tw_opendir(t, name, &cst);
-  if (cfd < 0 && errno == EBUSY) return tw_fail(v, EBUSY, "is a mount point (not walking across it)");
-  if (cfd < 0) return errno == ENOENT ? 0 : tw_fail(v, errno, NULL);
-  return tw_enter(v, cfd, -1, &cst);
-}
-
-static int do_remove_devices(const char *path, struct pathlist *out, struct fserr *e) {
-  struct tw v = {.e = e, .display = path, .entry = rd_entry, .ctx = out};
-  int fd = open(path, DIR_FLAGS | O_NOFOLLOW);
+/* du(path), Dir:du(rel) -> bytes, files: apparent sizes of everything but
+   directories, symlinks not followed, each hard-linked inode once */
+static int fs_du(lua_State *L) {
+  struct at a;
+  int arg = ct_at(L, &a);
+  if (!a.dir) check_tree_path(L, arg);
+  AT_REL(L, &a, arg, rel, display);
+  int fd = ct_at_open(&a, rel, O_PATH | O_NOFOLLOW, 0);
   struct stat st;
   if (fd < 0 || fstat(fd, &st) != 0) {
-    int err = fserr_set(e, errno, path, "", NULL);
-    if (fd >= 0) close(fd);
-    return err;
+    if (fd >= 0) close_keep_errno(fd);
+    return ct_fail_at(L, errno, display, NULL);
   }
-  return tw_run(&v, fd, -1, &st);
-}
-
-/* ---- the Lua functions ---- */
-
-/* rmtree(path) -> true; a missing path is fine */
-static int fs_rmtree(lua_State *L) {
-  const char *path = check_tree_path(L, 1);
-  struct fserr e = {0, NULL, NULL, NULL};
-  if (do_rmtree(path, &e)) return fserr_push(L, &e);
-  return ct_true(L);
-}
-
-/* copytree(src, dst) -> true; dst must not exist */
-static int fs_copytree(lua_State *L) {
-  const char *src = check_tree_path(L, 1);
-  const char *dst = check_tree_path(L, 2);
-  struct fserr e = {0, NULL, NULL, NULL};
-  if (do_copytree(src, dst, &e)) return fserr_push(L, &e);
-  return ct_true(L);
-}
-
-/* du(path) -> bytes, files: apparent sizes of everything but directories,
-   symlinks not followed, each hard-linked inode once */
-static int fs_du(lua_State *L) {
-  const char *path = check_tree_path(L, 1);
-  struct fserr e = {0, NULL, NULL, NULL};
-  lua_Integer bytes, files;
-  if (do_du(path, &bytes, &files, &e)) return fserr_push(L, &e);
+  lua_Integer bytes = st.st_size, files = 1;
+  if (S_ISDIR(st.st_mode)) {
+    int dfd = openat(fd, ".", DIR_FLAGS);
+    close_keep_errno(fd);
+    if (dfd < 0) return ct_fail_at(L, errno, display, NULL);
+    struct fserr e = {0, NULL, NULL, NULL};
+    if (du_fd(dfd, display, &bytes, &files, &e)) return fserr_push(L, &e);
+  } else {
+    close(fd);
+  }
   lua_pushinteger(L, bytes);
   lua_pushinteger(L, files);
   return 2;
 }
 
-/* remove_devices(dir) -> list of the relative paths of the device nodes
-   removed under dir | nil, msg, errno */
-static int fs_remove_devices(lua_State *L) {
-  const char *path = check_tree_path(L, 1);
-  struct fserr e = {0, NULL, NULL, NULL};
-  struct pathlist removed = {NULL, 0, 0};
-  if (do_remove_devices(path, &removed, &e)) {
-    pathlist_free(&removed);
-    return fserr_push(L, &e);
-  }
-  lua_createtable(L, removed.n > INT_MAX ? INT_MAX : (int)removed.n, 0);
-  for (size_t i = 0; i < removed.n; i++) {
-    lua_pushstring(L, removed.v[i]);
-    lua_rawseti(L, -2, (lua_Integer)i + 1);
-  }
-  pathlist_free(&removed);
-  return 1;
-}
-
 int luaopen_ct_fs_trees(lua_State *L) {
-  static const luaL_Reg funcs[] = {{"rmtree", fs_rmtree}, {"copytree", fs_copytree}, {"du", fs_du},
-                                   {"remove_devices", fs_remove_devices}, {NULL, NULL}};
+  static const luaL_Reg funcs[] = {
+      {"rmtree", fs_rmtree}, {"copytree", fs_copytree}, {"du", fs_du}, {NULL, NULL}};
   luaL_setfuncs(L, funcs, 0);
+  ct_dir_methods(L, funcs);
   return 0;
 }

@@ -98,10 +98,10 @@ int ct_opt_special(lua_State *L, int opts);
 mode_t check_mode(lua_State *L, int arg);
 mode_t opt_mode(lua_State *L, int arg, mode_t def);
 unsigned check_id(lua_State *L, int arg);
-char *join_path(const char *root, const char *rel);
 char *readlink_alloc(int dirfd, const char *name);
 const char *type_name(mode_t m);
 void push_stat(lua_State *L, const struct stat *st);
+void ct_set_int(lua_State *L, const char *k, lua_Integer v); /* t[k] = v, t on top */
 /* Reads up to limit bytes (to EOF) and pushes them; 0 or an errno. */
 int push_read(lua_State *L, int fd, size_t limit);
 /* The same for a regular file of (fstat's) size bytes: one buffer of that size. */
@@ -188,10 +188,13 @@ int tw_fail(struct tw *v, int err, const char *msg);
    inode *st (else ESTALE), which is then its stat now, and no mount root
    (else EBUSY: the walk's policy decides). fd or -1 with errno. */
 int tw_opendir(const struct frame *t, const char *name, struct stat *st);
-/* Opens the regular file name in dirfd for reading the same way: a FIFO or
-   device swapped in is never opened (its O_PATH descriptor is checked, then
-   reopened through /proc; without /proc a non-blocking open is checked). */
-int tw_openfile(int dirfd, const char *name, struct stat *st);
+/* Opens the regular file name in dirfd with flags (an access mode,
+   O_APPEND, O_TRUNC) and nothing else: a FIFO or device is never opened
+   (its O_PATH descriptor is checked, then reopened through /proc; without
+   /proc a non-blocking open by name is checked). With want, it must still
+   be that inode (else ESTALE). *st: its stat (the type when EINVAL, ELOOP).
+   A descriptor, or -1 with errno. */
+int ct_open_regular(int dirfd, const char *name, int flags, const struct stat *want, struct stat *st);
 /* Frees a walk's frames (closing their descriptors); again is harmless. */
 void walk_free(struct walk *w);
 
@@ -200,42 +203,15 @@ void walk_free(struct walk *w);
    mount root). Never follows a symlink, never crosses a mount. Failures are
    recorded in *e against display/<rel>. Returns 0 or an errno. */
 int empty_dir_fd(int fd, const struct stat *parent, const char *display, struct fserr *e);
-/* copytree_fd(sfd, src, dst, e): copy the directory open at sfd (closed
-   here) to the new directory dst; src is its name in messages. */
-int copytree_fd(int sfd, const char *src, const char *dst, struct fserr *e);
 /* copy_fds(in, out, limit, done, wside): up to limit bytes from in's offset
    to out (copy_file_range, else read/write); 0 or an errno, *wside when the
    writing side failed. */
 int copy_fds(int in, int out, uint64_t limit, uint64_t *done, int *wside);
-/* Apparent bytes and file count of the directory open at fd (taken over),
-   symlinks not followed, hard links once. Returns 0 or an errno (with *e). */
-int du_fd(int fd, const char *display, lua_Integer *bytes, lua_Integer *files, struct fserr *e);
-
-/* ---- hard link table ---- */
-
-struct hl_entry {
-  dev_t dev;
-  ino_t ino;
-  char *rel; /* NULL in du, which only counts */
-  int used;
-};
-
-struct hlset {
-  struct hl_entry *v;
-  size_t cap, n;
-};
-
-struct hl_entry *hl_find(struct hlset *h, dev_t dev, ino_t ino);
-int hl_add(struct hlset *h, dev_t dev, ino_t ino, const char *rel);
-void hl_free(struct hlset *h);
-
-/* Bytes that collapse(length) removes from a file of stat *st: length
-   rounded down to the block size, never reaching the end; 0 when none. */
-off_t collapse_len(const struct stat *st, off_t length);
 
 /* ---- beneath.c ---- */
 
 int luaopen_ct_fs_beneath(lua_State *L); /* adds opendir to the table on top */
+void ct_dir_methods(lua_State *L, const luaL_Reg *methods); /* adds them to Dir */
 /* Whether paths are resolved with openat2 (else the O_NOFOLLOW walk); the C
    tests switch it, everything else reads CTCLI_NO_OPENAT2 once. */
 int ct_beneath_openat2(void);
@@ -248,12 +224,18 @@ void ct_beneath_set_openat2(int on);
 int ct_open_beneath(int dirfd, const char *rel, int flags, mode_t mode);
 int ct_mkdirs_beneath(int dirfd, const char *rel, mode_t mode, int *out);
 
-/* ---- beneath.c: Dir and File handles (beneath_tree.c, beneath_file.c) ---- */
+/* ---- beneath.c: one resolution for ct.fs.<name> and Dir:<name> ---- */
 
 #define DIR_MT "ct.fs.Dir"
 #define FILE_MT "ct.fs.File"
 struct handle {
   int fd; /* -1 once closed */
+};
+/* Where an operation resolves its paths: beneath the Dir at stack index
+   dir (fd its descriptor), or by name (dir 0, fd AT_FDCWD). */
+struct at {
+  int fd;
+  int dir;
 };
 /* A new closed handle (metatable mt) whose display path is the string at
    path_idx, on top of the stack. */
@@ -263,28 +245,32 @@ struct handle *ct_handle_check(lua_State *L, int idx, const char *mt); /* raises
 #define check_file(L, idx) ct_handle_check(L, idx, FILE_MT)
 int ct_handle_close(lua_State *L, const char *mt);
 const char *ct_handle_path(lua_State *L, int idx);
-/* The relative path at arg for the Dir at 1, display path pushed; NULL
-   after pushing nil, msg, EINVAL for an absolute path or "..". */
-const char *ct_check_rel(lua_State *L, int arg, const char **display);
-#define CHECK_REL(L, arg, rel, display)            \
-  const char *display;                             \
-  const char *rel = ct_check_rel(L, arg, &display); \
+/* A Dir at 1 or by name; the index of the first argument after it. */
+int ct_at(lua_State *L, struct at *a);
+/* The path at arg, display path pushed; NULL after pushing nil, msg,
+   EINVAL for an absolute path or ".." beneath a Dir. */
+const char *ct_at_rel(lua_State *L, const struct at *a, int arg, const char **display);
+#define AT_REL(L, a, arg, rel, display)               \
+  const char *display;                                \
+  const char *rel = ct_at_rel(L, a, arg, &display); \
   if (!rel) return 3
+int ct_at_open(const struct at *a, const char *rel, int flags, mode_t mode);
+/* The parent of rel opened as a resolves it and rel's last component (malloc'd). */
+int ct_at_parent(const struct at *a, const char *rel, int *pfd, char **base);
+int ct_mkdirs(const struct at *a, const char *rel, mode_t mode, int *out);
+int ct_open_file(const struct at *a, const char *rel, int flags, int create, int excl, mode_t mode,
+                 int *out, const char **msg);
+int ct_fix_mode(int fd, mode_t mode); /* the exact mode of a directory just made */
 /* nil, "<display>: <msg or strerror>", err (ELOOP: "a symlink ..."). */
 int ct_fail_at(lua_State *L, int err, const char *display, const char *msg);
 /* After a failed open of name in dirfd: a symlink there is ELOOP. */
 int ct_classify(int dirfd, const char *name, int err);
 int ct_chmod_fd(int fd, mode_t mode); /* of an O_PATH descriptor */
 int ct_open_path(int dirfd, const char *rel); /* O_PATH beneath, no symlink followed */
-/* The parent of rel opened beneath dirfd and rel's last component (malloc'd). */
-int ct_parent_beneath(int dirfd, const char *rel, int *pfd, char **base);
 /* The rest of fd into Lua; more than max (>= 0) bytes is EFBIG. */
 int ct_read_rest(lua_State *L, int fd, lua_Integer max, const char *display);
 lua_Integer ct_opt_max(lua_State *L, int arg); /* -1: none */
 void ct_file_class(lua_State *L);
-int d_copytree(lua_State *L);
-int d_rmtree(lua_State *L);
-int d_du(lua_State *L);
 int d_walk(lua_State *L);
 int d_shift_tree(lua_State *L);
 
@@ -293,11 +279,13 @@ int d_shift_tree(lua_State *L);
 /* The path argument at arg without trailing slashes (a symlink's "l/"
    would resolve it); the argument is replaced by it. */
 const char *check_tree_path(lua_State *L, int arg);
-int do_rmtree(const char *path, struct fserr *e);
+/* Removes rel (as a resolves it) and everything under it; a Dir's ""
+   empties the Dir. Missing is fine. 0 or an errno (with *e). */
+int rmtree_at(const struct at *a, const char *rel, const char *display, struct fserr *e);
 /* copy_data(in, out, wside): all of in from its offset to out. */
 int copy_data(int in, int out, int *wside);
 int is_mount_root(int fd, const struct stat *parent, const struct stat *st);
-int luaopen_ct_fs_trees(lua_State *L); /* adds rmtree, copytree, du, remove_devices */
+int luaopen_ct_fs_trees(lua_State *L); /* adds rmtree, copytree, du (to Dir too) */
 
 /* ---- archive.c: the job of one ct.archive or ct.layer call ---- */
 

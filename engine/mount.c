@@ -11,9 +11,8 @@
 #include "int.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
 #include <unistd.h>
@@ -154,55 +153,21 @@ static int fs_umount(lua_State *L) {
   return ct_true(L);
 }
 
-/* mountinfo escapes space, tab, newline and backslash as \ooo. */
-static void unescape(char *s) {
-  char *o = s;
-  for (char *p = s; *p;) {
-    if (p[0] == '\\' && p[1] >= '0' && p[1] <= '7' && p[2] >= '0' && p[2] <= '7' && p[3] >= '0' &&
-        p[3] <= '7') {
-      *o++ = (char)((p[1] - '0') * 64 + (p[2] - '0') * 8 + (p[3] - '0'));
-      p += 4;
-    } else {
-      *o++ = *p++;
-    }
-  }
-  *o = '\0';
-}
-
-/* mounted(path) -> whether path (resolved) is a mount point in /proc/self/mountinfo */
+/* mounted(path) -> whether path (symlinks followed) is the root of a
+   mount: statx's STATX_ATTR_MOUNT_ROOT, else a device other than its
+   parent's (is_mount_root) */
 static int fs_mounted(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
-  char real[PATH_MAX];
-  if (!realpath(path, real)) {
-    if (errno == ENOENT || errno == ENOTDIR) {
-      lua_pushboolean(L, 0);
-      return 1;
-    }
-    return ct_oserror(L, errno, path);
-  }
-  FILE *f = fopen("/proc/self/mountinfo", "re");
-  if (!f) return ct_oserror(L, errno, "/proc/self/mountinfo");
-  char *line = NULL;
-  size_t cap = 0;
-  int found = 0;
-  while (!found && getline(&line, &cap, f) > 0) {
-    /* id parent major:minor root mountpoint ... */
-    char *p = line;
-    for (int field = 0; field < 4 && p; field++) {
-      p = strchr(p, ' ');
-      if (p) p++;
-    }
-    if (!p) continue;
-    char *end = strchr(p, ' ');
-    if (end) *end = '\0';
-    unescape(p);
-    found = strcmp(p, real) == 0;
-  }
-  int err = ferror(f) ? errno : 0;
-  free(line);
-  fclose(f);
-  if (err) return ct_oserror(L, err, "/proc/self/mountinfo");
-  lua_pushboolean(L, found);
+  int fd = open(path, O_PATH | O_CLOEXEC), pfd = -1;
+  struct stat st, pst;
+  int err = fd < 0 || fstat(fd, &st) != 0 ? last_err() : 0;
+  if (!err && S_ISDIR(st.st_mode)) pfd = openat(fd, "..", O_PATH | O_CLOEXEC);
+  if (!err && S_ISDIR(st.st_mode) && (pfd < 0 || fstat(pfd, &pst) != 0)) err = last_err();
+  int yes = !err && is_mount_root(fd, pfd >= 0 ? &pst : NULL, &st);
+  if (fd >= 0) close(fd);
+  if (pfd >= 0) close(pfd);
+  if (err && err != ENOENT && err != ENOTDIR) return ct_oserror(L, err, path);
+  lua_pushboolean(L, yes);
   return 1;
 }
 

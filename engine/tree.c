@@ -24,15 +24,15 @@
 
 struct digest {
   struct sha256_ctx all, file;
-  char *buf;
+  char buf[COPY_BUFSIZE];
 };
 
-static int feed(struct sha256_ctx *md, const char *s, size_t n) {
+static void feed(struct sha256_ctx *md, const char *s, size_t n) {
   sha256_update(md, n, (const uint8_t *)s);
-  return 0;
 }
 
-static int feed_str(struct sha256_ctx *md, const char *s) { return feed(md, s, strlen(s) + 1); }
+/* s with its NUL */
+static void feed_str(struct sha256_ctx *md, const char *s) { feed(md, s, strlen(s) + 1); }
 
 static void hex(const unsigned char *d, unsigned n, char *out) {
   for (unsigned i = 0; i < n; i++) snprintf(out + 2 * i, 3, "%02x", d[i]);
@@ -43,15 +43,15 @@ static void hex(const unsigned char *d, unsigned n, char *out) {
 static int file_digest(struct digest *g, int dirfd, const char *name, const struct stat *st,
                        char out[65]) {
   struct stat now = *st;
-  int fd = tw_openfile(dirfd, name, &now), err = 0;
+  int fd = ct_open_regular(dirfd, name, O_RDONLY, &now, &now), err = 0;
   if (fd < 0) return last_err();
   sha256_init(&g->file);
-  while (!err) {
+  for (;;) {
     ssize_t n = read(fd, g->buf, COPY_BUFSIZE);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) err = last_err();
     if (n <= 0) break;
-    err = feed(&g->file, g->buf, (size_t)n);
+    feed(&g->file, g->buf, (size_t)n);
   }
   close(fd);
   unsigned char d[SHA256_DIGEST_SIZE];
@@ -64,9 +64,9 @@ static int file_digest(struct digest *g, int dirfd, const char *name, const stru
 static int record(struct digest *g, int dirfd, const char *name, const char *rel,
                   const struct stat *st, int fd) {
   char what[PATH_MAX + 1] = "", num[64];
-  int err = 0;
   if (S_ISREG(st->st_mode)) {
-    err = file_digest(g, dirfd, name, st, what);
+    int err = file_digest(g, dirfd, name, st, what);
+    if (err) return err;
   } else if (S_ISLNK(st->st_mode)) {
     char *t = readlink_alloc(dirfd, name);
     if (!t) return last_err();
@@ -77,15 +77,17 @@ static int record(struct digest *g, int dirfd, const char *name, const char *rel
   } else if (S_ISDIR(st->st_mode) && fd >= 0 && ct_fd_opaque(fd)) {
     snprintf(what, sizeof what, "y");
   }
-  if (err) return err;
-  if ((err = feed_str(&g->all, rel)) || (err = feed_str(&g->all, type_name(st->st_mode)))) return err;
+  feed_str(&g->all, rel);
+  feed_str(&g->all, type_name(st->st_mode));
   snprintf(num, sizeof num, "%o", (unsigned)(st->st_mode & 07777));
-  if ((err = feed_str(&g->all, num))) return err;
+  feed_str(&g->all, num);
   snprintf(num, sizeof num, "%u", (unsigned)st->st_uid);
-  if ((err = feed_str(&g->all, num))) return err;
+  feed_str(&g->all, num);
   snprintf(num, sizeof num, "%u", (unsigned)st->st_gid);
-  if ((err = feed_str(&g->all, num)) || (err = feed_str(&g->all, what))) return err;
-  return feed(&g->all, "\n", 1);
+  feed_str(&g->all, num);
+  feed_str(&g->all, what);
+  feed(&g->all, "\n", 1);
+  return 0;
 }
 
 /* Records each entry; a directory is entered unless it is a mount point. */
@@ -101,42 +103,25 @@ static int dg_entry(struct tw *v, struct frame *t, const char *name, const struc
   return tw_enter(v, cfd, -1, &cst);
 }
 
-static int digest_tree(struct digest *g, int fd, const char *path, struct fserr *e) {
-  struct tw v = {.e = e, .display = path, .gone_fails = 1, .entry = dg_entry, .ctx = g};
-  struct stat st;
-  const char root[] = ".";
-  if (fstat(fd, &st) != 0) {
-    close_keep_errno(fd);
-    return fserr_set(e, errno, path, "", NULL);
-  }
-  if (feed(&g->all, root, sizeof root) ||
-      feed_str(&g->all, ct_fd_opaque(fd) ? "y" : "") || feed(&g->all, "\n", 1)) {
-    close(fd);
-    return fserr_set(e, EIO, path, "", "sha256 failed");
-  }
-  return tw_run(&v, fd, -1, &st);
-}
-
 /* tree_digest(path) -> "sha256:<hex>" */
 static int fs_tree_digest(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
+  struct digest *g = lua_newuserdatauv(L, sizeof *g, 0); /* the read buffer, freed by Lua */
   int fd = open(path, DIR_FLAGS | O_NOFOLLOW);
-  if (fd < 0) return ct_oserror(L, errno, path);
-  struct digest g;
-  sha256_init(&g.all);
-  g.buf = malloc(COPY_BUFSIZE);
-  struct fserr e = {0, NULL, NULL, NULL};
-  int err = 0;
-  if (!g.buf) {
-    close(fd);
-    err = fserr_set(&e, ENOMEM, path, "", NULL);
-  } else {
-    err = digest_tree(&g, fd, path, &e);
+  struct stat st;
+  if (fd < 0 || fstat(fd, &st) != 0) {
+    if (fd >= 0) close_keep_errno(fd);
+    return ct_oserror(L, errno, path);
   }
+  sha256_init(&g->all);
+  feed(&g->all, ".", 2);
+  feed_str(&g->all, ct_fd_opaque(fd) ? "y" : "");
+  feed(&g->all, "\n", 1);
+  struct fserr e = {0, NULL, NULL, NULL};
+  struct tw v = {.e = &e, .display = path, .gone_fails = 1, .entry = dg_entry, .ctx = g};
+  if (tw_run(&v, fd, -1, &st)) return fserr_push(L, &e);
   unsigned char d[SHA256_DIGEST_SIZE];
-  sha256_digest(&g.all, sizeof d, d);
-  free(g.buf);
-  if (err) return fserr_push(L, &e);
+  sha256_digest(&g->all, sizeof d, d);
   char out[2 * SHA256_DIGEST_SIZE + 1];
   hex(d, sizeof d, out);
   lua_pushfstring(L, "sha256:%s", out);

@@ -11,24 +11,16 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
-#include <sys/xattr.h>
 #include <unistd.h>
-
-#include <linux/fs.h>
-#include <linux/openat2.h>
 
 /* Directory levels of a walk whose descriptors stay open. */
 #define WALK_OPEN_LEVELS 32
 
 /* ---- directory listings ------------------------------------------------ */
-
 
 void names_free(struct names *ns) {
   for (size_t i = 0; i < ns->n; i++) free(ns->v[i]);
@@ -37,62 +29,39 @@ void names_free(struct names *ns) {
   ns->n = 0;
 }
 
-static int cmp_names(const void *a, const void *b) {
-  return strcmp(*(char *const *)a, *(char *const *)b);
+static int not_dots(const struct dirent *de) {
+  const char *nm = de->d_name;
+  return !(nm[0] == '.' && (nm[1] == '\0' || (nm[1] == '.' && nm[2] == '\0')));
+}
+
+/* Byte order, whatever the locale (alphasort follows LC_COLLATE). */
+static int byte_order(const struct dirent **a, const struct dirent **b) {
+  return strcmp((*a)->d_name, (*b)->d_name);
 }
 
 /* The sorted entry names of the directory open at fd (no "." / ".."); the
-   descriptor itself stays open and usable. Returns 0 or an errno. */
+   descriptor itself is left as it is. Returns 0 or an errno. */
 int read_names(int fd, struct names *out) {
-  out->v = NULL;
+  struct dirent **de;
+  int n = scandirat(fd, ".", &de, not_dots, byte_order);
   out->n = 0;
-  int dfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-  if (dfd < 0) return last_err();
-  DIR *d = fdopendir(dfd);
-  if (!d) {
-    int e = last_err();
-    close(dfd);
-    return e;
+  if (n < 0) {
+    out->v = NULL;
+    return last_err();
   }
-  rewinddir(d);
-  size_t cap = 0;
-  int err = 0;
-  for (;;) {
-    errno = 0;
-    struct dirent *de = readdir(d);
-    if (!de) {
-      err = errno; /* 0 at the end */
-      break;
-    }
-    const char *nm = de->d_name;
-    if (nm[0] == '.' && (nm[1] == '\0' || (nm[1] == '.' && nm[2] == '\0'))) continue;
-    if (out->n == cap) {
-      size_t ncap = cap ? cap * 2 : 16;
-      char **nv = realloc(out->v, ncap * sizeof *nv);
-      if (!nv) {
-        err = ENOMEM;
-        break;
-      }
-      out->v = nv;
-      cap = ncap;
-    }
-    if (!(out->v[out->n] = strdup(nm))) {
-      err = ENOMEM;
-      break;
-    }
-    out->n++;
+  out->v = malloc((n ? (size_t)n : 1) * sizeof *out->v);
+  int err = out->v ? 0 : ENOMEM;
+  for (int i = 0; i < n; i++) {
+    if (!err && !(out->v[out->n] = strdup(de[i]->d_name))) err = ENOMEM;
+    if (!err) out->n++;
+    free(de[i]);
   }
-  closedir(d);
-  if (err) {
-    names_free(out);
-    return err;
-  }
-  if (out->n > 1) qsort(out->v, out->n, sizeof *out->v, cmp_names);
-  return 0;
+  free(de);
+  if (err) names_free(out);
+  return err;
 }
 
 /* ---- a growing relative path ------------------------------------------ */
-
 
 /* Truncates to `len` and appends "/name" ("name" at the start). */
 static int pb_set(struct pbuf *b, size_t len, const char *name) {
@@ -121,9 +90,6 @@ static void pb_trunc(struct pbuf *b, size_t len) {
 const char *pb_str(const struct pbuf *b) { return b->p ? b->p : ""; }
 
 /* ---- the iterative walker ---------------------------------------------- */
-
-
-
 
 static void frame_close(struct frame *fr) {
   if (fr->fd >= 0) close(fr->fd);
@@ -270,16 +236,20 @@ int tw_opendir(const struct frame *t, const char *name, struct stat *st) {
   return -1;
 }
 
-int tw_openfile(int dirfd, const char *name, struct stat *st) {
+int ct_open_regular(int dirfd, const char *name, int flags, const struct stat *want, struct stat *st) {
+  const struct stat was = want ? *want : (struct stat){0}; /* want may be st */
   int fd = -1, p = openat(dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-  int err = p < 0 ? last_err() : !S_ISREG(st->st_mode) ? EINVAL : same_inode(p, st);
+  int err = p < 0 || fstat(p, st) != 0 ? last_err() : 0;
+  if (!err && want && (was.st_ino != st->st_ino || was.st_dev != st->st_dev)) err = ESTALE;
+  if (!err && !S_ISREG(st->st_mode)) err = S_ISLNK(st->st_mode) ? ELOOP : EINVAL;
   if (!err) {
     char proc[48];
     snprintf(proc, sizeof proc, "/proc/self/fd/%d", p);
-    fd = open(proc, O_RDONLY | O_NOCTTY | O_CLOEXEC);
+    fd = open(proc, flags | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
     if (fd < 0 && errno == ENOENT) /* no /proc: by name, without blocking, checked after */
-      fd = openat(dirfd, name, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC);
+      fd = openat(dirfd, name, flags | O_NONBLOCK | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC);
     err = fd < 0 ? last_err() : same_inode(fd, st);
+    /* O_NONBLOCK only guarded the open; a regular file does not need it */
     if (!err && fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0) err = last_err();
   }
   if (p >= 0) close(p);
@@ -390,73 +360,35 @@ int empty_dir_fd(int fd, const struct stat *parent, const char *display, struct 
   return err ? err : tw_run(&v, fd, -1, &st);
 }
 
-/* Removes path and everything under it. Returns 0 or an errno (with *e). */
-int do_rmtree(const char *path, struct fserr *e) {
-  const char *last = strrchr(path, '/');
-  last = last ? last + 1 : path;
-  if (last[0] == '.' && (last[1] == '\0' || (last[1] == '.' && last[2] == '\0')))
-    return fserr_set(e, EINVAL, path, "", "refusing to remove '.' or '..'");
-  struct stat st;
-  if (lstat(path, &st) != 0) return errno == ENOENT ? 0 : fserr_set(e, errno, path, "", NULL);
-  if (!S_ISDIR(st.st_mode)) {
-    if (unlink(path) != 0 && errno != ENOENT) return fserr_set(e, errno, path, "", NULL);
-    return 0;
+/* Removes rel and everything under it; see int.h. */
+int rmtree_at(const struct at *a, const char *rel, const char *display, struct fserr *e) {
+  const char *r = rel;
+  while (a->dir && (*r == '/' || (r[0] == '.' && (r[1] == '/' || !r[1])))) r++;
+  if (a->dir && !*r) { /* the Dir itself: emptied */
+    int fd = openat(a->fd, ".", DIR_FLAGS);
+    return fd < 0 ? fserr_set(e, errno, display, "", NULL) : empty_dir_fd(fd, NULL, display, e);
   }
-  int fd, err = rm_open_dir(AT_FDCWD, path, &fd);
-  if (err == ENOENT) return 0;
-  if (err) return fserr_set(e, err, path, "", NULL);
-  if ((err = empty_dir_fd(fd, NULL, path, e))) return err;
-  if (rmdir(path) != 0 && errno != ENOENT) err = fserr_set(e, errno, path, "", NULL);
+  int pfd;
+  char *base;
+  int err = ct_at_parent(a, rel, &pfd, &base);
+  if (err == EINVAL) return fserr_set(e, EINVAL, display, "", "refusing to remove '.' or '..'");
+  if (err) return err == ENOENT ? 0 : fserr_set(e, err, display, "", NULL);
+  struct stat st, pst;
+  if (fstatat(pfd, base, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+    err = errno == ENOENT ? 0 : fserr_set(e, errno, display, "", NULL);
+  } else if (!S_ISDIR(st.st_mode)) {
+    if (unlinkat(pfd, base, 0) != 0 && errno != ENOENT) err = fserr_set(e, errno, display, "", NULL);
+  } else if (fstat(pfd, &pst) != 0) {
+    err = fserr_set(e, errno, display, "", NULL);
+  } else {
+    int fd;
+    err = rm_open_dir(pfd, base, &fd);
+    if (err) err = err == ENOENT ? 0 : fserr_set(e, ct_classify(pfd, base, err), display, "", NULL);
+    else if (!(err = empty_dir_fd(fd, &pst, display, e)) && unlinkat(pfd, base, AT_REMOVEDIR) != 0 &&
+             errno != ENOENT)
+      err = fserr_set(e, errno, display, "", NULL);
+  }
+  close(pfd);
+  free(base);
   return err;
 }
-
-/* ---- hard link table: (dev, ino) → first copy's relative path --------- */
-
-static size_t hl_hash(dev_t dev, ino_t ino) {
-  uint64_t h = (uint64_t)ino * 0x9E3779B97F4A7C15ull;
-  h ^= (uint64_t)dev + 0x7F4A7C159E3779B9ull + (h << 6) + (h >> 2);
-  return (size_t)h;
-}
-
-static struct hl_entry *hl_slot(struct hl_entry *v, size_t cap, dev_t dev, ino_t ino) {
-  size_t i = hl_hash(dev, ino) & (cap - 1);
-  while (v[i].used && !(v[i].dev == dev && v[i].ino == ino)) i = (i + 1) & (cap - 1);
-  return &v[i];
-}
-
-struct hl_entry *hl_find(struct hlset *h, dev_t dev, ino_t ino) {
-  if (!h->cap) return NULL;
-  struct hl_entry *s = hl_slot(h->v, h->cap, dev, ino);
-  return s->used ? s : NULL;
-}
-
-/* Adds (dev, ino) with a copy of rel (or NULL). Returns 0 or ENOMEM. */
-int hl_add(struct hlset *h, dev_t dev, ino_t ino, const char *rel) {
-  if ((h->n + 1) * 2 > h->cap) {
-    size_t ncap = h->cap ? h->cap * 2 : 64;
-    struct hl_entry *nv = calloc(ncap, sizeof *nv);
-    if (!nv) return ENOMEM;
-    for (size_t i = 0; i < h->cap; i++)
-      if (h->v[i].used) *hl_slot(nv, ncap, h->v[i].dev, h->v[i].ino) = h->v[i];
-    free(h->v);
-    h->v = nv;
-    h->cap = ncap;
-  }
-  char *copy = NULL;
-  if (rel && !(copy = strdup(rel))) return ENOMEM;
-  struct hl_entry *s = hl_slot(h->v, h->cap, dev, ino);
-  s->dev = dev;
-  s->ino = ino;
-  s->rel = copy;
-  s->used = 1;
-  h->n++;
-  return 0;
-}
-
-void hl_free(struct hlset *h) {
-  for (size_t i = 0; i < h->cap; i++)
-    if (h->v[i].used) free(h->v[i].rel);
-  free(h->v);
-  memset(h, 0, sizeof *h);
-}
-

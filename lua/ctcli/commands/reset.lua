@@ -38,6 +38,26 @@ local function fresh_upper(ctx, app)
   end
 end
 
+-- remove_devices(root) -> true | nil, msg: unlinks every character and
+-- block device node beneath root (walked beneath a Dir: no symlink
+-- followed, no mount entered).
+local function remove_devices(root)
+  local d, err = ct.fs.opendir(root)
+  if not d then return nil, err end
+  local list, ok
+  list, err = d:walk("")
+  ok = list ~= nil
+  for _, e in ipairs(list or {}) do
+    if e.type == "char" or e.type == "block" then
+      ok, err = d:unlink(e.path)
+      if not ok then break end
+    end
+  end
+  d:close()
+  if not ok then return nil, err end
+  return true
+end
+
 -- fresh_rootfs(ctx, app, dir, tools) -> spare, swap | nil, msg: an image
 -- unpacked before the layer store: unpacked again from images/<key>/oci/
 -- into a temp dir, whose rootfs swap() exchanges with the app's.
@@ -63,7 +83,7 @@ local function fresh_rootfs(ctx, app, dir, tools)
     return fail(string.format("unpacking the image of %s again failed: %s", app.name, msg))
   end
   -- As at install (store.lua): no device node from a layer reaches images/.
-  local removed, derr = ct.fs.remove_devices(tmp.path .. "/bundle/rootfs")
+  local removed, derr = remove_devices(tmp.path .. "/bundle/rootfs")
   if not removed then
     return fail(string.format("unpacking the image of %s again failed: %s", app.name, derr))
   end

@@ -372,9 +372,12 @@ function M.prepare(paths, app, image)
     if type(image) == "function" then return image(p) end
     return image
   end
-  local ok, err = prepare_kind(paths, app.name, "config", app.configs, function(dst, p)
+  local ok, err = prepare_kind(paths, app.name, "config", app.configs, function(dst, p, r)
     local rootfs = tree(p)
-    if rootfs and ct.fs.copy_beneath(rootfs, p, dst) then return true end
+    local img = rootfs and ct.fs.opendir(rootfs)
+    local copied = img and img:copyfile(r, dst)
+    if img then img:close() end
+    if copied then return true end
     -- The image has no such file: an empty one keeps the bind mount valid.
     return ct.fs.write_atomic(dst, "", 384)
   end)
