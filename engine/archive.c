@@ -59,6 +59,15 @@ void job_close(struct job *j) {
   j->zc = NULL;
   free(j->out);
   j->out = NULL;
+  if (j->root >= 0) close(j->root);
+  if (j->pfd >= 0) close(j->pfd);
+  j->root = j->pfd = -1;
+  free(j->pdir);
+  j->pdir = NULL;
+  for (size_t i = 0; i < j->ndirs; i++) free(j->dirs[i].rel);
+  free(j->dirs);
+  j->dirs = NULL;
+  j->ndirs = j->capdirs = 0;
 }
 
 static int job_gc(lua_State *L) {
@@ -71,7 +80,7 @@ static int job_gc(lua_State *L) {
 struct job *job_new(lua_State *L) {
   struct job *j = lua_newuserdatauv(L, sizeof *j, 0);
   memset(j, 0, sizeof *j);
-  j->fd = -1;
+  j->fd = j->root = j->pfd = -1;
   luaL_setmetatable(L, JOB_MT);
   lua_toclose(L, -1);
   return j;

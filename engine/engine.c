@@ -125,7 +125,7 @@ static const struct {
 } ct_groups[] = {
     {"fs", luaopen_ct_fs},     {"archive", luaopen_ct_archive}, {"proc", luaopen_ct_proc},
     {"lock", luaopen_ct_lock}, {"hash", luaopen_ct_hash},       {"term", luaopen_ct_term},
-    {"time", luaopen_ct_time}, {"monitor", luaopen_ct_monitor}, {"layer", luaopen_ct_layer},
+    {"time", luaopen_ct_time}, {"monitor", luaopen_ct_monitor},
 };
 
 /* ct's __index: a group is opened when first used, and kept in ct, so a

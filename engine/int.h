@@ -78,7 +78,7 @@ void ct_reset_signals(const sigset_t *mask);
 int ct_cg_destroy(const char *path, double seconds);
 int luaopen_ct_proc_sandbox(lua_State *L); /* adds fork_call, cgroup_kill */
 
-/* opts.special of ct.archive.extract and ct.layer.*: what the caller's
+/* opts.special of ct.archive.extract: what the caller's
    policy does with device nodes, FIFOs and sockets (refuse unless told). */
 enum { CT_SPECIAL_REFUSE, CT_SPECIAL_SKIP };
 int ct_opt_special(lua_State *L, int opts);
@@ -289,13 +289,18 @@ int copy_data(int in, int out, int *wside);
 int is_mount_root(int fd, const struct stat *parent, const struct stat *st);
 int luaopen_ct_fs_trees(lua_State *L); /* adds rmtree, copytree, du, remove_devices */
 
-/* ---- archive.c: the job of one ct.archive or ct.layer call ---- */
+/* ---- archive.c: the job of one ct.archive call ---- */
 
 struct archive;
 struct archive_entry;
 struct archive_entry_linkresolver;
 
 #define BLOCK_SIZE 65536
+
+struct dirtime {
+  char *rel;
+  struct timespec mtime;
+};
 
 struct job {
   struct archive *rd;                       /* an archive being read */
@@ -311,6 +316,10 @@ struct job {
   size_t outlen;
   off_t written, flushed;                   /* bytes written to fd; handed to writeback */
   struct stat st;                           /* the archive file's stat (reading) */
+  int root, pfd;       /* extract: dest, and the last entry's parent ... */
+  char *pdir;          /* ... by its name under dest */
+  struct dirtime *dirs; /* extract: directories whose times are set last */
+  size_t ndirs, capdirs;
   /* Stack indices (0: none) of the progress callback and the warnings table. */
   int progress, warnings;
   double last_progress;
