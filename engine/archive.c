@@ -44,8 +44,6 @@ void job_close(struct job *j) {
   j->entry = NULL;
   if (j->links) archive_entry_linkresolver_free(j->links);
   j->links = NULL;
-  if (j->dir) closedir(j->dir);
-  j->dir = NULL;
   if (j->fd >= 0) close(j->fd);
   j->fd = -1;
   if (j->tmp) {

@@ -14,10 +14,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <dirent.h>
-#include <grp.h>
-#include <pwd.h>
-#include <sys/xattr.h>
 #include <time.h>
 
 /* ---- create ---- */
@@ -26,15 +22,11 @@ struct create {
   lua_State *L;
   struct job *j;
   const char *dest;
-  int owner0, xattrs, has_mtime;
+  int owner0, has_mtime;
   lua_Integer mtime;
   lua_Integer entries, bytes;
   dev_t tmp_dev;
   ino_t tmp_ino;
-  int have_uid, have_gid;
-  uid_t uid;
-  gid_t gid;
-  char uname[256], gname[256];
   char host[PATH_MAX]; /* the file being added */
   size_t hostlen;
   char name[PATH_MAX]; /* its name in the archive */
@@ -46,48 +38,6 @@ struct create {
   struct sha256_ctx md;
   int links; /* stack index of opts.links, or 0 */
 };
-
-static void set_names(struct create *c, struct archive_entry *e, const struct stat *st) {
-  char buf[4096];
-  if (!c->have_uid || c->uid != st->st_uid) {
-    struct passwd pw, *res = NULL;
-    c->uname[0] = '\0';
-    if (getpwuid_r(st->st_uid, &pw, buf, sizeof buf, &res) == 0 && res)
-      snprintf(c->uname, sizeof c->uname, "%s", pw.pw_name);
-    c->uid = st->st_uid;
-    c->have_uid = 1;
-  }
-  if (!c->have_gid || c->gid != st->st_gid) {
-    struct group gr, *res = NULL;
-    c->gname[0] = '\0';
-    if (getgrgid_r(st->st_gid, &gr, buf, sizeof buf, &res) == 0 && res)
-      snprintf(c->gname, sizeof c->gname, "%s", gr.gr_name);
-    c->gid = st->st_gid;
-    c->have_gid = 1;
-  }
-  if (c->uname[0]) archive_entry_set_uname(e, c->uname);
-  if (c->gname[0]) archive_entry_set_gname(e, c->gname);
-}
-
-/* Adds the extended attributes of the file open at fd to e; unreadable
-   ones are left out. */
-static void add_xattrs(int fd, struct archive_entry *e) {
-  ssize_t n = flistxattr(fd, NULL, 0);
-  if (n <= 0) return;
-  char *list = malloc((size_t)n);
-  if (!list) return;
-  n = flistxattr(fd, list, (size_t)n);
-  for (ssize_t i = 0; n > 0 && i < n; i += (ssize_t)strlen(list + i) + 1) {
-    ssize_t vn = fgetxattr(fd, list + i, NULL, 0);
-    if (vn < 0) continue;
-    void *v = malloc(vn ? (size_t)vn : 1);
-    if (!v) continue;
-    vn = fgetxattr(fd, list + i, v, (size_t)vn);
-    if (vn >= 0) archive_entry_xattr_add_entry(e, list + i, v, (size_t)vn);
-    free(v);
-  }
-  free(list);
-}
 
 static int create_write_failed(struct create *c) {
   struct archive *w = c->j->wr;
@@ -135,8 +85,9 @@ static int add_entry(struct create *c, const struct stat *st, int pfd, const cha
   if (c->owner0) {
     archive_entry_set_uid(e, 0);
     archive_entry_set_gid(e, 0);
-  } else {
-    set_names(c, e, st);
+  } else { /* names looked up once per id (libarchive's cache) */
+    archive_entry_copy_uname(e, archive_read_disk_uname(j->rd, st->st_uid));
+    archive_entry_copy_gname(e, archive_read_disk_gname(j->rd, st->st_gid));
   }
   if (S_ISLNK(st->st_mode)) {
     char target[PATH_MAX];
@@ -146,7 +97,6 @@ static int add_entry(struct create *c, const struct stat *st, int pfd, const cha
     archive_entry_set_symlink(e, target);
   }
   if (!S_ISREG(st->st_mode)) archive_entry_set_size(e, 0);
-  if (c->xattrs && fd >= 0) add_xattrs(fd, e);
   /* opts.links[name] = the name of an entry written before: this file goes
      in as a hard link to it, no data (pack: a blob equal to one already in). */
   char to[PATH_MAX];
@@ -190,10 +140,6 @@ static int add_entry(struct create *c, const struct stat *st, int pfd, const cha
   return 0;
 }
 
-static int cmp_names(const void *a, const void *b) {
-  return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
 /* whiteouts = "oci": the empty regular entry that stands for an overlay
    whiteout (".wh.<name>" beside it) or an opaque directory (opaque: its
    ".wh..wh..opq"), with the node's owner and time. */
@@ -231,63 +177,37 @@ static int add_tree(struct create *c, int pfd, const char *base);
    through one. */
 static int add_children(struct create *c, int dfd) {
   lua_State *L = c->L;
-  struct job *j = c->j;
   luaL_checkstack(L, 4, "directory tree too deep");
-  int lfd = fcntl(dfd, F_DUPFD_CLOEXEC, 0);
-  if (lfd < 0) return job_fail(j, errno, "%s: %s", c->host, strerror(errno));
-  j->dir = fdopendir(lfd);
-  if (!j->dir) {
-    int e = errno;
-    close(lfd);
-    return job_fail(j, e, "%s: %s", c->host, strerror(e));
+  lua_newtable(L); /* the names, freed by Lua whatever a callback raises */
+  struct names ns;
+  int err = read_names(dfd, &ns);
+  if (err) return job_fail(c->j, err, "%s: %s", c->host, strerror(err));
+  for (size_t i = 0; i < ns.n; i++) {
+    lua_pushstring(L, ns.v[i]);
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
   }
-  lua_newtable(L); /* the names, kept alive while the pointers below are used */
-  int names = lua_gettop(L);
-  lua_Integer n = 0;
-  struct dirent *d;
-  errno = 0;
-  while ((d = readdir(j->dir)) != NULL) {
-    if (strcmp(d->d_name, ".") != 0 && strcmp(d->d_name, "..") != 0) {
-      lua_pushstring(L, d->d_name);
-      lua_rawseti(L, names, ++n);
-    }
-    errno = 0;
-  }
-  int err = errno;
-  closedir(j->dir);
-  j->dir = NULL;
-  if (err) return job_fail(j, err, "%s: %s", c->host, strerror(err));
-  const char **v = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof *v, 0);
-  for (lua_Integer i = 1; i <= n; i++) {
-    lua_rawgeti(L, names, i);
-    v[i - 1] = lua_tostring(L, -1);
-    lua_pop(L, 1);
-  }
-  if (n > 1) qsort(v, (size_t)n, sizeof *v, cmp_names);
+  names_free(&ns);
   size_t hostlen = c->hostlen, namelen = c->namelen;
-  for (lua_Integer i = 0; i < n; i++) {
-    size_t len = strlen(v[i]);
+  for (lua_Integer i = 1; lua_rawgeti(L, -1, i) == LUA_TSTRING; i++) {
+    size_t len;
+    const char *base = lua_tolstring(L, -1, &len);
     if (hostlen + 1 + len + 1 > sizeof c->host || namelen + 1 + len + 1 > sizeof c->name)
-      return job_fail(j, ENAMETOOLONG, "%s/%s: %s", c->host, v[i], strerror(ENAMETOOLONG));
+      return job_fail(c->j, ENAMETOOLONG, "%s/%s: %s", c->host, base, strerror(ENAMETOOLONG));
     c->host[hostlen] = '/';
-    memcpy(c->host + hostlen + 1, v[i], len + 1);
+    memcpy(c->host + hostlen + 1, base, len + 1);
     c->hostlen = hostlen + 1 + len;
-    if (namelen) {
-      c->name[namelen] = '/';
-      memcpy(c->name + namelen + 1, v[i], len + 1);
-      c->namelen = namelen + 1 + len;
-    } else {
-      memcpy(c->name, v[i], len + 1);
-      c->namelen = len;
-    }
+    c->namelen = namelen ? namelen + 1 + len : len;
+    if (namelen) c->name[namelen] = '/';
+    memcpy(c->name + (namelen ? namelen + 1 : 0), base, len + 1);
     c->depth++;
-    int r = add_tree(c, dfd, v[i]);
+    int r = add_tree(c, dfd, base);
     c->depth--;
     if (r < 0) return -1;
     c->host[hostlen] = '\0';
     c->hostlen = hostlen;
     c->name[namelen] = '\0';
     c->namelen = namelen;
+    lua_pop(L, 1);
   }
   lua_pop(L, 2);
   return 0;
@@ -360,15 +280,15 @@ static int add_tree(struct create *c, int pfd, const char *base) {
    sets zstd's workers but not their job size, and at level 3 zstd's
    default job (8 MiB) made two workers buffer 50-80 MB. With the smallest
    job zstd takes (512 KiB) two workers compress while this thread reads
-   in about 7 MB (4 MB more per further worker, so at most two unless
-   asked), for about 1% more output on compressible trees. The frame is
-   the one zstd always writes (level 3 unless asked, no checksum, as
-   libarchive's); with any number of workers >= 1 the bytes are the same.
+   in about 7 MB (4 MB more per further worker, so at most two), for
+   about 1% more output on compressible trees. The frame is the one zstd
+   always writes (level 3, no checksum, as libarchive's); with one worker
+   or two the bytes are the same.
    Writeback is started every few MiB, so the final fsync waits for the
    last few MiB only, not for the whole archive. */
 #define OUT_SIZE (256 << 10)
 #define ZSTD_JOB_SIZE (512 << 10)
-#define ZSTD_WORKERS_MAX 2 /* the default's cap */
+#define ZSTD_WORKERS_MAX 2
 #define WRITEBACK_EVERY (8 << 20)
 
 static int out_flush(struct archive *a, struct job *j) {
@@ -423,45 +343,28 @@ static int out_finish(struct create *c) {
 }
 
 
-static int set_filter(struct create *c, const char *format, lua_Integer threads, lua_Integer level,
-                      int has_level) {
+/* zstd (level 3, at most two workers) through out_write, gzip through
+   libarchive's filter, or none. */
+static int set_filter(struct create *c, const char *format) {
   struct job *j = c->j;
   struct archive *a = j->wr;
-  char value[32];
   if (!(j->out = malloc(OUT_SIZE))) return job_fail(j, ENOMEM, "%s: %s", c->dest, strerror(ENOMEM));
   if (strcmp(format, "zstd") == 0) {
-    if (has_level && (level < ZSTD_minCLevel() || level > ZSTD_maxCLevel()))
-      return job_fail(j, EINVAL, "%s: compression level %jd is out of range for zstd", c->dest,
-                      (intmax_t)level);
-    if (threads < 0) {
-      long n = sysconf(_SC_NPROCESSORS_ONLN);
-      threads = n < 1 ? 1 : n > ZSTD_WORKERS_MAX ? ZSTD_WORKERS_MAX : n;
-    }
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    int workers = cpus < 1 ? 1 : cpus > ZSTD_WORKERS_MAX ? ZSTD_WORKERS_MAX : (int)cpus;
     if (!(j->zc = ZSTD_createCCtx())) return job_fail(j, ENOMEM, "%s: %s", c->dest, strerror(ENOMEM));
-    size_t r = ZSTD_CCtx_setParameter(j->zc, ZSTD_c_compressionLevel, has_level ? (int)level : 3);
-    if (!ZSTD_isError(r) && threads > 0) {
-      r = ZSTD_CCtx_setParameter(j->zc, ZSTD_c_nbWorkers, (int)threads);
-      if (!ZSTD_isError(r)) r = ZSTD_CCtx_setParameter(j->zc, ZSTD_c_jobSize, ZSTD_JOB_SIZE);
-    }
+    size_t r = ZSTD_CCtx_setParameter(j->zc, ZSTD_c_compressionLevel, 3);
+    if (!ZSTD_isError(r)) r = ZSTD_CCtx_setParameter(j->zc, ZSTD_c_nbWorkers, workers);
+    if (!ZSTD_isError(r)) r = ZSTD_CCtx_setParameter(j->zc, ZSTD_c_jobSize, ZSTD_JOB_SIZE);
     if (ZSTD_isError(r)) return job_fail(j, EINVAL, "%s: zstd: %s", c->dest, ZSTD_getErrorName(r));
-    return archive_write_add_filter_none(a) == ARCHIVE_OK ? 0 : create_write_failed(c);
-  }
-  if (strcmp(format, "gzip") == 0) {
-    if (archive_write_add_filter_gzip(a) != ARCHIVE_OK) return create_write_failed(c);
+  } else if (strcmp(format, "gzip") == 0) {
     /* no time in the gzip header: equal trees give equal files */
-    if (archive_write_set_filter_option(a, "gzip", "timestamp", NULL) != ARCHIVE_OK)
+    if (archive_write_add_filter_gzip(a) != ARCHIVE_OK ||
+        archive_write_set_filter_option(a, "gzip", "timestamp", NULL) != ARCHIVE_OK)
       return create_write_failed(c);
-  } else {
-    if (has_level) return job_fail(c->j, EINVAL, "%s: 'level' needs format zstd or gzip", c->dest);
-    return archive_write_add_filter_none(a) == ARCHIVE_OK ? 0 : create_write_failed(c);
+    return 0;
   }
-  if (has_level) {
-    snprintf(value, sizeof value, "%jd", (intmax_t)level);
-    if (archive_write_set_filter_option(a, format, "compression-level", value) != ARCHIVE_OK)
-      return job_fail(c->j, EINVAL, "%s: compression level %s is out of range for %s", c->dest,
-                      value, format);
-  }
-  return 0;
+  return archive_write_add_filter_none(a) == ARCHIVE_OK ? 0 : create_write_failed(c);
 }
 
 /* Calls an entry's `before` or `after` function (at list[k]), when it has
@@ -486,8 +389,7 @@ static int entry_hook(struct create *c, int list, lua_Integer k, const char *whi
 }
 
 /* The entries to add: a table at `list`, {name1, path1, before1, after1, ...}. */
-static int create_run(struct create *c, int list, lua_Integer n, const char *format,
-                      lua_Integer threads, lua_Integer level, int has_level) {
+static int create_run(struct create *c, int list, lua_Integer n, const char *format) {
   struct job *j = c->j;
   size_t dl = strlen(c->dest);
   j->tmp = malloc(dl + sizeof ".tmp-XXXXXX");
@@ -512,10 +414,12 @@ static int create_run(struct create *c, int list, lua_Integer n, const char *for
 
   j->wr = archive_write_new();
   j->links = archive_entry_linkresolver_new();
-  if (!j->wr || !j->links) return job_fail(j, ENOMEM, "%s: %s", c->dest, strerror(ENOMEM));
+  j->rd = archive_read_disk_new();
+  if (!j->wr || !j->links || !j->rd || archive_read_disk_set_standard_lookup(j->rd) != ARCHIVE_OK)
+    return job_fail(j, ENOMEM, "%s: %s", c->dest, strerror(ENOMEM));
   if (archive_write_set_format_pax_restricted(j->wr) != ARCHIVE_OK) return create_write_failed(c);
   archive_entry_linkresolver_set_strategy(j->links, ARCHIVE_FORMAT_TAR_PAX_RESTRICTED);
-  if (set_filter(c, format, threads, level, has_level) < 0) return -1;
+  if (set_filter(c, format) < 0) return -1;
   /* no blocks, no padding after the compressed data: out_write buffers */
   archive_write_set_bytes_per_block(j->wr, 0);
   archive_write_set_bytes_in_last_block(j->wr, 1);
@@ -593,18 +497,10 @@ int ar_create(lua_State *L) {
   const char *format = opt_string(L, 3, "format", "zstd");
   if (strcmp(format, "zstd") != 0 && strcmp(format, "gzip") != 0 && strcmp(format, "none") != 0)
     luaL_error(L, "bad option 'format' (zstd, gzip or none expected, got '%s')", format);
-  /* zstd's workers; -1 (default): one per online CPU, at most two; 0:
-     none, zstd compresses in the calling thread (other bytes, the same
-     content) */
-  lua_Integer threads = opt_integer(L, 3, "threads", -1, -1);
-  int has_level = opt_field(L, 3, "level") != LUA_TNIL;
-  lua_pop(L, 1);
-  lua_Integer level = opt_integer(L, 3, "level", 0, LUA_MININTEGER);
   c->has_mtime = opt_field(L, 3, "mtime") != LUA_TNIL;
   lua_pop(L, 1);
   c->mtime = opt_integer(L, 3, "mtime", 0, 0);
   c->owner0 = opt_bool(L, 3, "owner0");
-  c->xattrs = opt_bool(L, 3, "xattrs");
   int sums = opt_bool(L, 3, "sha256");
   int progress = opt_progress(L, 3); /* 5 */
 
@@ -649,7 +545,7 @@ int ar_create(lua_State *L) {
     luaL_error(L, "bad option 'links' (table expected, got %s)", lua_typename(L, lt));
   c->links = lt == LUA_TTABLE ? lua_gettop(L) : 0;
   struct stat st;
-  if (create_run(c, list, n, format, threads, level, has_level) < 0) return job_error(L, c->j);
+  if (create_run(c, list, n, format) < 0) return job_error(L, c->j);
   job_close(c->j);
   lua_createtable(L, 0, 4);
   lua_pushinteger(L, c->entries);

@@ -303,11 +303,10 @@ struct dirtime {
 };
 
 struct job {
-  struct archive *rd;                       /* an archive being read */
+  struct archive *rd;                       /* an archive being read; create: name lookups */
   struct archive *wr;                       /* the disk, or an archive being written */
   struct archive_entry *entry;              /* create: the entry being built */
   struct archive_entry_linkresolver *links; /* create: hard link detection */
-  DIR *dir;                                 /* create: a directory being listed */
   int fd;                                   /* the archive file */
   char *tmp;                                /* create: temp file, removed unless renamed */
   char *buf;                                /* create: copy buffer */
