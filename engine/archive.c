@@ -27,7 +27,6 @@
 
 #define JOB_MT "ct.archive.job"
 #define PROGRESS_EVERY 0.1 /* seconds between two progress calls */
-#define MAX_WARNINGS 100
 
 /* ---- the job: what one call holds, freed on every path ---- */
 
@@ -58,10 +57,6 @@ void job_close(struct job *j) {
   j->root = j->pfd = -1;
   free(j->pdir);
   j->pdir = NULL;
-  for (size_t i = 0; i < j->ndirs; i++) free(j->dirs[i].rel);
-  free(j->dirs);
-  j->dirs = NULL;
-  j->ndirs = j->capdirs = 0;
 }
 
 static int job_gc(lua_State *L) {
@@ -106,23 +101,9 @@ int job_error(lua_State *L, struct job *j) {
   return ct_error(L, j->err, "%s", j->msg);
 }
 
-void job_warn(lua_State *L, struct job *j, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-void job_warn(lua_State *L, struct job *j, const char *fmt, ...) {
-  if (!j->warnings || j->nwarnings >= MAX_WARNINGS) return;
-  char line[PATH_MAX + 256];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(line, sizeof line, fmt, ap);
-  va_end(ap);
-  lua_pushstring(L, line);
-  lua_rawseti(L, j->warnings, ++j->nwarnings);
-}
-
 /* Calls progress(done, other) at most every PROGRESS_EVERY seconds (always
    when forced). Its errors propagate (the job is closed on the way out). */
-void job_progress_n(lua_State *L, struct job *j, lua_Integer done, lua_Integer other,
-                           int force) {
+void job_progress(lua_State *L, struct job *j, lua_Integer done, lua_Integer other, int force) {
   if (!j->progress) return;
   double now = ct_mono();
   if (!force && now - j->last_progress < PROGRESS_EVERY) return;
@@ -131,12 +112,6 @@ void job_progress_n(lua_State *L, struct job *j, lua_Integer done, lua_Integer o
   lua_pushinteger(L, done);
   lua_pushinteger(L, other);
   lua_call(L, 2, 0);
-}
-
-/* The same with the bytes through `a`'s outer end (read or written). */
-void job_progress(lua_State *L, struct job *j, lua_Integer done, struct archive *a,
-                         int force) {
-  job_progress_n(L, j, done, a ? (lua_Integer)archive_filter_bytes(a, -1) : 0, force);
 }
 
 /* ---- options ---- */
@@ -239,15 +214,9 @@ int seen_before(lua_State *L, int seen, const char *name) {
 /* Opens src (again, from its start, when the job already has it) for
    reading with magic-based detection of gzip, zstd, xz and bzip2. */
 int open_reader(struct job *j, const char *src) {
-  if (j->fd < 0) {
-    j->fd = open(src, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-    if (j->fd < 0) return job_fail(j, errno, "%s: %s", src, strerror(errno));
-    if (fstat(j->fd, &j->st) != 0) return job_fail(j, errno, "%s: %s", src, strerror(errno));
-    if (S_ISDIR(j->st.st_mode)) return job_fail(j, EISDIR, "%s: %s", src, strerror(EISDIR));
-  } else if (lseek(j->fd, 0, SEEK_SET) < 0) {
-    return job_fail(j, errno, "%s: %s", src, strerror(errno));
-  }
-  if (j->rd) archive_read_free(j->rd);
+  j->fd = open(src, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+  if (j->fd < 0 || fstat(j->fd, &j->st) != 0) return job_fail(j, errno, "%s: %s", src, strerror(errno));
+  if (S_ISDIR(j->st.st_mode)) return job_fail(j, EISDIR, "%s: %s", src, strerror(EISDIR));
   j->rd = archive_read_new();
   if (!j->rd) return job_fail(j, ENOMEM, "%s: %s", src, strerror(ENOMEM));
   /* Not _all: some filters run an external program on a crafted input. */
@@ -279,6 +248,14 @@ static const char *entry_type_name(struct archive_entry *e) {
   }
 }
 
+void push_sha256_hex(lua_State *L, struct sha256_ctx *md) {
+  unsigned char d[SHA256_DIGEST_SIZE];
+  sha256_digest(md, sizeof d, d);
+  char hex[2 * SHA256_DIGEST_SIZE + 1];
+  for (unsigned int i = 0; i < sizeof d; i++) snprintf(hex + 2 * i, 3, "%02x", d[i]);
+  lua_pushstring(L, hex);
+}
+
 /* Feeds n bytes to the digest and/or the buffer. */
 static void feed(struct sha256_ctx *md, luaL_Buffer *b, const void *p, size_t n) {
   if (md) sha256_update(md, n, p);
@@ -308,13 +285,7 @@ static int push_data(lua_State *L, struct job *j, const char *src, const char *n
     pos += (int64_t)len;
   }
   if (b) luaL_pushresult(b);
-  if (md) {
-    unsigned char d[SHA256_DIGEST_SIZE];
-    sha256_digest(md, sizeof d, d);
-    char hex[2 * SHA256_DIGEST_SIZE + 1];
-    for (unsigned int i = 0; i < sizeof d; i++) snprintf(hex + 2 * i, 3, "%02x", d[i]);
-    lua_pushstring(L, hex);
-  }
+  if (md) push_sha256_hex(L, md);
   return 0;
 }
 
@@ -332,8 +303,7 @@ static int ar_list(lua_State *L) {
   lua_settop(L, 2);
   int digests = opt_bool(L, 2, "digests");
   int ty = opt_field(L, 2, "read"); /* 3 */
-  if (ty != LUA_TNIL && ty != LUA_TTABLE)
-    luaL_error(L, "bad option 'read' (table expected, got %s)", lua_typename(L, ty));
+  luaL_argexpected(L, ty == LUA_TNIL || ty == LUA_TTABLE, 2, "read: a table of names to sizes");
   opt_field(L, 2, "stop"); /* 4 */
   lua_newtable(L);           /* 5: the names met */
   struct job *j = job_new(L); /* 6 */

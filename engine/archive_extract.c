@@ -74,7 +74,8 @@ struct extract {
   lua_Integer max_entries, max_bytes; /* -1: no limit */
   lua_Integer entries, bytes, done, headers, whiteouts, nskipped;
   int64_t block, space_left;
-  int seen, skipped, only; /* stack indices (only: 0 when everything) */
+  int seen, skipped, dirs, only; /* stack indices (only: 0 when everything) */
+  lua_Integer ndirs;
   char name[PATH_MAX];     /* the entry's cleaned name */
   char link[PATH_MAX];     /* a hard link's cleaned target */
 };
@@ -82,7 +83,6 @@ struct extract {
 /* "<src>: <entry>: <why or strerror>" */
 static int entry_fail(struct extract *x, int err, const char *why) {
   if (!why) why = err == ELOOP ? "refusing a path through a symlink" : strerror(err);
-  if (err == EXDEV) why = "refusing a path that leaves the destination";
   return job_fail(x->j, err, "%s: %s: %s", x->src, x->name, why);
 }
 
@@ -197,35 +197,34 @@ static int remove_at(int pfd, const char *base, const char *display) {
   return unlinkat(pfd, base, AT_REMOVEDIR) == 0 || errno == ENOENT ? 0 : last_err();
 }
 
-static int remember_dir(struct extract *x, struct archive_entry *e) {
-  struct job *j = x->j;
-  if (j->ndirs == j->capdirs) {
-    size_t cap = j->capdirs ? j->capdirs * 2 : 64;
-    struct dirtime *nd = realloc(j->dirs, cap * sizeof *nd);
-    if (!nd) return entry_fail(x, ENOMEM, NULL);
-    j->dirs = nd;
-    j->capdirs = cap;
-  }
-  struct dirtime *d = &j->dirs[j->ndirs];
-  if (!(d->rel = strdup(x->name))) return entry_fail(x, ENOMEM, NULL);
-  d->mtime.tv_sec = archive_entry_mtime(e);
-  d->mtime.tv_nsec = archive_entry_mtime_nsec(e);
-  j->ndirs++;
-  return 0;
+/* A directory's time is set at the end: (name, seconds, nanoseconds) in
+   the table at x->dirs. */
+static void remember_dir(struct extract *x, struct archive_entry *e) {
+  lua_State *L = x->L;
+  lua_pushstring(L, x->name);
+  lua_rawseti(L, x->dirs, ++x->ndirs);
+  lua_pushinteger(L, (lua_Integer)archive_entry_mtime(e));
+  lua_rawseti(L, x->dirs, ++x->ndirs);
+  lua_pushinteger(L, (lua_Integer)archive_entry_mtime_nsec(e));
+  lua_rawseti(L, x->dirs, ++x->ndirs);
 }
 
 /* Directory times last, deepest first (writing in a directory moves its
    mtime). A directory a later whiteout removed is not there any more. */
-static void set_dir_times(struct job *j) {
-  while (j->ndirs > 0) {
-    struct dirtime *d = &j->dirs[--j->ndirs];
-    int fd = ct_open_beneath(j->root, d->rel, DIR_FLAGS, 0);
+static void set_dir_times(struct extract *x) {
+  lua_State *L = x->L;
+  for (lua_Integer i = x->ndirs - 2; i > 0; i -= 3) {
+    lua_rawgeti(L, x->dirs, i);
+    lua_rawgeti(L, x->dirs, i + 1);
+    lua_rawgeti(L, x->dirs, i + 2);
+    struct timespec t = {(time_t)lua_tointeger(L, -2), (long)lua_tointeger(L, -1)};
+    int fd = ct_open_beneath(x->j->root, lua_tostring(L, -3), DIR_FLAGS, 0);
+    lua_pop(L, 3);
     if (fd >= 0) {
-      struct timespec ts[2] = {d->mtime, d->mtime};
+      struct timespec ts[2] = {t, t};
       (void)futimens(fd, ts);
       close(fd);
     }
-    free(d->rel);
   }
 }
 
@@ -308,7 +307,7 @@ static int write_data(struct extract *x, int fd, int64_t size) {
     }
     if (off + (int64_t)len > end) end = off + (int64_t)len;
     x->done += (lua_Integer)len;
-    job_progress(x->L, j, x->done, j->rd, 0);
+    job_progress(x->L, j, x->done, (lua_Integer)archive_filter_bytes(j->rd, -1), 0);
   }
   if (end < size && ftruncate(fd, size) != 0) return entry_fail(x, errno, NULL);
   return 0;
@@ -348,17 +347,6 @@ static int opaque(struct extract *x, int pfd, const char *dir) {
   return err ? entry_fail(x, err, NULL) : 0;
 }
 
-/* Device nodes, FIFOs and sockets: refused or skipped (named in the
-   result), never made. */
-static int special(struct extract *x, mode_t type) {
-  const char *what = type == AE_IFIFO ? "a fifo" : type == AE_IFSOCK ? "a socket" : "a device node";
-  if (x->special == CT_SPECIAL_REFUSE)
-    return job_fail(x->j, EPERM, "%s: %s: refusing %s", x->src, x->name, what);
-  lua_pushstring(x->L, x->name);
-  lua_rawseti(x->L, x->skipped, ++x->nskipped);
-  return 0;
-}
-
 /* Checks an entry's name, type and the limits; returns its size to write,
    or -1 (failed) or -2 (nothing to write). */
 static int64_t check_entry(struct extract *x, struct archive_entry *e) {
@@ -380,9 +368,16 @@ static int64_t check_entry(struct extract *x, struct archive_entry *e) {
   const char *hard = archive_entry_hardlink(e);
   mode_t type = archive_entry_filetype(e);
   if (!hard && type != AE_IFREG && type != AE_IFDIR && type != AE_IFLNK) {
-    if (type == AE_IFCHR || type == AE_IFBLK || type == AE_IFIFO || type == AE_IFSOCK)
-      return special(x, type) < 0 ? -1 : -2;
-    return entry_fail(x, EPERM, "refusing an entry of unknown type");
+    if (type != AE_IFCHR && type != AE_IFBLK && type != AE_IFIFO && type != AE_IFSOCK)
+      return entry_fail(x, EPERM, "refusing an entry of unknown type");
+    /* device nodes, FIFOs and sockets: refused or skipped (named in the
+       result), never made */
+    const char *what = type == AE_IFIFO ? "a fifo" : type == AE_IFSOCK ? "a socket" : "a device node";
+    if (x->special == CT_SPECIAL_REFUSE)
+      return job_fail(j, EPERM, "%s: %s: refusing %s", x->src, x->name, what);
+    lua_pushstring(x->L, x->name);
+    lua_rawseti(x->L, x->skipped, ++x->nskipped);
+    return -2;
   }
   if (hard) {
     why = clean_name(hard, x->link, sizeof x->link);
@@ -478,7 +473,8 @@ static int extract_entry(struct extract *x, struct archive_entry *e) {
     if (fd < 0) return entry_fail(x, errno, NULL);
     int r = set_meta(x, fd, e, uid, gid, 1);
     close(fd);
-    return r < 0 ? -1 : remember_dir(x, e);
+    if (r == 0) remember_dir(x, e);
+    return r;
   }
   int fd = openat(pfd, base, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
   if (fd < 0) return entry_fail(x, errno, NULL);
@@ -511,19 +507,9 @@ static int extract_run(struct extract *x) {
     if (r < ARCHIVE_WARN) return job_fail_archive(j, j->rd, x->src, NULL);
     if (extract_entry(x, e) < 0) return -1;
   }
-  set_dir_times(j);
-  job_progress(x->L, j, x->done, j->rd, 1);
+  set_dir_times(x);
+  job_progress(x->L, j, x->done, (lua_Integer)archive_filter_bytes(j->rd, -1), 1);
   return 0;
-}
-
-static uint32_t seg_field(lua_State *L, int t, const char *k, int i) {
-  lua_getfield(L, t, k);
-  int ok = 0;
-  lua_Integer v = lua_tointegerx(L, -1, &ok);
-  lua_pop(L, 1);
-  if (!ok || v < 0 || v > (lua_Integer)UINT32_MAX)
-    luaL_error(L, "bad option 'idmap' (segment %d: '%s' must be an id)", i, k);
-  return (uint32_t)v;
 }
 
 /* opts.idmap as segments in a userdata left on the stack. */
@@ -536,13 +522,11 @@ static void read_idmap(lua_State *L, struct extract *x) {
   for (size_t i = 0; i < n; i++) {
     if (lua_rawgeti(L, -2, (lua_Integer)i + 1) != LUA_TTABLE)
       luaL_error(L, "bad option 'idmap' (segment %d is not a table)", (int)i + 1);
-    struct seg *s = &map[i];
-    s->inside = seg_field(L, -1, "inside", (int)i + 1);
-    s->outside = seg_field(L, -1, "outside", (int)i + 1);
-    s->size = seg_field(L, -1, "size", (int)i + 1);
-    if (!s->size || (uint64_t)s->inside + s->size > UINT32_MAX + 1ull ||
-        (uint64_t)s->outside + s->size > UINT32_MAX + 1ull)
+    lua_Integer in = opt_integer(L, -1, "inside", -1, 0), out = opt_integer(L, -1, "outside", -1, 0);
+    lua_Integer size = opt_integer(L, -1, "size", 0, 1), ids = (lua_Integer)UINT32_MAX + 1;
+    if (in < 0 || out < 0 || size < 1 || size > ids || in > ids - size || out > ids - size)
       luaL_error(L, "bad option 'idmap' (segment %d is empty or out of range)", (int)i + 1);
+    map[i] = (struct seg){(uint32_t)in, (uint32_t)out, (uint32_t)size};
     lua_pop(L, 1);
   }
   x->map = map;
@@ -594,6 +578,8 @@ int ar_extract(lua_State *L) {
   x->seen = lua_gettop(L);
   lua_newtable(L);
   x->skipped = lua_gettop(L);
+  lua_newtable(L);
+  x->dirs = lua_gettop(L);
   x->j = job_new(L);
   x->j->progress = progress;
   if (extract_run(x) < 0) return job_error(L, x->j);

@@ -297,10 +297,6 @@ struct archive_entry_linkresolver;
 
 #define BLOCK_SIZE 65536
 
-struct dirtime {
-  char *rel;
-  struct timespec mtime;
-};
 
 struct job {
   struct archive *rd;                       /* an archive being read; create: name lookups */
@@ -317,12 +313,8 @@ struct job {
   struct stat st;                           /* the archive file's stat (reading) */
   int root, pfd;       /* extract: dest, and the last entry's parent ... */
   char *pdir;          /* ... by its name under dest */
-  struct dirtime *dirs; /* extract: directories whose times are set last */
-  size_t ndirs, capdirs;
-  /* Stack indices (0: none) of the progress callback and the warnings table. */
-  int progress, warnings;
+  int progress; /* the stack index of the progress callback (0: none) */
   double last_progress;
-  lua_Integer nwarnings;
   int err;                      /* the failure: errno ... */
   char msg[2 * PATH_MAX + 256]; /* ... and message */
 };
@@ -337,11 +329,8 @@ int job_fail(struct job *j, int err, const char *fmt, ...) __attribute__((format
 int job_fail_archive(struct job *j, struct archive *a, const char *who, const char *entry);
 /* Frees the job's resources and returns nil, msg, errno. */
 int job_error(lua_State *L, struct job *j);
-void job_warn(lua_State *L, struct job *j, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* progress(done, other) at most every 0.1 s (always when forced); its errors propagate. */
-void job_progress_n(lua_State *L, struct job *j, lua_Integer done, lua_Integer other, int force);
-/* The same with the bytes through a's outer end (read or written). */
-void job_progress(lua_State *L, struct job *j, lua_Integer done, struct archive *a, int force);
+void job_progress(lua_State *L, struct job *j, lua_Integer done, lua_Integer other, int force);
 /* Opens src (again, from its start) for reading, compression detected. 0 or -1. */
 int open_reader(struct job *j, const char *src);
 
@@ -358,6 +347,9 @@ int opt_progress(lua_State *L, int t);
 const char *clean_name(const char *name, char *out, size_t size);
 /* Whether name was met before in the table at seen (remembering it). */
 int seen_before(lua_State *L, int seen, const char *name);
+struct sha256_ctx;
+/* Pushes the digest as 64 hex digits. */
+void push_sha256_hex(lua_State *L, struct sha256_ctx *md);
 int ar_extract(lua_State *L);
 int ar_create(lua_State *L);
 

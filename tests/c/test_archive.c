@@ -894,9 +894,7 @@ DEFINE_TEST(create_leaves_out_a_mount_inside_the_tree) {
   }
   snprintf(mounted, sizeof mounted, "%s", P("src/mnt"));
   atexit(unmount_small);
-  LUA_FMT("local r = ok(A.create(T .. '/m.tar', {{name='s', path=T .. '/src'}}, {format='none'})) "
-          "assert(r.warnings and #r.warnings == 1 and r.warnings[1]:find('mnt: a mount point, left out', 1, true), "
-          "  r.warnings and r.warnings[1]) "
+  LUA_FMT("ok(A.create(T .. '/m.tar', {{name='s', path=T .. '/src'}}, {format='none'})) "
           "local names = {} for _, e in ipairs(ok(A.list(T .. '/m.tar'))) do names[#names + 1] = e.name end "
           "table.sort(names) assert(table.concat(names, ' ') == 's/ s/f', table.concat(names, ' ')) "
           "return true");
