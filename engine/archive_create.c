@@ -7,6 +7,7 @@
 #include <nettle/sha2.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <libgen.h>
 #include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -14,10 +15,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <dirent.h>
-#include <grp.h>
-#include <pwd.h>
-#include <sys/xattr.h>
 #include <time.h>
 
 /* ---- create ---- */
@@ -26,68 +23,21 @@ struct create {
   lua_State *L;
   struct job *j;
   const char *dest;
-  int owner0, xattrs, has_mtime;
+  int owner0, has_mtime;
   lua_Integer mtime;
   lua_Integer entries, bytes;
   dev_t tmp_dev;
   ino_t tmp_ino;
-  int have_uid, have_gid;
-  uid_t uid;
-  gid_t gid;
-  char uname[256], gname[256];
   char host[PATH_MAX]; /* the file being added */
   size_t hostlen;
   char name[PATH_MAX]; /* its name in the archive */
   size_t namelen;
   int depth; /* 0: an entry the caller named; deeper: found in a directory */
   int oci;   /* this entry's whiteouts = "oci" */
-  int whtab; /* stack index: entry index -> whiteouts = "oci" */
   int sums;  /* stack index of the sha256 table (0: not asked) */
   struct sha256_ctx md;
   int links; /* stack index of opts.links, or 0 */
 };
-
-static void set_names(struct create *c, struct archive_entry *e, const struct stat *st) {
-  char buf[4096];
-  if (!c->have_uid || c->uid != st->st_uid) {
-    struct passwd pw, *res = NULL;
-    c->uname[0] = '\0';
-    if (getpwuid_r(st->st_uid, &pw, buf, sizeof buf, &res) == 0 && res)
-      snprintf(c->uname, sizeof c->uname, "%s", pw.pw_name);
-    c->uid = st->st_uid;
-    c->have_uid = 1;
-  }
-  if (!c->have_gid || c->gid != st->st_gid) {
-    struct group gr, *res = NULL;
-    c->gname[0] = '\0';
-    if (getgrgid_r(st->st_gid, &gr, buf, sizeof buf, &res) == 0 && res)
-      snprintf(c->gname, sizeof c->gname, "%s", gr.gr_name);
-    c->gid = st->st_gid;
-    c->have_gid = 1;
-  }
-  if (c->uname[0]) archive_entry_set_uname(e, c->uname);
-  if (c->gname[0]) archive_entry_set_gname(e, c->gname);
-}
-
-/* Adds the extended attributes of the file open at fd to e; unreadable
-   ones are left out. */
-static void add_xattrs(int fd, struct archive_entry *e) {
-  ssize_t n = flistxattr(fd, NULL, 0);
-  if (n <= 0) return;
-  char *list = malloc((size_t)n);
-  if (!list) return;
-  n = flistxattr(fd, list, (size_t)n);
-  for (ssize_t i = 0; n > 0 && i < n; i += (ssize_t)strlen(list + i) + 1) {
-    ssize_t vn = fgetxattr(fd, list + i, NULL, 0);
-    if (vn < 0) continue;
-    void *v = malloc(vn ? (size_t)vn : 1);
-    if (!v) continue;
-    vn = fgetxattr(fd, list + i, v, (size_t)vn);
-    if (vn >= 0) archive_entry_xattr_add_entry(e, list + i, v, (size_t)vn);
-    free(v);
-  }
-  free(list);
-}
 
 static int create_write_failed(struct create *c) {
   struct archive *w = c->j->wr;
@@ -105,16 +55,12 @@ static int copy_file(struct create *c, int fd, int64_t size) {
     ssize_t n = read(fd, j->buf, size < BLOCK_SIZE ? (size_t)size : BLOCK_SIZE);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return job_fail(j, errno, "%s: %s", c->host, strerror(errno));
-    if (n == 0) {
-      /* libarchive pads the entry with zeros to the size in its header. */
-      job_warn(c->L, j, "%s: file shrank while being archived", c->host);
-      break;
-    }
+    if (n == 0) break; /* it shrank: libarchive pads with zeros to the size in its header */
     if (archive_write_data(j->wr, j->buf, (size_t)n) < 0) return create_write_failed(c);
     if (c->sums) sha256_update(&c->md, (size_t)n, (const uint8_t *)j->buf);
     size -= n;
     c->bytes += n;
-    job_progress_n(c->L, j, c->bytes, (lua_Integer)j->written, 0);
+    job_progress(c->L, j, c->bytes, (lua_Integer)j->written, 0);
   }
   return 0;
 }
@@ -135,8 +81,9 @@ static int add_entry(struct create *c, const struct stat *st, int pfd, const cha
   if (c->owner0) {
     archive_entry_set_uid(e, 0);
     archive_entry_set_gid(e, 0);
-  } else {
-    set_names(c, e, st);
+  } else { /* names looked up once per id (libarchive's cache) */
+    archive_entry_copy_uname(e, archive_read_disk_uname(j->rd, st->st_uid));
+    archive_entry_copy_gname(e, archive_read_disk_gname(j->rd, st->st_gid));
   }
   if (S_ISLNK(st->st_mode)) {
     char target[PATH_MAX];
@@ -146,7 +93,6 @@ static int add_entry(struct create *c, const struct stat *st, int pfd, const cha
     archive_entry_set_symlink(e, target);
   }
   if (!S_ISREG(st->st_mode)) archive_entry_set_size(e, 0);
-  if (c->xattrs && fd >= 0) add_xattrs(fd, e);
   /* opts.links[name] = the name of an entry written before: this file goes
      in as a hard link to it, no data (pack: a blob equal to one already in). */
   char to[PATH_MAX];
@@ -169,16 +115,11 @@ static int add_entry(struct create *c, const struct stat *st, int pfd, const cha
   e = j->entry;
   int r = archive_write_header(j->wr, e);
   if (r < ARCHIVE_WARN) return create_write_failed(c);
-  if (r == ARCHIVE_WARN) job_warn(c->L, j, "%s: %s", c->host, archive_error_string(j->wr));
   int data = S_ISREG(st->st_mode) && !archive_entry_hardlink(e);
   if (data && c->sums) sha256_init(&c->md);
   if (data && st->st_size > 0 && copy_file(c, fd, (int64_t)st->st_size) < 0) return -1;
   if (data && c->sums) { /* the bytes archived, read once */
-    uint8_t d[SHA256_DIGEST_SIZE];
-    char hex[2 * SHA256_DIGEST_SIZE + 1];
-    sha256_digest(&c->md, sizeof d, d);
-    for (unsigned int i = 0; i < sizeof d; i++) snprintf(hex + 2 * i, 3, "%02x", d[i]);
-    lua_pushstring(c->L, hex);
+    push_sha256_hex(c->L, &c->md);
     lua_setfield(c->L, c->sums, c->name);
   }
   r = archive_write_finish_entry(j->wr);
@@ -186,41 +127,30 @@ static int add_entry(struct create *c, const struct stat *st, int pfd, const cha
   archive_entry_free(j->entry);
   j->entry = NULL;
   c->entries++;
-  job_progress_n(c->L, j, c->bytes, (lua_Integer)j->written, 0);
+  job_progress(c->L, j, c->bytes, (lua_Integer)j->written, 0);
   return 0;
-}
-
-static int cmp_names(const void *a, const void *b) {
-  return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
 /* whiteouts = "oci": the empty regular entry that stands for an overlay
    whiteout (".wh.<name>" beside it) or an opaque directory (opaque: its
    ".wh..wh..opq"), with the node's owner and time. */
 static int add_oci_marker(struct create *c, const struct stat *st, int opaque) {
-  struct job *j = c->j;
-  char name[PATH_MAX];
+  char name[PATH_MAX], was[PATH_MAX];
   const char *slash = strrchr(c->name, '/');
   size_t dl = slash ? (size_t)(slash - c->name) + 1 : 0;
   int n = opaque ? snprintf(name, sizeof name, "%s%s%s", c->name, c->namelen ? "/" : "", CT_WH_OPAQUE)
                  : snprintf(name, sizeof name, "%.*s%s%s", (int)dl, c->name, CT_WH_PREFIX, c->name + dl);
   if (n < 0 || (size_t)n >= sizeof name)
-    return job_fail(j, ENAMETOOLONG, "%s: %s", c->host, strerror(ENAMETOOLONG));
-  struct archive_entry *e = j->entry = archive_entry_new();
-  if (!e) return job_fail(j, ENOMEM, "%s: %s", c->host, strerror(ENOMEM));
-  archive_entry_set_pathname(e, name);
-  archive_entry_set_filetype(e, AE_IFREG);
-  archive_entry_set_perm(e, 0644);
-  archive_entry_set_size(e, 0);
-  archive_entry_set_mtime(e, c->has_mtime ? (time_t)c->mtime : st->st_mtime, 0);
-  archive_entry_set_uid(e, c->owner0 ? 0 : st->st_uid);
-  archive_entry_set_gid(e, c->owner0 ? 0 : st->st_gid);
-  if (archive_write_header(j->wr, e) < ARCHIVE_WARN || archive_write_finish_entry(j->wr) < ARCHIVE_WARN)
-    return create_write_failed(c);
-  archive_entry_free(j->entry);
-  j->entry = NULL;
-  c->entries++;
-  return 0;
+    return job_fail(c->j, ENAMETOOLONG, "%s: %s", c->host, strerror(ENAMETOOLONG));
+  struct stat m = *st;
+  m.st_mode = S_IFREG | 0644;
+  m.st_size = 0;
+  m.st_nlink = 1;
+  memcpy(was, c->name, c->namelen + 1);
+  memcpy(c->name, name, (size_t)n + 1);
+  int r = add_entry(c, &m, -1, NULL, -1);
+  memcpy(c->name, was, c->namelen + 1);
+  return r;
 }
 
 static int add_tree(struct create *c, int pfd, const char *base);
@@ -231,63 +161,37 @@ static int add_tree(struct create *c, int pfd, const char *base);
    through one. */
 static int add_children(struct create *c, int dfd) {
   lua_State *L = c->L;
-  struct job *j = c->j;
   luaL_checkstack(L, 4, "directory tree too deep");
-  int lfd = fcntl(dfd, F_DUPFD_CLOEXEC, 0);
-  if (lfd < 0) return job_fail(j, errno, "%s: %s", c->host, strerror(errno));
-  j->dir = fdopendir(lfd);
-  if (!j->dir) {
-    int e = errno;
-    close(lfd);
-    return job_fail(j, e, "%s: %s", c->host, strerror(e));
+  lua_newtable(L); /* the names, freed by Lua whatever a callback raises */
+  struct names ns;
+  int err = read_names(dfd, &ns);
+  if (err) return job_fail(c->j, err, "%s: %s", c->host, strerror(err));
+  for (size_t i = 0; i < ns.n; i++) {
+    lua_pushstring(L, ns.v[i]);
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
   }
-  lua_newtable(L); /* the names, kept alive while the pointers below are used */
-  int names = lua_gettop(L);
-  lua_Integer n = 0;
-  struct dirent *d;
-  errno = 0;
-  while ((d = readdir(j->dir)) != NULL) {
-    if (strcmp(d->d_name, ".") != 0 && strcmp(d->d_name, "..") != 0) {
-      lua_pushstring(L, d->d_name);
-      lua_rawseti(L, names, ++n);
-    }
-    errno = 0;
-  }
-  int err = errno;
-  closedir(j->dir);
-  j->dir = NULL;
-  if (err) return job_fail(j, err, "%s: %s", c->host, strerror(err));
-  const char **v = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof *v, 0);
-  for (lua_Integer i = 1; i <= n; i++) {
-    lua_rawgeti(L, names, i);
-    v[i - 1] = lua_tostring(L, -1);
-    lua_pop(L, 1);
-  }
-  if (n > 1) qsort(v, (size_t)n, sizeof *v, cmp_names);
+  names_free(&ns);
   size_t hostlen = c->hostlen, namelen = c->namelen;
-  for (lua_Integer i = 0; i < n; i++) {
-    size_t len = strlen(v[i]);
+  for (lua_Integer i = 1; lua_rawgeti(L, -1, i) == LUA_TSTRING; i++) {
+    size_t len;
+    const char *base = lua_tolstring(L, -1, &len);
     if (hostlen + 1 + len + 1 > sizeof c->host || namelen + 1 + len + 1 > sizeof c->name)
-      return job_fail(j, ENAMETOOLONG, "%s/%s: %s", c->host, v[i], strerror(ENAMETOOLONG));
+      return job_fail(c->j, ENAMETOOLONG, "%s/%s: %s", c->host, base, strerror(ENAMETOOLONG));
     c->host[hostlen] = '/';
-    memcpy(c->host + hostlen + 1, v[i], len + 1);
+    memcpy(c->host + hostlen + 1, base, len + 1);
     c->hostlen = hostlen + 1 + len;
-    if (namelen) {
-      c->name[namelen] = '/';
-      memcpy(c->name + namelen + 1, v[i], len + 1);
-      c->namelen = namelen + 1 + len;
-    } else {
-      memcpy(c->name, v[i], len + 1);
-      c->namelen = len;
-    }
+    c->namelen = namelen ? namelen + 1 + len : len;
+    if (namelen) c->name[namelen] = '/';
+    memcpy(c->name + (namelen ? namelen + 1 : 0), base, len + 1);
     c->depth++;
-    int r = add_tree(c, dfd, v[i]);
+    int r = add_tree(c, dfd, base);
     c->depth--;
     if (r < 0) return -1;
     c->host[hostlen] = '\0';
     c->hostlen = hostlen;
     c->name[namelen] = '\0';
     c->namelen = namelen;
+    lua_pop(L, 1);
   }
   lua_pop(L, 2);
   return 0;
@@ -297,29 +201,19 @@ static int add_children(struct create *c, int dfd) {
    entry the caller named), as c->name (nothing for an empty name: a
    directory's contents go to the archive's top), then a directory's
    contents. A regular file or directory is opened without following a
-   symlink and must be the one lstat saw; one that an app swapped meanwhile
-   is left out with a warning (it cannot make ctcli read through a link,
-   block on a FIFO, or fail the backup). */
+   symlink and must be the one lstat saw; one that an app swapped or
+   removed meanwhile is left out (it cannot make ctcli read through a link,
+   block on a FIFO, or fail the backup), as are sockets, a mount inside the
+   tree and, in OCI form, device nodes and FIFOs other than whiteouts. */
 static int add_tree(struct create *c, int pfd, const char *base) {
   struct job *j = c->j;
   struct stat st;
-  if (fstatat(pfd, base, &st, AT_SYMLINK_NOFOLLOW) != 0) {
-    if (c->depth && errno == ENOENT) {
-      job_warn(c->L, j, "%s: removed while being archived, left out", c->host);
-      return 0;
-    }
-    return job_fail(j, errno, "%s: %s", c->host, strerror(errno));
-  }
+  if (fstatat(pfd, base, &st, AT_SYMLINK_NOFOLLOW) != 0)
+    return c->depth && errno == ENOENT ? 0 : job_fail(j, errno, "%s: %s", c->host, strerror(errno));
   if (st.st_dev == c->tmp_dev && st.st_ino == c->tmp_ino) return 0; /* our own output */
-  if (S_ISSOCK(st.st_mode)) {
-    job_warn(c->L, j, "%s: a socket, left out", c->host);
-    return 0;
-  }
-  if (c->oci && (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) || S_ISFIFO(st.st_mode))) {
-    if (c->namelen && ct_is_overlay_whiteout(&st)) return add_oci_marker(c, &st, 0);
-    job_warn(c->L, j, "%s: a device node or fifo, left out", c->host);
-    return 0;
-  }
+  if (S_ISSOCK(st.st_mode)) return 0;
+  if (c->oci && (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) || S_ISFIFO(st.st_mode)))
+    return c->namelen && ct_is_overlay_whiteout(&st) ? add_oci_marker(c, &st, 0) : 0;
   if (!c->namelen && !S_ISDIR(st.st_mode))
     return job_fail(j, EINVAL, "%s: only a directory can be added with an empty name", c->host);
   int fd = -1;
@@ -332,9 +226,7 @@ static int add_tree(struct create *c, int pfd, const char *base) {
         (fst.st_mode & S_IFMT) != (st.st_mode & S_IFMT)) {
       int e = fd < 0 ? errno : EAGAIN;
       if (fd >= 0) close(fd);
-      if (!c->depth) return job_fail(j, e, "%s: %s", c->host, strerror(e));
-      job_warn(c->L, j, "%s: changed while being archived, left out", c->host);
-      return 0;
+      return c->depth ? 0 : job_fail(j, e, "%s: %s", c->host, strerror(e));
     }
     st = fst;
     /* a mount inside a tree (a bind mount an app cannot make, but a host
@@ -342,7 +234,6 @@ static int add_tree(struct create *c, int pfd, const char *base) {
     struct stat pst;
     if (c->depth && S_ISDIR(st.st_mode) && fstat(pfd, &pst) == 0 && is_mount_root(fd, &pst, &st)) {
       close(fd);
-      job_warn(c->L, j, "%s: a mount point, left out", c->host);
       return 0;
     }
   }
@@ -360,15 +251,15 @@ static int add_tree(struct create *c, int pfd, const char *base) {
    sets zstd's workers but not their job size, and at level 3 zstd's
    default job (8 MiB) made two workers buffer 50-80 MB. With the smallest
    job zstd takes (512 KiB) two workers compress while this thread reads
-   in about 7 MB (4 MB more per further worker, so at most two unless
-   asked), for about 1% more output on compressible trees. The frame is
-   the one zstd always writes (level 3 unless asked, no checksum, as
-   libarchive's); with any number of workers >= 1 the bytes are the same.
+   in about 7 MB (4 MB more per further worker, so at most two), for
+   about 1% more output on compressible trees. The frame is the one zstd
+   always writes (level 3, no checksum, as libarchive's); with one worker
+   or two the bytes are the same.
    Writeback is started every few MiB, so the final fsync waits for the
    last few MiB only, not for the whole archive. */
 #define OUT_SIZE (256 << 10)
 #define ZSTD_JOB_SIZE (512 << 10)
-#define ZSTD_WORKERS_MAX 2 /* the default's cap */
+#define ZSTD_WORKERS_MAX 2
 #define WRITEBACK_EVERY (8 << 20)
 
 static int out_flush(struct archive *a, struct job *j) {
@@ -423,45 +314,28 @@ static int out_finish(struct create *c) {
 }
 
 
-static int set_filter(struct create *c, const char *format, lua_Integer threads, lua_Integer level,
-                      int has_level) {
+/* zstd (level 3, at most two workers) through out_write, gzip through
+   libarchive's filter, or none. */
+static int set_filter(struct create *c, const char *format) {
   struct job *j = c->j;
   struct archive *a = j->wr;
-  char value[32];
   if (!(j->out = malloc(OUT_SIZE))) return job_fail(j, ENOMEM, "%s: %s", c->dest, strerror(ENOMEM));
   if (strcmp(format, "zstd") == 0) {
-    if (has_level && (level < ZSTD_minCLevel() || level > ZSTD_maxCLevel()))
-      return job_fail(j, EINVAL, "%s: compression level %jd is out of range for zstd", c->dest,
-                      (intmax_t)level);
-    if (threads < 0) {
-      long n = sysconf(_SC_NPROCESSORS_ONLN);
-      threads = n < 1 ? 1 : n > ZSTD_WORKERS_MAX ? ZSTD_WORKERS_MAX : n;
-    }
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    int workers = cpus < 1 ? 1 : cpus > ZSTD_WORKERS_MAX ? ZSTD_WORKERS_MAX : (int)cpus;
     if (!(j->zc = ZSTD_createCCtx())) return job_fail(j, ENOMEM, "%s: %s", c->dest, strerror(ENOMEM));
-    size_t r = ZSTD_CCtx_setParameter(j->zc, ZSTD_c_compressionLevel, has_level ? (int)level : 3);
-    if (!ZSTD_isError(r) && threads > 0) {
-      r = ZSTD_CCtx_setParameter(j->zc, ZSTD_c_nbWorkers, (int)threads);
-      if (!ZSTD_isError(r)) r = ZSTD_CCtx_setParameter(j->zc, ZSTD_c_jobSize, ZSTD_JOB_SIZE);
-    }
+    size_t r = ZSTD_CCtx_setParameter(j->zc, ZSTD_c_compressionLevel, 3);
+    if (!ZSTD_isError(r)) r = ZSTD_CCtx_setParameter(j->zc, ZSTD_c_nbWorkers, workers);
+    if (!ZSTD_isError(r)) r = ZSTD_CCtx_setParameter(j->zc, ZSTD_c_jobSize, ZSTD_JOB_SIZE);
     if (ZSTD_isError(r)) return job_fail(j, EINVAL, "%s: zstd: %s", c->dest, ZSTD_getErrorName(r));
-    return archive_write_add_filter_none(a) == ARCHIVE_OK ? 0 : create_write_failed(c);
-  }
-  if (strcmp(format, "gzip") == 0) {
-    if (archive_write_add_filter_gzip(a) != ARCHIVE_OK) return create_write_failed(c);
+  } else if (strcmp(format, "gzip") == 0) {
     /* no time in the gzip header: equal trees give equal files */
-    if (archive_write_set_filter_option(a, "gzip", "timestamp", NULL) != ARCHIVE_OK)
+    if (archive_write_add_filter_gzip(a) != ARCHIVE_OK ||
+        archive_write_set_filter_option(a, "gzip", "timestamp", NULL) != ARCHIVE_OK)
       return create_write_failed(c);
-  } else {
-    if (has_level) return job_fail(c->j, EINVAL, "%s: 'level' needs format zstd or gzip", c->dest);
-    return archive_write_add_filter_none(a) == ARCHIVE_OK ? 0 : create_write_failed(c);
+    return 0;
   }
-  if (has_level) {
-    snprintf(value, sizeof value, "%jd", (intmax_t)level);
-    if (archive_write_set_filter_option(a, format, "compression-level", value) != ARCHIVE_OK)
-      return job_fail(c->j, EINVAL, "%s: compression level %s is out of range for %s", c->dest,
-                      value, format);
-  }
-  return 0;
+  return archive_write_add_filter_none(a) == ARCHIVE_OK ? 0 : create_write_failed(c);
 }
 
 /* Calls an entry's `before` or `after` function (at list[k]), when it has
@@ -485,16 +359,13 @@ static int entry_hook(struct create *c, int list, lua_Integer k, const char *whi
   return -1;
 }
 
-/* The entries to add: a table at `list`, {name1, path1, before1, after1, ...}. */
-static int create_run(struct create *c, int list, lua_Integer n, const char *format,
-                      lua_Integer threads, lua_Integer level, int has_level) {
+/* The entries to add: a table at `list`, {name1, path1, before1, after1, whiteouts1, ...}. */
+static int create_run(struct create *c, int list, lua_Integer n, const char *format) {
   struct job *j = c->j;
-  size_t dl = strlen(c->dest);
-  j->tmp = malloc(dl + sizeof ".tmp-XXXXXX");
-  j->buf = malloc(BLOCK_SIZE);
-  if (!j->tmp || !j->buf) return job_fail(j, ENOMEM, "%s: %s", c->dest, strerror(ENOMEM));
-  memcpy(j->tmp, c->dest, dl);
-  memcpy(j->tmp + dl, ".tmp-XXXXXX", sizeof ".tmp-XXXXXX");
+  if (!(j->buf = malloc(BLOCK_SIZE)) || asprintf(&j->tmp, "%s.tmp-XXXXXX", c->dest) < 0) {
+    j->tmp = NULL;
+    return job_fail(j, ENOMEM, "%s: %s", c->dest, strerror(ENOMEM));
+  }
   j->fd = mkostemp(j->tmp, O_CLOEXEC);
   if (j->fd < 0) {
     int err = errno;
@@ -512,39 +383,40 @@ static int create_run(struct create *c, int list, lua_Integer n, const char *for
 
   j->wr = archive_write_new();
   j->links = archive_entry_linkresolver_new();
-  if (!j->wr || !j->links) return job_fail(j, ENOMEM, "%s: %s", c->dest, strerror(ENOMEM));
+  j->rd = archive_read_disk_new();
+  if (!j->wr || !j->links || !j->rd || archive_read_disk_set_standard_lookup(j->rd) != ARCHIVE_OK)
+    return job_fail(j, ENOMEM, "%s: %s", c->dest, strerror(ENOMEM));
   if (archive_write_set_format_pax_restricted(j->wr) != ARCHIVE_OK) return create_write_failed(c);
   archive_entry_linkresolver_set_strategy(j->links, ARCHIVE_FORMAT_TAR_PAX_RESTRICTED);
-  if (set_filter(c, format, threads, level, has_level) < 0) return -1;
+  if (set_filter(c, format) < 0) return -1;
   /* no blocks, no padding after the compressed data: out_write buffers */
   archive_write_set_bytes_per_block(j->wr, 0);
   archive_write_set_bytes_in_last_block(j->wr, 1);
   if (archive_write_open(j->wr, j, NULL, out_write, NULL) != ARCHIVE_OK) return create_write_failed(c);
 
   for (lua_Integer i = 1; i <= n; i++) {
-    lua_rawgeti(c->L, list, 4 * i - 3);
-    lua_rawgeti(c->L, list, 4 * i - 2);
+    lua_rawgeti(c->L, list, 5 * i - 4);
+    lua_rawgeti(c->L, list, 5 * i - 3);
     const char *name = lua_tostring(c->L, -2), *path = lua_tostring(c->L, -1);
     const char *why = clean_name(name, c->name, sizeof c->name);
     if (why) return job_fail(j, EINVAL, "%s: %s: %s", c->dest, name, why);
     size_t pl = strlen(path);
     if (pl + 1 > sizeof c->host)
       return job_fail(j, ENAMETOOLONG, "%s: %s", path, strerror(ENAMETOOLONG));
-    if (entry_hook(c, list, 4 * i - 1, "refused by its 'before' function", name) < 0) return -1;
+    if (entry_hook(c, list, 5 * i - 2, "refused by its 'before' function", name) < 0) return -1;
     memcpy(c->host, path, pl + 1);
     c->hostlen = pl;
     c->namelen = strlen(c->name);
     c->depth = 0;
-    lua_rawgeti(c->L, c->whtab, i);
+    lua_rawgeti(c->L, list, 5 * i);
     c->oci = lua_toboolean(c->L, -1);
     lua_pop(c->L, 1);
     if (add_tree(c, AT_FDCWD, c->host) < 0) return -1;
-    if (entry_hook(c, list, 4 * i, "refused by its 'after' function", name) < 0) return -1;
+    if (entry_hook(c, list, 5 * i - 1, "refused by its 'after' function", name) < 0) return -1;
     lua_pop(c->L, 2);
   }
 
   if (archive_write_close(j->wr) != ARCHIVE_OK || out_finish(c) < 0) return create_write_failed(c);
-  lua_Integer written = (lua_Integer)j->written;
   archive_write_free(j->wr);
   j->wr = NULL;
   if (fsync(j->fd) != 0) return job_fail(j, errno, "%s: %s", j->tmp, strerror(errno));
@@ -555,25 +427,19 @@ static int create_run(struct create *c, int list, lua_Integer n, const char *for
   free(j->tmp);
   j->tmp = NULL;
   /* The rename is durable once the directory is synced. */
-  char *slash = strrchr(c->dest, '/');
   char dir[PATH_MAX];
-  if (!slash)
-    snprintf(dir, sizeof dir, ".");
-  else if (slash == c->dest)
-    snprintf(dir, sizeof dir, "/");
-  else
-    snprintf(dir, sizeof dir, "%.*s", (int)(slash - c->dest), c->dest);
-  int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  snprintf(dir, sizeof dir, "%s", c->dest);
+  int dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd >= 0) {
     fsync(dfd);
     close(dfd);
   }
-  job_progress_n(c->L, j, c->bytes, written, 1);
+  job_progress(c->L, j, c->bytes, (lua_Integer)j->written, 1);
   return 0;
 }
 
 /* create(dest, {{name=, path=[, before=, after=]}, ...} [, opts])
-     -> {entries=, bytes=, size=[, sha256=][, warnings=]}
+     -> {entries=, bytes=, size=[, sha256=]}
    Entries are written in the order given. With opts.sha256, sha256 maps
    the name of every regular file whose data was written (not a hard link
    to one before it) to the hex sha256 of those bytes, hashed as read. An entry's `before` runs just
@@ -593,80 +459,52 @@ int ar_create(lua_State *L) {
   const char *format = opt_string(L, 3, "format", "zstd");
   if (strcmp(format, "zstd") != 0 && strcmp(format, "gzip") != 0 && strcmp(format, "none") != 0)
     luaL_error(L, "bad option 'format' (zstd, gzip or none expected, got '%s')", format);
-  /* zstd's workers; -1 (default): one per online CPU, at most two; 0:
-     none, zstd compresses in the calling thread (other bytes, the same
-     content) */
-  lua_Integer threads = opt_integer(L, 3, "threads", -1, -1);
-  int has_level = opt_field(L, 3, "level") != LUA_TNIL;
-  lua_pop(L, 1);
-  lua_Integer level = opt_integer(L, 3, "level", 0, LUA_MININTEGER);
   c->has_mtime = opt_field(L, 3, "mtime") != LUA_TNIL;
   lua_pop(L, 1);
   c->mtime = opt_integer(L, 3, "mtime", 0, 0);
   c->owner0 = opt_bool(L, 3, "owner0");
-  c->xattrs = opt_bool(L, 3, "xattrs");
   int sums = opt_bool(L, 3, "sha256");
   int progress = opt_progress(L, 3); /* 5 */
 
-  /* 6: the entries, copied so a callback changing them changes nothing */
+  /* 6: the entries, copied so a callback changing them changes nothing:
+     name (a string), path (a string), before, after (functions or nil),
+     whiteouts (nil or "oci") of each, one after the other */
+  static const char *const keys[] = {"name", "path", "before", "after", "whiteouts"};
   lua_Integer n = (lua_Integer)lua_rawlen(L, 2);
-  lua_createtable(L, (int)(4 * n), 0);
+  lua_createtable(L, (int)(5 * n), 0);
   int list = lua_gettop(L);
-  lua_newtable(L);
-  c->whtab = lua_gettop(L);
   for (lua_Integer i = 1; i <= n; i++) {
-    if (lua_rawgeti(L, 2, i) != LUA_TTABLE || lua_getfield(L, -1, "name") != LUA_TSTRING ||
-        lua_getfield(L, -2, "path") != LUA_TSTRING)
-      luaL_error(L, "bad argument #2 to 'create' (entry %I is not {name=string, path=string})",
-                 (LUA_INTEGER)i);
-    lua_rawseti(L, list, 4 * i - 2);
-    lua_rawseti(L, list, 4 * i - 3);
-    static const char *const hooks[] = {"before", "after"};
-    for (int h = 0; h < 2; h++) {
-      int ty = lua_getfield(L, -1, hooks[h]);
-      if (ty != LUA_TNIL && ty != LUA_TFUNCTION)
-        luaL_error(L, "bad argument #2 to 'create' (entry %I: '%s' is not a function)",
-                   (LUA_INTEGER)i, hooks[h]);
-      lua_rawseti(L, list, 4 * i - 1 + h);
+    luaL_argcheck(L, lua_rawgeti(L, 2, i) == LUA_TTABLE, 2, "an entry is not a table");
+    for (int k = 0; k < 5; k++) {
+      int ty = lua_getfield(L, -1, keys[k]);
+      int good = k < 2   ? ty == LUA_TSTRING
+                 : k < 4 ? ty == LUA_TNIL || ty == LUA_TFUNCTION
+                         : ty == LUA_TNIL || (ty == LUA_TSTRING && strcmp(lua_tostring(L, -1), "oci") == 0);
+      if (!good) luaL_error(L, "bad argument #2 to 'create' (entry %I: bad '%s')", (LUA_INTEGER)i, keys[k]);
+      lua_rawseti(L, list, 5 * i - 4 + k);
     }
-    const char *wh = lua_getfield(L, -1, "whiteouts") == LUA_TNIL ? NULL : lua_tostring(L, -1);
-    if (!lua_isnil(L, -1) && (!wh || strcmp(wh, "oci") != 0))
-      luaL_error(L, "bad argument #2 to 'create' (entry %I: 'whiteouts' must be \"oci\")", (LUA_INTEGER)i);
-    lua_pushboolean(L, wh != NULL);
-    lua_rawseti(L, c->whtab, i);
-    lua_pop(L, 1);
     lua_pop(L, 1);
   }
-  lua_newtable(L); /* 8: warnings */
-  int warnings = lua_gettop(L);
-  lua_newtable(L); /* 9: the sha256 of each regular file by name */
+  lua_newtable(L); /* 7: the sha256 of each regular file by name */
   if (sums) c->sums = lua_gettop(L);
-  c->j = job_new(L); /* 10 */
+  c->j = job_new(L); /* 8 */
   c->j->progress = progress;
-  c->j->warnings = warnings;
-  int lt = opt_field(L, 3, "links"); /* 11 */
+  int lt = opt_field(L, 3, "links"); /* 9 */
   if (lt != LUA_TNIL && lt != LUA_TTABLE)
     luaL_error(L, "bad option 'links' (table expected, got %s)", lua_typename(L, lt));
   c->links = lt == LUA_TTABLE ? lua_gettop(L) : 0;
-  struct stat st;
-  if (create_run(c, list, n, format, threads, level, has_level) < 0) return job_error(L, c->j);
+  if (create_run(c, list, n, format) < 0) return job_error(L, c->j);
   job_close(c->j);
   lua_createtable(L, 0, 4);
   lua_pushinteger(L, c->entries);
   lua_setfield(L, -2, "entries");
   lua_pushinteger(L, c->bytes);
   lua_setfield(L, -2, "bytes");
-  if (stat(c->dest, &st) == 0) {
-    lua_pushinteger(L, (lua_Integer)st.st_size);
-    lua_setfield(L, -2, "size");
-  }
+  lua_pushinteger(L, (lua_Integer)c->j->written); /* the file's size */
+  lua_setfield(L, -2, "size");
   if (c->sums) {
     lua_pushvalue(L, c->sums);
     lua_setfield(L, -2, "sha256");
-  }
-  if (c->j->nwarnings) {
-    lua_pushvalue(L, warnings);
-    lua_setfield(L, -2, "warnings");
   }
   return 1;
 }

@@ -1,9 +1,20 @@
-/* ct.archive.extract: a package's tar streamed into a directory, names checked, limits kept. */
+/* ct.archive.extract: a tar (a package, a backup, an OCI layer) written beneath a directory through descriptors.
+
+   Every entry's parent is opened beneath dest with openat2 (beneath.c),
+   never through a symlink, so no entry, hard link target or tree already
+   in dest leads a write outside it. Names with "..", absolute names and
+   two entries of one name are refused; the limits (entries, bytes, free
+   space) are checked before an entry is written. What differs between a
+   package, a backup and a layer is the caller's, per call: owners kept
+   (and shifted by an id mapping) or left ours, OCI whiteouts as plain
+   names, as overlayfs reads them, or applied on the tree, and whether a
+   device node, FIFO or socket is refused or skipped. */
 #include "int.h"
 #include "layer.h"
 
 #include <archive.h>
 #include <archive_entry.h>
+#include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -12,119 +23,333 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 #include <sys/statvfs.h>
+#include <sys/sysmacros.h>
 #include <sys/xattr.h>
+#include <time.h>
+#include <unistd.h>
 
-/* ---- extract ---- */
+#include <linux/capability.h>
 
-/* out = dir "/" name; -1 when it would not fit in size (PATH_MAX keeps
-   libarchive from its chdir-based handling of deep paths). */
-static int ar_join_path(char *out, size_t size, const char *dir, size_t dirlen, const char *name) {
-  size_t n = strlen(name);
-  if (dirlen + 1 + n + 1 > size) return -1;
-  memcpy(out, dir, dirlen);
-  out[dirlen] = '/';
-  memcpy(out + dirlen + 1, name, n + 1);
-  return 0;
+/* ---- whiteouts (shared through layer.h) ---- */
+
+enum ct_wh_kind ct_wh_kind(const char *base, const char **target) {
+  size_t pl = sizeof CT_WH_PREFIX - 1;
+  if (strncmp(base, CT_WH_PREFIX, pl) != 0) return CT_WH_NONE;
+  if (strcmp(base, CT_WH_OPAQUE) == 0) return CT_WH_OPAQUE_DIR;
+  if (strncmp(base + pl, CT_WH_PREFIX, pl) == 0) return CT_WH_META;
+  const char *t = base + pl;
+  if (!*t || strcmp(t, ".") == 0 || strcmp(t, "..") == 0) return CT_WH_BAD;
+  if (target) *target = t;
+  return CT_WH_FILE;
 }
+
+int ct_is_overlay_whiteout(const struct stat *st) {
+  return S_ISCHR(st->st_mode) && major(st->st_rdev) == 0 && minor(st->st_rdev) == 0;
+}
+
+int ct_fd_opaque(int fd) {
+  char v[2];
+  ssize_t n = fgetxattr(fd, CT_OPAQUE_XATTR, v, sizeof v);
+  return n == 1 && v[0] == 'y';
+}
+
+int ct_set_opaque(int fd) { return fsetxattr(fd, CT_OPAQUE_XATTR, "y", 1, 0) == 0 ? 0 : last_err(); }
+
+/* ---- one call ---- */
+
+enum { WH_PLAIN, WH_OVERLAY, WH_APPLY }; /* opts.whiteouts: nil, "overlay", "apply" */
+
+struct seg {
+  uint32_t inside, outside, size;
+};
 
 struct extract {
   lua_State *L;
-  struct job *j;
-  const char *src;
-  char dest[PATH_MAX]; /* realpath: no symlink for libarchive's checks to trip on */
-  size_t destlen;      /* 0 when dest is "/" */
-  int preserve, check_space;
-  int special;      /* CT_SPECIAL_*: the caller's policy for devices, FIFOs, sockets */
-  int wh_overlay;   /* whiteouts = "overlay" */
+  struct job *j; /* the archive, dest's descriptors, directory times, the failure */
+  const char *src, *dest;
+  int preserve, check_space, special, wh;
+  const struct seg *map; /* opts.idmap (a userdata on the stack) */
+  size_t nmap;
   lua_Integer max_entries, max_bytes; /* -1: no limit */
+  lua_Integer entries, bytes, done, headers, whiteouts, nskipped;
   int64_t block, space_left;
-  const char **only; /* cleaned names; NULL: everything */
-  size_t nonly;
-  lua_Integer entries, bytes, done;
-  lua_Integer headers; /* entries read, written or not */
-  int seen;            /* stack index of the names met so far */
-  char name[PATH_MAX]; /* the entry's cleaned name, for messages */
-  char path[PATH_MAX]; /* dest/name */
-  char link[PATH_MAX]; /* dest/hard link target */
+  int seen, skipped, dirs, only; /* stack indices (only: 0 when everything) */
+  lua_Integer ndirs;
+  char name[PATH_MAX];     /* the entry's cleaned name */
+  char link[PATH_MAX];     /* a hard link's cleaned target */
 };
 
-static int wanted(const struct extract *x, const char *name) {
-  if (!x->only) return 1;
-  for (size_t i = 0; i < x->nonly; i++) {
-    size_t n = strlen(x->only[i]);
-    if (strncmp(name, x->only[i], n) == 0 && (name[n] == '\0' || name[n] == '/')) return 1;
+/* "<src>: <entry>: <why or strerror>" */
+static int entry_fail(struct extract *x, int err, const char *why) {
+  if (!why) why = err == ELOOP ? "refusing a path through a symlink" : strerror(err);
+  return job_fail(x->j, err, "%s: %s: %s", x->src, x->name, why);
+}
+
+/* Splits a cleaned name in place: returns its last component; *dir is
+   the rest ("" at the top). */
+static char *split_name(char *name, const char **dir) {
+  char *slash = strrchr(name, '/');
+  if (!slash) {
+    *dir = "";
+    return name;
   }
-  return 0;
+  *slash = '\0';
+  *dir = name;
+  return slash + 1;
 }
 
-static int extract_write_failed(struct extract *x) {
-  struct archive *w = x->j->wr;
-  if (archive_errno(w) == ENOSPC)
-    return job_fail(x->j, ENOSPC, "%s: %s: not enough space in %s (%s)", x->src, x->name, x->dest,
-                    strerror(ENOSPC));
-  return job_fail_archive(x->j, w, x->src, x->name);
+/* id shifted by the idmap; -1 when no segment holds it. */
+static int map_id(const struct extract *x, int64_t id, uint32_t *out) {
+  if (!x->nmap) {
+    if (id < 0 || id > (int64_t)UINT32_MAX - 1) return -1;
+    *out = (uint32_t)id;
+    return 0;
+  }
+  for (size_t i = 0; i < x->nmap; i++) {
+    const struct seg *s = &x->map[i];
+    if (id >= s->inside && id - s->inside < s->size) {
+      *out = s->outside + (uint32_t)(id - s->inside);
+      return 0;
+    }
+  }
+  return -1;
 }
 
-/* Refuses a path under dest one of whose directories is a symlink.
-   libarchive's SECURE_SYMLINKS checks the same; this one names the
-   symlink and says EPERM. */
-static int check_parents(struct extract *x, const char *full, const char *what) {
-  char buf[PATH_MAX];
-  size_t n = strlen(full);
-  memcpy(buf, full, n + 1);
-  for (size_t i = x->destlen + 1; i < n; i++) {
-    if (buf[i] != '/') continue;
-    buf[i] = '\0';
-    struct stat st;
-    if (lstat(buf, &st) != 0 || !(S_ISDIR(st.st_mode) || S_ISLNK(st.st_mode)))
-      return 0; /* not there yet (or not a directory: libarchive says so) */
-    if (S_ISLNK(st.st_mode))
+/* Whether opts.only holds the name or one of its parent directories. */
+static int wanted(struct extract *x) {
+  for (const char *p = x->name; x->only; p++) {
+    if (*p && *p != '/') continue;
+    lua_pushlstring(x->L, x->name, (size_t)(p - x->name));
+    int hit = lua_rawget(x->L, x->only) != LUA_TNIL;
+    lua_pop(x->L, 1);
+    if (hit || !*p) return hit;
+  }
+  return 1;
+}
+
+/* ---- directories ---- */
+
+/* The directory dir (cleaned, "" for dest) opened beneath dest. Missing
+   directories are made 0755 (owned by the mapped root when owners are
+   kept) when `make`; else a missing one is -2. A symlink on the way is
+   refused by name. Returns the descriptor, or -1. */
+static int open_dir(struct extract *x, const char *dir, int make, const char *what) {
+  int fd = ct_open_beneath(x->j->root, *dir ? dir : ".", DIR_FLAGS, 0);
+  if (fd >= 0 || (errno == ENOENT && !make)) return fd >= 0 ? fd : -2;
+  uint32_t u = 0, g = 0;
+  int chown_new = x->preserve && map_id(x, 0, &u) == 0 && map_id(x, 0, &g) == 0;
+  char part[PATH_MAX];
+  size_t n = strlen(dir);
+  /* one directory at a time: which one is missing or a link */
+  for (size_t i = 0; i <= n; i++) {
+    if (dir[i] != '/' && dir[i] != '\0') continue;
+    memcpy(part, dir, i);
+    part[i] = '\0';
+    fd = ct_open_beneath(x->j->root, part, DIR_FLAGS, 0);
+    if (fd < 0 && errno == ENOENT && make) {
+      int err = ct_mkdirs_beneath(x->j->root, part, 0755, &fd);
+      if (err) return entry_fail(x, err, NULL);
+      if (chown_new && fchown(fd, u, g) != 0) {
+        close_keep_errno(fd);
+        return entry_fail(x, errno, NULL);
+      }
+    }
+    if (fd < 0 && errno == ELOOP)
       return job_fail(x->j, EPERM, "%s: %s: refusing %s through the symlink %s", x->src, x->name,
-                      what, buf + x->destlen + 1);
-    buf[i] = '/';
+                      what, part);
+    if (fd < 0) return entry_fail(x, errno, NULL);
+    if (i < n) close(fd);
+  }
+  return fd;
+}
+
+/* open_dir for an entry's parent, kept for the next entries. */
+static int parent_fd(struct extract *x, const char *dir, int make) {
+  struct job *j = x->j;
+  if (j->pdir && strcmp(j->pdir, dir) == 0) return j->pfd;
+  if (j->pfd >= 0) close(j->pfd);
+  free(j->pdir);
+  j->pdir = NULL;
+  j->pfd = open_dir(x, dir, make, "a path");
+  if (j->pfd < 0) return j->pfd;
+  if (!(j->pdir = strdup(dir))) return entry_fail(x, ENOMEM, NULL);
+  return j->pfd;
+}
+
+/* Removes base in the directory pfd (a tree: never following a link nor
+   crossing a mount); a missing one is fine. 0 or an errno. */
+static int remove_at(int pfd, const char *base, const char *display) {
+  struct stat st;
+  if (fstatat(pfd, base, &st, AT_SYMLINK_NOFOLLOW) != 0) return errno == ENOENT ? 0 : last_err();
+  if (!S_ISDIR(st.st_mode)) return unlinkat(pfd, base, 0) == 0 || errno == ENOENT ? 0 : last_err();
+  int fd = openat(pfd, base, DIR_FLAGS | O_NOFOLLOW);
+  if (fd < 0) return last_err();
+  struct stat pst;
+  if (fstat(pfd, &pst) != 0) {
+    close_keep_errno(fd);
+    return last_err();
+  }
+  struct fserr e = {0, NULL, NULL, NULL};
+  int err = empty_dir_fd(fd, &pst, display, &e); /* closes fd */
+  free(e.path);
+  if (err) return err;
+  return unlinkat(pfd, base, AT_REMOVEDIR) == 0 || errno == ENOENT ? 0 : last_err();
+}
+
+/* A directory's time is set at the end: (name, seconds, nanoseconds) in
+   the table at x->dirs. */
+static void remember_dir(struct extract *x, struct archive_entry *e) {
+  lua_State *L = x->L;
+  lua_pushstring(L, x->name);
+  lua_rawseti(L, x->dirs, ++x->ndirs);
+  lua_pushinteger(L, (lua_Integer)archive_entry_mtime(e));
+  lua_rawseti(L, x->dirs, ++x->ndirs);
+  lua_pushinteger(L, (lua_Integer)archive_entry_mtime_nsec(e));
+  lua_rawseti(L, x->dirs, ++x->ndirs);
+}
+
+/* Directory times last, deepest first (writing in a directory moves its
+   mtime). A directory a later whiteout removed is not there any more. */
+static void set_dir_times(struct extract *x) {
+  lua_State *L = x->L;
+  for (lua_Integer i = x->ndirs - 2; i > 0; i -= 3) {
+    lua_rawgeti(L, x->dirs, i);
+    lua_rawgeti(L, x->dirs, i + 1);
+    lua_rawgeti(L, x->dirs, i + 2);
+    struct timespec t = {(time_t)lua_tointeger(L, -2), (long)lua_tointeger(L, -1)};
+    int fd = ct_open_beneath(x->j->root, lua_tostring(L, -3), DIR_FLAGS, 0);
+    lua_pop(L, 3);
+    if (fd >= 0) {
+      struct timespec ts[2] = {t, t};
+      (void)futimens(fd, ts);
+      close(fd);
+    }
+  }
+}
+
+/* ---- metadata ---- */
+
+/* A file capability for the id mapping's root: v2 (which the kernel honours
+   for the host's root only) becomes v3 with rootid = the mapped root; a v3
+   rootid is mapped. -1 when it cannot be (the attribute is then dropped). */
+static int map_fcaps(const struct extract *x, const void *value, size_t size,
+                     struct vfs_ns_cap_data *out) {
+  memset(out, 0, sizeof *out);
+  memcpy(out, value, size < sizeof *out ? size : sizeof *out);
+  uint32_t magic = le32toh(out->magic_etc), rev = magic & VFS_CAP_REVISION_MASK, root, mapped;
+  if (rev == VFS_CAP_REVISION_2 && size == XATTR_CAPS_SZ_2)
+    root = 0;
+  else if (rev == VFS_CAP_REVISION_3 && size == XATTR_CAPS_SZ_3)
+    root = le32toh(out->rootid);
+  else
+    return -1;
+  if (map_id(x, root, &mapped) < 0) return -1;
+  out->magic_etc = htole32((magic & ~VFS_CAP_REVISION_MASK) | VFS_CAP_REVISION_3);
+  out->rootid = htole32(mapped);
+  return 0;
+}
+
+/* With owners kept: owner, then mode (chown clears setuid/setgid: set
+   after it), then xattrs (chown also drops file capabilities): user.* and
+   file capabilities only, trusted.* (the overlay's own) and security labels
+   are the host's. Without: ours, setuid/setgid cleared, no xattrs. Then
+   the time (a directory's at the end). */
+static int set_meta(struct extract *x, int fd, struct archive_entry *e, uid_t uid, gid_t gid,
+                    int dir) {
+  if (x->preserve && fchown(fd, uid, gid) != 0) return entry_fail(x, errno, NULL);
+  mode_t perm = archive_entry_perm(e) & (x->preserve ? 07777 : 01777);
+  if (fchmod(fd, perm) != 0) return entry_fail(x, errno, NULL);
+  const char *name;
+  const void *value;
+  size_t size;
+  archive_entry_xattr_reset(e);
+  while (x->preserve && archive_entry_xattr_next(e, &name, &value, &size) == ARCHIVE_OK) {
+    int caps = strcmp(name, "security.capability") == 0;
+    if (!caps && strncmp(name, "user.", 5) != 0) continue;
+    struct vfs_ns_cap_data mapped;
+    if (caps && x->nmap) {
+      if (map_fcaps(x, value, size, &mapped) < 0) continue;
+      value = &mapped;
+      size = XATTR_CAPS_SZ_3;
+    }
+    if (fsetxattr(fd, name, value, size, 0) != 0 && errno != ENOTSUP)
+      return entry_fail(x, errno, NULL);
+  }
+  if (!dir) {
+    struct timespec t = {archive_entry_mtime(e), archive_entry_mtime_nsec(e)};
+    struct timespec ts[2] = {t, t};
+    (void)futimens(fd, ts);
   }
   return 0;
 }
 
-/* whiteouts = "overlay" (an app's upper restored from a backup): ".wh.<name>"
-   becomes the character device 0:0 <name> (e and x->name rewritten),
-   ".wh..wh..opq" the opaque xattr of its existing directory. Returns 0 for
-   any other entry, 1 for a whiteout, 2 when the entry is done, -1 on failure. */
-static int overlay_whiteout(struct extract *x, struct archive_entry *e) {
-  char *slash = strrchr(x->name, '/');
-  char *base = slash ? slash + 1 : x->name;
-  const char *target = NULL;
-  switch (ct_wh_kind(base, &target)) {
-  case CT_WH_NONE: return 0;
-  case CT_WH_META: return 2;
-  case CT_WH_BAD: return job_fail(x->j, EPERM, "%s: %s: refusing a whiteout of no name", x->src, x->name);
-  case CT_WH_FILE:
-    memmove(base, target, strlen(target) + 1);
-    archive_entry_set_hardlink(e, NULL);
-    archive_entry_set_filetype(e, AE_IFCHR);
-    archive_entry_set_rdev(e, 0);
-    archive_entry_set_perm(e, 0);
-    archive_entry_set_size(e, 0);
-    return 1;
-  case CT_WH_OPAQUE_DIR: break;
+/* ---- one entry ---- */
+
+static int write_data(struct extract *x, int fd, int64_t size) {
+  struct job *j = x->j;
+  int64_t end = 0;
+  for (;;) {
+    const void *buf;
+    size_t len;
+    la_int64_t off;
+    int r = archive_read_data_block(j->rd, &buf, &len, &off);
+    if (r == ARCHIVE_EOF) break;
+    if (r < ARCHIVE_WARN) return job_fail_archive(j, j->rd, x->src, x->name);
+    for (size_t w = 0; w < len;) {
+      ssize_t n = pwrite(fd, (const char *)buf + w, len - w, off + (off_t)w);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && errno == ENOSPC)
+        return job_fail(j, ENOSPC, "%s: %s: not enough space in %s (%s)", x->src, x->name,
+                        x->dest, strerror(ENOSPC));
+      if (n < 0) return entry_fail(x, errno, NULL);
+      w += (size_t)n;
+    }
+    if (off + (int64_t)len > end) end = off + (int64_t)len;
+    x->done += (lua_Integer)len;
+    job_progress(x->L, j, x->done, (lua_Integer)archive_filter_bytes(j->rd, -1), 0);
   }
-  if (ar_join_path(x->path, sizeof x->path, x->dest, x->destlen, x->name) != 0)
-    return job_fail(x->j, ENAMETOOLONG, "%s: %s: path too long under %s", x->src, x->name, x->dest);
-  if (check_parents(x, x->path, "an opaque marker") < 0) return -1;
-  *strrchr(x->path, '/') = '\0'; /* x->path is now the marker's directory */
-  struct stat st;
-  if (lstat(x->path, &st) != 0 || !S_ISDIR(st.st_mode))
-    return job_fail(x->j, ENOENT, "%s: %s: an opaque marker before its directory", x->src, x->name);
-  if (lsetxattr(x->path, CT_OPAQUE_XATTR, "y", 1, 0) != 0)
-    return job_fail(x->j, errno, "%s: %s: %s", x->src, x->name, strerror(errno));
-  return 2;
+  if (end < size && ftruncate(fd, size) != 0) return entry_fail(x, errno, NULL);
+  return 0;
 }
 
-/* Refuses what a package may never hold, else checks the limits, rewrites
-   owners, modes and paths, and streams the entry to disk. */
-static int extract_entry(struct extract *x, struct archive_entry *e) {
+/* Makes room for a new base in pfd: applied, what is there goes (a
+   directory only when the entry is not one: then it is kept); otherwise
+   only a directory made for a missing parent may be there. Returns 1 when
+   a directory is kept, 0 when the name is free, -1 on failure. */
+static int make_room(struct extract *x, int pfd, const char *base, int want_dir) {
+  struct stat st;
+  if (fstatat(pfd, base, &st, AT_SYMLINK_NOFOLLOW) != 0)
+    return errno == ENOENT ? 0 : entry_fail(x, errno, NULL);
+  if (want_dir && S_ISDIR(st.st_mode)) return 1;
+  if (x->wh != WH_APPLY) return entry_fail(x, EEXIST, "refusing to replace what is there");
+  int err = remove_at(pfd, base, x->name);
+  return err ? entry_fail(x, err, NULL) : 0;
+}
+
+/* An opaque marker in the directory pfd: as overlayfs reads it, the
+   directory's xattr; applied, what this archive did not write there goes. */
+static int opaque(struct extract *x, int pfd, const char *dir) {
+  if (x->wh == WH_OVERLAY) {
+    int err = ct_set_opaque(pfd);
+    return err ? entry_fail(x, err, NULL) : 0;
+  }
+  struct names ns;
+  int err = read_names(pfd, &ns);
+  if (err) return entry_fail(x, err, NULL);
+  for (size_t i = 0; i < ns.n && !err; i++) {
+    lua_pushfstring(x->L, *dir ? "%s/%s" : "%s%s", dir, ns.v[i]);
+    int mine = lua_getfield(x->L, x->seen, lua_tostring(x->L, -1)) != LUA_TNIL;
+    lua_pop(x->L, 2);
+    if (!mine) err = remove_at(pfd, ns.v[i], x->name);
+  }
+  names_free(&ns);
+  return err ? entry_fail(x, err, NULL) : 0;
+}
+
+/* Checks an entry's name, type and the limits; returns its size to write,
+   or -1 (failed) or -2 (nothing to write). */
+static int64_t check_entry(struct extract *x, struct archive_entry *e) {
   struct job *j = x->j;
   const char *raw = archive_entry_pathname(e);
   if (!raw) raw = archive_entry_pathname_utf8(e);
@@ -136,48 +361,31 @@ static int extract_entry(struct extract *x, struct archive_entry *e) {
   if (x->max_entries >= 0 && ++x->headers > x->max_entries)
     return job_fail(j, EFBIG, "%s: %s: the archive holds more than max_entries (%jd) entries",
                     x->src, x->name[0] ? x->name : raw, (intmax_t)x->max_entries);
-  if (!x->name[0]) return 0; /* "./": dest itself is left as the caller made it */
+  if (!x->name[0]) return -2; /* "./": dest is the caller's */
   if (seen_before(x->L, x->seen, x->name))
-    return job_fail(j, EPERM, "%s: %s: refusing a second entry of the same name", x->src, x->name);
-  if (!wanted(x, x->name)) return 0;
-  int wh = x->wh_overlay ? overlay_whiteout(x, e) : 0;
-  if (wh < 0 || wh == 2) return wh < 0 ? -1 : 0;
-
+    return entry_fail(x, EPERM, "refusing a second entry of the same name");
+  if (!wanted(x)) return -2;
   const char *hard = archive_entry_hardlink(e);
-  switch (archive_entry_filetype(e)) {
-  case AE_IFREG:
-  case AE_IFDIR:
-  case AE_IFLNK: break;
-  case AE_IFCHR:
-  case AE_IFBLK:
-  case AE_IFIFO:
-  case AE_IFSOCK: {
-    if (wh) break;
-    mode_t t = archive_entry_filetype(e);
-    const char *what = t == AE_IFIFO ? "a fifo" : t == AE_IFSOCK ? "a socket" : "a device node";
-    if (x->special == CT_SPECIAL_REFUSE) return job_fail(j, EPERM, "%s: %s: refusing %s", x->src, x->name, what);
-    job_warn(x->L, j, "%s: %s: skipped %s", x->src, x->name, what);
-    return 0;
-  }
-  default:
-    if (!hard)
-      return job_fail(j, EPERM, "%s: %s: refusing an entry of unknown type", x->src, x->name);
+  mode_t type = archive_entry_filetype(e);
+  if (!hard && type != AE_IFREG && type != AE_IFDIR && type != AE_IFLNK) {
+    if (type != AE_IFCHR && type != AE_IFBLK && type != AE_IFIFO && type != AE_IFSOCK)
+      return entry_fail(x, EPERM, "refusing an entry of unknown type");
+    /* device nodes, FIFOs and sockets: refused or skipped (named in the
+       result), never made */
+    const char *what = type == AE_IFIFO ? "a fifo" : type == AE_IFSOCK ? "a socket" : "a device node";
+    if (x->special == CT_SPECIAL_REFUSE)
+      return job_fail(j, EPERM, "%s: %s: refusing %s", x->src, x->name, what);
+    lua_pushstring(x->L, x->name);
+    lua_rawseti(x->L, x->skipped, ++x->nskipped);
+    return -2;
   }
   if (hard) {
-    char target[PATH_MAX];
-    why = clean_name(hard, target, sizeof target);
-    if (!why && !target[0]) why = "refusing a link to the archive's root";
+    why = clean_name(hard, x->link, sizeof x->link);
+    if (!why && !x->link[0]) why = "refusing a link to the archive's root";
     if (why) return job_fail(j, EPERM, "%s: %s: hard link to %s: %s", x->src, x->name, hard, why);
-    if (ar_join_path(x->link, sizeof x->link, x->dest, x->destlen, target) != 0)
-      return job_fail(j, ENAMETOOLONG, "%s: %s: hard link target too long", x->src, x->name);
   }
-  if (ar_join_path(x->path, sizeof x->path, x->dest, x->destlen, x->name) != 0)
-    return job_fail(j, ENAMETOOLONG, "%s: %s: path too long under %s", x->src, x->name, x->dest);
-  if (check_parents(x, x->path, "a path") < 0) return -1;
-  if (hard && check_parents(x, x->link, "a hard link") < 0) return -1;
-
   int64_t size = archive_entry_size_is_set(e) ? archive_entry_size(e) : 0;
-  if (size < 0 || (archive_entry_filetype(e) != AE_IFREG && !hard)) size = 0;
+  if (size < 0 || type != AE_IFREG || hard) size = 0;
   if (x->max_bytes >= 0 && size > x->max_bytes - x->bytes)
     return job_fail(j, EFBIG, "%s: %s: the archive holds more than max_bytes (%jd) bytes", x->src,
                     x->name, (intmax_t)x->max_bytes);
@@ -189,114 +397,162 @@ static int extract_entry(struct extract *x, struct archive_entry *e) {
                       x->src, x->name, x->dest, (intmax_t)need, (intmax_t)x->space_left);
     x->space_left -= need;
   }
-
-  if (!x->preserve) {
-    archive_entry_set_uid(e, 0);
-    archive_entry_set_gid(e, 0);
-    archive_entry_set_uname(e, NULL);
-    archive_entry_set_gname(e, NULL);
-    archive_entry_set_perm(e, archive_entry_perm(e) & ~(mode_t)06000);
-  }
-  archive_entry_set_pathname(e, x->path);
-  if (hard) archive_entry_set_hardlink(e, x->link);
-
-  int r = archive_write_header(j->wr, e);
-  if (r < ARCHIVE_WARN) return extract_write_failed(x);
-  if (r == ARCHIVE_WARN)
-    job_warn(x->L, j, "%s: %s: %s", x->src, x->name, archive_error_string(j->wr));
-  x->entries++;
-  x->bytes += size;
-  for (;;) {
-    const void *buf;
-    size_t len;
-    la_int64_t off;
-    r = archive_read_data_block(j->rd, &buf, &len, &off);
-    if (r == ARCHIVE_EOF) break;
-    if (r < ARCHIVE_WARN) return job_fail_archive(j, j->rd, x->src, x->name);
-    if (r == ARCHIVE_WARN)
-      job_warn(x->L, j, "%s: %s: %s", x->src, x->name, archive_error_string(j->rd));
-    /* A failed write(2) (ENOSPC, EIO) comes back as ARCHIVE_WARN. */
-    if (archive_write_data_block(j->wr, buf, len, off) < ARCHIVE_OK) return extract_write_failed(x);
-    x->done += (lua_Integer)len;
-    job_progress(x->L, j, x->done, j->rd, 0);
-  }
-  r = archive_write_finish_entry(j->wr);
-  if (r < ARCHIVE_WARN || (r == ARCHIVE_WARN && archive_errno(j->wr) == ENOSPC))
-    return extract_write_failed(x);
-  if (r == ARCHIVE_WARN)
-    job_warn(x->L, j, "%s: %s: %s", x->src, x->name, archive_error_string(j->wr));
-  return 0;
+  return size;
 }
 
-static int extract_run(struct extract *x, const char *dest) {
+/* A hard link to an entry written before, both beneath dest. */
+static int hard_link(struct extract *x, int pfd, const char *base) {
+  char tfull[PATH_MAX];
+  memcpy(tfull, x->link, strlen(x->link) + 1);
+  const char *tdir;
+  char *tbase = split_name(tfull, &tdir);
+  int tfd = open_dir(x, tdir, 0, "a hard link");
+  if (tfd == -2) return entry_fail(x, ENOENT, NULL);
+  if (tfd < 0) return -1;
+  int r = linkat(tfd, tbase, pfd, base, 0);
+  close_keep_errno(tfd);
+  if (r == 0) return 0;
+  return job_fail(x->j, errno, "%s: %s: hard link to %s: %s", x->src, x->name, x->link,
+                  strerror(errno));
+}
+
+static int extract_entry(struct extract *x, struct archive_entry *e) {
+  int64_t size = check_entry(x, e);
+  if (size < 0) return size == -1 ? -1 : 0;
+  uint32_t uid = 0, gid = 0;
+  if (x->preserve && (map_id(x, archive_entry_uid(e), &uid) < 0 || map_id(x, archive_entry_gid(e), &gid) < 0))
+    return job_fail(x->j, EPERM, "%s: %s: owner %jd:%jd is outside the id mapping", x->src, x->name,
+                    (intmax_t)archive_entry_uid(e), (intmax_t)archive_entry_gid(e));
+  char full[PATH_MAX];
+  memcpy(full, x->name, strlen(x->name) + 1);
+  const char *dir;
+  char *base = split_name(full, &dir);
+  const char *target = NULL;
+  enum ct_wh_kind wk = x->wh == WH_PLAIN ? CT_WH_NONE : ct_wh_kind(base, &target);
+  if (wk == CT_WH_BAD) return entry_fail(x, EPERM, "refusing a whiteout of no name");
+  if (wk == CT_WH_META) return 0;
+  /* applied, a whiteout in a directory that is not there hides nothing */
+  int pfd = parent_fd(x, dir, !(x->wh == WH_APPLY && wk != CT_WH_NONE));
+  if (pfd == -2) return 0;
+  if (pfd < 0) return -1;
+  if (wk == CT_WH_OPAQUE_DIR) return opaque(x, pfd, dir);
+  if (wk == CT_WH_FILE) {
+    x->whiteouts++;
+    if (x->wh == WH_APPLY) {
+      int err = remove_at(pfd, target, x->name);
+      return err ? entry_fail(x, err, NULL) : 0;
+    }
+    if (mknodat(pfd, target, S_IFCHR, makedev(0, 0)) != 0) return entry_fail(x, errno, NULL);
+    if (x->preserve && fchownat(pfd, target, uid, gid, AT_SYMLINK_NOFOLLOW) != 0)
+      return entry_fail(x, errno, NULL);
+    x->entries++;
+    return 0;
+  }
+
+  const char *hard = archive_entry_hardlink(e);
+  mode_t type = archive_entry_filetype(e);
+  int kept = make_room(x, pfd, base, !hard && type == AE_IFDIR);
+  if (kept < 0) return -1;
+  x->entries++;
+  x->bytes += size;
+  if (hard) return hard_link(x, pfd, base);
+  if (type == AE_IFLNK) {
+    const char *to = archive_entry_symlink(e);
+    if (!to) return entry_fail(x, EINVAL, "a symlink without a target");
+    if (symlinkat(to, pfd, base) != 0) return entry_fail(x, errno, NULL);
+    if (x->preserve && fchownat(pfd, base, uid, gid, AT_SYMLINK_NOFOLLOW) != 0)
+      return entry_fail(x, errno, NULL);
+    struct timespec t = {archive_entry_mtime(e), archive_entry_mtime_nsec(e)};
+    struct timespec ts[2] = {t, t};
+    (void)utimensat(pfd, base, ts, AT_SYMLINK_NOFOLLOW);
+    return 0;
+  }
+  if (type == AE_IFDIR) {
+    if (!kept && mkdirat(pfd, base, 0700) != 0) return entry_fail(x, errno, NULL);
+    int fd = openat(pfd, base, DIR_FLAGS | O_NOFOLLOW);
+    if (fd < 0) return entry_fail(x, errno, NULL);
+    int r = set_meta(x, fd, e, uid, gid, 1);
+    close(fd);
+    if (r == 0) remember_dir(x, e);
+    return r;
+  }
+  int fd = openat(pfd, base, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) return entry_fail(x, errno, NULL);
+  int r = write_data(x, fd, size);
+  if (!r) r = set_meta(x, fd, e, uid, gid, 0);
+  if (close(fd) != 0 && !r) r = entry_fail(x, errno, NULL);
+  return r;
+}
+
+/* ---- the call ---- */
+
+static int extract_run(struct extract *x) {
   struct job *j = x->j;
-  if (!realpath(dest, x->dest)) return job_fail(j, errno, "%s: %s", dest, strerror(errno));
-  struct stat st;
-  if (stat(x->dest, &st) != 0) return job_fail(j, errno, "%s: %s", dest, strerror(errno));
-  if (!S_ISDIR(st.st_mode)) return job_fail(j, ENOTDIR, "%s: %s", dest, strerror(ENOTDIR));
-  x->destlen = strcmp(x->dest, "/") == 0 ? 0 : strlen(x->dest);
+  j->root = open(x->dest, DIR_FLAGS);
+  if (j->root < 0) return job_fail(j, errno, "%s: %s", x->dest, strerror(errno));
   if (open_reader(j, x->src) < 0) return -1;
   if (x->check_space) {
     struct statvfs vfs;
-    if (statvfs(x->dest, &vfs) != 0) return job_fail(j, errno, "%s: %s", dest, strerror(errno));
+    if (fstatvfs(j->root, &vfs) != 0) return job_fail(j, errno, "%s: %s", x->dest, strerror(errno));
     x->block = vfs.f_frsize ? (int64_t)vfs.f_frsize : 4096;
     x->space_left = (int64_t)vfs.f_bavail * x->block;
     if ((int64_t)j->st.st_size > x->space_left)
-      return job_fail(j, ENOSPC,
-                      "%s: not enough space in %s: need at least %jd bytes more, %jd free", x->src,
-                      x->dest, (intmax_t)j->st.st_size, (intmax_t)x->space_left);
+      return job_fail(j, ENOSPC, "%s: not enough space in %s: need at least %jd bytes more, %jd free",
+                      x->src, x->dest, (intmax_t)j->st.st_size, (intmax_t)x->space_left);
   }
-  j->wr = archive_write_disk_new();
-  if (!j->wr) return job_fail(j, ENOMEM, "%s: %s", x->src, strerror(ENOMEM));
-  /* ARCHIVE_EXTRACT_SECURE_NOABSOLUTEPATHS would refuse the dest prefix
-     itself: clean_name refuses absolute names and hard link targets. */
-  int flags = ARCHIVE_EXTRACT_SECURE_NODOTDOT | ARCHIVE_EXTRACT_SECURE_SYMLINKS |
-              ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_PERM;
-  if (x->preserve) flags |= ARCHIVE_EXTRACT_OWNER | ARCHIVE_EXTRACT_XATTR;
-  archive_write_disk_set_options(j->wr, flags);
-  /* No name lookups: with preserve, owners stay the archive's numeric ids. */
-  archive_write_disk_set_skip_file(j->wr, j->st.st_dev, j->st.st_ino);
-
   for (;;) {
     struct archive_entry *e;
     int r = archive_read_next_header(j->rd, &e);
     if (r == ARCHIVE_EOF) break;
     if (r < ARCHIVE_WARN) return job_fail_archive(j, j->rd, x->src, NULL);
-    if (r == ARCHIVE_WARN) job_warn(x->L, j, "%s: %s", x->src, archive_error_string(j->rd));
     if (extract_entry(x, e) < 0) return -1;
   }
-  /* Directory modes and times are set here, after their contents. */
-  if (archive_write_close(j->wr) < ARCHIVE_WARN) return job_fail_archive(j, j->wr, x->src, NULL);
-  job_progress(x->L, j, x->done, j->rd, 1);
+  set_dir_times(x);
+  job_progress(x->L, j, x->done, (lua_Integer)archive_filter_bytes(j->rd, -1), 1);
   return 0;
 }
 
-/* Pushes opts.only as our own copy (cleaned names, kept alive by a table)
-   and an array of pointers to them; or one nil when there is none. */
-static void read_only(lua_State *L, struct extract *x) {
-  int ty = opt_field(L, 3, "only");
-  if (ty == LUA_TNIL) return;
-  if (ty != LUA_TTABLE)
-    luaL_error(L, "bad option 'only' (table expected, got %s)", lua_typename(L, ty));
-  int given = lua_gettop(L);
-  size_t n = (size_t)lua_rawlen(L, given);
-  lua_createtable(L, (int)n, 0);
-  x->only = lua_newuserdatauv(L, (n ? n : 1) * sizeof *x->only, 0);
-  x->nonly = n;
-  for (size_t i = 1; i <= n; i++) {
-    char clean[PATH_MAX];
-    if (lua_rawgeti(L, given, (lua_Integer)i) != LUA_TSTRING)
-      luaL_error(L, "bad option 'only' (item %d is not a string)", (int)i);
-    if (clean_name(lua_tostring(L, -1), clean, sizeof clean) || !clean[0])
-      luaL_error(L, "bad option 'only' (item %d is not a relative name)", (int)i);
-    x->only[i - 1] = lua_pushstring(L, clean);
-    lua_rawseti(L, given + 1, (lua_Integer)i);
+/* opts.idmap as segments in a userdata left on the stack. */
+static void read_idmap(lua_State *L, struct extract *x) {
+  if (opt_field(L, 3, "idmap") == LUA_TNIL) return;
+  luaL_argexpected(L, lua_istable(L, -1), 3, "idmap: an array of {inside=, outside=, size=}");
+  size_t n = (size_t)lua_rawlen(L, -1);
+  if (n == 0 || n > 340) luaL_error(L, "bad option 'idmap' (1 to 340 segments expected)");
+  struct seg *map = lua_newuserdatauv(L, n * sizeof *map, 0);
+  for (size_t i = 0; i < n; i++) {
+    if (lua_rawgeti(L, -2, (lua_Integer)i + 1) != LUA_TTABLE)
+      luaL_error(L, "bad option 'idmap' (segment %d is not a table)", (int)i + 1);
+    lua_Integer in = opt_integer(L, -1, "inside", -1, 0), out = opt_integer(L, -1, "outside", -1, 0);
+    lua_Integer size = opt_integer(L, -1, "size", 0, 1), ids = (lua_Integer)UINT32_MAX + 1;
+    if (in < 0 || out < 0 || size < 1 || size > ids || in > ids - size || out > ids - size)
+      luaL_error(L, "bad option 'idmap' (segment %d is empty or out of range)", (int)i + 1);
+    map[i] = (struct seg){(uint32_t)in, (uint32_t)out, (uint32_t)size};
     lua_pop(L, 1);
   }
-  lua_remove(L, given);
+  x->map = map;
+  x->nmap = n;
 }
 
-/* extract(src, dest [, opts]) -> {entries=, bytes=[, warnings=]} | nil, msg, errno */
+/* opts.only as a set of names, or 0 when there is none. */
+static int read_only(lua_State *L) {
+  int ty = opt_field(L, 3, "only");
+  if (ty == LUA_TNIL) return 0;
+  if (ty != LUA_TTABLE) luaL_error(L, "bad option 'only' (table expected, got %s)", lua_typename(L, ty));
+  lua_newtable(L);
+  for (lua_Integer i = 1; lua_rawgeti(L, -2, i) != LUA_TNIL; i++) {
+    char clean[PATH_MAX];
+    if (!lua_isstring(L, -1) || clean_name(lua_tostring(L, -1), clean, sizeof clean) || !clean[0])
+      luaL_error(L, "bad option 'only' (item %d is not a relative name)", (int)i);
+    lua_pop(L, 1);
+    lua_pushstring(L, clean);
+    lua_pushboolean(L, 1);
+    lua_rawset(L, -3);
+  }
+  lua_pop(L, 1);
+  return lua_gettop(L);
+}
+
+/* extract(src, dest [, opts]) -> {entries=, bytes=, whiteouts=, skipped={names}} | nil, msg, errno */
 int ar_extract(lua_State *L) {
   const char *src = luaL_checkstring(L, 1);
   const char *dest = luaL_checkstring(L, 2);
@@ -306,34 +562,36 @@ int ar_extract(lua_State *L) {
   memset(x, 0, sizeof *x);
   x->L = L;
   x->src = src;
+  x->dest = dest;
   x->preserve = opt_bool(L, 3, "preserve");
   x->check_space = opt_bool(L, 3, "check_space");
   x->special = lua_istable(L, 3) ? ct_opt_special(L, 3) : CT_SPECIAL_REFUSE;
   const char *wh = opt_string(L, 3, "whiteouts", NULL);
-  if (wh && strcmp(wh, "overlay") != 0) luaL_error(L, "bad option 'whiteouts' (\"overlay\" expected)");
-  x->wh_overlay = wh != NULL;
+  x->wh = !wh ? WH_PLAIN : strcmp(wh, "overlay") == 0 ? WH_OVERLAY : strcmp(wh, "apply") == 0 ? WH_APPLY : -1;
+  if (x->wh < 0) luaL_error(L, "bad option 'whiteouts' (\"overlay\" or \"apply\" expected)");
   x->max_entries = opt_integer(L, 3, "max_entries", -1, 0);
   x->max_bytes = opt_integer(L, 3, "max_bytes", -1, 0);
   int progress = opt_progress(L, 3);
-  read_only(L, x);
-  lua_newtable(L);
-  int warnings = lua_gettop(L);
+  read_idmap(L, x);
+  x->only = read_only(L);
   lua_newtable(L);
   x->seen = lua_gettop(L);
+  lua_newtable(L);
+  x->skipped = lua_gettop(L);
+  lua_newtable(L);
+  x->dirs = lua_gettop(L);
   x->j = job_new(L);
   x->j->progress = progress;
-  x->j->warnings = warnings;
-  if (extract_run(x, dest) < 0) return job_error(L, x->j);
+  if (extract_run(x) < 0) return job_error(L, x->j);
   job_close(x->j);
-  lua_createtable(L, 0, 3);
+  lua_createtable(L, 0, 4);
   lua_pushinteger(L, x->entries);
   lua_setfield(L, -2, "entries");
   lua_pushinteger(L, x->bytes);
   lua_setfield(L, -2, "bytes");
-  if (x->j->nwarnings) {
-    lua_pushvalue(L, warnings);
-    lua_setfield(L, -2, "warnings");
-  }
+  lua_pushinteger(L, x->whiteouts);
+  lua_setfield(L, -2, "whiteouts");
+  lua_pushvalue(L, x->skipped);
+  lua_setfield(L, -2, "skipped");
   return 1;
 }
-

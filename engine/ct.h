@@ -13,7 +13,6 @@ int luaopen_ct_hash(lua_State *L);
 int luaopen_ct_term(lua_State *L);
 int luaopen_ct_time(lua_State *L);
 int luaopen_ct_monitor(lua_State *L);
-int luaopen_ct_layer(lua_State *L);
 
 /* Pushes nil, "<what>: strerror(err)", err and returns 3 (luaL_fileresult's shape). */
 int ct_oserror(lua_State *L, int err, const char *what);

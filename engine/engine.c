@@ -82,11 +82,11 @@ static const struct {
 } ct_groups[] = {
     {"fs", luaopen_ct_fs},     {"archive", luaopen_ct_archive}, {"proc", luaopen_ct_proc},
     {"lock", luaopen_ct_lock}, {"hash", luaopen_ct_hash},       {"term", luaopen_ct_term},
-    {"time", luaopen_ct_time}, {"monitor", luaopen_ct_monitor}, {"layer", luaopen_ct_layer},
+    {"time", luaopen_ct_time}, {"monitor", luaopen_ct_monitor},
 };
 
 /* ct's __index: a group is opened when first used, and kept in ct, so a
-   command pays only for the groups it touches (`version` two of nine). */
+   command pays only for the groups it touches (`version` two of eight). */
 static int ct_index(lua_State *L) {
   const char *name = luaL_checkstring(L, 2);
   if (strcmp(name, "libarchive_version") == 0) {

@@ -88,7 +88,7 @@ int ct_cg_destroy(const char *path, double seconds);
 const char *ct_cg_join(const char *path);
 int luaopen_ct_proc_sandbox(lua_State *L); /* adds fork_call, cgroup_kill */
 
-/* opts.special of ct.archive.extract and ct.layer.*: what the caller's
+/* opts.special of ct.archive.extract: what the caller's
    policy does with device nodes, FIFOs and sockets (refuse unless told). */
 enum { CT_SPECIAL_REFUSE, CT_SPECIAL_SKIP };
 int ct_opt_special(lua_State *L, int opts);
@@ -287,7 +287,7 @@ int copy_data(int in, int out, int *wside);
 int is_mount_root(int fd, const struct stat *parent, const struct stat *st);
 int luaopen_ct_fs_trees(lua_State *L); /* adds rmtree, copytree, du (to Dir too) */
 
-/* ---- archive.c: the job of one ct.archive or ct.layer call ---- */
+/* ---- archive.c: the job of one ct.archive call ---- */
 
 struct archive;
 struct archive_entry;
@@ -295,12 +295,12 @@ struct archive_entry_linkresolver;
 
 #define BLOCK_SIZE 65536
 
+
 struct job {
-  struct archive *rd;                       /* an archive being read */
+  struct archive *rd;                       /* an archive being read; create: name lookups */
   struct archive *wr;                       /* the disk, or an archive being written */
   struct archive_entry *entry;              /* create: the entry being built */
   struct archive_entry_linkresolver *links; /* create: hard link detection */
-  DIR *dir;                                 /* create: a directory being listed */
   int fd;                                   /* the archive file */
   char *tmp;                                /* create: temp file, removed unless renamed */
   char *buf;                                /* create: copy buffer */
@@ -309,10 +309,10 @@ struct job {
   size_t outlen;
   off_t written, flushed;                   /* bytes written to fd; handed to writeback */
   struct stat st;                           /* the archive file's stat (reading) */
-  /* Stack indices (0: none) of the progress callback and the warnings table. */
-  int progress, warnings;
+  int root, pfd;       /* extract: dest, and the last entry's parent ... */
+  char *pdir;          /* ... by its name under dest */
+  int progress; /* the stack index of the progress callback (0: none) */
   double last_progress;
-  lua_Integer nwarnings;
   int err;                      /* the failure: errno ... */
   char msg[2 * PATH_MAX + 256]; /* ... and message */
 };
@@ -327,11 +327,8 @@ int job_fail(struct job *j, int err, const char *fmt, ...) __attribute__((format
 int job_fail_archive(struct job *j, struct archive *a, const char *who, const char *entry);
 /* Frees the job's resources and returns nil, msg, errno. */
 int job_error(lua_State *L, struct job *j);
-void job_warn(lua_State *L, struct job *j, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* progress(done, other) at most every 0.1 s (always when forced); its errors propagate. */
-void job_progress_n(lua_State *L, struct job *j, lua_Integer done, lua_Integer other, int force);
-/* The same with the bytes through a's outer end (read or written). */
-void job_progress(lua_State *L, struct job *j, lua_Integer done, struct archive *a, int force);
+void job_progress(lua_State *L, struct job *j, lua_Integer done, lua_Integer other, int force);
 /* Opens src (again, from its start) for reading, compression detected. 0 or -1. */
 int open_reader(struct job *j, const char *src);
 
@@ -348,6 +345,9 @@ int opt_progress(lua_State *L, int t);
 const char *clean_name(const char *name, char *out, size_t size);
 /* Whether name was met before in the table at seen (remembering it). */
 int seen_before(lua_State *L, int seen, const char *name);
+struct sha256_ctx;
+/* Pushes the digest as 64 hex digits. */
+void push_sha256_hex(lua_State *L, struct sha256_ctx *md);
 int ar_extract(lua_State *L);
 int ar_create(lua_State *L);
 

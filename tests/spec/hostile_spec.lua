@@ -92,7 +92,7 @@ describe("hostile packages", function()
     end)
   end
 
-  -- verify reads the archive as one stream (read_entry stops at the first
+  -- verify reads the archive as one stream (list refuses a second
   -- manifest.json); inspect and plan extract it, as install and upgrade do.
   for _, cmd in ipairs({ "verify", "inspect", "plan" }) do
     it("refuses two entries of one name in " .. cmd, function()

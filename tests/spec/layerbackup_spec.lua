@@ -161,17 +161,18 @@ describe("backups of the layer store", function()
       info.apps[app.name] = { version = app.version, digest = app.image.digest, idmap = false }
       local key = app.name .. "@" .. app.image.digest
       -- the flattened rootfs: the image's layers and the app's changes, as the
-      -- app's own copy is made (ct.layer.apply in order, then its upper)
+      -- app's own copy is made (the layers applied in order, then its upper)
       local rootfs = old .. "/" .. key .. "/rootfs"
       assert(ct.fs.mkdir(rootfs, 493, true))
       local image = json.decode(ct.fs.read(a .. "/images/" .. key .. "/image.json"))
       for _, l in ipairs(image.layers) do
-        assert(ct.layer.apply(a .. "/blobs/sha256/" .. l.blob:sub(8), rootfs, {}))
+        assert(ct.archive.extract(a .. "/blobs/sha256/" .. l.blob:sub(8), rootfs,
+          { preserve = true, whiteouts = "apply" }))
       end
       local utar = old .. "/upper-" .. i .. ".tar"
       assert(ct.archive.create(utar, { { name = "", path = a .. "/uppers/" .. app.name .. "/" .. app.upper .. "/upper",
         whiteouts = "oci" } }, { format = "gzip" }))
-      assert(ct.layer.apply(utar, rootfs, {}))
+      assert(ct.archive.extract(utar, rootfs, { preserve = true, whiteouts = "apply" }))
       local image_old = { process = image.process, app = image.app, digest = image.digest, devices_removed = 0 }
       assert(ct.fs.write_atomic(old .. "/" .. key .. "/image.json", json.encode(image_old)))
       assert(ct.fs.write_atomic(old .. "/" .. key .. "/idmap", "none\n"))

@@ -48,7 +48,7 @@ describe("rollback ARCHIVE", function()
     local entries = {}
     for _, n in ipairs(ct.fs.dir(dir)) do entries[#entries + 1] = { name = n, path = dir .. "/" .. n } end
     local out = H.tmpdir() .. "/" .. name .. ".tar.zst"
-    assert(ct.archive.create(out, entries, { xattrs = true }))
+    assert(ct.archive.create(out, entries))
     return out
   end
 

@@ -67,7 +67,7 @@ return {
     rdoc.commit, rdoc.time = r.commit or json.null, r.time or json.null
     local doc = {
       package = file, bytes = ct.fs.size(file) or json.null, package_format = pkg.format,
-      compression = ct.archive.detect(file) or json.null,
+      compression = pkgtool.compression(file) or json.null,
       release = rdoc,
       signature = { status = sig.status, signed = sig.signed, signer = sig.signer or json.null },
       apps = json.array({}), delta = pkg.delta or json.null,
@@ -98,7 +98,7 @@ return {
       return true
     end
     ui.print("package    %s (%s, %s format, %s)", file, ui.bytes(ct.fs.size(file) or 0), pkg.format,
-      tostring(ct.archive.detect(file)))
+      tostring(pkgtool.compression(file)))
     ui.print("release    %s", ui.release_label(r))
     ui.print("commit     %s", r.commit or "-")
     ui.print("time       %s", r.time or "-")

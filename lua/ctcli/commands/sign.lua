@@ -41,7 +41,7 @@ return {
     for _, n in ipairs(ct.fs.dir(dir) or {}) do
       if n ~= signing.MANIFEST and n ~= signing.SIGNATURE then roots[#roots + 1] = n end
     end
-    local format = ct.archive.detect(file)
+    local format = pkgtool.compression(file)
     format = (format == "gzip" or format == "zstd") and format or "zstd"
     local out = ctx.opts.output or file
     ok, err = pkgtool.write(out, dir, text, roots, { key = key, format = format, mtime = pkgtool.mtime(doc) })

@@ -21,8 +21,13 @@ return {
     local keys, source = signing.keys_for(ctx.opts.key, ctx.root)
     if not keys then return nil, source end
     if not ct.fs.exists(file) then return nil, file .. ": no such package" end
-    -- One streaming pass over the archive: nothing is extracted.
-    local result = { package = file, signed = ct.archive.read_entry(file, signing.SIGNATURE, 4096) ~= nil }
+    -- Streaming passes over the archive: nothing is extracted.
+    local signed = false
+    ct.archive.list(file, { stop = function(e)
+      signed = e.type == "file" and e.name:gsub("^%./", "") == signing.SIGNATURE
+      return signed
+    end })
+    local result = { package = file, signed = signed }
     local failure
     local key, err = signing.check_archive(file, keys)
     if not key then

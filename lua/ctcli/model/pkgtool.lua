@@ -32,6 +32,19 @@ function M.extract(file)
   return dir, cleanup
 end
 
+-- compression(file) -> "gzip", "zstd", "xz", "bzip2", "tar" or "unknown", by
+-- the magic bytes at its start | nil, msg
+local MAGIC = { { "\31\139", "gzip" }, { "\40\181\47\253", "zstd" }, { "\253" .. "7zXZ\0", "xz" } }
+function M.compression(file)
+  local head, err = ct.fs.read(file, 0, 512)
+  if not head then return nil, err end
+  for _, m in ipairs(MAGIC) do
+    if head:sub(1, #m[1]) == m[1] then return m[2] end
+  end
+  if head:find("^BZh[1-9]") then return "bzip2" end
+  return head:sub(258, 262) == "ustar" and "tar" or "unknown"
+end
+
 -- epoch_of("2026-11-01T12:00:00Z") -> whole seconds, or nil
 function M.epoch_of(s)
   local t = clock.epoch(s)

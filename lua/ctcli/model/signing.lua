@@ -188,21 +188,11 @@ end
 -- signature, then every file's digest, read from the archive as one stream
 -- (nothing is extracted; memory stays flat in the package's size).
 function M.check_archive(file, keys)
-  local text = ct.archive.read_entry(file, M.MANIFEST, 16 * 1024 * 1024)
-  if not text then
-    return nil, "no " .. M.MANIFEST .. ": a package in the original layout carries no digests or signature"
-  end
-  local key = true
-  if keys and #keys > 0 then
-    local sig = ct.archive.read_entry(file, M.SIGNATURE, 4096)
-    local err
-    key, err = M.check_signature(text, sig, keys)
-    if not key then return nil, err end
-  end
-  local doc = json.decode(text)
-  -- list refuses two entries of one name: read_entry above stops at the
-  -- first manifest.json, an extraction would keep the last.
-  local listed, lerr = ct.archive.list(file, { digests = true })
+  -- list refuses two entries of one name (a reader that stops at the first
+  -- manifest.json and an extraction that keeps the last would differ).
+  local listed, lerr = ct.archive.list(file, {
+    digests = true, read = { [M.MANIFEST] = 16 * 1024 * 1024, [M.SIGNATURE] = 4096 },
+  })
   if not listed then
     -- The caller names the package already.
     if lerr:sub(1, #file + 2) == file .. ": " then lerr = lerr:sub(#file + 3) end
@@ -211,6 +201,17 @@ function M.check_archive(file, keys)
   local function clean(name) return (name:gsub("^%./", ""):gsub("/+$", "")) end
   local by = {}
   for _, e in ipairs(listed) do by[clean(e.name)] = e end
+  local text = by[M.MANIFEST] and by[M.MANIFEST].data
+  if not text then
+    return nil, "no " .. M.MANIFEST .. ": a package in the original layout carries no digests or signature"
+  end
+  local key = true
+  if keys and #keys > 0 then
+    local err
+    key, err = M.check_signature(text, by[M.SIGNATURE] and by[M.SIGNATURE].data, keys)
+    if not key then return nil, err end
+  end
+  local doc = json.decode(text)
   local entries = {}
   for _, e in ipairs(listed) do
     local rel = clean(e.name)

@@ -286,6 +286,7 @@ function M.extract(file, dir, progress)
     preserve = true, check_space = true, special = "skip", progress = progress,
   })
   if not stats then return nil, err end
+  local skipped = stats.skipped
   if ct.fs.lstat(dir .. "/uppers") then
     local ok, rerr = ct.fs.rmtree(dir .. "/uppers")
     if not ok then return nil, rerr end
@@ -293,8 +294,14 @@ function M.extract(file, dir, progress)
       preserve = true, check_space = true, special = "skip", only = { "uppers" }, whiteouts = "overlay",
     })
     if not more then return nil, xerr end
-    stats.warnings = stats.warnings or {}
-    for _, w in ipairs(more.warnings or {}) do stats.warnings[#stats.warnings + 1] = w end
+    skipped = more.skipped
+    for _, name in ipairs(stats.skipped) do
+      if not name:find("^uppers/") then skipped[#skipped + 1] = name end
+    end
+  end
+  stats.warnings = {}
+  for _, name in ipairs(skipped) do
+    stats.warnings[#stats.warnings + 1] = file .. ": " .. name .. ": skipped a device node, fifo or socket"
   end
   return stats
 end

@@ -246,8 +246,8 @@ function M.flat(paths, app_name, digest, rootfs, mounts)
   local ok, err = ct.fs.mkdir(tree, 493)
   for _, l in ipairs(image.layers) do
     if not ok then break end
-    ok, err = ct.layer.apply(layout .. "/blobs/sha256/" .. layers.hex(l.digest), tree,
-      { idmap = layers.idmap_opt(m), check_space = true })
+    ok, err = ct.archive.extract(layout .. "/blobs/sha256/" .. layers.hex(l.digest), tree,
+      { preserve = true, whiteouts = "apply", idmap = layers.idmap_opt(m), check_space = true })
   end
   local changes
   if ok then

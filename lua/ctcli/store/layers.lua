@@ -33,7 +33,7 @@ function M.mapping_name(m)
   return string.format("%d-%d", m.uid, m.gid)
 end
 
--- idmap_opt(m) -> ct.layer's idmap option for mapping m (nil: ids kept).
+-- idmap_opt(m) -> ct.archive.extract's idmap option for mapping m (nil: ids kept).
 local function idmap_opt(m)
   if not m or m.go then return nil end
   return { { inside = 0, outside = m.uid, size = m.size } }
@@ -225,8 +225,8 @@ function M.extract(paths, layer, m, added, progress)
     -- Device nodes, fifos and sockets of an image are left out (runc gives
     -- every container its own /dev), counted in the layer's record.
     local xerr
-    stats, xerr = ct.layer.extract(M.blob_path(paths, layer.digest), tree, {
-      idmap = idmap_opt(m), check_space = true, special = "skip",
+    stats, xerr = ct.archive.extract(M.blob_path(paths, layer.digest), tree, {
+      preserve = true, whiteouts = "overlay", idmap = idmap_opt(m), check_space = true, special = "skip",
       progress = progress and function(_, read) progress(layer, read) end,
     })
     if not stats then return fail("extracting layer " .. layer.diff_id .. ": " .. tostring(xerr)) end
@@ -399,8 +399,8 @@ function M.create_upper(paths, a)
   elseif ok then
     -- Without overlayfs: the app's own copy, the layers applied in order.
     for _, l in ipairs(a.layers) do
-      local stats, xerr = ct.layer.apply(M.blob_path(paths, l.digest), tmp .. "/rootfs",
-        { idmap = idmap_opt(m), check_space = true, special = "skip" })
+      local stats, xerr = ct.archive.extract(M.blob_path(paths, l.digest), tmp .. "/rootfs",
+        { preserve = true, whiteouts = "apply", idmap = idmap_opt(m), check_space = true, special = "skip" })
       if not stats then return fail("copying the image of " .. a.app .. ": " .. tostring(xerr)) end
     end
   end

@@ -20,7 +20,8 @@ local function what_changed(paths, l, m)
   if not tmp then return nil end
   local out
   ct.fs.mkdir(tmp .. "/tree", 493)
-  if ct.layer.extract(layers.blob_path(paths, blob), tmp .. "/tree", { idmap = layers.idmap_opt(m) }) then
+  if ct.archive.extract(layers.blob_path(paths, blob), tmp .. "/tree",
+    { preserve = true, whiteouts = "overlay", idmap = layers.idmap_opt(m) }) then
     local view = diff.tree_view(tmp .. "/tree")
     local changes = view and diff.of_tree(l.dir, view)
     if changes then out = diff.list(changes) end
