@@ -35,8 +35,27 @@ end
 -- compression(file) -> "gzip", "zstd", "xz", "bzip2", "tar" or "unknown", by
 -- the magic bytes at its start | nil, msg
 local MAGIC = { { "\31\139", "gzip" }, { "\40\181\47\253", "zstd" }, { "\253" .. "7zXZ\0", "xz" } }
+-- head(file, n) -> up to n first bytes of file | nil, msg (ct.fs.read
+-- reads whole files only).
+local function head_of(file, n)
+  local real, err = ct.fs.realpath(file)
+  if not real then return nil, err end
+  local dir, base = real:match("^(.*)/([^/]+)$")
+  local d
+  d, err = ct.fs.opendir(dir == "" and "/" or dir)
+  if not d then return nil, err end
+  local f
+  f, err = d:open(base)
+  d:close()
+  if not f then return nil, err end
+  local data
+  data, err = f:read(n)
+  f:close()
+  return data, err
+end
+
 function M.compression(file)
-  local head, err = ct.fs.read(file, 0, 512)
+  local head, err = head_of(file, 512)
   if not head then return nil, err end
   for _, m in ipairs(MAGIC) do
     if head:sub(1, #m[1]) == m[1] then return m[2] end
