@@ -266,7 +266,7 @@ static int open_read(lua_State *L, const struct at *a, const char *rel, const ch
    the regular file src to the host path dst (atomically, as write_atomic);
    mode defaults to src's rwx bits */
 static int fs_copyfile(lua_State *L) {
-  struct at a, host = {AT_FDCWD, 0};
+  struct at a, host = {AT_FDCWD, 0, 0};
   int arg = ct_at(L, &a);
   const char *dst = luaL_checkstring(L, arg + 1);
   int has_mode = !lua_isnoneornil(L, arg + 2);
