@@ -554,7 +554,7 @@ int luaopen_ct_fs(lua_State *L) {
     int value;
   } errnos[] = {{"ENOENT", ENOENT}, {"EEXIST", EEXIST},   {"ENOTDIR", ENOTDIR}, {"EISDIR", EISDIR},
                 {"EINVAL", EINVAL}, {"ELOOP", ELOOP},     {"ENOSPC", ENOSPC},   {"EXDEV", EXDEV},
-                {"EBUSY", EBUSY},   {"EOPNOTSUPP", EOPNOTSUPP}};
+                {"EBUSY", EBUSY},   {"EOPNOTSUPP", EOPNOTSUPP}, {"E2BIG", E2BIG}};
   lua_createtable(L, 0, (int)(sizeof errnos / sizeof errnos[0]));
   for (size_t i = 0; i < sizeof errnos / sizeof errnos[0]; i++) {
     lua_pushinteger(L, errnos[i].value);

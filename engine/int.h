@@ -357,7 +357,7 @@ int ar_create(lua_State *L);
 
 /* ---- mount.c ---- */
 
-int luaopen_ct_fs_mount(lua_State *L); /* adds mount_overlay, umount, mounted */
+int luaopen_ct_fs_mount(lua_State *L); /* adds mount, umount, mounted */
 int luaopen_ct_fs_tree(lua_State *L);  /* adds tree_digest (tree.c) */
 
 #endif
