@@ -128,24 +128,31 @@ static int walk_open(int dirfd, const char *rel, int flags, mode_t mode) {
 }
 
 /* Opens rel (checked by bad_rel) beneath dirfd; O_NOFOLLOW|O_CLOEXEC are
-   added. Returns a descriptor, or -1 with errno (ELOOP: a symlink). */
-static int open_beneath(int dirfd, const char *rel, int flags, mode_t mode) {
-  flags |= O_NOFOLLOW | O_CLOEXEC;
+   added. in_root: symlinks are followed instead, each resolved inside
+   dirfd as if it were "/" (openat2 only: else ENOSYS). Returns a
+   descriptor, or -1 with errno (ELOOP: a symlink). */
+static int open_beneath(int dirfd, const char *rel, int flags, mode_t mode, int in_root) {
+  flags |= (in_root ? 0 : O_NOFOLLOW) | O_CLOEXEC;
   if (!*rel) rel = ".";
+  if (in_root && !ct_beneath_openat2()) {
+    errno = ENOSYS; /* no walk can follow a symlink and stay inside */
+    return -1;
+  }
   if (ct_beneath_openat2()) {
     struct open_how how;
     memset(&how, 0, sizeof how);
     how.flags = (uint64_t)flags;
     how.mode = (flags & O_CREAT) ? mode : 0;
-    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+    how.resolve = RESOLVE_NO_MAGICLINKS |
+                  (in_root ? RESOLVE_IN_ROOT : RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS);
     for (int tries = 0;; tries++) {
       long fd = syscall(SYS_openat2, dirfd, rel, &how, sizeof how);
       if (fd >= 0) return (int)fd;
       /* EAGAIN: a rename raced the lookup; the kernel asks for a retry */
       if (errno == EINTR || (errno == EAGAIN && tries < 64)) continue;
-      if (errno == ENOTDIR && !(flags & O_PATH)) {
+      if (errno == ENOTDIR && !(flags & O_PATH) && !in_root) {
         /* O_DIRECTORY on a final symlink says ENOTDIR: call it what it is */
-        int pfd = open_beneath(dirfd, rel, O_PATH, 0);
+        int pfd = open_beneath(dirfd, rel, O_PATH, 0, 0);
         struct stat st;
         int link = pfd >= 0 && fstat(pfd, &st) == 0 && S_ISLNK(st.st_mode);
         if (pfd >= 0) close(pfd);
@@ -154,6 +161,7 @@ static int open_beneath(int dirfd, const char *rel, int flags, mode_t mode) {
       }
       if (errno != ENOSYS) return -1;
       use_openat2 = 0; /* a kernel before 5.6 */
+      if (in_root) return -1;
       break;
     }
   }
@@ -163,7 +171,7 @@ static int open_beneath(int dirfd, const char *rel, int flags, mode_t mode) {
 /* rel opened as a resolves it; O_CLOEXEC is added (and O_NOFOLLOW beneath
    a Dir). A descriptor, or -1 with errno. */
 int ct_at_open(const struct at *a, const char *rel, int flags, mode_t mode) {
-  if (a->dir) return open_beneath(a->fd, rel, flags, mode);
+  if (a->dir) return open_beneath(a->fd, rel, flags, mode, a->in_root);
   return openat(AT_FDCWD, rel, flags | O_CLOEXEC, mode);
 }
 
@@ -276,7 +284,8 @@ int ct_chmod_fd(int fd, mode_t mode) {
 }
 
 /* Opens the file rel as a resolves it: by name plainly (any type), beneath
-   a Dir only a regular file, as the header comment says. flags: the access
+   a Dir only a regular file, as the header comment says (an in_root Dir
+   follows a final symlink unless creating). flags: the access
    mode plus O_APPEND/O_TRUNC; create/excl as O_CREAT/O_EXCL. Returns 0
    with *out, or an errno with *msg set when not strerror's. */
 int ct_open_file(const struct at *a, const char *rel, int flags, int create, int excl, mode_t mode,
@@ -288,13 +297,22 @@ int ct_open_file(const struct at *a, const char *rel, int flags, int create, int
     *out = openat(AT_FDCWD, rel, flags | O_CLOEXEC, mode);
     return *out < 0 ? last_err() : 0;
   }
+  struct stat st;
+  memset(&st, 0, sizeof st);
+  if (a->in_root && !create) {
+    /* the last component is followed too, inside the root like the rest */
+    int p = open_beneath(a->fd, rel, O_PATH, 0, 1);
+    *out = p < 0 ? -1 : ct_open_regular(p, NULL, flags, NULL, &st);
+    int err = *out < 0 ? last_err() : 0;
+    if (p >= 0) close(p);
+    if (err == EINVAL) *msg = type_article(st.st_mode);
+    return err;
+  }
   int pfd;
   char *base;
   int err = ct_at_parent(a, rel, &pfd, &base);
   if (err) return err;
   int fd = -1;
-  struct stat st;
-  memset(&st, 0, sizeof st);
   for (int tries = 0; tries < 16 && fd < 0 && !err; tries++) {
     if (!(create && excl)) {
       fd = ct_open_regular(pfd, base, flags, NULL, &st);
@@ -323,6 +341,7 @@ struct handle *ct_new_handle(lua_State *L, const char *mt, int path_idx) {
   path_idx = lua_absindex(L, path_idx);
   struct handle *h = lua_newuserdatauv(L, sizeof *h, 1);
   h->fd = -1;
+  h->in_root = 0;
   luaL_setmetatable(L, mt);
   lua_pushvalue(L, path_idx);
   lua_setiuservalue(L, -2, 1);
@@ -372,8 +391,10 @@ static const char *push_display(lua_State *L, int dir, const char *rel) {
 /* The resolution of a call: a Dir at 1 (checked open), or by name. Returns
    the index of the first argument after it. */
 int ct_at(lua_State *L, struct at *a) {
-  a->dir = luaL_testudata(L, 1, DIR_MT) ? 1 : 0;
-  a->fd = a->dir ? check_dir(L, 1)->fd : AT_FDCWD;
+  struct handle *h = luaL_testudata(L, 1, DIR_MT) ? check_dir(L, 1) : NULL;
+  a->dir = h ? 1 : 0;
+  a->fd = h ? h->fd : AT_FDCWD;
+  a->in_root = h ? h->in_root : 0;
   return a->dir + 1;
 }
 
@@ -402,28 +423,47 @@ int ct_fail_at(lua_State *L, int err, const char *display, const char *msg) {
 
 /* ---- Dir -------------------------------------------------------------- */
 
-/* ct.fs.opendir(path) -> Dir; path is the operator's (trusted), only its
-   last component must not be a symlink */
+/* Reads a boolean field of the table at idx. */
+static int opt_flag(lua_State *L, int idx, const char *k) {
+  int t = lua_getfield(L, idx, k);
+  if (t != LUA_TNIL && t != LUA_TBOOLEAN) luaL_error(L, "bad option '%s' (a boolean expected)", k);
+  int v = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  return v;
+}
+
+/* ct.fs.opendir(path [, opts]) -> Dir; path is the operator's (trusted),
+   only its last component must not be a symlink. opts.in_root: paths
+   beneath it follow symlinks, resolved inside it (an image's tree). */
 static int fs_opendir(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
+  int in_root = 0;
+  if (!lua_isnoneornil(L, 2)) {
+    luaL_checktype(L, 2, LUA_TTABLE);
+    in_root = opt_flag(L, 2, "in_root");
+  }
   struct handle *h = ct_new_handle(L, DIR_MT, 1);
   h->fd = open(path, DIR_FLAGS | O_NOFOLLOW);
   if (h->fd < 0) return ct_fail_at(L, errno, path, NULL);
+  h->in_root = in_root;
   return 1;
 }
 
-/* Dir:opendir(rel [, mode]) -> Dir; with mode, missing directories are made */
+/* Dir:opendir(rel [, mode]) -> Dir (in_root as this one); with mode,
+   missing directories are made */
 static int d_opendir(lua_State *L) {
-  const struct at a = {check_dir(L, 1)->fd, 1};
+  struct at a;
+  ct_at(L, &a);
   int create = !lua_isnoneornil(L, 3);
   mode_t mode = opt_mode(L, 3, 0);
   AT_REL(L, &a, 2, rel, display);
   struct handle *h = ct_new_handle(L, DIR_MT, -1);
+  h->in_root = a.in_root;
   int err = 0;
   if (create) {
     err = ct_mkdirs(&a, rel, mode, &h->fd);
   } else {
-    h->fd = open_beneath(a.fd, rel, DIR_FLAGS, 0);
+    h->fd = ct_at_open(&a, rel, DIR_FLAGS, 0);
     if (h->fd < 0) err = last_err();
   }
   if (err) return ct_fail_at(L, err, display, NULL);
@@ -439,21 +479,13 @@ static int d_path(lua_State *L) {
 
 /* An O_PATH descriptor of rel itself (a symlink is not followed but
    opened), or -1 with errno. */
-int ct_open_path(int dirfd, const char *rel) { return open_beneath(dirfd, rel, O_PATH, 0); }
-
-/* Reads a boolean field of the table at idx. */
-static int opt_flag(lua_State *L, int idx, const char *k) {
-  int t = lua_getfield(L, idx, k);
-  if (t != LUA_TNIL && t != LUA_TBOOLEAN) luaL_error(L, "bad option '%s' (a boolean expected)", k);
-  int v = lua_toboolean(L, -1);
-  lua_pop(L, 1);
-  return v;
-}
+int ct_open_path(int dirfd, const char *rel) { return open_beneath(dirfd, rel, O_PATH, 0, 0); }
 
 /* Dir:open(rel [, opts]) -> File. opts: write (read and write), create,
    append, trunc, excl, mode (0640). Only a regular file is opened. */
 static int d_open(lua_State *L) {
-  const struct at a = {check_dir(L, 1)->fd, 1};
+  struct at a;
+  ct_at(L, &a);
   int write = 0, create = 0, append = 0, trunc = 0, excl = 0;
   mode_t mode = 0640;
   if (!lua_isnoneornil(L, 3)) {
@@ -509,11 +541,11 @@ int ct_open_beneath(int dirfd, const char *rel, int flags, mode_t mode) {
     errno = why == MSG_ABS ? EINVAL : EPERM;
     return -1;
   }
-  return open_beneath(dirfd, rel, flags, mode);
+  return open_beneath(dirfd, rel, flags, mode, 0);
 }
 
 int ct_mkdirs_beneath(int dirfd, const char *rel, mode_t mode, int *out) {
-  const struct at a = {dirfd, 1};
+  const struct at a = {dirfd, 1, 0};
   return bad_rel(rel) ? EPERM : ct_mkdirs(&a, rel, mode, out);
 }
 

@@ -84,7 +84,7 @@ static int overlap(uint32_t from, uint32_t to, uint32_t size) {
 
 /* Dir:shift_tree(rel, from, to [, {keep_setid = true}]) -> entries changed */
 int d_shift_tree(lua_State *L) {
-  const struct at a = {check_dir(L, 1)->fd, 1};
+  const struct at a = {check_dir(L, 1)->fd, 1, 0};
   luaL_checktype(L, 3, LUA_TTABLE);
   luaL_checktype(L, 4, LUA_TTABLE);
   struct idmap m;
@@ -183,7 +183,7 @@ static int walk_visit(struct tw *v, struct frame *t, const char *name, const str
    mount point is listed). opaque: trusted.overlay.opaque = "y" (a
    directory of an overlay upper). */
 int d_walk(lua_State *L) {
-  const struct at a = {check_dir(L, 1)->fd, 1};
+  const struct at a = {check_dir(L, 1)->fd, 1, 0};
   lua_settop(L, 2);
   AT_REL(L, &a, 2, rel, display);
   ct_class(L, WALK_MT, NULL, dwalk_close, NULL);

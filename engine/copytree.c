@@ -363,7 +363,7 @@ static int copytree_fd(int sfd, const char *src, const char *dst, struct fserr *
   if (c.droot >= 0) close(c.droot);
   if (err) {
     struct fserr ignored = {0, NULL, NULL, NULL};
-    const struct at host = {AT_FDCWD, 0};
+    const struct at host = {AT_FDCWD, 0, 0};
     rmtree_at(&host, dst, dst, &ignored); /* no half copy is left behind */
     free(ignored.path);
   }

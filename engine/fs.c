@@ -266,7 +266,7 @@ static int open_read(lua_State *L, const struct at *a, const char *rel, const ch
    the regular file src to the host path dst (atomically, as write_atomic);
    mode defaults to src's rwx bits */
 static int fs_copyfile(lua_State *L) {
-  struct at a, host = {AT_FDCWD, 0};
+  struct at a, host = {AT_FDCWD, 0, 0};
   int arg = ct_at(L, &a);
   const char *dst = luaL_checkstring(L, arg + 1);
   int has_mode = !lua_isnoneornil(L, arg + 2);
@@ -554,7 +554,7 @@ int luaopen_ct_fs(lua_State *L) {
     int value;
   } errnos[] = {{"ENOENT", ENOENT}, {"EEXIST", EEXIST},   {"ENOTDIR", ENOTDIR}, {"EISDIR", EISDIR},
                 {"EINVAL", EINVAL}, {"ELOOP", ELOOP},     {"ENOSPC", ENOSPC},   {"EXDEV", EXDEV},
-                {"EBUSY", EBUSY},   {"EOPNOTSUPP", EOPNOTSUPP}};
+                {"EBUSY", EBUSY},   {"EOPNOTSUPP", EOPNOTSUPP}, {"E2BIG", E2BIG}};
   lua_createtable(L, 0, (int)(sizeof errnos / sizeof errnos[0]));
   for (size_t i = 0; i < sizeof errnos / sizeof errnos[0]; i++) {
     lua_pushinteger(L, errnos[i].value);

@@ -193,6 +193,7 @@ int tw_opendir(const struct frame *t, const char *name, struct stat *st);
    (its O_PATH descriptor is checked, then reopened through /proc; without
    /proc a non-blocking open by name is checked). With want, it must still
    be that inode (else ESTALE). *st: its stat (the type when EINVAL, ELOOP).
+   name NULL: dirfd is the file's own O_PATH descriptor (no fallback).
    A descriptor, or -1 with errno. */
 int ct_open_regular(int dirfd, const char *name, int flags, const struct stat *want, struct stat *st);
 /* Frees a walk's frames (closing their descriptors); again is harmless. */
@@ -229,13 +230,16 @@ int ct_mkdirs_beneath(int dirfd, const char *rel, mode_t mode, int *out);
 #define DIR_MT "ct.fs.Dir"
 #define FILE_MT "ct.fs.File"
 struct handle {
-  int fd; /* -1 once closed */
+  int fd;      /* -1 once closed */
+  int in_root; /* a Dir: opendir's in_root */
 };
 /* Where an operation resolves its paths: beneath the Dir at stack index
-   dir (fd its descriptor), or by name (dir 0, fd AT_FDCWD). */
+   dir (fd its descriptor), or by name (dir 0, fd AT_FDCWD). in_root: the
+   Dir's symlinks followed inside it (RESOLVE_IN_ROOT). */
 struct at {
   int fd;
   int dir;
+  int in_root;
 };
 /* A new closed handle (metatable mt) whose display path is the string at
    path_idx, on top of the stack. */
@@ -353,7 +357,7 @@ int ar_create(lua_State *L);
 
 /* ---- mount.c ---- */
 
-int luaopen_ct_fs_mount(lua_State *L); /* adds mount_overlay, umount, mounted */
+int luaopen_ct_fs_mount(lua_State *L); /* adds mount, umount, mounted */
 int luaopen_ct_fs_tree(lua_State *L);  /* adds tree_digest (tree.c) */
 
 #endif

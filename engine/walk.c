@@ -238,7 +238,8 @@ int tw_opendir(const struct frame *t, const char *name, struct stat *st) {
 
 int ct_open_regular(int dirfd, const char *name, int flags, const struct stat *want, struct stat *st) {
   const struct stat was = want ? *want : (struct stat){0}; /* want may be st */
-  int fd = -1, p = openat(dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  int fd = -1, p = name ? openat(dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC)
+                        : fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
   int err = p < 0 || fstat(p, st) != 0 ? last_err() : 0;
   if (!err && want && (was.st_ino != st->st_ino || was.st_dev != st->st_dev)) err = ESTALE;
   if (!err && !S_ISREG(st->st_mode)) err = S_ISLNK(st->st_mode) ? ELOOP : EINVAL;
@@ -246,7 +247,7 @@ int ct_open_regular(int dirfd, const char *name, int flags, const struct stat *w
     char proc[48];
     snprintf(proc, sizeof proc, "/proc/self/fd/%d", p);
     fd = open(proc, flags | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
-    if (fd < 0 && errno == ENOENT) /* no /proc: by name, without blocking, checked after */
+    if (fd < 0 && errno == ENOENT && name) /* no /proc: by name, without blocking, checked after */
       fd = openat(dirfd, name, flags | O_NONBLOCK | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC);
     err = fd < 0 ? last_err() : same_inode(fd, st);
     /* O_NONBLOCK only guarded the open; a regular file does not need it */

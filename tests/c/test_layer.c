@@ -316,7 +316,7 @@ static void overlay_case(const char *at) {
       "ok(layer.extract(T .. '/base.tar.zst', at .. '/l1', {special = 'skip'}))\n"
       "ok(layer.extract(T .. '/top.tar.gz', at .. '/l2'))\n"
       "assert(not ct.fs.mounted(at .. '/merged'))\n"
-      "ok(ct.fs.mount_overlay{lower = {at .. '/l2', at .. '/l1'}, upper = at .. '/upper',\n"
+      "ok(require('ctcli.store.layers').mount_overlay{lower = {at .. '/l2', at .. '/l1'}, upper = at .. '/upper',\n"
       "  work = at .. '/work', target = at .. '/merged'})\n"
       "assert(ct.fs.mounted(at .. '/merged'))\n"
       "local m = at .. '/merged'\n"
@@ -372,12 +372,13 @@ DEFINE_TEST(overlay_many_long_lowers) {
       "assert(#table.concat(lower, ':') > 4096)\n"
       "for _, d in ipairs({'u', 'w', 'm'}) do ok(ct.fs.mkdir(T .. '/' .. d)) end\n"
       "local cwd = io.popen('pwd'):read('l')\n"
-      "ok(ct.fs.mount_overlay{lower = lower, upper = T .. '/u', work = T .. '/w', target = T .. '/m'})\n"
+      "ok(require('ctcli.store.layers').mount_overlay{lower = lower, upper = T .. '/u', work = T .. '/w',\n"
+      "  target = T .. '/m'})\n"
       "assert(io.popen('pwd'):read('l') == cwd)\n"
       "assert(ct.fs.exists(T .. '/m/f1') and ct.fs.exists(T .. '/m/f40'))\n"
       "ok(ct.fs.umount(T .. '/m', {detach = true}))\n"
       "assert(not ct.fs.mounted(T .. '/m'))\n"
-      "refused('cannot carry', ct.fs.mount_overlay{lower = {T .. '/a,b'}, upper = T .. '/u',\n"
+      "refused('cannot carry', require('ctcli.store.layers').mount_overlay{lower = {T .. '/a,b'}, upper = T .. '/u',\n"
       "  work = T .. '/w', target = T .. '/m'})\n"
       "return true");
 }
@@ -462,7 +463,7 @@ DEFINE_TEST(tree_digest_merged_equals_applied) {
       "ok(layer.extract(T .. '/top.tar', T .. '/l2'))\n"
       "ok(layer.apply(T .. '/base.tar', T .. '/copy', {special = 'skip'}))\n"
       "ok(layer.apply(T .. '/top.tar', T .. '/copy'))\n"
-      "ok(ct.fs.mount_overlay{lower = {T .. '/l2', T .. '/l1'}, target = T .. '/m'})\n"
+      "ok(require('ctcli.store.layers').mount_overlay{lower = {T .. '/l2', T .. '/l1'}, target = T .. '/m'})\n"
       "local merged = ok(ct.fs.tree_digest(T .. '/m'))\n"
       "ok(ct.fs.umount(T .. '/m'))\n"
       "local copy = ok(ct.fs.tree_digest(T .. '/copy'))\n"
@@ -493,7 +494,7 @@ DEFINE_TEST(upper_walk_and_oci_round_trip) {
   LAYER(P("base.tar"), "none", BASE);
   sh("mkdir -p %s %s %s %s %s", P("l1"), P("upper"), P("work"), P("m"), P("restored"));
   LUA("ok(layer.extract(T .. '/base.tar', T .. '/l1', {special = 'skip'}))\n"
-      "ok(ct.fs.mount_overlay{lower = {T .. '/l1'}, upper = T .. '/upper', work = T .. '/work',\n"
+      "ok(require('ctcli.store.layers').mount_overlay{lower = {T .. '/l1'}, upper = T .. '/upper', work = T .. '/work',\n"
       "  target = T .. '/m'})\n"
       "local m = T .. '/m'\n"
       "ok(ct.fs.unlink(m .. '/a/gone'))\n"

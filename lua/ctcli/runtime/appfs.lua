@@ -341,8 +341,9 @@ end
 
 -- prepare(paths, app, rootfs) -> true | nil, msg: the app's config, data
 -- and logs dirs. A config file missing on the host is seeded from the
--- image's copy (read beneath the rootfs, so a symlink in the image never
--- leads outside); one already there is never overwritten. A new data path
+-- image's copy (its symlinks followed inside the rootfs, never leading
+-- outside; a FIFO or device is not opened); one already there is never
+-- overwritten. A new data path
 -- starts with the image's content at that path, as a container volume does.
 -- Every directory on the way is created or checked beneath the app's dir.
 -- Each path of list (a manifest's configs or data) beneath the app's kind
@@ -373,8 +374,11 @@ function M.prepare(paths, app, image)
     return image
   end
   local ok, err = prepare_kind(paths, app.name, "config", app.configs, function(dst, p, r)
+    -- A symlink in the image (nginx's sites-enabled/default) is followed
+    -- inside the image's tree, never to the host's (in_root; a kernel
+    -- without openat2 says ENOSYS and the seed is empty).
     local rootfs = tree(p)
-    local img = rootfs and ct.fs.opendir(rootfs)
+    local img = rootfs and ct.fs.opendir(rootfs, { in_root = true })
     local copied = img and img:copyfile(r, dst)
     if img then img:close() end
     if copied then return true end

@@ -9,7 +9,7 @@ local layers = require("ctcli.store.layers")
 
 local M = {}
 
--- spec(paths, app_name, id) -> mount table for ct.fs.mount_overlay, or
+-- spec(paths, app_name, id) -> mount table for layers.mount_overlay, or
 -- false when the upper needs no mount | nil, msg
 local function spec(paths, app_name, id)
   local dir = layers.upper_dir(paths, app_name, id)
@@ -39,7 +39,7 @@ function M.ensure_upper(paths, app_name, id)
   if s == nil then return nil, err end
   if not s then return true, false end
   if ct.fs.mounted(s.target) then return true, false end
-  local ok, merr = ct.fs.mount_overlay(s)
+  local ok, merr = layers.mount_overlay(s)
   if not ok then return nil, "cannot mount the rootfs of " .. app_name .. ": " .. tostring(merr) end
   return true, true
 end

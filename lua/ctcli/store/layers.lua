@@ -312,6 +312,69 @@ function M.find(paths, layers, m, path)
 end
 
 ---------------------------------------------------------------------------
+-- Overlay mounts of the layers (an app's rootfs: runtime/overlay.lua)
+
+-- Always off: an upper is tarred into backups and compared by `diff`, so it
+-- must hold plain copies and no redirects, and one lower is mounted under
+-- many uppers.
+local OVL_FIXED = ",index=off,metacopy=off,redirect_dir=off"
+local OVL_OPTS_MAX = 4095 -- mount(2) copies one page of options, NUL included
+
+-- A path overlayfs can take in its options: absolute, no separator of the
+-- option string or of lowerdir.
+local function ovl_bad_path(p)
+  if type(p) ~= "string" or p:sub(1, 1) ~= "/" then return "is not an absolute path" end
+  if p:find("[,:\\\n]") then return "holds ',', ':', '\\' or a newline, which overlayfs options cannot carry" end
+  return nil
+end
+
+-- The directory every lower is beneath ("/a/b" for "/a/b/x", "/a/b/y/z"), or nil.
+local function common_dir(lower)
+  local common = lower[1]:match("^(.*)/[^/]+$")
+  for i = 2, #lower do
+    while common and common ~= "" and lower[i]:sub(1, #common + 1) ~= common .. "/" do
+      common = common:match("^(.*)/[^/]*$")
+    end
+  end
+  if common == "" then return nil end
+  return common
+end
+
+-- mount_overlay{lower={dirs, top first}, upper=, work=, target=} -> true |
+-- nil, msg, errno; without upper and work a read-only overlay of the
+-- lowers. When the absolute lowers overflow mount(2)'s page they are given
+-- relative to their common directory, the working directory for the call.
+function M.mount_overlay(s)
+  assert(type(s.lower) == "table" and #s.lower >= 1 and #s.lower <= 500, "mount_overlay: 1 to 500 lowers")
+  assert((s.upper == nil) == (s.work == nil), "mount_overlay: upper and work go together")
+  local checks = { { "target", s.target }, { "upper", s.upper }, { "work", s.work } }
+  for _, l in ipairs(s.lower) do checks[#checks + 1] = { "lower", l } end
+  for _, c in ipairs(checks) do
+    local why = (c[2] ~= nil or c[1] == "target") and ovl_bad_path(c[2])
+    if why then return nil, string.format("overlay %s %s: %s", c[1], tostring(c[2]), why), ct.fs.errno.EINVAL end
+  end
+  local function options(lower)
+    local o = "lowerdir=" .. table.concat(lower, ":")
+    if s.upper then o = o .. ",upperdir=" .. s.upper .. ",workdir=" .. s.work end
+    return o .. OVL_FIXED
+  end
+  local data, cwd = options(s.lower), nil
+  if #data > OVL_OPTS_MAX then
+    cwd = common_dir(s.lower)
+    if cwd then
+      local rel = {}
+      for i, l in ipairs(s.lower) do rel[i] = l:sub(#cwd + 2) end
+      data = options(rel)
+    end
+    if #data > OVL_OPTS_MAX then
+      return nil, string.format("overlay on %s: %d layers give options of %d bytes, more than %d",
+        s.target, #s.lower, #data, OVL_OPTS_MAX), ct.fs.errno.E2BIG
+    end
+  end
+  return ct.fs.mount("overlay", s.target, "overlay", data, { rdonly = s.upper == nil, cwd = cwd })
+end
+
+---------------------------------------------------------------------------
 -- Whether overlayfs can be used (probed once per root)
 
 local function storage_file(paths) return paths.state .. "/storage.json" end
@@ -332,11 +395,9 @@ function M.storage(paths, probe)
   local reason
   local dir = ct.fs.mkdtemp(paths.tmp .. "/probe-XXXXXX")
   local ok = false
-  if not ct.fs.mount_overlay then
-    reason = "this ctcli has no overlay mount"
-  elseif dir then
+  if dir then
     for _, d in ipairs({ "lower", "upper", "work", "merged" }) do ct.fs.mkdir(dir .. "/" .. d, 448) end
-    local mok, merr = ct.fs.mount_overlay({ lower = { dir .. "/lower" }, upper = dir .. "/upper",
+    local mok, merr = M.mount_overlay({ lower = { dir .. "/lower" }, upper = dir .. "/upper",
       work = dir .. "/work", target = dir .. "/merged" })
     if mok then
       ok = true
