@@ -23,7 +23,7 @@ struct argvec {
 
 struct config {
   char *blob;
-  const char *id, *pid_file, *cgroup, *restart, *journal, *journal_id, *journal_name;
+  const char *id, *pid_file, *cgroup, *restart, *journal, *journal_name;
   struct argvec create, start, del;
   int logs_fd, state_fd, ready_fd;
   long long uid, gid, backoff_ms, backoff_max_ms, limit, quick_ms, log_max, log_keep, log_seq, runc_ms;
@@ -93,30 +93,22 @@ static int set_arg(struct argvec *a, const char *v) {
 }
 
 static int config_record(struct config *c, const char *k, const char *v) {
+#define F(name) {#name, offsetof(struct config, name)}
   static const struct { const char *key; size_t off; } nums[] = {
-      {"uid", offsetof(struct config, uid)},       {"gid", offsetof(struct config, gid)},
-      {"backoff_ms", offsetof(struct config, backoff_ms)},
-      {"backoff_max_ms", offsetof(struct config, backoff_max_ms)},
-      {"limit", offsetof(struct config, limit)},   {"quick_ms", offsetof(struct config, quick_ms)},
-      {"log_max", offsetof(struct config, log_max)},
-      {"log_keep", offsetof(struct config, log_keep)},
-      {"log_seq", offsetof(struct config, log_seq)},
-      {"runc_ms", offsetof(struct config, runc_ms)},
-  };
+      F(uid), F(gid), F(backoff_ms), F(backoff_max_ms), F(limit), F(quick_ms), F(log_max), F(log_keep),
+      F(log_seq), F(runc_ms)}, strs[] = {F(id), F(pid_file), F(cgroup), F(restart), F(journal), F(journal_name)};
+#undef F
   for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++)
     if (strcmp(k, nums[i].key) == 0) return set_num((long long *)((char *)c + nums[i].off), v);
+  for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
+    if (strcmp(k, strs[i].key) == 0) {
+      *(const char **)((char *)c + strs[i].off) = v;
+      return 0;
+    }
   if (strcmp(k, "create") == 0) return set_arg(&c->create, v);
   if (strcmp(k, "start") == 0) return set_arg(&c->start, v);
   if (strcmp(k, "delete") == 0) return set_arg(&c->del, v);
-  if (strcmp(k, "id") == 0) c->id = v;
-  else if (strcmp(k, "pid_file") == 0) c->pid_file = v;
-  else if (strcmp(k, "cgroup") == 0) c->cgroup = v;
-  else if (strcmp(k, "restart") == 0) c->restart = v;
-  else if (strcmp(k, "journal") == 0) c->journal = v;
-  else if (strcmp(k, "journal_id") == 0) c->journal_id = v;
-  else if (strcmp(k, "journal_name") == 0) c->journal_name = v;
-  else return -1; /* an unknown key: a newer ctcli, refuse rather than guess */
-  return 0;
+  return -1; /* an unknown key: a newer ctcli, refuse rather than guess */
 }
 
 /* Reads the records from fd; NULL or what is wrong. */
@@ -526,11 +518,7 @@ static const char *setup(void) {
   ct_log_open(&M.log, M.c.logs_fd, M.c.log_max, M.c.log_keep,
               M.c.log_seq > 0 && M.c.log_seq < 99999999 ? (unsigned)M.c.log_seq : 0);
   if (M.c.journal) {
-    M.journal.path = M.c.journal;
-    M.journal.identifier = M.c.journal_id;
-    M.journal.container = M.c.journal_name;
-    M.journal.id = M.c.id;
-    ct_journal_open(&M.journal);
+    ct_journal_open(&M.journal, M.c.journal, M.c.journal_name, M.c.id);
     M.log.journal = &M.journal;
   }
   return NULL;
