@@ -67,7 +67,8 @@ extern int ct_in_sandbox_child;
 struct proc *ct_proc_new(lua_State *L);
 /* Records a started child (and opens its pidfd where the kernel has them). */
 void ct_proc_started(struct proc *p, pid_t pid, int group);
-void ct_proc_kill(struct proc *p, int sig);
+/* kill(2) to the child (its group when it leads one); -1 with ESRCH once it is reaped. */
+int ct_proc_kill(struct proc *p, int sig);
 /* Kills a live child (its group, its cgroup), reaps it, releases everything. */
 void ct_proc_release(struct proc *p);
 /* The one wait (run, p:wait, fork_call): feeds in to fds[CT_FD_IN], reads

@@ -10,8 +10,6 @@
 
 extern char **environ;
 
-
-
 /* ---------- argument parsing ---------- */
 
 /* argv at idx: a non-empty array of strings -> a NULL-terminated char* array
@@ -316,8 +314,7 @@ static int check_signal(lua_State *L, int idx, int dflt);
 static int pr_kill(lua_State *L) {
   struct proc *p = check_proc(L);
   int sig = check_signal(L, 2, SIGTERM);
-  if (p->pid <= 0 || p->reaped) return ct_error(L, ESRCH, "process %d has exited", (int)p->pid);
-  if (kill(p->group ? -p->pid : p->pid, sig) != 0) return ct_oserror(L, errno, "kill");
+  if (ct_proc_kill(p, sig) != 0) return ct_error(L, errno, "kill %d: %s", (int)p->pid, strerror(errno));
   return ct_true(L);
 }
 
@@ -334,19 +331,11 @@ static const luaL_Reg process_methods[] = {
 
 /* ---------- signals, kill, alive, getpid, exec ---------- */
 
+/* The signals ctcli sends by name (kill and p:kill take any number). */
 static const struct {
   const char *name;
   int sig;
-} signal_names[] = {
-    {"HUP", SIGHUP},       {"INT", SIGINT},   {"QUIT", SIGQUIT},   {"ILL", SIGILL},
-    {"TRAP", SIGTRAP},     {"ABRT", SIGABRT}, {"BUS", SIGBUS},     {"FPE", SIGFPE},
-    {"KILL", SIGKILL},     {"USR1", SIGUSR1}, {"SEGV", SIGSEGV},   {"USR2", SIGUSR2},
-    {"PIPE", SIGPIPE},     {"ALRM", SIGALRM}, {"TERM", SIGTERM},   {"CHLD", SIGCHLD},
-    {"CONT", SIGCONT},     {"STOP", SIGSTOP}, {"TSTP", SIGTSTP},   {"TTIN", SIGTTIN},
-    {"TTOU", SIGTTOU},     {"URG", SIGURG},   {"XCPU", SIGXCPU},   {"XFSZ", SIGXFSZ},
-    {"VTALRM", SIGVTALRM}, {"PROF", SIGPROF}, {"WINCH", SIGWINCH}, {"IO", SIGIO},
-    {"PWR", SIGPWR},       {"SYS", SIGSYS},
-};
+} signal_names[] = {{"KILL", SIGKILL}, {"TERM", SIGTERM}};
 
 /* A signal number (ct.proc.signals names them). */
 static int check_signal(lua_State *L, int idx, int dflt) {
@@ -362,12 +351,11 @@ static pid_t check_pid(lua_State *L, int idx) {
   return (pid_t)pid;
 }
 
-/* kill(pid, sig [, group]) -> true | nil, msg, errno */
+/* kill(pid, sig) -> true | nil, msg, errno */
 static int p_kill(lua_State *L) {
   pid_t pid = check_pid(L, 1);
   int sig = check_signal(L, 2, SIGTERM);
-  int group = lua_toboolean(L, 3);
-  if (kill(group ? -pid : pid, sig) != 0)
+  if (kill(pid, sig) != 0)
     return ct_error(L, errno, "kill %d: %s", (int)pid, strerror(errno));
   return ct_true(L);
 }

@@ -107,12 +107,12 @@ void ct_proc_started(struct proc *p, pid_t pid, int group) {
 #endif
 }
 
-void ct_proc_kill(struct proc *p, int sig) {
-  if (p->pid <= 0 || p->reaped) return;
-  if (p->group)
-    kill(-p->pid, sig);
-  else
-    kill(p->pid, sig);
+int ct_proc_kill(struct proc *p, int sig) {
+  if (p->pid <= 0 || p->reaped) {
+    errno = ESRCH;
+    return -1;
+  }
+  return kill(p->group ? -p->pid : p->pid, sig);
 }
 
 /* Kills a live child (its group, its cgroup), reaps it, releases everything. */
