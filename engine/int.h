@@ -26,8 +26,9 @@ void close_keep_errno(int fd);
 int last_err(void);
 /* Writes all of p (retrying EINTR and short writes); 0 or an errno. */
 int write_all(int fd, const void *p, size_t len);
-/* Seconds on CLOCK_MONOTONIC, for deadlines. */
+/* Seconds on CLOCK_MONOTONIC, for deadlines; on CLOCK_REALTIME (since the epoch). */
 double ct_mono(void);
+double ct_now(void);
 
 /* ---- proc.c: starting a program ---- */
 

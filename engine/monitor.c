@@ -60,9 +60,9 @@ static void close_fd(int *fd) {
   *fd = -1;
 }
 
-/* Reports to the caller of ct.monitor.spawn while it still listens. */
-static void ready_say(const char *fmt, ...) {
-  if (M.c.ready_fd < 0) return;
+/* One line, to the caller of ct.monitor.spawn while it still listens
+   (ready), else as the monitor's own note in the log (stream "ctcli"). */
+static void say(int ready, const char *fmt, ...) {
   char line[640];
   va_list ap;
   va_start(ap, fmt);
@@ -70,9 +70,16 @@ static void ready_say(const char *fmt, ...) {
   va_end(ap);
   if (n < 0) return;
   if ((size_t)n > sizeof line - 2) n = (int)sizeof line - 2;
-  line[n++] = '\n';
-  if (write_all(M.c.ready_fd, line, (size_t)n) != 0) close_fd(&M.c.ready_fd);
+  if (!ready) {
+    ct_log_line(&M.log, "ctcli", 'F', line, (size_t)n);
+    ct_log_flush(&M.log);
+  } else if (M.c.ready_fd >= 0) {
+    line[n++] = '\n';
+    if (write_all(M.c.ready_fd, line, (size_t)n) != 0) close_fd(&M.c.ready_fd);
+  }
 }
+#define note(...) say(0, __VA_ARGS__)
+#define ready_say(...) say(1, __VA_ARGS__)
 
 /* ---------- configuration ---------- */
 
@@ -137,18 +144,6 @@ static const char *config_read(int fd, struct config *c) {
 
 /* ---------- logs ---------- */
 
-/* The monitor's own notes go to the same log as stream "ctcli". */
-static void note(const char *fmt, ...) {
-  char line[640];
-  va_list ap;
-  va_start(ap, fmt);
-  int n = vsnprintf(line, sizeof line, fmt, ap);
-  va_end(ap);
-  if (n < 0) return;
-  ct_log_line(&M.log, "ctcli", 'F', line, strlen(line));
-  ct_log_flush(&M.log);
-}
-
 static void feed_both(void) {
   ct_stream_feed(&M.log, &M.out);
   ct_stream_feed(&M.log, &M.err);
@@ -201,7 +196,7 @@ static size_t state_json(char *out, size_t cap) {
     else ADD("\"code\":%d}", M.exit_code);
   }
   if (M.restart_at > 0) {
-    ct_mon_time(t2, ct_mon_now() + (M.restart_at - ct_mono()));
+    ct_mon_time(t2, ct_now() + (M.restart_at - ct_mono()));
     ADD(",\"restart_at\":\"%s\"", t2);
   }
   if (M.error[0]) ADD(",\"error\":%s", err);
@@ -322,7 +317,7 @@ static int start_container(void) {
   }
   M.runs++;
   M.run_start = ct_mono();
-  M.run_start_real = ct_mon_now();
+  M.run_start_real = ct_now();
   M.state = "running";
   note("run %lld started, pid %d", M.runs, (int)M.init);
   return 0;
@@ -351,7 +346,7 @@ static void on_init_exit(void) {
   int st = M.init_status;
   drain_both();
   M.exit_run = (int)M.runs;
-  M.exit_at = ct_mon_now();
+  M.exit_at = ct_now();
   M.exit_sig = WIFSIGNALED(st) ? WTERMSIG(st) : 0;
   M.exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + M.exit_sig;
   M.init = 0;
@@ -389,18 +384,11 @@ static void restart_now(void) {
 
 /* ---------- control socket ---------- */
 
-static int sock_path(struct sockaddr_un *a) {
-  memset(a, 0, sizeof *a);
-  a->sun_family = AF_UNIX;
-  snprintf(a->sun_path, sizeof a->sun_path, "/proc/self/fd/%d/%s", M.c.state_fd, CT_MONITOR_SOCKET);
-  return 0;
-}
-
 /* Binds monitor.sock in the state dir through /proc/self/fd/N (any path
    length); refuses when a live monitor answers there. */
 static const char *ctl_listen(void) {
   struct sockaddr_un a;
-  sock_path(&a);
+  ct_mon_addr(&a, M.c.state_fd);
   int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (probe < 0) return "socket";
   int live = connect(probe, (struct sockaddr *)&a, sizeof a) == 0;

@@ -5,6 +5,11 @@
    docs/architecture.md ("Monitor protocol") is the reference. */
 #include "int.h"
 
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
 /* `<exe> __ctcli-monitor__ <config fd> <id>`: main() hands this to
    ct_monitor_main before any Lua state exists. The id is only for ps. */
 #define CT_MONITOR_ARG "__ctcli-monitor__"
@@ -27,12 +32,19 @@ enum { CT_MONITOR_CFG_FD = 3, CT_MONITOR_LOGS_FD, CT_MONITOR_STATE_FD, CT_MONITO
 #define CT_MONITOR_STATE "state.json"
 #define CT_MONITOR_LOG "current.log"
 
+/* monitor.sock in the directory open at dfd, as /proc/self/fd/<dfd>/…
+   (no limit on the directory's path length). */
+static inline void ct_mon_addr(struct sockaddr_un *a, int dfd) {
+  memset(a, 0, sizeof *a);
+  a->sun_family = AF_UNIX;
+  snprintf(a->sun_path, sizeof a->sun_path, "/proc/self/fd/%d/%s", dfd, CT_MONITOR_SOCKET);
+}
+
 /* Runs the monitor; never returns to a Lua state (argc/argv as main's). */
 int ct_monitor_main(int argc, char **argv);
 
 /* ---- the monitor's log writer (monitor_log.c; engine-internal) ---- */
 #include <stddef.h>
-#include <sys/un.h>
 
 enum { CT_LINE_BUF = 8192, CT_LOG_BUF = 32768, CT_STREAM_LAST = 512 };
 
@@ -66,7 +78,6 @@ struct ct_stream {
   char buf[CT_LINE_BUF];
 };
 
-double ct_mon_now(void);                   /* CLOCK_REALTIME, seconds */
 void ct_mon_time(char out[40], double t); /* RFC 3339, UTC, nanoseconds */
 /* Opens current.log in dirfd for append; seq: the highest rotated file
    there (the caller found it and removed those beyond keep). Failures

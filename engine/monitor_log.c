@@ -18,12 +18,6 @@ void ct_mon_time(char out[40], double t) {
   snprintf(out + n, 40 - n, ".%09ldZ", ns);
 }
 
-double ct_mon_now(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_REALTIME, &t);
-  return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
-
 void ct_log_flush(struct ct_log *lg) {
   if (!lg->olen) return;
   if (lg->fd < 0 || write_all(lg->fd, lg->obuf, lg->olen) != 0)
@@ -74,7 +68,7 @@ void ct_log_open(struct ct_log *lg, int dirfd, long long max, long long keep, un
    the next record of that stream. */
 void ct_log_line(struct ct_log *lg, const char *tag, char flag, const char *p, size_t n) {
   char ts[40];
-  ct_mon_time(ts, ct_mon_now());
+  ct_mon_time(ts, ct_now());
   size_t need = strlen(ts) + strlen(tag) + n + 6;
   if (lg->max > 0 && lg->size + (long long)(lg->olen + need) > lg->max) ct_log_rotate(lg);
   if (lg->olen + need > sizeof lg->obuf) ct_log_flush(lg);

@@ -122,9 +122,7 @@ static int m_request(lua_State *L) {
   int dfd = ct_testdir(L, 1);
   luaL_argcheck(L, dfd >= 0, 1, "a ct.fs.Dir expected");
   struct sockaddr_un a;
-  memset(&a, 0, sizeof a);
-  a.sun_family = AF_UNIX;
-  snprintf(a.sun_path, sizeof a.sun_path, "/proc/self/fd/%d/%s", dfd, CT_MONITOR_SOCKET);
+  ct_mon_addr(&a, dfd);
   lua_getiuservalue(L, 1, 1);
   const char *shown = lua_pushfstring(L, "%s/%s", lua_tostring(L, -1), CT_MONITOR_SOCKET);
   size_t len;
@@ -177,11 +175,5 @@ int luaopen_ct_monitor(lua_State *L) {
   lua_setfield(L, -2, "protocol");
   lua_pushinteger(L, CT_MONITOR_CONFIG_VERSION);
   lua_setfield(L, -2, "config_version");
-  lua_pushliteral(L, CT_MONITOR_SOCKET);
-  lua_setfield(L, -2, "socket_name");
-  lua_pushliteral(L, CT_MONITOR_STATE);
-  lua_setfield(L, -2, "state_name");
-  lua_pushliteral(L, CT_MONITOR_LOG);
-  lua_setfield(L, -2, "log_name");
   return 1;
 }
