@@ -72,7 +72,6 @@ static void say(int ready, const char *fmt, ...) {
   if ((size_t)n > sizeof line - 2) n = (int)sizeof line - 2;
   if (!ready) {
     ct_log_line(&M.log, "ctcli", 'F', line, (size_t)n);
-    ct_log_flush(&M.log);
   } else if (M.c.ready_fd >= 0) {
     line[n++] = '\n';
     if (write_all(M.c.ready_fd, line, (size_t)n) != 0) close_fd(&M.c.ready_fd);

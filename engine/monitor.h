@@ -46,7 +46,7 @@ int ct_monitor_main(int argc, char **argv);
 /* ---- the monitor's log writer (monitor_log.c; engine-internal) ---- */
 #include <stddef.h>
 
-enum { CT_LINE_BUF = 8192, CT_LOG_BUF = 32768, CT_STREAM_LAST = 512 };
+enum { CT_LINE_BUF = 8192, CT_STREAM_LAST = 512 };
 
 /* Optional forwarding of the app's output to the journal (journald's
    native datagram protocol): one datagram per log record, so a piece of a
@@ -64,8 +64,6 @@ struct ct_log {
   long long size, max, keep, errors;
   unsigned seq; /* the highest rotated file, <seq>.log (8 digits) */
   struct ct_journal *journal; /* NULL: not forwarding */
-  size_t olen;
-  char obuf[CT_LOG_BUF];
 };
 
 /* One pipe's reader: a line longer than CT_LINE_BUF goes out in pieces;
@@ -84,7 +82,6 @@ void ct_mon_time(char out[40], double t); /* RFC 3339, UTC, nanoseconds */
    count in errors; nothing stops. */
 void ct_log_open(struct ct_log *lg, int dirfd, long long max, long long keep, unsigned seq);
 void ct_log_line(struct ct_log *lg, const char *tag, char flag, const char *p, size_t n);
-void ct_log_flush(struct ct_log *lg);
 void ct_log_rotate(struct ct_log *lg);
 /* Opens j's socket for the journal at path; name (NULL: none) is the
    entries' SYSLOG_IDENTIFIER and CONTAINER_NAME, id their CONTAINER_ID.

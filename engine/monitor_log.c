@@ -18,15 +18,6 @@ void ct_mon_time(char out[40], double t) {
   snprintf(out + n, 40 - n, ".%09ldZ", ns);
 }
 
-void ct_log_flush(struct ct_log *lg) {
-  if (!lg->olen) return;
-  if (lg->fd < 0 || write_all(lg->fd, lg->obuf, lg->olen) != 0)
-    lg->errors++;
-  else
-    lg->size += (long long)lg->olen;
-  lg->olen = 0;
-}
-
 static void log_open(struct ct_log *lg) {
   lg->fd = openat(lg->dirfd, CT_MONITOR_LOG, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640);
   struct stat st;
@@ -39,7 +30,6 @@ static void seq_name(char out[32], unsigned seq) { snprintf(out, 32, "%08u.log",
 /* current.log becomes <seq>.log (one rename: a reader holding it open
    loses nothing), a new current.log starts, the oldest beyond keep goes. */
 void ct_log_rotate(struct ct_log *lg) {
-  ct_log_flush(lg);
   if (lg->size == 0) return;
   char name[32];
   seq_name(name, lg->seq + 1);
@@ -64,18 +54,20 @@ void ct_log_open(struct ct_log *lg, int dirfd, long long max, long long keep, un
   log_open(lg);
 }
 
-/* One record: "<time> <stream> <F|P> <text>\n"; P: the line goes on in
-   the next record of that stream. */
+/* One record, written at once: "<time> <stream> <F|P> <text>\n"; P: the
+   line goes on in the next record of that stream (n <= CT_LINE_BUF). */
 void ct_log_line(struct ct_log *lg, const char *tag, char flag, const char *p, size_t n) {
-  char ts[40];
+  char rec[CT_LINE_BUF + 128], ts[40];
   ct_mon_time(ts, ct_now());
-  size_t need = strlen(ts) + strlen(tag) + n + 6;
-  if (lg->max > 0 && lg->size + (long long)(lg->olen + need) > lg->max) ct_log_rotate(lg);
-  if (lg->olen + need > sizeof lg->obuf) ct_log_flush(lg);
-  lg->olen += (size_t)snprintf(lg->obuf + lg->olen, sizeof lg->obuf - lg->olen, "%s %s %c ", ts, tag, flag);
-  memcpy(lg->obuf + lg->olen, p, n);
-  lg->olen += n;
-  lg->obuf[lg->olen++] = '\n';
+  size_t len = (size_t)snprintf(rec, 128, "%s %s %c ", ts, tag, flag);
+  memcpy(rec + len, p, n);
+  rec[len + n] = '\n';
+  len += n + 1;
+  if (lg->max > 0 && lg->size + (long long)len > lg->max) ct_log_rotate(lg);
+  if (lg->fd < 0 || write_all(lg->fd, rec, len) != 0)
+    lg->errors++;
+  else
+    lg->size += (long long)len;
 }
 
 /* ---- the journal ---- */
@@ -147,12 +139,10 @@ void ct_stream_feed(struct ct_log *lg, struct ct_stream *s) {
       s->len = 0;
     }
   }
-  ct_log_flush(lg);
 }
 
 void ct_stream_drain(struct ct_log *lg, struct ct_stream *s) {
   ct_stream_feed(lg, s);
   if (s->len) stream_emit(lg, s, s->buf, s->len, 'F');
   s->len = 0;
-  ct_log_flush(lg);
 }
