@@ -82,7 +82,6 @@ int ct_proc_wait(struct proc *p, const char *in, size_t in_len, double deadline,
 int ct_reap(pid_t pid, int *status);
 void ct_close_fd(int *fd);
 void ct_decode_status(int status, int *code, int *sig);
-void ct_reset_signals(const sigset_t *mask);
 /* Kills every process in the cgroup at path and removes it; 0 or an errno. */
 int ct_cg_destroy(const char *path, double seconds);
 /* Makes the cgroup at path (or finds it) and moves the caller into it;

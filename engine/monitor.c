@@ -55,11 +55,6 @@ static struct mon {
 
 /* ---------- time, small helpers ---------- */
 
-static void close_fd(int *fd) {
-  if (*fd >= 0) close(*fd);
-  *fd = -1;
-}
-
 /* One line, to the caller of ct.monitor.spawn while it still listens
    (ready), else as the monitor's own note in the log (stream "ctcli"). */
 static void say(int ready, const char *fmt, ...) {
@@ -74,7 +69,7 @@ static void say(int ready, const char *fmt, ...) {
     ct_log_line(&M.log, "ctcli", 'F', line, (size_t)n);
   } else if (M.c.ready_fd >= 0) {
     line[n++] = '\n';
-    if (write_all(M.c.ready_fd, line, (size_t)n) != 0) close_fd(&M.c.ready_fd);
+    if (write_all(M.c.ready_fd, line, (size_t)n) != 0) ct_close_fd(&M.c.ready_fd);
   }
 }
 #define note(...) say(0, __VA_ARGS__)
@@ -346,8 +341,7 @@ static void on_init_exit(void) {
   drain_both();
   M.exit_run = (int)M.runs;
   M.exit_at = ct_now();
-  M.exit_sig = WIFSIGNALED(st) ? WTERMSIG(st) : 0;
-  M.exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + M.exit_sig;
+  ct_decode_status(st, &M.exit_code, &M.exit_sig);
   M.init = 0;
   M.init_exited = 0;
   if (M.exit_sig) note("run %d ended by signal %d", M.exit_run, M.exit_sig);
@@ -465,7 +459,7 @@ static void ctl_read(struct client *c) {
   size_t n = strlen(reply);
   reply[n++] = '\n';
   if (write(c->fd, reply, n) < 0) { /* the client went away: nothing to tell */ }
-  close_fd(&c->fd);
+  ct_close_fd(&c->fd);
 }
 
 /* ---------- start-up and the loop ---------- */
@@ -534,7 +528,7 @@ static void loop(void) {
     if (p[3].revents & POLLIN) ctl_accept();
     for (int i = 0; i < MAX_CLIENTS; i++) {
       if (M.cl[i].fd >= 0 && (p[4 + i].revents & (POLLIN | POLLHUP | POLLERR))) ctl_read(&M.cl[i]);
-      if (M.cl[i].fd >= 0 && ct_mono() > M.cl[i].deadline) close_fd(&M.cl[i].fd);
+      if (M.cl[i].fd >= 0 && ct_mono() > M.cl[i].deadline) ct_close_fd(&M.cl[i].fd);
     }
     if (M.exit_when_done && M.init <= 0 && !M.done) {
       M.restart_at = 0;
@@ -559,7 +553,6 @@ int ct_monitor_main(int argc, char **argv) {
     ready_say("error config: %s", e);
     return 2;
   }
-  ready_say("monitor %d", (int)getpid());
   if (chdir("/") != 0 || (e = setup())) {
     ready_say("error %s: %s", e ? e : "chdir /", strerror(errno));
     if (M.lsock >= 0) unlinkat(M.c.state_fd, CT_MONITOR_SOCKET, 0);
@@ -574,7 +567,7 @@ int ct_monitor_main(int argc, char **argv) {
   state_write();
   if (started) ready_say("ready %d", (int)M.init);
   else ready_say("error %s", M.error);
-  close_fd(&M.c.ready_fd);
+  ct_close_fd(&M.c.ready_fd);
   if (M.init > 0) loop();
   state_write();
   drain_both();

@@ -214,25 +214,22 @@ static int ct_proc_run(lua_State *L) {
     sigaction(SIGINT, &ign, &old_int);
     sigaction(SIGQUIT, &ign, &old_quit);
   }
-  int r = start_with_opts(L, p, &o);
-  if (r && fg) {
-    sigaction(SIGINT, &old_int, NULL);
-    sigaction(SIGQUIT, &old_quit, NULL);
+  int r = start_with_opts(L, p, &o), timed_out = 0, rc = 0, werr = 0;
+  if (!r) {
+    double deadline = o.timeout > 0 ? ct_mono() + o.timeout : 0;
+    rc = ct_proc_wait(p, o.in, o.in_len, deadline, 0, &timed_out);
+    /* At a deadline (or on failure) the whole group goes, including any
+       grandchild that still holds our pipes. */
+    if (rc || timed_out || (deadline > 0 && ct_mono() >= deadline)) ct_proc_kill(p, SIGKILL);
+    for (int i = 0; i < 3; i++) ct_close_fd(&p->fds[i]);
+    ct_close_fd(&p->pidfd);
+    werr = ct_reap(p->pid, &p->status) != 0 ? errno : 0;
   }
-  if (r) return r;
-  double deadline = o.timeout > 0 ? ct_mono() + o.timeout : 0;
-  int timed_out = 0;
-  int rc = ct_proc_wait(p, o.in, o.in_len, deadline, 0, &timed_out);
-  /* At a deadline (or on failure) the whole group goes, including any
-     grandchild that still holds our pipes. */
-  if (rc || timed_out || (deadline > 0 && ct_mono() >= deadline)) ct_proc_kill(p, SIGKILL);
-  for (int i = 0; i < 3; i++) ct_close_fd(&p->fds[i]);
-  ct_close_fd(&p->pidfd);
-  int werr = ct_reap(p->pid, &p->status) != 0 ? errno : 0;
   if (fg) {
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGQUIT, &old_quit, NULL);
   }
+  if (r) return r;
   if (werr) return ct_oserror(L, werr, o.argv[0]);
   p->reaped = 1;
   if (rc) return ct_oserror(L, rc, o.argv[0]);

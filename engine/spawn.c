@@ -63,7 +63,7 @@ void ct_decode_status(int status, int *code, int *sig) {
   }
 }
 
-void ct_reset_signals(const sigset_t *mask) {
+static void reset_signals(const sigset_t *mask) {
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = SIG_DFL;
@@ -284,7 +284,7 @@ static void child_exec(const char *const *argv, char *const *envp, const char *c
       if (fd != errfd) fcntl(fd, F_SETFD, FD_CLOEXEC);
   }
   if (cwd && chdir(cwd) != 0) child_fail(errfd, 1, errno);
-  ct_reset_signals(empty);
+  reset_signals(empty);
   /* execvp searches the PATH of the environment the program gets. */
   if (envp) environ = (char **)envp;
   execvp(argv[0], (char *const *)argv);
