@@ -186,10 +186,9 @@ int ct_runmain(lua_State *L, const char *mod, int argc, char **argv) {
   lua_getglobal(L, "require");
   lua_pushstring(L, mod);
   int st = lua_pcall(L, 1, 1, base);
-  if (st == LUA_OK) {
-    push_argv(L, argc, argv);
-    st = lua_pcall(L, 1, 1, base);
-  }
+  if (st != LUA_OK) return report(L, st);
+  push_argv(L, argc, argv);
+  st = lua_pcall(L, 1, 1, base);
   if (st != LUA_OK) return report(L, st);
   int code = (int)lua_tointeger(L, -1);
   lua_settop(L, base - 1);
