@@ -7,6 +7,7 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include <nettle/base16.h>
 #include <nettle/eddsa.h>
 #include <nettle/md5.h>
 #include <nettle/nettle-meta.h>
@@ -18,13 +19,9 @@
    a private key is its 32-byte seed and a public key its 32 bytes. */
 
 static void push_hex(lua_State *L, const unsigned char *d, size_t n) {
-  static const char digits[] = "0123456789abcdef";
-  char out[2 * SHA256_DIGEST_SIZE];
-  for (size_t i = 0; i < n; i++) {
-    out[2 * i] = digits[d[i] >> 4];
-    out[2 * i + 1] = digits[d[i] & 15];
-  }
-  lua_pushlstring(L, out, 2 * n);
+  char out[BASE16_ENCODE_LENGTH(SHA256_DIGEST_SIZE)];
+  base16_encode_update(out, n, d);
+  lua_pushlstring(L, out, BASE16_ENCODE_LENGTH(n));
 }
 
 /* ---- digests --------------------------------------------------------- */
@@ -88,20 +85,16 @@ static const uint8_t *key32(lua_State *L, int arg, const char *what) {
   return (const uint8_t *)k;
 }
 
-/* random(n) -> n bytes from getrandom(2) (n <= 256) */
+/* random(n) -> n bytes from getrandom(2) (n <= 256: one call returns them
+   all once the pool is ready; only a signal while it waits interrupts it) */
 static int h_random(lua_State *L) {
   lua_Integer n = luaL_checkinteger(L, 1);
   luaL_argcheck(L, n >= 0 && n <= 256, 1, "0..256");
   unsigned char b[256];
-  size_t got = 0;
-  while (got < (size_t)n) {
-    ssize_t r = getrandom(b + got, (size_t)n - got, 0);
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      return ct_oserror(L, errno, "getrandom");
-    }
-    got += (size_t)r;
+  ssize_t r;
+  while ((r = getrandom(b, (size_t)n, 0)) < 0 && errno == EINTR) {
   }
+  if (r != n) return ct_oserror(L, r < 0 ? errno : EIO, "getrandom");
   lua_pushlstring(L, (const char *)b, (size_t)n);
   return 1;
 }

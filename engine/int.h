@@ -26,8 +26,9 @@ void close_keep_errno(int fd);
 int last_err(void);
 /* Writes all of p (retrying EINTR and short writes); 0 or an errno. */
 int write_all(int fd, const void *p, size_t len);
-/* Seconds on CLOCK_MONOTONIC, for deadlines. */
+/* Seconds on CLOCK_MONOTONIC, for deadlines; on CLOCK_REALTIME (since the epoch). */
 double ct_mono(void);
+double ct_now(void);
 
 /* ---- proc.c: starting a program ---- */
 
@@ -67,7 +68,8 @@ extern int ct_in_sandbox_child;
 struct proc *ct_proc_new(lua_State *L);
 /* Records a started child (and opens its pidfd where the kernel has them). */
 void ct_proc_started(struct proc *p, pid_t pid, int group);
-void ct_proc_kill(struct proc *p, int sig);
+/* kill(2) to the child (its group when it leads one); -1 with ESRCH once it is reaped. */
+int ct_proc_kill(struct proc *p, int sig);
 /* Kills a live child (its group, its cgroup), reaps it, releases everything. */
 void ct_proc_release(struct proc *p);
 /* The one wait (run, p:wait, fork_call): feeds in to fds[CT_FD_IN], reads
@@ -80,7 +82,6 @@ int ct_proc_wait(struct proc *p, const char *in, size_t in_len, double deadline,
 int ct_reap(pid_t pid, int *status);
 void ct_close_fd(int *fd);
 void ct_decode_status(int status, int *code, int *sig);
-void ct_reset_signals(const sigset_t *mask);
 /* Kills every process in the cgroup at path and removes it; 0 or an errno. */
 int ct_cg_destroy(const char *path, double seconds);
 /* Makes the cgroup at path (or finds it) and moves the caller into it;

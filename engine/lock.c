@@ -17,13 +17,6 @@ typedef struct {
   int fd; /* -1 once released */
 } ct_lock;
 
-static void lock_close(ct_lock *lk) {
-  if (lk->fd >= 0) {
-    close(lk->fd);
-    lk->fd = -1;
-  }
-}
-
 /* acquire(path, info) -> lock | false while another holds it
    | nil, msg, errno. One try: waiting, and reading the holder's info back
    out of the file, are the caller's (ctcli.base.lock). */
@@ -41,14 +34,14 @@ static int l_acquire(lua_State *L) {
   /* LOCK_NB never sleeps, so it is never interrupted. */
   int err = flock(lk->fd, LOCK_EX | LOCK_NB) == 0 ? 0 : errno;
   if (err == EWOULDBLOCK) {
-    lock_close(lk);
+    ct_close_fd(&lk->fd);
     lua_pushboolean(L, 0);
     return 1;
   }
   /* The descriptor is fresh, at offset 0: the info replaces the old one. */
   if (!err) err = ftruncate(lk->fd, 0) == 0 ? write_all(lk->fd, info, info_len) : errno;
   if (err != 0) {
-    lock_close(lk);
+    ct_close_fd(&lk->fd);
     return ct_oserror(L, err, path);
   }
   return 1;
@@ -57,7 +50,7 @@ static int l_acquire(lua_State *L) {
 /* l:release() -> true; a second call does nothing. Also __gc and __close. */
 static int lk_release(lua_State *L) {
   ct_lock *lk = luaL_checkudata(L, 1, LOCK_MT);
-  lock_close(lk);
+  ct_close_fd(&lk->fd);
   return ct_true(L);
 }
 

@@ -23,7 +23,7 @@ struct argvec {
 
 struct config {
   char *blob;
-  const char *id, *pid_file, *cgroup, *restart, *journal, *journal_id, *journal_name;
+  const char *id, *pid_file, *cgroup, *restart, *journal, *journal_name;
   struct argvec create, start, del;
   int logs_fd, state_fd, ready_fd;
   long long uid, gid, backoff_ms, backoff_max_ms, limit, quick_ms, log_max, log_keep, log_seq, runc_ms;
@@ -55,14 +55,9 @@ static struct mon {
 
 /* ---------- time, small helpers ---------- */
 
-static void close_fd(int *fd) {
-  if (*fd >= 0) close(*fd);
-  *fd = -1;
-}
-
-/* Reports to the caller of ct.monitor.spawn while it still listens. */
-static void ready_say(const char *fmt, ...) {
-  if (M.c.ready_fd < 0) return;
+/* One line, to the caller of ct.monitor.spawn while it still listens
+   (ready), else as the monitor's own note in the log (stream "ctcli"). */
+static void say(int ready, const char *fmt, ...) {
   char line[640];
   va_list ap;
   va_start(ap, fmt);
@@ -70,9 +65,15 @@ static void ready_say(const char *fmt, ...) {
   va_end(ap);
   if (n < 0) return;
   if ((size_t)n > sizeof line - 2) n = (int)sizeof line - 2;
-  line[n++] = '\n';
-  if (write_all(M.c.ready_fd, line, (size_t)n) != 0) close_fd(&M.c.ready_fd);
+  if (!ready) {
+    ct_log_line(&M.log, "ctcli", 'F', line, (size_t)n);
+  } else if (M.c.ready_fd >= 0) {
+    line[n++] = '\n';
+    if (write_all(M.c.ready_fd, line, (size_t)n) != 0) ct_close_fd(&M.c.ready_fd);
+  }
 }
+#define note(...) say(0, __VA_ARGS__)
+#define ready_say(...) say(1, __VA_ARGS__)
 
 /* ---------- configuration ---------- */
 
@@ -93,30 +94,22 @@ static int set_arg(struct argvec *a, const char *v) {
 }
 
 static int config_record(struct config *c, const char *k, const char *v) {
+#define F(name) {#name, offsetof(struct config, name)}
   static const struct { const char *key; size_t off; } nums[] = {
-      {"uid", offsetof(struct config, uid)},       {"gid", offsetof(struct config, gid)},
-      {"backoff_ms", offsetof(struct config, backoff_ms)},
-      {"backoff_max_ms", offsetof(struct config, backoff_max_ms)},
-      {"limit", offsetof(struct config, limit)},   {"quick_ms", offsetof(struct config, quick_ms)},
-      {"log_max", offsetof(struct config, log_max)},
-      {"log_keep", offsetof(struct config, log_keep)},
-      {"log_seq", offsetof(struct config, log_seq)},
-      {"runc_ms", offsetof(struct config, runc_ms)},
-  };
+      F(uid), F(gid), F(backoff_ms), F(backoff_max_ms), F(limit), F(quick_ms), F(log_max), F(log_keep),
+      F(log_seq), F(runc_ms)}, strs[] = {F(id), F(pid_file), F(cgroup), F(restart), F(journal), F(journal_name)};
+#undef F
   for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++)
     if (strcmp(k, nums[i].key) == 0) return set_num((long long *)((char *)c + nums[i].off), v);
+  for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
+    if (strcmp(k, strs[i].key) == 0) {
+      *(const char **)((char *)c + strs[i].off) = v;
+      return 0;
+    }
   if (strcmp(k, "create") == 0) return set_arg(&c->create, v);
   if (strcmp(k, "start") == 0) return set_arg(&c->start, v);
   if (strcmp(k, "delete") == 0) return set_arg(&c->del, v);
-  if (strcmp(k, "id") == 0) c->id = v;
-  else if (strcmp(k, "pid_file") == 0) c->pid_file = v;
-  else if (strcmp(k, "cgroup") == 0) c->cgroup = v;
-  else if (strcmp(k, "restart") == 0) c->restart = v;
-  else if (strcmp(k, "journal") == 0) c->journal = v;
-  else if (strcmp(k, "journal_id") == 0) c->journal_id = v;
-  else if (strcmp(k, "journal_name") == 0) c->journal_name = v;
-  else return -1; /* an unknown key: a newer ctcli, refuse rather than guess */
-  return 0;
+  return -1; /* an unknown key: a newer ctcli, refuse rather than guess */
 }
 
 /* Reads the records from fd; NULL or what is wrong. */
@@ -144,18 +137,6 @@ static const char *config_read(int fd, struct config *c) {
 }
 
 /* ---------- logs ---------- */
-
-/* The monitor's own notes go to the same log as stream "ctcli". */
-static void note(const char *fmt, ...) {
-  char line[640];
-  va_list ap;
-  va_start(ap, fmt);
-  int n = vsnprintf(line, sizeof line, fmt, ap);
-  va_end(ap);
-  if (n < 0) return;
-  ct_log_line(&M.log, "ctcli", 'F', line, strlen(line));
-  ct_log_flush(&M.log);
-}
 
 static void feed_both(void) {
   ct_stream_feed(&M.log, &M.out);
@@ -209,7 +190,7 @@ static size_t state_json(char *out, size_t cap) {
     else ADD("\"code\":%d}", M.exit_code);
   }
   if (M.restart_at > 0) {
-    ct_mon_time(t2, ct_mon_now() + (M.restart_at - ct_mono()));
+    ct_mon_time(t2, ct_now() + (M.restart_at - ct_mono()));
     ADD(",\"restart_at\":\"%s\"", t2);
   }
   if (M.error[0]) ADD(",\"error\":%s", err);
@@ -330,7 +311,7 @@ static int start_container(void) {
   }
   M.runs++;
   M.run_start = ct_mono();
-  M.run_start_real = ct_mon_now();
+  M.run_start_real = ct_now();
   M.state = "running";
   note("run %lld started, pid %d", M.runs, (int)M.init);
   return 0;
@@ -359,9 +340,8 @@ static void on_init_exit(void) {
   int st = M.init_status;
   drain_both();
   M.exit_run = (int)M.runs;
-  M.exit_at = ct_mon_now();
-  M.exit_sig = WIFSIGNALED(st) ? WTERMSIG(st) : 0;
-  M.exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + M.exit_sig;
+  M.exit_at = ct_now();
+  ct_decode_status(st, &M.exit_code, &M.exit_sig);
   M.init = 0;
   M.init_exited = 0;
   if (M.exit_sig) note("run %d ended by signal %d", M.exit_run, M.exit_sig);
@@ -397,18 +377,11 @@ static void restart_now(void) {
 
 /* ---------- control socket ---------- */
 
-static int sock_path(struct sockaddr_un *a) {
-  memset(a, 0, sizeof *a);
-  a->sun_family = AF_UNIX;
-  snprintf(a->sun_path, sizeof a->sun_path, "/proc/self/fd/%d/%s", M.c.state_fd, CT_MONITOR_SOCKET);
-  return 0;
-}
-
 /* Binds monitor.sock in the state dir through /proc/self/fd/N (any path
    length); refuses when a live monitor answers there. */
 static const char *ctl_listen(void) {
   struct sockaddr_un a;
-  sock_path(&a);
+  ct_mon_addr(&a, M.c.state_fd);
   int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (probe < 0) return "socket";
   int live = connect(probe, (struct sockaddr *)&a, sizeof a) == 0;
@@ -486,7 +459,7 @@ static void ctl_read(struct client *c) {
   size_t n = strlen(reply);
   reply[n++] = '\n';
   if (write(c->fd, reply, n) < 0) { /* the client went away: nothing to tell */ }
-  close_fd(&c->fd);
+  ct_close_fd(&c->fd);
 }
 
 /* ---------- start-up and the loop ---------- */
@@ -526,11 +499,7 @@ static const char *setup(void) {
   ct_log_open(&M.log, M.c.logs_fd, M.c.log_max, M.c.log_keep,
               M.c.log_seq > 0 && M.c.log_seq < 99999999 ? (unsigned)M.c.log_seq : 0);
   if (M.c.journal) {
-    M.journal.path = M.c.journal;
-    M.journal.identifier = M.c.journal_id;
-    M.journal.container = M.c.journal_name;
-    M.journal.id = M.c.id;
-    ct_journal_open(&M.journal);
+    ct_journal_open(&M.journal, M.c.journal, M.c.journal_name, M.c.id);
     M.log.journal = &M.journal;
   }
   return NULL;
@@ -559,7 +528,7 @@ static void loop(void) {
     if (p[3].revents & POLLIN) ctl_accept();
     for (int i = 0; i < MAX_CLIENTS; i++) {
       if (M.cl[i].fd >= 0 && (p[4 + i].revents & (POLLIN | POLLHUP | POLLERR))) ctl_read(&M.cl[i]);
-      if (M.cl[i].fd >= 0 && ct_mono() > M.cl[i].deadline) close_fd(&M.cl[i].fd);
+      if (M.cl[i].fd >= 0 && ct_mono() > M.cl[i].deadline) ct_close_fd(&M.cl[i].fd);
     }
     if (M.exit_when_done && M.init <= 0 && !M.done) {
       M.restart_at = 0;
@@ -584,7 +553,6 @@ int ct_monitor_main(int argc, char **argv) {
     ready_say("error config: %s", e);
     return 2;
   }
-  ready_say("monitor %d", (int)getpid());
   if (chdir("/") != 0 || (e = setup())) {
     ready_say("error %s: %s", e ? e : "chdir /", strerror(errno));
     if (M.lsock >= 0) unlinkat(M.c.state_fd, CT_MONITOR_SOCKET, 0);
@@ -599,7 +567,7 @@ int ct_monitor_main(int argc, char **argv) {
   state_write();
   if (started) ready_say("ready %d", (int)M.init);
   else ready_say("error %s", M.error);
-  close_fd(&M.c.ready_fd);
+  ct_close_fd(&M.c.ready_fd);
   if (M.init > 0) loop();
   state_write();
   drain_both();

@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -17,21 +16,6 @@ void ct_mon_time(char out[40], double t) {
   if (ns < 0 || ns > 999999999) ns = 0;
   size_t n = strftime(out, 40, "%Y-%m-%dT%H:%M:%S", &tm);
   snprintf(out + n, 40 - n, ".%09ldZ", ns);
-}
-
-double ct_mon_now(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_REALTIME, &t);
-  return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
-
-void ct_log_flush(struct ct_log *lg) {
-  if (!lg->olen) return;
-  if (lg->fd < 0 || write_all(lg->fd, lg->obuf, lg->olen) != 0)
-    lg->errors++;
-  else
-    lg->size += (long long)lg->olen;
-  lg->olen = 0;
 }
 
 static void log_open(struct ct_log *lg) {
@@ -46,7 +30,6 @@ static void seq_name(char out[32], unsigned seq) { snprintf(out, 32, "%08u.log",
 /* current.log becomes <seq>.log (one rename: a reader holding it open
    loses nothing), a new current.log starts, the oldest beyond keep goes. */
 void ct_log_rotate(struct ct_log *lg) {
-  ct_log_flush(lg);
   if (lg->size == 0) return;
   char name[32];
   seq_name(name, lg->seq + 1);
@@ -71,70 +54,49 @@ void ct_log_open(struct ct_log *lg, int dirfd, long long max, long long keep, un
   log_open(lg);
 }
 
-/* One record: "<time> <stream> <F|P> <text>\n"; P: the line goes on in
-   the next record of that stream. */
+/* One record, written at once: "<time> <stream> <F|P> <text>\n"; P: the
+   line goes on in the next record of that stream (n <= CT_LINE_BUF). */
 void ct_log_line(struct ct_log *lg, const char *tag, char flag, const char *p, size_t n) {
-  char ts[40];
-  ct_mon_time(ts, ct_mon_now());
-  size_t need = strlen(ts) + strlen(tag) + n + 6;
-  if (lg->max > 0 && lg->size + (long long)(lg->olen + need) > lg->max) ct_log_rotate(lg);
-  if (lg->olen + need > sizeof lg->obuf) ct_log_flush(lg);
-  lg->olen += (size_t)snprintf(lg->obuf + lg->olen, sizeof lg->obuf - lg->olen, "%s %s %c ", ts, tag, flag);
-  memcpy(lg->obuf + lg->olen, p, n);
-  lg->olen += n;
-  lg->obuf[lg->olen++] = '\n';
+  char rec[CT_LINE_BUF + 128], ts[40];
+  ct_mon_time(ts, ct_now());
+  size_t len = (size_t)snprintf(rec, 128, "%s %s %c ", ts, tag, flag);
+  memcpy(rec + len, p, n);
+  rec[len + n] = '\n';
+  len += n + 1;
+  if (lg->max > 0 && lg->size + (long long)len > lg->max) ct_log_rotate(lg);
+  if (lg->fd < 0 || write_all(lg->fd, rec, len) != 0)
+    lg->errors++;
+  else
+    lg->size += (long long)len;
 }
 
 /* ---- the journal ---- */
 
-void ct_journal_open(struct ct_journal *j) {
+/* The fields every entry carries, KEY=value lines (ctcli.runtime.monitor
+   refuses a newline in them and keeps each below CT_JOURNAL_FIELD bytes). */
+void ct_journal_open(struct ct_journal *j, const char *path, const char *name, const char *id) {
+  j->addr.sun_family = AF_UNIX;
+  snprintf(j->addr.sun_path, sizeof j->addr.sun_path, "%s", path);
+  int n = name ? snprintf(j->fields, sizeof j->fields, "SYSLOG_IDENTIFIER=%s\nCONTAINER_NAME=%s\n", name, name) : 0;
+  snprintf(j->fields + n, sizeof j->fields - (size_t)n, "CONTAINER_ID=%s\n", id);
   j->fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (j->fd < 0) j->errors++;
 }
 
-/* One field: KEY=value\n, or, for a value holding a newline, the binary
-   form KEY\n<64-bit little-endian length><value>\n. Cut to fit cap. */
-static size_t journal_field(char *out, size_t cap, size_t at, const char *key, const char *v, size_t n) {
-  size_t k = strlen(key);
-  if (at + k + 10 >= cap) return at;
-  if (n > cap - at - k - 10) n = cap - at - k - 10;
-  memcpy(out + at, key, k);
-  at += k;
-  if (memchr(v, '\n', n)) {
-    out[at++] = '\n';
-    for (int i = 0; i < 8; i++) out[at++] = (char)((unsigned long long)n >> (8 * i) & 0xff);
-  } else {
-    out[at++] = '=';
-  }
-  memcpy(out + at, v, n);
-  at += n;
-  out[at++] = '\n';
-  return at;
-}
-
+/* One datagram: MESSAGE (a piece of one line: no newline in it), PRIORITY,
+   the fixed fields, and docker's and conmon's mark of a line that goes on
+   in the next entry. */
 int ct_journal_send(struct ct_journal *j, int priority, int partial, const char *p, size_t n) {
+  static const char more[] = "CONTAINER_PARTIAL_MESSAGE=true\n";
+  char prio[16];
+  snprintf(prio, sizeof prio, "\nPRIORITY=%d\n", priority);
+  struct iovec iov[] = {{"MESSAGE=", 8}, {(void *)p, n}, {prio, strlen(prio)},
+                        {j->fields, strlen(j->fields)}, {(void *)more, partial ? sizeof more - 1 : 0}};
+  struct msghdr m = {.msg_name = &j->addr, .msg_namelen = sizeof j->addr, .msg_iov = iov, .msg_iovlen = 5};
   if (j->fd < 0) return EBADF;
-  struct sockaddr_un a;
-  memset(&a, 0, sizeof a);
-  a.sun_family = AF_UNIX;
-  size_t plen = strlen(j->path);
-  if (plen >= sizeof a.sun_path) return ENAMETOOLONG;
-  memcpy(a.sun_path, j->path, plen);
-  char prio[2] = {(char)('0' + priority), '\0'};
-  size_t cap = sizeof j->buf, at = 0;
-  at = journal_field(j->buf, cap, at, "MESSAGE", p, n);
-  at = journal_field(j->buf, cap, at, "PRIORITY", prio, 1);
-  if (j->identifier) at = journal_field(j->buf, cap, at, "SYSLOG_IDENTIFIER", j->identifier, strlen(j->identifier));
-  if (j->container) at = journal_field(j->buf, cap, at, "CONTAINER_NAME", j->container, strlen(j->container));
-  if (j->id) at = journal_field(j->buf, cap, at, "CONTAINER_ID", j->id, strlen(j->id));
-  /* docker's and conmon's mark of a line that goes on in the next entry */
-  if (partial) at = journal_field(j->buf, cap, at, "CONTAINER_PARTIAL_MESSAGE", "true", 4);
-  for (;;) {
-    ssize_t w = sendto(j->fd, j->buf, at, MSG_DONTWAIT | MSG_NOSIGNAL, (struct sockaddr *)&a,
-                       (socklen_t)(offsetof(struct sockaddr_un, sun_path) + plen + 1));
-    if (w >= 0) return 0;
+  while (sendmsg(j->fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
     if (errno != EINTR) return errno;
-  }
+  return 0;
 }
 
 /* The line is in current.log whatever happens here; the first failure is
@@ -145,7 +107,7 @@ static void journal_emit(struct ct_log *lg, struct ct_stream *s, const char *p, 
   if (!err || j->errors++ > 0) return;
   char msg[400];
   int k = snprintf(msg, sizeof msg, "cannot forward to the journal at %.200s: %s (further failures are only counted)",
-                   j->path, strerror(err));
+                   j->addr.sun_path, strerror(err));
   if (k > 0) ct_log_line(lg, "ctcli", 'F', msg, strlen(msg));
 }
 
@@ -177,12 +139,10 @@ void ct_stream_feed(struct ct_log *lg, struct ct_stream *s) {
       s->len = 0;
     }
   }
-  ct_log_flush(lg);
 }
 
 void ct_stream_drain(struct ct_log *lg, struct ct_stream *s) {
   ct_stream_feed(lg, s);
   if (s->len) stream_emit(lg, s, s->buf, s->len, 'F');
   s->len = 0;
-  ct_log_flush(lg);
 }

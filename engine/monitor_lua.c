@@ -40,30 +40,21 @@ static int read_line(int fd, char *buf, size_t cap, size_t *len, double deadline
   }
 }
 
-/* The monitor's report: "monitor <pid>", then "ready <init pid>" or
-   "error <message>". */
-static int read_report(lua_State *L, int fd, double timeout) {
+/* The report of the monitor mpid: "ready <init pid>" or "error <message>". */
+static int read_report(lua_State *L, int fd, pid_t mpid, double timeout) {
   char buf[1024];
   size_t len = 0;
-  long long mpid = 0, v;
-  double deadline = ct_mono() + timeout;
-  for (;;) {
-    int err = read_line(fd, buf, sizeof buf, &len, deadline);
-    if (err == ETIMEDOUT)
-      return ct_error(L, err, "the monitor (pid %d) was not ready after %.14gs", (int)mpid, timeout);
-    if (err == EPIPE) return ct_error(L, EIO, "the monitor exited before it was ready");
-    if (err) return ct_oserror(L, err, "the monitor's report");
-    if (sscanf(buf, "monitor %lld", &v) == 1) mpid = v;
-    if (sscanf(buf, "ready %lld", &v) == 1) {
-      lua_pushinteger(L, mpid);
-      lua_pushinteger(L, v);
-      return 2;
-    }
-    if (strncmp(buf, "error ", 6) == 0) return ct_error(L, EIO, "%s", buf + 6);
-    size_t used = strlen(buf) + 1;
-    len -= used;
-    memmove(buf, buf + used, len);
-  }
+  long long v;
+  int err = read_line(fd, buf, sizeof buf, &len, ct_mono() + timeout);
+  if (err == ETIMEDOUT)
+    return ct_error(L, err, "the monitor (pid %d) was not ready after %.14gs", (int)mpid, timeout);
+  if (err == EPIPE) return ct_error(L, EIO, "the monitor exited before it was ready");
+  if (err) return ct_oserror(L, err, "the monitor's report");
+  if (strncmp(buf, "error ", 6) == 0) return ct_error(L, EIO, "%s", buf + 6);
+  if (sscanf(buf, "ready %lld", &v) != 1) return ct_error(L, EPROTO, "the monitor's report: %s", buf);
+  lua_pushinteger(L, mpid);
+  lua_pushinteger(L, v);
+  return 2;
 }
 
 /* spawn(id, config, logs, state, timeout) -> monitor pid, init pid | nil,
@@ -88,6 +79,7 @@ static int m_spawn(lua_State *L) {
   if (n > 10 && strcmp(exe + n - 10, " (deleted)") == 0) snprintf(exe, sizeof exe, "/proc/self/exe");
   int null = open("/dev/null", O_RDWR | O_CLOEXEC), mfd = memfd_create("ctcli-monitor-config", MFD_CLOEXEC);
   int ready[2] = {-1, -1}, err = 0;
+  pid_t mpid = -1;
   const char *what = null < 0 ? "/dev/null" : mfd < 0 ? "memfd_create" : "monitor config";
   if (null < 0 || mfd < 0 || (err = write_all(mfd, cfg, clen)) != 0) {
     err = err ? err : errno;
@@ -99,7 +91,7 @@ static int m_spawn(lua_State *L) {
     snprintf(cfd, sizeof cfd, "%d", CT_MONITOR_CFG_FD);
     const char *argv[] = {exe, CT_MONITOR_ARG, cfd, id, NULL};
     int fds[] = {null, null, null, mfd, logs, state, ready[1]};
-    if (ct_proc_start(argv, NULL, NULL, fds, 7, CT_START_SESSION, &err, &what) >= 0) err = 0;
+    if ((mpid = ct_proc_start(argv, NULL, NULL, fds, 7, CT_START_SESSION, &err, &what)) >= 0) err = 0;
   }
   close_keep_errno(null);
   close_keep_errno(mfd);
@@ -108,7 +100,7 @@ static int m_spawn(lua_State *L) {
     close_keep_errno(ready[0]);
     return ct_oserror(L, err, what);
   }
-  int r = read_report(L, ready[0], timeout);
+  int r = read_report(L, ready[0], mpid, timeout);
   close(ready[0]);
   return r;
 }
@@ -122,9 +114,7 @@ static int m_request(lua_State *L) {
   int dfd = ct_testdir(L, 1);
   luaL_argcheck(L, dfd >= 0, 1, "a ct.fs.Dir expected");
   struct sockaddr_un a;
-  memset(&a, 0, sizeof a);
-  a.sun_family = AF_UNIX;
-  snprintf(a.sun_path, sizeof a.sun_path, "/proc/self/fd/%d/%s", dfd, CT_MONITOR_SOCKET);
+  ct_mon_addr(&a, dfd);
   lua_getiuservalue(L, 1, 1);
   const char *shown = lua_pushfstring(L, "%s/%s", lua_tostring(L, -1), CT_MONITOR_SOCKET);
   size_t len;
@@ -177,11 +167,5 @@ int luaopen_ct_monitor(lua_State *L) {
   lua_setfield(L, -2, "protocol");
   lua_pushinteger(L, CT_MONITOR_CONFIG_VERSION);
   lua_setfield(L, -2, "config_version");
-  lua_pushliteral(L, CT_MONITOR_SOCKET);
-  lua_setfield(L, -2, "socket_name");
-  lua_pushliteral(L, CT_MONITOR_STATE);
-  lua_setfield(L, -2, "state_name");
-  lua_pushliteral(L, CT_MONITOR_LOG);
-  lua_setfield(L, -2, "log_name");
   return 1;
 }

@@ -10,8 +10,6 @@
 
 extern char **environ;
 
-
-
 /* ---------- argument parsing ---------- */
 
 /* argv at idx: a non-empty array of strings -> a NULL-terminated char* array
@@ -216,25 +214,22 @@ static int ct_proc_run(lua_State *L) {
     sigaction(SIGINT, &ign, &old_int);
     sigaction(SIGQUIT, &ign, &old_quit);
   }
-  int r = start_with_opts(L, p, &o);
-  if (r && fg) {
-    sigaction(SIGINT, &old_int, NULL);
-    sigaction(SIGQUIT, &old_quit, NULL);
+  int r = start_with_opts(L, p, &o), timed_out = 0, rc = 0, werr = 0;
+  if (!r) {
+    double deadline = o.timeout > 0 ? ct_mono() + o.timeout : 0;
+    rc = ct_proc_wait(p, o.in, o.in_len, deadline, 0, &timed_out);
+    /* At a deadline (or on failure) the whole group goes, including any
+       grandchild that still holds our pipes. */
+    if (rc || timed_out || (deadline > 0 && ct_mono() >= deadline)) ct_proc_kill(p, SIGKILL);
+    for (int i = 0; i < 3; i++) ct_close_fd(&p->fds[i]);
+    ct_close_fd(&p->pidfd);
+    werr = ct_reap(p->pid, &p->status) != 0 ? errno : 0;
   }
-  if (r) return r;
-  double deadline = o.timeout > 0 ? ct_mono() + o.timeout : 0;
-  int timed_out = 0;
-  int rc = ct_proc_wait(p, o.in, o.in_len, deadline, 0, &timed_out);
-  /* At a deadline (or on failure) the whole group goes, including any
-     grandchild that still holds our pipes. */
-  if (rc || timed_out || (deadline > 0 && ct_mono() >= deadline)) ct_proc_kill(p, SIGKILL);
-  for (int i = 0; i < 3; i++) ct_close_fd(&p->fds[i]);
-  ct_close_fd(&p->pidfd);
-  int werr = ct_reap(p->pid, &p->status) != 0 ? errno : 0;
   if (fg) {
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGQUIT, &old_quit, NULL);
   }
+  if (r) return r;
   if (werr) return ct_oserror(L, werr, o.argv[0]);
   p->reaped = 1;
   if (rc) return ct_oserror(L, rc, o.argv[0]);
@@ -316,8 +311,7 @@ static int check_signal(lua_State *L, int idx, int dflt);
 static int pr_kill(lua_State *L) {
   struct proc *p = check_proc(L);
   int sig = check_signal(L, 2, SIGTERM);
-  if (p->pid <= 0 || p->reaped) return ct_error(L, ESRCH, "process %d has exited", (int)p->pid);
-  if (kill(p->group ? -p->pid : p->pid, sig) != 0) return ct_oserror(L, errno, "kill");
+  if (ct_proc_kill(p, sig) != 0) return ct_error(L, errno, "kill %d: %s", (int)p->pid, strerror(errno));
   return ct_true(L);
 }
 
@@ -334,19 +328,11 @@ static const luaL_Reg process_methods[] = {
 
 /* ---------- signals, kill, alive, getpid, exec ---------- */
 
+/* The signals ctcli sends by name (kill and p:kill take any number). */
 static const struct {
   const char *name;
   int sig;
-} signal_names[] = {
-    {"HUP", SIGHUP},       {"INT", SIGINT},   {"QUIT", SIGQUIT},   {"ILL", SIGILL},
-    {"TRAP", SIGTRAP},     {"ABRT", SIGABRT}, {"BUS", SIGBUS},     {"FPE", SIGFPE},
-    {"KILL", SIGKILL},     {"USR1", SIGUSR1}, {"SEGV", SIGSEGV},   {"USR2", SIGUSR2},
-    {"PIPE", SIGPIPE},     {"ALRM", SIGALRM}, {"TERM", SIGTERM},   {"CHLD", SIGCHLD},
-    {"CONT", SIGCONT},     {"STOP", SIGSTOP}, {"TSTP", SIGTSTP},   {"TTIN", SIGTTIN},
-    {"TTOU", SIGTTOU},     {"URG", SIGURG},   {"XCPU", SIGXCPU},   {"XFSZ", SIGXFSZ},
-    {"VTALRM", SIGVTALRM}, {"PROF", SIGPROF}, {"WINCH", SIGWINCH}, {"IO", SIGIO},
-    {"PWR", SIGPWR},       {"SYS", SIGSYS},
-};
+} signal_names[] = {{"KILL", SIGKILL}, {"TERM", SIGTERM}};
 
 /* A signal number (ct.proc.signals names them). */
 static int check_signal(lua_State *L, int idx, int dflt) {
@@ -362,12 +348,11 @@ static pid_t check_pid(lua_State *L, int idx) {
   return (pid_t)pid;
 }
 
-/* kill(pid, sig [, group]) -> true | nil, msg, errno */
+/* kill(pid, sig) -> true | nil, msg, errno */
 static int p_kill(lua_State *L) {
   pid_t pid = check_pid(L, 1);
   int sig = check_signal(L, 2, SIGTERM);
-  int group = lua_toboolean(L, 3);
-  if (kill(group ? -pid : pid, sig) != 0)
+  if (kill(pid, sig) != 0)
     return ct_error(L, errno, "kill %d: %s", (int)pid, strerror(errno));
   return ct_true(L);
 }

@@ -74,22 +74,21 @@ static void nap_ms(long ms) {
 
 /* One round: every process in the cgroup gets SIGKILL. */
 static void cg_kill_round(int dfd, double deadline) {
+  static const struct { const char *file, *freeze, *thaw, *events, *frozen; } ways[] = {
+      {"freezer.state", "FROZEN", "THAWED", "freezer.state", "FROZEN"}, /* v1 */
+      {"cgroup.freeze", "1", "0", "cgroup.events", "frozen 1"},        /* v2 */
+  };
   if (cg_write(dfd, "cgroup.kill", "1") == 0) return;
-  int v1 = cg_write(dfd, "freezer.state", "FROZEN") == 0;
-  int v2 = !v1 && cg_write(dfd, "cgroup.freeze", "1") == 0;
+  int w = 0;
+  while (w < 2 && cg_write(dfd, ways[w].file, ways[w].freeze) != 0) w++;
   /* Freezing takes a moment (a task in an uninterruptible sleep longer);
      kill anyway after a second: the next round catches what forked. */
   double until = ct_mono() + 1.0;
   if (until > deadline) until = deadline;
-  while ((v1 && !cg_reads(dfd, "freezer.state", "FROZEN")) ||
-         (v2 && !cg_reads(dfd, "cgroup.events", "frozen 1"))) {
-    if (ct_mono() >= until) break;
-    nap_ms(2);
-  }
+  while (w < 2 && !cg_reads(dfd, ways[w].events, ways[w].frozen) && ct_mono() < until) nap_ms(2);
   cg_signal_listed(dfd, SIGKILL);
   /* A frozen process dies of its SIGKILL once thawed. */
-  if (v1) cg_write(dfd, "freezer.state", "THAWED");
-  if (v2) cg_write(dfd, "cgroup.freeze", "0");
+  if (w < 2) cg_write(dfd, ways[w].file, ways[w].thaw);
 }
 
 /* ct_cg_destroy(path, seconds) -> 0 | errno: kills every process in the cgroup
@@ -134,19 +133,12 @@ const char *ct_cg_join(const char *path) {
   return rc == 0 ? NULL : "join cgroup";
 }
 
-/* cgroup_kill(path [, seconds]) -> true | nil, msg, errno: kills every
-   process in the cgroup at path and removes it (waiting at most seconds,
-   default 10, for them to go). */
+/* cgroup_kill(path) -> true | nil, msg, errno: kills every process in the
+   cgroup at path and removes it (waiting at most 10 s for them to go). */
 static int p_cgroup_kill(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
-  double secs = luaL_optnumber(L, 2, 10);
-  luaL_argcheck(L, secs > 0 && isfinite(secs), 2, "a positive number of seconds expected");
-  int err = ct_cg_destroy(path, secs);
-  if (err == EBUSY) {
-    char num[64];
-    snprintf(num, sizeof num, "%.14g", secs);
-    return ct_error(L, err, "cgroup %s: processes still in it after %ss", path, num);
-  }
+  int err = ct_cg_destroy(path, 10);
+  if (err == EBUSY) return ct_error(L, err, "cgroup %s: processes still in it after 10s", path);
   if (err) return ct_error(L, err, "cgroup %s: %s", path, strerror(err));
   return ct_true(L);
 }
@@ -250,18 +242,15 @@ static int fc_parse(lua_State *L, const struct buf *b, int lines, int result, in
   return 0;
 }
 
-/* fork_call(fn [, timeout [, opts]]) -> true, lines, result [, note]
+/* fork_call(fn, timeout [, opts]) -> true, lines, result [, note]
    | false, lines, message [, note], kind. opts.cgroup: a cgroup directory to
    create for the child (its parent must exist); every process in it is
    killed when the call ends and the cgroup removed. When it cannot be made
    the call runs without it and note says why. */
 static int p_fork_call(lua_State *L) {
   luaL_checktype(L, 1, LUA_TFUNCTION);
-  double timeout = 0;
-  if (!lua_isnoneornil(L, 2)) {
-    timeout = luaL_checknumber(L, 2);
-    luaL_argcheck(L, timeout > 0 && isfinite(timeout), 2, "a positive number of seconds expected");
-  }
+  double timeout = luaL_checknumber(L, 2);
+  luaL_argcheck(L, timeout > 0 && isfinite(timeout), 2, "a positive number of seconds expected");
   const char *cgroup = NULL;
   lua_settop(L, 3);
   if (!lua_isnil(L, 3)) {
@@ -297,8 +286,7 @@ static int p_fork_call(lua_State *L) {
   if (!nested) setpgid(pid, pid);
   ct_proc_started(p, pid, !nested);
   int timed_out = 0, final = 0;
-  double deadline = timeout > 0 ? ct_mono() + timeout : 0;
-  if (ct_proc_wait(p, NULL, 0, deadline, 1, &timed_out) != 0) return luaL_error(L, "not enough memory");
+  if (ct_proc_wait(p, NULL, 0, ct_mono() + timeout, 1, &timed_out) != 0) return luaL_error(L, "not enough memory");
   /* Whatever it left running in its group, or anywhere in its cgroup, goes with it. */
   ct_proc_kill(p, SIGKILL);
   ct_close_fd(&p->fds[CT_FD_OUT]);

@@ -63,7 +63,7 @@ void ct_decode_status(int status, int *code, int *sig) {
   }
 }
 
-void ct_reset_signals(const sigset_t *mask) {
+static void reset_signals(const sigset_t *mask) {
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = SIG_DFL;
@@ -107,12 +107,12 @@ void ct_proc_started(struct proc *p, pid_t pid, int group) {
 #endif
 }
 
-void ct_proc_kill(struct proc *p, int sig) {
-  if (p->pid <= 0 || p->reaped) return;
-  if (p->group)
-    kill(-p->pid, sig);
-  else
-    kill(p->pid, sig);
+int ct_proc_kill(struct proc *p, int sig) {
+  if (p->pid <= 0 || p->reaped) {
+    errno = ESRCH;
+    return -1;
+  }
+  return kill(p->group ? -p->pid : p->pid, sig);
 }
 
 /* Kills a live child (its group, its cgroup), reaps it, releases everything. */
@@ -284,7 +284,7 @@ static void child_exec(const char *const *argv, char *const *envp, const char *c
       if (fd != errfd) fcntl(fd, F_SETFD, FD_CLOEXEC);
   }
   if (cwd && chdir(cwd) != 0) child_fail(errfd, 1, errno);
-  ct_reset_signals(empty);
+  reset_signals(empty);
   /* execvp searches the PATH of the environment the program gets. */
   if (envp) environ = (char **)envp;
   execvp(argv[0], (char *const *)argv);

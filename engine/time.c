@@ -5,15 +5,9 @@
 #include <math.h>
 #include <time.h>
 
-static double ts_seconds(const struct timespec *ts) {
-  return (double)ts->tv_sec + (double)ts->tv_nsec / 1e9;
-}
-
 /* now() -> seconds since the epoch, with a fraction. */
 static int t_now(lua_State *L) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  lua_pushnumber(L, ts_seconds(&ts));
+  lua_pushnumber(L, ct_now());
   return 1;
 }
 

@@ -29,11 +29,15 @@ int write_all(int fd, const void *data, size_t len) {
   return 0;
 }
 
-double ct_mono(void) {
+static double clock_seconds(clockid_t id) {
   struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
+  clock_gettime(id, &ts);
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
+
+double ct_mono(void) { return clock_seconds(CLOCK_MONOTONIC); }
+
+double ct_now(void) { return clock_seconds(CLOCK_REALTIME); }
 
 int ct_opt_special(lua_State *L, int opts) {
   static const char *const names[] = {"refuse", "skip", NULL};

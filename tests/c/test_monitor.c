@@ -341,18 +341,12 @@ static lua_State *J(void) {
   lua_register(L, "jbind", l_jbind);
   lua_register(L, "jrecv", l_jrecv);
   lua_register(L, "jclose", l_jclose);
-  /* fields(datagram): KEY=value lines, or KEY\n<u64 LE length><value>\n */
-  T_LUA(L, "function fields(d) local f, i = {}, 1 "
-           "  while i <= #d do "
-           "    local nl = assert(d:find('\\n', i, true), 'a field without its newline') "
-           "    local line = d:sub(i, nl - 1) "
-           "    local eq = line:find('=', 1, true) "
-           "    if eq then f[line:sub(1, eq - 1)] = line:sub(eq + 1) i = nl + 1 "
-           "    else local n = string.unpack('<I8', d, nl + 1) "
-           "      f[line] = d:sub(nl + 9, nl + 8 + n) "
-           "      assert(d:sub(nl + 9 + n, nl + 9 + n) == '\\n', 'a binary field without its newline') "
-           "      i = nl + 10 + n end "
-           "  end return f end "
+  /* fields(datagram): KEY=value lines */
+  T_LUA(L, "function fields(d) local f = {} "
+           "  assert(d:sub(-1) == '\\n', 'a field without its newline') "
+           "  for line in d:gmatch('([^\\n]*)\\n') do "
+           "    local k, v = assert(line:match('^([A-Z_]+)=(.*)$')) f[k] = v end "
+           "  return f end "
            "function collect(fd, into) for _, d in ipairs(jrecv(fd)) do into[#into + 1] = fields(d) end "
            "  return into end "
            "return true");
@@ -362,12 +356,18 @@ static lua_State *J(void) {
 
 DEFINE_TEST(monitor_forwards_to_the_journal) {
   lua_State *L = J();
+  /* Its fields are KEY=value lines: a newline in one is refused before any monitor runs. */
+  T_LUA(L, "local ok, err = pcall(require('ctcli.runtime.monitor').config, {id = 'x', pid_file = 'p', "
+           "  restart = 'no', log_max = 1, log_keep = 1, create = {'a'}, start = {'b'}, delete = {'c'}, "
+           "  journal = '/j', journal_name = 'box\\nsecond line'}) "
+           "assert(not ok and err:find('no newline', 1, true), err) "
+           "return true");
   T_LUA(L, "local sock = tmp .. '/journal.sock' "
            "local jfd = jbind(sock) "
            "local got = {} "
            "local c, init = spawn('journal', 'echo one; echo two >&2; "
            "  head -c 10000 /dev/zero | tr \"\\\\0\" y; echo; echo three', "
-           "  {journal = sock, journal_identifier = 'web', journal_container = 'box\\nsecond line'}) "
+           "  {journal = sock, journal_name = 'web'}) "
            "assert(init, c.init == nil and 'spawn failed') "
            "return with(c, function() "
            "  eventually('the exit', function() collect(jfd, got) return st(c).state == 'exited' end) "
@@ -376,8 +376,8 @@ DEFINE_TEST(monitor_forwards_to_the_journal) {
            "  for _, f in ipairs(got) do msgs[#msgs + 1] = (f.MESSAGE or '?'):sub(1, 10) end "
            "  assert(#got == 5, #got .. ' entries: ' .. table.concat(msgs, ',')) "
            "  for _, f in ipairs(got) do "
-           "    assert(f.SYSLOG_IDENTIFIER == 'web' and f.CONTAINER_ID == c.id, cjson.encode(f)) "
-           "    assert(f.CONTAINER_NAME == 'box\\nsecond line', cjson.encode(f)) end "
+           "    assert(f.SYSLOG_IDENTIFIER == 'web' and f.CONTAINER_NAME == 'web' and f.CONTAINER_ID == c.id, "
+           "      cjson.encode(f)) end "
            "  local by = {} for _, f in ipairs(got) do by[f.MESSAGE] = f end "
            "  assert(by.one and by.one.PRIORITY == '6', cjson.encode(got)) "
            "  assert(by.two and by.two.PRIORITY == '3', cjson.encode(got)) "
@@ -398,7 +398,7 @@ DEFINE_TEST(monitor_journal_failures_never_stop_it) {
   lua_State *L = J();
   /* No socket there: every line fails, is counted, and is still logged. */
   T_LUA(L, "local c, init = spawn('nojournal', 'echo a; echo b >&2; echo c', "
-           "  {journal = tmp .. '/nowhere.sock', journal_identifier = 'web'}) "
+           "  {journal = tmp .. '/nowhere.sock', journal_name = 'web'}) "
            "assert(init, c.init == nil and 'spawn failed') "
            "return with(c, function() "
            "  eventually('the exit', function() return st(c).state == 'exited' end) "

@@ -243,6 +243,7 @@ DEFINE_TEST(run_argument_errors_raise) {
            "assert(not pcall(proc.alive, 0)) "
            "assert(not pcall(proc.fork_call, 'f', 1)) "
            "assert(not pcall(proc.fork_call, function() end, 0)) "
+           "assert(not pcall(proc.fork_call, function() end)) "
            "return true");
 }
 
@@ -338,8 +339,7 @@ DEFINE_TEST(kill_alive_getpid_and_signals) {
   lua_pushinteger(L, getuid());
   lua_setglobal(L, "myuid");
   T_LUA(L, "local S = proc.signals "
-           "assert(S.TERM == 15 and S.KILL == 9 and S.INT == 2 and S.HUP == 1 and S.QUIT == 3) "
-           "assert(S.USR1 == 10 and S.USR2 == 12) "
+           "assert(S.TERM == 15 and S.KILL == 9) "
            "assert(proc.getpid() == mypid) "
            "local uid, uname = proc.getuid() "
            "assert(uid == myuid and (uname == nil or (type(uname) == 'string' and #uname > 0))) "
@@ -352,10 +352,10 @@ DEFINE_TEST(kill_alive_getpid_and_signals) {
            "local ok, msg, err = proc.kill(pid, 0) "
            "assert(ok == nil and err == 3, msg) "
            "p = assert(proc.spawn({'sleep', '100'})) "
-           "assert(proc.kill(p:pid(), S.KILL, true)) "
+           "assert(proc.kill(p:pid(), S.KILL)) "
            "assert(p:wait() == 137) "
            "p = assert(proc.spawn({'sleep', '100'})) "
-           "assert(proc.kill(p:pid(), S.INT)) "
+           "assert(proc.kill(p:pid(), 2)) "
            "assert(select(2, p:wait()) == 2) "
            "return true");
 }
@@ -372,7 +372,7 @@ DEFINE_TEST(fork_call_returns_lines_and_result) {
            "assert(ok and #lines == 0 and res == '42') "
            "ok, lines, res = proc.fork_call(function() return true end, 10) "
            "assert(ok == false and res:find('cannot return a boolean'), res) "
-           "ok, lines, res = proc.fork_call(function() end) "
+           "ok, lines, res = proc.fork_call(function() end, 10) "
            "assert(ok == false and res:find('cannot return a nil'), res) "
            "ok, lines, res = proc.fork_call(function() return {} end, 10) "
            "assert(ok == false and res:find('cannot return a table'), res) "

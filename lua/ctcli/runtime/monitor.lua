@@ -147,7 +147,7 @@ end
 -- one record per argument.
 local CONFIG_STRINGS = {
   { "id", "id" }, { "pid_file", "pid_file" }, { "restart", "restart" }, { "cgroup", "cgroup" },
-  { "journal", "journal" }, { "journal_identifier", "journal_id" }, { "journal_container", "journal_name" },
+  { "journal", "journal" }, { "journal_name", "journal_name" },
 }
 local CONFIG_NUMBERS = { -- option, record, scale, when absent (nil: needed; "policy": needed unless restart is "no")
   { "log_max", "log_max", 1 }, { "log_keep", "log_keep", 1 },
@@ -172,8 +172,10 @@ function monitor.config(o)
   -- What fits a datagram and a socket address (engine/monitor.h).
   assert(o.journal == nil or (o.journal:sub(1, 1) == "/" and #o.journal < 108),
     "opts.journal must be an absolute socket path below 108 bytes")
-  assert(#(o.journal_identifier or "") <= 255 and #(o.journal_container or "") <= 255,
-    "opts.journal_identifier and journal_container: at most 255 bytes")
+  for _, k in ipairs({ "id", "journal_name" }) do
+    assert(#(o[k] or "") <= 255 and not (o[k] or ""):find("\n", 1, true),
+      "opts." .. k .. ": at most 255 bytes, no newline (a journal field)")
+  end
   for _, f in ipairs(CONFIG_NUMBERS) do
     local v, absent = o[f[1]], f[4]
     if absent == "policy" then absent = o.restart == "no" and 0 or nil end
@@ -246,7 +248,7 @@ function monitor.spawn(c, policy)
   if c.idmap and not c.idmap.go then opts.uid, opts.gid = c.idmap.uid, c.idmap.gid end
   -- Only where a journal listens (a host without systemd has no socket).
   if policy.journald and ct.fs.exists(policy.journal_socket) then
-    opts.journal, opts.journal_identifier, opts.journal_container = policy.journal_socket, app, app
+    opts.journal, opts.journal_name = policy.journal_socket, app
   end
   local t0 = ct.time.monotonic()
   local mpid, pid, serr = monitor.launch(opts)
