@@ -9,12 +9,19 @@ local H = require("support.helpers")
 
 H.need_root()
 
--- parse(log) -> per line {pid=, call=, args=, ret=}
+-- parse(log) -> per line {pid=, call=, args=, full=, ret=}: strace -y
+-- writes a descriptor as 3</its/path>; args has the bare numbers, full has
+-- each (directory descriptor, name) pair as the one path it names, since
+-- ctcli acts on names relative to an open directory.
 local function parse(text)
   local out = {}
   for line in text:gmatch("[^\n]+") do
-    local pid, call, args, ret = line:match("^(%d+)%s+([%w_]+)%((.*)%)%s+=%s+(%-?%d+)")
-    if pid then out[#out + 1] = { pid = pid, call = call, args = args, ret = tonumber(ret), line = line } end
+    local pid, call, raw, ret = line:match("^(%d+)%s+([%w_]+)%((.*)%)%s+=%s+(%-?%d+)")
+    if pid then
+      local full = raw:gsub('%d+<([^>]*)>, "([^"]*)"', '"%1/%2"')
+      out[#out + 1] = { pid = pid, call = call, args = (raw:gsub("(%d+)<[^>]*>", "%1")), full = full,
+        ret = tonumber(ret), line = line }
+    end
   end
   return out
 end
@@ -27,7 +34,7 @@ describe("durability of an upgrade", function()
     local root = H.root()
     H.ok(root, { "install", v1 })
     local log = H.tmpdir() .. "/strace.log"
-    local r = assert(ct.proc.run({ "strace", "-f", "-qq", "-s", "65536", "-o", log,
+    local r = assert(ct.proc.run({ "strace", "-f", "-qq", "-y", "-s", "65536", "-o", log,
       -- follow ctcli's own forks (hooks), detach from the programs it runs (runc, umoci)
       "-b", "execve", "-e", "trace=openat,write,fsync,fdatasync,syncfs,rename,renameat,renameat2,close",
       H.bin, "--root", root, "-y", "upgrade", v2 }, {
@@ -81,14 +88,14 @@ describe("durability of an upgrade", function()
     local checked = 0
     for i, c in ipairs(calls) do
       local src = (c.call == "rename" or c.call == "renameat" or c.call == "renameat2") and c.ret == 0
-        and c.args:match('"([^"]*/tmp/[a-z]+%-[^"]*)"')
+        and c.full:match('"([^"]*/tmp/[a-z]+%-[^"]*)"')
       if src and (src:match("/release%-%w+$") or src:match("/image%-[%w_.-]+$") or src:match("/upper%-[%w_.-]+$")
           or src:match("/layer%-%w+/tree$")) then
         local last_write, last_sync = 0, 0
         for k = 1, i - 1 do
           local o = calls[k]
           if o.pid == c.pid and o.call == "openat" and o.args:find("O_CREAT", 1, true)
-              and o.args:find('"' .. src .. "/", 1, true) then
+              and o.full:find('"' .. src .. "/", 1, true) then
             last_write = k
           elseif o.pid == c.pid and o.call == "syncfs" and o.ret == 0 then
             last_sync = k
