@@ -251,14 +251,17 @@ static int fs_write_atomic(lua_State *L) {
 }
 
 /* The file rel opened for reading into a File handle on top of the stack,
-   closed when the calling function returns or raises. 0, or the failure
-   pushed (3). */
-static int open_read(lua_State *L, const struct at *a, const char *rel, const char *display) {
+   closed when the calling function returns or raises; *fd and *st are its.
+   0, or the failure pushed (3). */
+static int open_read(lua_State *L, const struct at *a, const char *rel, const char *display, int *fd,
+                     struct stat *st) {
   struct handle *h = ct_new_handle(L, FILE_MT, -1);
   lua_toclose(L, -1);
   const char *msg;
   int err = ct_open_file(a, rel, O_RDONLY, 0, 0, 0, &h->fd, &msg);
   if (err) return ct_fail_at(L, err, display, msg);
+  *fd = h->fd;
+  if (fstat(h->fd, st) != 0) return ct_fail_at(L, errno, display, NULL);
   return 0;
 }
 
@@ -272,11 +275,10 @@ static int fs_copyfile(lua_State *L) {
   int has_mode = !lua_isnoneornil(L, arg + 2);
   mode_t mode = opt_mode(L, arg + 2, 0);
   AT_REL(L, &a, arg, rel, display);
-  int n = open_read(L, &a, rel, display);
-  if (n) return n;
-  int fd = ((struct handle *)lua_touserdata(L, -1))->fd;
+  int fd;
   struct stat st;
-  if (fstat(fd, &st) != 0) return ct_fail_at(L, errno, display, NULL);
+  int n = open_read(L, &a, rel, display, &fd, &st);
+  if (n) return n;
   if (!S_ISREG(st.st_mode))
     return ct_fail_at(L, S_ISDIR(st.st_mode) ? EISDIR : EINVAL, display,
                       S_ISDIR(st.st_mode) ? NULL : "not a regular file");
@@ -399,11 +401,10 @@ static int fs_read(lua_State *L) {
   lua_Integer max = ct_opt_max(L, arg + 1);
   lua_settop(L, arg);
   AT_REL(L, &a, arg, rel, display);
-  int n = open_read(L, &a, rel, display);
-  if (n) return n;
-  int fd = ((struct handle *)lua_touserdata(L, -1))->fd;
+  int fd;
   struct stat st;
-  if (fstat(fd, &st) != 0) return ct_fail_at(L, errno, display, NULL);
+  int n = open_read(L, &a, rel, display, &fd, &st);
+  if (n) return n;
   if (max >= 0 && st.st_size > max) return ct_error(L, EFBIG, "%s: larger than %I bytes", display, max);
   size_t size = S_ISREG(st.st_mode) && st.st_size > 0 ? (size_t)st.st_size : 0;
   int err = push_read_sized(L, fd, max >= 0 ? (size_t)max + 1 : SIZE_MAX, size);
