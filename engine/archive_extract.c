@@ -68,7 +68,7 @@ struct extract {
   lua_State *L;
   struct job *j; /* the archive, dest's descriptors, directory times, the failure */
   const char *src, *dest;
-  int preserve, check_space, special, wh;
+  int preserve, check_space, special, wh, writeback;
   const struct seg *map; /* opts.idmap (a userdata on the stack) */
   size_t nmap;
   lua_Integer max_entries, max_bytes; /* -1: no limit */
@@ -286,9 +286,19 @@ static int set_meta(struct extract *x, int fd, struct archive_entry *e, uid_t ui
 
 /* ---- one entry ---- */
 
+/* opts.writeback: each file's pages are handed to the disk as they are
+   written (every few MiB, and its tail when it is closed), so the disk
+   works while the rest of the archive is read and the caller's one
+   syncfs waits only for the last of them. A hint: a failure shows there. */
+#define WRITEBACK_EVERY (8 << 20)
+
+static void start_writeback(struct extract *x, int fd, int64_t from, int64_t to) {
+  if (x->writeback && to > from) sync_file_range(fd, from, to - from, SYNC_FILE_RANGE_WRITE);
+}
+
 static int write_data(struct extract *x, int fd, int64_t size) {
   struct job *j = x->j;
-  int64_t end = 0;
+  int64_t end = 0, started = 0;
   for (;;) {
     const void *buf;
     size_t len;
@@ -306,10 +316,15 @@ static int write_data(struct extract *x, int fd, int64_t size) {
       w += (size_t)n;
     }
     if (off + (int64_t)len > end) end = off + (int64_t)len;
+    if (end - started >= WRITEBACK_EVERY) {
+      start_writeback(x, fd, started, end);
+      started = end;
+    }
     x->done += (lua_Integer)len;
     job_progress(x->L, j, x->done, (lua_Integer)archive_filter_bytes(j->rd, -1), 0);
   }
   if (end < size && ftruncate(fd, size) != 0) return entry_fail(x, errno, NULL);
+  start_writeback(x, fd, started, end);
   return 0;
 }
 
@@ -552,7 +567,9 @@ static int read_only(lua_State *L) {
   return lua_gettop(L);
 }
 
-/* extract(src, dest [, opts]) -> {entries=, bytes=, whiteouts=, skipped={names}} | nil, msg, errno */
+/* extract(src, dest [, opts]) -> {entries=, bytes=, whiteouts=, skipped={names}} | nil, msg, errno
+   opts.writeback: start each file's writeback as it is written (for a
+   caller that syncs the filesystem next). */
 int ar_extract(lua_State *L) {
   const char *src = luaL_checkstring(L, 1);
   const char *dest = luaL_checkstring(L, 2);
@@ -565,6 +582,7 @@ int ar_extract(lua_State *L) {
   x->dest = dest;
   x->preserve = opt_bool(L, 3, "preserve");
   x->check_space = opt_bool(L, 3, "check_space");
+  x->writeback = opt_bool(L, 3, "writeback");
   x->special = lua_istable(L, 3) ? ct_opt_special(L, 3) : CT_SPECIAL_REFUSE;
   const char *wh = opt_string(L, 3, "whiteouts", NULL);
   x->wh = !wh ? WH_PLAIN : strcmp(wh, "overlay") == 0 ? WH_OVERLAY : strcmp(wh, "apply") == 0 ? WH_APPLY : -1;

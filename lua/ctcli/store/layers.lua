@@ -223,10 +223,12 @@ function M.extract(paths, layer, m, added, progress)
   if made then
     ct.fs.mkdir(tree, 493)
     -- Device nodes, fifos and sockets of an image are left out (runc gives
-    -- every container its own /dev), counted in the layer's record.
+    -- every container its own /dev), counted in the layer's record. Written
+    -- back as extracted: the flush below then waits for the tail only.
     local xerr
     stats, xerr = ct.archive.extract(M.blob_path(paths, layer.digest), tree, {
       preserve = true, whiteouts = "overlay", idmap = idmap_opt(m), check_space = true, special = "skip",
+      writeback = true,
       progress = progress and function(_, read) progress(layer, read) end,
     })
     if not stats then return fail("extracting layer " .. layer.diff_id .. ": " .. tostring(xerr)) end
@@ -400,7 +402,8 @@ function M.create_upper(paths, a)
     -- Without overlayfs: the app's own copy, the layers applied in order.
     for _, l in ipairs(a.layers) do
       local stats, xerr = ct.archive.extract(M.blob_path(paths, l.digest), tmp .. "/rootfs",
-        { preserve = true, whiteouts = "apply", idmap = idmap_opt(m), check_space = true, special = "skip" })
+        { preserve = true, whiteouts = "apply", idmap = idmap_opt(m), check_space = true, special = "skip",
+          writeback = true })
       if not stats then return fail("copying the image of " .. a.app .. ": " .. tostring(xerr)) end
     end
   end
