@@ -40,6 +40,13 @@ local function idmap_opt(m)
 end
 M.idmap_opt = idmap_opt
 
+-- compressed(media_type) -> whether a layer of that media type is gzip
+-- or zstd already (OCI "+gzip"/"+zstd", Docker's "tar.gzip").
+function M.compressed(media_type)
+  return type(media_type) == "string" and (media_type:match("%+gzip$") or media_type:match("%+zstd$")
+    or media_type:match("%.tar%.gzip$")) ~= nil
+end
+
 function M.blob_path(paths, digest)
   return blobs_dir(paths) .. "/" .. hex(digest)
 end
