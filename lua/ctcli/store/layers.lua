@@ -235,17 +235,16 @@ function M.extract(paths, layer, m, added, progress)
     local xerr
     stats, xerr = ct.archive.extract(M.blob_path(paths, layer.digest), tree, {
       preserve = true, whiteouts = "overlay", idmap = idmap_opt(m), check_space = true, special = "skip",
-      writeback = true,
+      writeback = true, tree_digest = true,
       progress = progress and function(_, read) progress(layer, read) end,
     })
     if not stats then return fail("extracting layer " .. layer.diff_id .. ": " .. tostring(xerr)) end
   end
-  local digest = json.null
-  if ct.fs.tree_digest then
-    local derr
-    digest, derr = ct.fs.tree_digest(made and tree or final)
-    if not digest then return fail(derr) end
-  end
+  -- ct.fs.tree_digest of the tree, its files hashed as they were written
+  -- (made now), or read (a layer dir of an earlier run without its record).
+  local digest, derr = stats.tree, nil
+  if not digest then digest, derr = ct.fs.tree_digest(final) end
+  if not digest then return fail(derr) end
   ok, err = scratch.write(tmp .. "/record", json.encode({
     diff_id = layer.diff_id, blob = layer.digest, media_type = layer.media_type or json.null,
     bytes = stats.bytes or json.null, files = stats.entries or json.null, tree = digest,
