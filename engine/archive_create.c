@@ -34,6 +34,7 @@ struct create {
   size_t namelen;
   int depth; /* 0: an entry the caller named; deeper: found in a directory */
   int oci;   /* this entry's whiteouts = "oci" */
+  int stored; /* this entry's stored = true: its files' data in raw zstd blocks */
   int sums;  /* stack index of the sha256 table (0: not asked) */
   struct sha256_ctx md;
   int links; /* stack index of opts.links, or 0 */
@@ -46,6 +47,8 @@ static int create_write_failed(struct create *c) {
     return job_fail(c->j, ENOSPC, "%s: not enough space: %s", c->dest, s ? s : strerror(ENOSPC));
   return job_fail(c->j, archive_errno(w), "%s: %s: %s", c->dest, c->host, s ? s : "write error");
 }
+
+static int out_raw_end(struct archive *a, struct job *j);
 
 /* Streams size bytes of the regular file open at fd (checked by the
    caller: the file that was stat'ed, never a path looked up again). */
@@ -117,7 +120,10 @@ static int add_entry(struct create *c, const struct stat *st, int pfd, const cha
   if (r < ARCHIVE_WARN) return create_write_failed(c);
   int data = S_ISREG(st->st_mode) && !archive_entry_hardlink(e);
   if (data && c->sums) sha256_init(&c->md);
+  j->raw = data && c->stored && j->zc;
   if (data && st->st_size > 0 && copy_file(c, fd, (int64_t)st->st_size) < 0) return -1;
+  if (j->raw && out_raw_end(j->wr, j) < 0) return create_write_failed(c);
+  j->raw = 0;
   if (data && c->sums) { /* the bytes archived, read once */
     push_sha256_hex(c->L, &c->md);
     lua_setfield(c->L, c->sums, c->name);
@@ -278,6 +284,18 @@ static int out_flush(struct archive *a, struct job *j) {
   return 0;
 }
 
+/* Bytes to the file as they are. */
+static int out_put(struct archive *a, struct job *j, const void *p, size_t len) {
+  for (size_t done = 0; done < len;) {
+    size_t n = len - done < OUT_SIZE - j->outlen ? len - done : OUT_SIZE - j->outlen;
+    memcpy(j->out + j->outlen, (const char *)p + done, n);
+    j->outlen += n;
+    done += n;
+    if (j->outlen == OUT_SIZE && out_flush(a, j) < 0) return -1;
+  }
+  return 0;
+}
+
 /* zstd's step: ZSTD_e_continue while writing, ZSTD_e_end to finish. */
 static int out_zstd(struct archive *a, struct job *j, const void *p, size_t len, ZSTD_EndDirective how) {
   ZSTD_inBuffer in = {p, len, 0};
@@ -294,17 +312,44 @@ static int out_zstd(struct archive *a, struct job *j, const void *p, size_t len,
   }
 }
 
+/* A stored member's data (a blob compressed already, which zstd would
+   only spend CPU on) goes in a frame of its own made of raw blocks: the
+   frame being compressed is ended first, and the next data begins a new
+   one. Concatenated frames are one zstd stream to every reader (RFC 8878
+   section 3.1). The raw frame: magic, a descriptor with no content size,
+   checksum or dictionary, a 128 KiB window; blocks of at most 128 KiB,
+   each a 3-byte header (size << 3 | type raw 0 << 1 | last); ended by an
+   empty last block, as zstd itself ends a frame. */
+#define RAW_BLOCK (128 << 10)
+
+static int out_raw(struct archive *a, struct job *j, const void *p, size_t len) {
+  if (!j->raw_open) {
+    static const unsigned char head[] = {0x28, 0xb5, 0x2f, 0xfd, 0x00, (17 - 10) << 3};
+    if (out_zstd(a, j, NULL, 0, ZSTD_e_end) < 0 || out_put(a, j, head, sizeof head) < 0) return -1;
+    j->raw_open = 1;
+  }
+  for (size_t done = 0; done < len;) {
+    size_t n = len - done < RAW_BLOCK ? len - done : RAW_BLOCK;
+    uint32_t h = (uint32_t)n << 3;
+    unsigned char bh[3] = {h & 0xff, (h >> 8) & 0xff, (h >> 16) & 0xff};
+    if (out_put(a, j, bh, sizeof bh) < 0 || out_put(a, j, (const char *)p + done, n) < 0) return -1;
+    done += n;
+  }
+  return 0;
+}
+
+static int out_raw_end(struct archive *a, struct job *j) {
+  static const unsigned char last[3] = {0x01, 0x00, 0x00};
+  if (!j->raw_open) return 0;
+  j->raw_open = 0;
+  return out_put(a, j, last, sizeof last);
+}
+
 static la_ssize_t out_write(struct archive *a, void *data, const void *p, size_t len) {
   struct job *j = data;
+  if (j->raw) return out_raw(a, j, p, len) < 0 ? -1 : (la_ssize_t)len;
   if (j->zc) return out_zstd(a, j, p, len, ZSTD_e_continue) < 0 ? -1 : (la_ssize_t)len;
-  for (size_t done = 0; done < len;) {
-    size_t n = len - done < OUT_SIZE - j->outlen ? len - done : OUT_SIZE - j->outlen;
-    memcpy(j->out + j->outlen, (const char *)p + done, n);
-    j->outlen += n;
-    done += n;
-    if (j->outlen == OUT_SIZE && out_flush(a, j) < 0) return -1;
-  }
-  return (la_ssize_t)len;
+  return out_put(a, j, p, len) < 0 ? -1 : (la_ssize_t)len;
 }
 
 /* After archive_write_close: the end of the zstd frame and what is left. */
@@ -359,7 +404,10 @@ static int entry_hook(struct create *c, int list, lua_Integer k, const char *whi
   return -1;
 }
 
-/* The entries to add: a table at `list`, {name1, path1, before1, after1, whiteouts1, ...}. */
+/* The fields of an entry in the list create_run reads. */
+#define NF 6
+
+/* The entries to add: a table at `list`, {name1, path1, before1, after1, whiteouts1, stored1, ...}. */
 static int create_run(struct create *c, int list, lua_Integer n, const char *format) {
   struct job *j = c->j;
   if (!(j->buf = malloc(BLOCK_SIZE)) || asprintf(&j->tmp, "%s.tmp-XXXXXX", c->dest) < 0) {
@@ -395,24 +443,26 @@ static int create_run(struct create *c, int list, lua_Integer n, const char *for
   if (archive_write_open(j->wr, j, NULL, out_write, NULL) != ARCHIVE_OK) return create_write_failed(c);
 
   for (lua_Integer i = 1; i <= n; i++) {
-    lua_rawgeti(c->L, list, 5 * i - 4);
-    lua_rawgeti(c->L, list, 5 * i - 3);
+    lua_rawgeti(c->L, list, NF * i - 5);
+    lua_rawgeti(c->L, list, NF * i - 4);
     const char *name = lua_tostring(c->L, -2), *path = lua_tostring(c->L, -1);
     const char *why = clean_name(name, c->name, sizeof c->name);
     if (why) return job_fail(j, EINVAL, "%s: %s: %s", c->dest, name, why);
     size_t pl = strlen(path);
     if (pl + 1 > sizeof c->host)
       return job_fail(j, ENAMETOOLONG, "%s: %s", path, strerror(ENAMETOOLONG));
-    if (entry_hook(c, list, 5 * i - 2, "refused by its 'before' function", name) < 0) return -1;
+    if (entry_hook(c, list, NF * i - 3, "refused by its 'before' function", name) < 0) return -1;
     memcpy(c->host, path, pl + 1);
     c->hostlen = pl;
     c->namelen = strlen(c->name);
     c->depth = 0;
-    lua_rawgeti(c->L, list, 5 * i);
+    lua_rawgeti(c->L, list, NF * i - 1);
     c->oci = lua_toboolean(c->L, -1);
-    lua_pop(c->L, 1);
+    lua_rawgeti(c->L, list, NF * i);
+    c->stored = lua_toboolean(c->L, -1);
+    lua_pop(c->L, 2);
     if (add_tree(c, AT_FDCWD, c->host) < 0) return -1;
-    if (entry_hook(c, list, 5 * i - 1, "refused by its 'after' function", name) < 0) return -1;
+    if (entry_hook(c, list, NF * i - 2, "refused by its 'after' function", name) < 0) return -1;
     lua_pop(c->L, 2);
   }
 
@@ -447,7 +497,9 @@ static int create_run(struct create *c, int list, lua_Integer n, const char *for
    (so a caller can hold a tree still only while it is read); either fails
    the call by returning nil, msg. A failed call does not run the `after`
    of the entry it failed in: the caller undoes what its `before` did.
-   opts.links = {[name] = earlier name}: those regular files as hard links. */
+   opts.links = {[name] = earlier name}: those regular files as hard links.
+   An entry's stored = true (zstd only): its files' data is compressed
+   already (an image's gzip or zstd layer), written in raw zstd blocks. */
 int ar_create(lua_State *L) {
   lua_settop(L, 3);
   struct create *c = lua_newuserdatauv(L, sizeof *c, 0); /* 4 */
@@ -468,20 +520,21 @@ int ar_create(lua_State *L) {
 
   /* 6: the entries, copied so a callback changing them changes nothing:
      name (a string), path (a string), before, after (functions or nil),
-     whiteouts (nil or "oci") of each, one after the other */
-  static const char *const keys[] = {"name", "path", "before", "after", "whiteouts"};
+     whiteouts (nil or "oci"), stored (nil or a boolean) of each, one after the other */
+  static const char *const keys[NF] = {"name", "path", "before", "after", "whiteouts", "stored"};
   lua_Integer n = (lua_Integer)lua_rawlen(L, 2);
-  lua_createtable(L, (int)(5 * n), 0);
+  lua_createtable(L, (int)(NF * n), 0);
   int list = lua_gettop(L);
   for (lua_Integer i = 1; i <= n; i++) {
     luaL_argcheck(L, lua_rawgeti(L, 2, i) == LUA_TTABLE, 2, "an entry is not a table");
-    for (int k = 0; k < 5; k++) {
+    for (int k = 0; k < NF; k++) {
       int ty = lua_getfield(L, -1, keys[k]);
       int good = k < 2   ? ty == LUA_TSTRING
                  : k < 4 ? ty == LUA_TNIL || ty == LUA_TFUNCTION
+                 : k == 5 ? ty == LUA_TNIL || ty == LUA_TBOOLEAN
                          : ty == LUA_TNIL || (ty == LUA_TSTRING && strcmp(lua_tostring(L, -1), "oci") == 0);
       if (!good) luaL_error(L, "bad argument #2 to 'create' (entry %I: bad '%s')", (LUA_INTEGER)i, keys[k]);
-      lua_rawseti(L, list, 5 * i - 4 + k);
+      lua_rawseti(L, list, NF * i - (NF - 1) + k);
     }
     lua_pop(L, 1);
   }

@@ -14,6 +14,7 @@
 
 #include <archive.h>
 #include <archive_entry.h>
+#include <nettle/sha2.h>
 #include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -68,7 +69,12 @@ struct extract {
   lua_State *L;
   struct job *j; /* the archive, dest's descriptors, directory times, the failure */
   const char *src, *dest;
-  int preserve, check_space, special, wh;
+  int preserve, check_space, special, wh, writeback;
+  int tree;                /* opts.tree_digest: each file hashed as written ... */
+  struct ct_known known;   /* ... by inode, in a userdata at known_idx */
+  size_t known_cap;
+  int known_idx;
+  struct sha256_ctx md;
   const struct seg *map; /* opts.idmap (a userdata on the stack) */
   size_t nmap;
   lua_Integer max_entries, max_bytes; /* -1: no limit */
@@ -286,9 +292,48 @@ static int set_meta(struct extract *x, int fd, struct archive_entry *e, uid_t ui
 
 /* ---- one entry ---- */
 
+/* opts.writeback: each file's pages are handed to the disk as they are
+   written (every few MiB, and its tail when it is closed), so the disk
+   works while the rest of the archive is read and the caller's one
+   syncfs waits only for the last of them. A hint: a failure shows there. */
+#define WRITEBACK_EVERY (8 << 20)
+
+static void start_writeback(struct extract *x, int fd, int64_t from, int64_t to) {
+  if (x->writeback && to > from) sync_file_range(fd, from, to - from, SYNC_FILE_RANGE_WRITE);
+}
+
+/* opts.tree_digest: the file's content digest, kept by inode for the
+   tree digest at the end (the same definition as ct.fs.tree_digest's walk,
+   which then reads no file this call wrote). The table grows in a Lua
+   userdata, so a raised error leaks nothing. */
+static void hash_zeros(struct extract *x, int64_t n) {
+  static const unsigned char zeros[4096];
+  for (; n > 0; n -= n < (int64_t)sizeof zeros ? n : (int64_t)sizeof zeros)
+    sha256_update(&x->md, n < (int64_t)sizeof zeros ? (size_t)n : sizeof zeros, zeros);
+}
+
+static void remember_digest(struct extract *x, int fd, int64_t len) {
+  struct stat st;
+  if (fstat(fd, &st) != 0 || st.st_size != len) return; /* not known: the walk reads it */
+  if (x->known.n == x->known_cap) {
+    size_t cap = x->known_cap ? 2 * x->known_cap : 256;
+    struct ct_known_file *v = lua_newuserdatauv(x->L, cap * sizeof *v, 0);
+    if (x->known.n) memcpy(v, x->known.v, x->known.n * sizeof *v);
+    lua_replace(x->L, x->known_idx);
+    x->known.v = v;
+    x->known_cap = cap;
+  }
+  struct ct_known_file *k = &x->known.v[x->known.n];
+  k->ino = st.st_ino;
+  k->size = st.st_size;
+  k->seq = x->known.n++;
+  sha256_digest(&x->md, sizeof k->sha256, k->sha256);
+}
+
 static int write_data(struct extract *x, int fd, int64_t size) {
   struct job *j = x->j;
-  int64_t end = 0;
+  int64_t end = 0, started = 0, hashed = 0; /* hashed: -1 once the data came out of order */
+  if (x->tree) sha256_init(&x->md);
   for (;;) {
     const void *buf;
     size_t len;
@@ -305,11 +350,28 @@ static int write_data(struct extract *x, int fd, int64_t size) {
       if (n < 0) return entry_fail(x, errno, NULL);
       w += (size_t)n;
     }
+    if (x->tree && hashed >= 0 && off >= hashed) { /* a hole of a sparse file reads as zeros */
+      hash_zeros(x, off - hashed);
+      sha256_update(&x->md, len, buf);
+      hashed = off + (int64_t)len;
+    } else if (x->tree) {
+      hashed = -1;
+    }
     if (off + (int64_t)len > end) end = off + (int64_t)len;
+    if (end - started >= WRITEBACK_EVERY) {
+      start_writeback(x, fd, started, end);
+      started = end;
+    }
     x->done += (lua_Integer)len;
     job_progress(x->L, j, x->done, (lua_Integer)archive_filter_bytes(j->rd, -1), 0);
   }
   if (end < size && ftruncate(fd, size) != 0) return entry_fail(x, errno, NULL);
+  start_writeback(x, fd, started, end);
+  if (x->tree && hashed >= 0) {
+    int64_t len = end > size ? end : size;
+    hash_zeros(x, len - hashed);
+    remember_digest(x, fd, len);
+  }
   return 0;
 }
 
@@ -552,7 +614,11 @@ static int read_only(lua_State *L) {
   return lua_gettop(L);
 }
 
-/* extract(src, dest [, opts]) -> {entries=, bytes=, whiteouts=, skipped={names}} | nil, msg, errno */
+/* extract(src, dest [, opts]) -> {entries=, bytes=, whiteouts=, skipped={names}[, tree=]} | nil, msg, errno
+   opts.writeback: start each file's writeback as it is written (for a
+   caller that syncs the filesystem next). opts.tree_digest: tree =
+   ct.fs.tree_digest(dest) once extracted, each file's content hashed as
+   it was written instead of read again. */
 int ar_extract(lua_State *L) {
   const char *src = luaL_checkstring(L, 1);
   const char *dest = luaL_checkstring(L, 2);
@@ -565,6 +631,8 @@ int ar_extract(lua_State *L) {
   x->dest = dest;
   x->preserve = opt_bool(L, 3, "preserve");
   x->check_space = opt_bool(L, 3, "check_space");
+  x->writeback = opt_bool(L, 3, "writeback");
+  x->tree = opt_bool(L, 3, "tree_digest");
   x->special = lua_istable(L, 3) ? ct_opt_special(L, 3) : CT_SPECIAL_REFUSE;
   const char *wh = opt_string(L, 3, "whiteouts", NULL);
   x->wh = !wh ? WH_PLAIN : strcmp(wh, "overlay") == 0 ? WH_OVERLAY : strcmp(wh, "apply") == 0 ? WH_APPLY : -1;
@@ -580,11 +648,22 @@ int ar_extract(lua_State *L) {
   x->skipped = lua_gettop(L);
   lua_newtable(L);
   x->dirs = lua_gettop(L);
+  lua_pushnil(L); /* the known digests, once there is one */
+  x->known_idx = lua_gettop(L);
   x->j = job_new(L);
   x->j->progress = progress;
   if (extract_run(x) < 0) return job_error(L, x->j);
   job_close(x->j);
-  lua_createtable(L, 0, 4);
+  if (x->tree) {
+    ct_known_sort(&x->known);
+    if (ct_tree_digest_push(L, dest, &x->known) != 1) return 3;
+  } else {
+    lua_pushnil(L);
+  }
+  int tree = lua_gettop(L);
+  lua_createtable(L, 0, 5);
+  lua_pushvalue(L, tree);
+  lua_setfield(L, -2, "tree");
   lua_pushinteger(L, x->entries);
   lua_setfield(L, -2, "entries");
   lua_pushinteger(L, x->bytes);

@@ -313,6 +313,7 @@ struct job {
   unsigned char *out;                       /* create: what goes to fd next */
   size_t outlen;
   off_t written, flushed;                   /* bytes written to fd; handed to writeback */
+  int raw, raw_open;                        /* create: data stored in raw zstd blocks; a raw frame begun */
   struct stat st;                           /* the archive file's stat (reading) */
   int root, pfd;       /* extract: dest, and the last entry's parent ... */
   char *pdir;          /* ... by its name under dest */

@@ -24,6 +24,7 @@
 
 struct digest {
   struct sha256_ctx all, file;
+  const struct ct_known *known;
   char buf[COPY_BUFSIZE];
 };
 
@@ -38,10 +39,38 @@ static void hex(const unsigned char *d, unsigned n, char *out) {
   for (unsigned i = 0; i < n; i++) snprintf(out + 2 * i, 3, "%02x", d[i]);
 }
 
+static int by_ino(const void *a, const void *b) {
+  const struct ct_known_file *x = a, *y = b;
+  if (x->ino != y->ino) return x->ino < y->ino ? -1 : 1;
+  return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+void ct_known_sort(struct ct_known *k) {
+  if (k->n) qsort(k->v, k->n, sizeof *k->v, by_ino);
+}
+
+/* The last digest recorded for st's inode when its size is the one
+   recorded, else NULL. */
+static const unsigned char *known_digest(const struct ct_known *k, const struct stat *st) {
+  size_t lo = 0, hi = k ? k->n : 0;
+  while (lo < hi) { /* the first entry of a larger inode */
+    size_t mid = lo + (hi - lo) / 2;
+    if (k->v[mid].ino <= st->st_ino) lo = mid + 1;
+    else hi = mid;
+  }
+  if (lo == 0 || k->v[lo - 1].ino != st->st_ino || k->v[lo - 1].size != st->st_size) return NULL;
+  return k->v[lo - 1].sha256;
+}
+
 /* The sha256 hex of the regular file name in dirfd, which must still be
    the inode *st (else ESTALE). */
 static int file_digest(struct digest *g, int dirfd, const char *name, const struct stat *st,
                        char out[65]) {
+  const unsigned char *known = known_digest(g->known, st);
+  if (known) {
+    hex(known, SHA256_DIGEST_SIZE, out);
+    return 0;
+  }
   struct stat now = *st;
   int fd = ct_open_regular(dirfd, name, O_RDONLY, &now, &now), err = 0;
   if (fd < 0) return last_err();
@@ -103,10 +132,9 @@ static int dg_entry(struct tw *v, struct frame *t, const char *name, const struc
   return tw_enter(v, cfd, -1, &cst);
 }
 
-/* tree_digest(path) -> "sha256:<hex>" */
-static int fs_tree_digest(lua_State *L) {
-  const char *path = luaL_checkstring(L, 1);
+int ct_tree_digest_push(lua_State *L, const char *path, const struct ct_known *known) {
   struct digest *g = lua_newuserdatauv(L, sizeof *g, 0); /* the read buffer, freed by Lua */
+  g->known = known;
   int fd = open(path, DIR_FLAGS | O_NOFOLLOW);
   struct stat st;
   if (fd < 0 || fstat(fd, &st) != 0) {
@@ -124,9 +152,13 @@ static int fs_tree_digest(lua_State *L) {
   sha256_digest(&g->all, sizeof d, d);
   char out[2 * SHA256_DIGEST_SIZE + 1];
   hex(d, sizeof d, out);
+  lua_pop(L, 1);
   lua_pushfstring(L, "sha256:%s", out);
   return 1;
 }
+
+/* tree_digest(path) -> "sha256:<hex>" */
+static int fs_tree_digest(lua_State *L) { return ct_tree_digest_push(L, luaL_checkstring(L, 1), NULL); }
 
 int luaopen_ct_fs_tree(lua_State *L) {
   lua_pushcfunction(L, fs_tree_digest);

@@ -810,6 +810,45 @@ DEFINE_TEST(create_hashes_what_it_archives) {
   same_file(P("x/app/text"), P("src/app/text"));
 }
 
+/* stored = true: that entry's data in raw zstd frames between the
+   compressed ones. 3 MiB of text stored takes its full size (more than
+   zstd's 128 KiB blocks, so several raw blocks); the same text not stored
+   is compressed; both read back byte for byte, hashed as archived, and
+   an empty stored file and two stored entries in a row change nothing. */
+DEFINE_TEST(create_writes_stored_entries_in_raw_zstd_frames) {
+  make_tree();
+  static char text[3 << 20];
+  for (size_t i = 0; i < sizeof text; i++) text[i] = (char)('a' + (i * 7 + i / 4093) % 26);
+  write_file(P("src/stored"), text, sizeof text, 0644);
+  write_file(P("src/packed"), text, sizeof text, 0644);
+  write_file(P("src/empty"), "", 0, 0644);
+  LUA_FMT("local function entries(stored) return { "
+          "  {name='app', path=T .. '/src/app'}, "
+          "  {name='stored', path=T .. '/src/stored', stored=stored}, "
+          "  {name='empty', path=T .. '/src/empty', stored=stored}, "
+          "  {name='top.txt', path=T .. '/src/top.txt', stored=stored}, "
+          "  {name='packed', path=T .. '/src/packed'}} end "
+          "local s = ok(A.create(T .. '/s.tar.zst', entries(true), {sha256=true})) "
+          "local c = ok(A.create(T .. '/c.tar.zst', entries(false))) "
+          "assert(s.size > c.size + %d and s.size < c.size + %d + 65536, s.size .. ' ' .. c.size) "
+          "assert(s.sha256.stored == require('ct').hash.sha256_file(T .. '/src/stored')) "
+          "assert(require('ctcli.model.pkgtool').compression(T .. '/s.tar.zst') == 'zstd') "
+          "local n = 0 for _, e in ipairs(ok(A.list(T .. '/s.tar.zst', {digests=true}))) do "
+          "  n = n + 1 if e.name == 'packed' then assert(e.sha256 == s.sha256.stored) end end "
+          "assert(n == s.entries, n) "
+          "assert(ok(A.create(T .. '/g.tar.gz', entries(true), {format='gzip'})).size < %d) "
+          "assert(not pcall(A.create, T .. '/bad', {{name='x', path=T .. '/src/top.txt', stored='yes'}})) "
+          "return true",
+          (int)(sizeof text) * 3 / 4, (int)(sizeof text), (int)(sizeof text) / 2);
+  mkdirs(P("x"));
+  LUA_FMT("ok(A.extract(T .. '/s.tar.zst', T .. '/x')) return true");
+  same_file(P("x/stored"), P("src/stored"));
+  same_file(P("x/packed"), P("src/packed"));
+  same_file(P("x/empty"), P("src/empty"));
+  same_file(P("x/top.txt"), P("src/top.txt"));
+  same_file(P("x/app/data.bin"), P("src/app/data.bin"));
+}
+
 DEFINE_TEST(create_adds_a_directory_contents_at_the_top_and_reports_progress) {
   make_tree();
   LUA_FMT("local last = 0 "

@@ -486,6 +486,45 @@ DEFINE_TEST(tree_digest_merged_equals_applied) {
   LUA("refused('No such file', ct.fs.tree_digest(T .. '/missing')) return true");
 }
 
+/* extract's tree_digest (each file hashed as written) is ct.fs.tree_digest
+   of what it made: hard links, owners, setuid bits, symlinks, whiteouts,
+   opaque directories, a sparse file (its holes hashed as the zeros they
+   read as), and layers applied in order (names replaced, inodes reused). */
+DEFINE_TEST(extract_tree_digest_is_the_walks) {
+  need_root();
+  LAYER(P("base.tar"), "none", BASE);
+  LAYER(P("top.tar"), "none", TOP);
+  struct archive *a = archive_write_new();
+  archive_write_set_format_pax(a);
+  archive_write_add_filter_none(a);
+  T_ASSERT(archive_write_open_filename(a, P("sparse.tar")) == ARCHIVE_OK);
+  struct archive_entry *e = archive_entry_new();
+  archive_entry_set_pathname(e, "holes");
+  archive_entry_set_filetype(e, AE_IFREG);
+  archive_entry_set_perm(e, 0644);
+  archive_entry_set_size(e, 3 << 20);
+  archive_entry_sparse_add_entry(e, 1 << 20, 4);
+  T_ASSERT(archive_write_header(a, e) == ARCHIVE_OK);
+  T_ASSERT(archive_write_data(a, "data", 4) == 4);
+  archive_entry_free(e);
+  archive_write_close(a);
+  archive_write_free(a);
+  sh("mkdir -p %s %s %s %s %s", P("l1"), P("l2"), P("s"), P("copy"), P("l2x"));
+  LUA("local function same(stats, dir)\n"
+      "  local walk = ok(ct.fs.tree_digest(dir))\n"
+      "  assert(stats.tree == walk, tostring(stats.tree) .. ' ~= ' .. walk)\n"
+      "end\n"
+      "same(ok(layer.extract(T .. '/base.tar', T .. '/l1', {special = 'skip', tree_digest = true})), T .. '/l1')\n"
+      "same(ok(layer.extract(T .. '/top.tar', T .. '/l2', {tree_digest = true})), T .. '/l2')\n"
+      "same(ok(layer.extract(T .. '/sparse.tar', T .. '/s', {tree_digest = true})), T .. '/s')\n"
+      "assert(st(T .. '/s/holes').size == 3 << 20)\n"
+      "ok(layer.apply(T .. '/base.tar', T .. '/copy', {special = 'skip'}))\n"
+      "same(ok(layer.apply(T .. '/top.tar', T .. '/copy', {tree_digest = true})), T .. '/copy')\n"
+      "same(ok(layer.apply(T .. '/base.tar', T .. '/copy', {special = 'skip', tree_digest = true})), T .. '/copy')\n"
+      "assert(ok(layer.extract(T .. '/top.tar', T .. '/l2x', {})).tree == nil)\n"
+      "return true");
+}
+
 /* An upper an app wrote: Dir:walk shows its whiteouts and opaque
    directories; a backup writes them as OCI entries and a restore with
    whiteouts = "overlay" gives the same tree back. */

@@ -110,6 +110,13 @@ function image_entries(p, app, key, dir, entries, info, seen)
     local list = ct.fs.dir(dir .. "/oci/blobs/sha256")
     if not list then return nil, "the image of " .. app.name .. " has no blobs in " .. dir .. "/oci" end
     table.sort(list)
+    -- Layers gzip or zstd already go in as they are (stored: no CPU spent
+    -- compressing them again for no byte saved).
+    local rec = store.image_info(p, app.name, app.image.digest)
+    local packed = {}
+    for _, l in ipairs(rec and store.layered(rec) and rec.layers or {}) do
+      if type(l) == "table" and layers.compressed(l.media_type) then packed[l.blob] = true end
+    end
     local digests = json.array()
     for _, h in ipairs(list) do
       local digest = "sha256:" .. h
@@ -118,7 +125,7 @@ function image_entries(p, app, key, dir, entries, info, seen)
         seen[h] = true
         local from = layers.blob_path(p, digest)
         if not ct.fs.exists(from) then from = dir .. "/oci/blobs/sha256/" .. h end
-        entries[#entries + 1] = { name = "blobs/sha256/" .. h, path = from }
+        entries[#entries + 1] = { name = "blobs/sha256/" .. h, path = from, stored = packed[digest] }
       end
     end
     info.images[key] = digests

@@ -31,8 +31,11 @@ function M.open(paths, file, rep)
   rep = report.of(rep)
   rep.step("extracting %s", label)
   local bar = rep.bar("extracting", st.size)
+  -- Written back as extracted: its blobs become the store's (hard links),
+  -- which the unpack flushes to disk.
   local stats, xerr = ct.archive.extract(file, dir, {
     max_entries = package.MAX_ENTRIES, max_bytes = package.MAX_BYTES, check_space = true, special = "refuse",
+    writeback = true,
     progress = function(_, read) bar.set(read) end,
   })
   if stats then bar.done() else bar.stop() end

@@ -40,6 +40,13 @@ local function idmap_opt(m)
 end
 M.idmap_opt = idmap_opt
 
+-- compressed(media_type) -> whether a layer of that media type is gzip
+-- or zstd already (OCI "+gzip"/"+zstd", Docker's "tar.gzip").
+function M.compressed(media_type)
+  return type(media_type) == "string" and (media_type:match("%+gzip$") or media_type:match("%+zstd$")
+    or media_type:match("%.tar%.gzip$")) ~= nil
+end
+
 function M.blob_path(paths, digest)
   return blobs_dir(paths) .. "/" .. hex(digest)
 end
@@ -223,20 +230,21 @@ function M.extract(paths, layer, m, added, progress)
   if made then
     ct.fs.mkdir(tree, 493)
     -- Device nodes, fifos and sockets of an image are left out (runc gives
-    -- every container its own /dev), counted in the layer's record.
+    -- every container its own /dev), counted in the layer's record. Written
+    -- back as extracted: the flush below then waits for the tail only.
     local xerr
     stats, xerr = ct.archive.extract(M.blob_path(paths, layer.digest), tree, {
       preserve = true, whiteouts = "overlay", idmap = idmap_opt(m), check_space = true, special = "skip",
+      writeback = true, tree_digest = true,
       progress = progress and function(_, read) progress(layer, read) end,
     })
     if not stats then return fail("extracting layer " .. layer.diff_id .. ": " .. tostring(xerr)) end
   end
-  local digest = json.null
-  if ct.fs.tree_digest then
-    local derr
-    digest, derr = ct.fs.tree_digest(made and tree or final)
-    if not digest then return fail(derr) end
-  end
+  -- ct.fs.tree_digest of the tree, its files hashed as they were written
+  -- (made now), or read (a layer dir of an earlier run without its record).
+  local digest, derr = stats.tree, nil
+  if not digest then digest, derr = ct.fs.tree_digest(final) end
+  if not digest then return fail(derr) end
   ok, err = scratch.write(tmp .. "/record", json.encode({
     diff_id = layer.diff_id, blob = layer.digest, media_type = layer.media_type or json.null,
     bytes = stats.bytes or json.null, files = stats.entries or json.null, tree = digest,
@@ -461,7 +469,8 @@ function M.create_upper(paths, a)
     -- Without overlayfs: the app's own copy, the layers applied in order.
     for _, l in ipairs(a.layers) do
       local stats, xerr = ct.archive.extract(M.blob_path(paths, l.digest), tmp .. "/rootfs",
-        { preserve = true, whiteouts = "apply", idmap = idmap_opt(m), check_space = true, special = "skip" })
+        { preserve = true, whiteouts = "apply", idmap = idmap_opt(m), check_space = true, special = "skip",
+          writeback = true })
       if not stats then return fail("copying the image of " .. a.app .. ": " .. tostring(xerr)) end
     end
   end
