@@ -21,11 +21,16 @@ done
 cc -O1 -I"$(pkg-config --variable=includedir lua5.4)/lua5.4" $(pkg-config --cflags lua5.4) -o "$out/runlua" \
   "$src/tools/runlua.c" "$lua_static" -lm -ldl
 (cd "$src/lua" && find . -name '*.lua' | sed 's|^\./||' | LC_ALL=C sort) > "$out/lua-files"
+# The manifest's rule tables, generated from its schema as the main build does.
+mkdir -p "$out/generated/ctcli/model"
+"$out/runlua" "$src/tools/genschema.lua" "$src/manifests/release.schema.json" \
+  "$out/generated/ctcli/model/schema_tables.lua"
 # shellcheck disable=SC2046
-"$out/runlua" "$src/tools/embedlua.lua" "$out/embedded_lua.c" "$src" $(cat "$out/lua-files")
+"$out/runlua" "$src/tools/embedlua.lua" "$out/embedded_lua.c" "$src" $(cat "$out/lua-files") \
+  --generated "$out/generated" ctcli/model/schema_tables.lua
 cflags="-g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
-  -D_GNU_SOURCE -DCTCLI_VERSION=\"fuzz\" -I$src/engine $(pkg-config --cflags lua5.4 libarchive nettle hogweed)"
-libs="$cjson_static $lua_static $(pkg-config --libs libarchive nettle hogweed) -lm -ldl"
+  -D_GNU_SOURCE -DCTCLI_VERSION=\"fuzz\" -I$src/engine $(pkg-config --cflags lua5.4 libarchive nettle hogweed libzstd)"
+libs="$cjson_static $lua_static $(pkg-config --libs libarchive nettle hogweed libzstd) -lm -ldl -lpthread"
 for t in manifest legacy archive; do
   echo "build.sh: fuzz-$t"
   # shellcheck disable=SC2086
