@@ -48,10 +48,7 @@ void job_close(struct job *j) {
   j->tmp = NULL;
   free(j->buf);
   j->buf = NULL;
-  ZSTD_freeCCtx(j->zc); /* joins its workers */
-  j->zc = NULL;
-  free(j->out);
-  j->out = NULL;
+  zout_free(&j->z);
   if (j->root >= 0) close(j->root);
   if (j->pfd >= 0) close(j->pfd);
   j->root = j->pfd = -1;
