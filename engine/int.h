@@ -199,6 +199,10 @@ int tw_opendir(const struct frame *t, const char *name, struct stat *st);
 int ct_open_regular(int dirfd, const char *name, int flags, const struct stat *want, struct stat *st);
 /* Frees a walk's frames (closing their descriptors); again is harmless. */
 void walk_free(struct walk *w);
+/* Pushes a zeroed userdata of size bytes that begins with its struct tw,
+   marked to-be-closed: a Lua error raised in a callback (out of memory)
+   still frees the walk's descriptors and frames. */
+void *tw_push(lua_State *L, size_t size);
 
 /* Empties the directory open at fd (taken over: closed on return), whose
    parent's stat is *parent (NULL when unknown: then only statx tells a
