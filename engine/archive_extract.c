@@ -181,24 +181,14 @@ static int parent_fd(struct extract *x, const char *dir, int make) {
   return j->pfd;
 }
 
-/* Removes base in the directory pfd (a tree: never following a link nor
+/* Removes base in the directory pfd (rmtree: never following a link nor
    crossing a mount); a missing one is fine. 0 or an errno. */
 static int remove_at(int pfd, const char *base, const char *display) {
-  struct stat st;
-  if (fstatat(pfd, base, &st, AT_SYMLINK_NOFOLLOW) != 0) return errno == ENOENT ? 0 : last_err();
-  if (!S_ISDIR(st.st_mode)) return unlinkat(pfd, base, 0) == 0 || errno == ENOENT ? 0 : last_err();
-  int fd = openat(pfd, base, DIR_FLAGS | O_NOFOLLOW);
-  if (fd < 0) return last_err();
-  struct stat pst;
-  if (fstat(pfd, &pst) != 0) {
-    close_keep_errno(fd);
-    return last_err();
-  }
+  const struct at a = {pfd, 1, 0};
   struct fserr e = {0, NULL, NULL, NULL};
-  int err = empty_dir_fd(fd, &pst, display, &e); /* closes fd */
+  int err = rmtree_at(&a, base, display, &e);
   free(e.path);
-  if (err) return err;
-  return unlinkat(pfd, base, AT_REMOVEDIR) == 0 || errno == ENOENT ? 0 : last_err();
+  return err;
 }
 
 /* A directory's time is set at the end: (name, seconds, nanoseconds) in

@@ -84,7 +84,7 @@ static int file_digest(struct digest *g, int dirfd, const char *name, const stru
 /* One record; fd is the entry opened as a directory (for its xattr), or -1. */
 static int record(struct digest *g, int dirfd, const char *name, const char *rel,
                   const struct stat *st, int fd) {
-  char what[PATH_MAX + 1] = "", num[64];
+  char what[PATH_MAX + 1] = "", meta[96];
   if (S_ISREG(st->st_mode)) {
     int err = file_digest(g, dirfd, name, st, what);
     if (err) return err;
@@ -99,13 +99,10 @@ static int record(struct digest *g, int dirfd, const char *name, const char *rel
     snprintf(what, sizeof what, "y");
   }
   feed_str(&g->all, rel);
-  feed_str(&g->all, type_name(st->st_mode));
-  snprintf(num, sizeof num, "%o", (unsigned)(st->st_mode & 07777));
-  feed_str(&g->all, num);
-  snprintf(num, sizeof num, "%u", (unsigned)st->st_uid);
-  feed_str(&g->all, num);
-  snprintf(num, sizeof num, "%u", (unsigned)st->st_gid);
-  feed_str(&g->all, num);
+  /* type, mode, uid and gid, each ended by its NUL */
+  int n = snprintf(meta, sizeof meta, "%s%c%o%c%u%c%u", type_name(st->st_mode), 0,
+                   (unsigned)(st->st_mode & 07777), 0, (unsigned)st->st_uid, 0, (unsigned)st->st_gid);
+  feed(&g->all, meta, (size_t)n + 1);
   feed_str(&g->all, what);
   feed(&g->all, "\n", 1);
   return 0;
