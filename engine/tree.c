@@ -142,7 +142,8 @@ int ct_tree_digest_push(lua_State *L, const char *path, int known) {
   sha256_digest(&g->all, sizeof d, d);
   char out[65];
   hex(d, out);
-  lua_pop(L, 1);
+  /* the userdata stays: Lua 5.4.4's lua_settop of a to-be-closed slot can
+     keep a stale stack pointer when its __close grows the stack */
   lua_pushfstring(L, "sha256:%s", out);
   return 1;
 }
