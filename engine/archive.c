@@ -22,6 +22,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <nettle/base16.h>
 #include <nettle/sha2.h>
 #include <stdarg.h>
 
@@ -48,10 +49,7 @@ void job_close(struct job *j) {
   j->tmp = NULL;
   free(j->buf);
   j->buf = NULL;
-  ZSTD_freeCCtx(j->zc); /* joins its workers */
-  j->zc = NULL;
-  free(j->out);
-  j->out = NULL;
+  zout_free(&j->z);
   if (j->root >= 0) close(j->root);
   if (j->pfd >= 0) close(j->pfd);
   j->root = j->pfd = -1;
@@ -251,9 +249,9 @@ static const char *entry_type_name(struct archive_entry *e) {
 void push_sha256_hex(lua_State *L, struct sha256_ctx *md) {
   unsigned char d[SHA256_DIGEST_SIZE];
   sha256_digest(md, sizeof d, d);
-  char hex[2 * SHA256_DIGEST_SIZE + 1];
-  for (unsigned int i = 0; i < sizeof d; i++) snprintf(hex + 2 * i, 3, "%02x", d[i]);
-  lua_pushstring(L, hex);
+  char hex[2 * SHA256_DIGEST_SIZE];
+  base16_encode_update(hex, sizeof d, d);
+  lua_pushlstring(L, hex, sizeof hex);
 }
 
 /* Feeds n bytes to the digest and/or the buffer. */

@@ -48,7 +48,8 @@ static int create_write_failed(struct create *c) {
   return job_fail(c->j, archive_errno(w), "%s: %s: %s", c->dest, c->host, s ? s : "write error");
 }
 
-static int out_raw_end(struct archive *a, struct job *j);
+static int out_raw_end(struct zout *z);
+static int out_failed(struct archive *a, struct zout *z, int err);
 
 /* Streams size bytes of the regular file open at fd (checked by the
    caller: the file that was stat'ed, never a path looked up again). */
@@ -63,7 +64,7 @@ static int copy_file(struct create *c, int fd, int64_t size) {
     if (c->sums) sha256_update(&c->md, (size_t)n, (const uint8_t *)j->buf);
     size -= n;
     c->bytes += n;
-    job_progress(c->L, j, c->bytes, (lua_Integer)j->written, 0);
+    job_progress(c->L, j, c->bytes, (lua_Integer)j->z.written, 0);
   }
   return 0;
 }
@@ -120,9 +121,13 @@ static int add_entry(struct create *c, const struct stat *st, int pfd, const cha
   if (r < ARCHIVE_WARN) return create_write_failed(c);
   int data = S_ISREG(st->st_mode) && !archive_entry_hardlink(e);
   if (data && c->sums) sha256_init(&c->md);
-  j->raw = data && c->stored && j->zc;
+  j->raw = data && c->stored && j->z.zc;
   if (data && st->st_size > 0 && copy_file(c, fd, (int64_t)st->st_size) < 0) return -1;
-  if (j->raw && out_raw_end(j->wr, j) < 0) return create_write_failed(c);
+  int err = j->raw ? out_raw_end(&j->z) : 0;
+  if (err) {
+    out_failed(j->wr, &j->z, err);
+    return create_write_failed(c);
+  }
   j->raw = 0;
   if (data && c->sums) { /* the bytes archived, read once */
     push_sha256_hex(c->L, &c->md);
@@ -133,7 +138,7 @@ static int add_entry(struct create *c, const struct stat *st, int pfd, const cha
   archive_entry_free(j->entry);
   j->entry = NULL;
   c->entries++;
-  job_progress(c->L, j, c->bytes, (lua_Integer)j->written, 0);
+  job_progress(c->L, j, c->bytes, (lua_Integer)j->z.written, 0);
   return 0;
 }
 
@@ -251,7 +256,7 @@ static int add_tree(struct create *c, int pfd, const char *base) {
   return r;
 }
 
-/* ---- the writer: what libarchive writes goes through here to the file ----
+/* ---- the writer: what libarchive (and File:zstd_to) writes goes through here to the file ----
 
    zstd is driven here, not through libarchive's filter: libarchive 3.6
    sets zstd's workers but not their job size, and at level 3 zstd's
@@ -259,57 +264,88 @@ static int add_tree(struct create *c, int pfd, const char *base) {
    job zstd takes (512 KiB) two workers compress while this thread reads
    in about 7 MB (4 MB more per further worker, so at most two), for
    about 1% more output on compressible trees. The frame is the one zstd
-   always writes (level 3, no checksum, as libarchive's); with one worker
+   always writes (level 3, no checksum unless asked, as libarchive's); with one worker
    or two the bytes are the same.
    Writeback is started every few MiB, so the final fsync waits for the
-   last few MiB only, not for the whole archive. */
+   last few MiB only, not for the whole file. */
 #define OUT_SIZE (256 << 10)
 #define ZSTD_JOB_SIZE (512 << 10)
 #define ZSTD_WORKERS_MAX 2
 #define WRITEBACK_EVERY (8 << 20)
 
-static int out_flush(struct archive *a, struct job *j) {
-  int err = write_all(j->fd, j->out, j->outlen);
-  if (err) {
-    archive_set_error(a, err, "%s", strerror(err));
-    return -1;
-  }
-  j->written += (off_t)j->outlen;
-  j->outlen = 0;
-  if (j->written - j->flushed >= WRITEBACK_EVERY) {
+int zout_open(struct zout *z, int fd, int zstd, int checksum) {
+  memset(z, 0, sizeof *z);
+  z->fd = fd;
+  if (!(z->out = malloc(OUT_SIZE))) return ENOMEM;
+  if (!zstd) return 0;
+  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  int workers = cpus < 1 ? 1 : cpus > ZSTD_WORKERS_MAX ? ZSTD_WORKERS_MAX : (int)cpus;
+  if (!(z->zc = ZSTD_createCCtx())) return ENOMEM;
+  size_t r = ZSTD_CCtx_setParameter(z->zc, ZSTD_c_compressionLevel, 3);
+  if (!ZSTD_isError(r)) r = ZSTD_CCtx_setParameter(z->zc, ZSTD_c_nbWorkers, workers);
+  if (!ZSTD_isError(r)) r = ZSTD_CCtx_setParameter(z->zc, ZSTD_c_jobSize, ZSTD_JOB_SIZE);
+  if (!ZSTD_isError(r)) r = ZSTD_CCtx_setParameter(z->zc, ZSTD_c_checksumFlag, checksum);
+  if (ZSTD_isError(r)) z->zerr = ZSTD_getErrorName(r);
+  return ZSTD_isError(r) ? EIO : 0;
+}
+
+void zout_free(struct zout *z) {
+  ZSTD_freeCCtx(z->zc); /* joins its workers */
+  z->zc = NULL;
+  free(z->out);
+  z->out = NULL;
+}
+
+static int out_flush(struct zout *z) {
+  int err = write_all(z->fd, z->out, z->outlen);
+  if (err) return err;
+  z->written += (off_t)z->outlen;
+  z->outlen = 0;
+  if (z->written - z->flushed >= WRITEBACK_EVERY) {
     /* a hint: a failure here shows at the fsync */
-    sync_file_range(j->fd, j->flushed, j->written - j->flushed, SYNC_FILE_RANGE_WRITE);
-    j->flushed = j->written;
+    sync_file_range(z->fd, z->flushed, z->written - z->flushed, SYNC_FILE_RANGE_WRITE);
+    z->flushed = z->written;
   }
   return 0;
 }
 
 /* Bytes to the file as they are. */
-static int out_put(struct archive *a, struct job *j, const void *p, size_t len) {
+static int out_put(struct zout *z, const void *p, size_t len) {
   for (size_t done = 0; done < len;) {
-    size_t n = len - done < OUT_SIZE - j->outlen ? len - done : OUT_SIZE - j->outlen;
-    memcpy(j->out + j->outlen, (const char *)p + done, n);
-    j->outlen += n;
+    size_t n = len - done < OUT_SIZE - z->outlen ? len - done : OUT_SIZE - z->outlen;
+    memcpy(z->out + z->outlen, (const char *)p + done, n);
+    z->outlen += n;
     done += n;
-    if (j->outlen == OUT_SIZE && out_flush(a, j) < 0) return -1;
+    int err = z->outlen == OUT_SIZE ? out_flush(z) : 0;
+    if (err) return err;
   }
   return 0;
 }
 
 /* zstd's step: ZSTD_e_continue while writing, ZSTD_e_end to finish. */
-static int out_zstd(struct archive *a, struct job *j, const void *p, size_t len, ZSTD_EndDirective how) {
+static int out_zstd(struct zout *z, const void *p, size_t len, ZSTD_EndDirective how) {
   ZSTD_inBuffer in = {p, len, 0};
   for (;;) {
-    ZSTD_outBuffer o = {j->out, OUT_SIZE, j->outlen};
-    size_t left = ZSTD_compressStream2(j->zc, &o, &in, how);
+    ZSTD_outBuffer o = {z->out, OUT_SIZE, z->outlen};
+    size_t left = ZSTD_compressStream2(z->zc, &o, &in, how);
     if (ZSTD_isError(left)) {
-      archive_set_error(a, EIO, "zstd: %s", ZSTD_getErrorName(left));
-      return -1;
+      z->zerr = ZSTD_getErrorName(left);
+      return EIO;
     }
-    j->outlen = o.pos;
-    if (j->outlen == OUT_SIZE && out_flush(a, j) < 0) return -1;
+    z->outlen = o.pos;
+    int err = z->outlen == OUT_SIZE ? out_flush(z) : 0;
+    if (err) return err;
     if (how == ZSTD_e_end ? left == 0 : in.pos == in.size) return 0;
   }
+}
+
+int zout_write(struct zout *z, const void *p, size_t len) {
+  return z->zc ? out_zstd(z, p, len, ZSTD_e_continue) : out_put(z, p, len);
+}
+
+int zout_finish(struct zout *z) {
+  int err = z->zc ? out_zstd(z, NULL, 0, ZSTD_e_end) : 0;
+  return err ? err : out_flush(z);
 }
 
 /* A stored member's data (a blob compressed already, which zstd would
@@ -322,58 +358,51 @@ static int out_zstd(struct archive *a, struct job *j, const void *p, size_t len,
    empty last block, as zstd itself ends a frame. */
 #define RAW_BLOCK (128 << 10)
 
-static int out_raw(struct archive *a, struct job *j, const void *p, size_t len) {
-  if (!j->raw_open) {
+static int out_raw(struct zout *z, const void *p, size_t len) {
+  int err = 0;
+  if (!z->raw_open) {
     static const unsigned char head[] = {0x28, 0xb5, 0x2f, 0xfd, 0x00, (17 - 10) << 3};
-    if (out_zstd(a, j, NULL, 0, ZSTD_e_end) < 0 || out_put(a, j, head, sizeof head) < 0) return -1;
-    j->raw_open = 1;
+    if ((err = out_zstd(z, NULL, 0, ZSTD_e_end)) || (err = out_put(z, head, sizeof head))) return err;
+    z->raw_open = 1;
   }
-  for (size_t done = 0; done < len;) {
+  for (size_t done = 0; done < len && !err; done += RAW_BLOCK) {
     size_t n = len - done < RAW_BLOCK ? len - done : RAW_BLOCK;
     uint32_t h = (uint32_t)n << 3;
     unsigned char bh[3] = {h & 0xff, (h >> 8) & 0xff, (h >> 16) & 0xff};
-    if (out_put(a, j, bh, sizeof bh) < 0 || out_put(a, j, (const char *)p + done, n) < 0) return -1;
-    done += n;
+    if (!(err = out_put(z, bh, sizeof bh))) err = out_put(z, (const char *)p + done, n);
   }
-  return 0;
+  return err;
 }
 
-static int out_raw_end(struct archive *a, struct job *j) {
+static int out_raw_end(struct zout *z) {
   static const unsigned char last[3] = {0x01, 0x00, 0x00};
-  if (!j->raw_open) return 0;
-  j->raw_open = 0;
-  return out_put(a, j, last, sizeof last);
+  if (!z->raw_open) return 0;
+  z->raw_open = 0;
+  return out_put(z, last, sizeof last);
+}
+
+/* A failure of the writer, as libarchive reports its writer's: -1. */
+static int out_failed(struct archive *a, struct zout *z, int err) {
+  if (z->zerr) archive_set_error(a, err, "zstd: %s", z->zerr);
+  else archive_set_error(a, err, "%s", strerror(err));
+  return -1;
 }
 
 static la_ssize_t out_write(struct archive *a, void *data, const void *p, size_t len) {
   struct job *j = data;
-  if (j->raw) return out_raw(a, j, p, len) < 0 ? -1 : (la_ssize_t)len;
-  if (j->zc) return out_zstd(a, j, p, len, ZSTD_e_continue) < 0 ? -1 : (la_ssize_t)len;
-  return out_put(a, j, p, len) < 0 ? -1 : (la_ssize_t)len;
+  int err = j->raw ? out_raw(&j->z, p, len) : zout_write(&j->z, p, len);
+  return err ? out_failed(a, &j->z, err) : (la_ssize_t)len;
 }
-
-/* After archive_write_close: the end of the zstd frame and what is left. */
-static int out_finish(struct create *c) {
-  struct job *j = c->j;
-  return (j->zc && out_zstd(j->wr, j, NULL, 0, ZSTD_e_end) < 0) || out_flush(j->wr, j) < 0 ? -1 : 0;
-}
-
 
 /* zstd (level 3, at most two workers) through out_write, gzip through
    libarchive's filter, or none. */
 static int set_filter(struct create *c, const char *format) {
   struct job *j = c->j;
   struct archive *a = j->wr;
-  if (!(j->out = malloc(OUT_SIZE))) return job_fail(j, ENOMEM, "%s: %s", c->dest, strerror(ENOMEM));
-  if (strcmp(format, "zstd") == 0) {
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    int workers = cpus < 1 ? 1 : cpus > ZSTD_WORKERS_MAX ? ZSTD_WORKERS_MAX : (int)cpus;
-    if (!(j->zc = ZSTD_createCCtx())) return job_fail(j, ENOMEM, "%s: %s", c->dest, strerror(ENOMEM));
-    size_t r = ZSTD_CCtx_setParameter(j->zc, ZSTD_c_compressionLevel, 3);
-    if (!ZSTD_isError(r)) r = ZSTD_CCtx_setParameter(j->zc, ZSTD_c_nbWorkers, workers);
-    if (!ZSTD_isError(r)) r = ZSTD_CCtx_setParameter(j->zc, ZSTD_c_jobSize, ZSTD_JOB_SIZE);
-    if (ZSTD_isError(r)) return job_fail(j, EINVAL, "%s: zstd: %s", c->dest, ZSTD_getErrorName(r));
-  } else if (strcmp(format, "gzip") == 0) {
+  int err = zout_open(&j->z, j->fd, strcmp(format, "zstd") == 0, 0);
+  if (err == EIO) return job_fail(j, EINVAL, "%s: zstd: %s", c->dest, j->z.zerr);
+  if (err) return job_fail(j, err, "%s: %s", c->dest, strerror(err));
+  if (strcmp(format, "gzip") == 0) {
     /* no time in the gzip header: equal trees give equal files */
     if (archive_write_add_filter_gzip(a) != ARCHIVE_OK ||
         archive_write_set_filter_option(a, "gzip", "timestamp", NULL) != ARCHIVE_OK)
@@ -466,7 +495,12 @@ static int create_run(struct create *c, int list, lua_Integer n, const char *for
     lua_pop(c->L, 2);
   }
 
-  if (archive_write_close(j->wr) != ARCHIVE_OK || out_finish(c) < 0) return create_write_failed(c);
+  if (archive_write_close(j->wr) != ARCHIVE_OK) return create_write_failed(c);
+  int err = zout_finish(&j->z);
+  if (err) {
+    out_failed(j->wr, &j->z, err);
+    return create_write_failed(c);
+  }
   archive_write_free(j->wr);
   j->wr = NULL;
   if (fsync(j->fd) != 0) return job_fail(j, errno, "%s: %s", j->tmp, strerror(errno));
@@ -484,7 +518,7 @@ static int create_run(struct create *c, int list, lua_Integer n, const char *for
     fsync(dfd);
     close(dfd);
   }
-  job_progress(c->L, j, c->bytes, (lua_Integer)j->written, 1);
+  job_progress(c->L, j, c->bytes, (lua_Integer)j->z.written, 1);
   return 0;
 }
 
@@ -553,7 +587,7 @@ int ar_create(lua_State *L) {
   lua_setfield(L, -2, "entries");
   lua_pushinteger(L, c->bytes);
   lua_setfield(L, -2, "bytes");
-  lua_pushinteger(L, (lua_Integer)c->j->written); /* the file's size */
+  lua_pushinteger(L, (lua_Integer)c->j->z.written); /* the file's size */
   lua_setfield(L, -2, "size");
   if (c->sums) {
     lua_pushvalue(L, c->sums);

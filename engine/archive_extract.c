@@ -71,9 +71,7 @@ struct extract {
   const char *src, *dest;
   int preserve, check_space, special, wh, writeback;
   int tree;                /* opts.tree_digest: each file hashed as written ... */
-  struct ct_known known;   /* ... by inode, in a userdata at known_idx */
-  size_t known_cap;
-  int known_idx;
+  int known;               /* ... by name, in the table at this stack index */
   struct sha256_ctx md;
   const struct seg *map; /* opts.idmap (a userdata on the stack) */
   size_t nmap;
@@ -183,24 +181,14 @@ static int parent_fd(struct extract *x, const char *dir, int make) {
   return j->pfd;
 }
 
-/* Removes base in the directory pfd (a tree: never following a link nor
+/* Removes base in the directory pfd (rmtree: never following a link nor
    crossing a mount); a missing one is fine. 0 or an errno. */
 static int remove_at(int pfd, const char *base, const char *display) {
-  struct stat st;
-  if (fstatat(pfd, base, &st, AT_SYMLINK_NOFOLLOW) != 0) return errno == ENOENT ? 0 : last_err();
-  if (!S_ISDIR(st.st_mode)) return unlinkat(pfd, base, 0) == 0 || errno == ENOENT ? 0 : last_err();
-  int fd = openat(pfd, base, DIR_FLAGS | O_NOFOLLOW);
-  if (fd < 0) return last_err();
-  struct stat pst;
-  if (fstat(pfd, &pst) != 0) {
-    close_keep_errno(fd);
-    return last_err();
-  }
+  const struct at a = {pfd, 1, 0};
   struct fserr e = {0, NULL, NULL, NULL};
-  int err = empty_dir_fd(fd, &pst, display, &e); /* closes fd */
+  int err = rmtree_at(&a, base, display, &e);
   free(e.path);
-  if (err) return err;
-  return unlinkat(pfd, base, AT_REMOVEDIR) == 0 || errno == ENOENT ? 0 : last_err();
+  return err;
 }
 
 /* A directory's time is set at the end: (name, seconds, nanoseconds) in
@@ -302,10 +290,9 @@ static void start_writeback(struct extract *x, int fd, int64_t from, int64_t to)
   if (x->writeback && to > from) sync_file_range(fd, from, to - from, SYNC_FILE_RANGE_WRITE);
 }
 
-/* opts.tree_digest: the file's content digest, kept by inode for the
-   tree digest at the end (the same definition as ct.fs.tree_digest's walk,
-   which then reads no file this call wrote). The table grows in a Lua
-   userdata, so a raised error leaks nothing. */
+/* opts.tree_digest: the file's content digest, kept by name with its
+   inode and size for the tree digest at the end (the same definition as
+   ct.fs.tree_digest's walk, which then reads no file this call wrote). */
 static void hash_zeros(struct extract *x, int64_t n) {
   static const unsigned char zeros[4096];
   for (; n > 0; n -= n < (int64_t)sizeof zeros ? n : (int64_t)sizeof zeros)
@@ -315,19 +302,10 @@ static void hash_zeros(struct extract *x, int64_t n) {
 static void remember_digest(struct extract *x, int fd, int64_t len) {
   struct stat st;
   if (fstat(fd, &st) != 0 || st.st_size != len) return; /* not known: the walk reads it */
-  if (x->known.n == x->known_cap) {
-    size_t cap = x->known_cap ? 2 * x->known_cap : 256;
-    struct ct_known_file *v = lua_newuserdatauv(x->L, cap * sizeof *v, 0);
-    if (x->known.n) memcpy(v, x->known.v, x->known.n * sizeof *v);
-    lua_replace(x->L, x->known_idx);
-    x->known.v = v;
-    x->known_cap = cap;
-  }
-  struct ct_known_file *k = &x->known.v[x->known.n];
-  k->ino = st.st_ino;
-  k->size = st.st_size;
-  k->seq = x->known.n++;
-  sha256_digest(&x->md, sizeof k->sha256, k->sha256);
+  struct ct_known_file k = {st.st_ino, st.st_size, {0}};
+  sha256_digest(&x->md, sizeof k.sha256, k.sha256);
+  lua_pushlstring(x->L, (const char *)&k, sizeof k);
+  lua_setfield(x->L, x->known, x->name);
 }
 
 static int write_data(struct extract *x, int fd, int64_t size) {
@@ -473,6 +451,10 @@ static int hard_link(struct extract *x, int pfd, const char *base) {
   if (tfd < 0) return -1;
   int r = linkat(tfd, tbase, pfd, base, 0);
   close_keep_errno(tfd);
+  if (r == 0 && x->tree) { /* the same inode: its digest by this name too */
+    lua_getfield(x->L, x->known, x->link);
+    lua_setfield(x->L, x->known, x->name);
+  }
   if (r == 0) return 0;
   return job_fail(x->j, errno, "%s: %s: hard link to %s: %s", x->src, x->name, x->link,
                   strerror(errno));
@@ -648,15 +630,14 @@ int ar_extract(lua_State *L) {
   x->skipped = lua_gettop(L);
   lua_newtable(L);
   x->dirs = lua_gettop(L);
-  lua_pushnil(L); /* the known digests, once there is one */
-  x->known_idx = lua_gettop(L);
+  lua_newtable(L);
+  x->known = lua_gettop(L);
   x->j = job_new(L);
   x->j->progress = progress;
   if (extract_run(x) < 0) return job_error(L, x->j);
   job_close(x->j);
   if (x->tree) {
-    ct_known_sort(&x->known);
-    if (ct_tree_digest_push(L, dest, &x->known) != 1) return 3;
+    if (ct_tree_digest_push(L, dest, x->known) != 1) return 3;
   } else {
     lua_pushnil(L);
   }

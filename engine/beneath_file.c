@@ -4,12 +4,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <linux/falloc.h>
-#include <zstd.h>
 
 static int file_close(lua_State *L) { return ct_handle_close(L, FILE_MT); }
 
@@ -121,69 +119,30 @@ static int f_copy_to(lua_State *L) {
   return 1;
 }
 
-/* Compresses from in's offset to EOF into out. Returns 0, an errno, or -1
-   with *zerr set (a zstd failure). */
-static int zstd_fds(int in, int out, int level, uint64_t *bin, uint64_t *bout, int *wside,
-                    const char **zerr) {
-  *bin = *bout = 0;
-  *wside = 0;
-  size_t icap = ZSTD_CStreamInSize(), ocap = ZSTD_CStreamOutSize();
-  ZSTD_CCtx *cc = ZSTD_createCCtx();
-  char *ibuf = malloc(icap), *obuf = malloc(ocap);
-  int err = 0;
-  if (!cc || !ibuf || !obuf) err = ENOMEM;
-  size_t r;
-  if (!err && (ZSTD_isError(r = ZSTD_CCtx_setParameter(cc, ZSTD_c_compressionLevel, level)) ||
-               ZSTD_isError(r = ZSTD_CCtx_setParameter(cc, ZSTD_c_checksumFlag, 1)))) {
-    *zerr = ZSTD_getErrorName(r);
-    err = -1;
-  }
-  while (!err) {
-    ssize_t n = read(in, ibuf, icap);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      err = errno;
-      break;
-    }
-    int last = n == 0;
-    ZSTD_inBuffer ib = {ibuf, (size_t)n, 0};
-    for (;;) {
-      ZSTD_outBuffer ob = {obuf, ocap, 0};
-      size_t rem = ZSTD_compressStream2(cc, &ob, &ib, last ? ZSTD_e_end : ZSTD_e_continue);
-      if (ZSTD_isError(rem)) {
-        *zerr = ZSTD_getErrorName(rem);
-        err = -1;
-        break;
-      }
-      if ((err = write_all(out, obuf, ob.pos))) {
-        *wside = 1;
-        break;
-      }
-      *bout += ob.pos;
-      if (last ? rem == 0 : ib.pos == ib.size) break;
-    }
-    *bin += (uint64_t)n;
-    if (last) break;
-  }
-  ZSTD_freeCCtx(cc);
-  free(ibuf);
-  free(obuf);
-  return err;
-}
-
-/* File:zstd_to(other [, level=3]) -> bytes_in, bytes_out; in process, one
-   zstd frame with a checksum, from this file's offset to its end */
+/* File:zstd_to(other) -> bytes_in, bytes_out; in process (ct.archive.create's
+   writer), one zstd frame with a checksum, from this file's offset to its end */
 static int f_zstd_to(lua_State *L) {
   struct handle *f = check_file(L, 1);
   struct handle *o = check_file(L, 2);
-  lua_Integer level = luaL_optinteger(L, 3, 3);
-  luaL_argcheck(L, level >= 1 && level <= ZSTD_maxCLevel(), 3, "level out of range");
-  uint64_t bin, bout;
-  int wside;
-  const char *zerr = NULL;
-  int err = zstd_fds(f->fd, o->fd, (int)level, &bin, &bout, &wside, &zerr);
-  if (err < 0) return ct_error(L, EIO, "%s: zstd: %s", ct_handle_path(L, 1), zerr);
-  if (err) return ct_fail_at(L, err, ct_handle_path(L, wside ? 2 : 1), NULL);
+  char *buf = lua_newuserdatauv(L, COPY_BUFSIZE, 0); /* freed by Lua */
+  struct zout z;
+  uint64_t bin = 0;
+  int rerr = 0, err = zout_open(&z, o->fd, 1, 1);
+  while (!err) {
+    ssize_t n = read(f->fd, buf, COPY_BUFSIZE);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) rerr = errno;
+    if (n <= 0) break;
+    bin += (uint64_t)n;
+    err = zout_write(&z, buf, (size_t)n);
+  }
+  if (!err && !rerr) err = zout_finish(&z);
+  const char *zerr = z.zerr;
+  off_t bout = z.written;
+  zout_free(&z);
+  if (rerr) return ct_fail_at(L, rerr, ct_handle_path(L, 1), NULL);
+  if (zerr) return ct_error(L, EIO, "%s: zstd: %s", ct_handle_path(L, 1), zerr);
+  if (err) return ct_fail_at(L, err, ct_handle_path(L, 2), NULL);
   lua_pushinteger(L, (lua_Integer)bin);
   lua_pushinteger(L, (lua_Integer)bout);
   return 2;

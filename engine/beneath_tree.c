@@ -5,7 +5,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
-#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -151,19 +150,12 @@ static void push_walked(lua_State *L, lua_Integer i, const char *path, const str
   lua_rawseti(L, -2, i);
 }
 
-/* A Dir:walk in progress: a userdata, so that a Lua error (out of memory)
-   in push_walked still releases the walk's descriptors and frames. */
-#define WALK_MT "ct.fs.walk"
+/* A Dir:walk in progress (tw_push's userdata: push_walked may raise). */
 struct dwalk {
   struct tw v;
   lua_State *L;
   lua_Integer n;
 };
-
-static int dwalk_close(lua_State *L) {
-  walk_free(&((struct dwalk *)luaL_checkudata(L, 1, WALK_MT))->v.w);
-  return 0;
-}
 
 static int walk_visit(struct tw *v, struct frame *t, const char *name, const struct stat *st) {
   struct dwalk *dw = v->ctx;
@@ -186,11 +178,7 @@ int d_walk(lua_State *L) {
   const struct at a = {check_dir(L, 1)->fd, 1, 0};
   lua_settop(L, 2);
   AT_REL(L, &a, 2, rel, display);
-  ct_class(L, WALK_MT, NULL, dwalk_close, NULL);
-  struct dwalk *dw = lua_newuserdatauv(L, sizeof *dw, 0);
-  memset(dw, 0, sizeof *dw);
-  luaL_setmetatable(L, WALK_MT);
-  lua_toclose(L, -1);
+  struct dwalk *dw = tw_push(L, sizeof *dw);
   lua_newtable(L); /* nothing of Lua's raises from here to tw_run but push_walked */
   int fd = ct_open_beneath(a.fd, rel, DIR_FLAGS, 0);
   if (fd < 0) return ct_fail_at(L, errno, display, NULL);

@@ -206,44 +206,27 @@ static int cp_fail(struct cp *c, int err, int dst_side, const char *msg) {
 
 static int owner_ok(struct cp *c, int r) { return r == 0 || (!c->root && errno == EPERM); }
 
-static void times_of(const struct stat *st, struct timespec ts[2]) {
-  ts[0] = st->st_atim;
-  ts[1] = st->st_mtim;
-}
-
-/* Owner, mode, xattrs and times of a directory or regular file, through
-   its descriptors (owner before mode: chown clears setuid bits; xattrs
-   after chown: it clears security.capability). */
-static int cp_meta_fd(struct cp *c, int sfd, int dfd, const struct stat *st) {
-  if (!owner_ok(c, fchown(dfd, st->st_uid, st->st_gid))) return cp_fail(c, errno, 1, NULL);
-  if (fchmod(dfd, st->st_mode & 07777) != 0) return cp_fail(c, errno, 1, NULL);
-  struct xat xs = {sfd, NULL}, xd = {dfd, NULL};
-  int wside, err = copy_xattrs(&xs, &xd, &wside);
-  if (err) return cp_fail(c, err, wside, NULL);
-  struct timespec ts[2];
-  times_of(st, ts);
-  if (futimens(dfd, ts) != 0) return cp_fail(c, errno, 1, NULL);
-  return 0;
-}
-
-/* The same for a symlink or special file, by name in its directories. */
-static int cp_meta_name(struct cp *c, int sdir, int ddir, const char *name, const struct stat *st) {
-  if (!owner_ok(c, fchownat(ddir, name, st->st_uid, st->st_gid, AT_SYMLINK_NOFOLLOW)))
+/* Owner, mode, xattrs and times: through the descriptors s and d (a
+   directory or regular file: name NULL), or of name in the directories s
+   and d (a symlink or special file). Owner before mode: chown clears
+   setuid bits; xattrs after chown: it clears security.capability. */
+static int cp_meta(struct cp *c, int s, int d, const char *name, const struct stat *st) {
+  int flags = AT_SYMLINK_NOFOLLOW | (name ? 0 : AT_EMPTY_PATH);
+  if (!owner_ok(c, fchownat(d, name ? name : "", st->st_uid, st->st_gid, flags)))
     return cp_fail(c, errno, 1, NULL);
-  if (!S_ISLNK(st->st_mode) && fchmodat(ddir, name, st->st_mode & 07777, 0) != 0)
+  mode_t mode = st->st_mode & 07777;
+  if (!S_ISLNK(st->st_mode) && (name ? fchmodat(d, name, mode, 0) : fchmod(d, mode)) != 0)
     return cp_fail(c, errno, 1, NULL);
-  struct xat xs, xd;
-  int err = xat_path(&xs, sdir, name);
-  if (!err && (err = xat_path(&xd, ddir, name))) free(xs.path);
-  if (err) return cp_fail(c, err, 0, NULL);
-  int wside;
-  err = copy_xattrs(&xs, &xd, &wside);
+  struct xat xs = {s, NULL}, xd = {d, NULL};
+  int wside = 0, err = name ? xat_path(&xs, s, name) : 0;
+  if (!err && name) err = xat_path(&xd, d, name);
+  if (!err) err = copy_xattrs(&xs, &xd, &wside);
   free(xs.path);
   free(xd.path);
   if (err) return cp_fail(c, err, wside, NULL);
-  struct timespec ts[2];
-  times_of(st, ts);
-  if (utimensat(ddir, name, ts, AT_SYMLINK_NOFOLLOW) != 0) return cp_fail(c, errno, 1, NULL);
+  struct timespec ts[2] = {st->st_atim, st->st_mtim};
+  if ((name ? utimensat(d, name, ts, AT_SYMLINK_NOFOLLOW) : futimens(d, ts)) != 0)
+    return cp_fail(c, errno, 1, NULL);
   return 0;
 }
 
@@ -258,7 +241,7 @@ static int cp_file(struct cp *c, struct frame *t, const char *name, const struct
   }
   int wside, err = copy_data(in, out, &wside);
   if (err) cp_fail(c, err, wside, NULL);
-  else err = cp_meta_fd(c, in, out, &ist);
+  else err = cp_meta(c, in, out, NULL, &ist);
   close(in);
   if (close(out) != 0 && !err) err = cp_fail(c, errno, 1, NULL);
   return err;
@@ -270,14 +253,14 @@ static int cp_symlink(struct cp *c, struct frame *t, const char *name, const str
   int r = symlinkat(target, t->dfd, name);
   free(target);
   if (r != 0) return cp_fail(c, errno, 1, NULL);
-  return cp_meta_name(c, t->fd, t->dfd, name, st);
+  return cp_meta(c, t->fd, t->dfd, name, st);
 }
 
 static int cp_node(struct cp *c, struct frame *t, const char *name, const struct stat *st) {
   int r = S_ISFIFO(st->st_mode) ? mkfifoat(t->dfd, name, 0600)
                                  : mknodat(t->dfd, name, (st->st_mode & S_IFMT) | 0600, st->st_rdev);
   if (r != 0) return cp_fail(c, errno, 1, NULL);
-  return cp_meta_name(c, t->fd, t->dfd, name, st);
+  return cp_meta(c, t->fd, t->dfd, name, st);
 }
 
 static int cp_dir(struct cp *c, struct frame *t, const char *name, const struct stat *st) {
@@ -322,7 +305,7 @@ static int cp_entry(struct tw *v, struct frame *t, const char *name, const struc
 
 /* A directory's metadata once its contents are in (writing moves mtime). */
 static int cp_leave(struct tw *v, struct frame *t) {
-  return cp_meta_fd(v->ctx, t->fd, t->dfd, &t->st);
+  return cp_meta(v->ctx, t->fd, t->dfd, NULL, &t->st);
 }
 
 /* Copies the directory open at sfd (taken over and closed) to dst; src

@@ -199,6 +199,10 @@ int tw_opendir(const struct frame *t, const char *name, struct stat *st);
 int ct_open_regular(int dirfd, const char *name, int flags, const struct stat *want, struct stat *st);
 /* Frees a walk's frames (closing their descriptors); again is harmless. */
 void walk_free(struct walk *w);
+/* Pushes a zeroed userdata of size bytes that begins with its struct tw,
+   marked to-be-closed: a Lua error raised in a callback (out of memory)
+   still frees the walk's descriptors and frames. */
+void *tw_push(lua_State *L, size_t size);
 
 /* Empties the directory open at fd (taken over: closed on return), whose
    parent's stat is *parent (NULL when unknown: then only statx tells a
@@ -300,6 +304,23 @@ struct archive_entry_linkresolver;
 
 #define BLOCK_SIZE 65536
 
+/* A buffered writer to fd (archive_create.c), zstd level 3 in at most two
+   workers when asked: ct.archive.create's and File:zstd_to's. Its calls
+   return 0 or an errno (EIO with zerr: zstd's own failure). */
+struct zout {
+  int fd;
+  ZSTD_CCtx *zc;
+  unsigned char *out; /* what goes to fd next */
+  size_t outlen;
+  off_t written, flushed; /* bytes written to fd; handed to writeback */
+  int raw_open;           /* a raw frame begun (archive_create.c) */
+  const char *zerr;
+};
+int zout_open(struct zout *z, int fd, int zstd, int checksum);
+int zout_write(struct zout *z, const void *p, size_t len);
+/* Ends the frame and writes what is buffered. */
+int zout_finish(struct zout *z);
+void zout_free(struct zout *z);
 
 struct job {
   struct archive *rd;                       /* an archive being read; create: name lookups */
@@ -309,11 +330,8 @@ struct job {
   int fd;                                   /* the archive file */
   char *tmp;                                /* create: temp file, removed unless renamed */
   char *buf;                                /* create: copy buffer */
-  ZSTD_CCtx *zc;                            /* create: zstd, driven by our writer */
-  unsigned char *out;                       /* create: what goes to fd next */
-  size_t outlen;
-  off_t written, flushed;                   /* bytes written to fd; handed to writeback */
-  int raw, raw_open;                        /* create: data stored in raw zstd blocks; a raw frame begun */
+  struct zout z;                            /* create: the writer to fd */
+  int raw;                                  /* create: data stored in raw zstd blocks */
   struct stat st;                           /* the archive file's stat (reading) */
   int root, pfd;       /* extract: dest, and the last entry's parent ... */
   char *pdir;          /* ... by its name under dest */

@@ -25,24 +25,18 @@ int ct_fd_opaque(int fd);
 /* Marks the directory open at fd opaque; 0 or an errno. */
 int ct_set_opaque(int fd);
 
-/* Files whose content digest is known already (the extraction that wrote
-   them hashed it as it wrote): by inode, the last one written of each;
-   sorted by ct_known_sort before a lookup. */
+/* A file whose content digest is known already (the extraction that wrote
+   it hashed it as it wrote): a string of this struct in a Lua table, by
+   the file's name relative to the tree. */
 struct ct_known_file {
   ino_t ino;
   off_t size;
-  size_t seq;
   unsigned char sha256[32];
 };
-struct ct_known {
-  struct ct_known_file *v;
-  size_t n;
-};
-void ct_known_sort(struct ct_known *k);
 /* Pushes ct.fs.tree_digest(path) ("sha256:<hex>", 1 value) or nil, msg,
-   errno (3); a regular file found in known (same inode and size) is not
-   read again. */
+   errno (3); a regular file the table at stack index known (0: none)
+   holds with its inode and size is not read again. */
 struct lua_State;
-int ct_tree_digest_push(struct lua_State *L, const char *path, const struct ct_known *known);
+int ct_tree_digest_push(struct lua_State *L, const char *path, int known);
 
 #endif

@@ -15,6 +15,7 @@
 #include "layer.h"
 
 #include <errno.h>
+#include <nettle/base16.h>
 #include <nettle/sha2.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,9 +23,12 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+/* tw_push's userdata: a Lua error in a lookup of known frees the walk. */
 struct digest {
+  struct tw v;
+  lua_State *L;
+  int known; /* stack index of the digests known already (0: none) */
   struct sha256_ctx all, file;
-  const struct ct_known *known;
   char buf[COPY_BUFSIZE];
 };
 
@@ -35,40 +39,28 @@ static void feed(struct sha256_ctx *md, const char *s, size_t n) {
 /* s with its NUL */
 static void feed_str(struct sha256_ctx *md, const char *s) { feed(md, s, strlen(s) + 1); }
 
-static void hex(const unsigned char *d, unsigned n, char *out) {
-  for (unsigned i = 0; i < n; i++) snprintf(out + 2 * i, 3, "%02x", d[i]);
+static void hex(const unsigned char d[SHA256_DIGEST_SIZE], char out[65]) {
+  base16_encode_update(out, SHA256_DIGEST_SIZE, d);
+  out[64] = '\0';
 }
 
-static int by_ino(const void *a, const void *b) {
-  const struct ct_known_file *x = a, *y = b;
-  if (x->ino != y->ino) return x->ino < y->ino ? -1 : 1;
-  return x->seq < y->seq ? -1 : x->seq > y->seq;
-}
-
-void ct_known_sort(struct ct_known *k) {
-  if (k->n) qsort(k->v, k->n, sizeof *k->v, by_ino);
-}
-
-/* The last digest recorded for st's inode when its size is the one
-   recorded, else NULL. */
-static const unsigned char *known_digest(const struct ct_known *k, const struct stat *st) {
-  size_t lo = 0, hi = k ? k->n : 0;
-  while (lo < hi) { /* the first entry of a larger inode */
-    size_t mid = lo + (hi - lo) / 2;
-    if (k->v[mid].ino <= st->st_ino) lo = mid + 1;
-    else hi = mid;
-  }
-  if (lo == 0 || k->v[lo - 1].ino != st->st_ino || k->v[lo - 1].size != st->st_size) return NULL;
-  return k->v[lo - 1].sha256;
+/* Whether known holds rel as the inode *st with its size now (then *k). */
+static int known_digest(struct digest *g, const char *rel, const struct stat *st,
+                        struct ct_known_file *k) {
+  if (!g->known) return 0;
+  int hit = lua_getfield(g->L, g->known, rel) == LUA_TSTRING && lua_rawlen(g->L, -1) == sizeof *k;
+  if (hit) memcpy(k, lua_tostring(g->L, -1), sizeof *k);
+  lua_pop(g->L, 1);
+  return hit && k->ino == st->st_ino && k->size == st->st_size;
 }
 
 /* The sha256 hex of the regular file name in dirfd, which must still be
    the inode *st (else ESTALE). */
 static int file_digest(struct digest *g, int dirfd, const char *name, const struct stat *st,
                        char out[65]) {
-  const unsigned char *known = known_digest(g->known, st);
-  if (known) {
-    hex(known, SHA256_DIGEST_SIZE, out);
+  struct ct_known_file k;
+  if (known_digest(g, pb_str(&g->v.w.rel), st, &k)) {
+    hex(k.sha256, out);
     return 0;
   }
   struct stat now = *st;
@@ -85,14 +77,14 @@ static int file_digest(struct digest *g, int dirfd, const char *name, const stru
   close(fd);
   unsigned char d[SHA256_DIGEST_SIZE];
   sha256_digest(&g->file, sizeof d, d);
-  if (!err) hex(d, sizeof d, out);
+  if (!err) hex(d, out);
   return err;
 }
 
 /* One record; fd is the entry opened as a directory (for its xattr), or -1. */
 static int record(struct digest *g, int dirfd, const char *name, const char *rel,
                   const struct stat *st, int fd) {
-  char what[PATH_MAX + 1] = "", num[64];
+  char what[PATH_MAX + 1] = "", meta[96];
   if (S_ISREG(st->st_mode)) {
     int err = file_digest(g, dirfd, name, st, what);
     if (err) return err;
@@ -107,13 +99,10 @@ static int record(struct digest *g, int dirfd, const char *name, const char *rel
     snprintf(what, sizeof what, "y");
   }
   feed_str(&g->all, rel);
-  feed_str(&g->all, type_name(st->st_mode));
-  snprintf(num, sizeof num, "%o", (unsigned)(st->st_mode & 07777));
-  feed_str(&g->all, num);
-  snprintf(num, sizeof num, "%u", (unsigned)st->st_uid);
-  feed_str(&g->all, num);
-  snprintf(num, sizeof num, "%u", (unsigned)st->st_gid);
-  feed_str(&g->all, num);
+  /* type, mode, uid and gid, each ended by its NUL */
+  int n = snprintf(meta, sizeof meta, "%s%c%o%c%u%c%u", type_name(st->st_mode), 0,
+                   (unsigned)(st->st_mode & 07777), 0, (unsigned)st->st_uid, 0, (unsigned)st->st_gid);
+  feed(&g->all, meta, (size_t)n + 1);
   feed_str(&g->all, what);
   feed(&g->all, "\n", 1);
   return 0;
@@ -132,8 +121,9 @@ static int dg_entry(struct tw *v, struct frame *t, const char *name, const struc
   return tw_enter(v, cfd, -1, &cst);
 }
 
-int ct_tree_digest_push(lua_State *L, const char *path, const struct ct_known *known) {
-  struct digest *g = lua_newuserdatauv(L, sizeof *g, 0); /* the read buffer, freed by Lua */
+int ct_tree_digest_push(lua_State *L, const char *path, int known) {
+  struct digest *g = tw_push(L, sizeof *g); /* the read buffer too, freed by Lua */
+  g->L = L;
   g->known = known;
   int fd = open(path, DIR_FLAGS | O_NOFOLLOW);
   struct stat st;
@@ -146,19 +136,20 @@ int ct_tree_digest_push(lua_State *L, const char *path, const struct ct_known *k
   feed_str(&g->all, ct_fd_opaque(fd) ? "y" : "");
   feed(&g->all, "\n", 1);
   struct fserr e = {0, NULL, NULL, NULL};
-  struct tw v = {.e = &e, .display = path, .gone_fails = 1, .entry = dg_entry, .ctx = g};
-  if (tw_run(&v, fd, -1, &st)) return fserr_push(L, &e);
+  g->v = (struct tw){.e = &e, .display = path, .gone_fails = 1, .entry = dg_entry, .ctx = g};
+  if (tw_run(&g->v, fd, -1, &st)) return fserr_push(L, &e);
   unsigned char d[SHA256_DIGEST_SIZE];
   sha256_digest(&g->all, sizeof d, d);
-  char out[2 * SHA256_DIGEST_SIZE + 1];
-  hex(d, sizeof d, out);
-  lua_pop(L, 1);
+  char out[65];
+  hex(d, out);
+  /* the userdata stays: Lua 5.4.4's lua_settop of a to-be-closed slot can
+     keep a stale stack pointer when its __close grows the stack */
   lua_pushfstring(L, "sha256:%s", out);
   return 1;
 }
 
 /* tree_digest(path) -> "sha256:<hex>" */
-static int fs_tree_digest(lua_State *L) { return ct_tree_digest_push(L, luaL_checkstring(L, 1), NULL); }
+static int fs_tree_digest(lua_State *L) { return ct_tree_digest_push(L, luaL_checkstring(L, 1), 0); }
 
 int luaopen_ct_fs_tree(lua_State *L) {
   lua_pushcfunction(L, fs_tree_digest);

@@ -260,6 +260,22 @@ int ct_open_regular(int dirfd, const char *name, int flags, const struct stat *w
   return -1;
 }
 
+#define TW_MT "ct.fs.walk"
+
+static int tw_gc(lua_State *L) {
+  walk_free(&((struct tw *)luaL_checkudata(L, 1, TW_MT))->w);
+  return 0;
+}
+
+void *tw_push(lua_State *L, size_t size) {
+  ct_class(L, TW_MT, NULL, tw_gc, NULL);
+  void *p = lua_newuserdatauv(L, size, 0);
+  memset(p, 0, size);
+  luaL_setmetatable(L, TW_MT);
+  lua_toclose(L, -1);
+  return p;
+}
+
 int tw_run(struct tw *v, int fd, int dfd, const struct stat *st) {
   int err = tw_enter(v, fd, dfd, st);
   while (!err) {
