@@ -181,8 +181,12 @@ static int add_children(struct create *c, int dfd) {
   for (lua_Integer i = 1; lua_rawgeti(L, -1, i) == LUA_TSTRING; i++) {
     size_t len;
     const char *base = lua_tolstring(L, -1, &len);
-    if (hostlen + 1 + len + 1 > sizeof c->host || namelen + 1 + len + 1 > sizeof c->name)
-      return job_fail(c->j, ENAMETOOLONG, "%s/%s: %s", c->host, base, strerror(ENAMETOOLONG));
+    if (hostlen + 1 + len + 1 > sizeof c->host || namelen + 1 + len + 1 > sizeof c->name) {
+      /* left out, as a swapped file is: an app can nest its own tree past
+         PATH_MAX, and failing here would let it stop every backup */
+      lua_pop(L, 1);
+      continue;
+    }
     c->host[hostlen] = '/';
     memcpy(c->host + hostlen + 1, base, len + 1);
     c->hostlen = hostlen + 1 + len;
