@@ -214,9 +214,14 @@ static int add_children(struct create *c, int dfd) {
    symlink and must be the one lstat saw; one that an app swapped or
    removed meanwhile is left out (it cannot make ctcli read through a link,
    block on a FIFO, or fail the backup), as are sockets, a mount inside the
-   tree and, in OCI form, device nodes and FIFOs other than whiteouts. */
+   tree and, in OCI form, device nodes and FIFOs other than whiteouts and
+   names beginning with ".wh.". */
 static int add_tree(struct create *c, int pfd, const char *base) {
   struct job *j = c->j;
+  /* In OCI form ".wh." starts a whiteout: an app's own file of such a name
+     (overlayfs reserves none) would come back as one, or as a whiteout of
+     no name that no extraction accepts. It cannot be said: left out. */
+  if (c->oci && c->depth && strncmp(base, CT_WH_PREFIX, sizeof CT_WH_PREFIX - 1) == 0) return 0;
   struct stat st;
   if (fstatat(pfd, base, &st, AT_SYMLINK_NOFOLLOW) != 0)
     return c->depth && errno == ENOENT ? 0 : job_fail(j, errno, "%s: %s", c->host, strerror(errno));
