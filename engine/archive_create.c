@@ -186,8 +186,12 @@ static int add_children(struct create *c, int dfd) {
   for (lua_Integer i = 1; lua_rawgeti(L, -1, i) == LUA_TSTRING; i++) {
     size_t len;
     const char *base = lua_tolstring(L, -1, &len);
-    if (hostlen + 1 + len + 1 > sizeof c->host || namelen + 1 + len + 1 > sizeof c->name)
-      return job_fail(c->j, ENAMETOOLONG, "%s/%s: %s", c->host, base, strerror(ENAMETOOLONG));
+    if (hostlen + 1 + len + 1 > sizeof c->host || namelen + 1 + len + 1 > sizeof c->name) {
+      /* left out, as a swapped file is: an app can nest its own tree past
+         PATH_MAX, and failing here would let it stop every backup */
+      lua_pop(L, 1);
+      continue;
+    }
     c->host[hostlen] = '/';
     memcpy(c->host + hostlen + 1, base, len + 1);
     c->hostlen = hostlen + 1 + len;
@@ -215,9 +219,14 @@ static int add_children(struct create *c, int dfd) {
    symlink and must be the one lstat saw; one that an app swapped or
    removed meanwhile is left out (it cannot make ctcli read through a link,
    block on a FIFO, or fail the backup), as are sockets, a mount inside the
-   tree and, in OCI form, device nodes and FIFOs other than whiteouts. */
+   tree and, in OCI form, device nodes and FIFOs other than whiteouts and
+   names beginning with ".wh.". */
 static int add_tree(struct create *c, int pfd, const char *base) {
   struct job *j = c->j;
+  /* In OCI form ".wh." starts a whiteout: an app's own file of such a name
+     (overlayfs reserves none) would come back as one, or as a whiteout of
+     no name that no extraction accepts. It cannot be said: left out. */
+  if (c->oci && c->depth && strncmp(base, CT_WH_PREFIX, sizeof CT_WH_PREFIX - 1) == 0) return 0;
   struct stat st;
   if (fstatat(pfd, base, &st, AT_SYMLINK_NOFOLLOW) != 0)
     return c->depth && errno == ENOENT ? 0 : job_fail(j, errno, "%s: %s", c->host, strerror(errno));

@@ -292,8 +292,10 @@ static int rename_common(lua_State *L, unsigned flags) {
   int arg = ct_at(L, &a);
   t = a;
   if (a.dir && !lua_isnoneornil(L, 4)) {
-    t.fd = check_dir(L, 4)->fd;
+    struct handle *h = check_dir(L, 4);
+    t.fd = h->fd;
     t.dir = 4;
+    t.in_root = h->in_root; /* resolved as that Dir resolves, not as ours */
   }
   lua_settop(L, a.dir ? 4 : 2); /* the display paths go above the arguments */
   AT_REL(L, &a, arg, from, from_display);

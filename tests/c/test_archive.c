@@ -940,6 +940,70 @@ DEFINE_TEST(create_leaves_out_a_mount_inside_the_tree) {
   unmount_small();
 }
 
+/* An app can make a path in its own tree longer than PATH_MAX (mkdirat one
+   level at a time). A backup leaves such an entry out, as it leaves out what
+   an app swapped or removed: failing would let any app stop the operator's
+   backups (and every upgrade, which backs up first), and a longer name could
+   not be restored anyway. */
+DEFINE_TEST(create_leaves_out_a_path_too_long_for_the_host) {
+  mkdirs(P("src"));
+  write_file(P("src/f"), "data", 4, 0644);
+  int fd = open(P("src"), O_RDONLY | O_DIRECTORY);
+  T_ASSERT(fd >= 0);
+  char comp[201];
+  memset(comp, 'd', 200);
+  comp[200] = '\0';
+  for (int i = 0; i < 25; i++) { /* 5000 bytes of names */
+    T_ASSERT(mkdirat(fd, comp, 0755) == 0);
+    int next = openat(fd, comp, O_RDONLY | O_DIRECTORY);
+    T_ASSERT(next >= 0);
+    close(fd);
+    fd = next;
+  }
+  int leaf = openat(fd, "deep", O_WRONLY | O_CREAT, 0644);
+  T_ASSERT(leaf >= 0);
+  close(leaf);
+  close(fd);
+  LUA_FMT("local r = ok(A.create(T .. '/deep.tar', {{name='s', path=T .. '/src'}}, {format='none'})) "
+          "local names = {} for _, e in ipairs(ok(A.list(T .. '/deep.tar'))) do names[e.name] = true end "
+          "assert(names['s/f'], 'the rest of the tree is archived') "
+          "for n in pairs(names) do assert(#n < 4096, 'no name past PATH_MAX: ' .. #n) end "
+          "return true");
+  rmtree(P("src"));
+}
+
+/* An app names files in its writable layer as it likes, ".wh.<x>" and
+   ".wh.." included (overlayfs reserves no name; its whiteouts are 0:0
+   devices). In OCI form such a name would read back as a whiteout: of "x",
+   which its own file "x" then collides with, or of no name at all, and
+   either refused the whole restore of every backup holding that layer. A
+   backup leaves those names out; the app's other files and real whiteouts
+   come back. */
+DEFINE_TEST(create_oci_leaves_out_an_app_file_named_like_a_whiteout) {
+  if (geteuid() != 0) t_skip("mknod of a whiteout needs root");
+  mkdirs(P("up/sub"));
+  write_file(P("up/x"), "mine", 4, 0644);
+  write_file(P("up/.wh.x"), "", 0, 0644);
+  write_file(P("up/.wh.."), "", 0, 0644);
+  write_file(P("up/.wh."), "", 0, 0644);
+  write_file(P("up/sub/.wh..wh..opq"), "", 0, 0644);
+  write_file(P("up/sub/keep"), "k", 1, 0644);
+  T_ASSERT(mknod(P("up/gone"), S_IFCHR | 0600, makedev(0, 0)) == 0);
+  mkdirs(P("restore"));
+  LUA_FMT("ok(A.create(T .. '/up.tar', {{name='u', path=T .. '/up', whiteouts='oci'}}, {format='none'})) "
+          "ok(A.extract(T .. '/up.tar', T .. '/restore', "
+          "  {preserve=true, special='skip', whiteouts='overlay'})) "
+          "local f = io.open(T .. '/restore/u/x', 'rb') assert(f, 'the app file x is restored') "
+          "assert(f:read('a') == 'mine') f:close() "
+          "assert(io.open(T .. '/restore/u/sub/keep', 'rb'), 'sub/keep is restored') "
+          "return true");
+  struct stat st;
+  T_ASSERT(lstat(P("restore/u/gone"), &st) == 0 && S_ISCHR(st.st_mode) && st.st_rdev == makedev(0, 0));
+  T_ASSERT(lstat(P("restore/u/x"), &st) == 0 && S_ISREG(st.st_mode));
+  rmtree(P("up"));
+  rmtree(P("restore"));
+}
+
 /* list reads every format extract reads, and the bytes of the files named
    in `read` (a hard link has none of its own), up to a limit. */
 DEFINE_TEST(list_and_read) {

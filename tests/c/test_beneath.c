@@ -211,6 +211,24 @@ DEFINE_TEST(fifo_never_hangs) {
   alarm(0);
 }
 
+/* Dir:rename(from, to, todir): `to` resolves as todir resolves, not as the
+   Dir of `from` does. An in_root Dir (an image) renaming into an app's Dir
+   must not follow a symlink the app planted there (the walk cannot
+   resolve an in_root Dir at all: ENOSYS before anything moves). */
+DEFINE_TEST(rename_into_another_dir_resolves_as_that_dir) {
+  lua_State *L = b_state();
+  run_both(L,
+           "assert(fs.mkdir(P('img'), tonumber('755', 8))) W(P('img/f'), 'seed') "
+           "assert(fs.mkdir(P('app/real'), tonumber('755', 8))) "
+           "assert(fs.symlink('real', P('app/link'))) "
+           "local img = assert(fs.opendir(P('img'), {in_root = true})) "
+           "if T:sub(-7) == 'openat2' then fails(P('app/link/x'), E.ELOOP, img:rename('f', 'link/x', root)) "
+           "else fails(P('img/f'), E.ENOSYS, img:rename('f', 'link/x', root)) end "
+           "assert(not fs.exists(P('app/real/x')), 'renamed through the app link') "
+           "assert(fs.exists(P('img/f'))) "
+           "img:close() ");
+}
+
 /* opendir(path, {in_root=true}): an image's tree, whose symlinks (nginx's
    sites-enabled/default) are followed but resolved inside it, as chroot
    would; a FIFO behind one is still never opened. The walk cannot do that:
