@@ -61,10 +61,6 @@ int ct_set_opaque(int fd) { return fsetxattr(fd, CT_OPAQUE_XATTR, "y", 1, 0) == 
 
 enum { WH_PLAIN, WH_OVERLAY, WH_APPLY }; /* opts.whiteouts: nil, "overlay", "apply" */
 
-struct seg {
-  uint32_t inside, outside, size;
-};
-
 struct extract {
   lua_State *L;
   struct job *j; /* the archive, dest's descriptors, directory times, the failure */
@@ -73,8 +69,9 @@ struct extract {
   int tree;                /* opts.tree_digest: each file hashed as written ... */
   int known;               /* ... by name, in the table at this stack index */
   struct sha256_ctx md;
-  const struct seg *map; /* opts.idmap (a userdata on the stack) */
-  size_t nmap;
+  int mapped;         /* opts.idmap: ids 0 .. map_size - 1 as map_out + id */
+  uint32_t map_out;
+  int64_t map_size;
   lua_Integer max_entries, max_bytes; /* -1: no limit */
   lua_Integer entries, bytes, done, headers, whiteouts, nskipped;
   int64_t block, space_left;
@@ -103,21 +100,11 @@ static char *split_name(char *name, const char **dir) {
   return slash + 1;
 }
 
-/* id shifted by the idmap; -1 when no segment holds it. */
+/* id shifted by the idmap; -1 when the mapping does not hold it. */
 static int map_id(const struct extract *x, int64_t id, uint32_t *out) {
-  if (!x->nmap) {
-    if (id < 0 || id > (int64_t)UINT32_MAX - 1) return -1;
-    *out = (uint32_t)id;
-    return 0;
-  }
-  for (size_t i = 0; i < x->nmap; i++) {
-    const struct seg *s = &x->map[i];
-    if (id >= s->inside && id - s->inside < s->size) {
-      *out = s->outside + (uint32_t)(id - s->inside);
-      return 0;
-    }
-  }
-  return -1;
+  if (id < 0 || id >= (x->mapped ? x->map_size : (int64_t)UINT32_MAX)) return -1;
+  *out = x->map_out + (uint32_t)id;
+  return 0;
 }
 
 /* Whether opts.only holds the name or one of its parent directories. */
@@ -262,7 +249,7 @@ static int set_meta(struct extract *x, int fd, struct archive_entry *e, uid_t ui
     int caps = strcmp(name, "security.capability") == 0;
     if (!caps && strncmp(name, "user.", 5) != 0) continue;
     struct vfs_ns_cap_data mapped;
-    if (caps && x->nmap) {
+    if (caps && x->mapped) {
       if (map_fcaps(x, value, size, &mapped) < 0) continue;
       value = &mapped;
       size = XATTR_CAPS_SZ_3;
@@ -556,25 +543,17 @@ static int extract_run(struct extract *x) {
   return 0;
 }
 
-/* opts.idmap as segments in a userdata left on the stack. */
+/* opts.idmap = {outside=, size=}: the ids an image's files are owned by
+   inside the container (from 0) and where they are on the host. */
 static void read_idmap(lua_State *L, struct extract *x) {
   if (opt_field(L, 3, "idmap") == LUA_TNIL) return;
-  luaL_argexpected(L, lua_istable(L, -1), 3, "idmap: an array of {inside=, outside=, size=}");
-  size_t n = (size_t)lua_rawlen(L, -1);
-  if (n == 0 || n > 340) luaL_error(L, "bad option 'idmap' (1 to 340 segments expected)");
-  struct seg *map = lua_newuserdatauv(L, n * sizeof *map, 0);
-  for (size_t i = 0; i < n; i++) {
-    if (lua_rawgeti(L, -2, (lua_Integer)i + 1) != LUA_TTABLE)
-      luaL_error(L, "bad option 'idmap' (segment %d is not a table)", (int)i + 1);
-    lua_Integer in = opt_integer(L, -1, "inside", -1, 0), out = opt_integer(L, -1, "outside", -1, 0);
-    lua_Integer size = opt_integer(L, -1, "size", 0, 1), ids = (lua_Integer)UINT32_MAX + 1;
-    if (in < 0 || out < 0 || size < 1 || size > ids || in > ids - size || out > ids - size)
-      luaL_error(L, "bad option 'idmap' (segment %d is empty or out of range)", (int)i + 1);
-    map[i] = (struct seg){(uint32_t)in, (uint32_t)out, (uint32_t)size};
-    lua_pop(L, 1);
-  }
-  x->map = map;
-  x->nmap = n;
+  luaL_argexpected(L, lua_istable(L, -1), 3, "idmap: {outside=, size=}");
+  lua_Integer out = opt_integer(L, -1, "outside", -1, 0), size = opt_integer(L, -1, "size", 0, 1);
+  if (out < 0 || size < 1 || size > (lua_Integer)UINT32_MAX + 1 - out)
+    luaL_error(L, "bad option 'idmap' (empty or out of range)");
+  x->mapped = 1;
+  x->map_out = (uint32_t)out;
+  x->map_size = size;
 }
 
 /* opts.only as a set of names, or 0 when there is none. */

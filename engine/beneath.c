@@ -513,7 +513,7 @@ static int d_open(lua_State *L) {
 /* Reads the rest of fd into Lua; more than max (>= 0) bytes is EFBIG. */
 int ct_read_rest(lua_State *L, int fd, lua_Integer max, const char *display) {
   size_t limit = max >= 0 ? (size_t)max + 1 : SIZE_MAX;
-  int err = push_read(L, fd, limit);
+  int err = push_read(L, fd, limit, 0);
   if (err) return ct_fail_at(L, err, display, NULL);
   if (max >= 0 && lua_rawlen(L, -1) > (size_t)max)
     return ct_error(L, EFBIG, "%s: larger than %I bytes", display, max);

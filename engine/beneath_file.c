@@ -18,7 +18,7 @@ static int f_read(lua_State *L) {
   struct handle *f = check_file(L, 1);
   lua_Integer n = luaL_checkinteger(L, 2);
   luaL_argcheck(L, n >= 0, 2, "negative size");
-  int err = push_read(L, f->fd, (size_t)n);
+  int err = push_read(L, f->fd, (size_t)n, 0);
   return err ? file_fail(L, err) : 1;
 }
 

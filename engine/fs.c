@@ -31,7 +31,7 @@ mode_t opt_mode(lua_State *L, int arg, mode_t def) {
 }
 
 /* uid/gid; -1 leaves it unchanged, as chown(2) does. */
-unsigned check_id(lua_State *L, int arg) {
+static unsigned check_id(lua_State *L, int arg) {
   lua_Integer v = luaL_checkinteger(L, arg);
   luaL_argcheck(L, v >= -1 && v < (lua_Integer)UINT32_MAX, arg, "id out of range");
   return (unsigned)v;
@@ -118,14 +118,11 @@ void push_stat(lua_State *L, const struct stat *st) {
 /* ---- reading into Lua -------------------------------------------------- */
 
 /* Reads up to limit bytes (to EOF) and pushes them. Returns 0, or an errno
-   with nothing pushed. */
-int push_read(lua_State *L, int fd, size_t limit) { return push_read_sized(L, fd, limit, 0); }
-
-/* With a size, the first read asks for size + 1 bytes (a small file then
+   with nothing pushed. With a size, the first read asks for size + 1 bytes (a small file then
    fits the buffer on the C stack, a larger one needs one allocation instead
    of a 64 KiB chunk) and a short read is followed by a one-byte read into
    the room left, to see the end; a file that grew goes on in chunks. */
-int push_read_sized(lua_State *L, int fd, size_t limit, size_t size) {
+int push_read(lua_State *L, int fd, size_t limit, size_t size) {
   luaL_Buffer b;
   luaL_buffinit(L, &b);
   size_t total = 0;
@@ -409,7 +406,7 @@ static int fs_read(lua_State *L) {
   if (n) return n;
   if (max >= 0 && st.st_size > max) return ct_error(L, EFBIG, "%s: larger than %I bytes", display, max);
   size_t size = S_ISREG(st.st_mode) && st.st_size > 0 ? (size_t)st.st_size : 0;
-  int err = push_read_sized(L, fd, max >= 0 ? (size_t)max + 1 : SIZE_MAX, size);
+  int err = push_read(L, fd, max >= 0 ? (size_t)max + 1 : SIZE_MAX, size);
   if (err) return ct_fail_at(L, err, display, NULL);
   if (max >= 0 && lua_rawlen(L, -1) > (size_t)max)
     return ct_error(L, EFBIG, "%s: larger than %I bytes", display, max);

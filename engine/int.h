@@ -98,15 +98,13 @@ int ct_opt_special(lua_State *L, int opts);
 
 mode_t check_mode(lua_State *L, int arg);
 mode_t opt_mode(lua_State *L, int arg, mode_t def);
-unsigned check_id(lua_State *L, int arg);
 char *readlink_alloc(int dirfd, const char *name);
 const char *type_name(mode_t m);
 void push_stat(lua_State *L, const struct stat *st);
 void ct_set_int(lua_State *L, const char *k, lua_Integer v); /* t[k] = v, t on top */
-/* Reads up to limit bytes (to EOF) and pushes them; 0 or an errno. */
-int push_read(lua_State *L, int fd, size_t limit);
-/* The same for a regular file of (fstat's) size bytes: one buffer of that size. */
-int push_read_sized(lua_State *L, int fd, size_t limit, size_t size);
+/* Reads up to limit bytes (to EOF) and pushes them; 0 or an errno. With
+   size, a regular file's (fstat's) size: one buffer of that size. */
+int push_read(lua_State *L, int fd, size_t limit, size_t size);
 /* Writes data to base in dirfd via a temp file, fsync, rename, fsync dir. */
 int atomic_write_at(int dirfd, const char *base, const char *data, size_t len, int from,
                     mode_t mode);
@@ -197,18 +195,11 @@ int tw_opendir(const struct frame *t, const char *name, struct stat *st);
    name NULL: dirfd is the file's own O_PATH descriptor (no fallback).
    A descriptor, or -1 with errno. */
 int ct_open_regular(int dirfd, const char *name, int flags, const struct stat *want, struct stat *st);
-/* Frees a walk's frames (closing their descriptors); again is harmless. */
-void walk_free(struct walk *w);
 /* Pushes a zeroed userdata of size bytes that begins with its struct tw,
    marked to-be-closed: a Lua error raised in a callback (out of memory)
    still frees the walk's descriptors and frames. */
 void *tw_push(lua_State *L, size_t size);
 
-/* Empties the directory open at fd (taken over: closed on return), whose
-   parent's stat is *parent (NULL when unknown: then only statx tells a
-   mount root). Never follows a symlink, never crosses a mount. Failures are
-   recorded in *e against display/<rel>. Returns 0 or an errno. */
-int empty_dir_fd(int fd, const struct stat *parent, const char *display, struct fserr *e);
 /* copy_fds(in, out, limit, done, wside): up to limit bytes from in's offset
    to out (copy_file_range, else read/write); 0 or an errno, *wside when the
    writing side failed. */

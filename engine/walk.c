@@ -97,7 +97,8 @@ static void frame_close(struct frame *fr) {
   fr->fd = fr->dfd = -1;
 }
 
-void walk_free(struct walk *w) {
+/* Frees a walk's frames (closing their descriptors); again is harmless. */
+static void walk_free(struct walk *w) {
   for (size_t i = 0; i < w->depth; i++) {
     frame_close(&w->f[i]);
     names_free(&w->f[i].names);
@@ -369,8 +370,11 @@ static int rm_left(struct tw *v, struct frame *t, const char *name) {
   return 0;
 }
 
-/* Empties the directory open at fd; see int.h. */
-int empty_dir_fd(int fd, const struct stat *parent, const char *display, struct fserr *e) {
+/* Empties the directory open at fd (taken over: closed on return), whose
+   parent's stat is *parent (NULL when unknown: then only statx tells a
+   mount root). Never follows a symlink, never crosses a mount. Failures are
+   recorded in *e against display/<rel>. Returns 0 or an errno. */
+static int empty_dir_fd(int fd, const struct stat *parent, const char *display, struct fserr *e) {
   struct tw v = {.e = e, .display = display, .nostat = 1, .entry = rm_entry, .left = rm_left};
   struct stat st;
   int err = rm_prepare(&v, fd, parent, &st);

@@ -36,7 +36,7 @@ end
 -- idmap_opt(m) -> ct.archive.extract's idmap option for mapping m (nil: ids kept).
 local function idmap_opt(m)
   if not m or m.go then return nil end
-  return { { inside = 0, outside = m.uid, size = m.size } }
+  return { outside = m.uid, size = m.size }
 end
 M.idmap_opt = idmap_opt
 
