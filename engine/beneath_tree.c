@@ -68,12 +68,14 @@ static int shift_visit(struct tw *v, struct frame *t, const char *name, const st
   return errno == ENOENT || errno == EBUSY ? 0 : tw_fail(v, ct_classify(t->fd, name, errno), NULL);
 }
 
-static uint32_t get_id(lua_State *L, int arg, const char *k) {
+/* An id (or the size) of a range that ends below 2^32: the size ids from it fit. */
+static uint32_t get_id(lua_State *L, int arg, const char *k, uint32_t size) {
   lua_getfield(L, arg, k);
   lua_Integer v = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : -1;
   lua_pop(L, 1);
-  if (v < 0 || v > (lua_Integer)UINT32_MAX)
-    luaL_error(L, "bad argument #%d (field '%s' must be an id, 0 .. 2^32-1)", arg - 1, k);
+  if (v < 0 || v > (lua_Integer)UINT32_MAX || v + size > (lua_Integer)UINT32_MAX + 1)
+    luaL_error(L, "bad argument #%d (field '%s' must be an id, 0 .. 2^32-1, with its range below 2^32)",
+               arg - 1, k);
   return (uint32_t)v;
 }
 
@@ -93,22 +95,11 @@ int d_shift_tree(lua_State *L) {
     if (lua_getfield(L, 5, "keep_setid") != LUA_TNIL) m.keep_setid = lua_toboolean(L, -1);
     lua_pop(L, 1);
   }
-  m.from_uid = get_id(L, 3, "uid");
-  m.from_gid = get_id(L, 3, "gid");
-  m.size = get_id(L, 3, "size");
-  m.to_uid = get_id(L, 4, "uid");
-  m.to_gid = get_id(L, 4, "gid");
-  lua_getfield(L, 4, "size");
-  if (!lua_isnil(L, -1))
-    luaL_argcheck(L, lua_isinteger(L, -1) && (uint64_t)lua_tointeger(L, -1) == m.size, 4,
-                  "to.size must equal from.size");
-  lua_pop(L, 1);
-  luaL_argcheck(L, (uint64_t)m.from_uid + m.size <= UINT32_MAX + 1ull &&
-                       (uint64_t)m.from_gid + m.size <= UINT32_MAX + 1ull,
-                3, "range out of bounds");
-  luaL_argcheck(L, (uint64_t)m.to_uid + m.size <= UINT32_MAX + 1ull &&
-                       (uint64_t)m.to_gid + m.size <= UINT32_MAX + 1ull,
-                4, "range out of bounds");
+  m.size = get_id(L, 3, "size", 0); /* to's size is from's */
+  m.from_uid = get_id(L, 3, "uid", m.size);
+  m.from_gid = get_id(L, 3, "gid", m.size);
+  m.to_uid = get_id(L, 4, "uid", m.size);
+  m.to_gid = get_id(L, 4, "gid", m.size);
   /* an id shifted into the from range would be shifted again at its next hard link */
   luaL_argcheck(L, !overlap(m.from_uid, m.to_uid, m.size) && !overlap(m.from_gid, m.to_gid, m.size), 4,
                 "overlaps the from range");
