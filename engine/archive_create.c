@@ -166,6 +166,17 @@ static int add_oci_marker(struct create *c, const struct stat *st, int opaque) {
 
 static int add_tree(struct create *c, int pfd, const char *base);
 
+/* The path of len bytes in buf (size bytes) with "/" (none after an empty
+   one) and base appended: its new length, or 0 (buf unchanged) when it
+   does not fit. */
+static size_t join(char *buf, size_t len, size_t size, const char *base, size_t blen) {
+  size_t sep = len > 0;
+  if (len + sep + blen + 1 > size) return 0;
+  buf[len] = '/';
+  memcpy(buf + len + sep, base, blen + 1);
+  return len + sep + blen;
+}
+
 /* Adds the children of the directory open at dfd in byte order of their
    names, each looked up beneath dfd: a tree an app writes can swap a
    directory for a symlink at any moment, and nothing is ever resolved
@@ -186,20 +197,12 @@ static int add_children(struct create *c, int dfd) {
   for (lua_Integer i = 1; lua_rawgeti(L, -1, i) == LUA_TSTRING; i++) {
     size_t len;
     const char *base = lua_tolstring(L, -1, &len);
-    if (hostlen + 1 + len + 1 > sizeof c->host || namelen + 1 + len + 1 > sizeof c->name) {
-      /* left out, as a swapped file is: an app can nest its own tree past
-         PATH_MAX, and failing here would let it stop every backup */
-      lua_pop(L, 1);
-      continue;
-    }
-    c->host[hostlen] = '/';
-    memcpy(c->host + hostlen + 1, base, len + 1);
-    c->hostlen = hostlen + 1 + len;
-    c->namelen = namelen ? namelen + 1 + len : len;
-    if (namelen) c->name[namelen] = '/';
-    memcpy(c->name + (namelen ? namelen + 1 : 0), base, len + 1);
+    c->hostlen = join(c->host, hostlen, sizeof c->host, base, len);
+    c->namelen = join(c->name, namelen, sizeof c->name, base, len);
     c->depth++;
-    int r = add_tree(c, dfd, base);
+    /* past PATH_MAX left out, as a swapped file is: an app can nest its
+       own tree that deep, and failing here would let it stop every backup */
+    int r = c->hostlen && c->namelen ? add_tree(c, dfd, base) : 0;
     c->depth--;
     if (r < 0) return -1;
     c->host[hostlen] = '\0';
