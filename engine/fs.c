@@ -511,15 +511,6 @@ static int sync_common(lua_State *L, int (*sync)(int)) {
 static int fs_fsync(lua_State *L) { return sync_common(L, fsync); }
 static int fs_syncfs(lua_State *L) { return sync_common(L, syncfs); }
 
-/* size(path) -> bytes (follows symlinks) */
-static int fs_size(lua_State *L) {
-  const char *path = luaL_checkstring(L, 1);
-  struct stat st;
-  if (stat(path, &st) != 0) return ct_oserror(L, errno, path);
-  lua_pushinteger(L, (lua_Integer)st.st_size);
-  return 1;
-}
-
 /* By name and as Dir methods of the same name. */
 static const luaL_Reg shared_funcs[] = {
     {"stat", fs_stat},       {"exists", fs_exists},     {"mkdir", fs_mkdir},
@@ -533,7 +524,7 @@ static const luaL_Reg fs_funcs[] = {
     {"readlink", fs_readlink}, {"realpath", fs_realpath}, {"link", fs_link},
     {"dir", fs_dir},         {"append", fs_append},
     {"lchown", fs_lchown},   {"mkdtemp", fs_mkdtemp},   {"statvfs", fs_statvfs},
-    {"fsync", fs_fsync},     {"syncfs", fs_syncfs},     {"size", fs_size},
+    {"fsync", fs_fsync},     {"syncfs", fs_syncfs},
     {NULL, NULL},
 };
 

@@ -27,7 +27,7 @@ end
 local function archive_bytes(root)
   local most = 0
   for _, f in ipairs(ct.fs.dir(root .. "/releases/backups") or {}) do
-    if f:find(".tmp-", 1, true) then most = math.max(most, ct.fs.size(root .. "/releases/backups/" .. f) or 0) end
+    if f:find(".tmp-", 1, true) then most = math.max(most, (ct.fs.stat(root .. "/releases/backups/" .. f) or {}).size or 0) end
   end
   return most
 end

@@ -248,7 +248,7 @@ describe("release tools", function()
         local blobs = dir .. "/images/web/blobs/sha256"
         local best, size = nil, -1
         for _, b in ipairs(ct.fs.dir(blobs)) do
-          local s = ct.fs.size(blobs .. "/" .. b)
+          local s = (ct.fs.stat(blobs .. "/" .. b) or {}).size
           if s > size then best, size = b, s end
         end
         layer = "images/web/blobs/sha256/" .. best

@@ -66,7 +66,7 @@ return {
     local rdoc = json.release(r)
     rdoc.commit, rdoc.time = r.commit or json.null, r.time or json.null
     local doc = {
-      package = file, bytes = ct.fs.size(file) or json.null, package_format = pkg.format,
+      package = file, bytes = (ct.fs.stat(file) or {}).size or json.null, package_format = pkg.format,
       compression = pkgtool.compression(file) or json.null,
       release = rdoc,
       signature = { status = sig.status, signed = sig.signed, signer = sig.signer or json.null },
@@ -97,7 +97,7 @@ return {
       json.print(doc)
       return true
     end
-    ui.print("package    %s (%s, %s format, %s)", file, ui.bytes(ct.fs.size(file) or 0), pkg.format,
+    ui.print("package    %s (%s, %s format, %s)", file, ui.bytes((ct.fs.stat(file) or {}).size or 0), pkg.format,
       tostring(pkgtool.compression(file)))
     ui.print("release    %s", ui.release_label(r))
     ui.print("commit     %s", r.commit or "-")

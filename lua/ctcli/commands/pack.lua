@@ -159,7 +159,7 @@ return {
       json.print({ package = out, files = n, sha256 = ct.hash.sha256_file(out),
         signed = ctx.opts.sign ~= nil, delta = doc[package.DELTA] or json.null })
     else
-      ui.print("packed %s: %d files, %s%s%s", out, n, ui.bytes(ct.fs.size(out) or 0),
+      ui.print("packed %s: %d files, %s%s%s", out, n, ui.bytes((ct.fs.stat(out) or {}).size or 0),
         ctx.opts.sign and ", signed" or "", doc[package.DELTA] and ", delta" or "")
     end
     return true

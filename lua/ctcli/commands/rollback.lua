@@ -209,7 +209,7 @@ local function from_archive(ctx, cur, file, j)
   local stepped, step_err = j:step("extract")
   if not stepped then return nil, step_err end
   ctx.report.step("restoring %s", file:match("[^/]+$"))
-  local bar = ctx.report.bar("restoring", ct.fs.size(file) or 0)
+  local bar = ctx.report.bar("restoring", (ct.fs.stat(file) or {}).size or 0)
   -- A FIFO, socket or device the app made in its data holds nothing to
   -- restore: skipped with a warning, so it never blocks the way back.
   local stats, xerr = backup.extract(file, dir, function(_, read) bar.set(read) end)

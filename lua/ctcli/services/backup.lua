@@ -278,7 +278,7 @@ function M.create(ctx, rel, opts)
   resume()
   ct.fs.rmtree(info_tmp)
   if not res then return nil, "backup failed: " .. tostring(err) end
-  info.bytes = ct.fs.size(archive)
+  info.bytes = (ct.fs.stat(archive) or {}).size
   local ok, werr = ct.fs.write_atomic(p.backups .. "/" .. base .. ".json", json.encode(info, true) .. "\n")
   if not ok then ct.fs.unlink(archive) return nil, werr end
   info.path = archive
