@@ -65,7 +65,7 @@ struct extract {
   lua_State *L;
   struct job *j; /* the archive, dest's descriptors, directory times, the failure */
   const char *src, *dest;
-  int preserve, check_space, special, wh, writeback;
+  int preserve, check_space, skip_special, wh, writeback;
   int tree;                /* opts.tree_digest: each file hashed as written ... */
   int known;               /* ... by name, in the table at this stack index */
   struct sha256_ctx md;
@@ -400,7 +400,7 @@ static int64_t check_entry(struct extract *x, struct archive_entry *e) {
     /* device nodes, FIFOs and sockets: refused or skipped (named in the
        result), never made */
     const char *what = type == AE_IFIFO ? "a fifo" : type == AE_IFSOCK ? "a socket" : "a device node";
-    if (x->special == CT_SPECIAL_REFUSE)
+    if (!x->skip_special)
       return job_fail(j, EPERM, "%s: %s: refusing %s", x->src, x->name, what);
     lua_pushstring(x->L, x->name);
     lua_rawseti(x->L, x->skipped, ++x->nskipped);
@@ -594,7 +594,10 @@ int ar_extract(lua_State *L) {
   x->check_space = opt_bool(L, 3, "check_space");
   x->writeback = opt_bool(L, 3, "writeback");
   x->tree = opt_bool(L, 3, "tree_digest");
-  x->special = lua_istable(L, 3) ? ct_opt_special(L, 3) : CT_SPECIAL_REFUSE;
+  const char *special = opt_string(L, 3, "special", "refuse");
+  x->skip_special = strcmp(special, "skip") == 0;
+  if (!x->skip_special && strcmp(special, "refuse") != 0)
+    luaL_error(L, "bad option 'special' (\"refuse\" or \"skip\" expected)");
   const char *wh = opt_string(L, 3, "whiteouts", NULL);
   x->wh = !wh ? WH_PLAIN : strcmp(wh, "overlay") == 0 ? WH_OVERLAY : strcmp(wh, "apply") == 0 ? WH_APPLY : -1;
   if (x->wh < 0) luaL_error(L, "bad option 'whiteouts' (\"overlay\" or \"apply\" expected)");

@@ -89,10 +89,6 @@ int ct_cg_destroy(const char *path, double seconds);
 const char *ct_cg_join(const char *path);
 int luaopen_ct_proc_sandbox(lua_State *L); /* adds fork_call, cgroup_kill */
 
-/* opts.special of ct.archive.extract: what the caller's
-   policy does with device nodes, FIFOs and sockets (refuse unless told). */
-enum { CT_SPECIAL_REFUSE, CT_SPECIAL_SKIP };
-int ct_opt_special(lua_State *L, int opts);
 
 /* ---- fs.c ---- */
 

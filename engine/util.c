@@ -39,14 +39,6 @@ double ct_mono(void) { return clock_seconds(CLOCK_MONOTONIC); }
 
 double ct_now(void) { return clock_seconds(CLOCK_REALTIME); }
 
-int ct_opt_special(lua_State *L, int opts) {
-  static const char *const names[] = {"refuse", "skip", NULL};
-  lua_getfield(L, opts, "special");
-  int v = lua_isnil(L, -1) ? CT_SPECIAL_REFUSE : luaL_checkoption(L, -1, NULL, names);
-  lua_pop(L, 1);
-  return v;
-}
-
 /* ---- atomic replacement: temp file + fsync + rename + fsync dir -------- */
 
 struct atomic {
