@@ -423,25 +423,13 @@ int ct_fail_at(lua_State *L, int err, const char *display, const char *msg) {
 
 /* ---- Dir -------------------------------------------------------------- */
 
-/* Reads a boolean field of the table at idx. */
-static int opt_flag(lua_State *L, int idx, const char *k) {
-  int t = lua_getfield(L, idx, k);
-  if (t != LUA_TNIL && t != LUA_TBOOLEAN) luaL_error(L, "bad option '%s' (a boolean expected)", k);
-  int v = lua_toboolean(L, -1);
-  lua_pop(L, 1);
-  return v;
-}
-
 /* ct.fs.opendir(path [, opts]) -> Dir; path is the operator's (trusted),
    only its last component must not be a symlink. opts.in_root: paths
    beneath it follow symlinks, resolved inside it (an image's tree). */
 static int fs_opendir(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
-  int in_root = 0;
-  if (!lua_isnoneornil(L, 2)) {
-    luaL_checktype(L, 2, LUA_TTABLE);
-    in_root = opt_flag(L, 2, "in_root");
-  }
+  if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
+  int in_root = opt_bool(L, 2, "in_root");
   struct handle *h = ct_new_handle(L, DIR_MT, 1);
   h->fd = open(path, DIR_FLAGS | O_NOFOLLOW);
   if (h->fd < 0) return ct_fail_at(L, errno, path, NULL);
@@ -486,20 +474,16 @@ int ct_open_path(int dirfd, const char *rel) { return open_beneath(dirfd, rel, O
 static int d_open(lua_State *L) {
   struct at a;
   ct_at(L, &a);
-  int write = 0, create = 0, append = 0, trunc = 0, excl = 0;
-  mode_t mode = 0640;
-  if (!lua_isnoneornil(L, 3)) {
-    luaL_checktype(L, 3, LUA_TTABLE);
-    write = opt_flag(L, 3, "write");
-    create = opt_flag(L, 3, "create");
-    append = opt_flag(L, 3, "append");
-    trunc = opt_flag(L, 3, "trunc");
-    excl = opt_flag(L, 3, "excl");
-    if (lua_getfield(L, 3, "mode") != LUA_TNIL) mode = check_mode(L, -1);
-    lua_pop(L, 1);
-    luaL_argcheck(L, write || !(append || trunc), 3, "append and trunc need write=true");
-    luaL_argcheck(L, create || !excl, 3, "excl needs create=true");
-  }
+  if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);
+  int write = opt_bool(L, 3, "write");
+  int create = opt_bool(L, 3, "create");
+  int append = opt_bool(L, 3, "append");
+  int trunc = opt_bool(L, 3, "trunc");
+  int excl = opt_bool(L, 3, "excl");
+  mode_t mode = opt_field(L, 3, "mode") != LUA_TNIL ? check_mode(L, -1) : 0640;
+  lua_pop(L, 1);
+  luaL_argcheck(L, write || !(append || trunc), 3, "append and trunc need write=true");
+  luaL_argcheck(L, create || !excl, 3, "excl needs create=true");
   lua_settop(L, 2);
   AT_REL(L, &a, 2, rel, display);
   struct handle *h = ct_new_handle(L, FILE_MT, -1);
