@@ -362,11 +362,8 @@ const char *ct_handle_path(lua_State *L, int idx) {
   return s;
 }
 
-int ct_testdir(lua_State *L, int idx) {
-  struct handle *h = luaL_testudata(L, idx, DIR_MT);
-  if (!h) return -1;
-  if (h->fd < 0) luaL_error(L, "attempt to use a closed %s", DIR_MT);
-  return h->fd;
+int ct_testhandle(lua_State *L, int idx, const char *mt) {
+  return luaL_testudata(L, idx, mt) ? ct_handle_check(L, idx, mt)->fd : -1;
 }
 
 int ct_handle_close(lua_State *L, const char *mt) {

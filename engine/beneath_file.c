@@ -161,13 +161,6 @@ static int f_tostring(lua_State *L) {
   return 1;
 }
 
-int ct_testfile(lua_State *L, int idx) {
-  struct handle *h = luaL_testudata(L, idx, FILE_MT);
-  if (!h) return -1;
-  if (h->fd < 0) luaL_error(L, "attempt to use a closed %s", FILE_MT);
-  return h->fd;
-}
-
 static const luaL_Reg file_methods[] = {
     {"read", f_read},         {"read_all", f_read_all}, {"write", f_write},
     {"seek", f_seek},         {"stat", f_stat},         {"truncate", f_truncate},

@@ -24,11 +24,11 @@ int ct_true(lua_State *L);
    __close, tostr (or NULL) as __tostring. */
 void ct_class(lua_State *L, const char *mt, const luaL_Reg *methods, lua_CFunction gc,
               lua_CFunction tostr);
-/* The descriptor of the ct.fs.File at idx, or -1 when it is not one;
-   raises if it is closed. The File keeps owning it. */
-int ct_testfile(lua_State *L, int idx);
-/* The same for a ct.fs.Dir. */
-int ct_testdir(lua_State *L, int idx);
+/* The descriptor of the ct.fs.File or Dir (metatable mt) at idx, or -1
+   when it is not one; raises if it is closed. The handle keeps owning it. */
+int ct_testhandle(lua_State *L, int idx, const char *mt);
+#define ct_testfile(L, idx) ct_testhandle(L, idx, "ct.fs.File")
+#define ct_testdir(L, idx) ct_testhandle(L, idx, "ct.fs.Dir")
 
 /* Creates a Lua state with the standard libraries, `ct`, `cjson` and the
    module searchers (CTCLI_LUA_DIR first, then the embedded copy). */
