@@ -23,8 +23,8 @@ struct create {
   lua_State *L;
   struct job *j;
   const char *dest;
-  int owner0, has_mtime;
-  lua_Integer mtime;
+  int owner0;
+  lua_Integer mtime; /* -1: each file's own */
   lua_Integer entries, bytes;
   dev_t tmp_dev;
   ino_t tmp_ino;
@@ -81,7 +81,7 @@ static int add_entry(struct create *c, const struct stat *st, int pfd, const cha
   archive_entry_unset_atime(e);
   archive_entry_unset_ctime(e);
   archive_entry_unset_birthtime(e);
-  if (c->has_mtime) archive_entry_set_mtime(e, (time_t)c->mtime, 0);
+  if (c->mtime >= 0) archive_entry_set_mtime(e, (time_t)c->mtime, 0);
   if (c->owner0) {
     archive_entry_set_uid(e, 0);
     archive_entry_set_gid(e, 0);
@@ -557,9 +557,7 @@ int ar_create(lua_State *L) {
   const char *format = opt_string(L, 3, "format", "zstd");
   if (strcmp(format, "zstd") != 0 && strcmp(format, "gzip") != 0 && strcmp(format, "none") != 0)
     luaL_error(L, "bad option 'format' (zstd, gzip or none expected, got '%s')", format);
-  c->has_mtime = opt_field(L, 3, "mtime") != LUA_TNIL;
-  lua_pop(L, 1);
-  c->mtime = opt_integer(L, 3, "mtime", 0, 0);
+  c->mtime = opt_integer(L, 3, "mtime", -1, 0);
   c->owner0 = opt_bool(L, 3, "owner0");
   int sums = opt_bool(L, 3, "sha256");
   int progress = opt_progress(L, 3); /* 5 */
