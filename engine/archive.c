@@ -287,7 +287,7 @@ static int push_data(lua_State *L, struct job *j, const char *src, const char *n
   return 0;
 }
 
-/* list(src [, opts]) -> {{name=, type=, size=, mode=[, link=][, sha256=][, data=]}, ...}
+/* list(src [, opts]) -> {{name=, type=[, link=][, sha256=][, data=]}, ...}
    | nil, msg, errno, read as one stream (memory flat in the archive's
    size; nothing extracted). opts.digests: the sha256 of every regular
    file's data; opts.read = {[name] = max}: those regular files' bytes (one
@@ -327,15 +327,11 @@ static int ar_list(lua_State *L) {
       return job_error(L, j);
     }
     int64_t size = archive_entry_size_is_set(e) ? archive_entry_size(e) : 0;
-    lua_createtable(L, 0, 6);
+    lua_createtable(L, 0, 5);
     lua_pushstring(L, name);
     lua_setfield(L, -2, "name");
     lua_pushstring(L, entry_type_name(e));
     lua_setfield(L, -2, "type");
-    lua_pushinteger(L, (lua_Integer)size);
-    lua_setfield(L, -2, "size");
-    lua_pushinteger(L, (lua_Integer)(archive_entry_mode(e) & 07777));
-    lua_setfield(L, -2, "mode");
     const char *link = archive_entry_hardlink(e);
     if (!link) link = archive_entry_symlink(e);
     if (link) {
