@@ -466,23 +466,25 @@ static int d_path(lua_State *L) {
    opened), or -1 with errno. */
 int ct_open_path(int dirfd, const char *rel) { return open_beneath(dirfd, rel, O_PATH, 0, 0); }
 
-/* Dir:open(rel [, opts]) -> File. opts: write (read and write), create,
-   append, trunc, excl, mode (0640). Only a regular file is opened. */
+/* open(path [, opts]), Dir:open(rel [, opts]) -> File. opts: write (read
+   and write), create, append, trunc, excl, mode (0640). Beneath a Dir only
+   a regular file is opened (see ct_open_file). */
 static int d_open(lua_State *L) {
   struct at a;
-  ct_at(L, &a);
-  if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);
-  int write = opt_bool(L, 3, "write");
-  int create = opt_bool(L, 3, "create");
-  int append = opt_bool(L, 3, "append");
-  int trunc = opt_bool(L, 3, "trunc");
-  int excl = opt_bool(L, 3, "excl");
-  mode_t mode = opt_field(L, 3, "mode") != LUA_TNIL ? check_mode(L, -1) : 0640;
+  int arg = ct_at(L, &a);
+  int o = arg + 1;
+  if (!lua_isnoneornil(L, o)) luaL_checktype(L, o, LUA_TTABLE);
+  int write = opt_bool(L, o, "write");
+  int create = opt_bool(L, o, "create");
+  int append = opt_bool(L, o, "append");
+  int trunc = opt_bool(L, o, "trunc");
+  int excl = opt_bool(L, o, "excl");
+  mode_t mode = opt_field(L, o, "mode") != LUA_TNIL ? check_mode(L, -1) : 0640;
   lua_pop(L, 1);
-  luaL_argcheck(L, write || !(append || trunc), 3, "append and trunc need write=true");
-  luaL_argcheck(L, create || !excl, 3, "excl needs create=true");
-  lua_settop(L, 2);
-  AT_REL(L, &a, 2, rel, display);
+  luaL_argcheck(L, write || !(append || trunc), o, "append and trunc need write=true");
+  luaL_argcheck(L, create || !excl, o, "excl needs create=true");
+  lua_settop(L, arg);
+  AT_REL(L, &a, arg, rel, display);
   struct handle *h = ct_new_handle(L, FILE_MT, -1);
   int flags = (write ? O_RDWR : O_RDONLY) | (append ? O_APPEND : 0) | (trunc ? O_TRUNC : 0);
   const char *msg;
@@ -551,5 +553,7 @@ int luaopen_ct_fs_beneath(lua_State *L) {
   ct_file_class(L);
   lua_pushcfunction(L, fs_opendir);
   lua_setfield(L, -2, "opendir");
+  lua_pushcfunction(L, d_open);
+  lua_setfield(L, -2, "open");
   return 0;
 }

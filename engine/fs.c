@@ -452,20 +452,6 @@ static int fs_link(lua_State *L) {
   return ct_true(L);
 }
 
-/* append(path, data [, mode=0644]) -> true; O_APPEND|O_CREAT, one write */
-static int fs_append(lua_State *L) {
-  const char *path = luaL_checkstring(L, 1);
-  size_t len;
-  const char *data = luaL_checklstring(L, 2, &len);
-  mode_t mode = opt_mode(L, 3, 0644);
-  int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_NOCTTY | O_CLOEXEC, mode);
-  if (fd < 0) return ct_oserror(L, errno, path);
-  int err = write_all(fd, data, len);
-  if (close(fd) != 0 && !err) err = errno;
-  if (err) return ct_oserror(L, err, path);
-  return ct_true(L);
-}
-
 /* mkdtemp(template) -> the created path (template ends in XXXXXX) */
 static int fs_mkdtemp(lua_State *L) {
   const char *tmpl = luaL_checkstring(L, 1);
@@ -522,7 +508,7 @@ static const luaL_Reg shared_funcs[] = {
 static const luaL_Reg fs_funcs[] = {
     {"lstat", fs_lstat},     {"exchange", fs_exchange}, {"symlink", fs_symlink},
     {"readlink", fs_readlink}, {"realpath", fs_realpath}, {"link", fs_link},
-    {"dir", fs_dir},         {"append", fs_append},
+    {"dir", fs_dir},
     {"lchown", fs_lchown},   {"mkdtemp", fs_mkdtemp},   {"statvfs", fs_statvfs},
     {"fsync", fs_fsync},     {"syncfs", fs_syncfs},
     {NULL, NULL},

@@ -203,7 +203,7 @@ int copy_fds(int in, int out, uint64_t limit, uint64_t *done, int *wside);
 
 /* ---- beneath.c ---- */
 
-int luaopen_ct_fs_beneath(lua_State *L); /* adds opendir to the table on top */
+int luaopen_ct_fs_beneath(lua_State *L); /* adds opendir, open to the table on top */
 void ct_dir_methods(lua_State *L, const luaL_Reg *methods); /* adds them to Dir */
 /* Whether paths are resolved with openat2 (else the O_NOFOLLOW walk); the C
    tests switch it, everything else reads CTCLI_NO_OPENAT2 once. */

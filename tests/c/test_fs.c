@@ -497,7 +497,7 @@ DEFINE_TEST(no_descriptor_is_left_open) {
            "assert(fs.copyfile(P('t/a/f'), P('cf'))) assert(not fs.copyfile(T, P('cf'))) "
            "assert(fs.read(P('cf'))) assert(not fs.read(T)) assert(fs.read('/proc/self/stat')) "
            "assert(fs.write_atomic(P('wa'), 'x')) assert(not fs.write_atomic(P('t'), 'x')) "
-           "assert(fs.append(P('ap'), 'x')) assert(fs.dir(T)) "
+           "assert(fs.open(P('ap'), {write=true, create=true})):close() assert(fs.dir(T)) "
            "local d = assert(fs.opendir(T)) "
            "assert(d:read('cf')) assert(not d:read('t')) assert(not d:read('cf', 0)) "
            "W(P('wb'), 'x') "
@@ -736,16 +736,20 @@ DEFINE_TEST(write_atomic_writes_exact_content_and_mode) {
            "return true");
 }
 
-DEFINE_TEST(append_creates_and_appends) {
+DEFINE_TEST(open_by_name_creates_and_appends) {
   umask(022);
   lua_State *L = fs_state();
-  T_LUA(L, "assert(fs.append(P('log'), 'one\\n') == true) "
-           "assert(fs.append(P('log'), 'two\\n')) "
+  T_LUA(L, "local function append(p, s, mode) "
+           "  local f, err, e = fs.open(p, {write=true, create=true, append=true, mode=mode}) "
+           "  if not f then return f, err, e end "
+           "  local ok = f:write(s) f:close() return ok end "
+           "assert(append(P('log'), 'one\\n', 420) == true) "
+           "assert(append(P('log'), 'two\\n')) "
            "assert(R(P('log')) == 'one\\ntwo\\n') "
            "assert(fs.stat(P('log')).mode == tonumber('644', 8)) "
-           "assert(fs.append(P('log2'), 'x', tonumber('600', 8))) "
+           "assert(append(P('log2'), 'x', tonumber('600', 8))) "
            "assert(fs.stat(P('log2')).mode == tonumber('600', 8)) "
-           "fails(P('no/log'), E.ENOENT, fs.append(P('no/log'), 'x')) "
+           "fails(P('no/log'), E.ENOENT, append(P('no/log'), 'x')) "
            "return true");
 }
 
@@ -843,11 +847,11 @@ DEFINE_TEST(wrong_argument_types_raise) {
   T_LUA(L, "W(P('f'), 'x') local f = P('f') "
            "for _, name in ipairs{'stat', 'lstat', 'exists', 'mkdir', 'rmtree', 'readlink', "
            "    'realpath', 'unlink', 'rmdir', 'dir', 'read', 'mkdtemp', 'du', 'statvfs', "
-           "    'fsync', 'syncfs', 'size'} do "
+           "    'fsync', 'syncfs'} do "
            "  raises(fs[name]) raises(fs[name], {}) raises(fs[name], nil) "
            "end "
            "for _, name in ipairs{'copytree', 'copyfile', 'rename', 'exchange', 'symlink', "
-           "    'link', 'write_atomic', 'append'} do "
+           "    'link', 'write_atomic'} do "
            "  raises(fs[name], f) raises(fs[name], f, {}) raises(fs[name], true, f) "
            "end "
            "raises(fs.mkdir, P('m'), 'rwx') raises(fs.mkdir, P('m'), -1) "
@@ -857,7 +861,7 @@ DEFINE_TEST(wrong_argument_types_raise) {
            "raises(fs.lchown, f, {}, 0) "
            "raises(fs.read, f, 'x') raises(fs.read, f, -1) "
            "raises(fs.write_atomic, f, 'x', 'rw') raises(fs.write_atomic, f, 'x', 99999) "
-           "raises(fs.append, f, 'x', {}) "
+           "raises(fs.open, f, 'x') raises(fs.open, f, {write=1}) "
            "raises(fs.copyfile, f, P('g'), 'x') "
            "assert(not fs.exists(P('m')) and R(f) == 'x') "
            "return true");
@@ -867,7 +871,7 @@ DEFINE_TEST(every_documented_function_is_there) {
   lua_State *L = fs_state();
   T_LUA(L, "local want = {'stat', 'lstat', 'exists', 'mkdir', 'rmtree', 'copytree', 'copyfile', "
            "  'rename', 'exchange', 'symlink', 'readlink', 'realpath', 'link', 'unlink', 'rmdir', "
-           "  'dir', 'read', 'write_atomic', 'append', "
+           "  'dir', 'read', 'write_atomic', 'open', "
            "  'chmod', 'chown', 'lchown', 'mkdtemp', 'du', 'statvfs', 'fsync', "
            "  'syncfs', 'opendir', "
            "  'mount', 'umount', 'mounted', 'tree_digest'} "

@@ -165,7 +165,9 @@ describe("history", function()
     H.ok(root, { "install", v1 })
     local file = root .. "/state/history.jsonl"
     -- What a crash in the middle of a write leaves: a line without its end.
-    assert(ct.fs.append(file, '{"format":1,"command":"upgrade","started":"2026-'))
+    local f = assert(ct.fs.open(file, { write = true, append = true }))
+    assert(f:write('{"format":1,"command":"upgrade","started":"2026-'))
+    f:close()
     local r = H.ctcli(root, { "--json", "history" })
     assert.equals(0, r.code, r.stderr)
     assert.truthy(r.stderr:find("line 2", 1, true), r.stderr)

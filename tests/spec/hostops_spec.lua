@@ -357,7 +357,9 @@ describe("hostops", function()
     H.ok(root, { "install", pkg })
     H.ok(root, { "exec", "web", "sh", "-c", "echo junk > /junk; rm /app/mark; echo mine >> /var/lib/web/mine" })
     local cfg = root .. "/config/web/etc/web/app.conf"
-    assert(ct.fs.append(cfg, "operator=edit\n"))
+    local f = assert(ct.fs.open(cfg, { write = true, append = true }))
+    assert(f:write("operator=edit\n"))
+    f:close()
     local key
     for _, k in ipairs(ct.fs.dir(root .. "/images")) do
       if k:match("^web@") then key = k end

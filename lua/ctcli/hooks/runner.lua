@@ -16,6 +16,12 @@ local M = {}
 
 local ENOENT = ct.fs.errno.ENOENT
 
+-- append(path, s): s at the end of the file (made 0644 when missing).
+local function append(path, s)
+  local f = ct.fs.open(path, { write = true, create = true, append = true, mode = 420 })
+  if f then f:write(s) f:close() end
+end
+
 M.POINTS = {
   "pre_install", "post_install", "pre_upgrade", "post_upgrade", "pre_start", "post_start",
   "pre_stop", "post_stop", "pre_rollback", "post_rollback",
@@ -135,7 +141,7 @@ local function make_ctx(info, emit, workdir)
       local tok, terr = runtime.temporary(info.bundle, tdir, argv, false)
       if not tok then return nil, terr end
       local tid = runtime.temporary_id(info.root_paths, info.app, "hook", exec_n)
-      ct.fs.append(workdir .. "/temporary-ids", tid .. "\n")
+      append(workdir .. "/temporary-ids", tid .. "\n")
       full = runtime.argv(rt, "run", "--pid-file", pidfile, "--bundle", tdir, tid)
       local r, err = ct.proc.run(full, { stdin = opts.stdin, timeout = opts.timeout })
       trace("exec", { argv = json.array(argv), code = r and r.code or json.null, error = err })
@@ -307,7 +313,7 @@ end
 
 function log_line(hc, app, point, msg)
   local line = string.format("%s %s %s: %s", clock.iso(), app, point, msg)
-  ct.fs.append(hc.paths.ctcli_log, line .. "\n")
+  append(hc.paths.ctcli_log, line .. "\n")
   if hc.print then hc.print(string.format("%s %s: %s", app, point, msg)) end
 end
 

@@ -12,9 +12,12 @@ local M = {}
 -- only this command writes (a leftover of that name is replaced).
 function M.write(path, data, mode)
   ct.fs.unlink(path)
-  local ok, err = ct.fs.append(path, data, mode or 420)
-  if ok then ok, err = ct.fs.chmod(path, mode or 420) end
-  return ok, err
+  local f, err = ct.fs.open(path, { write = true, create = true, excl = true, mode = mode or 420 })
+  if not f then return nil, err end
+  local ok, werr = f:write(data)
+  f:close()
+  if ok then ok, werr = ct.fs.chmod(path, mode or 420) end
+  return ok, werr
 end
 
 -- flush(paths) -> true | nil, msg: everything written so far on the

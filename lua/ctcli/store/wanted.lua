@@ -78,7 +78,11 @@ end
 function M.log(paths, fmt, ...)
   local line = string.format("%s %s\n", now_utc(), string.format(fmt, ...))
   ct.fs.mkdir(paths.logs, rootmod.MODES.logs, true)
-  return ct.fs.append(paths.ctcli_log, line)
+  local f, err = ct.fs.open(paths.ctcli_log, { write = true, create = true, append = true, mode = 420 })
+  if not f then return nil, err end
+  local ok, werr = f:write(line)
+  f:close()
+  return ok, werr
 end
 
 return M
