@@ -232,19 +232,10 @@ int open_reader(struct job *j, const char *src) {
 
 /* ---- list ---- */
 
-static const char *entry_type_name(struct archive_entry *e) {
-  if (archive_entry_hardlink(e)) return "hardlink";
-  switch (archive_entry_filetype(e)) {
-  case AE_IFREG: return "file";
-  case AE_IFDIR: return "dir";
-  case AE_IFLNK: return "link";
-  case AE_IFCHR: return "char";
-  case AE_IFBLK: return "block";
-  case AE_IFIFO: return "fifo";
-  case AE_IFSOCK: return "socket";
-  default: return "unknown";
-  }
-}
+/* An entry's type is named by type_name (ct.fs.stat's names). */
+_Static_assert(AE_IFREG == S_IFREG && AE_IFDIR == S_IFDIR && AE_IFLNK == S_IFLNK && AE_IFCHR == S_IFCHR &&
+                   AE_IFBLK == S_IFBLK && AE_IFIFO == S_IFIFO && AE_IFSOCK == S_IFSOCK,
+               "libarchive's file types are not the S_IF* values");
 
 void push_sha256_hex(lua_State *L, struct sha256_ctx *md) {
   unsigned char d[SHA256_DIGEST_SIZE];
@@ -330,7 +321,7 @@ static int ar_list(lua_State *L) {
     lua_createtable(L, 0, 5);
     lua_pushstring(L, name);
     lua_setfield(L, -2, "name");
-    lua_pushstring(L, entry_type_name(e));
+    lua_pushstring(L, archive_entry_hardlink(e) ? "hardlink" : type_name(archive_entry_filetype(e)));
     lua_setfield(L, -2, "type");
     const char *link = archive_entry_hardlink(e);
     if (!link) link = archive_entry_symlink(e);
