@@ -45,12 +45,15 @@ enum { CT_START_FDS = 8 }; /* at most so many descriptors passed */
 pid_t ct_proc_start(const char *const *argv, char *const *envp, const char *cwd, const int *fds, int nfds,
                     int mode, int *err, const char **what);
 
-/* The process record of ct.proc (spawn's userdata, run's guard, fork_call's child). */
+/* A growing buffer: a child's output (spawn.c), a walk's relative path (walk.c). */
 struct buf {
   char *p;
   size_t len, cap;
 };
+/* Room for need more bytes after len (doubling from 256); 0 or -1. */
+int ct_buf_grow(struct buf *b, size_t need);
 
+/* The process record of ct.proc (spawn's userdata, run's guard, fork_call's child). */
 enum { CT_FD_IN, CT_FD_OUT, CT_FD_ERR }; /* our ends of the child's pipes */
 struct proc {
   pid_t pid;   /* 0: none */
@@ -130,12 +133,7 @@ int read_names(int fd, struct names *out);
 
 /* ---- the iterative walker (see fs.c's header comment) ---- */
 
-struct pbuf {
-  char *p;
-  size_t len, cap;
-};
-
-const char *pb_str(const struct pbuf *b);
+const char *pb_str(const struct buf *b);
 
 struct frame {
   int fd;           /* the source directory; -1 while parked */
@@ -152,7 +150,7 @@ struct frame {
 struct walk {
   struct frame *f;
   size_t depth, cap;
-  struct pbuf rel; /* relative path of the current entry / directory */
+  struct buf rel; /* relative path of the current entry / directory */
 };
 
 enum { EV_ENTRY = 1, EV_LEAVE = 2 };

@@ -77,9 +77,9 @@ static void reset_signals(const sigset_t *mask) {
 
 /* ---------- the process record (spawn's userdata, run's and fork_call's guard) ---------- */
 
-static int buf_grow(struct buf *b, size_t need) {
+int ct_buf_grow(struct buf *b, size_t need) {
   if (b->cap - b->len >= need) return 0;
-  size_t cap = b->cap ? b->cap : 65536;
+  size_t cap = b->cap ? b->cap : 256;
   while (cap - b->len < need) cap *= 2;
   char *p = realloc(b->p, cap);
   if (!p) return -1;
@@ -141,7 +141,7 @@ void ct_proc_release(struct proc *p) {
    -1: out of memory. */
 static int read_into(int *fd, struct buf *b) {
   for (;;) {
-    if (buf_grow(b, 65536) != 0) return -1;
+    if (ct_buf_grow(b, 65536) != 0) return -1;
     ssize_t n = read(*fd, b->p + b->len, b->cap - b->len);
     if (n > 0) {
       b->len += (size_t)n;

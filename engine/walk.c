@@ -64,30 +64,22 @@ int read_names(int fd, struct names *out) {
 /* ---- a growing relative path ------------------------------------------ */
 
 /* Truncates to `len` and appends "/name" ("name" at the start). */
-static int pb_set(struct pbuf *b, size_t len, const char *name) {
+static int pb_set(struct buf *b, size_t len, const char *name) {
   size_t nl = strlen(name);
-  size_t need = len + (len ? 1 : 0) + nl + 1;
-  if (need > b->cap) {
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap < need) cap *= 2;
-    char *np = realloc(b->p, cap);
-    if (!np) return ENOMEM;
-    b->p = np;
-    b->cap = cap;
-  }
   b->len = len;
+  if (ct_buf_grow(b, 1 + nl + 1) != 0) return ENOMEM;
   if (len) b->p[b->len++] = '/';
   memcpy(b->p + b->len, name, nl + 1);
   b->len += nl;
   return 0;
 }
 
-static void pb_trunc(struct pbuf *b, size_t len) {
+static void pb_trunc(struct buf *b, size_t len) {
   if (b->p) b->p[len] = '\0';
   b->len = len;
 }
 
-const char *pb_str(const struct pbuf *b) { return b->p ? b->p : ""; }
+const char *pb_str(const struct buf *b) { return b->p ? b->p : ""; }
 
 /* ---- the iterative walker ---------------------------------------------- */
 
