@@ -90,11 +90,10 @@ static int add_entry(struct create *c, const struct stat *st, int pfd, const cha
     archive_entry_copy_gname(e, archive_read_disk_gname(j->rd, st->st_gid));
   }
   if (S_ISLNK(st->st_mode)) {
-    char target[PATH_MAX];
-    ssize_t n = readlinkat(pfd, base, target, sizeof target - 1);
-    if (n < 0) return job_fail(j, errno, "%s: %s", c->host, strerror(errno));
-    target[n] = '\0';
+    char *target = readlink_alloc(pfd, base);
+    if (!target) return job_fail(j, errno, "%s: %s", c->host, strerror(errno));
     archive_entry_set_symlink(e, target);
+    free(target);
   }
   if (!S_ISREG(st->st_mode)) archive_entry_set_size(e, 0);
   /* opts.links[name] = the name of an entry written before: this file goes

@@ -493,10 +493,11 @@ static int d_open(lua_State *L) {
   return 1;
 }
 
-/* Reads the rest of fd into Lua; more than max (>= 0) bytes is EFBIG. */
-int ct_read_rest(lua_State *L, int fd, lua_Integer max, const char *display) {
+/* Reads the rest of fd (of size bytes, or 0: not known) into Lua; more
+   than max (>= 0) bytes is EFBIG. */
+int ct_read_rest(lua_State *L, int fd, lua_Integer max, size_t size, const char *display) {
   size_t limit = max >= 0 ? (size_t)max + 1 : SIZE_MAX;
-  int err = push_read(L, fd, limit, 0);
+  int err = push_read(L, fd, limit, size);
   if (err) return ct_fail_at(L, err, display, NULL);
   if (max >= 0 && lua_rawlen(L, -1) > (size_t)max)
     return ct_error(L, EFBIG, "%s: larger than %I bytes", display, max);

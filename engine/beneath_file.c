@@ -26,7 +26,7 @@ static int f_read(lua_State *L) {
 static int f_read_all(lua_State *L) {
   struct handle *f = check_file(L, 1);
   lua_Integer max = ct_opt_max(L, 2);
-  return ct_read_rest(L, f->fd, max, ct_handle_path(L, 1));
+  return ct_read_rest(L, f->fd, max, 0, ct_handle_path(L, 1));
 }
 
 /* File:write(s) -> true */

@@ -406,11 +406,7 @@ static int fs_read(lua_State *L) {
   if (n) return n;
   if (max >= 0 && st.st_size > max) return ct_error(L, EFBIG, "%s: larger than %I bytes", display, max);
   size_t size = S_ISREG(st.st_mode) && st.st_size > 0 ? (size_t)st.st_size : 0;
-  int err = push_read(L, fd, max >= 0 ? (size_t)max + 1 : SIZE_MAX, size);
-  if (err) return ct_fail_at(L, err, display, NULL);
-  if (max >= 0 && lua_rawlen(L, -1) > (size_t)max)
-    return ct_error(L, EFBIG, "%s: larger than %I bytes", display, max);
-  return 1;
+  return ct_read_rest(L, fd, max, size, display);
 }
 
 /* ---- by name only ------------------------------------------------------ */

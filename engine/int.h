@@ -261,8 +261,8 @@ int ct_fail_at(lua_State *L, int err, const char *display, const char *msg);
 int ct_classify(int dirfd, const char *name, int err);
 int ct_chmod_fd(int fd, mode_t mode); /* of an O_PATH descriptor */
 int ct_open_path(int dirfd, const char *rel); /* O_PATH beneath, no symlink followed */
-/* The rest of fd into Lua; more than max (>= 0) bytes is EFBIG. */
-int ct_read_rest(lua_State *L, int fd, lua_Integer max, const char *display);
+/* The rest of fd (size: fstat's, or 0) into Lua; more than max (>= 0) bytes is EFBIG. */
+int ct_read_rest(lua_State *L, int fd, lua_Integer max, size_t size, const char *display);
 lua_Integer ct_opt_max(lua_State *L, int arg); /* -1: none */
 void ct_file_class(lua_State *L);
 int d_walk(lua_State *L);

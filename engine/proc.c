@@ -119,10 +119,9 @@ static void check_opts(lua_State *L, struct opts *o, int spawn) {
   o->envp = build_env(L, opts);
   o->mode = CT_START_GROUP;
   if (opts) {
-    int t = lua_getfield(L, opts, "cwd");
-    if (t != LUA_TNIL && t != LUA_TSTRING) luaL_error(L, "bad option 'cwd' (a string expected)");
-    o->cwd = lua_tostring(L, -1);
-    t = lua_getfield(L, opts, "stdin");
+    o->cwd = opt_string(L, opts, "cwd", NULL); /* anchored in opts */
+    if (opt_bool(L, opts, "foreground")) o->mode = CT_START_FOREGROUND;
+    int t = lua_getfield(L, opts, "stdin");
     if (t != LUA_TNIL && (t != LUA_TSTRING || spawn))
       luaL_error(L, "bad option 'stdin' (%s)", spawn ? "spawn takes none" : "a string expected");
     o->in = lua_tolstring(L, -1, &o->in_len);
@@ -135,9 +134,7 @@ static void check_opts(lua_State *L, struct opts *o, int spawn) {
         luaL_error(L, "bad option 'timeout' (a positive number of seconds expected)");
       o->timeout = v;
     }
-    lua_getfield(L, opts, "foreground");
-    if (lua_toboolean(L, -1)) o->mode = CT_START_FOREGROUND;
-    lua_pop(L, 4); /* the strings stay anchored in opts */
+    lua_pop(L, 2); /* stdin stays anchored in opts */
   }
   /* A foreground child has ours: the terminal (or whatever our stdio is). */
   int fg = o->mode == CT_START_FOREGROUND;
