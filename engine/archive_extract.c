@@ -556,23 +556,13 @@ static void read_idmap(lua_State *L, struct extract *x) {
   x->map_size = size;
 }
 
-/* opts.only as a set of names, or 0 when there is none. */
+/* opts.only = {[name] = true} (names as an archive's cleaned: "a/b"), or 0
+   when there is none. */
 static int read_only(lua_State *L) {
   int ty = opt_field(L, 3, "only");
-  if (ty == LUA_TNIL) return 0;
-  if (ty != LUA_TTABLE) luaL_error(L, "bad option 'only' (table expected, got %s)", lua_typename(L, ty));
-  lua_newtable(L);
-  for (lua_Integer i = 1; lua_rawgeti(L, -2, i) != LUA_TNIL; i++) {
-    char clean[PATH_MAX];
-    if (!lua_isstring(L, -1) || clean_name(lua_tostring(L, -1), clean, sizeof clean) || !clean[0])
-      luaL_error(L, "bad option 'only' (item %d is not a relative name)", (int)i);
-    lua_pop(L, 1);
-    lua_pushstring(L, clean);
-    lua_pushboolean(L, 1);
-    lua_rawset(L, -3);
-  }
-  lua_pop(L, 1);
-  return lua_gettop(L);
+  if (ty != LUA_TNIL && ty != LUA_TTABLE)
+    luaL_error(L, "bad option 'only' (table expected, got %s)", lua_typename(L, ty));
+  return ty == LUA_TTABLE ? lua_gettop(L) : 0;
 }
 
 /* extract(src, dest [, opts]) -> {entries=, bytes=, whiteouts=, skipped={names}[, tree=]} | nil, msg, errno

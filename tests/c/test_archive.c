@@ -418,7 +418,7 @@ DEFINE_TEST(extract_and_list_refuse_two_entries_of_one_name) {
   struct member d[] = {{.name = "data/", .type = 'd'}, {.name = "x/y", .type = 'f'},
                        {.name = "./data", .type = 'd'}};
   MAKE_ARCHIVE(P("dupdir.tar.gz"), "gzip", d);
-  EXPECT_REFUSED("box2", "dupdir.tar.gz", "{only = {'x'}}", "dupdir.tar.gz: data: refusing a second entry");
+  EXPECT_REFUSED("box2", "dupdir.tar.gz", "{only = {x = true}}", "dupdir.tar.gz: data: refusing a second entry");
   LUA_FMT("refused({'dupdir.tar.gz: data: refusing a second entry'}, A.list(T .. '/dupdir.tar.gz')) "
           "return true");
   /* A hard link is an entry of its own name: naming it twice is refused. */
@@ -611,7 +611,7 @@ DEFINE_TEST(extract_only_some_names_with_progress) {
   MAKE_ARCHIVE(P("some.tar.gz"), "gzip", m);
   mkdirs(P("dest"));
   LUA_FMT("local calls = {} "
-          "local r = ok(A.extract(T .. '/some.tar.gz', T .. '/dest', {only={'a', './c'}, "
+          "local r = ok(A.extract(T .. '/some.tar.gz', T .. '/dest', {only={a = true, c = true}, "
           "  progress=function(done, read) calls[#calls + 1] = {done, read} end})) "
           "assert(r.entries == 3, r.entries) "
           "local want = (2 << 20) + #'content of c\\n' "
@@ -648,7 +648,6 @@ DEFINE_TEST(wrong_argument_types_raise) {
           "  function() A.extract('a', 'b', {max_entries='10'}) end,"
           "  function() A.extract('a', 'b', {max_bytes=-1}) end,"
           "  function() A.extract('a', 'b', {only='a'}) end,"
-          "  function() A.extract('a', 'b', {only={'../a'}}) end,"
           "  function() A.extract('a', 'b', {progress=1}) end,"
           "  function() A.extract('a', 'b', {preserve='yes'}) end,"
           "  function() A.create('x') end,"

@@ -139,7 +139,7 @@ describe("history", function()
       assert.is_true(names["history.jsonl"])
       -- The copy in the archive is the history as it stood when it was taken.
       local dir = H.tmpdir()
-      assert(ct.archive.extract(b.path, dir, { only = { "history.jsonl" } }))
+      assert(ct.archive.extract(b.path, dir, { only = { ["history.jsonl"] = true } }))
       local copy = {}
       for line in assert(ct.fs.read(dir .. "/history.jsonl")):gmatch("[^\n]+") do
         copy[#copy + 1] = assert(json.decode(line)).command

@@ -39,7 +39,7 @@ end
 -- packed_manifest(pkg) -> the manifest.json a package holds, decoded
 local function packed_manifest(pkg)
   local dir = H.tmpdir()
-  assert(ct.archive.extract(pkg, dir, { only = { "manifest.json" } }))
+  assert(ct.archive.extract(pkg, dir, { only = { ["manifest.json"] = true } }))
   return assert(json.decode(assert(ct.fs.read(dir .. "/manifest.json"))))
 end
 

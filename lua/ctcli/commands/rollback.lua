@@ -301,7 +301,7 @@ local function peek(ctx, file)
   end
   local tmp <close>, err = tempdir.make(ctx.paths.tmp .. "/peek-XXXXXX")
   if not tmp then return nil, err end
-  local ok, xerr = ct.archive.extract(file, tmp.path, { only = { "backup-info.json" } })
+  local ok, xerr = ct.archive.extract(file, tmp.path, { only = { ["backup-info.json"] = true } })
   local text = ok and ct.fs.read(tmp.path .. "/backup-info.json")
   tmp:remove()
   if not ok then return nil, file .. ": " .. tostring(xerr) end

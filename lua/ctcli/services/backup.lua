@@ -359,7 +359,7 @@ end
 function M.restore_data(ctx, archive, names)
   local dir, err = ct.fs.mkdtemp(ctx.paths.tmp .. "/restore-XXXXXX")
   if not dir then return nil, err end
-  local ok, xerr = ct.archive.extract(archive, dir, { preserve = true, only = { "data" }, special = "skip" })
+  local ok, xerr = ct.archive.extract(archive, dir, { preserve = true, only = { data = true }, special = "skip" })
   if not ok then ct.fs.rmtree(dir) return nil, xerr end
   ct.fs.mkdir(dir .. "/data", 448, true)
   local done = {}

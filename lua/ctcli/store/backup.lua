@@ -291,7 +291,7 @@ function M.extract(file, dir, progress)
     local ok, rerr = ct.fs.rmtree(dir .. "/uppers")
     if not ok then return nil, rerr end
     local more, xerr = ct.archive.extract(file, dir, {
-      preserve = true, check_space = true, special = "skip", only = { "uppers" }, whiteouts = "overlay",
+      preserve = true, check_space = true, special = "skip", only = { uppers = true }, whiteouts = "overlay",
     })
     if not more then return nil, xerr end
     skipped = more.skipped
