@@ -286,9 +286,15 @@ static void hash_zeros(struct extract *x, int64_t n) {
     sha256_update(&x->md, n < (int64_t)sizeof zeros ? (size_t)n : sizeof zeros, zeros);
 }
 
+/* Only files this large are remembered: what a walk saves is reading big
+   files again, and the table then grows with the layer's bytes (one entry
+   per 64 KiB at most), not with its number of files. */
+#define KNOWN_MIN (64 << 10)
+
 static void remember_digest(struct extract *x, int fd, int64_t len) {
   struct stat st;
-  if (fstat(fd, &st) != 0 || st.st_size != len) return; /* not known: the walk reads it */
+  if (len < KNOWN_MIN) return; /* not known: the walk reads it */
+  if (fstat(fd, &st) != 0 || st.st_size != len) return;
   struct ct_known_file k = {st.st_ino, st.st_size, {0}};
   sha256_digest(&x->md, sizeof k.sha256, k.sha256);
   lua_pushlstring(x->L, (const char *)&k, sizeof k);
