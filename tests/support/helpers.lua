@@ -35,6 +35,12 @@ function H.appender(path)
   return f
 end
 
+-- append(path, data) -> true | nil, msg: data added at the end of the file.
+function H.append(path, data)
+  local f <close> = H.appender(path)
+  return f:write(data)
+end
+
 -- need_root(): a spec that runs containers; skipped off root, never under CI.
 function H.need_root()
   local r = ct.proc.run({ "id", "-u" })
