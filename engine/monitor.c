@@ -203,7 +203,8 @@ static void state_write(void) {
   char buf[2560];
   size_t n = state_json(buf, sizeof buf - 1);
   buf[n++] = '\n';
-  int fd = openat(M.c.state_fd, CT_MONITOR_STATE ".tmp", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+  int fd = openat(M.c.state_fd, CT_MONITOR_STATE ".tmp", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
+                  0644);
   int ok = fd >= 0 && write_all(fd, buf, n) == 0 && fsync(fd) == 0;
   if (fd >= 0 && close(fd) != 0) ok = 0;
   if (ok && renameat(M.c.state_fd, CT_MONITOR_STATE ".tmp", M.c.state_fd, CT_MONITOR_STATE) == 0) {
@@ -271,10 +272,14 @@ static int run_cmd(const struct argvec *a, const char *what) {
   M.cmd = 0;
   int st = M.cmd_status;
   if (M.cmd_done && WIFEXITED(st) && WEXITSTATUS(st) == 0) return 0;
-  if (killed) snprintf(M.error, sizeof M.error, "runc %s: timed out", what);
-  else if (M.last_err[0]) snprintf(M.error, sizeof M.error, "runc %s: %s", what, M.last_err);
-  else if (M.cmd_done && WIFSIGNALED(st)) snprintf(M.error, sizeof M.error, "runc %s: killed by signal %d", what, WTERMSIG(st));
-  else snprintf(M.error, sizeof M.error, "runc %s: exit status %d", what, WEXITSTATUS(st));
+  if (killed)
+    snprintf(M.error, sizeof M.error, "runc %s: timed out", what);
+  else if (M.last_err[0])
+    snprintf(M.error, sizeof M.error, "runc %s: %s", what, M.last_err);
+  else if (M.cmd_done && WIFSIGNALED(st))
+    snprintf(M.error, sizeof M.error, "runc %s: killed by signal %d", what, WTERMSIG(st));
+  else
+    snprintf(M.error, sizeof M.error, "runc %s: exit status %d", what, WEXITSTATUS(st));
   return -1;
 }
 
