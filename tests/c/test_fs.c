@@ -245,6 +245,17 @@ DEFINE_TEST(rmtree_removes_a_read_only_tree_unprivileged) {
   T_ASSERT(access(root, F_OK) != 0 && errno == ENOENT);
 }
 
+/* In a forked child: runs code and exits 0, or 1 with its error on
+   stderr; a child blocked past the alarm (a walk that blocks) is killed. */
+static _Noreturn void child_runs(lua_State *L, const char *code) {
+  alarm(60);
+  if (luaL_dostring(L, code) != LUA_OK) {
+    fprintf(stderr, "child: %s\n", lua_tostring(L, -1));
+    _exit(1);
+  }
+  _exit(0);
+}
+
 /* Runs code in a child with a private mount namespace in which src is
    mounted on target (the mount goes away with the child); skips where
    that cannot be done. */
@@ -258,12 +269,7 @@ static void with_mount(lua_State *L, const char *src, const char *target, const 
     if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
         mount(src, target, type, flags, data) != 0)
       _exit(77);
-    alarm(60); /* a walk that blocks fails the test */
-    if (luaL_dostring(L, code) != LUA_OK) {
-      fprintf(stderr, "child: %s\n", lua_tostring(L, -1));
-      _exit(1);
-    }
-    _exit(0);
+    child_runs(L, code);
   }
   int status;
   T_ASSERT(waitpid(pid, &status, 0) == pid);
@@ -353,12 +359,7 @@ static void while_swapping(lua_State *L, const char *dir, const char *code) {
   pid_t pid = fork();
   T_ASSERT(pid >= 0);
   if (pid == 0) {
-    alarm(60);
-    if (luaL_dostring(L, code) != LUA_OK) {
-      fprintf(stderr, "child: %s\n", lua_tostring(L, -1));
-      _exit(1);
-    }
-    _exit(0);
+    child_runs(L, code);
   }
   int status;
   T_ASSERT(waitpid(pid, &status, 0) == pid);

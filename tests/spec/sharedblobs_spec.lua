@@ -20,11 +20,7 @@ local function hardlinks(pkg)
   return out
 end
 
-local function count(t)
-  local n = 0
-  for _ in pairs(t) do n = n + 1 end
-  return n
-end
+local count = H.count
 
 -- base_blob(dir) -> the hex of the blob every layout under dir/images holds
 local function base_blob(dir)

@@ -18,11 +18,7 @@ local function sh(root, app, script)
   return r
 end
 
-local function count(t)
-  local n = 0
-  for _ in pairs(t) do n = n + 1 end
-  return n
-end
+local count = H.count
 
 local function image_json(root, key)
   return json.decode(assert(ct.fs.read(root .. "/images/" .. key .. "/image.json")))

@@ -35,6 +35,13 @@ function H.appender(path)
   return f
 end
 
+-- count(t) -> how many keys t has.
+function H.count(t)
+  local n = 0
+  for _ in pairs(t) do n = n + 1 end
+  return n
+end
+
 -- append(path, data) -> true | nil, msg: data added at the end of the file.
 function H.append(path, data)
   local f <close> = H.appender(path)
