@@ -11,6 +11,7 @@ local store = require("ctcli.store.images")
 local runtime = require("ctcli.runtime.runc")
 local hookcgroup = require("ctcli.hooks.cgroup")
 local clock = require("ctcli.base.clock")
+local wanted = require("ctcli.store.wanted")
 
 local M = {}
 
@@ -312,8 +313,7 @@ local function in_child(hc, timeout, fn, app_name, point)
 end
 
 function log_line(hc, app, point, msg)
-  local line = string.format("%s %s %s: %s", clock.iso(), app, point, msg)
-  append(hc.paths.ctcli_log, line .. "\n")
+  wanted.log(hc.paths, "%s %s: %s", app, point, msg)
   if hc.print then hc.print(string.format("%s %s: %s", app, point, msg)) end
 end
 
